@@ -1,0 +1,24 @@
+// The shape of one CLI command. Each command lives in its own file under src/cli/commands/ and is listed in
+// src/cli/commands/index.ts. Commands parse their own options (node:util parseArgs), call the library, print.
+
+import type { Writable } from 'node:stream'
+
+/** What a command may touch from the outside world; tests and main() fill it. */
+export interface CliContext {
+  readonly env: NodeJS.ProcessEnv
+  readonly stdout: Writable & { isTTY?: boolean }
+  readonly stderr: Writable & { isTTY?: boolean }
+  /** Aborted on SIGINT/SIGTERM. */
+  readonly signal: AbortSignal
+}
+
+export interface Command {
+  /** Words that select the command, e.g. ['check'] or ['wal', 'push']. */
+  readonly path: readonly string[]
+  /** One line for `pgkeep --help`. */
+  readonly summary: string
+  /** Full usage text for `pgkeep <command> --help`. */
+  readonly usage: string
+  /** Runs the command and resolves to the process exit code. Throws BaseError subclasses for failures. */
+  run(args: string[], ctx: CliContext): Promise<number>
+}

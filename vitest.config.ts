@@ -1,0 +1,28 @@
+import { defineConfig } from 'vitest/config'
+
+// Two projects: `unit` never touches the network; `integration` starts real PostgreSQL servers (14–18) and a
+// local S3 server through test/harness/. `npm test` runs both; that is what CI runs.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['test/unit/**/*.test.ts'],
+          testTimeout: 20_000,
+        },
+      },
+      {
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          testTimeout: 180_000,
+          hookTimeout: 120_000,
+          // Each file starts its own servers; two cores, so two files at a time.
+          maxWorkers: 2,
+          pool: 'forks',
+        },
+      },
+    ],
+  },
+})
