@@ -8,7 +8,6 @@ export const ExitCodes: Readonly<Record<string, number>> = {
   [Codes.NOT_FOUND]: 1,
   [Codes.USAGE]: 2,
   [Codes.CONFIG]: 3,
-  [ProtocolCodes.CONFIG]: 3,
   [ProtocolCodes.CONNECTION]: 10,
   [ProtocolCodes.AUTH]: 11,
   [ProtocolCodes.SERVER]: 12,
