@@ -1,0 +1,52 @@
+// The replication protocol client: the only entry src/ may import from protocol/.
+// Connect (TCP, Unix socket, TLS; trust, password, md5, SCRAM), then run replication commands on the connection.
+
+export * from './errors.js'
+export { type Lsn, formatLsn, parseLsn, isLsn } from './lsn.js'
+export {
+  type ConnectOptions,
+  type HostPort,
+  type ResolveOptions,
+  type SslMode,
+  SSL_MODES,
+  describeHost,
+  lookupPgpass,
+  parseConninfo,
+  resolveConnectOptions,
+} from './session/conninfo.js'
+export { ReplicationConnection, type OpenOptions, type ResultSet } from './session/connection.js'
+export { identifySystem, show, timelineHistory, type SystemIdentity, type TimelineHistoryFile } from './commands/system.js'
+export {
+  createReplicationSlot,
+  dropReplicationSlot,
+  readReplicationSlot,
+  type CreateSlotOptions,
+  type CreatedSlot,
+  type SlotInfo,
+} from './commands/slots.js'
+export {
+  startReplication,
+  ReplicationStream,
+  type ReplicationEnd,
+  type ReplicationEvent,
+  type StartReplicationOptions,
+} from './commands/start-replication.js'
+export {
+  baseBackup,
+  baseBackupCommand,
+  MANIFEST_CHECKSUM_ALGORITHMS,
+  type BaseBackupEvent,
+  type BaseBackupOptions,
+  type ManifestChecksumAlgorithm,
+  type TablespaceRow,
+} from './commands/base-backup.js'
+export { uploadManifest } from './commands/upload-manifest.js'
+export { pgTimestampToDate } from './messages/replication.js'
+
+import { type OpenOptions, ReplicationConnection } from './session/connection.js'
+import { type ResolveOptions, resolveConnectOptions } from './session/conninfo.js'
+
+/** Resolves a conninfo string (URI or key=value) like libpq and opens a physical replication connection. */
+export function connect(conninfo: string | undefined, o: ResolveOptions & OpenOptions = {}): Promise<ReplicationConnection> {
+  return ReplicationConnection.open(resolveConnectOptions(conninfo, o), o)
+}
