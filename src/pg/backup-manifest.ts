@@ -1,0 +1,459 @@
+// The server's `backup_manifest` (JSON, PostgreSQL 13+): a parser that keeps the 64-bit System-Identifier exact
+// and checks Manifest-Checksum, and a writer that reproduces the server's bytes exactly
+// (src/backend/backup/backup_manifest.c, src/common/parse_manifest.c, src/backend/utils/adt/json.c escape_json).
+
+import { createHash, type Hash } from 'node:crypto'
+import { FormatError, IntegrityError } from '../errors.js'
+import { formatLsn, type Lsn, parseLsn } from './lsn.js'
+import type { TimelineId } from './wal-names.js'
+
+/** Per-file checksum algorithms of `MANIFEST_CHECKSUMS` (NONE means the fields are left out). */
+export type ChecksumAlgorithm = 'CRC32C' | 'SHA224' | 'SHA256' | 'SHA384' | 'SHA512'
+
+/** Hex length of each algorithm's checksum. */
+export const CHECKSUM_HEX_LENGTH: Readonly<Record<ChecksumAlgorithm, number>> = {
+  CRC32C: 8,
+  SHA224: 56,
+  SHA256: 64,
+  SHA384: 96,
+  SHA512: 128,
+}
+
+/** One file of a manifest, as parsed. */
+export interface ManifestFile {
+  /** Path relative to the data directory, `/`-separated. For an `Encoded-Path` entry, the bytes decoded as UTF-8
+   * (lossy when they are not UTF-8: use `pathBytes` for the real name). */
+  path: string
+  /** The exact name bytes; present only when the manifest used `Encoded-Path`. */
+  pathBytes?: Uint8Array
+  size: number
+  /** `YYYY-MM-DD HH:MM:SS GMT`, as written (PostgreSQL does not require it; undefined when absent). */
+  lastModified?: string
+  checksumAlgorithm?: ChecksumAlgorithm
+  /** Lowercase hex; for CRC32C the 4 CRC bytes in little-endian order (see crc32cHexLE). */
+  checksum?: string
+}
+
+/** The WAL a backup needs on one timeline. */
+export interface ManifestWalRange {
+  timeline: TimelineId
+  startLsn: Lsn
+  endLsn: Lsn
+}
+
+/** A parsed backup_manifest. */
+export interface ServerManifest {
+  /** 1 (13–16) or 2 (17+, adds System-Identifier). */
+  version: 1 | 2
+  /** Version 2 only: the cluster's system identifier, exact (it does not fit a JS number). */
+  systemId?: bigint
+  files: ManifestFile[]
+  walRanges: ManifestWalRange[]
+  /** SHA-256 of everything before the last line, lowercase hex. */
+  manifestChecksum: string
+}
+
+/** Options of {@link parseServerManifest}. */
+export interface ParseManifestOptions {
+  /** Check Manifest-Checksum (default true). */
+  verifyChecksum?: boolean
+}
+
+const TOP_KEYS = new Set(['PostgreSQL-Backup-Manifest-Version', 'System-Identifier', 'Files', 'WAL-Ranges', 'Manifest-Checksum'])
+const FILE_KEYS = new Set(['Path', 'Encoded-Path', 'Size', 'Last-Modified', 'Checksum-Algorithm', 'Checksum'])
+const RANGE_KEYS = new Set(['Timeline', 'Start-LSN', 'End-LSN'])
+const HEX = /^(?:[0-9a-fA-F]{2})*$/
+const utf8 = new TextEncoder()
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true })
+const lossyUtf8 = new TextDecoder('utf-8')
+
+function bad(message: string, cause?: unknown): FormatError {
+  return new FormatError(`invalid backup manifest: ${message}`, cause === undefined ? {} : { cause })
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function utf8OrHex(bytes: Uint8Array): string {
+  try {
+    return strictUtf8.decode(bytes)
+  } catch {
+    return `\0${Buffer.from(bytes).toString('hex')}`
+  }
+}
+
+function hexToBytes(hex: string): Uint8Array {
+  return Uint8Array.from(Buffer.from(hex, 'hex'))
+}
+
+/**
+ * Where the last line starts: the checksum covers every byte before it (parse_manifest.c
+ * verify_manifest_checksum). The file needs at least two lines and a final newline.
+ */
+function checksummedLength(bytes: Uint8Array): number {
+  if (bytes.byteLength === 0 || bytes[bytes.byteLength - 1] !== 0x0a) throw bad('last line not newline-terminated')
+  const penultimate = bytes.lastIndexOf(0x0a, bytes.byteLength - 2)
+  if (penultimate < 0) throw bad('expected at least 2 lines')
+  return penultimate + 1
+}
+
+/**
+ * Computes the SHA-256 a manifest's Manifest-Checksum should hold (over everything before its last line).
+ * @throws FormatError when the bytes do not have the line structure of a manifest
+ */
+export function computeManifestChecksum(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes.subarray(0, checksummedLength(bytes))).digest('hex')
+}
+
+/**
+ * Parses a backup_manifest as the server (or pgkeep's writer) produces it.
+ *
+ * The whole text goes through JSON.parse (a manifest is ~200 bytes per file), except System-Identifier: a 64-bit
+ * value JSON.parse would round, so its digits are turned into a string first. Only the first occurrence of the
+ * key outside a string can match: inside a JSON string the quotes around it would be escaped.
+ *
+ * Checks what pg_verifybackup's parser checks: known keys only, the version first and the checksum last,
+ * System-Identifier only in version 2 (and required there), Path xor Encoded-Path, Size, Checksum only with an
+ * algorithm, no duplicate paths, valid LSNs.
+ * @throws FormatError on any structural problem
+ * @throws IntegrityError when Manifest-Checksum does not match the content
+ */
+export function parseServerManifest(input: Uint8Array | string, o: ParseManifestOptions = {}): ServerManifest {
+  const bytes = typeof input === 'string' ? utf8.encode(input) : input
+  let text: string
+  try {
+    text = strictUtf8.decode(bytes)
+  } catch (e) {
+    throw bad('not valid UTF-8', e)
+  }
+  const exact = text.replace(/("System-Identifier"\s*:\s*)(-?[0-9][0-9.eE+-]*)/, '$1"$2"')
+  let doc: unknown
+  try {
+    doc = JSON.parse(exact)
+  } catch (e) {
+    throw bad(e instanceof Error ? e.message : 'JSON syntax error', e)
+  }
+  if (!isObject(doc)) throw bad('not a JSON object')
+  const keys = Object.keys(doc)
+  for (const k of keys) if (!TOP_KEYS.has(k)) throw bad(`unexpected key '${k}'`)
+  if (keys[0] !== 'PostgreSQL-Backup-Manifest-Version') throw bad('expected version indicator first')
+  if (keys[keys.length - 1] !== 'Manifest-Checksum') throw bad('expected Manifest-Checksum last')
+  const version = doc['PostgreSQL-Backup-Manifest-Version']
+  if (version !== 1 && version !== 2) {
+    throw new FormatError(`unsupported backup manifest version '${String(version)}'`, {
+      hint: 'pgkeep reads manifest versions 1 (PostgreSQL 13–16) and 2 (17+)',
+    })
+  }
+  let systemId: bigint | undefined
+  if ('System-Identifier' in doc) {
+    const raw = doc['System-Identifier']
+    if (version === 1) throw bad('System-Identifier in a version 1 manifest')
+    if (typeof raw !== 'string' || !/^[0-9]+$/.test(raw) || BigInt(raw) > 0xffff_ffff_ffff_ffffn) {
+      throw bad(`System-Identifier is not an unsigned 64-bit integer: '${String(raw)}'`)
+    }
+    systemId = BigInt(raw)
+  } else if (version === 2) {
+    throw bad('version 2 manifest without System-Identifier')
+  }
+
+  const filesRaw = doc['Files']
+  if (!Array.isArray(filesRaw)) throw bad('Files is not an array')
+  const seen = new Set<string>()
+  const files = filesRaw.map((f: unknown, i): ManifestFile => {
+    if (!isObject(f)) throw bad(`file ${i} is not an object`)
+    for (const k of Object.keys(f)) if (!FILE_KEYS.has(k)) throw bad(`unexpected file field '${k}'`)
+    const path = f['Path']
+    const encoded = f['Encoded-Path']
+    let file: ManifestFile
+    if (path !== undefined && encoded !== undefined) throw bad(`file ${i} has both Path and Encoded-Path`)
+    if (typeof path === 'string') {
+      file = { path, size: 0 }
+    } else if (typeof encoded === 'string' && HEX.test(encoded) && encoded.length > 0) {
+      const pathBytes = hexToBytes(encoded)
+      file = { path: lossyUtf8.decode(pathBytes), pathBytes, size: 0 }
+    } else {
+      throw bad(`file ${i} has no valid Path or Encoded-Path`)
+    }
+    // Path "a" and Encoded-Path "61" name the same file; a NUL prefix keeps non-UTF-8 names apart (paths have no NUL).
+    const dupKey = file.pathBytes === undefined ? file.path : utf8OrHex(file.pathBytes)
+    if (seen.has(dupKey)) throw bad(`duplicate path '${file.path}'`)
+    seen.add(dupKey)
+    const size = f['Size']
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw bad(`file '${file.path}' has an invalid Size`)
+    file.size = size
+    const lastModified = f['Last-Modified']
+    if (lastModified !== undefined) {
+      if (typeof lastModified !== 'string') throw bad(`file '${file.path}' has an invalid Last-Modified`)
+      file.lastModified = lastModified
+    }
+    const algorithm = f['Checksum-Algorithm']
+    const checksum = f['Checksum']
+    if (checksum !== undefined && algorithm === undefined) throw bad(`file '${file.path}' has a checksum but no algorithm`)
+    if (algorithm !== undefined) {
+      if (typeof algorithm !== 'string' || !(algorithm in CHECKSUM_HEX_LENGTH)) {
+        throw bad(`file '${file.path}' has an unknown checksum algorithm '${String(algorithm)}'`)
+      }
+      const alg = algorithm as ChecksumAlgorithm
+      if (typeof checksum !== 'string' || checksum.length !== CHECKSUM_HEX_LENGTH[alg] || !HEX.test(checksum)) {
+        throw bad(`invalid checksum for file '${file.path}'`)
+      }
+      file.checksumAlgorithm = alg
+      file.checksum = checksum.toLowerCase()
+    }
+    return file
+  })
+
+  const rangesRaw = doc['WAL-Ranges']
+  const walRanges: ManifestWalRange[] = []
+  if (rangesRaw !== undefined) {
+    if (!Array.isArray(rangesRaw)) throw bad('WAL-Ranges is not an array')
+    for (const r of rangesRaw as unknown[]) {
+      if (!isObject(r)) throw bad('a WAL range is not an object')
+      for (const k of Object.keys(r)) if (!RANGE_KEYS.has(k)) throw bad(`unexpected WAL range field '${k}'`)
+      const tli = r['Timeline']
+      const start = r['Start-LSN']
+      const end = r['End-LSN']
+      if (typeof tli !== 'number' || !Number.isInteger(tli) || tli < 1 || tli > 0xffff_ffff) throw bad('invalid Timeline')
+      if (typeof start !== 'string' || typeof end !== 'string') throw bad('WAL range without Start-LSN or End-LSN')
+      walRanges.push({ timeline: tli, startLsn: parseLsn(start), endLsn: parseLsn(end) })
+    }
+  }
+
+  const manifestChecksum = doc['Manifest-Checksum']
+  if (typeof manifestChecksum !== 'string' || !/^[0-9a-fA-F]{64}$/.test(manifestChecksum)) {
+    throw bad('invalid Manifest-Checksum')
+  }
+  if (o.verifyChecksum !== false) {
+    const actual = computeManifestChecksum(bytes)
+    if (actual !== manifestChecksum.toLowerCase()) {
+      throw new IntegrityError(`backup manifest checksum mismatch: expected ${manifestChecksum}, actual ${actual}`, {
+        hint: 'the manifest was modified or truncated',
+      })
+    }
+  }
+  const manifest: ServerManifest = { version, files, walRanges, manifestChecksum: manifestChecksum.toLowerCase() }
+  if (systemId !== undefined) manifest.systemId = systemId
+  return manifest
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Writer
+
+/** A file to list in a manifest. A parsed {@link ManifestFile} is accepted as is. */
+export interface ManifestFileInput {
+  /** The relative path as a string (written as UTF-8), or as raw bytes. */
+  path: string | Uint8Array
+  /** Raw name bytes; when given they win over `path` (a parsed Encoded-Path entry has them). */
+  pathBytes?: Uint8Array
+  size: number
+  /** A Date (formatted in UTC) or an already formatted `YYYY-MM-DD HH:MM:SS GMT`. */
+  lastModified: Date | string
+  checksumAlgorithm?: ChecksumAlgorithm
+  checksum?: string
+}
+
+/** The manifest header. */
+export interface ManifestHeader {
+  /** 1 for clusters 13–16, 2 for 17+ (then `systemId` is required). */
+  version: 1 | 2
+  systemId?: bigint
+  /** Write every path as Encoded-Path, like `MANIFEST 'force-encode'`. */
+  forceEncode?: boolean
+}
+
+/**
+ * Formats a time the way the server writes Last-Modified (`%Y-%m-%d %H:%M:%S %Z` of pg_gmtime): UTC, whole
+ * seconds, e.g. `2026-11-21 05:27:37 GMT`.
+ */
+export function formatManifestTimestamp(date: Date): string {
+  if (Number.isNaN(date.getTime())) throw new FormatError('invalid date for a manifest timestamp')
+  const p = (n: number, w = 2): string => String(n).padStart(w, '0')
+  return (
+    `${p(date.getUTCFullYear(), 4)}-${p(date.getUTCMonth() + 1)}-${p(date.getUTCDate())} ` +
+    `${p(date.getUTCHours())}:${p(date.getUTCMinutes())}:${p(date.getUTCSeconds())} GMT`
+  )
+}
+
+const JSON_ESCAPES: Readonly<Record<string, string>> = {
+  '\b': '\\b',
+  '\f': '\\f',
+  '\n': '\\n',
+  '\r': '\\r',
+  '\t': '\\t',
+  '"': '\\"',
+  '\\': '\\\\',
+}
+
+/**
+ * JSON-quotes a string the way PostgreSQL's escape_json does: `\b \f \n \r \t \" \\`, other control characters
+ * as `\u00xx` (lowercase hex), everything else (DEL and non-ASCII included) unchanged.
+ */
+export function escapeJsonString(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return `"${s.replace(/[\u0000-\u001f"\\]/g, (c) => JSON_ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}"`
+}
+
+function isValidUtf8(bytes: Uint8Array): boolean {
+  try {
+    strictUtf8.decode(bytes)
+    return true
+  } catch {
+    return false
+  }
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+const TIMESTAMP = /^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT$/
+
+/** One file line (without the separator before it), exactly as backup_manifest.c AddFileToBackupManifest. */
+function fileLine(f: ManifestFileInput, forceEncode: boolean): string {
+  let pathField: string
+  const raw = f.pathBytes ?? (typeof f.path === 'string' ? undefined : f.path)
+  if (raw !== undefined) {
+    if (raw.byteLength === 0) throw new FormatError('empty path in manifest')
+    pathField =
+      !forceEncode && isValidUtf8(raw)
+        ? `"Path": ${escapeJsonString(strictUtf8.decode(raw))}`
+        : `"Encoded-Path": "${Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('hex')}"`
+  } else {
+    const path = f.path as string
+    if (path === '') throw new FormatError('empty path in manifest')
+    if (LONE_SURROGATE.test(path)) {
+      throw new FormatError(`path '${path}' is not representable in UTF-8`, { hint: 'pass the raw name bytes as pathBytes' })
+    }
+    pathField = forceEncode ? `"Encoded-Path": "${Buffer.from(path, 'utf8').toString('hex')}"` : `"Path": ${escapeJsonString(path)}`
+  }
+  if (!Number.isSafeInteger(f.size) || f.size < 0) throw new FormatError(`invalid size ${f.size} in manifest`)
+  const lastModified = typeof f.lastModified === 'string' ? f.lastModified : formatManifestTimestamp(f.lastModified)
+  if (!TIMESTAMP.test(lastModified)) throw new FormatError(`invalid Last-Modified '${lastModified}'`)
+  let line = `{ ${pathField}, "Size": ${f.size}, "Last-Modified": "${lastModified}"`
+  if (f.checksumAlgorithm !== undefined) {
+    const want = CHECKSUM_HEX_LENGTH[f.checksumAlgorithm]
+    if (want === undefined) throw new FormatError(`unknown checksum algorithm '${f.checksumAlgorithm}'`)
+    if (f.checksum === undefined || f.checksum.length !== want || !HEX.test(f.checksum)) {
+      throw new FormatError(`invalid ${f.checksumAlgorithm} checksum '${f.checksum ?? ''}' in manifest`)
+    }
+    line += `, "Checksum-Algorithm": "${f.checksumAlgorithm}", "Checksum": "${f.checksum.toLowerCase()}"`
+  } else if (f.checksum !== undefined) {
+    throw new FormatError('manifest checksum without an algorithm')
+  }
+  return `${line} }`
+}
+
+/**
+ * Writes a backup_manifest incrementally, byte for byte as the server does: `addFile` for each file, then
+ * `finish` with the WAL ranges. Each call returns the bytes to append; a SHA-256 of them is kept as they go, so
+ * memory does not depend on the number of files.
+ *
+ * Layout: `{ "PostgreSQL-Backup-Manifest-Version": N,⏎` [`"System-Identifier": id,⏎`] `"Files": [`, then per
+ * file `⏎` (first) or `,⏎` (others) and one object, then `⏎],⏎"WAL-Ranges": [⏎`, ranges joined by `,⏎`,
+ * `⏎],⏎`, and finally `"Manifest-Checksum": "<sha256 of all before>"}⏎`.
+ */
+export class ManifestWriter {
+  readonly #hash: Hash = createHash('sha256')
+  readonly #forceEncode: boolean
+  #header: string | undefined
+  #files = 0
+  #finished = false
+
+  constructor(header: ManifestHeader) {
+    if (header.version !== 1 && header.version !== 2) throw new FormatError(`unsupported manifest version ${String(header.version)}`)
+    if (header.version === 2 && header.systemId === undefined) throw new FormatError('a version 2 manifest needs a system identifier')
+    if (header.version === 1 && header.systemId !== undefined) {
+      throw new FormatError('a version 1 manifest has no system identifier', { hint: 'use version 2 for PostgreSQL 17+' })
+    }
+    if (header.systemId !== undefined && (header.systemId < 0n || header.systemId > 0xffff_ffff_ffff_ffffn)) {
+      throw new FormatError(`system identifier out of range: ${header.systemId}`)
+    }
+    this.#forceEncode = header.forceEncode === true
+    this.#header =
+      `{ "PostgreSQL-Backup-Manifest-Version": ${header.version},\n` +
+      (header.version === 2 ? `"System-Identifier": ${header.systemId!.toString()},\n` : '') +
+      '"Files": ['
+  }
+
+  /** Number of files added so far. */
+  get fileCount(): number {
+    return this.#files
+  }
+
+  #emit(text: string): Uint8Array {
+    const bytes = Buffer.from(text, 'utf8')
+    this.#hash.update(bytes)
+    return bytes
+  }
+
+  #prefix(): string {
+    if (this.#finished) throw new FormatError('manifest writer already finished')
+    const h = this.#header ?? ''
+    this.#header = undefined
+    return h
+  }
+
+  /** Adds one file; returns the bytes to append (the header too, on the first call). */
+  addFile(file: ManifestFileInput): Uint8Array {
+    const line = fileLine(file, this.#forceEncode)
+    const text = `${this.#prefix()}${this.#files === 0 ? '\n' : ',\n'}${line}`
+    this.#files++
+    return this.#emit(text)
+  }
+
+  /** Ends the file list, writes the WAL ranges and the Manifest-Checksum line; returns the last bytes. */
+  finish(walRanges: readonly ManifestWalRange[]): Uint8Array {
+    const ranges = walRanges
+      .map((r) => {
+        if (!Number.isInteger(r.timeline) || r.timeline < 1 || r.timeline > 0xffff_ffff) {
+          throw new FormatError(`invalid timeline ${r.timeline} in WAL range`)
+        }
+        return `{ "Timeline": ${r.timeline}, "Start-LSN": "${formatLsn(r.startLsn)}", "End-LSN": "${formatLsn(r.endLsn)}" }`
+      })
+      .join(',\n')
+    const body = this.#emit(`${this.#prefix()}\n],\n"WAL-Ranges": [\n${ranges}\n],\n`)
+    this.#finished = true
+    const tail = Buffer.from(`"Manifest-Checksum": "${this.#hash.digest('hex')}"}\n`, 'utf8')
+    return Buffer.concat([body, tail])
+  }
+}
+
+/** A whole manifest to format at once. */
+export interface ManifestContent extends ManifestHeader {
+  files: Iterable<ManifestFileInput>
+  walRanges: readonly ManifestWalRange[]
+}
+
+/** Formats a whole manifest in memory (see {@link ManifestWriter} for large directories). */
+export function formatManifest(m: ManifestContent): Uint8Array {
+  const w = new ManifestWriter(m)
+  const parts: Uint8Array[] = []
+  for (const f of m.files) parts.push(w.addFile(f))
+  parts.push(w.finish(m.walRanges))
+  return Buffer.concat(parts)
+}
+
+/**
+ * Streams a manifest as chunks of about `chunkSizeBytes` (default 64 KiB) from a possibly asynchronous sequence
+ * of files; memory stays bounded by the chunk size whatever the number of files.
+ */
+export async function* manifestChunks(
+  header: ManifestHeader,
+  files: AsyncIterable<ManifestFileInput> | Iterable<ManifestFileInput>,
+  walRanges: readonly ManifestWalRange[],
+  chunkSizeBytes = 64 * 1024,
+): AsyncGenerator<Uint8Array> {
+  const w = new ManifestWriter(header)
+  let pending: Uint8Array[] = []
+  let pendingBytes = 0
+  for await (const f of files) {
+    const bytes = w.addFile(f)
+    pending.push(bytes)
+    pendingBytes += bytes.byteLength
+    if (pendingBytes >= chunkSizeBytes) {
+      yield Buffer.concat(pending)
+      pending = []
+      pendingBytes = 0
+    }
+  }
+  pending.push(w.finish(walRanges))
+  yield Buffer.concat(pending)
+}

@@ -1,0 +1,117 @@
+// CRC-32C (Castagnoli), as PostgreSQL uses it for backup_manifest file checksums, pg_control and WAL records
+// (src/include/port/pg_crc32c.h): reflected polynomial 0x82F63B78, initial value 0xFFFFFFFF, final XOR 0xFFFFFFFF.
+// Table-driven slice-by-8; it is on the hot path of every backup, so the inner loop reads aligned 32-bit words.
+
+import { endianness } from 'node:os'
+
+const POLY = 0x82f63b78
+
+// TABLE[k * 256 + n]: the CRC contribution of byte n followed by k zero bytes (slice-by-8 tables, k = 0..7).
+// Int32 rather than Uint32 entries keep every value a small integer for V8, which measured ~10 % faster.
+const TABLE = (() => {
+  const t = new Int32Array(256 * 8)
+  for (let n = 0; n < 256; n++) {
+    let c = n
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ POLY : c >>> 1
+    t[n] = c
+  }
+  for (let n = 0; n < 256; n++) {
+    let c = t[n]!
+    for (let k = 1; k < 8; k++) {
+      c = t[c & 0xff]! ^ (c >>> 8)
+      t[k * 256 + n] = c
+    }
+  }
+  return t
+})()
+
+// Word reads see bytes in host order; the slice-by-8 step below is written for little-endian words.
+const LITTLE_ENDIAN_HOST = endianness() === 'LE'
+
+/** The running state before any byte: pass it to {@link crc32cUpdate}. */
+export function crc32cInit(): number {
+  return 0xffff_ffff
+}
+
+/**
+ * Feeds `data` into a running CRC state (from {@link crc32cInit} or a previous update) and returns the new state.
+ * The state is not the CRC: finish with {@link crc32cFinal}.
+ */
+export function crc32cUpdate(state: number, data: Uint8Array): number {
+  const t = TABLE
+  let crc = state | 0
+  const n = data.byteLength
+  let i = 0
+  if (LITTLE_ENDIAN_HOST && n >= 32) {
+    // Bytes until the data is 4-byte aligned in its ArrayBuffer, so an Int32Array view can cover the middle.
+    while (((data.byteOffset + i) & 3) !== 0) crc = t[(crc ^ data[i++]!) & 0xff]! ^ (crc >>> 8)
+    const pairs = (n - i) >>> 3
+    const w = new Int32Array(data.buffer, data.byteOffset + i, pairs * 2)
+    for (let k = 0; k < w.length; k += 2) {
+      const lo = w[k]! ^ crc
+      const hi = w[k + 1]!
+      crc =
+        t[1792 + (lo & 0xff)]! ^
+        t[1536 + ((lo >>> 8) & 0xff)]! ^
+        t[1280 + ((lo >>> 16) & 0xff)]! ^
+        t[1024 + (lo >>> 24)]! ^
+        t[768 + (hi & 0xff)]! ^
+        t[512 + ((hi >>> 8) & 0xff)]! ^
+        t[256 + ((hi >>> 16) & 0xff)]! ^
+        t[hi >>> 24]!
+    }
+    i += pairs * 8
+  } else {
+    // Portable slice-by-8 over bytes (big-endian hosts, short inputs).
+    const end = n - ((n - i) & 7)
+    for (; i < end; i += 8) {
+      const lo = (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24)) ^ crc
+      crc =
+        t[1792 + (lo & 0xff)]! ^
+        t[1536 + ((lo >>> 8) & 0xff)]! ^
+        t[1280 + ((lo >>> 16) & 0xff)]! ^
+        t[1024 + (lo >>> 24)]! ^
+        t[768 + data[i + 4]!]! ^
+        t[512 + data[i + 5]!]! ^
+        t[256 + data[i + 6]!]! ^
+        t[data[i + 7]!]!
+    }
+  }
+  for (; i < n; i++) crc = t[(crc ^ data[i]!) & 0xff]! ^ (crc >>> 8)
+  return crc >>> 0
+}
+
+/** Turns a running state into the CRC value (an unsigned 32-bit number). */
+export function crc32cFinal(state: number): number {
+  return (state ^ 0xffff_ffff) >>> 0
+}
+
+/** CRC-32C of one buffer. `crc32c(utf8('123456789'))` is 0xE3069283. */
+export function crc32c(data: Uint8Array): number {
+  return crc32cFinal(crc32cUpdate(crc32cInit(), data))
+}
+
+/** An incremental CRC-32C, for data that arrives in chunks. */
+export class Crc32c {
+  #state = crc32cInit()
+
+  /** Adds bytes; returns this for chaining. */
+  update(data: Uint8Array): this {
+    this.#state = crc32cUpdate(this.#state, data)
+    return this
+  }
+
+  /** The CRC of everything added so far (the object stays usable). */
+  digest(): number {
+    return crc32cFinal(this.#state)
+  }
+}
+
+/**
+ * A CRC value as backup_manifest writes it: the 4 bytes in little-endian (x86/arm native) order, as lowercase hex.
+ * CRC 0x87208743 is written `43872087`.
+ */
+export function crc32cHexLE(crc: number): string {
+  const b = crc >>> 0
+  return [b & 0xff, (b >>> 8) & 0xff, (b >>> 16) & 0xff, b >>> 24].map((x) => x.toString(16).padStart(2, '0')).join('')
+}
