@@ -370,6 +370,11 @@ export class ReplicationConnection {
     this.socket.destroy()
   }
 
+  /** Bytes read from the socket so far (after TLS decryption); with the bytes consumed, shows what is buffered. */
+  get bytesReceived(): number {
+    return this.socket.bytesRead
+  }
+
   get isClosed(): boolean {
     return this.closed || this.socket.destroyed
   }

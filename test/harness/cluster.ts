@@ -151,13 +151,38 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   await writeFile(join(dataDir, 'pg_hba.conf'), HBA)
   await handOver(join(dataDir, 'pg_hba.conf'))
 
+  const cluster = makeCluster(o.major, baseDir, dataDir, socketDir, port)
+
+  if (o.noStart) return cluster
+  try {
+    await cluster.start()
+  } catch (err) {
+    const log = await cluster.log()
+    await cluster.destroy()
+    throw new Error(`PostgreSQL ${o.major} did not start: ${(err as Error).message}\n${log}`)
+  }
+  await createRoles(cluster)
+  for (let i = 0; i < (o.tablespaces ?? 1); i++) {
+    const dir = join(baseDir, `ts${i + 1}`)
+    await mkdir(dir, { mode: 0o700 })
+    await handOver(dir)
+    await cluster.sql(`CREATE TABLESPACE ts${i + 1} LOCATION '${dir}'`)
+    ;(cluster.tablespaceDirs as string[]).push(dir)
+  }
+  return cluster
+}
+
+
+/** A Cluster handle over a data directory; `start()` runs it. */
+function makeCluster(major: Major, baseDir: string, dataDir: string, socketDir: string, port: number): Cluster {
+  const bins = pgBinaries(major)
   let client: pg.Client | undefined
-  const logFile = join(baseDir, 'server.log')
+  const logFile = `${dataDir}.log`
   const ctl = { pgCtl: bins.pgCtl, dataDir }
   let running = false
 
   const cluster: Cluster = {
-    major: o.major,
+    major,
     host: '127.0.0.1',
     port,
     socketDir,
@@ -221,22 +246,6 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     },
   }
 
-  if (o.noStart) return cluster
-  try {
-    await cluster.start()
-  } catch (err) {
-    const log = await cluster.log()
-    await cluster.destroy()
-    throw new Error(`PostgreSQL ${o.major} did not start: ${(err as Error).message}\n${log}`)
-  }
-  await createRoles(cluster)
-  for (let i = 0; i < (o.tablespaces ?? 1); i++) {
-    const dir = join(baseDir, `ts${i + 1}`)
-    await mkdir(dir, { mode: 0o700 })
-    await handOver(dir)
-    await cluster.sql(`CREATE TABLESPACE ts${i + 1} LOCATION '${dir}'`)
-    ;(cluster.tablespaceDirs as string[]).push(dir)
-  }
   return cluster
 }
 
@@ -266,3 +275,33 @@ async function sslSettings(dataDir: string): Promise<Record<string, string | boo
 
 /** A random identifier safe in SQL and file names. */
 export const randomName = (prefix: string) => `${prefix}_${randomBytes(4).toString('hex')}`
+
+/**
+ * Starts a server on a data directory that pgkeep (or a test) produced, e.g. an extracted or restored backup:
+ * hands it to the server user, points port and socket at fresh ones, and starts it. `tablespaceDirs` are handed
+ * over too. The returned handle's destroy() stops the server and removes `baseDir`.
+ */
+export async function startOnDataDir(
+  major: Major,
+  dataDir: string,
+  o: { baseDir: string; tablespaceDirs?: string[]; conf?: Record<string, string | number | boolean> },
+): Promise<Cluster> {
+  const u = serverUser()
+  if (u.drop) execFileSync('chown', ['-R', `${u.uid}:${u.gid}`, o.baseDir, dataDir, ...(o.tablespaceDirs ?? [])])
+  await chmod(dataDir, 0o700)
+  const socketDir = join(o.baseDir, 'sock-restored')
+  await mkdir(socketDir, { recursive: true, mode: 0o700 })
+  await handOver(socketDir)
+  const port = await freePort()
+  await appendFile(
+    join(dataDir, 'postgresql.auto.conf'),
+    formatConf({ port, unix_socket_directories: socketDir, listen_addresses: '127.0.0.1', ...o.conf }),
+  )
+  const cluster = makeCluster(major, o.baseDir, dataDir, socketDir, port)
+  try {
+    await cluster.start()
+  } catch (err) {
+    throw new Error(`PostgreSQL ${major} did not start on ${dataDir}: ${(err as Error).message}\n${await cluster.log()}`)
+  }
+  return cluster
+}
