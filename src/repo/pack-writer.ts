@@ -1,0 +1,154 @@
+// Building packs and uploading them: a PackBuilder collects stored blobs up to the target size and seals them with
+// their trailing header; a PackUploader writes sealed packs with at most `maxUploads` in flight and a bounded queue,
+// so producers wait (backpressure) instead of piling packs up in memory.
+
+import type { Storage } from '../storage/storage.js'
+import type { BlobType } from './blob.js'
+import { sha256Hex, type RepoKeys } from './crypto.js'
+import { packKey } from './layout.js'
+import { encodePackHeader, encodePackTrailer, type PackEntry } from './pack-format.js'
+import { isAlreadyExists } from './storage-io.js'
+
+/** A pack ready to upload: its id is the SHA-256 of `bytes`. */
+export interface SealedPack {
+  readonly packId: string
+  readonly bytes: Buffer
+  readonly entries: readonly PackEntry[]
+}
+
+/** Collects the stored bytes of blobs of one type, in order, until sealed. */
+export class PackBuilder {
+  readonly type: BlobType
+  readonly #entries: PackEntry[] = []
+  readonly #chunks: Buffer[] = []
+  #sizeBytes = 0
+
+  constructor(type: BlobType) {
+    this.type = type
+  }
+
+  /** Bytes of blob data collected so far. */
+  get sizeBytes(): number {
+    return this.#sizeBytes
+  }
+
+  get count(): number {
+    return this.#entries.length
+  }
+
+  /** Appends a blob; `stored` becomes owned by the builder. */
+  add(id: Buffer, flags: number, stored: Buffer, plainLength: number): PackEntry {
+    const entry: PackEntry = { id, type: this.type, flags, offset: this.#sizeBytes, storedLength: stored.length, plainLength }
+    this.#entries.push(entry)
+    this.#chunks.push(stored)
+    this.#sizeBytes += stored.length
+    return entry
+  }
+
+  /** Concatenates blobs, header and trailer into the pack's bytes and names the pack by their SHA-256. */
+  seal(keys: RepoKeys | undefined): SealedPack {
+    const header = encodePackHeader(this.#entries, keys)
+    const bytes = Buffer.concat([...this.#chunks, header, encodePackTrailer(header.length)])
+    this.#chunks.length = 0
+    return { packId: sha256Hex(bytes), bytes, entries: this.#entries }
+  }
+}
+
+/**
+ * Uploads sealed packs in the background, at most `maxUploads` at once. `waitForRoom` resolves once no more than
+ * `maxUploads` packs are queued or uploading. The first failure is kept and rethrown by every later call: after it,
+ * this session of the repository cannot write any more (its pending blobs are lost; the repository stays sound).
+ */
+export class PackUploader {
+  readonly #storage: Storage
+  readonly #maxUploads: number
+  readonly #onUploaded: (pack: SealedPack) => void
+  readonly #queue: SealedPack[] = []
+  #uploading = 0
+  #failure: { error: unknown } | undefined
+  #waiters: (() => void)[] = []
+
+  constructor(storage: Storage, maxUploads: number, onUploaded: (pack: SealedPack) => void) {
+    this.#storage = storage
+    this.#maxUploads = Math.max(1, maxUploads)
+    this.#onUploaded = onUploaded
+  }
+
+  /** Throws the first upload failure, if any. */
+  throwIfFailed(): void {
+    if (this.#failure) throw this.#failure.error
+  }
+
+  /** Number of packs queued or uploading. */
+  get pendingCount(): number {
+    return this.#queue.length + this.#uploading
+  }
+
+  /** Queues a pack for upload; never waits (call `waitForRoom` for backpressure). */
+  submit(pack: SealedPack): void {
+    this.throwIfFailed()
+    this.#queue.push(pack)
+    this.#pump()
+  }
+
+  /** Resolves when at most `maxUploads` packs are queued or uploading; rejects on failure or abort. */
+  async waitForRoom(signal?: AbortSignal): Promise<void> {
+    while (this.pendingCount > this.#maxUploads) await this.#changed(signal)
+    this.throwIfFailed()
+  }
+
+  /** Resolves when every submitted pack is durable; rejects with the first failure. */
+  async drain(signal?: AbortSignal): Promise<void> {
+    while (this.pendingCount > 0 && !this.#failure) await this.#changed(signal)
+    this.throwIfFailed()
+  }
+
+  #pump(): void {
+    while (this.#uploading < this.#maxUploads && this.#queue.length > 0 && !this.#failure) {
+      const pack = this.#queue.shift()!
+      this.#uploading++
+      this.#upload(pack).then(
+        () => {
+          this.#uploading--
+          this.#onUploaded(pack)
+          this.#notify()
+        },
+        (error: unknown) => {
+          this.#uploading--
+          this.#failure ??= { error }
+          this.#queue.length = 0
+          this.#notify()
+        },
+      )
+    }
+  }
+
+  async #upload(pack: SealedPack): Promise<void> {
+    try {
+      // No signal: a pack is shared by every caller that put a blob in it; aborting one caller must not lose it.
+      await this.#storage.write(packKey(pack.packId), pack.bytes, { ifAbsent: true })
+    } catch (err) {
+      // The name is the content hash: an existing object with this name holds these very bytes.
+      if (!isAlreadyExists(err)) throw err
+    }
+  }
+
+  #notify(): void {
+    this.#pump()
+    const waiters = this.#waiters
+    this.#waiters = []
+    for (const w of waiters) w()
+  }
+
+  #changed(signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason)
+      const onAbort = () => reject(signal!.reason)
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.#waiters.push(() => {
+        signal?.removeEventListener('abort', onAbort)
+        resolve()
+      })
+    })
+  }
+}
