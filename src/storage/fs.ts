@@ -1,0 +1,383 @@
+// The local-directory Storage driver, pgkeep's embedded default: one file per key under a root directory.
+// Writes are atomic and durable: a temporary file in the target directory, fdatasync, rename (or link for
+// `ifAbsent`), fsync of the directory. Reads stream fixed-size chunks; nothing loads a whole file in memory.
+
+import { randomBytes } from 'node:crypto'
+import { promises as fsp } from 'node:fs'
+import type { FileHandle } from 'node:fs/promises'
+import path from 'node:path'
+
+import { AlreadyExistsError, NotFoundError, StorageError, isPgkeepError } from '../errors.js'
+import { isAbortReason } from './abort.js'
+import { pullBody } from './body.js'
+import { TEMP_PREFIX, assertValidKey, assertValidPrefix, assertValidRange } from './keys.js'
+import type { Body, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
+
+/** Options of {@link openFsStorage}. */
+export interface FsStorageOptions {
+  /** Size of the chunks `read` yields (default 1 MiB). Each chunk is a fresh buffer the caller owns. */
+  readChunkBytes?: number
+  /**
+   * fsync written files and the directories that changed (default true). Turning it off gives up durability on
+   * power loss (never atomicity); only benchmarks of the page cache should do that. Reflected in `features.fsync`.
+   */
+  fsync?: boolean
+}
+
+const DEFAULT_READ_CHUNK_BYTES = 1 << 20
+const FILE_MODE = 0o600
+const DIR_MODE = 0o700
+
+/** Error codes after which the same operation may well succeed (descriptor exhaustion, NFS hiccups). */
+const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EINTR', 'ETIMEDOUT', 'ESTALE'])
+
+/**
+ * Opens a Storage over the local directory `root` (made absolute against the current directory).
+ *
+ * Semantics, on top of the contract in storage.ts:
+ * - Keys map to files: `packs/ab/ab12` is `<root>/packs/ab/ab12`. Directories are created on demand with mode 0700
+ *   (the root too, on the first write) and their parents are fsynced; files get mode 0600.
+ * - `write` streams into `<dir>/.tmp-<random>` (exclusive create), fdatasyncs it, then renames it over the key,
+ *   then fsyncs the directory: once it resolves the object survives a crash, and no reader ever sees a partial
+ *   file. With `ifAbsent` it uses link(2) instead of rename(2), which fails atomically when the key exists, so
+ *   `features.conditionalWrite` is true. A failed or aborted write removes its temporary file (best effort).
+ * - A process killed mid-write leaves a `.tmp-*` file behind: invisible to `stat`, `read` and `list`, never
+ *   removed by this driver. Keys with a `.tmp-` segment are refused for that reason.
+ * - A key cannot be both an object and a "directory" of other keys (`a` and `a/b`): writing the second fails with
+ *   a StorageError. Object stores allow it; repository layouts must not rely on it.
+ * - Disk full (ENOSPC, EDQUOT) is a non-retryable StorageError with a hint; descriptor exhaustion and NFS
+ *   staleness are retryable; other I/O errors are not.
+ * - `features.remote` is false: even on a network file system this driver assumes a single host.
+ */
+export async function openFsStorage(root: string, o: FsStorageOptions = {}): Promise<Storage> {
+  const abs = path.resolve(root)
+  const chunkBytes = o.readChunkBytes ?? DEFAULT_READ_CHUNK_BYTES
+  if (!(Number.isSafeInteger(chunkBytes) && chunkBytes > 0)) {
+    throw new StorageError(`invalid read chunk size '${String(chunkBytes)}': must be a positive integer`)
+  }
+  try {
+    const st = await fsp.stat(abs)
+    if (!st.isDirectory()) {
+      throw new StorageError(`repository path '${abs}' is not a directory`, {
+        hint: 'point the repository at a directory (it is created on the first write when missing)',
+      })
+    }
+  } catch (err) {
+    // A missing root is fine: reads find nothing and the first write creates it.
+    if (errnoCode(err) !== 'ENOENT') throw mapFsError(err, 'open', abs, abs)
+  }
+  return new FsStorage(abs, chunkBytes, o.fsync ?? true)
+}
+
+class FsStorage implements Storage {
+  readonly name: string
+  readonly features: StorageFeatures
+
+  constructor(
+    private readonly root: string,
+    private readonly chunkBytes: number,
+    private readonly sync: boolean,
+  ) {
+    this.name = root
+    this.features = { fsync: sync, conditionalWrite: true, remote: false }
+  }
+
+  async stat(key: string, o: OpOptions = {}): Promise<ObjectInfo | undefined> {
+    assertValidKey(key)
+    o.signal?.throwIfAborted()
+    const file = this.pathOf(key)
+    try {
+      const st = await fsp.stat(file)
+      // A directory under a key's name is not an object.
+      return st.isFile() ? { key, sizeBytes: st.size, modifiedAt: st.mtime } : undefined
+    } catch (err) {
+      if (isMissing(err)) return undefined
+      throw mapFsError(err, 'stat', file, this.root)
+    }
+  }
+
+  async *read(key: string, o: ReadOptions = {}): AsyncGenerator<Uint8Array> {
+    assertValidKey(key)
+    assertValidRange(o.offset, o.length)
+    const { signal } = o
+    signal?.throwIfAborted()
+    const file = this.pathOf(key)
+    let fh: FileHandle
+    try {
+      fh = await fsp.open(file, 'r')
+    } catch (err) {
+      if (isMissing(err)) throw this.notFound(key)
+      throw mapFsError(err, 'read', file, this.root)
+    }
+    try {
+      const st = await fh.stat()
+      if (!st.isFile()) throw this.notFound(key)
+      let pos = o.offset ?? 0
+      const end = o.length === undefined ? st.size : Math.min(st.size, pos + o.length)
+      while (pos < end) {
+        signal?.throwIfAborted()
+        const want = Math.min(this.chunkBytes, end - pos)
+        // A fresh buffer per chunk: the consumer owns what it receives and may keep it across awaits.
+        const buf = Buffer.allocUnsafe(want)
+        const { bytesRead } = await fh.read(buf, 0, want, pos)
+        if (bytesRead === 0) break // the file shrank under us (not ours to do, objects are immutable)
+        pos += bytesRead
+        yield bytesRead === want ? buf : buf.subarray(0, bytesRead)
+      }
+    } catch (err) {
+      throw isPgkeepError(err) || isAbortReason(err, signal) ? err : mapFsError(err, 'read', file, this.root)
+    } finally {
+      await fh.close().catch(() => {})
+    }
+  }
+
+  async write(key: string, body: Body, o: WriteOptions = {}): Promise<void> {
+    assertValidKey(key)
+    const { signal } = o
+    signal?.throwIfAborted()
+    const final = this.pathOf(key)
+    const dir = path.dirname(final)
+    const tmp = path.join(dir, TEMP_PREFIX + randomBytes(8).toString('hex'))
+    let fh: FileHandle | undefined
+    let tmpExists = false
+    try {
+      fh = await this.createTemp(tmp, dir)
+      tmpExists = true
+      await writeBody(fh, body, signal)
+      if (this.sync) await fh.datasync()
+      await fh.close()
+      fh = undefined
+      // Last point where an abort can still leave nothing behind.
+      signal?.throwIfAborted()
+      if (o.ifAbsent) {
+        try {
+          // link(2) never replaces an existing name: EEXIST is the atomic "already exists" answer.
+          await fsp.link(tmp, final)
+        } catch (err) {
+          if (errnoCode(err) === 'EEXIST') {
+            throw new AlreadyExistsError(`object '${key}' already exists in '${this.root}'`)
+          }
+          if (errnoCode(err) === 'EPERM' || errnoCode(err) === 'ENOTSUP' || errnoCode(err) === 'EOPNOTSUPP') {
+            throw new StorageError(`unable to link '${tmp}' to '${final}': ${errnoCode(err)}`, {
+              cause: err,
+              hint: 'the file system does not support hard links, which conditional writes need; use a local file system (ext4, xfs, zfs, btrfs) or NFS',
+            })
+          }
+          throw err
+        }
+        tmpExists = false
+        // The object is in place; a leftover temp name is only clutter (and invisible), so do not fail on it.
+        await fsp.unlink(tmp).catch(() => {})
+      } else {
+        await fsp.rename(tmp, final)
+        tmpExists = false
+      }
+      if (this.sync) await fsyncDir(dir)
+    } catch (err) {
+      if (fh !== undefined) await fh.close().catch(() => {})
+      if (tmpExists) await fsp.unlink(tmp).catch(() => {})
+      if (err instanceof ProducerFailure) throw err.error
+      if (isPgkeepError(err) || isAbortReason(err, signal)) throw err
+      throw mapFsError(err, 'write', final, this.root)
+    }
+  }
+
+  async *list(prefix: string, o: OpOptions = {}): AsyncGenerator<ObjectInfo> {
+    assertValidPrefix(prefix)
+    o.signal?.throwIfAborted()
+    // 'packs/ab' lists directory 'packs/' for names starting with 'ab' (and everything below matching dirs).
+    const cut = prefix.lastIndexOf('/')
+    yield* this.walk(prefix.slice(0, cut + 1), prefix.slice(cut + 1), o.signal)
+  }
+
+  async remove(key: string, o: OpOptions = {}): Promise<void> {
+    assertValidKey(key)
+    o.signal?.throwIfAborted()
+    const file = this.pathOf(key)
+    try {
+      await fsp.unlink(file)
+    } catch (err) {
+      // Missing, or a directory (which is not an object): nothing to remove.
+      if (isMissing(err) || errnoCode(err) === 'EISDIR') return
+      throw mapFsError(err, 'remove', file, this.root)
+    }
+    // Make the removal durable too: lock release and GC rely on it not coming back after a crash.
+    if (this.sync) {
+      await fsyncDir(path.dirname(file)).catch((err: unknown) => {
+        throw mapFsError(err, 'remove', file, this.root)
+      })
+    }
+  }
+
+  async close(): Promise<void> {
+    // Nothing is held open between operations.
+  }
+
+  private pathOf(key: string): string {
+    return path.join(this.root, key)
+  }
+
+  private notFound(key: string): NotFoundError {
+    return new NotFoundError(`object '${key}' not found in '${this.root}'`)
+  }
+
+  /** Walks `dirKey` (a key prefix ending with '/', or '') for entries whose name starts with `namePrefix`. */
+  private async *walk(dirKey: string, namePrefix: string, signal: AbortSignal | undefined): AsyncGenerator<ObjectInfo> {
+    const dirPath = path.join(this.root, dirKey)
+    let entries: AsyncIterable<import('node:fs').Dirent>
+    try {
+      // opendir streams entries, so a directory of a million packs costs no more memory than one of ten.
+      entries = await fsp.opendir(dirPath)
+    } catch (err) {
+      if (isMissing(err)) return
+      throw mapFsError(err, 'list', dirPath, this.root)
+    }
+    for await (const ent of entries) {
+      signal?.throwIfAborted()
+      if (!ent.name.startsWith(namePrefix) || ent.name.startsWith(TEMP_PREFIX)) continue
+      const key = dirKey + ent.name
+      if (ent.isDirectory()) {
+        yield* this.walk(key + '/', '', signal)
+      } else if (ent.isFile()) {
+        let st
+        try {
+          st = await fsp.stat(path.join(dirPath, ent.name))
+        } catch (err) {
+          if (isMissing(err)) continue // removed while we listed: it was listed by nobody, which is allowed
+          throw mapFsError(err, 'list', dirPath, this.root)
+        }
+        yield { key, sizeBytes: st.size, modifiedAt: st.mtime }
+      }
+    }
+  }
+
+  /** Creates the temporary file exclusively; creates the missing directories only when the first try says so. */
+  private async createTemp(tmp: string, dir: string): Promise<FileHandle> {
+    try {
+      return await fsp.open(tmp, 'wx', FILE_MODE)
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err
+    }
+    await this.makeDirs(dir)
+    return await fsp.open(tmp, 'wx', FILE_MODE)
+  }
+
+  /** mkdir -p with mode 0700, fsyncing the parent of every directory it creates so the new entry is durable. */
+  private async makeDirs(dir: string): Promise<void> {
+    try {
+      await fsp.mkdir(dir, { mode: DIR_MODE })
+    } catch (err) {
+      const code = errnoCode(err)
+      if (code === 'ENOENT' && path.dirname(dir) !== dir) {
+        await this.makeDirs(path.dirname(dir))
+        try {
+          await fsp.mkdir(dir, { mode: DIR_MODE })
+        } catch (err2) {
+          if (errnoCode(err2) !== 'EEXIST') throw err2
+        }
+      } else if (code !== 'EEXIST') {
+        throw err
+      }
+      // EEXIST: a concurrent writer created it and may not have fsynced the parent yet; fsync it ourselves so
+      // our write cannot resolve before the directory entry is durable. This path is rare, so it is cheap.
+    }
+    if (this.sync) await fsyncDir(path.dirname(dir))
+  }
+}
+
+/** Writes a body fully; a factory body is pulled with the abort signal raced against each chunk. */
+async function writeBody(fh: FileHandle, body: Body, signal: AbortSignal | undefined): Promise<void> {
+  if (body instanceof Uint8Array) {
+    await writeAll(fh, body)
+    return
+  }
+  const puller = pullBody(body, signal)
+  try {
+    for (let chunk = await puller.next(); chunk !== undefined; chunk = await puller.next()) {
+      signal?.throwIfAborted()
+      await writeAll(fh, chunk)
+    }
+  } catch (err) {
+    // The producer's own failure is the caller's error: hand it back unchanged.
+    if (puller.isProducerError(err)) throw new ProducerFailure(err)
+    throw err
+  } finally {
+    puller.release()
+  }
+}
+
+/** Carries a producer's error through the driver's mapping untouched. */
+class ProducerFailure {
+  constructor(readonly error: unknown) {}
+}
+
+async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
+  let off = 0
+  while (off < chunk.byteLength) {
+    const { bytesWritten } = await fh.write(chunk, off, chunk.byteLength - off)
+    off += bytesWritten
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const h = await fsp.open(dir, 'r')
+  try {
+    await h.sync()
+  } finally {
+    await h.close()
+  }
+}
+
+function errnoCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null ? (err as NodeJS.ErrnoException).code : undefined
+}
+
+function isMissing(err: unknown): boolean {
+  const code = errnoCode(err)
+  return code === 'ENOENT' || code === 'ENOTDIR'
+}
+
+/** Maps a node:fs error to a StorageError with a remediation hint; `file` is the path that failed. */
+function mapFsError(err: unknown, action: string, file: string, root: string): Error {
+  if (isPgkeepError(err)) return err
+  const code = errnoCode(err)
+  const detail = err instanceof Error ? err.message : String(err)
+  const message = `unable to ${action} '${file}': ${code ?? detail}`
+  switch (code) {
+    case 'ENOSPC':
+      return new StorageError(`unable to ${action} '${file}': no space left on device`, {
+        cause: err,
+        hint: `free space on the file system holding '${root}' (or expire old backups), then run the command again`,
+      })
+    case 'EDQUOT':
+      return new StorageError(`unable to ${action} '${file}': disk quota exceeded`, {
+        cause: err,
+        hint: `raise the quota of the user writing '${root}' or free space, then run the command again`,
+      })
+    case 'EACCES':
+    case 'EPERM':
+      return new StorageError(`unable to ${action} '${file}': permission denied`, {
+        cause: err,
+        hint: `check the owner and mode of '${root}' and the directories below it (pgkeep creates them 0700)`,
+      })
+    case 'EROFS':
+      return new StorageError(`unable to ${action} '${file}': read-only file system`, {
+        cause: err,
+        hint: `mount the file system holding '${root}' read-write`,
+      })
+    case 'EIO':
+      return new StorageError(`unable to ${action} '${file}': input/output error`, {
+        cause: err,
+        hint: 'the disk or file system reported an I/O error; check the kernel log (dmesg) and the device',
+      })
+    case 'ENOTDIR':
+    case 'EEXIST':
+    case 'EISDIR':
+      return new StorageError(message, {
+        cause: err,
+        hint: 'a key is used both as an object and as a directory of other keys, which this driver cannot store',
+      })
+    default:
+      return new StorageError(message, { cause: err, retryable: code !== undefined && TRANSIENT_CODES.has(code) })
+  }
+}

@@ -1,0 +1,170 @@
+// Translation of AWS SDK (and socket) errors into pgkeep's storage errors: which are "not found", "already
+// exists", retryable, or a configuration problem with a hint. Raw SDK errors never leave this module: they can carry
+// request details (signatures, access key ids) that must not reach logs, so the `cause` is a sanitized summary.
+
+import { AlreadyExistsError, NotFoundError, StorageError, isPgkeepError } from '../errors.js'
+
+/** What the failing operation was, for messages. */
+export interface S3ErrorContext {
+  /** Verb phrase: 'read', 'write', 'stat', 'list', 'remove'. */
+  readonly action: string
+  /** The object (`s3://bucket/prefix/key`) or listing it concerned. */
+  readonly location: string
+  readonly bucket: string
+  /** The endpoint, safe to print (no user info). */
+  readonly endpoint: string
+  readonly signal?: AbortSignal
+}
+
+/** Shape of the SDK's ServiceException and of Node system errors; every field is optional. */
+interface SdkErrorLike {
+  name?: string
+  code?: string
+  message?: string
+  syscall?: string
+  $metadata?: { httpStatusCode?: number; requestId?: string; extendedRequestId?: string }
+  $fault?: string
+}
+
+const CREDENTIAL_ERRORS = new Set([
+  'AccessDenied',
+  'AllAccessDisabled',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'ExpiredToken',
+  'InvalidToken',
+  'TokenRefreshRequired',
+])
+
+/** Error names the S3 documentation (and S3-compatible stores) ask clients to retry. */
+const RETRYABLE_ERRORS = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'RequestThrottled',
+  'TooManyRequests',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'InternalError',
+  'ServiceUnavailable',
+  'OperationAborted',
+  // 409 on a conditional write racing another one to the same key: the retry gets a definite 412 or success.
+  'ConditionalRequestConflict',
+  'TimeoutError',
+])
+
+/** Socket-level failures: the endpoint was unreachable or the connection died. A retry may well succeed. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'UND_ERR_SOCKET',
+])
+
+/** A short, secret-free copy of an SDK or socket error, kept as `cause` for debugging. */
+export function summarizeError(err: unknown): Error {
+  const e = (typeof err === 'object' && err !== null ? err : {}) as SdkErrorLike
+  const status = e.$metadata?.httpStatusCode
+  const parts = [e.name ?? 'Error', e.code, status === undefined ? undefined : `HTTP ${status}`]
+  const summary = new Error(`${parts.filter(Boolean).join(' ')}: ${e.message ?? String(err)}`)
+  summary.name = e.name ?? 'Error'
+  Object.assign(summary, {
+    code: e.code,
+    httpStatusCode: status,
+    requestId: e.$metadata?.requestId,
+  })
+  return summary
+}
+
+/** The HTTP status of an SDK error, if the server answered at all. */
+export function httpStatusOf(err: unknown): number | undefined {
+  return (err as SdkErrorLike | undefined)?.$metadata?.httpStatusCode
+}
+
+/** The SDK's error name (`NoSuchKey`, `NotFound`, …) or a Node error code (`ECONNRESET`). */
+export function errorNameOf(err: unknown): string | undefined {
+  const e = err as SdkErrorLike | undefined
+  return e?.name === 'Error' || e?.name === undefined ? e?.code : e.name
+}
+
+/** True for "no such key" answers (HeadObject answers a bare 404 named `NotFound`), but not for a missing bucket. */
+export function isMissingKey(err: unknown): boolean {
+  const name = errorNameOf(err)
+  if (name === 'NoSuchBucket') return false
+  return name === 'NoSuchKey' || name === 'NotFound' || httpStatusOf(err) === 404
+}
+
+/** Maps any error from an S3 request to a StorageError, NotFoundError or AlreadyExistsError (or the abort reason). */
+export function mapS3Error(err: unknown, ctx: S3ErrorContext): unknown {
+  if (isPgkeepError(err)) return err
+  if (ctx.signal?.aborted === true) return ctx.signal.reason
+  const name = errorNameOf(err)
+  const status = httpStatusOf(err)
+  const cause = summarizeError(err)
+  const what = `${ctx.action} '${ctx.location}'`
+  const at = `S3 endpoint '${ctx.endpoint}'`
+
+  if (name === 'NoSuchBucket') {
+    return new StorageError(`unable to ${what}: bucket '${ctx.bucket}' does not exist at ${at}`, {
+      cause,
+      hint: 'create the bucket, or check the bucket name in the repository URL, AWS_REGION and AWS_ENDPOINT_URL',
+    })
+  }
+  if (isMissingKey(err)) return new NotFoundError(`object '${ctx.location}' not found`, { cause })
+  if (name === 'PreconditionFailed' || status === 412) {
+    return new AlreadyExistsError(`object '${ctx.location}' already exists`, { cause })
+  }
+  if (name === 'CredentialsProviderError') {
+    return new StorageError(`unable to ${what}: no S3 credentials found`, {
+      cause,
+      hint: 'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run where an instance role is available)',
+    })
+  }
+  if (name === 'RequestTimeTooSkewed') {
+    return new StorageError(`unable to ${what}: ${at} refused the request time`, {
+      cause,
+      hint: "this machine's clock is off by more than 15 minutes; fix it (NTP) and run the command again",
+    })
+  }
+  if ((name !== undefined && CREDENTIAL_ERRORS.has(name)) || status === 401 || status === 403) {
+    return new StorageError(`unable to ${what}: access denied by ${at} (${name ?? `HTTP ${status}`})`, {
+      cause,
+      hint:
+        'check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, and that the policy allows ' +
+        's3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on the bucket',
+    })
+  }
+  if ((name !== undefined && RETRYABLE_ERRORS.has(name)) || status === 429 || (status !== undefined && status >= 500)) {
+    return new StorageError(`unable to ${what}: ${at} answered ${name ?? 'an error'} (HTTP ${status ?? '?'})`, {
+      cause,
+      retryable: true,
+      hint: `the store is overloaded or unavailable; check the health of ${at}`,
+    })
+  }
+  if (status === undefined && isNetworkError(err)) {
+    return new StorageError(`unable to ${what}: connection to ${at} failed (${name ?? 'network error'})`, {
+      cause,
+      retryable: true,
+      hint: `check that ${at} is up and reachable from this host (network, DNS, firewall, proxy)`,
+    })
+  }
+  return new StorageError(`unable to ${what} at ${at}: ${cause.message}`, { cause })
+}
+
+/** A socket-level failure (no HTTP answer, or an answer cut short). */
+function isNetworkError(err: unknown): boolean {
+  const e = err as SdkErrorLike | undefined
+  if (e === undefined || e === null) return false
+  if (e.code !== undefined && NETWORK_CODES.has(e.code)) return true
+  if (e.name === 'TimeoutError' || e.name === 'AbortError') return true
+  // Node system errors carry `syscall` (connect, read, write); they are all I/O on the socket here.
+  return typeof e.syscall === 'string'
+}

@@ -1,0 +1,484 @@
+// The S3 Storage driver (AWS S3 and S3-compatible stores: MinIO, Ceph RGW, …) on @aws-sdk/client-s3 and
+// @aws-sdk/lib-storage. Small bodies go up in one PutObject, large ones as a multipart upload that only becomes
+// visible at CompleteMultipartUpload, so every write is atomic. Errors are mapped in s3-errors.ts.
+
+import { Readable } from 'node:stream'
+
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type GetObjectCommandOutput,
+} from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+
+import { AlreadyExistsError, NotFoundError, StorageError } from '../errors.js'
+import { pullBody, type BodyPuller } from './body.js'
+import { assertValidKey, assertValidPrefix, assertValidRange } from './keys.js'
+import { errorNameOf, httpStatusOf, isMissingKey, mapS3Error } from './s3-errors.js'
+import type { Body, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
+
+/** Static credentials; when absent the SDK's default provider chain (environment, profile, instance role) applies. */
+export interface S3Credentials {
+  readonly accessKeyId: string
+  readonly secretAccessKey: string
+  readonly sessionToken?: string
+}
+
+/** Options of {@link openS3Storage}. */
+export interface S3StorageOptions {
+  readonly bucket: string
+  /** Key prefix inside the bucket ('' for the whole bucket); leading and trailing '/' are ignored. */
+  readonly prefix: string
+  /** Default 'us-east-1'. */
+  readonly region?: string
+  /** Endpoint URL of an S3-compatible store (MinIO, Ceph RGW, …); absent for AWS S3 itself. */
+  readonly endpoint?: string
+  /** Address buckets as `endpoint/bucket` instead of `bucket.endpoint` (most self-hosted stores need this). */
+  readonly forcePathStyle?: boolean
+  readonly credentials?: S3Credentials
+  /**
+   * Bodies up to this size go up in one PutObject; larger ones as a multipart upload with parts of this size.
+   * At least 5 MiB (S3's minimum for every part but the last). Default 8 MiB.
+   */
+  readonly partSizeBytes?: number
+  /** Parts of one multipart upload in flight at once (default 4). Memory per write is about (queueSize + 1) × part size. */
+  readonly queueSize?: number
+  /**
+   * Whether the store enforces `If-None-Match: *` on PutObject and CompleteMultipartUpload. Default: true for AWS
+   * S3 (no `endpoint`; enforced since August 2024), false for other endpoints, where `ifAbsent` falls back to a
+   * HeadObject check that a concurrent writer can race. Recent MinIO and Ceph RGW enforce it: set true for those.
+   */
+  readonly conditionalWrite?: boolean
+  /** Attempts per request inside the SDK (default 2). See the comment in openS3Storage for why it is small. */
+  readonly sdkMaxAttempts?: number
+  /** Time allowed to open a TCP connection (default 10 s). */
+  readonly connectTimeoutMs?: number
+  /** Time a socket may stay idle in the middle of a request before it is dropped (default 60 s). */
+  readonly idleTimeoutMs?: number
+}
+
+const MIB = 1 << 20
+/** S3's minimum size of every part of a multipart upload but the last; s3rver does not enforce it, S3 does. */
+const MIN_PART_SIZE_BYTES = 5 * MIB
+const DEFAULT_PART_SIZE_BYTES = 8 * MIB
+const DEFAULT_QUEUE_SIZE = 4
+/** Bound on the clean-up AbortMultipartUpload, so a dead endpoint does not delay reporting the real error. */
+const ABORT_UPLOAD_TIMEOUT_MS = 5_000
+
+/**
+ * Opens a Storage over `s3://bucket/prefix`. No request is sent until the first operation.
+ *
+ * Semantics, on top of the contract in storage.ts:
+ * - `write`: a body of at most `partSizeBytes` is one PutObject; a larger one is a multipart upload (parts of
+ *   `partSizeBytes`, `queueSize` in flight), visible only once CompleteMultipartUpload succeeds. A factory body is
+ *   streamed: at most about (queueSize + 1) parts are buffered, never the whole object. On failure the upload is
+ *   aborted (best effort: s3rver has no AbortMultipartUpload; the original error is reported either way). An abort
+ *   that lands while CompleteMultipartUpload is already in flight may still leave the whole object in place (never
+ *   a partial one). Configure a lifecycle rule that aborts incomplete multipart uploads after a day or so.
+ * - `ifAbsent` sends `If-None-Match: *` (412 → AlreadyExistsError). Unless `features.conditionalWrite` is true
+ *   a HeadObject check runs first, because stores that ignore the header would silently overwrite.
+ * - `read` is one GetObject (ranged when asked); the body streams in the socket's chunks.
+ * - `stat` on a missing key checks once that the bucket exists, because HeadObject answers a bare 404 for both.
+ * - `list` pages through ListObjectsV2 (1000 keys per request); keys ending in '/' (folder markers) are skipped.
+ * - Network failures, 5xx, throttling are retryable StorageErrors naming the endpoint; 403s and missing buckets are
+ *   not retryable and carry a hint. Needs s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket (without
+ *   ListBucket, S3 answers 403 instead of 404 for missing keys).
+ * - `name` is `s3://bucket/prefix` plus the endpoint when one is set, never credentials.
+ */
+export async function openS3Storage(o: S3StorageOptions): Promise<Storage> {
+  if (!isValidBucketName(o.bucket)) {
+    throw new StorageError(`invalid S3 bucket name '${o.bucket}'`, {
+      hint: 'bucket names are 3 to 63 lowercase letters, digits, dots and hyphens (s3://bucket/prefix)',
+    })
+  }
+  const partSizeBytes = o.partSizeBytes ?? DEFAULT_PART_SIZE_BYTES
+  if (!(Number.isSafeInteger(partSizeBytes) && partSizeBytes >= MIN_PART_SIZE_BYTES)) {
+    throw new StorageError(`invalid S3 part size '${String(partSizeBytes)}': must be at least ${MIN_PART_SIZE_BYTES} bytes`)
+  }
+  const queueSize = o.queueSize ?? DEFAULT_QUEUE_SIZE
+  if (!(Number.isSafeInteger(queueSize) && queueSize >= 1)) {
+    throw new StorageError(`invalid S3 queue size '${String(queueSize)}': must be a positive integer`)
+  }
+  const region = o.region ?? 'us-east-1'
+  const endpointLabel = o.endpoint === undefined ? `https://s3.${region}.amazonaws.com` : redactUrl(o.endpoint)
+  const client = new S3Client({
+    region,
+    endpoint: o.endpoint,
+    forcePathStyle: o.forcePathStyle ?? false,
+    credentials: o.credentials,
+    // The retry decorator (retry.ts) owns retries, with backoff, abort and whole-body replay. SDK retries multiply
+    // with it (attempts × attempts) and would hide a dead endpoint for minutes, so keep them small. One SDK retry
+    // stays because it is the only retry that can redo a single multipart part or a single list page instead of
+    // the whole object or listing.
+    maxAttempts: o.sdkMaxAttempts ?? 2,
+    // Since 3.729 the SDK adds CRC32 checksums (and aws-chunked trailers for streams) to every upload by default;
+    // many S3-compatible stores (older MinIO, Ceph RGW, Backblaze, R2, GCS interop) reject or mishandle them.
+    // pgkeep checks every byte it reads against its content address (invariant 3), so checksums are only sent
+    // where the S3 API requires them.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    requestHandler: {
+      connectionTimeout: o.connectTimeoutMs ?? 10_000,
+      socketTimeout: o.idleTimeoutMs ?? 60_000,
+    },
+  })
+  return new S3Storage(client, {
+    bucket: o.bucket,
+    keyPrefix: normalizePrefix(o.prefix),
+    endpointLabel,
+    showEndpoint: o.endpoint !== undefined,
+    partSizeBytes,
+    queueSize,
+    conditionalWrite: o.conditionalWrite ?? o.endpoint === undefined,
+  })
+}
+
+interface S3Settings {
+  readonly bucket: string
+  /** '' or 'some/prefix/' (always ends with '/'). */
+  readonly keyPrefix: string
+  readonly endpointLabel: string
+  readonly showEndpoint: boolean
+  readonly partSizeBytes: number
+  readonly queueSize: number
+  readonly conditionalWrite: boolean
+}
+
+class S3Storage implements Storage {
+  readonly name: string
+  readonly features: StorageFeatures
+  private bucketChecked = false
+
+  constructor(
+    private readonly client: S3Client,
+    private readonly s: S3Settings,
+  ) {
+    const base = `s3://${s.bucket}/${s.keyPrefix}`
+    this.name = s.showEndpoint ? `${base} (${s.endpointLabel})` : base
+    this.features = { fsync: true, conditionalWrite: s.conditionalWrite, remote: true }
+  }
+
+  async stat(key: string, o: OpOptions = {}): Promise<ObjectInfo | undefined> {
+    assertValidKey(key)
+    o.signal?.throwIfAborted()
+    try {
+      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.s.bucket, Key: this.fullKey(key) }), {
+        abortSignal: o.signal,
+      })
+      this.bucketChecked = true
+      return { key, sizeBytes: r.ContentLength ?? 0, modifiedAt: r.LastModified ?? new Date(0) }
+    } catch (err) {
+      if (isMissingKey(err)) {
+        await this.checkBucket(o.signal)
+        return undefined
+      }
+      throw this.mapError(err, 'stat', key, o.signal)
+    }
+  }
+
+  async *read(key: string, o: ReadOptions = {}): AsyncGenerator<Uint8Array> {
+    assertValidKey(key)
+    assertValidRange(o.offset, o.length)
+    const { signal } = o
+    signal?.throwIfAborted()
+    const offset = o.offset ?? 0
+    if (o.length === 0) {
+      // Nothing to fetch, but a missing key must still be reported.
+      if ((await this.stat(key, o)) === undefined) throw this.notFound(key)
+      return
+    }
+    let res: GetObjectCommandOutput
+    try {
+      res = await this.get(key, rangeHeader(offset, o.length), signal)
+    } catch (err) {
+      if (errorNameOf(err) !== 'InvalidRange' && httpStatusOf(err) !== 416) throw this.mapError(err, 'read', key, signal)
+      // 416: the range starts at or past the end, or (s3rver, unlike S3) ends past it. Ask the size and either
+      // yield nothing or fetch the range clamped to the object.
+      const info = await this.stat(key, o)
+      if (info === undefined) throw this.notFound(key)
+      if (offset >= info.sizeBytes) return
+      const end = o.length === undefined ? info.sizeBytes : Math.min(info.sizeBytes, offset + o.length)
+      try {
+        res = await this.get(key, `bytes=${offset}-${end - 1}`, signal)
+      } catch (err2) {
+        throw this.mapError(err2, 'read', key, signal)
+      }
+    }
+    yield* this.streamBody(key, res, offset, o.length, signal)
+  }
+
+  async write(key: string, body: Body, o: WriteOptions = {}): Promise<void> {
+    assertValidKey(key)
+    const { signal } = o
+    signal?.throwIfAborted()
+    if (o.ifAbsent === true && !this.s.conditionalWrite) {
+      // The store may ignore If-None-Match: check first (a concurrent writer can still race this).
+      if ((await this.stat(key, { signal })) !== undefined) {
+        throw new AlreadyExistsError(`object '${this.location(key)}' already exists`)
+      }
+    }
+    const condition = o.ifAbsent === true ? { IfNoneMatch: '*' } : {}
+    if (body instanceof Uint8Array) {
+      if (body.byteLength <= this.s.partSizeBytes) return await this.put(key, body, condition, signal)
+      return await this.multipart(key, body, condition, undefined, signal)
+    }
+    // A factory body: read up to one part ahead to choose between one PutObject and a multipart upload.
+    const puller = pullBody(body, signal)
+    try {
+      const head: Uint8Array[] = []
+      let headBytes = 0
+      let ended = false
+      while (headBytes <= this.s.partSizeBytes) {
+        const chunk = await puller.next()
+        if (chunk === undefined) {
+          ended = true
+          break
+        }
+        head.push(chunk)
+        headBytes += chunk.byteLength
+      }
+      if (ended) return await this.put(key, Buffer.concat(head), condition, signal)
+      const stream = Readable.from(chain(head, puller), { objectMode: false })
+      try {
+        await this.multipart(key, stream, condition, puller, signal)
+      } finally {
+        // Stops the pump when the upload gave up early.
+        stream.destroy()
+      }
+    } catch (err) {
+      // The producer's own failure is the caller's error: hand it back unchanged.
+      if (puller.isProducerError(err)) throw err
+      throw this.mapError(err, 'write', key, signal)
+    } finally {
+      puller.release()
+    }
+  }
+
+  async *list(prefix: string, o: OpOptions = {}): AsyncGenerator<ObjectInfo> {
+    assertValidPrefix(prefix)
+    const { signal } = o
+    let token: string | undefined
+    do {
+      signal?.throwIfAborted()
+      let page
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.s.bucket, Prefix: this.fullKey(prefix), ContinuationToken: token }),
+          { abortSignal: signal },
+        )
+      } catch (err) {
+        throw this.mapError(err, 'list', prefix, signal)
+      }
+      for (const c of page.Contents ?? []) {
+        if (c.Key === undefined || c.Key.endsWith('/') || !c.Key.startsWith(this.s.keyPrefix)) continue
+        yield { key: c.Key.slice(this.s.keyPrefix.length), sizeBytes: c.Size ?? 0, modifiedAt: c.LastModified ?? new Date(0) }
+      }
+      token = page.IsTruncated === true ? page.NextContinuationToken : undefined
+    } while (token !== undefined)
+  }
+
+  async remove(key: string, o: OpOptions = {}): Promise<void> {
+    assertValidKey(key)
+    o.signal?.throwIfAborted()
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.s.bucket, Key: this.fullKey(key) }), {
+        abortSignal: o.signal,
+      })
+    } catch (err) {
+      if (isMissingKey(err)) return // S3 answers 204 anyway; some compatible stores say 404
+      throw this.mapError(err, 'remove', key, o.signal)
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy()
+  }
+
+  private fullKey(key: string): string {
+    return this.s.keyPrefix + key
+  }
+
+  private location(key: string): string {
+    return `s3://${this.s.bucket}/${this.fullKey(key)}`
+  }
+
+  private notFound(key: string): NotFoundError {
+    return new NotFoundError(`object '${this.location(key)}' not found`)
+  }
+
+  private mapError(err: unknown, action: string, key: string, signal: AbortSignal | undefined): unknown {
+    return mapS3Error(err, {
+      action,
+      location: this.location(key),
+      bucket: this.s.bucket,
+      endpoint: this.s.endpointLabel,
+      signal,
+    })
+  }
+
+  private get(key: string, range: string | undefined, signal: AbortSignal | undefined): Promise<GetObjectCommandOutput> {
+    return this.client.send(new GetObjectCommand({ Bucket: this.s.bucket, Key: this.fullKey(key), Range: range }), {
+      abortSignal: signal,
+    })
+  }
+
+  /**
+   * Yields the response body, at most `length` bytes (and never more than the object holds past `offset`: some
+   * stores answer odd ranges generously), and fails as retryable when the connection ends early.
+   */
+  private async *streamBody(
+    key: string,
+    res: GetObjectCommandOutput,
+    offset: number,
+    length: number | undefined,
+    signal: AbortSignal | undefined,
+  ): AsyncGenerator<Uint8Array> {
+    const body = res.Body as Readable | undefined
+    if (body === undefined) return
+    let limit = res.ContentLength ?? Infinity
+    if (length !== undefined) limit = Math.min(limit, length)
+    const total = totalFromContentRange(res.ContentRange)
+    if (total !== undefined) limit = Math.min(limit, Math.max(0, total - offset))
+    const onAbort = (): void => {
+      body.destroy(signal?.reason instanceof Error ? signal.reason : new Error('aborted'))
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    let received = 0
+    try {
+      if (limit > 0) {
+        for await (const chunk of body as AsyncIterable<Uint8Array>) {
+          const rest = limit - received
+          const piece = chunk.byteLength > rest ? chunk.subarray(0, rest) : chunk
+          received += piece.byteLength
+          if (piece.byteLength > 0) yield piece
+          if (received >= limit) break
+        }
+      }
+      if (received < limit && limit !== Infinity) {
+        throw new StorageError(
+          `unable to read '${this.location(key)}': connection to S3 endpoint '${this.s.endpointLabel}' ended after ${received} of ${limit} bytes`,
+          { retryable: true, hint: `check that S3 endpoint '${this.s.endpointLabel}' is up and reachable` },
+        )
+      }
+    } catch (err) {
+      throw this.mapError(err, 'read', key, signal)
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+      // Early return or failure: drop the connection instead of draining an unwanted body.
+      if (!body.readableEnded) body.destroy()
+    }
+  }
+
+  private async put(key: string, bytes: Uint8Array, condition: object, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.s.bucket, Key: this.fullKey(key), Body: bytes, ...condition }),
+        { abortSignal: signal },
+      )
+    } catch (err) {
+      throw this.mapError(err, 'write', key, signal)
+    }
+  }
+
+  private async multipart(
+    key: string,
+    body: Uint8Array | Readable,
+    condition: object,
+    puller: BodyPuller | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    const Key = this.fullKey(key)
+    const controller = new AbortController()
+    const onAbort = (): void => controller.abort()
+    signal?.addEventListener('abort', onAbort, { once: true })
+    const upload = new Upload({
+      client: this.client,
+      // IfNoneMatch reaches CompleteMultipartUpload, the only request that can make the key visible.
+      params: { Bucket: this.s.bucket, Key, Body: body, ...condition },
+      partSize: this.s.partSizeBytes,
+      queueSize: this.s.queueSize,
+      // lib-storage's own abort-on-error lets a failing AbortMultipartUpload replace the original error (s3rver
+      // answers MethodNotAllowed to every abort), so abort here instead and ignore the outcome.
+      leavePartsOnError: true,
+      abortController: controller,
+    })
+    try {
+      await upload.done()
+    } catch (err) {
+      const uploadId = upload.uploadId
+      if (uploadId !== undefined) {
+        await this.client
+          .send(new AbortMultipartUploadCommand({ Bucket: this.s.bucket, Key, UploadId: uploadId }), {
+            abortSignal: AbortSignal.timeout(ABORT_UPLOAD_TIMEOUT_MS),
+          })
+          .catch(() => {})
+      }
+      if (puller?.isProducerError(err) === true) throw err
+      throw this.mapError(err, 'write', key, signal)
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /** HeadObject says 404 for a missing bucket too; tell the two apart once per storage. */
+  private async checkBucket(signal: AbortSignal | undefined): Promise<void> {
+    if (this.bucketChecked) return
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.s.bucket }), { abortSignal: signal })
+    } catch (err) {
+      if (httpStatusOf(err) === 404 || errorNameOf(err) === 'NoSuchBucket' || errorNameOf(err) === 'NotFound') {
+        throw this.mapError(Object.assign(new Error('bucket does not exist'), { name: 'NoSuchBucket' }), 'stat', '', signal)
+      }
+      // 403: the credentials may lack s3:ListBucket; the key lookup itself worked, so do not fail on this.
+      if (httpStatusOf(err) !== 403) throw this.mapError(err, 'stat', '', signal)
+    }
+    this.bucketChecked = true
+  }
+}
+
+/** S3's bucket naming rules (3–63 lowercase letters, digits, dots, hyphens; alphanumeric at both ends). */
+export function isValidBucketName(bucket: string): boolean {
+  return /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)
+}
+
+/** Yields the already-read head chunks, then the rest of the body. */
+async function* chain(head: Uint8Array[], puller: BodyPuller): AsyncGenerator<Uint8Array> {
+  for (const c of head) yield c
+  head.length = 0
+  for (let chunk = await puller.next(); chunk !== undefined; chunk = await puller.next()) yield chunk
+}
+
+function rangeHeader(offset: number, length: number | undefined): string | undefined {
+  if (length === undefined) return offset === 0 ? undefined : `bytes=${offset}-`
+  return `bytes=${offset}-${offset + length - 1}`
+}
+
+/** The total size in `Content-Range: bytes a-b/total`, when given. */
+function totalFromContentRange(contentRange: string | undefined): number | undefined {
+  const m = contentRange === undefined ? null : /\/(\d+)\s*$/.exec(contentRange)
+  return m === null ? undefined : Number(m[1])
+}
+
+/** 'a/b/' for 'a/b', '/a/b/' or 'a/b/'; '' for '' or '/'. */
+function normalizePrefix(prefix: string): string {
+  const trimmed = prefix.replace(/^\/+|\/+$/g, '')
+  if (trimmed === '') return ''
+  assertValidPrefix(trimmed + '/')
+  return trimmed + '/'
+}
+
+/** The endpoint without user info, query or fragment: safe to print. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}`
+  } catch {
+    throw new StorageError(`invalid S3 endpoint URL`, { hint: 'give the endpoint as http(s)://host[:port]' })
+  }
+}
