@@ -1,0 +1,109 @@
+// The framer over recorded server bytes: every split point, byte-at-a-time delivery, and payload ownership.
+
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { ProtocolError } from '../../protocol/errors.js'
+import { type Frame, FrameReader } from '../../protocol/wire/frame-reader.js'
+
+const fixture = (name: string) => readFileSync(join(import.meta.dirname, '..', 'fixtures', 'protocol', name))
+
+function frames(chunks: Buffer[]): Frame[] {
+  const f = new FrameReader()
+  const out: Frame[] = []
+  for (const c of chunks) {
+    f.push(c)
+    for (let fr = f.next(); fr; fr = f.next()) out.push({ type: fr.type, payload: Buffer.from(fr.payload) })
+  }
+  expect(f.pendingBytes).toBe(0)
+  return out
+}
+
+/** Frames found by walking the bytes by hand, independently of FrameReader. */
+function walk(buf: Buffer): Frame[] {
+  const out: Frame[] = []
+  for (let off = 0; off < buf.length; ) {
+    const len = buf.readInt32BE(off + 1)
+    out.push({ type: buf[off], payload: buf.subarray(off + 5, off + 1 + len) })
+    off += 1 + len
+  }
+  return out
+}
+
+const same = (a: Frame[], b: Frame[]) =>
+  a.length === b.length && a.every((f, i) => f.type === b[i].type && f.payload.equals(b[i].payload))
+
+describe('FrameReader', () => {
+  const session = fixture('session-pg15.bin')
+  const expected = walk(session)
+
+  it('finds the frames of a recorded session', () => {
+    expect(expected.length).toBeGreaterThan(30)
+    expect(same(frames([session]), expected)).toBe(true)
+  })
+
+  it('gives the same frames for every split point of the control messages (startup, auth, commands)', () => {
+    const head = session.subarray(0, boundaryBeforeFirstLargeFrame(session))
+    expect(head.length).toBeGreaterThan(500)
+    const want = walk(head)
+    for (let k = 0; k <= head.length; k++) {
+      if (!same(frames([head.subarray(0, k), head.subarray(k)]), want)) throw new Error(`split at ${k} differs`)
+    }
+  })
+
+  it('gives the same frames for every split point inside and around each message of the whole recording', () => {
+    // Split points: each frame boundary and every byte of each frame's 5-byte header and first/last payload bytes.
+    const points = new Set<number>()
+    for (let off = 0; off < session.length; ) {
+      const len = session.readInt32BE(off + 1)
+      for (let d = -2; d <= 7; d++) points.add(off + d)
+      points.add(off + 1 + len - 1)
+      off += 1 + len
+    }
+    for (const k of points) {
+      if (k < 0 || k > session.length) continue
+      if (!same(frames([session.subarray(0, k), session.subarray(k)]), expected)) throw new Error(`split at ${k} differs`)
+    }
+  })
+
+  it('gives the same frames when bytes arrive one at a time and in three uneven pieces', () => {
+    const bb = fixture('base-backup-pg15.bin')
+    const want = walk(bb)
+    const ones: Buffer[] = []
+    for (let i = 0; i < 20_000; i++) ones.push(bb.subarray(i, i + 1))
+    ones.push(bb.subarray(20_000))
+    expect(same(frames(ones), want)).toBe(true)
+    for (const [a, b] of [[1, 2], [4, 5], [100, 70_000], [65_536, 65_541]]) {
+      expect(same(frames([bb.subarray(0, a), bb.subarray(a, b), bb.subarray(b)]), want)).toBe(true)
+    }
+  })
+
+  it('hands out payloads that later pushes never change', () => {
+    const bb = fixture('base-backup-pg14.bin')
+    const f = new FrameReader()
+    const kept: { view: Buffer; copy: Buffer }[] = []
+    // Reuse one scratch buffer for every push, the way pg-protocol's parser reuses its own.
+    const scratch = Buffer.alloc(1000)
+    for (let off = 0; off < bb.length; off += 1000) {
+      const n = bb.copy(scratch, 0, off, off + 1000)
+      f.push(Buffer.from(scratch.subarray(0, n))) // the socket gives fresh buffers; the framer must not rely on more
+      scratch.fill(0xee)
+      for (let fr = f.next(); fr; fr = f.next()) kept.push({ view: fr.payload, copy: Buffer.from(fr.payload) })
+    }
+    expect(kept.length).toBe(walk(bb).length)
+    for (const k of kept) expect(k.view.equals(k.copy)).toBe(true)
+  })
+
+  it('rejects an impossible length', () => {
+    const f = new FrameReader()
+    f.push(Buffer.from([0x64, 0, 0, 0, 2]))
+    expect(() => f.next()).toThrow(ProtocolError)
+  })
+})
+
+/** Offset of the first frame with a payload over 1 KiB: everything before it is startup, auth and commands. */
+function boundaryBeforeFirstLargeFrame(buf: Buffer): number {
+  let off = 0
+  while (buf.readInt32BE(off + 1) <= 1024) off += 1 + buf.readInt32BE(off + 1)
+  return off
+}
