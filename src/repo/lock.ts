@@ -172,7 +172,7 @@ function conflicts(kind: LockKind, other: LockInfo): boolean {
 
 function lockedError(kind: LockKind, blocker: LockStatus): LockedError {
   const i = blocker.info!
-  return new LockedError(`cannot take a ${kind} lock: the repository is locked by ${blocker.description}`, {
+  return new LockedError(`cannot take ${kind === 'exclusive' ? 'an exclusive' : 'a shared'} lock: the repository is locked by ${blocker.description}`, {
     hint:
       `wait until that ${i.purpose} on host '${i.host}' (pid ${i.pid}) finishes and retry; ` +
       `if that process is gone, its lock stops blocking once it expires at ${i.expiresAt}`,

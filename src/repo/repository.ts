@@ -14,7 +14,7 @@ import {
 } from '../errors.js'
 import type { Storage } from '../storage/storage.js'
 import { assertBlobId, assertBlobType, BlobCodec, MAX_BLOB_BYTES, type BlobId, type BlobType } from './blob.js'
-import { BlobIndex } from './blob-index.js'
+import { BlobIndex, type BlobLocation } from './blob-index.js'
 import { decodeConfig, encodeConfig, newConfig, notARepository, type RepoConfig } from './config.js'
 import {
   createKeyFile,
@@ -327,6 +327,15 @@ export class Repository {
   hasBlob(id: BlobId): boolean {
     assertBlobId(id)
     return this.#pending.has(id) || this.#index.has(Buffer.from(id, 'hex'))
+  }
+
+  /**
+   * Where blob `id` is stored, or undefined when it is not indexed (blobs not yet flushed are not located).
+   * Restore uses it to read blobs grouped by pack.
+   */
+  locateBlob(id: BlobId): BlobLocation | undefined {
+    assertBlobId(id)
+    return this.#index.get(Buffer.from(id, 'hex'))
   }
 
   /**

@@ -204,9 +204,31 @@ export function startChild(compiledDir: string, mode: string, params: object, en
 }
 
 /**
+ * A Storage decorator whose pack writes take `delayMs` longer, as over a slow link to an object store where a
+ * 16 MiB pack takes far longer than a small index object: it widens the window in which a wrong write order
+ * (index before its packs) would be visible after a crash.
+ */
+export function withSlowPackWrites(storage: Storage, delayMs: number): Storage {
+  return {
+    name: storage.name,
+    features: storage.features,
+    stat: (k, o) => storage.stat(k, o),
+    read: (k, o) => storage.read(k, o),
+    list: (p, o) => storage.list(p, o),
+    remove: (k, o) => storage.remove(k, o),
+    close: () => storage.close(),
+    async write(key, body, o) {
+      if (key.startsWith('packs/')) await new Promise((r) => setTimeout(r, delayMs))
+      return storage.write(key, body, o)
+    },
+  }
+}
+
+/**
  * The child side (runs compiled, in its own process). Modes:
  * - `writer {spec, seed, count, flushEvery, passphrase?}`: puts blobContent(seed, i) for i < count, flushing every
  *   `flushEvery` blobs; after each flush prints `COMMITTED <i>:<id> …` for the blobs that flush made durable.
+ *   `packWriteDelayMs` slows pack writes (see withSlowPackWrites).
  * - `lock {spec, kind, purpose, staleAfterMs?}`: takes a lock, prints `LOCKED <key>`, prints `LOST` if the lock
  *   is lost, and otherwise waits until killed.
  */
@@ -214,7 +236,8 @@ export async function runChild(argv: string[]): Promise<void> {
   const [mode, json] = argv
   const params = JSON.parse(json!) as Record<string, unknown>
   const { openRepository } = await import('../../src/repo/index.js')
-  const storage = await openSpec(params.spec as StorageSpec)
+  let storage = await openSpec(params.spec as StorageSpec)
+  if (typeof params.packWriteDelayMs === 'number') storage = withSlowPackWrites(storage, params.packWriteDelayMs)
   const repo = await openRepository(storage, { passphrase: params.passphrase as string | undefined })
   if (mode === 'writer') {
     const seed = params.seed as number
