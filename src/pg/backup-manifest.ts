@@ -247,8 +247,11 @@ export interface ManifestFileInput {
   /** Raw name bytes; when given they win over `path` (a parsed Encoded-Path entry has them). */
   pathBytes?: Uint8Array
   size: number
-  /** A Date (formatted in UTC) or an already formatted `YYYY-MM-DD HH:MM:SS GMT`. */
-  lastModified: Date | string
+  /**
+   * A Date (formatted in UTC) or an already formatted `YYYY-MM-DD HH:MM:SS GMT`. The server always writes it;
+   * undefined leaves the field out (only to reproduce a manifest that lacked it).
+   */
+  lastModified?: Date | string
   checksumAlgorithm?: ChecksumAlgorithm
   checksum?: string
 }
@@ -325,9 +328,12 @@ function fileLine(f: ManifestFileInput, forceEncode: boolean): string {
     pathField = forceEncode ? `"Encoded-Path": "${Buffer.from(path, 'utf8').toString('hex')}"` : `"Path": ${escapeJsonString(path)}`
   }
   if (!Number.isSafeInteger(f.size) || f.size < 0) throw new FormatError(`invalid size ${f.size} in manifest`)
-  const lastModified = typeof f.lastModified === 'string' ? f.lastModified : formatManifestTimestamp(f.lastModified)
-  if (!TIMESTAMP.test(lastModified)) throw new FormatError(`invalid Last-Modified '${lastModified}'`)
-  let line = `{ ${pathField}, "Size": ${f.size}, "Last-Modified": "${lastModified}"`
+  let line = `{ ${pathField}, "Size": ${f.size}`
+  if (f.lastModified !== undefined) {
+    const lastModified = typeof f.lastModified === 'string' ? f.lastModified : formatManifestTimestamp(f.lastModified)
+    if (!TIMESTAMP.test(lastModified)) throw new FormatError(`invalid Last-Modified '${lastModified}'`)
+    line += `, "Last-Modified": "${lastModified}"`
+  }
   if (f.checksumAlgorithm !== undefined) {
     const want = CHECKSUM_HEX_LENGTH[f.checksumAlgorithm]
     if (want === undefined) throw new FormatError(`unknown checksum algorithm '${f.checksumAlgorithm}'`)

@@ -9,8 +9,11 @@ import type { TimelineId } from './wal-names.js'
 /** The size of the file on disk (PG_CONTROL_FILE_SIZE); the struct itself is about 300 bytes. */
 export const PG_CONTROL_FILE_SIZE_BYTES = 8192
 
-/** Where the CRC sits for each PG_CONTROL_VERSION this module can read. */
-const CRC_OFFSET_BY_VERSION: Readonly<Record<number, number>> = { 1300: 288, 1800: 292 }
+/**
+ * Where the CRC sits for each PG_CONTROL_VERSION this module can read: 1300 (13–16), 1700 (17; the same layout,
+ * confirmed on a real 17.10 file read by pg_controldata 15), 1800 (18).
+ */
+const CRC_OFFSET_BY_VERSION: Readonly<Record<number, number>> = { 1300: 288, 1700: 288, 1800: 292 }
 
 /** DBState names (pg_control.h), indexed by value. */
 export const DB_STATE_NAMES = [
@@ -32,7 +35,7 @@ const FLOAT_FORMAT = 1234567.0
 /** The decoded control file. LSNs and 64-bit ids are bigint; times are Unix seconds. */
 export interface ControlFile {
   systemId: bigint
-  /** PG_CONTROL_VERSION: 1300 (13–17) or 1800 (18). */
+  /** PG_CONTROL_VERSION: 1300 (13–16), 1700 (17) or 1800 (18). */
   controlVersion: number
   /** CATALOG_VERSION_NO, e.g. 202406281 for 17 (the `PG_<maj>_<cat>` tablespace directory uses it). */
   catalogVersion: number
@@ -116,7 +119,7 @@ export interface ControlFile {
  * 196 max_locks_per_xact  200 u8 track_commit_timestamp  204 u32 maxAlign  208 f64 floatFormat
  * 216 u32 blcksz  220 relseg_size  224 xlog_blcksz  228 xlog_seg_size  232 nameDataLen  236 indexMaxKeys
  * 240 toast_max_chunk_size  244 loblksize  248 u8 float8ByVal  252 u32 data_checksum_version
- * 13–17: 256 mock_authentication_nonce[32], 288 u32 crc
+ * 13–17 (versions 1300, 1700): 256 mock_authentication_nonce[32], 288 u32 crc
  * 18:    256 u8 default_char_signedness, 257 mock_authentication_nonce[32], 292 u32 crc
  * ```
  * The CRC is CRC-32C over the bytes before it.

@@ -1,0 +1,168 @@
+// src/pg/backup-manifest.ts on real manifests: version 1 from pg_basebackup 15 (a tablespace, a name needing JSON
+// escapes, a non-UTF-8 name) and version 2 from a 17 incremental BASE_BACKUP. The writer must give back the
+// server's exact bytes, and so its Manifest-Checksum.
+
+import { createHash } from 'node:crypto'
+import { describe, expect, it } from 'vitest'
+import { FormatError, IntegrityError } from '../../src/errors.js'
+import {
+  computeManifestChecksum,
+  escapeJsonString,
+  formatManifest,
+  formatManifestTimestamp,
+  ManifestWriter,
+  manifestChunks,
+  parseServerManifest,
+  type ServerManifest,
+} from '../../src/pg/backup-manifest.js'
+import { crc32c, crc32cHexLE } from '../../src/pg/crc32c.js'
+import { parseBackupLabel } from '../../src/pg/backup-label.js'
+import { facts, fixture, fixtureText, need } from '../fixtures/pg/fixtures.js'
+
+const text = (b: Uint8Array): string => new TextDecoder().decode(b)
+
+describe('parseServerManifest', () => {
+  it('reads a real version 1 manifest (15)', () => {
+    const bytes = fixture('backup_manifest-15.gz')
+    const m = parseServerManifest(bytes)
+    expect(m.version).toBe(1)
+    expect(m.systemId).toBeUndefined()
+    expect(m.files.length).toBe(text(bytes).split('\n').filter((l) => l.startsWith('{ "Path"') || l.startsWith('{ "Encoded-Path"')).length)
+    // The manifest checksum is the SHA-256 of everything before the last line.
+    const all = text(bytes)
+    const lastLine = all.slice(all.lastIndexOf('\n', all.length - 2) + 1)
+    const sha = createHash('sha256').update(all.slice(0, all.length - lastLine.length)).digest('hex')
+    expect(m.manifestChecksum).toBe(sha)
+    expect(computeManifestChecksum(bytes)).toBe(sha)
+    // WAL range: the backup's start on its timeline, as backup_label says.
+    const label = parseBackupLabel(fixtureText('backup_label-15'))
+    expect(m.walRanges).toHaveLength(1)
+    expect(m.walRanges[0]).toMatchObject({ timeline: 1, startLsn: label.startLsn })
+    expect(m.walRanges[0]!.endLsn > label.startLsn).toBe(true)
+    // The file with a quote, a tab, a control character and a backslash in its name, and the non-UTF-8 one.
+    expect(m.files.find((f) => f.path === 'weird "q"\t\x01\\.txt')).toMatchObject({ size: 1, checksum: crc32cHexLE(crc32c(new TextEncoder().encode('q'))) })
+    const encoded = m.files.find((f) => f.pathBytes !== undefined)!
+    expect(Buffer.from(encoded.pathBytes!).toString('latin1')).toBe('bad\xff.txt')
+    expect(encoded.path).toBe('bad\ufffd.txt')
+    expect(encoded.checksum).toBe(crc32cHexLE(crc32c(new TextEncoder().encode('b'))))
+    for (const f of m.files) expect(f.lastModified).toMatch(/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} GMT$/)
+  })
+
+  it('reads a real version 2 manifest (17) with its exact 64-bit System-Identifier', () => {
+    const m = parseServerManifest(fixture('backup_manifest-17-incremental.gz'))
+    expect(m.version).toBe(2)
+    const id = BigInt(need(facts(17), 'system_identifier'))
+    expect(id > BigInt(Number.MAX_SAFE_INTEGER)).toBe(true)
+    expect(m.systemId).toBe(id)
+    // JSON.parse alone would have rounded it.
+    expect(BigInt(JSON.parse(`[${id}]`)[0])).not.toBe(id)
+    const label = parseBackupLabel(fixtureText('backup_label-17-incremental'))
+    expect(m.walRanges[0]!.startLsn).toBe(label.startLsn)
+  })
+
+  it('rejects tampering, truncation and structural errors', () => {
+    const good = text(fixture('backup_manifest-15.gz'))
+    expect(() => parseServerManifest(good.replace('"Size": 3,', '"Size": 4,'))).toThrow(IntegrityError)
+    expect(parseServerManifest(good.replace('"Size": 3,', '"Size": 4,'), { verifyChecksum: false }).files.length).toBeGreaterThan(0)
+    expect(() => parseServerManifest(good.slice(0, -1))).toThrow(/newline-terminated/)
+    expect(() => parseServerManifest(good.slice(0, 1000))).toThrow(FormatError)
+    const v2 = text(fixture('backup_manifest-17-incremental.gz'))
+    const cases: [string, RegExp][] = [
+      [v2.replace(/"System-Identifier": \d+,\n/, ''), /without System-Identifier/],
+      [good.replace('"PostgreSQL-Backup-Manifest-Version": 1,', '"PostgreSQL-Backup-Manifest-Version": 1,\n"System-Identifier": 1,'), /version 1/],
+      [v2.replace(/"System-Identifier": \d+/, '"System-Identifier": 18446744073709551616'), /64-bit/],
+      [v2.replace(/"System-Identifier": \d+/, '"System-Identifier": 1.5'), /64-bit/],
+      [good.replace('"PostgreSQL-Backup-Manifest-Version": 1', '"PostgreSQL-Backup-Manifest-Version": 3'), /version '3'/],
+      [good.replace('"Files"', '"Extra": 1,\n"Files"'), /unexpected key 'Extra'/],
+      [good.replace('{ "Path": "backup_label",', '{ "Path": "backup_label", "Mode": 1,'), /unexpected file field/],
+      [good.replace('{ "Path": "PG_VERSION",', '{ "Path": "backup_label",'), /duplicate path/],
+      [good.replace(/"Checksum-Algorithm": "CRC32C", ("Checksum": "[0-9a-f]+")/, '$1'), /checksum but no algorithm/],
+      [good.replace(/"Checksum": "([0-9a-f]{8})"/, '"Checksum": "$1aa"'), /invalid checksum/],
+      [good.replace(/"Start-LSN": "[^"]+"/, '"Start-LSN": "x"'), /invalid LSN/],
+    ]
+    for (const [bad, message] of cases) expect(() => parseServerManifest(bad, { verifyChecksum: false })).toThrow(message)
+    expect(() => parseServerManifest('{"a":\n1}\n')).toThrow(FormatError)
+    expect(() => parseServerManifest(Uint8Array.from([0x7b, 0xff, 0x0a, 0x7d, 0x0a]))).toThrow(/UTF-8/)
+  })
+})
+
+describe('manifest writer', () => {
+  const realManifests = ['backup_manifest-15.gz', 'backup_manifest-17-incremental.gz']
+
+  for (const name of realManifests) {
+    it(`reproduces ${name} byte for byte`, async () => {
+      const original = fixture(name)
+      const m: ServerManifest = parseServerManifest(original)
+      const out = formatManifest({ version: m.version, systemId: m.systemId, files: m.files, walRanges: m.walRanges })
+      expect(text(out)).toBe(text(original))
+      expect(Buffer.compare(Buffer.from(out), Buffer.from(original))).toBe(0)
+      // Streaming, in small chunks, gives the same bytes.
+      const chunks: Uint8Array[] = []
+      async function* files() {
+        yield* m.files
+      }
+      for await (const c of manifestChunks({ version: m.version, systemId: m.systemId }, files(), m.walRanges, 1000)) chunks.push(c)
+      expect(chunks.length).toBeGreaterThan(10)
+      expect(Buffer.compare(Buffer.concat(chunks), Buffer.from(original))).toBe(0)
+    })
+  }
+
+  it('writes Date timestamps, CRC checksums, escapes and Encoded-Path as the server does', () => {
+    const w = new ManifestWriter({ version: 2, systemId: 7710495661608007203n })
+    const parts = [
+      w.addFile({ path: 'a"b\\c\b\f\n\r\t\x01\x1f\x7f é', size: 0, lastModified: new Date(Date.UTC(2026, 10, 21, 5, 27, 37, 999)), checksumAlgorithm: 'CRC32C', checksum: crc32cHexLE(0x87208743) }),
+      w.addFile({ path: Uint8Array.from([0x62, 0xff]), size: 12, lastModified: '2026-11-21 05:27:37 GMT' }),
+      w.addFile({ path: 'x', pathBytes: Uint8Array.from([0x78]), size: 1, lastModified: '2026-11-21 05:27:37 GMT' }),
+      w.finish([
+        { timeline: 2, startLsn: 0x5000000n, endLsn: 0x5000100n },
+        { timeline: 1, startLsn: 0x3000028n, endLsn: 0x5000000n },
+      ]),
+    ]
+    const out = text(Buffer.concat(parts))
+    const body =
+      '{ "PostgreSQL-Backup-Manifest-Version": 2,\n"System-Identifier": 7710495661608007203,\n"Files": [\n' +
+      '{ "Path": "a\\"b\\\\c\\b\\f\\n\\r\\t\\u0001\\u001f\x7f é", "Size": 0, "Last-Modified": "2026-11-21 05:27:37 GMT", "Checksum-Algorithm": "CRC32C", "Checksum": "43872087" },\n' +
+      '{ "Encoded-Path": "62ff", "Size": 12, "Last-Modified": "2026-11-21 05:27:37 GMT" },\n' +
+      '{ "Path": "x", "Size": 1, "Last-Modified": "2026-11-21 05:27:37 GMT" }\n' +
+      '],\n"WAL-Ranges": [\n' +
+      '{ "Timeline": 2, "Start-LSN": "0/5000000", "End-LSN": "0/5000100" },\n' +
+      '{ "Timeline": 1, "Start-LSN": "0/3000028", "End-LSN": "0/5000000" }\n' +
+      '],\n'
+    expect(out).toBe(`${body}"Manifest-Checksum": "${createHash('sha256').update(body).digest('hex')}"}\n`)
+    const back = parseServerManifest(out)
+    expect(back.files[0]!.path).toBe('a"b\\c\b\f\n\r\t\x01\x1f\x7f é')
+    expect(back.files[1]!.pathBytes).toEqual(Uint8Array.from([0x62, 0xff]))
+    expect(back.walRanges[1]).toEqual({ timeline: 1, startLsn: 0x3000028n, endLsn: 0x5000000n })
+  })
+
+  it('writes an empty manifest the way the server would, and force-encodes on request', () => {
+    const empty = text(formatManifest({ version: 1, files: [], walRanges: [] }))
+    expect(empty.startsWith('{ "PostgreSQL-Backup-Manifest-Version": 1,\n"Files": [\n],\n"WAL-Ranges": [\n\n],\n"Manifest-Checksum": ')).toBe(true)
+    expect(parseServerManifest(empty).files).toEqual([])
+    const forced = text(formatManifest({ version: 1, forceEncode: true, files: [{ path: 'base/1', size: 0, lastModified: '2026-11-21 05:27:37 GMT' }], walRanges: [] }))
+    expect(forced).toContain('{ "Encoded-Path": "626173652f31", "Size": 0,')
+    expect(parseServerManifest(forced).files[0]!.path).toBe('base/1')
+  })
+
+  it('refuses what the server could not have written', () => {
+    const f = { path: 'a', size: 1, lastModified: '2026-11-21 05:27:37 GMT' }
+    expect(() => new ManifestWriter({ version: 2 })).toThrow(FormatError)
+    expect(() => new ManifestWriter({ version: 1, systemId: 1n })).toThrow(FormatError)
+    const w = () => new ManifestWriter({ version: 1 })
+    expect(() => w().addFile({ ...f, path: '' })).toThrow(FormatError)
+    expect(() => w().addFile({ ...f, path: 'a\ud800' })).toThrow(/UTF-8/)
+    expect(() => w().addFile({ ...f, size: -1 })).toThrow(FormatError)
+    expect(() => w().addFile({ ...f, lastModified: '2026-11-21T05:27:37Z' })).toThrow(FormatError)
+    expect(() => w().addFile({ ...f, checksumAlgorithm: 'CRC32C', checksum: 'abc' })).toThrow(FormatError)
+    expect(() => w().addFile({ ...f, checksum: '00000000' })).toThrow(FormatError)
+    const done = w()
+    done.finish([])
+    expect(() => done.addFile(f)).toThrow(/finished/)
+  })
+
+  it('formats timestamps and escapes like PostgreSQL', () => {
+    expect(formatManifestTimestamp(new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 678)))).toBe('2026-01-02 03:04:05 GMT')
+    expect(escapeJsonString('plain/path_1.2')).toBe('"plain/path_1.2"')
+    expect(escapeJsonString('\u0000\u0007\u000b')).toBe('"\\u0000\\u0007\\u000b"')
+  })
+})
