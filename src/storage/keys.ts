@@ -57,9 +57,8 @@ export function assertValidPrefix(prefix: string): void {
   const segments = prefix.split('/')
   const last = segments.pop() as string
   checkSegments('prefix', prefix, segments)
-  // The last segment is partial: '' (prefix ends with '/') or the start of a name; only the reserved prefix and a
-  // lone '.'/'..' would be meaningless there.
-  if (last === '.' || last === '..') throw invalid('prefix', prefix, `segment '${last}' is not allowed`)
+  // The last segment is partial: '' (prefix ends with '/') or the start of a name ('.' may start '.foo'); drivers
+  // only ever match it against names, never resolve it as a path, so only the reserved prefix is refused.
   if (last.startsWith(TEMP_PREFIX)) throw invalid('prefix', prefix, `segments starting with '${TEMP_PREFIX}' are reserved`)
 }
 

@@ -135,11 +135,18 @@ export function mapS3Error(err: unknown, ctx: S3ErrorContext): unknown {
     })
   }
   if ((name !== undefined && CREDENTIAL_ERRORS.has(name)) || status === 401 || status === 403) {
-    return new StorageError(`unable to ${what}: access denied by ${at} (${name ?? `HTTP ${status}`})`, {
+    return new StorageError(`unable to ${what}: access denied by ${at} (${name === undefined || name === 'Unknown' ? `HTTP ${status ?? '?'}` : name})`, {
       cause,
       hint:
         'check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, and that the policy allows ' +
         's3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on the bucket',
+    })
+  }
+  if (status === undefined && isNetworkError(err)) {
+    return new StorageError(`unable to ${what}: connection to ${at} failed (${describeNetworkError(err)})`, {
+      cause,
+      retryable: true,
+      hint: `check that ${at} is up and reachable from this host (network, DNS, firewall, proxy)`,
     })
   }
   if ((name !== undefined && RETRYABLE_ERRORS.has(name)) || status === 429 || (status !== undefined && status >= 500)) {
@@ -149,14 +156,15 @@ export function mapS3Error(err: unknown, ctx: S3ErrorContext): unknown {
       hint: `the store is overloaded or unavailable; check the health of ${at}`,
     })
   }
-  if (status === undefined && isNetworkError(err)) {
-    return new StorageError(`unable to ${what}: connection to ${at} failed (${name ?? 'network error'})`, {
-      cause,
-      retryable: true,
-      hint: `check that ${at} is up and reachable from this host (network, DNS, firewall, proxy)`,
-    })
-  }
   return new StorageError(`unable to ${what} at ${at}: ${cause.message}`, { cause })
+}
+
+/** 'ECONNRESET', 'ECONNREFUSED', 'timeout': the most specific short name of a socket failure. */
+function describeNetworkError(err: unknown): string {
+  const e = err as SdkErrorLike
+  if (e.code !== undefined) return e.code
+  if (e.name === 'TimeoutError') return 'timeout'
+  return e.name ?? 'network error'
 }
 
 /** A socket-level failure (no HTTP answer, or an answer cut short). */

@@ -1,0 +1,236 @@
+// fs driver specifics beyond the conformance suite: file and directory modes, no temporary files left behind,
+// a writer killed with SIGKILL mid-write leaves nothing visible, disk full (a real 1 MiB tmpfs) maps to a clear
+// non-retryable error, chunked reads, and the keys a file system cannot hold.
+
+import { execFileSync, spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import ts from 'typescript'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+import { AlreadyExistsError, NotFoundError, StorageError } from '../../src/errors.js'
+import { openFsStorage } from '../../src/storage/fs.js'
+import type { Storage } from '../../src/storage/storage.js'
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+const MIB = 1 << 20
+
+let tmp: string
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'pgkeep-fs-'))
+})
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true })
+})
+
+/** Every entry under `dir`, relative, found by walking the real directory (not through the driver). */
+async function walk(dir: string): Promise<string[]> {
+  const out: string[] = []
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const rel = e.name
+    out.push(rel)
+    if (e.isDirectory()) for (const sub of await walk(path.join(dir, rel))) out.push(`${rel}/${sub}`)
+  }
+  return out
+}
+
+const tempFilesUnder = async (dir: string): Promise<string[]> =>
+  (await walk(dir)).filter((p) => path.basename(p).startsWith('.tmp-'))
+
+async function readAll(s: Storage, key: string): Promise<Buffer> {
+  const parts: Uint8Array[] = []
+  for await (const c of s.read(key)) parts.push(c)
+  return Buffer.concat(parts)
+}
+
+async function listKeys(s: Storage, prefix = ''): Promise<string[]> {
+  const out: string[] = []
+  for await (const i of s.list(prefix)) out.push(i.key)
+  return out.sort()
+}
+
+describe('fs driver', () => {
+  it('creates directories 0700 (root included) and files 0600', async () => {
+    const root = path.join(tmp, 'modes', 'repo')
+    const s = await openFsStorage(root)
+    await s.write('a/b/c', randomBytes(10))
+    await s.write('a/d', randomBytes(10), { ifAbsent: true })
+    const mode = async (p: string): Promise<number> => (await stat(path.join(root, p))).mode & 0o777
+    expect((await mode('.')).toString(8)).toBe('700')
+    expect((await mode('a')).toString(8)).toBe('700')
+    expect((await mode('a/b')).toString(8)).toBe('700')
+    expect((await mode('a/b/c')).toString(8)).toBe('600')
+    expect((await mode('a/d')).toString(8)).toBe('600')
+  })
+
+  it('leaves no temporary file after aborted, failed and refused writes', async () => {
+    const root = path.join(tmp, 'no-temp')
+    const s = await openFsStorage(root)
+    await s.write('d/existing', randomBytes(10))
+    const ac = new AbortController()
+    const aborted = s.write(
+      'd/aborted',
+      async function* () {
+        for (let i = 0; i < 100; i++) {
+          yield randomBytes(4096)
+          if (i === 5) ac.abort(new Error('stop'))
+        }
+      },
+      { signal: ac.signal },
+    )
+    await expect(aborted).rejects.toThrow('stop')
+    await expect(
+      s.write('d/failed', async function* () {
+        yield randomBytes(4096)
+        throw new Error('producer failed')
+      }),
+    ).rejects.toThrow('producer failed')
+    await expect(s.write('d/existing', randomBytes(10), { ifAbsent: true })).rejects.toBeInstanceOf(AlreadyExistsError)
+    expect(await tempFilesUnder(root)).toEqual([])
+    expect(await listKeys(s)).toEqual(['d/existing'])
+  })
+
+  it('streams reads in chunks of the configured size', async () => {
+    const root = path.join(tmp, 'chunks')
+    const s = await openFsStorage(root, { readChunkBytes: 4096 })
+    const data = randomBytes(3 * 4096 + 100)
+    await s.write('x', data)
+    const sizes: number[] = []
+    for await (const c of s.read('x')) sizes.push(c.byteLength)
+    expect(sizes).toEqual([4096, 4096, 4096, 100])
+    const big = await openFsStorage(root)
+    await big.write('y', randomBytes(5 * MIB + 1))
+    const bigSizes: number[] = []
+    for await (const c of big.read('y')) bigSizes.push(c.byteLength)
+    expect(Math.max(...bigSizes)).toBe(MIB)
+    expect(bigSizes.reduce((a, b) => a + b, 0)).toBe(5 * MIB + 1)
+  })
+
+  it('refuses a root that is a file', async () => {
+    const file = path.join(tmp, 'a-file')
+    await writeFile(file, 'x')
+    await expect(openFsStorage(file)).rejects.toBeInstanceOf(StorageError)
+  })
+
+  it('cannot hold a key that is also a directory of keys, and says so', async () => {
+    const s = await openFsStorage(path.join(tmp, 'file-dir'))
+    await s.write('x', randomBytes(5))
+    const err = await s.write('x/y', randomBytes(5)).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(StorageError)
+    expect((err as StorageError).retryable).toBe(false)
+    expect((err as StorageError).hint).toMatch(/both as an object and as a directory/)
+    expect(await s.stat('x/y')).toBeUndefined()
+    await s.write('p/q', randomBytes(5))
+    // A directory under a key's name is not an object.
+    expect(await s.stat('p')).toBeUndefined()
+    await expect(readAll(s, 'p')).rejects.toBeInstanceOf(NotFoundError)
+    await s.remove('p')
+    expect(await listKeys(s)).toEqual(['p/q', 'x'])
+  })
+
+  it('leaves nothing visible when the writing process is killed with SIGKILL mid-write', async () => {
+    const root = path.join(tmp, 'sigkill')
+    const s = await openFsStorage(root)
+    const previous = randomBytes(1000)
+    await s.write('keep/old', previous)
+    const child = await compileChild(path.join(tmp, 'child'))
+    for (const key of ['new/object', 'keep/old']) {
+      const proc = spawn(process.execPath, [child, root, key], { stdio: ['ignore', 'pipe', 'inherit'] })
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => proc.once('exit', (_code, signal) => resolve(signal)))
+      // The child says when it has written a few MiB into its temporary file; then it dies mid-body.
+      await new Promise<void>((resolve, reject) => {
+        proc.stdout.on('data', (d: Buffer) => {
+          if (d.toString().includes('writing')) resolve()
+        })
+        proc.once('exit', () => reject(new Error('child exited before writing')))
+      })
+      const temps = await tempFilesUnder(root)
+      expect(temps.length, 'the child must be mid-write (a temporary file exists)').toBe(1)
+      expect((await stat(path.join(root, temps[0] ?? ''))).size).toBeGreaterThan(MIB)
+      proc.kill('SIGKILL')
+      expect(await exited).toBe('SIGKILL')
+      await rm(path.join(root, temps[0] ?? ''))
+    }
+    expect(await s.stat('new/object')).toBeUndefined()
+    await expect(readAll(s, 'new/object')).rejects.toBeInstanceOf(NotFoundError)
+    expect((await readAll(s, 'keep/old')).equals(previous)).toBe(true)
+    expect(await listKeys(s)).toEqual(['keep/old'])
+  })
+
+  it('maps a full disk to a non-retryable StorageError with a hint, leaving nothing behind', async (ctx) => {
+    const mnt = path.join(tmp, 'tiny')
+    await mkdir(mnt)
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt], { stdio: 'pipe' })
+    } catch (err) {
+      console.info(`skip ENOSPC test: cannot mount a 1 MiB tmpfs (${(err as Error).message.split('\n')[0]})`)
+      ctx.skip()
+      return
+    }
+    try {
+      const s = await openFsStorage(path.join(mnt, 'repo'))
+      await s.write('small', randomBytes(1000))
+      for (const body of [
+        randomBytes(2 * MIB),
+        async function* () {
+          for (let i = 0; i < 32; i++) yield randomBytes(64 * 1024)
+        },
+      ]) {
+        const err = await s.write('big', body).catch((e: unknown) => e)
+        expect(err).toBeInstanceOf(StorageError)
+        expect((err as StorageError).retryable).toBe(false)
+        expect((err as StorageError).message).toMatch(/no space left on device/)
+        expect((err as StorageError).hint).toMatch(/free space/)
+        expect(await s.stat('big')).toBeUndefined()
+        expect(await tempFilesUnder(path.join(mnt, 'repo'))).toEqual([])
+      }
+      expect(await listKeys(s)).toEqual(['small'])
+    } finally {
+      execFileSync('umount', [mnt])
+    }
+  })
+})
+
+/**
+ * Builds a runnable copy of src/storage/fs.ts and its imports (TypeScript's transpileModule, no type check) plus a
+ * child script that writes an endless, slow factory body to `argv[3]` under root `argv[2]`.
+ */
+async function compileChild(outDir: string): Promise<string> {
+  const seen = new Set<string>()
+  const queue = [path.join(REPO_ROOT, 'src/storage/fs.ts')]
+  for (let file = queue.pop(); file !== undefined; file = queue.pop()) {
+    if (seen.has(file)) continue
+    seen.add(file)
+    const source = await readFile(file, 'utf8')
+    const js = ts.transpileModule(source, {
+      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+    }).outputText
+    const out = path.join(outDir, path.relative(REPO_ROOT, file).replace(/\.ts$/, '.js'))
+    await mkdir(path.dirname(out), { recursive: true })
+    await writeFile(out, js)
+    for (const m of source.matchAll(/from '(\.{1,2}\/[^']+)\.js'/g)) {
+      queue.push(path.resolve(path.dirname(file), `${m[1] ?? ''}.ts`))
+    }
+  }
+  await writeFile(path.join(outDir, 'package.json'), '{"type":"module"}')
+  const child = path.join(outDir, 'child.js')
+  await writeFile(
+    child,
+    `import { openFsStorage } from './src/storage/fs.js'
+const [root, key] = process.argv.slice(2)
+const s = await openFsStorage(root)
+await s.write(key, async function* () {
+  for (let i = 0; ; i++) {
+    yield Buffer.alloc(256 * 1024, i & 255)
+    if (i === 12) process.stdout.write('writing\\n')
+    if (i >= 12) await new Promise((r) => setTimeout(r, 20))
+  }
+})
+`,
+  )
+  return child
+}
