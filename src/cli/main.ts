@@ -23,7 +23,8 @@ export async function main(argv: string[], ctx: CliContext = processContext()): 
       })
     }
     const rest = argv.slice(found.path.length)
-    if (rest.includes('--help') || rest.includes('-h')) {
+    // Only --help: inside a command -h is the server host, as in libpq tools.
+    if (rest.includes('--help')) {
       ctx.stdout.write(found.usage.endsWith('\n') ? found.usage : found.usage + '\n')
       return 0
     }

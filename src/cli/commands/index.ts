@@ -1,5 +1,6 @@
 // Every CLI command, in the order `pgkeep --help` lists them.
 
 import type { Command } from '../command.js'
+import { checkCommand } from './check.js'
 
-export const commands: readonly Command[] = []
+export const commands: readonly Command[] = [checkCommand]
