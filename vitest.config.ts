@@ -9,6 +9,7 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          sequence: { groupOrder: 0 },
           testTimeout: 20_000,
         },
       },
@@ -20,6 +21,7 @@ export default defineConfig({
           hookTimeout: 120_000,
           // Each file starts its own servers; two cores, so two files at a time.
           maxWorkers: 2,
+          sequence: { groupOrder: 1 },
           pool: 'forks',
         },
       },
