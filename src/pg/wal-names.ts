@@ -64,8 +64,8 @@ export function historyFileName(tli: TimelineId): string {
  * `<segment of start>.<offset of start in that segment, %08X>.backup`.
  */
 export function backupHistoryFileName(tli: TimelineId, startLsn: Lsn, segSizeBytes: number): string {
-  const offset = Number(startLsn % BigInt(segSizeBytes))
-  return `${walFileNameOfLsn(tli, startLsn, segSizeBytes)}.${hex8(offset)}.backup`
+  const segment = walFileNameOfLsn(tli, startLsn, segSizeBytes) // validates the segment size first
+  return `${segment}.${hex8(startLsn % BigInt(segSizeBytes))}.backup`
 }
 
 /** True for a complete segment name: exactly 24 upper-case hex digits (IsXLogFileName). */
