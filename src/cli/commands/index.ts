@@ -2,5 +2,7 @@
 
 import type { Command } from '../command.js'
 import { checkCommand } from './check.js'
+import { initCommand } from './init.js'
+import { verifyCommand } from './verify.js'
 
-export const commands: readonly Command[] = [checkCommand]
+export const commands: readonly Command[] = [checkCommand, initCommand, verifyCommand]

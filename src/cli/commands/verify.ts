@@ -1,0 +1,83 @@
+// `pgkeep verify`: checks a repository's structure and, on request, re-reads and re-hashes its data; lists every
+// damaged object and exits non-zero when there is one.
+
+import { IntegrityError, UsageError } from '../../errors.js'
+import { openRepository, verifyRepository, type VerifyResult } from '../../repo/index.js'
+import { openStorage } from '../../storage/open.js'
+import type { Command } from '../command.js'
+import { exitCodeFor } from '../exit-codes.js'
+import { parseCommandArgs } from '../parse.js'
+import { PASSPHRASE_USAGE, passphraseOptions, readPassphrase, rejectPassphraseArgument } from '../passphrase.js'
+
+export const verifyCommand: Command = {
+  path: ['verify'],
+  summary: 'check a repository for damage (structure, and data on request)',
+  usage: `usage: pgkeep verify --repo URL [--read-data[=PERCENT]] [--json] [--passphrase-file F]
+
+Checks that every index object matches the packs it lists, every pack header is intact, every record decodes and
+references only indexed blobs. With --read-data it also reads packs and re-hashes every blob in them: all packs,
+or a random PERCENT of them (whole packs). Takes a shared lock, so it waits for no backup but refuses to run
+during garbage collection.
+Exits 0 when the repository is sound, ${exitCodeFor('INTEGRITY')} when something is damaged (each damaged object is listed).
+
+  --repo URL              the repository (directory or s3://bucket/prefix)
+  --read-data[=PERCENT]   also read and re-hash data: all of it, or PERCENT (0-100) of the packs
+  --json                  print one JSON object: { ok, problems: [{ object, message }], stats }
+${PASSPHRASE_USAGE}
+`,
+  async run(args, ctx) {
+    rejectPassphraseArgument(args)
+    // parseArgs has no optional values: a bare --read-data means all of it.
+    const normalized = args.map((a) => (a === '--read-data' ? '--read-data=100' : a))
+    const { values } = parseCommandArgs('verify', {
+      args: normalized,
+      options: { repo: { type: 'string' }, 'read-data': { type: 'string' }, json: { type: 'boolean' }, ...passphraseOptions },
+    })
+    if (!values.repo) throw new UsageError('missing --repo', { hint: "give the repository location, e.g. '--repo /var/lib/pgkeep'" })
+    let percent = 0
+    if (values['read-data'] !== undefined) {
+      percent = Number(values['read-data'].replace(/%$/, ''))
+      if (values['read-data'].trim() === '' || !Number.isFinite(percent) || percent < 0 || percent > 100) {
+        throw new UsageError(`invalid --read-data '${values['read-data']}'`, { hint: 'give a percentage from 0 to 100, or no value for all data' })
+      }
+    }
+    const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env))?.passphrase
+    const storage = await openStorage(values.repo, ctx.env)
+    try {
+      const repo = await openRepository(storage, { passphrase, signal: ctx.signal })
+      const lock = await repo.acquireLock('shared', { purpose: 'verify', signal: ctx.signal })
+      let result: VerifyResult
+      try {
+        result = await verifyRepository(repo, { readData: percent, signal: AbortSignal.any([ctx.signal, lock.signal]) })
+      } finally {
+        await repo.close()
+      }
+      if (values.json) ctx.stdout.write(JSON.stringify(result, null, 2) + '\n')
+      else ctx.stdout.write(formatResult(storage.name, percent, result))
+      if (result.ok) return 0
+      // main() prints it and exits with the INTEGRITY status; the list went to stdout above.
+      const n = result.problems.length
+      throw new IntegrityError(`repository '${storage.name}' has ${n} problem${n === 1 ? '' : 's'}`, {
+        hint: 'the objects listed are damaged or missing; restore them from a copy of the repository if there is one',
+      })
+    } finally {
+      await storage.close()
+    }
+  },
+}
+
+function formatResult(name: string, percent: number, r: VerifyResult): string {
+  const s = r.stats
+  const lines = [
+    `repository '${name}': ${s.packs} packs, ${s.indexObjects} index objects, ${s.indexedBlobs} blobs, ${s.records} records`,
+    `checked structure${percent > 0 ? ` and the data of ${s.packsRead} packs (${s.blobsRead} blobs, ${(s.bytesRead / 1048576).toFixed(1)} MiB)` : ''}`,
+  ]
+  if (s.unindexedPacks > 0) lines.push(`note: ${s.unindexedPacks} packs are not indexed (left by an interrupted write; GC removes them)`)
+  if (s.duplicateBlobs > 0) lines.push(`note: ${s.duplicateBlobs} blobs are stored twice (concurrent writers; GC removes the copies)`)
+  if (r.ok) lines.push('no problems found')
+  else {
+    lines.push(`${r.problems.length} problems:`)
+    for (const p of r.problems) lines.push(`  ${p.object}: ${p.message}`)
+  }
+  return lines.join('\n') + '\n'
+}

@@ -1,0 +1,52 @@
+// Where the repository passphrase comes from: `--passphrase-file F`, else the file named by PGKEEP_PASSPHRASE_FILE,
+// else PGKEEP_PASSPHRASE. Never the command line, where `ps` and shell history would show it (invariant 7).
+
+import { readFile } from 'node:fs/promises'
+import { ConfigError, UsageError } from '../errors.js'
+
+/** parseArgs option of every command that opens a repository. */
+export const passphraseOptions = { 'passphrase-file': { type: 'string' } } as const
+
+/** The usage lines for the passphrase sources. */
+export const PASSPHRASE_USAGE = `  --passphrase-file F     read the repository passphrase from file F (one trailing newline is ignored);
+                          without it: the file named by PGKEEP_PASSPHRASE_FILE, else PGKEEP_PASSPHRASE`
+
+/** Refuses `--passphrase` (and `--passphrase=…`) before parsing, with a hint naming the safe sources. */
+export function rejectPassphraseArgument(args: readonly string[]): void {
+  if (args.some((a) => a === '--passphrase' || a.startsWith('--passphrase='))) {
+    throw new UsageError('the passphrase cannot be given on the command line', {
+      hint: 'other users can read command lines (ps, shell history): set PGKEEP_PASSPHRASE or use --passphrase-file',
+    })
+  }
+}
+
+/** The passphrase and where it came from (for messages; never the value itself). */
+export interface PassphraseSource {
+  readonly passphrase: string
+  readonly source: string
+}
+
+/**
+ * Reads the passphrase from the first source that is set: `file`, PGKEEP_PASSPHRASE_FILE, PGKEEP_PASSPHRASE.
+ * Returns undefined when none is set. An unreadable or empty file is a ConfigError naming it.
+ */
+export async function readPassphrase(file: string | undefined, env: Readonly<Record<string, string | undefined>>): Promise<PassphraseSource | undefined> {
+  const path = file ?? (env.PGKEEP_PASSPHRASE_FILE || undefined)
+  if (path !== undefined) {
+    let text: string
+    try {
+      text = await readFile(path, 'utf8')
+    } catch (cause) {
+      throw new ConfigError(`cannot read passphrase file '${path}': ${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message}`, {
+        cause,
+        hint: 'check the path and that this user may read it',
+      })
+    }
+    const passphrase = text.replace(/\r?\n$/, '')
+    if (passphrase === '') throw new ConfigError(`passphrase file '${path}' is empty`, { hint: 'write the passphrase on its first line' })
+    return { passphrase, source: `file '${path}'` }
+  }
+  const fromEnv = env.PGKEEP_PASSPHRASE
+  if (fromEnv !== undefined && fromEnv !== '') return { passphrase: fromEnv, source: 'PGKEEP_PASSPHRASE' }
+  return undefined
+}
