@@ -41,6 +41,7 @@ const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EINTR',
  *   then fsyncs the directory: once it resolves the object survives a crash, and no reader ever sees a partial
  *   file. With `ifAbsent` it uses link(2) instead of rename(2), which fails atomically when the key exists, so
  *   `features.conditionalWrite` is true. A failed or aborted write removes its temporary file (best effort).
+ * - An error thrown by a factory body is rethrown unchanged (it is the caller's); the write leaves nothing.
  * - A process killed mid-write leaves a `.tmp-*` file behind: invisible to `stat`, `read` and `list`, never
  *   removed by this driver. Keys with a `.tmp-` segment are refused for that reason.
  * - A key cannot be both an object and a "directory" of other keys (`a` and `a/b`): writing the second fails with

@@ -68,6 +68,7 @@ const MIB = 1 << 20
 const MIN_PART_SIZE_BYTES = 5 * MIB
 const DEFAULT_PART_SIZE_BYTES = 8 * MIB
 const DEFAULT_QUEUE_SIZE = 4
+const SILENT_LOGGER = { debug() {}, info() {}, warn() {}, error() {} }
 /** Bound on the clean-up AbortMultipartUpload, so a dead endpoint does not delay reporting the real error. */
 const ABORT_UPLOAD_TIMEOUT_MS = 5_000
 
@@ -81,6 +82,7 @@ const ABORT_UPLOAD_TIMEOUT_MS = 5_000
  *   aborted (best effort: s3rver has no AbortMultipartUpload; the original error is reported either way). An abort
  *   that lands while CompleteMultipartUpload is already in flight may still leave the whole object in place (never
  *   a partial one). Configure a lifecycle rule that aborts incomplete multipart uploads after a day or so.
+ * - An error thrown by a factory body is rethrown unchanged (it is the caller's); the upload is aborted.
  * - `ifAbsent` sends `If-None-Match: *` (412 → AlreadyExistsError). Unless `features.conditionalWrite` is true
  *   a HeadObject check runs first, because stores that ignore the header would silently overwrite.
  * - `read` is one GetObject (ranged when asked); the body streams in the socket's chunks.
@@ -126,6 +128,12 @@ export async function openS3Storage(o: S3StorageOptions): Promise<Storage> {
     requestHandler: {
       connectionTimeout: o.connectTimeoutMs ?? 10_000,
       socketTimeout: o.idleTimeoutMs ?? 60_000,
+      // The concurrency limit (limit.ts, 16 by default) times queueSize parts can exceed the SDK's default of 50
+      // sockets; queueing there is harmless but the handler would print a warning.
+      httpAgent: { maxSockets: 128 },
+      httpsAgent: { maxSockets: 128 },
+      // The handler logs such warnings to console by default; nothing below src/cli/ may print.
+      logger: SILENT_LOGGER,
     },
   })
   return new S3Storage(client, {
