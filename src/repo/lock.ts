@@ -193,6 +193,7 @@ export class RepoLock {
   readonly #lost = new AbortController()
   #key: string
   #expiresAt: number
+  readonly #createdAt: number
   #timer: NodeJS.Timeout | undefined
   #refreshing: Promise<void> | undefined
   #released = false
@@ -201,7 +202,7 @@ export class RepoLock {
   /** @internal use acquireLock */
   constructor(
     storage: Storage,
-    init: { kind: LockKind; purpose: string; session: string; key: string; expiresAt: number; staleAfterMs: number; refreshIntervalMs: number },
+    init: { kind: LockKind; purpose: string; session: string; key: string; createdAt: number; expiresAt: number; staleAfterMs: number; refreshIntervalMs: number },
     seen: { stale: LockStatus[]; removed: LockStatus[] },
     onRelease?: (lock: RepoLock) => void,
   ) {
@@ -212,6 +213,7 @@ export class RepoLock {
     this.#session = init.session
     this.#key = init.key
     this.#expiresAt = init.expiresAt
+    this.#createdAt = init.createdAt
     this.#staleAfterMs = init.staleAfterMs
     this.staleLocks = seen.stale
     this.removedLocks = seen.removed
@@ -248,7 +250,7 @@ export class RepoLock {
     }
     const old = this.#key
     const now = Date.now()
-    const next = lockObject(this.kind, this.purpose, this.#session, now, this.#staleAfterMs)
+    const next = lockObject(this.kind, this.purpose, this.#session, now, this.#staleAfterMs, this.#createdAt)
     try {
       await this.#storage.write(next.key, next.bytes, { ifAbsent: true })
     } catch (err) {
@@ -284,7 +286,7 @@ export class RepoLock {
   }
 }
 
-function lockObject(kind: LockKind, purpose: string, session: string, now: number, staleAfterMs: number) {
+function lockObject(kind: LockKind, purpose: string, session: string, now: number, staleAfterMs: number, createdAt = now) {
   const expiresAt = now + staleAfterMs
   const info: LockInfo = {
     version: 1,
@@ -294,7 +296,7 @@ function lockObject(kind: LockKind, purpose: string, session: string, now: numbe
     hostId: currentHostId(),
     pid: process.pid,
     session,
-    createdAt: new Date(now).toISOString(),
+    createdAt: new Date(createdAt).toISOString(),
     refreshedAt: new Date(now).toISOString(),
     expiresAt: new Date(expiresAt).toISOString(),
   }
@@ -362,7 +364,7 @@ export async function acquireLock(
     }
     return new RepoLock(
       storage,
-      { kind, purpose: o.purpose, session, key: mine.key, expiresAt: mine.expiresAt, staleAfterMs, refreshIntervalMs },
+      { kind, purpose: o.purpose, session, key: mine.key, createdAt: Date.parse(mine.info.createdAt), expiresAt: mine.expiresAt, staleAfterMs, refreshIntervalMs },
       { stale: after.stale, removed },
       onRelease,
     )

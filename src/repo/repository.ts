@@ -24,6 +24,7 @@ import {
   sha256,
   sha256Hex,
   unwrapKeyFile,
+  type KeyFile,
   type RepoKeys,
   type ScryptParams,
 } from './crypto.js'
@@ -136,7 +137,9 @@ export async function initRepository(storage: Storage, o: InitRepositoryOptions 
       hint: 'use it as it is, or choose another --repo location',
     })
   }
-  for (const prefix of [KEYS_PREFIX, PACKS_PREFIX, INDEX_PREFIX, RECORDS_PREFIX]) {
+  // Key objects without a config are left by an interrupted init: harmless (bound to another repository id),
+  // so they do not stop a new init. Anything else means a damaged repository that must not be overwritten.
+  for (const prefix of [PACKS_PREFIX, INDEX_PREFIX, RECORDS_PREFIX]) {
     for await (const obj of storage.list(prefix, { signal })) {
       throw new RepoFormatError(`'${storage.name}' holds repository objects ('${obj.key}') but no config`, {
         hint: 'this looks like a damaged repository; do not initialise over it, choose another --repo location',
@@ -229,8 +232,14 @@ async function unlock(
       throw err
     }
     if (sha256Hex(bytes) !== keyId) continue // damaged: verify reports it; another key may still open
+    let file: KeyFile
+    try {
+      file = parseKeyFile(bytes, obj.key)
+    } catch {
+      continue // unknown or damaged: verify reports it; another key may still open
+    }
     tried++
-    const result = await unwrapKeyFile(parseKeyFile(bytes, obj.key), config.id, passphrase)
+    const result = await unwrapKeyFile(file, config.id, passphrase)
     if (!result.ok) continue
     if (!result.configHash.equals(sha256(configBytes))) {
       throw new RepoFormatError(`the config object of repository '${storage.name}' does not match its key '${obj.key}'`, {

@@ -147,11 +147,17 @@ describe.each(['fs', 's3'] as const)('locks on %s', (driver) => {
     const { repo } = await fresh()
     const lock = await repo.acquireLock('shared', { purpose: 'wal stream', staleAfterMs: 60_000 })
     const first = lock.key
+    const [before] = await repo.listLocks()
+    await sleep(20)
     await lock.refresh()
     expect(lock.key).not.toBe(first)
     expect(await listKeys(repo.storage, 'locks/')).toEqual([lock.key])
     const [status] = await repo.listLocks()
     expect(status!.state).toBe('live')
+    // Age stays measured from the first acquisition; the refresh time and expiry move on.
+    expect(status!.info!.createdAt).toBe(before!.info!.createdAt)
+    expect(Date.parse(status!.info!.refreshedAt)).toBeGreaterThan(Date.parse(before!.info!.refreshedAt))
+    expect(Date.parse(status!.info!.expiresAt)).toBeGreaterThan(Date.parse(before!.info!.expiresAt))
     await repo.close() // releases locks taken through the repository
     expect(await listKeys(repo.storage, 'locks/')).toEqual([])
   })

@@ -1,0 +1,59 @@
+// The in-memory blob index against a plain Map as oracle: 200k random ids (with growth and rehashing on the way),
+// lookups of present and absent ids, and duplicates resolved to the same location whatever the insertion order.
+
+import { describe, expect, it } from 'vitest'
+import { randomBytes } from 'node:crypto'
+
+import { BlobIndex } from '../../src/repo/blob-index.js'
+import type { PackEntry } from '../../src/repo/pack-format.js'
+
+function entry(id: Buffer, i: number): PackEntry {
+  return { id, type: i % 3 === 0 ? 'meta' : 'data', flags: i % 2, offset: i * 7, storedLength: 1000 + i, plainLength: 3000 + i }
+}
+
+describe('BlobIndex', () => {
+  it('agrees with a Map on 200k random ids', () => {
+    const index = new BlobIndex()
+    const oracle = new Map<string, { packId: string; e: PackEntry }>()
+    const packs = Array.from({ length: 500 }, () => randomBytes(32).toString('hex'))
+    for (let i = 0; i < 200_000; i++) {
+      const e = entry(randomBytes(32), i)
+      const packId = packs[i % packs.length]!
+      index.add(packId, e)
+      oracle.set(e.id.toString('hex'), { packId, e })
+    }
+    expect(index.size).toBe(200_000)
+    expect(index.duplicates).toBe(0)
+    const mismatches: string[] = []
+    for (const [hex, { packId, e }] of oracle) {
+      const got = index.get(Buffer.from(hex, 'hex'))
+      const same =
+        got?.packId === packId &&
+        got.type === e.type &&
+        got.flags === e.flags &&
+        got.offset === e.offset &&
+        got.storedLength === e.storedLength &&
+        got.plainLength === e.plainLength
+      if (!same) mismatches.push(hex)
+    }
+    expect(mismatches).toEqual([])
+    let falsePositives = 0
+    for (let i = 0; i < 10_000; i++) if (index.has(randomBytes(32))) falsePositives++
+    expect(falsePositives).toBe(0)
+    expect([...index.entries()].length).toBe(200_000)
+    console.log(`BlobIndex: ${(index.retainedBytes / index.size).toFixed(1)} bytes per blob at 200k`)
+  })
+
+  it('keeps the copy in the smallest pack id, whatever the order of adds', () => {
+    const id = randomBytes(32)
+    const copies = ['ff'.repeat(32), '0a'.repeat(32), '7f'.repeat(32)].map((packId, i) => ({ packId, e: entry(id, i) }))
+    const orders = [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]]
+    for (const order of orders) {
+      const index = new BlobIndex()
+      for (const k of order) index.add(copies[k]!.packId, copies[k]!.e)
+      expect(index.size).toBe(1)
+      expect(index.duplicates).toBe(2)
+      expect(index.get(id)).toMatchObject({ packId: '0a'.repeat(32), offset: copies[1]!.e.offset })
+    }
+  })
+})
