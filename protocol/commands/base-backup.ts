@@ -150,7 +150,7 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
       let current: string | undefined
       let inManifest = false
       for (;;) {
-        const msg = await c.read()
+        const msg = c.readBuffered() ?? (await c.read())
         yield* drain(notices)
         if (msg.type === 'CopyDone') break
         if (msg.type === 'ErrorResponse') await c.failWith(msg.fields)
@@ -191,7 +191,7 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
         if (head.type !== 'CopyOutResponse') throw new ProtocolError(`expected CopyOutResponse for ${archiveName(t)}, got ${head.type}`)
         yield { type: 'archive', name: archiveName(t), tablespace: t }
         for (;;) {
-          const msg = await c.read()
+          const msg = c.readBuffered() ?? (await c.read())
           yield* drain(notices)
           if (msg.type === 'CopyDone') break
           if (msg.type === 'ErrorResponse') await c.failWith(msg.fields)

@@ -269,7 +269,22 @@ export class ReplicationConnection {
    */
   async read(): Promise<BackendMessage> {
     for (;;) {
-      const msg = await this.readRaw()
+      const msg = this.readBuffered() ?? (await this.readRaw())
+      if (msg.type === 'NoticeResponse') this.noticeSink(msg.fields)
+      else if (msg.type === 'ParameterStatus') this.parameters.set(msg.name, msg.value)
+      else return msg
+    }
+  }
+
+  /**
+   * The next message if it is already complete in the buffer, without waiting (and without the cost of a promise:
+   * a base backup is tens of thousands of CopyData messages). Notices and ParameterStatus are handled as in read().
+   */
+  readBuffered(): BackendMessage | undefined {
+    for (;;) {
+      const frame = this.framer.next()
+      if (!frame) return undefined
+      const msg = decodeBackend(frame)
       if (msg.type === 'NoticeResponse') this.noticeSink(msg.fields)
       else if (msg.type === 'ParameterStatus') this.parameters.set(msg.name, msg.value)
       else return msg
