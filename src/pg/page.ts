@@ -94,17 +94,15 @@ export function isNewPage(page: Uint8Array): boolean {
 
 /** True when every byte of `page` is zero. */
 export function isAllZero(page: Uint8Array): boolean {
-  const n = page.byteLength
-  let i = 0
-  if ((page.byteOffset & 3) === 0 && n >= 4) {
-    // 4 bytes at a time where the view is aligned; the tail (and unaligned views) byte by byte.
-    const words = new Int32Array(page.buffer, page.byteOffset, n >>> 2)
-    for (let k = 0; k < words.length; k++) if (words[k] !== 0) return false
-    i = words.length * 4
+  // memcmp against a zero buffer: an order of magnitude faster than a JS loop, and it runs on every page.
+  for (let off = 0; off < page.byteLength; off += ZEROS.length) {
+    const n = Math.min(ZEROS.length, page.byteLength - off)
+    if (Buffer.compare(ZEROS.subarray(0, n), page.subarray(off, off + n)) !== 0) return false
   }
-  for (; i < n; i++) if (page[i] !== 0) return false
   return true
 }
+
+const ZEROS = Buffer.alloc(64 * 1024)
 
 // Initial values of the 32 running sums (checksum_impl.h checksumBaseOffsets).
 const BASE_OFFSETS = Int32Array.from(

@@ -1,0 +1,177 @@
+// The file map of a relation segment file: where each byte range of the file lives (extents over blobs, holes
+// for all-zero ranges), plus the hashes that let the next backup find what changed without reading old data:
+// one per window of 128 pages (the id of the window's bytes as a blob) and one 64-bit hash per page.
+// Stored as a `meta` blob; layout in docs/repository-format.md ("File maps").
+
+import { FormatError } from '../errors.js'
+import type { BlobId } from './blob.js'
+
+export const FILE_MAP_MAGIC = 0x4d464b50 // "PKFM" little-endian
+export const FILE_MAP_VERSION = 1
+export const PAGE_BYTES = 8192
+/** Pages per window: a window is stored as one blob of up to 1 MiB. */
+export const WINDOW_PAGES = 128
+export const WINDOW_BYTES = PAGE_BYTES * WINDOW_PAGES
+/** Bytes of a page hash: the first 8 bytes of the page's SHA-256. */
+export const PAGE_HASH_BYTES = 8
+
+/** A byte range of a file: `length` bytes at `offset`, stored at `blobOffset` in `blob`, or a hole (zeros). */
+export interface Extent {
+  offset: number
+  length: number
+  /** null: the range is all zeros (a hole). */
+  blob: BlobId | null
+  blobOffset: number
+}
+
+/**
+ * The hash of a window: the blob id its raw bytes would have; null for an all-zero window; UNKNOWN_WINDOW when
+ * the backup never saw the whole window (a PG 17 INCREMENTAL file sends only changed pages), which makes the
+ * next backup compare that window page by page.
+ */
+export type WindowHash = BlobId | null
+
+/** Stored as 32 bytes of 0xFF. */
+export const UNKNOWN_WINDOW: BlobId = 'f'.repeat(64)
+
+export interface FileMap {
+  sizeBytes: number
+  /** Per window, in order. */
+  windowHashes: WindowHash[]
+  /** PAGE_HASH_BYTES per page, in page order; zero bytes for an all-zero page. */
+  pageHashes: Buffer
+  /** In offset order, covering [0, sizeBytes) exactly once. */
+  extents: Extent[]
+}
+
+const HEADER_BYTES = 24
+const EXTENT_BYTES = 20
+const HOLE = 0xffffffff
+const ZERO_ID = Buffer.alloc(32)
+
+export const pageCountOf = (sizeBytes: number) => Math.ceil(sizeBytes / PAGE_BYTES)
+export const windowCountOf = (sizeBytes: number) => Math.ceil(sizeBytes / WINDOW_BYTES)
+
+/**
+ * Encodes a file map (all integers little-endian):
+ * magic u32 | version u8 | 0 u8 | windowPages u16 | sizeBytes u64 | blobCount u32 | extentCount u32 |
+ * blobCount × 32-byte blob ids | windowCount × 32-byte window hashes (zeros: hole) |
+ * pageCount × 8-byte page hashes | extentCount × (offset u64 | length u32 | blob index u32, 0xFFFFFFFF = hole |
+ * blobOffset u32)
+ */
+export function encodeFileMap(m: FileMap): Buffer {
+  checkShape(m)
+  const blobs: BlobId[] = []
+  const indexOf = new Map<BlobId, number>()
+  for (const e of m.extents) {
+    if (e.blob !== null && !indexOf.has(e.blob)) {
+      indexOf.set(e.blob, blobs.length)
+      blobs.push(e.blob)
+    }
+  }
+  const windows = m.windowHashes.length
+  const out = Buffer.alloc(HEADER_BYTES + 32 * blobs.length + 32 * windows + m.pageHashes.length + EXTENT_BYTES * m.extents.length)
+  out.writeUInt32LE(FILE_MAP_MAGIC, 0)
+  out[4] = FILE_MAP_VERSION
+  out.writeUInt16LE(WINDOW_PAGES, 6)
+  out.writeBigUInt64LE(BigInt(m.sizeBytes), 8)
+  out.writeUInt32LE(blobs.length, 16)
+  out.writeUInt32LE(m.extents.length, 20)
+  let off = HEADER_BYTES
+  for (const id of blobs) off += out.write(id, off, 'hex')
+  for (const w of m.windowHashes) {
+    if (w !== null) out.write(w, off, 'hex')
+    off += 32
+  }
+  off += m.pageHashes.copy(out, off)
+  for (const e of m.extents) {
+    out.writeBigUInt64LE(BigInt(e.offset), off)
+    out.writeUInt32LE(e.length, off + 8)
+    out.writeUInt32LE(e.blob === null ? HOLE : indexOf.get(e.blob)!, off + 12)
+    out.writeUInt32LE(e.blobOffset, off + 16)
+    off += EXTENT_BYTES
+  }
+  return out
+}
+
+export function decodeFileMap(buf: Buffer, what = 'file map'): FileMap {
+  const bad = (why: string) => new FormatError(`${what} is malformed: ${why}`)
+  if (buf.length < HEADER_BYTES) throw bad(`${buf.length} bytes is shorter than its header`)
+  if (buf.readUInt32LE(0) !== FILE_MAP_MAGIC) throw bad('wrong magic')
+  if (buf[4] !== FILE_MAP_VERSION) throw bad(`unknown version ${buf[4]}`)
+  if (buf.readUInt16LE(6) !== WINDOW_PAGES) throw bad(`unsupported window of ${buf.readUInt16LE(6)} pages`)
+  const sizeBytes = Number(buf.readBigUInt64LE(8))
+  const blobCount = buf.readUInt32LE(16)
+  const extentCount = buf.readUInt32LE(20)
+  const windows = windowCountOf(sizeBytes)
+  const pages = pageCountOf(sizeBytes)
+  const expected = HEADER_BYTES + 32 * blobCount + 32 * windows + PAGE_HASH_BYTES * pages + EXTENT_BYTES * extentCount
+  if (buf.length !== expected) throw bad(`${buf.length} bytes, expected ${expected}`)
+  let off = HEADER_BYTES
+  const blobs: BlobId[] = []
+  for (let i = 0; i < blobCount; i++, off += 32) blobs.push(buf.toString('hex', off, off + 32))
+  const windowHashes: WindowHash[] = []
+  for (let i = 0; i < windows; i++, off += 32) {
+    windowHashes.push(buf.compare(ZERO_ID, 0, 32, off, off + 32) === 0 ? null : buf.toString('hex', off, off + 32))
+  }
+  const pageHashes = Buffer.from(buf.subarray(off, off + PAGE_HASH_BYTES * pages))
+  off += PAGE_HASH_BYTES * pages
+  const extents: Extent[] = []
+  for (let i = 0; i < extentCount; i++, off += EXTENT_BYTES) {
+    const index = buf.readUInt32LE(off + 12)
+    if (index !== HOLE && index >= blobCount) throw bad(`extent ${i} names blob ${index} of ${blobCount}`)
+    extents.push({
+      offset: Number(buf.readBigUInt64LE(off)),
+      length: buf.readUInt32LE(off + 8),
+      blob: index === HOLE ? null : blobs[index],
+      blobOffset: buf.readUInt32LE(off + 16),
+    })
+  }
+  const m = { sizeBytes, windowHashes, pageHashes, extents }
+  checkShape(m, bad)
+  return m
+}
+
+/** Extents must tile [0, sizeBytes) in order; hash arrays must match the page and window counts. */
+function checkShape(m: FileMap, bad = (why: string) => new FormatError(`file map is malformed: ${why}`)): void {
+  if (m.windowHashes.length !== windowCountOf(m.sizeBytes)) throw bad(`${m.windowHashes.length} window hashes for ${m.sizeBytes} bytes`)
+  if (m.pageHashes.length !== PAGE_HASH_BYTES * pageCountOf(m.sizeBytes)) throw bad(`${m.pageHashes.length} page hash bytes for ${m.sizeBytes} bytes`)
+  let at = 0
+  for (const e of m.extents) {
+    if (e.offset !== at || e.length <= 0) throw bad(`extent at ${e.offset} (length ${e.length}) does not continue at ${at}`)
+    at += e.length
+  }
+  if (at !== m.sizeBytes) throw bad(`extents cover ${at} of ${m.sizeBytes} bytes`)
+}
+
+/** Appends an extent, merging it into the previous one when it continues the same blob (or hole). */
+export function pushExtent(extents: Extent[], e: Extent): void {
+  const last = extents[extents.length - 1]
+  if (last && last.offset + last.length === e.offset && last.blob === e.blob && (e.blob === null || last.blobOffset + last.length === e.blobOffset)) {
+    last.length += e.length
+  } else {
+    extents.push({ ...e })
+  }
+}
+
+/** The extents of `m` that cover [offset, offset + length), cut to that range. */
+export function extentsIn(m: FileMap, offset: number, length: number): Extent[] {
+  const out: Extent[] = []
+  const end = offset + length
+  // Binary search for the first extent ending after `offset`.
+  let lo = 0
+  let hi = m.extents.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    const e = m.extents[mid]
+    if (e.offset + e.length <= offset) lo = mid + 1
+    else hi = mid
+  }
+  for (let i = lo; i < m.extents.length && m.extents[i].offset < end; i++) {
+    const e = m.extents[i]
+    const from = Math.max(e.offset, offset)
+    const to = Math.min(e.offset + e.length, end)
+    out.push({ offset: from, length: to - from, blob: e.blob, blobOffset: e.blob === null ? 0 : e.blobOffset + (from - e.offset) })
+  }
+  return out
+}
