@@ -1,0 +1,67 @@
+// The repository options every repository command shares (--repo URL, --passphrase-file F), and opening the
+// repository they name. Commands that write may start in an empty location: it is initialised on the spot,
+// encrypted when a passphrase is available (PGKEEP_PASSPHRASE, PGKEEP_PASSPHRASE_FILE or --passphrase-file).
+
+import { UsageError } from '../errors.js'
+import { initRepository, openRepository, type Repository } from '../repo/index.js'
+import { CONFIG_KEY } from '../repo/layout.js'
+import { openStorage } from '../storage/open.js'
+import type { Storage } from '../storage/storage.js'
+import type { CliContext } from './command.js'
+import { PASSPHRASE_USAGE, passphraseOptions, readPassphrase } from './passphrase.js'
+
+export const repoOptions = { repo: { type: 'string' }, ...passphraseOptions } as const
+
+export const REPO_USAGE = `repository options:
+  --repo URL              a directory (/path or file:///path) or s3://bucket/prefix (AWS_* variables,
+                          AWS_ENDPOINT_URL for MinIO, Ceph and other S3-compatible stores)
+${PASSPHRASE_USAGE}`
+
+export interface OpenedRepo {
+  repo: Repository
+  storage: Storage
+  /** The passphrase, to open a second instance; never printed. */
+  passphrase?: string
+  /** True when this call created the repository. */
+  created: boolean
+  /** Another instance on the same storage (backup streams WAL through one). */
+  openAnother(): Promise<Repository>
+}
+
+export function requireRepo(values: { repo?: string }, command: string): string {
+  if (!values.repo) {
+    throw new UsageError(`pgkeep ${command} needs --repo`, { hint: `give the repository: --repo /path/to/repo or --repo s3://bucket/prefix` })
+  }
+  return values.repo
+}
+
+export async function openRepoForCommand(
+  values: { repo?: string; 'passphrase-file'?: string },
+  ctx: CliContext,
+  command: string,
+  o: { createIfEmpty?: boolean } = {},
+): Promise<OpenedRepo> {
+  const url = requireRepo(values, command)
+  const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env))?.passphrase
+  const storage = await openStorage(url, ctx.env)
+  let created = false
+  let repo: Repository
+  if (o.createIfEmpty && (await storage.stat(CONFIG_KEY, { signal: ctx.signal })) === undefined && (await isEmpty(storage, ctx.signal))) {
+    repo = await initRepository(storage, passphrase ? { encrypt: { passphrase }, signal: ctx.signal } : { signal: ctx.signal })
+    created = true
+  } else {
+    repo = await openRepository(storage, { passphrase, signal: ctx.signal })
+  }
+  return {
+    repo,
+    storage,
+    passphrase,
+    created,
+    openAnother: () => openRepository(storage, { passphrase, signal: ctx.signal }),
+  }
+}
+
+async function isEmpty(storage: Storage, signal?: AbortSignal): Promise<boolean> {
+  for await (const _ of storage.list('', { signal })) return false
+  return true
+}
