@@ -89,6 +89,8 @@ export interface BackupResult {
   timeline: number
   /** Logical size of the data directory and tablespaces. */
   sizeBytes: number
+  /** Tar bytes the server sent: everything for a full or client-side incremental, changed blocks for a server-side one. */
+  receivedBytes: number
   /** Bytes the repository grew by for this backup's data (compressed, encrypted), WAL excluded. */
   storedBytes: number
   /** Bytes the repository grew by for the WAL streamed during the backup. */
@@ -449,6 +451,7 @@ async function run(
       endLsn: record.endLsn,
       timeline: record.timeline,
       sizeBytes: fileList.sizeBytes,
+      receivedBytes: bytesDone,
       storedBytes: repo.sessionStats.storedBytes - storedAtStart,
       walStoredBytes: walRepo === repo ? 0 : walRepo.sessionStats.storedBytes - walStoredAtStart,
       durationMs: Date.now() - started,

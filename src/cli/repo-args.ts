@@ -39,7 +39,7 @@ export async function openRepoForCommand(
   values: { repo?: string; 'passphrase-file'?: string },
   ctx: CliContext,
   command: string,
-  o: { createIfEmpty?: boolean } = {},
+  o: { createIfEmpty?: boolean; compress?: string } = {},
 ): Promise<OpenedRepo> {
   const url = requireRepo(values, command)
   const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env))?.passphrase
@@ -47,7 +47,11 @@ export async function openRepoForCommand(
   let created = false
   let repo: Repository
   if (o.createIfEmpty && (await storage.stat(CONFIG_KEY, { signal: ctx.signal })) === undefined && (await isEmpty(storage, ctx.signal))) {
-    repo = await initRepository(storage, passphrase ? { encrypt: { passphrase }, signal: ctx.signal } : { signal: ctx.signal })
+    repo = await initRepository(storage, {
+      ...(passphrase ? { encrypt: { passphrase } } : {}),
+      ...(o.compress !== undefined ? { compression: parseCompression(o.compress) } : {}),
+      signal: ctx.signal,
+    })
     created = true
   } else {
     repo = await openRepository(storage, { passphrase, signal: ctx.signal })
@@ -64,4 +68,15 @@ export async function openRepoForCommand(
 async function isEmpty(storage: Storage, signal?: AbortSignal): Promise<boolean> {
   for await (const _ of storage.list('', { signal })) return false
   return true
+}
+
+/** `zstd`, `zstd:LEVEL` (1–19) or `none`. */
+export function parseCompression(text: string): { level: number } | 'none' {
+  if (text === 'none') return 'none'
+  const m = /^zstd(?::(\d+))?$/.exec(text)
+  const level = m ? Number(m[1] ?? 3) : NaN
+  if (!m || level < 1 || level > 19) {
+    throw new UsageError(`invalid compression '${text}'`, { hint: 'use zstd, zstd:LEVEL with LEVEL 1 to 19, or none' })
+  }
+  return { level }
 }

@@ -1,0 +1,116 @@
+// `pgkeep backup`: a full or incremental base backup with WAL streamed alongside, into the repository.
+
+import { takeBackup, type BackupResult, type BackupType } from '../../backup/backup.js'
+import { UsageError } from '../../errors.js'
+import type { Command } from '../command.js'
+import { CONNECTION_USAGE, connectionFrom, connectionOptions } from '../connection-args.js'
+import { formatBytes, formatDuration } from '../format.js'
+import { parseCommandArgs } from '../parse.js'
+import { ProgressLine } from '../progress.js'
+import { rejectPassphraseArgument } from '../passphrase.js'
+import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
+
+export const backupCommand: Command = {
+  path: ['backup'],
+  summary: 'take a full or incremental backup, with its WAL, into the repository',
+  usage: `usage: pgkeep backup -d CONNINFO --repo URL [options]
+
+Takes a base backup over the replication protocol while streaming its WAL on a second connection. Relation files
+are tracked page by page: after the first backup of a cluster, each backup stores only the pages that changed
+(found by the server's WAL summaries on PostgreSQL 17+ with summarize_wal = on, else by comparing page hashes).
+Every backup restores on its own. The backup is listed only once all its data and WAL are stored.
+
+options:
+  --type auto|full|incremental   auto (default): incremental when the cluster has a backup, else full
+  --label TEXT            label written into backup_label
+  --slot NAME             stream WAL through this physical slot (created when missing) instead of a temporary one
+  --checkpoint fast|spread   fast (default) starts at once; spread waits for a paced checkpoint
+  --max-rate RATE         limit the server's send rate, e.g. 50M or 800k (bytes per second; 32k to 1G)
+  --cluster NAME          a readable name for this cluster, recorded with its first backup
+  --compress zstd[:LEVEL]|none   only when the repository is created by this command (default zstd:3)
+  --progress              show progress even when stderr is not a terminal
+  --json                  print the result as one JSON object
+
+${REPO_USAGE}
+
+${CONNECTION_USAGE}
+`,
+  async run(args, ctx) {
+    rejectPassphraseArgument(args)
+    const { values } = parseCommandArgs('backup', {
+      args,
+      options: {
+        ...connectionOptions,
+        ...repoOptions,
+        type: { type: 'string' },
+        label: { type: 'string' },
+        slot: { type: 'string' },
+        checkpoint: { type: 'string' },
+        'max-rate': { type: 'string' },
+        cluster: { type: 'string' },
+        compress: { type: 'string' },
+        progress: { type: 'boolean' },
+        json: { type: 'boolean' },
+      },
+    })
+    const type = (values.type ?? 'auto') as BackupType
+    if (!['auto', 'full', 'incremental'].includes(type)) throw new UsageError(`invalid --type '${values.type}'`, { hint: 'use auto, full or incremental' })
+    const checkpoint = values.checkpoint ?? 'fast'
+    if (checkpoint !== 'fast' && checkpoint !== 'spread') throw new UsageError(`invalid --checkpoint '${checkpoint}'`, { hint: 'use fast or spread' })
+    const maxRateKbps = values['max-rate'] === undefined ? undefined : parseRate(values['max-rate'])
+    const { conninfo, overrides } = connectionFrom(values)
+    const opened = await openRepoForCommand(values, ctx, 'backup', { createIfEmpty: true, compress: values.compress })
+    if (opened.created) ctx.stderr.write(`pgkeep: created ${opened.repo.encrypted ? 'an encrypted' : 'an unencrypted'} repository at ${opened.repo.location}\n`)
+    const walRepo = await opened.openAnother()
+    const bar = ProgressLine.for(ctx.stderr, values.progress === true, 'backup')
+    try {
+      const result = await takeBackup({
+        conninfo,
+        env: ctx.env,
+        overrides,
+        repo: opened.repo,
+        walRepo,
+        type,
+        label: values.label,
+        slot: values.slot,
+        checkpoint,
+        maxRateKbps,
+        clusterName: values.cluster,
+        signal: ctx.signal,
+        onProgress: (p) => bar.update(p.bytesDone, p.bytesTotal, `stored ${formatBytes(p.storedBytes)}`),
+        onMessage: (m) => {
+          bar.done()
+          ctx.stderr.write(`pgkeep: ${m.level === 'warning' ? 'warning: ' : ''}${m.text}\n`)
+        },
+      })
+      bar.done()
+      ctx.stdout.write(values.json ? JSON.stringify(result, null, 2) + '\n' : describe(result))
+      return 0
+    } finally {
+      bar.done()
+      await walRepo.close().catch(() => {})
+      await opened.repo.close().catch(() => {})
+    }
+  },
+}
+
+function describe(r: BackupResult): string {
+  const how = r.type === 'full' ? 'full' : `incremental on ${r.parent} (changes found by ${r.incrementalMode === 'server' ? "the server's WAL summaries" : 'comparing pages'})`
+  return [
+    `backup ${r.id} of cluster ${r.clusterName}${r.clusterName !== r.cluster ? ` (${r.cluster})` : ''}: ${how}`,
+    `  ${r.files} files, ${formatBytes(r.sizeBytes)}; the repository grew by ${formatBytes(r.storedBytes)} (+ ${formatBytes(r.walStoredBytes)} WAL)`,
+    `  WAL ${r.startLsn} .. ${r.endLsn} on timeline ${r.timeline}; took ${formatDuration(r.durationMs)}`,
+    ...(r.checksumFailures > 0 ? [`  WARNING: the server reported ${r.checksumFailures} page checksum failure(s); see the messages above`] : []),
+    '',
+  ].join('\n')
+}
+
+/** `50M`, `800k`, `1G` or plain bytes per second → kB/s as BASE_BACKUP's MAX_RATE wants. */
+export function parseRate(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)([kKmMgG]?)$/.exec(text.trim())
+  if (!m) throw new UsageError(`invalid --max-rate '${text}'`, { hint: 'give bytes per second with an optional k, M or G suffix, e.g. 50M' })
+  const bytes = Number(m[1]) * ({ '': 1, k: 1024, m: 1 << 20, g: 1 << 30 } as Record<string, number>)[m[2].toLowerCase()]
+  const kbps = Math.round(bytes / 1024)
+  if (kbps < 32 || kbps > 1048576) throw new UsageError(`--max-rate ${text} is out of range`, { hint: 'PostgreSQL accepts 32k to 1G per second' })
+  return kbps
+}

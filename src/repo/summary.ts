@@ -1,0 +1,110 @@
+// What a repository holds, per cluster: its backups and the WAL stored for each timeline as ranges, with gaps.
+// Reads only record keys and backup records (small), never data.
+
+import { formatLsn } from '../pg/lsn.js'
+import { type BackupRecord, CLUSTER_RECORD_KIND, type ClusterRecord, listBackups } from './backup-record.js'
+import type { Repository } from './repository.js'
+import { listWalKeys, readWalRecord, segmentKey, type WalSegmentRecord } from './wal-catalog.js'
+
+export interface WalRange {
+  /** First LSN stored. */
+  start: string
+  /** End of the WAL stored (exclusive). */
+  end: string
+  segments: number
+  /** The range ends in a partial segment (WAL that was still being written when it was stored). */
+  endsPartial: boolean
+}
+
+export interface TimelineWal {
+  timeline: number
+  ranges: WalRange[]
+  /** Missing stretches between ranges: WAL recovery cannot cross. */
+  gaps: { from: string; to: string }[]
+  historyStored: boolean
+}
+
+export interface ClusterSummary {
+  systemId: string
+  name: string
+  backups: BackupRecord[]
+  wal: TimelineWal[]
+}
+
+export async function summarizeRepository(repo: Repository, o: { signal?: AbortSignal } = {}): Promise<ClusterSummary[]> {
+  const systemIds = new Set<string>()
+  for await (const r of repo.listRecords(CLUSTER_RECORD_KIND, '', o)) systemIds.add(r.key)
+  for await (const r of repo.listRecords('wal', '', o)) systemIds.add(r.key.split('/')[0])
+  const out: ClusterSummary[] = []
+  for (const systemId of [...systemIds].sort()) {
+    let name = systemId
+    try {
+      name = (await repo.readRecord<ClusterRecord>(CLUSTER_RECORD_KIND, systemId, o)).value.name
+    } catch {
+      // WAL pushed before any backup: the cluster has no record yet.
+    }
+    const backups = await listBackups(repo, systemId, o)
+    out.push({ systemId, name, backups, wal: await walOf(repo, systemId, backups, o) })
+  }
+  return out
+}
+
+async function walOf(repo: Repository, systemId: string, backups: BackupRecord[], o: { signal?: AbortSignal }): Promise<TimelineWal[]> {
+  const keys = await listWalKeys(repo, systemId, '', o)
+  if (keys.length === 0) return []
+  const names = keys.map((k) => k.slice(systemId.length + 1))
+  let segSize = backups[0]?.walSegmentSizeBytes
+  if (segSize === undefined) {
+    const firstSegment = names.find((n) => /^[0-9A-F]{24}/.test(n))!
+    const rec = await readWalRecord<WalSegmentRecord>(repo, segmentKey(systemId, firstSegment.split('.')[0]), o)
+    segSize = rec?.segmentSizeBytes ?? 16 << 20
+  }
+  const perId = 0x1_0000_0000n / BigInt(segSize)
+  // Per timeline: segment number → valid bytes (a complete segment wins over partial ones).
+  const timelines = new Map<number, { valid: Map<bigint, number>; history: boolean }>()
+  const tl = (t: number) => timelines.get(t) ?? timelines.set(t, { valid: new Map(), history: false }).get(t)!
+  for (const n of names) {
+    const h = /^([0-9A-F]{8})\.history$/.exec(n)
+    if (h) {
+      tl(parseInt(h[1], 16)).history = true
+      continue
+    }
+    const m = /^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(?:\.partial\.([0-9A-F]{8}))?$/.exec(n)
+    if (!m) continue
+    const t = tl(parseInt(m[1], 16))
+    const segno = BigInt('0x' + m[2]) * perId + BigInt('0x' + m[3])
+    const valid = m[4] === undefined ? segSize : parseInt(m[4], 16)
+    t.valid.set(segno, Math.max(t.valid.get(segno) ?? 0, valid))
+  }
+  const result: TimelineWal[] = []
+  for (const [timeline, t] of [...timelines].sort((a, b) => a[0] - b[0])) {
+    const segnos = [...t.valid.keys()].sort((a, b) => (a < b ? -1 : 1))
+    const ranges: WalRange[] = []
+    const gaps: TimelineWal['gaps'] = []
+    let cur: { first: bigint; last: bigint; count: number } | undefined
+    const close = () => {
+      if (!cur) return
+      const lastValid = t.valid.get(cur.last)!
+      ranges.push({
+        start: formatLsn(cur.first * BigInt(segSize)),
+        end: formatLsn(cur.last * BigInt(segSize) + BigInt(lastValid)),
+        segments: cur.count,
+        endsPartial: lastValid < segSize,
+      })
+    }
+    for (const s of segnos) {
+      // A range continues only through complete segments.
+      if (cur && s === cur.last + 1n && t.valid.get(cur.last) === segSize) {
+        cur.last = s
+        cur.count++
+      } else {
+        if (cur) gaps.push({ from: formatLsn(cur.last * BigInt(segSize) + BigInt(t.valid.get(cur.last)!)), to: formatLsn(s * BigInt(segSize)) })
+        close()
+        cur = { first: s, last: s, count: 1 }
+      }
+    }
+    close()
+    result.push({ timeline, ranges, gaps, historyStored: t.history })
+  }
+  return result
+}

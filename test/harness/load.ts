@@ -1,0 +1,55 @@
+// Test data: pgbench tables (Debian's pgbench 15 works against servers 14–18), or the same shape by SQL when it
+// is missing; and a background pgbench writer.
+
+import { type ChildProcess, spawn } from 'node:child_process'
+import type { Cluster } from './cluster.js'
+import { debianTool, execFileP, noteSkip } from './reference-tools.js'
+
+/** pgbench -i at `scale` with its indexes in tablespace ts1, then VACUUM FREEZE and CHECKPOINT so pages settle. */
+export async function loadPgbench(c: Cluster, scale: number): Promise<void> {
+  const pgbench = debianTool('pgbench')
+  if (pgbench) {
+    await execFileP(pgbench, ['-i', '-q', '-s', String(scale), '--index-tablespace=ts1', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', 'postgres'])
+  } else {
+    noteSkip('pgbench', 'not installed; loading the same tables by SQL')
+    await c.sql(`create table pgbench_accounts (aid int primary key using index tablespace ts1, bid int, abalance int, filler char(84))`)
+    await c.sql(`insert into pgbench_accounts select g, 1 + (g - 1) / 100000, 0, '' from generate_series(1, ${scale * 100000}) g`)
+    await c.sql(`create table pgbench_branches (bid int primary key using index tablespace ts1, bbalance int, filler char(88))`)
+    await c.sql(`insert into pgbench_branches select g, 0, '' from generate_series(1, ${scale}) g`)
+  }
+  await c.sql('vacuum freeze')
+  await c.sql('checkpoint')
+}
+
+/** Runs pgbench's TPC-B-like workload until stop() (no-op when pgbench is missing). */
+export function startPgbench(c: Cluster, clients = 2): { stop: () => Promise<void> } {
+  const pgbench = debianTool('pgbench')
+  if (!pgbench) {
+    noteSkip('concurrent pgbench load', 'pgbench not installed')
+    return { stop: async () => {} }
+  }
+  const child: ChildProcess = spawn(pgbench, ['-n', '-c', String(clients), '-T', '600', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', 'postgres'], { stdio: 'ignore' })
+  return {
+    stop: async () => {
+      if (child.exitCode !== null) return
+      const done = new Promise((r) => child.once('exit', r))
+      child.kill('SIGINT')
+      await done
+    },
+  }
+}
+
+/** Per-table checksum over every row in primary-key order. */
+export const tableChecksum = (table: string, key: string) =>
+  `select count(*)::text n, md5(coalesce(string_agg(t::text, ',' order by ${key}), '')) h from ${table} t`
+
+/** Touches about `percent` % of pgbench_accounts' pages: one row on every (100 / percent)-th page. */
+export async function touchPages(c: Cluster, percent: number): Promise<number> {
+  const [{ pages }] = await c.sql<{ pages: number }>(`select relpages::int pages from pg_class where relname = 'pgbench_accounts'`)
+  const step = Math.round(100 / percent)
+  const rows = await c.sql(
+    `update pgbench_accounts set abalance = abalance + 1 where ctid = any (array(select format('(%s,1)', p)::tid from generate_series(0, ${pages - 1}, ${step}) p))`,
+  )
+  void rows
+  return Math.ceil(pages / step)
+}
