@@ -1,0 +1,381 @@
+// Writes one backed-up file (or one piece of a large one) into the target directory: every byte comes from a
+// verified blob, holes stay sparse, modes and times are set when the last piece is done. In delta mode it first
+// compares what is there: relation files page by page against the backup's page hashes (rewriting only differing
+// pages), other files by CRC-32C when the backup knows it.
+
+import { hash } from 'node:crypto'
+import { lstat, open, rm, type FileHandle } from 'node:fs/promises'
+import { IntegrityError, isPgkeepError } from '../errors.js'
+import { crc32cFinal, crc32cHexLE, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
+import { isAllZero } from '../pg/page.js'
+import type { BlobId } from '../repo/blob.js'
+import type { FileEntry } from '../repo/file-list.js'
+import { decodeFileMap, type Extent, type FileMap, PAGE_BYTES, PAGE_HASH_BYTES, WINDOW_BYTES } from '../repo/file-map.js'
+import type { Repository } from '../repo/repository.js'
+import type { BlobCache } from './blob-cache.js'
+import type { Spawn } from './task-pool.js'
+
+/** Files larger than this are cut into pieces that several workers write at once. */
+export const SPLIT_BYTES = 32 << 20
+/** Size of one piece (a multiple of the 1 MiB window, so delta pieces align with pages). */
+export const PIECE_BYTES = 16 << 20
+/** A write gathers up to this many bytes of consecutive extents into one writev. */
+const GATHER_BYTES = 1 << 20
+const GATHER_BUFFERS = 32
+const ZEROS = Buffer.alloc(WINDOW_BYTES)
+const ZERO_HASH = Buffer.alloc(PAGE_HASH_BYTES)
+
+/** A file of the backup, or a byte range of one that was split. */
+export type FileTask = { kind: 'file'; entry: FileEntry } | { kind: 'piece'; file: SplitFile; offset: number; lengthBytes: number }
+
+/** What a finished file reports (once per file, after its last piece). */
+export interface FileDone {
+  entry: FileEntry
+  /** CRC-32C of the content on disk (the backup's, or computed while writing). */
+  crc32c: string
+  /** Bytes written into this file (a delta restore writes only what differed). */
+  bytesWritten: number
+  /** False when a delta restore found the content already right. */
+  changed: boolean
+}
+
+export interface FileRestorerContext {
+  repo: Repository
+  backupId: string
+  cache: BlobCache
+  delta: boolean
+  sync: boolean
+  signal?: AbortSignal
+  /** Absolute path of a file of the backup in the target. */
+  targetPath(path: string): string
+  /** Called once per file when it is complete on disk. */
+  onDone(done: FileDone): Promise<void> | void
+  /** Bytes of the backup covered so far, and bytes written, as they happen. */
+  onBytes(coveredBytes: number, writtenBytes: number): void
+}
+
+/** A file cut into pieces: shared by its piece tasks; the last one to finish completes the file. */
+export interface SplitFile {
+  entry: FileEntry
+  path: string
+  extents: Extent[]
+  /** Delta mode: the page hashes to compare with. */
+  map: FileMap | undefined
+  remaining: number
+  bytesWritten: number
+  changed: boolean
+}
+
+type CrcState = { value: number } | undefined
+
+/** Restores files; one instance serves every worker of a restore. */
+export class FileRestorer {
+  constructor(private readonly ctx: FileRestorerContext) {}
+
+  /** Runs one task of the pool. */
+  async run(task: FileTask, spawn: Spawn<FileTask>): Promise<void> {
+    if (task.kind === 'piece') return this.#piece(task.file, task.offset, task.lengthBytes)
+    return this.#file(task.entry, spawn)
+  }
+
+  async #file(entry: FileEntry, spawn: Spawn<FileTask>): Promise<void> {
+    const path = this.ctx.targetPath(entry.path)
+    if (this.ctx.delta) {
+      const st = await lstat(path).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return undefined
+        throw err
+      })
+      if (st && !st.isFile()) await rm(path, { recursive: true, force: true })
+      else if (st) return this.#deltaFile(entry, path, st.size, spawn)
+    }
+    const map = entry.fileMap ? await this.#fileMap(entry) : undefined
+    const extents = map?.extents ?? entry.extents ?? []
+    const fh = await open(path, 'w', entry.mode & 0o777)
+    try {
+      // The file gets its final size first: holes stay sparse, and pieces can be written in any order.
+      await fh.truncate(entry.sizeBytes)
+      if (entry.crc32c !== undefined && entry.sizeBytes > SPLIT_BYTES) {
+        await fh.close()
+        this.#split(entry, path, extents, undefined, spawn)
+        return
+      }
+      const crc: CrcState = entry.crc32c === undefined ? { value: crc32cInit() } : undefined
+      const written = await this.#writeRange(fh, entry, extents, 0, entry.sizeBytes, crc)
+      await this.#complete(fh, entry, crc, written, true)
+    } finally {
+      await fh.close().catch(() => {})
+    }
+  }
+
+  #split(entry: FileEntry, path: string, extents: Extent[], map: FileMap | undefined, spawn: Spawn<FileTask>): void {
+    const file: SplitFile = { entry, path, extents, map, remaining: 0, bytesWritten: 0, changed: false }
+    const pieces: FileTask[] = []
+    for (let off = 0; off < entry.sizeBytes; off += PIECE_BYTES) {
+      pieces.push({ kind: 'piece', file, offset: off, lengthBytes: Math.min(PIECE_BYTES, entry.sizeBytes - off) })
+    }
+    file.remaining = pieces.length
+    spawn(pieces)
+  }
+
+  async #piece(file: SplitFile, offset: number, lengthBytes: number): Promise<void> {
+    const fh = await open(file.path, 'r+')
+    try {
+      try {
+        // Read the result before adding: `x += await y` would read x before the other pieces added theirs.
+        const n = file.map
+          ? await this.#deltaRange(fh, file.entry, file.map, offset, lengthBytes, undefined)
+          : await this.#writeRange(fh, file.entry, file.extents, offset, lengthBytes, undefined)
+        file.bytesWritten += n
+      } finally {
+        file.remaining--
+      }
+      if (file.remaining === 0) await this.#complete(fh, file.entry, undefined, file.bytesWritten, file.map ? file.bytesWritten > 0 || file.changed : true)
+    } finally {
+      await fh.close().catch(() => {})
+    }
+  }
+
+  /** Sync, mode, times; then the report. `fh` is any open handle of the file (fsync covers the whole inode). */
+  async #complete(fh: FileHandle, entry: FileEntry, crc: CrcState, bytesWritten: number, changed: boolean): Promise<void> {
+    if (this.ctx.sync) await fh.sync()
+    await fh.chmod(entry.mode & 0o7777)
+    await fh.utimes(entry.mtime, entry.mtime)
+    const crc32c = crc ? crc32cHexLE(crc32cFinal(crc.value)) : entry.crc32c!
+    if (crc && entry.crc32c !== undefined && crc32c !== entry.crc32c) {
+      throw new IntegrityError(`'${entry.path}' of backup ${this.ctx.backupId} was restored with CRC-32C ${crc32c}, the backup recorded ${entry.crc32c}`, {
+        hint: "run 'pgkeep verify --read-data' to find damaged objects",
+      })
+    }
+    await this.ctx.onDone({ entry, crc32c, bytesWritten, changed })
+  }
+
+  /** Writes [offset, offset + length) of the file from its extents; holes are skipped (already zeros). */
+  async #writeRange(fh: FileHandle, entry: FileEntry, extents: Extent[], offset: number, lengthBytes: number, crc: CrcState): Promise<number> {
+    let bufs: Buffer[] = []
+    let at = 0
+    let gathered = 0
+    let written = 0
+    const flush = async () => {
+      if (bufs.length === 0) return
+      await writeAll(fh, bufs, at)
+      written += gathered
+      this.ctx.onBytes(0, gathered)
+      bufs = []
+      gathered = 0
+    }
+    for (const x of sliceExtents(extents, offset, lengthBytes)) {
+      this.ctx.signal?.throwIfAborted()
+      if (x.blob === null) {
+        await flush()
+        if (crc) for (let left = x.length; left > 0; left -= ZEROS.length) crc.value = crc32cUpdate(crc.value, ZEROS.subarray(0, Math.min(left, ZEROS.length)))
+        this.ctx.onBytes(x.length, 0)
+        continue
+      }
+      const bytes = await this.#bytesOf(entry, x)
+      if (crc) crc.value = crc32cUpdate(crc.value, bytes)
+      if (bufs.length > 0 && at + gathered !== x.offset) await flush()
+      if (bufs.length === 0) at = x.offset
+      bufs.push(bytes)
+      gathered += bytes.length
+      this.ctx.onBytes(bytes.length, 0)
+      if (gathered >= GATHER_BYTES || bufs.length >= GATHER_BUFFERS) await flush()
+    }
+    await flush()
+    return written
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Delta
+
+  async #deltaFile(entry: FileEntry, path: string, existingSize: number, spawn: Spawn<FileTask>): Promise<void> {
+    if (entry.fileMap) {
+      const map = await this.#fileMap(entry)
+      const fh = await open(path, 'r+')
+      try {
+        const resized = existingSize !== entry.sizeBytes
+        if (resized) await fh.truncate(entry.sizeBytes)
+        if (entry.crc32c !== undefined && entry.sizeBytes > SPLIT_BYTES) {
+          await fh.close()
+          const file: SplitFile = { entry, path, extents: map.extents, map, remaining: 0, bytesWritten: 0, changed: resized }
+          const pieces: FileTask[] = []
+          for (let off = 0; off < entry.sizeBytes; off += PIECE_BYTES) {
+            pieces.push({ kind: 'piece', file, offset: off, lengthBytes: Math.min(PIECE_BYTES, entry.sizeBytes - off) })
+          }
+          file.remaining = pieces.length
+          spawn(pieces)
+          return
+        }
+        const crc: CrcState = entry.crc32c === undefined ? { value: crc32cInit() } : undefined
+        const written = await this.#deltaRange(fh, entry, map, 0, entry.sizeBytes, crc)
+        await this.#complete(fh, entry, crc, written, resized || written > 0)
+      } finally {
+        await fh.close().catch(() => {})
+      }
+      return
+    }
+    // An ordinary file: unchanged when size and CRC-32C match the backup's; else written again in full.
+    if (entry.crc32c !== undefined && existingSize === entry.sizeBytes) {
+      const fh = await open(path, 'r+')
+      try {
+        if ((await crcOfHandle(fh, entry.sizeBytes, this.ctx.signal)) === entry.crc32c) {
+          this.ctx.onBytes(entry.sizeBytes, 0)
+          await this.#complete(fh, entry, undefined, 0, false)
+          return
+        }
+      } finally {
+        await fh.close().catch(() => {})
+      }
+    }
+    const fh = await open(path, 'w', entry.mode & 0o777)
+    try {
+      await fh.truncate(entry.sizeBytes)
+      const extents = entry.extents ?? []
+      // Holes are not written by #writeRange; after the truncate to 0 above they read as zeros anyway.
+      const crc: CrcState = entry.crc32c === undefined ? { value: crc32cInit() } : undefined
+      const written = await this.#writeRange(fh, entry, extents, 0, entry.sizeBytes, crc)
+      await this.#complete(fh, entry, crc, written, true)
+    } finally {
+      await fh.close().catch(() => {})
+    }
+  }
+
+  /**
+   * Compares [offset, offset + length) of a relation file on disk with the backup's page hashes, window by window,
+   * and writes the pages that differ. The window buffer ends up holding the restored content, which feeds `crc`.
+   */
+  async #deltaRange(fh: FileHandle, entry: FileEntry, map: FileMap, offset: number, lengthBytes: number, crc: CrcState): Promise<number> {
+    const buf = Buffer.allocUnsafe(WINDOW_BYTES)
+    let written = 0
+    for (let w = offset; w < offset + lengthBytes; w += WINDOW_BYTES) {
+      this.ctx.signal?.throwIfAborted()
+      const n = Math.min(WINDOW_BYTES, offset + lengthBytes - w)
+      await readFully(fh, buf, n, w)
+      let run = -1
+      const writeRun = async (from: number, to: number) => {
+        // Pages [from, to) of this window differ: fill them with the backup's bytes, then write them.
+        for (const x of sliceExtents(map.extents, w + from, to - from)) {
+          const dst = x.offset - w
+          if (x.blob === null) buf.fill(0, dst, dst + x.length)
+          else (await this.#bytesOf(entry, x)).copy(buf, dst)
+        }
+        await writeAll(fh, [buf.subarray(from, to)], w + from)
+        written += to - from
+        this.ctx.onBytes(0, to - from)
+      }
+      for (let p = 0; p < n; p += PAGE_BYTES) {
+        const page = buf.subarray(p, Math.min(p + PAGE_BYTES, n))
+        const at = ((w + p) / PAGE_BYTES) * PAGE_HASH_BYTES
+        const want = map.pageHashes.subarray(at, at + PAGE_HASH_BYTES)
+        const same = isAllZero(page) ? want.equals(ZERO_HASH) : hash('sha256', page, 'buffer').subarray(0, PAGE_HASH_BYTES).equals(want)
+        if (!same && run < 0) run = p
+        if (same && run >= 0) {
+          await writeRun(run, p)
+          run = -1
+        }
+      }
+      if (run >= 0) await writeRun(run, n)
+      if (crc) crc.value = crc32cUpdate(crc.value, buf.subarray(0, n))
+      this.ctx.onBytes(n, 0)
+    }
+    return written
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Reading from the repository
+
+  async #fileMap(entry: FileEntry): Promise<FileMap> {
+    const bytes = await this.#read(entry, entry.fileMap!, () => this.ctx.repo.readBlob(entry.fileMap!, { signal: this.ctx.signal }))
+    const map = decodeFileMap(bytes, `file map of '${entry.path}' in backup ${this.ctx.backupId}`)
+    if (map.sizeBytes !== entry.sizeBytes) {
+      throw new IntegrityError(`file map of '${entry.path}' in backup ${this.ctx.backupId} describes ${map.sizeBytes} bytes, the file has ${entry.sizeBytes}`)
+    }
+    return map
+  }
+
+  /** The bytes of one extent, from the shared cache. */
+  async #bytesOf(entry: FileEntry, x: Extent): Promise<Buffer> {
+    const blob = await this.#read(entry, x.blob!, () => this.ctx.cache.get(x.blob!))
+    if (x.blobOffset + x.length > blob.length) {
+      throw new IntegrityError(`'${entry.path}' of backup ${this.ctx.backupId} refers to bytes ${x.blobOffset}..${x.blobOffset + x.length} of blob '${x.blob}', which has ${blob.length}`)
+    }
+    return blob.subarray(x.blobOffset, x.blobOffset + x.length)
+  }
+
+  /** A blob read whose failure names the file and the backup (a missing blob included). */
+  async #read(entry: FileEntry, id: BlobId, read: () => Promise<Buffer>): Promise<Buffer> {
+    try {
+      return await read()
+    } catch (err) {
+      if (this.ctx.signal?.aborted || (isPgkeepError(err) && err.code === 'ABORTED')) throw err
+      if (isPgkeepError(err) && err.code === 'STORAGE') throw err
+      throw new IntegrityError(`cannot restore '${entry.path}' of backup ${this.ctx.backupId}: ${(err as Error).message}`, {
+        cause: err,
+        hint: `blob '${id}' is damaged or missing; run 'pgkeep verify --read-data' to list every damaged object, or restore another backup with --backup`,
+      })
+    }
+  }
+}
+
+/** The extents covering [offset, offset + length), cut to that range (binary search for the first). */
+export function sliceExtents(extents: readonly Extent[], offset: number, lengthBytes: number): Extent[] {
+  const out: Extent[] = []
+  const end = offset + lengthBytes
+  let lo = 0
+  let hi = extents.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    const e = extents[mid]!
+    if (e.offset + e.length <= offset) lo = mid + 1
+    else hi = mid
+  }
+  for (let i = lo; i < extents.length && extents[i]!.offset < end; i++) {
+    const e = extents[i]!
+    const from = Math.max(e.offset, offset)
+    const to = Math.min(e.offset + e.length, end)
+    out.push({ offset: from, length: to - from, blob: e.blob, blobOffset: e.blob === null ? 0 : e.blobOffset + (from - e.offset) })
+  }
+  return out
+}
+
+/** writev until every byte is written (a regular file may take a short write). */
+async function writeAll(fh: FileHandle, bufs: Buffer[], position: number): Promise<void> {
+  let pending = bufs
+  let pos = position
+  while (pending.length > 0) {
+    const { bytesWritten } = await fh.writev(pending, pos)
+    pos += bytesWritten
+    let skip = bytesWritten
+    const rest: Buffer[] = []
+    for (const b of pending) {
+      if (skip >= b.length) skip -= b.length
+      else {
+        rest.push(skip > 0 ? b.subarray(skip) : b)
+        skip = 0
+      }
+    }
+    pending = rest
+  }
+}
+
+/** Reads exactly `n` bytes at `position`; past the end of the file the rest is zeros. */
+async function readFully(fh: FileHandle, buf: Buffer, n: number, position: number): Promise<void> {
+  let got = 0
+  while (got < n) {
+    const { bytesRead } = await fh.read(buf, got, n - got, position + got)
+    if (bytesRead === 0) break
+    got += bytesRead
+  }
+  if (got < n) buf.fill(0, got, n)
+}
+
+async function crcOfHandle(fh: FileHandle, sizeBytes: number, signal?: AbortSignal): Promise<string> {
+  const buf = Buffer.allocUnsafe(WINDOW_BYTES)
+  let crc = crc32cInit()
+  for (let at = 0; at < sizeBytes; at += WINDOW_BYTES) {
+    signal?.throwIfAborted()
+    const n = Math.min(WINDOW_BYTES, sizeBytes - at)
+    await readFully(fh, buf, n, at)
+    crc = crc32cUpdate(crc, buf.subarray(0, n))
+  }
+  return crc32cHexLE(crc32cFinal(crc))
+}

@@ -1,0 +1,59 @@
+// The `restore_command` a restored server runs to fetch WAL: `pgkeep wal get --repo URL %f "%p"`, quoted for the
+// shell that PostgreSQL runs it through (system()) and escaped for its own `%` placeholders. The passphrase is
+// never part of it: the server's environment supplies PGKEEP_PASSPHRASE or PGKEEP_PASSPHRASE_FILE, or a
+// `--passphrase-file` path is named.
+
+import { isAbsolute } from 'node:path'
+import { UsageError } from '../errors.js'
+
+/** What goes into the restore_command. */
+export interface WalGetCommandOptions {
+  /** How to run pgkeep, as absolute paths: e.g. `[process.execPath, '/opt/pgkeep/bin/pgkeep.js']`. */
+  pgkeep: readonly string[]
+  /** The repository as the server's user will reach it: an absolute path, `file:///…` or `s3://…`. */
+  repoUrl: string
+  /** A passphrase file the server's user can read (its path is written, never its content). */
+  passphraseFile?: string
+}
+
+const SAFE_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/
+
+/** Quotes one argument for a POSIX shell: bare when it holds only safe characters, else in single quotes. */
+export function shellQuote(arg: string): string {
+  if (arg !== '' && SAFE_WORD.test(arg)) return arg
+  return `'${arg.replace(/'/g, `'\\''`)}'`
+}
+
+/**
+ * Doubles `%` in a literal argument: PostgreSQL replaces `%f`, `%p`, `%r` and `%%` in restore_command, so a
+ * literal percent sign (an encoded character in a URL or a path) must be written `%%`.
+ */
+function escapePlaceholders(arg: string): string {
+  return arg.replace(/%/g, '%%')
+}
+
+/**
+ * The restore_command calling `pgkeep wal get` for this repository: `<pgkeep…> wal get --repo URL
+ * [--passphrase-file F] %f "%p"`.
+ * @throws UsageError when a path is relative (the server runs the command from its data directory) or the
+ *   command would contain a newline
+ */
+export function walGetRestoreCommand(o: WalGetCommandOptions): string {
+  if (o.pgkeep.length === 0) throw new UsageError('no pgkeep command to put into restore_command')
+  for (const p of o.pgkeep) {
+    if (!isAbsolute(p)) throw new UsageError(`'${p}' in restore_command is not an absolute path`, { hint: 'the server runs restore_command from its data directory' })
+  }
+  const url = o.repoUrl
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !isAbsolute(url)) {
+    throw new UsageError(`repository '${url}' is a relative path, which the restored server cannot resolve`, { hint: 'give --repo as an absolute path' })
+  }
+  if (o.passphraseFile !== undefined && !isAbsolute(o.passphraseFile)) {
+    throw new UsageError(`passphrase file '${o.passphraseFile}' is a relative path, which the restored server cannot resolve`, {
+      hint: 'give --passphrase-file as an absolute path',
+    })
+  }
+  const words = [...o.pgkeep, 'wal', 'get', '--repo', url]
+  if (o.passphraseFile !== undefined) words.push('--passphrase-file', o.passphraseFile)
+  if (words.some((w) => /[\n\r\0]/.test(w))) throw new UsageError('restore_command cannot contain a newline or NUL', { hint: 'rename the path' })
+  return `${words.map((w) => escapePlaceholders(shellQuote(w))).join(' ')} %f "%p"`
+}

@@ -1,0 +1,403 @@
+// The restore engine: turns a backup of the repository back into a data directory that starts. It checks every
+// option before touching anything, writes a marker first and global/pg_control last (so that an interrupted or
+// failed restore leaves a directory no server will start on), writes files in parallel from verified blobs, puts
+// the WAL the backup needs into pg_wal, writes the recovery settings, and a backup_manifest for pg_verifybackup.
+
+import { lstat, mkdir, open, readlink, rename, rm, symlink, chmod, utimes } from 'node:fs/promises'
+import { dirname, join, resolve } from 'node:path'
+import { UsageError } from '../errors.js'
+import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
+import { parseLsn } from '../pg/lsn.js'
+import { formatTablespaceMap, parseTablespaceMap } from '../pg/tablespace-map.js'
+import type { BackupRecord } from '../repo/backup-record.js'
+import { FileListReader, type FileEntry } from '../repo/file-list.js'
+import type { Repository } from '../repo/repository.js'
+import { BlobCache } from './blob-cache.js'
+import { chooseBackup } from './choose-backup.js'
+import { removeExtraneous } from './delta-cleanup.js'
+import { readFileContent } from './file-content.js'
+import { FileRestorer, type FileTask } from './file-restorer.js'
+import { formatRecoveryLines, restoredAutoConf, signalFileOf, type RecoveryOptions } from './recovery-config.js'
+import { MANIFEST_NAME, MANIFEST_TEMP_NAME, RestoredManifest } from './restored-manifest.js'
+import {
+  assertEmptyOrMissing,
+  assertNoServerRunning,
+  CONTROL_FILE,
+  inspectTarget,
+  removeMarker,
+  RESTORE_MARKER,
+  syncDirectory,
+  writeMarker,
+} from './target-directory.js'
+import { runTaskPool } from './task-pool.js'
+import { resolveTablespaceLocations, type TablespaceMapping } from './tablespace-mapping.js'
+import { writeTimelineHistory } from './timeline-history.js'
+import { writeBackupWal } from './wal-files.js'
+
+export interface RestoreOptions {
+  repo: Repository
+  /** The data directory to create (missing or empty), or to update with `delta`. */
+  pgdata: string
+  /** A backup id or 'latest' (default). With a recovery target and no id, the newest backup before it. */
+  backup?: string
+  /** Restrict 'latest' and target-based choices to one cluster of the repository. */
+  systemId?: string
+  tablespaceMapping?: readonly TablespaceMapping[]
+  /** How the server recovers; default `{ mode: 'none' }` (replay pg_wal, open on the backup's timeline). */
+  recovery?: RecoveryOptions
+  /** Update an existing copy of the same cluster, writing only what differs. */
+  delta?: boolean
+  /** Files (or pieces of large files) written at once; default 4. */
+  jobs?: number
+  /** Bytes of decoded blobs kept for reuse; default 8 MiB per job, at least 32 MiB. */
+  cacheBytes?: number
+  /** fsync every file and directory before pg_control is written (default true). */
+  sync?: boolean
+  signal?: AbortSignal
+  onProgress?: (p: RestoreProgress) => void
+  onMessage?: (m: { level: 'info' | 'warning'; text: string }) => void
+}
+
+export interface RestoreProgress {
+  phase: 'cleanup' | 'files' | 'wal' | 'finish'
+  /** Bytes of the backup's files covered so far, of `bytesTotal`. */
+  bytesDone: number
+  bytesTotal: number
+  /** Bytes written into the target (a delta restore writes less than it covers). */
+  bytesWritten: number
+  filesDone: number
+}
+
+export interface RestoreResult {
+  backupId: string
+  backupType: 'full' | 'incremental'
+  /** Why this backup was chosen. */
+  reason: string
+  systemId: string
+  serverVersion: string
+  timeline: number
+  startLsn: string
+  endLsn: string
+  pgdata: string
+  tablespaces: { oid: number; location: string }[]
+  delta: boolean
+  /** Files of the backup (directories and links not counted). */
+  files: number
+  /** Files written (all of them, unless delta found some already right). */
+  filesWritten: number
+  filesUnchanged: number
+  /** Entries the delta restore removed because the backup does not have them. */
+  removed: number
+  /** Logical size of the backup's files. */
+  sizeBytes: number
+  /** Bytes of file content written (WAL not included). */
+  bytesWritten: number
+  walSegments: string[]
+  walBytes: number
+  signalFile: 'recovery.signal' | 'standby.signal' | null
+  /** postgresql.auto.conf settings of the backup that were commented out. */
+  disabledSettings: string[]
+  durationMs: number
+}
+
+/** Written after every other file, in this order; pg_control last of all. */
+const DEFERRED = new Set(['postgresql.auto.conf', 'tablespace_map', 'backup_label', CONTROL_FILE])
+/** Never restored from a backup: the restore writes its own. */
+const SKIPPED = new Set([MANIFEST_NAME, MANIFEST_TEMP_NAME, RESTORE_MARKER, 'recovery.signal', 'standby.signal'])
+const PROGRESS_MS = 250
+
+/**
+ * Restores a backup into `pgdata`. See docs/restore.md.
+ * @throws UsageError on a bad option or target directory (nothing written then)
+ * @throws IntegrityError naming the file and backup when a blob is missing or damaged (the directory is then left
+ *   incomplete: no global/pg_control, a `pgkeep-restore-incomplete` marker)
+ */
+export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
+  const started = Date.now()
+  const say = (level: 'info' | 'warning', text: string) => o.onMessage?.({ level, text })
+  const pgdata = resolve(o.pgdata)
+  const jobs = o.jobs ?? 4
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 128) throw new UsageError(`invalid number of jobs ${String(jobs)}`, { hint: 'use 1 to 128' })
+  const sync = o.sync ?? true
+  const recovery: RecoveryOptions = o.recovery ?? { mode: 'none' }
+  const mode = recovery.mode ?? 'recovery'
+  const recoveryLines = formatRecoveryLines(recovery)
+  const repo = o.repo
+
+  const lock = await repo.acquireLock('shared', { purpose: 'restore', signal: o.signal })
+  const signal = o.signal ? AbortSignal.any([o.signal, lock.signal]) : lock.signal
+  let touched = false
+  let manifest: RestoredManifest | undefined
+  try {
+    const { backup, reason } = await chooseBackup(repo, { backup: o.backup, systemId: o.systemId, target: recovery.target, signal })
+    say('info', `restoring backup ${backup.id} (${backup.type}, PostgreSQL ${backup.server.version}, ${backup.startLsn}..${backup.endLsn}): ${reason}`)
+    const locations = resolveTablespaceLocations(backup.tablespaces, o.tablespaceMapping ?? [], pgdata)
+
+    const delta = o.delta === true
+    const state = await inspectTarget(pgdata)
+    if (!state.empty) {
+      if (!delta) await assertEmptyOrMissing(pgdata, 'data directory')
+      const holds = state.controlSystemId ?? state.marker?.systemId
+      if (holds === undefined) {
+        throw new UsageError(`'${pgdata}' is not a data directory pgkeep can update: it has no readable global/pg_control`, {
+          hint: 'restore into an empty or new directory',
+        })
+      }
+      if (holds !== backup.systemId) {
+        throw new UsageError(`'${pgdata}' holds cluster ${holds}, but backup ${backup.id} is of cluster ${backup.systemId}`, {
+          hint: 'a delta restore updates a copy of the same cluster; restore into an empty directory instead',
+        })
+      }
+      await assertNoServerRunning(pgdata)
+    }
+    if (!delta) for (const [oid, loc] of locations) await assertEmptyOrMissing(loc, `location of tablespace ${oid}`)
+
+    // From here on the directory is ours, and unusable until the end.
+    await mkdir(pgdata, { recursive: true, mode: 0o700 })
+    touched = true
+    await writeMarker(pgdata, { systemId: backup.systemId, backupId: backup.id, startedAt: new Date(started).toISOString() })
+    if (delta) {
+      for (const name of [CONTROL_FILE, MANIFEST_NAME, 'recovery.signal', 'standby.signal']) await rm(join(pgdata, name), { force: true })
+      await syncDirectory(pgdata)
+      await syncDirectory(join(pgdata, 'global')).catch(() => {})
+    }
+
+    const progress = newProgress(backup, o.onProgress)
+    const reader = new FileListReader(repo, backup.files)
+    let removed = 0
+    if (delta) {
+      progress.phase('cleanup')
+      const r = await removeExtraneous({ pgdata, tablespaces: locations, lookup: (p) => reader.get(p, { signal }), keep: new Set([RESTORE_MARKER]), signal })
+      removed = r.removed
+      if (r.removed > 0) say('info', `removed ${r.removed} entries the backup does not have${r.removedPaths.length ? `, e.g. ${r.removedPaths.slice(0, 5).join(', ')}` : ''}`)
+    }
+
+    await linkTablespaces(pgdata, locations)
+    manifest = await RestoredManifest.create(pgdata, backup.server.major >= 17 ? { version: 2, systemId: BigInt(backup.systemId) } : { version: 1 })
+    const m = manifest
+
+    let files = 0
+    let filesWritten = 0
+    let filesUnchanged = 0
+    const dirs: { path: string; mode: number; mtime: number }[] = []
+    const deferred = new Map<string, FileEntry>()
+    const cache = new BlobCache((id) => repo.readBlob(id, { signal }), o.cacheBytes ?? Math.max(32 << 20, jobs * (8 << 20)))
+    const restorer = new FileRestorer({
+      repo,
+      backupId: backup.id,
+      cache,
+      delta,
+      sync,
+      signal,
+      targetPath: (p) => join(pgdata, p),
+      onBytes: (covered, written) => progress.add(covered, written),
+      onDone: async (d) => {
+        progress.fileDone()
+        if (d.changed) filesWritten++
+        else filesUnchanged++
+        await m.add({ path: d.entry.path, size: d.entry.sizeBytes, lastModified: new Date(d.entry.mtime * 1000), checksumAlgorithm: 'CRC32C', checksum: d.crc32c })
+      },
+    })
+    async function* tasks(): AsyncGenerator<FileTask> {
+      for await (const e of reader.entries({ signal })) {
+        if (SKIPPED.has(e.path)) continue
+        if (e.type === 'directory') {
+          const abs = join(pgdata, e.path)
+          await mkdir(abs, { recursive: true, mode: 0o700 })
+          dirs.push({ path: abs, mode: e.mode, mtime: e.mtime })
+          continue
+        }
+        // pg_tblspc/<oid> links were made from the backup's tablespace list; no other links are backed up.
+        if (e.type === 'symlink') continue
+        files++
+        if (DEFERRED.has(e.path)) deferred.set(e.path, e)
+        else yield { kind: 'file', entry: e }
+      }
+    }
+    progress.phase('files')
+    await runTaskPool(tasks(), jobs, (t, spawn) => restorer.run(t, spawn), signal)
+
+    // The WAL from the backup's start to its end, so the directory reaches consistency on its own.
+    progress.phase('wal')
+    const pgWal = join(pgdata, 'pg_wal')
+    await mkdir(join(pgWal, 'archive_status'), { recursive: true, mode: 0o700 })
+    const walSegments = await writeBackupWal(repo, backup, pgWal, { signal })
+    const history = await writeTimelineHistory(repo, backup.systemId, backup.timeline, pgWal, { signal })
+    const walFiles = history ? [...walSegments, history] : walSegments
+    for (const name of walFiles) {
+      // Marked archived: the restored server must not archive the backup's WAL again.
+      await writeSmallFile(join(pgWal, 'archive_status', `${name}.done`), Buffer.alloc(0), 0o600, undefined, sync)
+      if (sync) await syncFile(join(pgWal, name))
+    }
+    const walBytes = walSegments.length * backup.walSegmentSizeBytes
+
+    // The small files that make the directory startable, pg_control last.
+    progress.phase('finish')
+    const readEntry = async (e: FileEntry): Promise<Buffer> => {
+      const parts: Buffer[] = []
+      for await (const p of readFileContent(repo, e, { signal, backupId: backup.id })) parts.push(Buffer.from(p))
+      return Buffer.concat(parts)
+    }
+    const writeListed = async (path: string, bytes: Buffer, mode: number, mtime: number | undefined) => {
+      const abs = join(pgdata, path)
+      await writeSmallFile(abs, bytes, mode, mtime, sync)
+      const at = mtime === undefined ? new Date() : new Date(mtime * 1000)
+      await m.add({ path, size: bytes.length, lastModified: at, checksumAlgorithm: 'CRC32C', checksum: crc32cHexLE(crc32c(bytes)) })
+      progress.add(bytes.length, bytes.length)
+    }
+
+    const autoConf = deferred.get('postgresql.auto.conf')
+    const original = autoConf ? (await readEntry(autoConf)).toString('utf8') : ''
+    const conf = restoredAutoConf(original, recoveryLines, backup.id)
+    if (conf.commented.length > 0) say('info', `postgresql.auto.conf: disabled the backup's ${[...new Set(conf.commented)].join(', ')}`)
+    if (autoConf || conf.text !== '') {
+      const unchanged = autoConf !== undefined && conf.text === original
+      await writeListed('postgresql.auto.conf', Buffer.from(conf.text), autoConf?.mode ?? 0o600, unchanged ? autoConf.mtime : undefined)
+    }
+    const tsMap = deferred.get('tablespace_map')
+    if (tsMap) {
+      // The map names where the server links each tablespace at startup: the mapped locations.
+      const entries = parseTablespaceMap(await readEntry(tsMap), { major: backup.server.major }).map((t) => ({ oid: t.oid, path: locations.get(t.oid) ?? t.path }))
+      await writeListed('tablespace_map', Buffer.from(formatTablespaceMap(entries, { major: backup.server.major })), tsMap.mode, tsMap.mtime)
+    }
+    const label = deferred.get('backup_label')
+    if (label) await writeListed('backup_label', await readEntry(label), label.mode, label.mtime)
+    const signalFile = signalFileOf(mode)
+    if (signalFile) await writeListed(signalFile, Buffer.alloc(0), 0o600, undefined)
+
+    if (sync) {
+      for (const d of dirs) await syncDirectory(d.path)
+      for (const dir of [pgdata, pgWal, join(pgWal, 'archive_status'), join(pgdata, 'pg_tblspc'), ...locations.values()]) await syncDirectory(dir)
+    }
+    const control = deferred.get(CONTROL_FILE)
+    if (!control) throw new UsageError(`backup ${backup.id} has no ${CONTROL_FILE}`, { hint: 'the backup is damaged; restore another one with --backup' })
+    const controlBytes = await readEntry(control)
+    const controlTemp = join(pgdata, `${CONTROL_FILE}.pgkeep-partial`)
+    await writeSmallFile(controlTemp, controlBytes, control.mode, control.mtime, sync)
+    await rename(controlTemp, join(pgdata, CONTROL_FILE))
+    if (sync) await syncDirectory(join(pgdata, 'global'))
+    await m.add({ path: CONTROL_FILE, size: controlBytes.length, lastModified: new Date(control.mtime * 1000), checksumAlgorithm: 'CRC32C', checksum: crc32cHexLE(crc32c(controlBytes)) })
+    progress.add(controlBytes.length, controlBytes.length)
+    progress.fileDone()
+    filesWritten += deferred.size
+
+    await m.finish([{ timeline: backup.timeline, startLsn: parseLsn(backup.startLsn), endLsn: parseLsn(backup.endLsn) }], sync)
+    manifest = undefined
+    await removeMarker(pgdata, sync)
+
+    // Directory modes and times last: writing into a directory changes its time.
+    for (const d of dirs.reverse()) {
+      await chmod(d.path, d.mode & 0o7777)
+      await utimes(d.path, d.mtime, d.mtime)
+    }
+    const global = dirs.find((d) => d.path === join(pgdata, 'global'))
+    // The server accepts a data directory of mode 0700, or 0750 when the cluster allows group access.
+    await chmod(pgdata, global && (global.mode & 0o050) === 0o050 ? 0o750 : 0o700)
+    progress.flush()
+
+    return {
+      backupId: backup.id,
+      backupType: backup.type,
+      reason,
+      systemId: backup.systemId,
+      serverVersion: backup.server.version,
+      timeline: backup.timeline,
+      startLsn: backup.startLsn,
+      endLsn: backup.endLsn,
+      pgdata,
+      tablespaces: [...locations].map(([oid, location]) => ({ oid, location })),
+      delta,
+      files,
+      filesWritten,
+      filesUnchanged,
+      removed,
+      sizeBytes: backup.files.sizeBytes,
+      bytesWritten: progress.written,
+      walSegments,
+      walBytes,
+      signalFile,
+      disabledSettings: [...new Set(conf.commented)],
+      durationMs: Date.now() - started,
+    }
+  } catch (err) {
+    await manifest?.discard().catch(() => {})
+    if (touched) {
+      say('warning', `the restore into '${pgdata}' did not finish: the directory is incomplete and will not start (it has no ${CONTROL_FILE}); run the restore again (--delta reuses what was written) or remove it`)
+    }
+    throw err
+  } finally {
+    await lock.release().catch(() => {})
+  }
+}
+
+/** Makes pg_tblspc/<oid> link to each tablespace's (mapped) location, creating the location if needed. */
+async function linkTablespaces(pgdata: string, locations: ReadonlyMap<number, string>): Promise<void> {
+  await mkdir(join(pgdata, 'pg_tblspc'), { recursive: true, mode: 0o700 })
+  for (const [oid, location] of locations) {
+    await mkdir(location, { recursive: true, mode: 0o700 })
+    const link = join(pgdata, 'pg_tblspc', String(oid))
+    const st = await lstat(link).catch(() => undefined)
+    if (st?.isSymbolicLink() && (await readlink(link)) === location) continue
+    if (st) await rm(link, { recursive: true, force: true })
+    await symlink(location, link)
+  }
+}
+
+/** Writes a whole small file with its mode and time, durably when asked. */
+async function writeSmallFile(path: string, bytes: Buffer, mode: number, mtime: number | undefined, sync: boolean): Promise<void> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 })
+  const fh = await open(path, 'w', mode & 0o777)
+  try {
+    await fh.writeFile(bytes)
+    if (sync) await fh.sync()
+    await fh.chmod(mode & 0o7777)
+    if (mtime !== undefined) await fh.utimes(mtime, mtime)
+  } finally {
+    await fh.close()
+  }
+}
+
+async function syncFile(path: string): Promise<void> {
+  const fh = await open(path, 'r')
+  try {
+    await fh.sync()
+  } finally {
+    await fh.close()
+  }
+}
+
+/** Progress counters, reported at most every PROGRESS_MS. */
+function newProgress(backup: BackupRecord, onProgress: RestoreOptions['onProgress']) {
+  let phase: RestoreProgress['phase'] = 'files'
+  let covered = 0
+  let written = 0
+  let filesDone = 0
+  let last = 0
+  const report = (force: boolean) => {
+    if (!onProgress) return
+    const now = Date.now()
+    if (!force && now - last < PROGRESS_MS) return
+    last = now
+    onProgress({ phase, bytesDone: covered, bytesTotal: backup.files.sizeBytes, bytesWritten: written, filesDone })
+  }
+  return {
+    get written() {
+      return written
+    },
+    phase(p: RestoreProgress['phase']) {
+      phase = p
+      report(true)
+    },
+    add(c: number, w: number) {
+      covered += c
+      written += w
+      report(false)
+    },
+    fileDone() {
+      filesDone++
+    },
+    flush() {
+      report(true)
+    },
+  }
+}

@@ -1,0 +1,80 @@
+// The backup_manifest of a restored directory (protocol.md §6.3), written as files complete, in whatever order
+// the workers finish them, into a temporary file that becomes `backup_manifest` only at the very end. Memory does
+// not depend on the number of files: each line goes out as it is made.
+
+import { open, rename, rm, type FileHandle } from 'node:fs/promises'
+import { join } from 'node:path'
+import { ManifestWriter, type ManifestFileInput, type ManifestHeader, type ManifestWalRange } from '../pg/backup-manifest.js'
+
+export const MANIFEST_NAME = 'backup_manifest'
+export const MANIFEST_TEMP_NAME = 'backup_manifest.pgkeep-partial'
+const FLUSH_BYTES = 64 * 1024
+
+/** Paths that never go into the restored manifest: pg_verifybackup skips them, or they are the manifest. */
+export function excludedFromManifest(path: string): boolean {
+  return path === MANIFEST_NAME || path === MANIFEST_TEMP_NAME || path === 'pg_wal' || path.startsWith('pg_wal/')
+}
+
+export class RestoredManifest {
+  readonly #writer: ManifestWriter
+  #pending: Uint8Array[] = []
+  #pendingBytes = 0
+  #position = 0
+  /** Writes are chained, so lines land in the order add() was called. */
+  #chain: Promise<void> = Promise.resolve()
+
+  private constructor(
+    private readonly dir: string,
+    private readonly fh: FileHandle,
+    header: ManifestHeader,
+  ) {
+    this.#writer = new ManifestWriter(header)
+  }
+
+  /** Starts the temporary manifest in `dir` (the data directory). */
+  static async create(dir: string, header: ManifestHeader): Promise<RestoredManifest> {
+    return new RestoredManifest(dir, await open(join(dir, MANIFEST_TEMP_NAME), 'w', 0o600), header)
+  }
+
+  /** Lists one file (ignored for paths the manifest leaves out). */
+  add(f: ManifestFileInput & { path: string }): Promise<void> {
+    if (excludedFromManifest(f.path)) return this.#chain
+    const bytes = this.#writer.addFile(f)
+    this.#pending.push(bytes)
+    this.#pendingBytes += bytes.byteLength
+    if (this.#pendingBytes >= FLUSH_BYTES) this.#flush()
+    return this.#chain
+  }
+
+  #flush(): void {
+    const parts = this.#pending
+    this.#pending = []
+    this.#pendingBytes = 0
+    this.#chain = this.#chain.then(async () => {
+      const buf = Buffer.concat(parts)
+      let off = 0
+      while (off < buf.length) {
+        const { bytesWritten } = await this.fh.write(buf, off, buf.length - off, this.#position)
+        off += bytesWritten
+        this.#position += bytesWritten
+      }
+    })
+  }
+
+  /** Writes the WAL ranges and the checksum, syncs, and renames the file to `backup_manifest`. */
+  async finish(walRanges: readonly ManifestWalRange[], sync: boolean): Promise<void> {
+    this.#pending.push(this.#writer.finish(walRanges))
+    this.#flush()
+    await this.#chain
+    if (sync) await this.fh.sync()
+    await this.fh.close()
+    await rename(join(this.dir, MANIFEST_TEMP_NAME), join(this.dir, MANIFEST_NAME))
+  }
+
+  /** Drops the temporary file (after a failure). */
+  async discard(): Promise<void> {
+    await this.#chain.catch(() => {})
+    await this.fh.close().catch(() => {})
+    await rm(join(this.dir, MANIFEST_TEMP_NAME), { force: true })
+  }
+}
