@@ -1,9 +1,11 @@
-// The WAL catalog: one immutable record per stored WAL segment (and per timeline history file) of a cluster.
-// Keys: `wal` / `<systemId>/<segment name>` for a complete segment, `<systemId>/<segment name>.partial.<valid bytes
-// as 8 hex digits>` for a partial one (a longer partial of the same segment gets its own key), and
-// `<systemId>/<TLI>.history`. Segment names start with the timeline, so a key prefix selects a timeline.
+// The WAL catalog: one immutable record per stored WAL segment (and per timeline history and backup history file)
+// of a cluster. Keys (kind `wal`): `<systemId>/<segment name>` for a complete segment, `<systemId>/<segment
+// name>.partial.<valid bytes as 8 hex digits>` for a partial one (a longer partial of the same segment gets its own
+// key), `<systemId>/<TLI>.history` and `<systemId>/<segment>.<offset>.backup`. Segment names start with the
+// timeline, so a key prefix selects a timeline. docs/wal.md describes the records.
 
 import { AlreadyExistsError, IntegrityError, NotFoundError } from '../errors.js'
+import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import type { BlobId } from './blob.js'
 import type { Repository } from './repository.js'
 
@@ -24,48 +26,98 @@ export interface WalSegmentRecord {
   /** CRC-32C (little-endian hex) of the valid bytes. */
   crc32c: string
   pieces: WalPiece[]
+  /**
+   * Bytes that follow the pieces, inline as base64. Only partial records written by a synchronous streamer have
+   * it: the last, still growing piece is kept in the record rather than in a blob, so that each flush report costs
+   * one object instead of a pack, an index object and a record.
+   */
+  tail?: string
 }
 
-export interface WalHistoryRecord {
+/** A timeline history file (`%08X.history`) or a backup history file (`<segment>.%08X.backup`). */
+export interface WalFileRecord {
   name: string
-  timeline: number
   sizeBytes: number
   crc32c: string
   pieces: WalPiece[]
 }
 
+export interface WalHistoryRecord extends WalFileRecord {
+  timeline: number
+}
+
+export type WalRecord = WalSegmentRecord | WalFileRecord
+
+const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0')
+
 export const segmentKey = (systemId: bigint | string, name: string) => `${systemId}/${name}`
-export const partialKey = (systemId: bigint | string, name: string, validBytes: number) =>
-  `${systemId}/${name}.partial.${validBytes.toString(16).toUpperCase().padStart(8, '0')}`
-export const historyKey = (systemId: bigint | string, tli: number) => `${systemId}/${tli.toString(16).toUpperCase().padStart(8, '0')}.history`
+export const partialKey = (systemId: bigint | string, name: string, validBytes: number) => `${systemId}/${name}.partial.${hex8(validBytes)}`
+export const historyKey = (systemId: bigint | string, tli: number) => `${systemId}/${hex8(tli)}.history`
+/** Key of a backup history file; `name` is its file name (`000000010000000000000002.00000028.backup`). */
+export const backupHistoryKey = (systemId: bigint | string, name: string) => `${systemId}/${name}`
+
+/** What a WAL catalog key names. */
+export type WalKey =
+  | { kind: 'segment'; systemId: string; name: string; tli: number }
+  | { kind: 'partial'; systemId: string; name: string; tli: number; validBytes: number }
+  | { kind: 'history'; systemId: string; name: string; tli: number }
+  | { kind: 'backup'; systemId: string; name: string; tli: number }
+
+const KEY = /^(\d{1,20})\/(?:([0-9A-F]{8})([0-9A-F]{16})(?:\.partial\.([0-9A-F]{8})|(\.[0-9A-F]{8}\.backup))?|([0-9A-F]{8})\.history)$/
+
+/** Decodes a WAL catalog key; undefined for anything else (foreign objects are skipped, never guessed at). */
+export function parseWalKey(key: string): WalKey | undefined {
+  const m = KEY.exec(key)
+  if (!m) return undefined
+  const systemId = m[1]!
+  if (m[6] !== undefined) return { kind: 'history', systemId, name: `${m[6]}.history`, tli: parseInt(m[6], 16) }
+  const name = m[2]! + m[3]!
+  const tli = parseInt(m[2]!, 16)
+  if (m[4] !== undefined) return { kind: 'partial', systemId, name, tli, validBytes: parseInt(m[4], 16) }
+  if (m[5] !== undefined) return { kind: 'backup', systemId, name: name + m[5], tli }
+  return { kind: 'segment', systemId, name, tli }
+}
 
 /** Blob ids a WAL record references (for writeRecord's blobRefs and for verify). */
 export const piecesBlobs = (pieces: WalPiece[]): BlobId[] => [...new Set(pieces.map((p) => p[0]).filter((b): b is BlobId => b !== null))]
 
+const isSegmentRecord = (r: WalRecord): r is WalSegmentRecord => 'validBytes' in r
+
+/** Length of the content a record describes (valid bytes of a segment, size of a file). */
+export const walContentLength = (r: WalRecord): number => (isSegmentRecord(r) ? r.validBytes : r.sizeBytes)
+
 /**
- * Writes a WAL record unless an equal one exists. A record under the same key with different content is an
- * IntegrityError: two clusters (or two timelines' histories) writing the same WAL name is a disaster to report.
+ * Writes a WAL record unless one with the same content exists under its key (then resolves 'exists'). A record
+ * under the same key with different content is an IntegrityError: two clusters (or two timelines' histories)
+ * writing the same WAL name is a disaster to report, never to hide. Content is compared byte for byte, not by
+ * representation: a partial segment stored by a synchronous streamer (inline tail) equals the same bytes stored
+ * in pieces.
  */
-export async function writeWalRecord(
-  repo: Repository,
-  key: string,
-  value: WalSegmentRecord | WalHistoryRecord,
-  o: { signal?: AbortSignal } = {},
-): Promise<'stored' | 'exists'> {
+export async function writeWalRecord(repo: Repository, key: string, value: WalRecord, o: { signal?: AbortSignal } = {}): Promise<'stored' | 'exists'> {
   try {
     await repo.writeRecord(WAL_RECORD_KIND, key, value, { blobRefs: piecesBlobs(value.pieces), signal: o.signal })
     return 'stored'
   } catch (err) {
     if (!(err instanceof AlreadyExistsError)) throw err
-    const existing = (await repo.readRecord<WalSegmentRecord | WalHistoryRecord>(WAL_RECORD_KIND, key, o)).value
-    if (existing.crc32c === value.crc32c && JSON.stringify(existing.pieces) === JSON.stringify(value.pieces)) return 'exists'
+    const existing = (await repo.readRecord<WalRecord>(WAL_RECORD_KIND, key, o)).value
+    if (await sameContent(repo, existing, value, o)) return 'exists'
     throw new IntegrityError(`WAL file '${value.name}' is already in the repository with different content`, {
       hint: 'two servers seem to write the same timeline into one repository (a restored copy still archiving?); stop one of them and give each cluster its own timeline',
     })
   }
 }
 
-export async function readWalRecord<T extends WalSegmentRecord | WalHistoryRecord>(repo: Repository, key: string, o: { signal?: AbortSignal } = {}): Promise<T | undefined> {
+async function sameContent(repo: Repository, a: WalRecord, b: WalRecord, o: { signal?: AbortSignal }): Promise<boolean> {
+  if (a.crc32c !== b.crc32c || walContentLength(a) !== walContentLength(b)) return false
+  const sameRepresentation =
+    JSON.stringify(a.pieces) === JSON.stringify(b.pieces) && (a as WalSegmentRecord).tail === (b as WalSegmentRecord).tail
+  if (sameRepresentation) return true
+  // Equal CRC and length but stored differently: read both (rare: a re-push after a synchronous streamer).
+  const [x, y] = await Promise.all([readWalContent(repo, a, o), readWalContent(repo, b, o)])
+  return x.equals(y)
+}
+
+export async function readWalRecord<T extends WalRecord>(repo: Repository, key: string, o: { signal?: AbortSignal } = {}): Promise<T | undefined> {
   try {
     return (await repo.readRecord<T>(WAL_RECORD_KIND, key, o)).value
   } catch (err) {
@@ -74,9 +126,111 @@ export async function readWalRecord<T extends WalSegmentRecord | WalHistoryRecor
   }
 }
 
+/** Removes a WAL record (a partial one superseded by a longer or complete one). A missing record is not an error. */
+export async function removeWalRecord(repo: Repository, key: string, o: { signal?: AbortSignal } = {}): Promise<void> {
+  await repo.removeRecord(WAL_RECORD_KIND, key, o)
+}
+
 /** Keys of the WAL records of a cluster whose names start with `namePrefix` (e.g. a timeline's 8 hex digits). */
 export async function listWalKeys(repo: Repository, systemId: bigint | string, namePrefix = '', o: { signal?: AbortSignal } = {}): Promise<string[]> {
   const keys: string[] = []
   for await (const r of repo.listRecords(WAL_RECORD_KIND, `${systemId}/${namePrefix}`, o)) keys.push(r.key)
   return keys.sort()
+}
+
+/** System identifiers that have WAL records in the repository (lists every WAL record once). */
+export async function listWalClusters(repo: Repository, o: { signal?: AbortSignal } = {}): Promise<string[]> {
+  const ids = new Set<string>()
+  for await (const r of repo.listRecords(WAL_RECORD_KIND, '', o)) {
+    const k = parseWalKey(r.key)
+    if (k) ids.add(k.systemId)
+  }
+  return [...ids].sort()
+}
+
+/** How many blobs of one file are read at once (a segment is 16 pieces; S3 latency, not bandwidth, limits each). */
+const PIECE_READ_CONCURRENCY = 8
+
+/**
+ * The content a record describes (without zero padding), verified against its recorded length and CRC. A blob the
+ * loaded index does not know (stored by another process since the repository was opened) triggers one index
+ * refresh.
+ */
+export async function readWalContent(repo: Repository, rec: WalRecord, o: { signal?: AbortSignal } = {}): Promise<Buffer> {
+  const length = walContentLength(rec)
+  const out = Buffer.alloc(length)
+  const offsets: number[] = []
+  let at = 0
+  for (const [, len] of rec.pieces) {
+    offsets.push(at)
+    at += len
+  }
+  const tail = isSegmentRecord(rec) && rec.tail !== undefined ? Buffer.from(rec.tail, 'base64') : undefined
+  if (at + (tail?.length ?? 0) !== length) throw damaged(rec)
+  if (tail) tail.copy(out, at)
+  let refreshed: Promise<void> | undefined
+  const readOne = async (blob: BlobId): Promise<Buffer> => {
+    try {
+      return await repo.readBlob(blob, o)
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err
+      refreshed ??= repo.refreshIndex(o)
+      await refreshed
+      return repo.readBlob(blob, o)
+    }
+  }
+  let next = 0
+  const worker = async () => {
+    while (next < rec.pieces.length) {
+      const i = next++
+      const [blob, len] = rec.pieces[i]!
+      if (blob === null) continue
+      const bytes = await readOne(blob)
+      if (bytes.length !== len) throw damaged(rec)
+      bytes.copy(out, offsets[i])
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(PIECE_READ_CONCURRENCY, rec.pieces.length) }, worker))
+  if (crc32cHexLE(crc32c(out)) !== rec.crc32c) throw damaged(rec)
+  return out
+}
+
+function damaged(rec: WalRecord): IntegrityError {
+  return new IntegrityError(`WAL file '${rec.name}' read back does not match its recorded length and CRC`, {
+    hint: "run 'pgkeep verify --read-data' to find the damaged objects",
+  })
+}
+
+/** The longest partial record of segment `name`, or undefined. */
+export async function findLongestPartial(repo: Repository, systemId: bigint | string, name: string, o: { signal?: AbortSignal } = {}): Promise<WalSegmentRecord | undefined> {
+  for (let attempt = 0; attempt < 4; attempt++) {
+    // Keys end in the valid length as fixed-width hex, so the last sorts longest.
+    const partials = await listWalKeys(repo, systemId, `${name}.partial.`, o)
+    if (partials.length === 0) return undefined
+    const longest = await readWalRecord<WalSegmentRecord>(repo, partials[partials.length - 1]!, o)
+    // Removed between listing and reading: a streamer superseded it; look again.
+    if (longest) return longest
+  }
+  return undefined
+}
+
+/**
+ * The stored record for segment `name`: the complete one if stored, else the longest partial one; undefined if
+ * neither.
+ */
+export async function findSegmentRecord(repo: Repository, systemId: bigint | string, name: string, o: { signal?: AbortSignal } = {}): Promise<WalSegmentRecord | undefined> {
+  const complete = await readWalRecord<WalSegmentRecord>(repo, segmentKey(systemId, name), o)
+  if (complete) return complete
+  const partial = await findLongestPartial(repo, systemId, name, o)
+  // The partial may have been superseded by the complete record meanwhile.
+  return partial ?? (await readWalRecord<WalSegmentRecord>(repo, segmentKey(systemId, name), o))
+}
+
+/** A segment's full bytes (a partial one zero-padded after its valid bytes), verified. */
+export async function readSegmentBytes(repo: Repository, rec: WalSegmentRecord, o: { signal?: AbortSignal } = {}): Promise<Buffer> {
+  const valid = await readWalContent(repo, rec, o)
+  if (valid.length === rec.segmentSizeBytes) return valid
+  const out = Buffer.alloc(rec.segmentSizeBytes)
+  valid.copy(out)
+  return out
 }

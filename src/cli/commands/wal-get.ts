@@ -1,0 +1,199 @@
+// `pgkeep wal get`: restore_command. Writes one WAL file from the repository to DEST (exit 0), or exits 1 at once
+// when the repository does not have it. Served through a prefetch spool kept by a background daemon (the same
+// command with --daemon), so recovery does not wait one repository round trip per segment.
+
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { appendFile, readdir, rename, unlink, writeFile } from 'node:fs/promises'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { randomBytes } from 'node:crypto'
+import { isPgkeepError, UsageError } from '../../errors.js'
+import { localClusterId, resolveClusterId } from '../../wal/cluster-id.js'
+import { acquireSpool, runPrefetchDaemon } from '../../wal/prefetch-daemon.js'
+import { defaultSpoolDir, getViaSpool, spoolPaths, type SpoolPaths, writeAtomic } from '../../wal/prefetch-spool.js'
+import { fetchWalFile, isFetchableWalName } from '../../wal/wal-fetch.js'
+import type { CliContext, Command } from '../command.js'
+import { reportError } from '../main.js'
+import { parseCommandArgs } from '../parse.js'
+import { rejectPassphraseArgument } from '../passphrase.js'
+import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
+
+/** Exit status for failures other than "not in the repository": above 125, PostgreSQL stops recovery (FATAL). */
+export const WAL_GET_FAILURE_EXIT = 255
+
+export const walGetCommand: Command = {
+  path: ['wal', 'get'],
+  summary: 'write one WAL file from the repository (restore_command), prefetching ahead',
+  usage: `usage: pgkeep wal get --repo URL [options] NAME DEST
+
+For restore_command = 'pgkeep wal get --repo URL %f %p'. Writes WAL file NAME (a segment, a timeline history
+file or a backup history file) to DEST and exits 0, or exits 1 at once when the repository does not have it, so
+recovery ends cleanly at the end of the archive. A segment stored only as a partial segment (the last one a
+streamer had when it stopped) is served zero-padded under its plain name, so recovery replays that WAL too.
+
+Any other failure (repository unreachable, damaged data, wrong passphrase) exits ${WAL_GET_FAILURE_EXIT}: PostgreSQL then stops with
+FATAL instead of taking the failure for the end of the archive and ending recovery early.
+
+Segments are prefetched: a background process (started by the first call, gone after --linger seconds without
+a request) keeps the repository open and fetches the next --prefetch segments in parallel into a spool
+directory, from which later calls are served by a rename.
+
+options:
+  --cluster SYSTEMID      the cluster (default: from DEST's data directory, where restore_command runs, else the
+                          only cluster in the repository)
+  --prefetch N            segments to fetch ahead (default 8; 0 disables prefetching and the background process)
+  --concurrency N         parallel fetches of the background process (default 4)
+  --spool DIR             spool directory (default: .pgkeep-prefetch beside DEST, i.e. in pg_wal)
+  --linger S              the background process exits after S seconds without a request (default 60)
+
+${REPO_USAGE}
+`,
+  async run(args, ctx) {
+    rejectPassphraseArgument(args)
+    const { values, positionals } = parseCommandArgs('wal get', {
+      args,
+      allowPositionals: true,
+      options: {
+        ...repoOptions,
+        cluster: { type: 'string' },
+        prefetch: { type: 'string' },
+        concurrency: { type: 'string' },
+        spool: { type: 'string' },
+        linger: { type: 'string' },
+        daemon: { type: 'boolean' },
+      },
+    })
+    const prefetch = count(values.prefetch, 'prefetch', 8, 0, 256)
+    const concurrency = count(values.concurrency, 'concurrency', 4, 1, 64)
+    const lingerMs = count(values.linger, 'linger', 60, 1, 86_400) * 1000
+    if (values.daemon) return runDaemon(values, ctx, { prefetch, concurrency, lingerMs })
+    if (positionals.length !== 2) {
+      throw new UsageError(`pgkeep wal get takes NAME and DEST, got ${positionals.length} argument(s)`, {
+        hint: "use restore_command = 'pgkeep wal get --repo URL %f %p'",
+      })
+    }
+    const [name, dest] = positionals as [string, string]
+    if (!isFetchableWalName(name)) {
+      throw new UsageError(`'${name}' is not a WAL file name`, { hint: "use restore_command = 'pgkeep wal get --repo URL %f %p'" })
+    }
+    const notFound = () => {
+      ctx.stderr.write(`pgkeep: ${name} is not in the repository\n`)
+      return 1
+    }
+    try {
+      if (prefetch > 0) {
+        const paths = spoolPaths(values.spool ?? defaultSpoolDir(dest))
+        const cluster = await localClusterId({ explicit: values.cluster, walPath: dest })
+        const r = await getViaSpool({
+          paths,
+          name,
+          dest,
+          repo: values.repo ?? '',
+          cluster,
+          spawnDaemon: () => spawnDaemon(paths, values, ctx, { cluster, prefetch, concurrency, lingerMs }),
+        })
+        if (r === 'served') return 0
+        if (r === 'missing') return notFound()
+      }
+      const opened = await openRepoForCommand(values, ctx, 'wal get')
+      try {
+        const systemId = await resolveClusterId(opened.repo, { explicit: values.cluster, walPath: dest, signal: ctx.signal })
+        const bytes = await fetchWalFile(opened.repo, systemId, name, { signal: ctx.signal })
+        if (!bytes) return notFound()
+        const tmp = `${dest}.pgkeep-${randomBytes(4).toString('hex')}`
+        await writeFile(tmp, bytes, { mode: 0o600 })
+        await rename(tmp, dest).catch(async (err) => {
+          await unlink(tmp).catch(() => {})
+          throw err
+        })
+        return 0
+      } finally {
+        await opened.repo.close().catch(() => {})
+      }
+    } catch (err) {
+      if (isPgkeepError(err) && err.code === 'USAGE') throw err
+      reportError(err, ctx)
+      return WAL_GET_FAILURE_EXIT
+    }
+  },
+}
+
+function count(text: string | undefined, option: string, fallback: number, min: number, max: number): number {
+  if (text === undefined) return fallback
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`invalid --${option} '${text}'`, { hint: `give a whole number from ${min} to ${max}` })
+  return n
+}
+
+/** bin/pgkeep.js of this installation (compiled: dist/src/cli/commands → 4 levels up; sources: 3). */
+function pgkeepEntry(): string {
+  const here = dirname(fileURLToPath(import.meta.url))
+  for (const up of ['../../../..', '../../..']) {
+    const p = resolve(here, up, 'bin', 'pgkeep.js')
+    if (existsSync(p)) return p
+  }
+  return process.argv[1] ?? 'pgkeep'
+}
+
+/** Starts the daemon detached from this process (and from PostgreSQL's wait for restore_command). */
+function spawnDaemon(
+  paths: SpoolPaths,
+  values: { repo?: string; 'passphrase-file'?: string },
+  ctx: CliContext,
+  o: { cluster: string | undefined; prefetch: number; concurrency: number; lingerMs: number },
+): void {
+  const args = [
+    pgkeepEntry(), 'wal', 'get', '--daemon', '--repo', values.repo ?? '', '--spool', paths.dir,
+    '--prefetch', String(o.prefetch), '--concurrency', String(o.concurrency), '--linger', String(Math.round(o.lingerMs / 1000)),
+    ...(o.cluster !== undefined ? ['--cluster', o.cluster] : []),
+    ...(values['passphrase-file'] !== undefined ? ['--passphrase-file', resolve(values['passphrase-file'])] : []),
+  ]
+  const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: ctx.env as NodeJS.ProcessEnv })
+  child.on('error', () => {}) // the client notices that no daemon comes and fetches on its own
+  child.unref()
+}
+
+/** The background process: takes the spool, opens the repository once, serves until idle. */
+async function runDaemon(
+  values: { repo?: string; cluster?: string; spool?: string; 'passphrase-file'?: string },
+  ctx: CliContext,
+  o: { prefetch: number; concurrency: number; lingerMs: number },
+): Promise<number> {
+  if (!values.spool) throw new UsageError('--daemon needs --spool')
+  const paths = spoolPaths(values.spool)
+  if (!(await acquireSpool(paths, { repo: values.repo ?? '', cluster: values.cluster ?? null }))) return 0
+  await writeFile(paths.logFile, '').catch(() => {})
+  const log = (line: string) => void appendFile(paths.logFile, `${new Date().toISOString()} ${line}\n`).catch(() => {})
+  let opened: Awaited<ReturnType<typeof openRepoForCommand>> | undefined
+  try {
+    opened = await openRepoForCommand(values, ctx, 'wal get')
+    const systemId = await resolveClusterId(opened.repo, { explicit: values.cluster, signal: ctx.signal })
+    await runPrefetchDaemon({
+      repo: opened.repo,
+      paths,
+      systemId,
+      prefetchCount: o.prefetch,
+      concurrency: o.concurrency,
+      lingerMs: o.lingerMs,
+      signal: ctx.signal,
+      log,
+    })
+    return 0
+  } catch (err) {
+    log(`daemon failed: ${(err as Error).message}`)
+    // Waiting clients fetch on their own (and report the error properly) instead of waiting for a daemon.
+    await failPendingRequests(paths, (err as Error).message)
+    await unlink(paths.daemonFile).catch(() => {})
+    return 1
+  } finally {
+    await opened?.repo.close().catch(() => {})
+  }
+}
+
+async function failPendingRequests(paths: SpoolPaths, message: string): Promise<void> {
+  for (const id of await readdir(paths.reqDir).catch(() => [] as string[])) {
+    if (id.startsWith('.')) continue
+    await writeAtomic(join(paths.respDir, id), JSON.stringify({ status: 'error', message }), paths.tmpDir).catch(() => {})
+  }
+}

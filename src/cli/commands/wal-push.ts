@@ -1,0 +1,55 @@
+// `pgkeep wal push`: archive_command. Stores one WAL file (segment, partial segment, timeline or backup history
+// file) in the repository; idempotent, loud on conflicting content.
+
+import { UsageError } from '../../errors.js'
+import { pushWalFile } from '../../wal/wal-push.js'
+import type { Command } from '../command.js'
+import { parseCommandArgs } from '../parse.js'
+import { rejectPassphraseArgument } from '../passphrase.js'
+import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
+
+export const walPushCommand: Command = {
+  path: ['wal', 'push'],
+  summary: 'store one WAL file in the repository (archive_command)',
+  usage: `usage: pgkeep wal push --repo URL [--cluster SYSTEMID] PATH
+
+For archive_command = 'pgkeep wal push --repo URL %p'. Stores the segment, partial segment, timeline history
+file or backup history file at PATH in the repository. Pushing a file that is already stored with the same
+content succeeds; with different content it fails (two clusters writing one timeline must be noticed).
+
+A segment names its cluster in its first page. History and backup history files do not: the cluster is
+--cluster, else the one whose data directory holds PATH (archive_command runs there: its global/pg_control),
+else the only cluster the repository knows.
+
+options:
+  --cluster SYSTEMID      the cluster's system identifier (see 'pgkeep check' or pg_controldata)
+  --verbose               print one line per file stored
+
+${REPO_USAGE}
+`,
+  async run(args, ctx) {
+    rejectPassphraseArgument(args)
+    const { values, positionals } = parseCommandArgs('wal push', {
+      args,
+      allowPositionals: true,
+      options: { ...repoOptions, cluster: { type: 'string' }, verbose: { type: 'boolean' } },
+    })
+    if (positionals.length !== 1) {
+      throw new UsageError(`pgkeep wal push takes one PATH, got ${positionals.length}`, { hint: "use archive_command = 'pgkeep wal push --repo URL %p'" })
+    }
+    const opened = await openRepoForCommand(values, ctx, 'wal push', { createIfEmpty: true })
+    try {
+      // Shared: a concurrent GC must not take the new blobs for garbage before their record exists.
+      const lock = await opened.repo.acquireLock('shared', { purpose: 'wal push', signal: ctx.signal, waitMs: 60_000 })
+      try {
+        const r = await pushWalFile(opened.repo, positionals[0]!, { cluster: values.cluster, signal: ctx.signal })
+        if (values.verbose) ctx.stderr.write(`pgkeep: ${r.result === 'stored' ? 'stored' : 'already stored'} ${r.name} of cluster ${r.systemId}\n`)
+      } finally {
+        await lock.release().catch(() => {})
+      }
+      return 0
+    } finally {
+      await opened.repo.close().catch(() => {})
+    }
+  },
+}

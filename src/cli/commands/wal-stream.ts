@@ -1,0 +1,156 @@
+// `pgkeep wal stream`: continuous WAL archiving from a physical slot into the repository, until SIGINT/SIGTERM.
+
+import { formatLsn } from '../../../protocol/index.js'
+import { UsageError } from '../../errors.js'
+import { WalStreamer, type WalStreamEvent, type WalStreamStatus } from '../../wal/wal-streamer.js'
+import type { CliContext, Command } from '../command.js'
+import { CONNECTION_USAGE, connectionFrom, connectionOptions } from '../connection-args.js'
+import { parseCommandArgs } from '../parse.js'
+import { rejectPassphraseArgument } from '../passphrase.js'
+import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
+
+export const walStreamCommand: Command = {
+  path: ['wal', 'stream'],
+  summary: 'stream WAL from a replication slot into the repository, continuously',
+  usage: `usage: pgkeep wal stream -d CONNINFO --repo URL --slot NAME [options]
+
+Streams WAL from a physical replication slot and stores each completed segment in the repository, until SIGINT
+or SIGTERM; then it stores the segment in progress as a partial segment and exits 0. Run again, it resumes after
+the newest WAL the repository holds for the cluster. The flush position reported to the server advances only once
+WAL is durable in the repository, so the slot keeps whatever is not yet safe. Timeline switches (promotion) are
+followed: the new timeline's history file is stored and streaming continues on it. A lost connection is retried.
+
+Send SIGUSR1 to print the current lag and receive rate.
+
+options:
+  --slot NAME             physical replication slot to stream from (required)
+  --create-slot           create the slot (reserving WAL) if it does not exist
+  --synchronous           make every received batch durable at once and report it immediately, so the server can
+                          list this streamer in synchronous_standby_names (by its application_name, which
+                          defaults to the slot name) and a commit returns only once its WAL is in the repository
+  --status-interval S     seconds between status updates to the server (default 10)
+  --json                  print events as JSON lines on stdout instead of messages on stderr
+
+${REPO_USAGE}
+
+${CONNECTION_USAGE}
+`,
+  async run(args, ctx) {
+    rejectPassphraseArgument(args)
+    const { values } = parseCommandArgs('wal stream', {
+      args,
+      options: {
+        ...connectionOptions,
+        ...repoOptions,
+        slot: { type: 'string' },
+        'create-slot': { type: 'boolean' },
+        synchronous: { type: 'boolean' },
+        'status-interval': { type: 'string' },
+        json: { type: 'boolean' },
+      },
+    })
+    if (!values.slot) throw new UsageError('pgkeep wal stream needs --slot', { hint: 'name a physical replication slot: --slot pgkeep (add --create-slot to create it)' })
+    let statusIntervalMs = 10_000
+    if (values['status-interval'] !== undefined) {
+      const s = Number(values['status-interval'])
+      if (!Number.isFinite(s) || s <= 0 || s > 3600) {
+        throw new UsageError(`invalid --status-interval '${values['status-interval']}'`, { hint: 'give seconds, more than 0 and at most 3600 (keep it below wal_sender_timeout)' })
+      }
+      statusIntervalMs = Math.round(s * 1000)
+    }
+    const { conninfo, overrides } = connectionFrom(values)
+    const opened = await openRepoForCommand(values, ctx, 'wal stream', { createIfEmpty: true })
+    if (opened.created) ctx.stderr.write(`pgkeep: created ${opened.repo.encrypted ? 'an encrypted' : 'an unencrypted'} repository at ${opened.repo.location}\n`)
+    const say = sayer(ctx, values.json === true)
+    const streamer = new WalStreamer({
+      repo: opened.repo,
+      conninfo,
+      connection: { env: ctx.env, overrides },
+      slot: values.slot,
+      createSlot: values['create-slot'],
+      synchronous: values.synchronous,
+      statusIntervalMs,
+      signal: ctx.signal,
+      onEvent: (e) => say.event(e),
+    })
+    const onUsr1 = () => say.status(streamer.status())
+    process.on('SIGUSR1', onUsr1)
+    try {
+      const result = await streamer.run()
+      say.stopped(result.timeline, result.durableLsn)
+      return 0
+    } finally {
+      process.off('SIGUSR1', onUsr1)
+      await opened.repo.close().catch(() => {})
+    }
+  },
+}
+
+const mib = (n: number) => `${(n / (1 << 20)).toFixed(1)} MiB`
+
+function sayer(ctx: CliContext, json: boolean) {
+  const line = (text: string) => ctx.stderr.write(`pgkeep: ${text}\n`)
+  const out = (o: Record<string, unknown>) => ctx.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...o }, (_k, v) => (typeof v === 'bigint' ? formatLsn(v) : v)) + '\n')
+  return {
+    event(e: WalStreamEvent) {
+      if (json) {
+        if (e.type === 'reconnecting') out({ type: e.type, error: e.error.message, delayMs: e.delayMs })
+        else if (e.type === 'stored') out({ type: e.type, timeline: e.timeline, ...e.segment })
+        else out({ ...e })
+        return
+      }
+      switch (e.type) {
+        case 'started':
+          line(
+            `streaming cluster ${e.systemId} (PostgreSQL ${e.serverVersion}) from slot ${e.slot} as '${e.applicationName}', ` +
+              `timeline ${e.timeline} from ${formatLsn(e.startLsn)} (${describeSource(e.resumedFrom)})`,
+          )
+          break
+        case 'slot-created':
+          line(`created replication slot ${e.slot}`)
+          break
+        case 'stored':
+          if (e.segment.partial) line(`stored partial segment ${e.segment.name} (${e.segment.validBytes} bytes)${e.segment.result === 'exists' ? ', already stored' : ''}`)
+          else line(`stored segment ${e.segment.name}${e.segment.result === 'exists' ? ' (already stored)' : ''}`)
+          break
+        case 'history-stored':
+          line(`stored the history file of timeline ${e.timeline}${e.result === 'exists' ? ' (already stored)' : ''}`)
+          break
+        case 'timeline-switch':
+          line(`timeline ${e.from} ended at ${formatLsn(e.switchLsn)}; following timeline ${e.to}`)
+          break
+        case 'reconnecting':
+          line(`connection lost (${e.error.message}); reconnecting in ${Math.round(e.delayMs / 1000)} s`)
+          break
+      }
+    },
+    status(s: WalStreamStatus) {
+      if (json) return out({ type: 'status', ...s })
+      line(
+        `timeline ${s.timeline ?? '-'}: received ${s.receivedLsn !== undefined ? formatLsn(s.receivedLsn) : '-'}, durable ` +
+          `${s.durableLsn !== undefined ? formatLsn(s.durableLsn) : '-'}, server at ${s.serverWalEnd !== undefined ? formatLsn(s.serverWalEnd) : '-'}; ` +
+          `lag ${s.lagBytes !== undefined ? mib(s.lagBytes) : '-'}, queued ${mib(s.queuedBytes)}, receiving ${mib(s.receiveBytesPerSec)}/s, ` +
+          `${s.segmentsStored} segments stored`,
+      )
+    },
+    stopped(timeline: number, durableLsn: bigint) {
+      if (json) return out({ type: 'stopped', timeline, durableLsn })
+      line(`stopped; WAL is durable up to ${formatLsn(durableLsn)} on timeline ${timeline}`)
+    },
+  }
+}
+
+function describeSource(s: string): string {
+  switch (s) {
+    case 'catalog':
+      return 'after the newest WAL in the repository'
+    case 'catalog-gap':
+      return 'the first segment missing in the repository after the slot position'
+    case 'slot':
+      return "the slot's position"
+    case 'server':
+      return "the server's current position"
+    default:
+      return s
+  }
+}

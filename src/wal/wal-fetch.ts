@@ -1,0 +1,42 @@
+// Reading one WAL file out of the catalog by the name PostgreSQL asks for: a segment (its complete record, else
+// its longest partial one, zero-padded), a `.partial` name, a timeline history file or a backup history file.
+
+import { isBackupHistoryFileName, isHistoryFileName, isPartialWalName, isWalSegmentName } from '../pg/wal-names.js'
+import type { Repository } from '../repo/repository.js'
+import {
+  backupHistoryKey,
+  findLongestPartial,
+  findSegmentRecord,
+  readSegmentBytes,
+  readWalContent,
+  readWalRecord,
+  segmentKey,
+  type WalFileRecord,
+} from '../repo/wal-catalog.js'
+import { UsageError } from '../errors.js'
+
+/** True for the names `wal get` serves. */
+export function isFetchableWalName(name: string): boolean {
+  return isWalSegmentName(name) || isPartialWalName(name) || isHistoryFileName(name) || isBackupHistoryFileName(name)
+}
+
+/**
+ * The bytes of WAL file `name` of cluster `systemId`, verified; undefined when the repository does not have it.
+ * A segment stored only as partial is served zero-padded under its plain name: PostgreSQL asks restore_command
+ * only for plain names, and this is what lets a recovery replay the WAL a streamer had when it stopped.
+ */
+export async function fetchWalFile(repo: Repository, systemId: string, name: string, o: { signal?: AbortSignal } = {}): Promise<Buffer | undefined> {
+  if (!isFetchableWalName(name)) {
+    throw new UsageError(`'${name}' is not a WAL file name`, {
+      hint: "expected a segment ('000000010000000000000003'), '<segment>.partial', '%08X.history' or a backup history file",
+    })
+  }
+  if (isWalSegmentName(name) || isPartialWalName(name)) {
+    const segment = name.slice(0, 24)
+    const rec = isPartialWalName(name) ? await findLongestPartial(repo, systemId, segment, o) : await findSegmentRecord(repo, systemId, segment, o)
+    return rec ? readSegmentBytes(repo, rec, o) : undefined
+  }
+  const key = isHistoryFileName(name) ? segmentKey(systemId, name) : backupHistoryKey(systemId, name)
+  const rec = await readWalRecord<WalFileRecord>(repo, key, o)
+  return rec ? readWalContent(repo, rec, o) : undefined
+}
