@@ -1,0 +1,178 @@
+// Tablespace mappings, recovery target times, extent slicing (against the repository's own extentsIn), the task
+// pool (bounds, pieces, failure, abort) and the blob cache (sharing, eviction, failures not cached).
+
+import { describe, expect, it } from 'vitest'
+import { extentsIn, type Extent, type FileMap } from '../../src/repo/file-map.js'
+import { BlobCache } from '../../src/restore/blob-cache.js'
+import { parseTargetTime } from '../../src/restore/choose-backup.js'
+import { sliceExtents } from '../../src/restore/file-restorer.js'
+import { parseTablespaceMapping, resolveTablespaceLocations } from '../../src/restore/tablespace-mapping.js'
+import { runTaskPool } from '../../src/restore/task-pool.js'
+
+describe('tablespace mapping', () => {
+  it('parses OLD=NEW with escaped equals signs', () => {
+    expect(parseTablespaceMapping('/a=/b')).toEqual({ from: '/a', to: '/b' })
+    expect(parseTablespaceMapping('16385=/new/place')).toEqual({ from: '16385', to: '/new/place' })
+    expect(parseTablespaceMapping('/a\\=b=/c\\=d')).toEqual({ from: '/a=b', to: '/c=d' })
+    for (const bad of ['/a', '=/b', '/a=', '/a=/b=/c', '/a=relative', 'relative=/b']) expect(() => parseTablespaceMapping(bad), bad).toThrow()
+  })
+
+  const ts = [{ oid: 16385, location: '/srv/ts1' }, { oid: 16386, location: '/srv/ts2/' }]
+  it('maps by location or oid and leaves the rest where they were', () => {
+    const m = resolveTablespaceLocations(ts, [{ from: '/srv/ts1/', to: '/new/1' }], '/data')
+    expect([...m]).toEqual([[16385, '/new/1'], [16386, '/srv/ts2']])
+    expect([...resolveTablespaceLocations(ts, [{ from: '16386', to: '/new/2' }], '/data')]).toEqual([[16385, '/srv/ts1'], [16386, '/new/2']])
+  })
+  it('refuses mappings that match nothing, overlap, or collide with the data directory', () => {
+    expect(() => resolveTablespaceLocations(ts, [{ from: '/srv/other', to: '/x' }], '/data')).toThrow(
+      expect.objectContaining({ message: expect.stringMatching(/matches no tablespace/), hint: expect.stringMatching(/16385 at '\/srv\/ts1'/) }),
+    )
+    expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/x' }, { from: '/srv/ts1', to: '/y' }], '/data')).toThrow(/more than once/)
+    expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/srv/ts2/sub' }], '/data')).toThrow(/overlapping/)
+    expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/data/ts' }], '/data')).toThrow(/overlaps the data directory/)
+    expect(() => resolveTablespaceLocations(ts, [], '/srv/ts1/data')).toThrow(/overlaps the data directory/)
+    // Siblings that merely share a prefix are fine.
+    expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/data2' }], '/data')).not.toThrow()
+  })
+})
+
+describe('recovery target times', () => {
+  it('reads the forms PostgreSQL accepts, UTC when no zone is given', () => {
+    const t = Date.UTC(2026, 10, 21, 5, 27, 37)
+    for (const s of ['2026-11-21 05:27:37+00', '2026-11-21T05:27:37Z', '2026-11-21 05:27:37 UTC', '2026-11-21 05:27:37', '2026-11-21 07:27:37+02', '2026-11-21 07:27:37+0200', '2026-11-21 07:27:37+02:00']) {
+      expect(parseTargetTime(s), s).toBe(t)
+    }
+    expect(parseTargetTime('2026-11-21 05:27:37.250+00')).toBe(t + 250)
+    expect(() => parseTargetTime('yesterday')).toThrow(/cannot read/)
+  })
+})
+
+describe('sliceExtents', () => {
+  it('agrees with the repository extentsIn on random layouts and ranges', () => {
+    let seed = 7
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n)
+    for (let round = 0; round < 200; round++) {
+      const extents: Extent[] = []
+      let at = 0
+      for (let i = 0, n = 1 + rnd(20); i < n; i++) {
+        const length = 1 + rnd(50000)
+        extents.push({ offset: at, length, blob: rnd(4) === 0 ? null : 'ab'.repeat(32), blobOffset: rnd(4) === 0 ? 0 : rnd(1000) })
+        at += length
+      }
+      const from = rnd(at)
+      const len = 1 + rnd(at - from)
+      const map = { sizeBytes: at, extents, windowHashes: [], pageHashes: Buffer.alloc(0) } as unknown as FileMap
+      expect(sliceExtents(extents, from, len)).toEqual(extentsIn(map, from, len))
+      expect(sliceExtents(extents, from, len).reduce((s, x) => s + x.length, 0)).toBe(len)
+    }
+  })
+})
+
+describe('runTaskPool', () => {
+  async function* items(n: number) {
+    for (let i = 0; i < n; i++) yield i
+  }
+  const tick = () => new Promise((r) => setTimeout(r, 1))
+
+  it('runs every task and spawned piece, never more than jobs at once', async () => {
+    let running = 0
+    let peak = 0
+    const seen: string[] = []
+    await runTaskPool<number | string>(items(20), 3, async (t, spawn) => {
+      running++
+      peak = Math.max(peak, running)
+      await tick()
+      seen.push(String(t))
+      if (typeof t === 'number' && t % 5 === 0) spawn([`${t}a`, `${t}b`, `${t}c`])
+      running--
+    })
+    expect(peak).toBe(3)
+    expect(seen.sort()).toEqual([...Array.from({ length: 20 }, (_, i) => String(i)), ...[0, 5, 10, 15].flatMap((i) => [`${i}a`, `${i}b`, `${i}c`])].sort())
+  })
+
+  it('spreads the pieces of the last task over idle workers', async () => {
+    let running = 0
+    let peak = 0
+    await runTaskPool<string>(
+      (async function* () {
+        yield 'big'
+      })(),
+      4,
+      async (t, spawn) => {
+        if (t === 'big') return spawn(['p1', 'p2', 'p3', 'p4'])
+        running++
+        peak = Math.max(peak, running)
+        await new Promise((r) => setTimeout(r, 20))
+        running--
+      },
+    )
+    expect(peak).toBe(4)
+  })
+
+  it('stops at the first failure, lets running tasks settle, and pulls no more', async () => {
+    let pulled = 0
+    let settled = 0
+    const src = (async function* () {
+      for (let i = 0; i < 1000; i++) {
+        pulled++
+        yield i
+      }
+    })()
+    await expect(
+      runTaskPool(src, 4, async (t) => {
+        await tick()
+        if (t === 10) throw new Error('boom')
+        settled++
+      }),
+    ).rejects.toThrow('boom')
+    expect(pulled).toBeLessThan(20)
+    expect(settled).toBeGreaterThan(5)
+  })
+
+  it('rejects when the source fails, and on abort', async () => {
+    const bad = (async function* () {
+      yield 1
+      throw new Error('source broke')
+    })()
+    await expect(runTaskPool(bad, 2, async () => {})).rejects.toThrow('source broke')
+    const ac = new AbortController()
+    let done = 0
+    const p = runTaskPool(items(1000), 2, async () => {
+      await tick()
+      if (++done === 10) ac.abort(new Error('stop'))
+    }, ac.signal)
+    await expect(p).rejects.toThrow('stop')
+    expect(done).toBeLessThan(15)
+  })
+})
+
+describe('BlobCache', () => {
+  const id = (n: number) => n.toString(16).padStart(64, '0')
+  it('shares one read between concurrent requests and evicts beyond its size', async () => {
+    const reads: string[] = []
+    const cache = new BlobCache(async (b) => {
+      reads.push(b)
+      await new Promise((r) => setTimeout(r, 2))
+      return Buffer.alloc(100, b.slice(-1))
+    }, 250)
+    const [a, b] = await Promise.all([cache.get(id(1)), cache.get(id(1))])
+    expect(a).toBe(b)
+    expect(reads).toEqual([id(1)])
+    await cache.get(id(2))
+    await cache.get(id(1)) // now most recent
+    await cache.get(id(3)) // 300 bytes > 250: the least recent (2) goes
+    expect(cache.stats.bytes).toBeLessThanOrEqual(250)
+    await cache.get(id(1))
+    await cache.get(id(2))
+    expect(reads).toEqual([id(1), id(2), id(3), id(2)])
+  })
+  it('does not keep a failed read', async () => {
+    let n = 0
+    const cache = new BlobCache(async () => {
+      if (n++ === 0) throw new Error('transient')
+      return Buffer.alloc(1)
+    }, 100)
+    await expect(cache.get(id(9))).rejects.toThrow('transient')
+    await expect(cache.get(id(9))).resolves.toHaveLength(1)
+  })
+})
