@@ -37,11 +37,6 @@ export function lockKey(lockId: string): string {
   return `${LOCKS_PREFIX}${lockId}`
 }
 
-/** The id (last path segment) of an object key. */
-export function idOfKey(key: string): string {
-  return key.slice(key.lastIndexOf('/') + 1)
-}
-
 /**
  * Parses `packs/<2 hex>/<64 hex>` and returns the pack id, or undefined for any other name (temporary files of a
  * driver, stray objects): callers skip those.

@@ -394,7 +394,9 @@ export class Repository {
     const pending = this.#pending.get(id)
     if (pending?.stored) {
       const e = pending.entry
-      return this.#codec.decode(pending.stored, e.flags, e.plainLength, idBytes, `blob '${id}' (not yet flushed)`)
+      // A copy: the stored bytes are part of a pack still to be uploaded, and a plain, uncompressed blob would
+      // otherwise come back as a view the caller could write into.
+      return this.#codec.decode(Buffer.from(pending.stored), e.flags, e.plainLength, idBytes, `blob '${id}' (not yet flushed)`)
     }
     const loc = pending ? { ...pending.entry, packId: pending.packId! } : this.#index.get(idBytes)
     if (!loc) {

@@ -9,8 +9,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { openFsStorage } from '../../src/storage/fs.js'
-import { openS3Storage } from '../../src/storage/s3.js'
+import { openStorage } from '../../src/storage/open.js'
 import type { Storage } from '../../src/storage/storage.js'
 
 const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -20,15 +19,25 @@ export type StorageSpec =
   | { kind: 'fs'; root: string }
   | { kind: 's3'; endpoint: string; bucket: string; prefix: string; accessKeyId: string; secretAccessKey: string }
 
+/** The `--repo` URL and environment a user would give for `spec`. */
+export function specLocation(spec: StorageSpec): { url: string; env: Record<string, string> } {
+  if (spec.kind === 'fs') return { url: spec.root, env: {} }
+  return {
+    url: `s3://${spec.bucket}/${spec.prefix}`,
+    env: {
+      AWS_ENDPOINT_URL: spec.endpoint,
+      AWS_ACCESS_KEY_ID: spec.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: spec.secretAccessKey,
+      AWS_REGION: 'us-east-1',
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+    },
+  }
+}
+
+/** Opens `spec` the way the CLI does: the driver wrapped in the retry and concurrency-limit decorators. */
 export async function openSpec(spec: StorageSpec): Promise<Storage> {
-  if (spec.kind === 'fs') return openFsStorage(spec.root)
-  return openS3Storage({
-    bucket: spec.bucket,
-    prefix: spec.prefix,
-    endpoint: spec.endpoint,
-    forcePathStyle: true,
-    credentials: { accessKeyId: spec.accessKeyId, secretAccessKey: spec.secretAccessKey },
-  })
+  const { url, env } = specLocation(spec)
+  return openStorage(url, env)
 }
 
 /** Hands out a fresh, empty storage location per call, on one driver; `stop` removes them all. */
@@ -129,7 +138,7 @@ export function flipByte(at: number): (b: Buffer) => Buffer {
 export function compileForChildren(): { dir: string; remove: () => void } {
   const dir = path.join(PROJECT_ROOT, '.tmp', `repo-children-${process.pid}-${Date.now()}`)
   mkdirSync(dir, { recursive: true })
-  const entries = ['src/repo/index.ts', 'src/storage/fs.ts', 'src/storage/s3.ts', 'test/harness/repo-fixtures.ts']
+  const entries = ['src/repo/index.ts', 'src/storage/open.ts', 'test/harness/repo-fixtures.ts']
   const tsc = path.join(PROJECT_ROOT, 'node_modules/typescript/bin/tsc')
   const args = [
     tsc,

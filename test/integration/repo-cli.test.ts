@@ -14,10 +14,10 @@ import {
   flipByte,
   listKeys,
   openSpec,
+  specLocation,
   startStorageFactory,
   tempDir,
   type StorageFactory,
-  type StorageSpec,
 } from '../harness/repo-fixtures.js'
 
 interface Run {
@@ -48,20 +48,7 @@ describe.each(['fs', 's3'] as const)('init and verify commands on %s', (driver) 
     files.remove()
   })
 
-  /** The --repo URL and environment a user would give for `spec`. */
-  function location(spec: StorageSpec): { url: string; env: Record<string, string> } {
-    if (spec.kind === 'fs') return { url: spec.root, env: {} }
-    return {
-      url: `s3://${spec.bucket}/${spec.prefix}`,
-      env: {
-        AWS_ENDPOINT_URL: spec.endpoint,
-        AWS_ACCESS_KEY_ID: spec.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: spec.secretAccessKey,
-        AWS_REGION: 'us-east-1',
-        AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
-      },
-    }
-  }
+  const location = specLocation
 
   it('init refuses a passphrase on the command line and --encrypt without a passphrase', async () => {
     const { url, env } = location(factory.spec())

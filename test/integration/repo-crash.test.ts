@@ -7,10 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { setTimeout as sleep } from 'node:timers/promises'
 
 import { initRepository, openRepository, verifyRepository } from '../../src/repo/index.js'
+import type { Storage } from '../../src/storage/storage.js'
 import {
   blobContent,
   compileForChildren,
+  listKeys,
   openSpec,
+  readAll,
   sha256Hex,
   startChild,
   startStorageFactory,
@@ -19,6 +22,17 @@ import {
 
 const KILLS = 15
 const PASSPHRASE = 'crash test passphrase'
+
+/** Content-addressed objects (packs, index objects) whose bytes do not hash to their name. */
+async function tornObjects(storage: Storage): Promise<string[]> {
+  const torn: string[] = []
+  for (const prefix of ['packs/', 'index/']) {
+    for (const key of await listKeys(storage, prefix)) {
+      if (sha256Hex(await readAll(storage, key)) !== key.slice(key.lastIndexOf('/') + 1)) torn.push(key)
+    }
+  }
+  return torn
+}
 
 let compiled: { dir: string; remove: () => void }
 beforeAll(() => {
@@ -81,6 +95,16 @@ describe.each([
     collect(last.lines, 99)
     expect(killedMidway).toBe(KILLS)
     expect(committed.size).toBeGreaterThan(KILLS)
+
+    // Packs and index objects are named by the SHA-256 of their bytes, so an object whose bytes do not match its
+    // name is a torn write. The fs driver never leaves one. s3rver does: it commits whatever body arrived before a
+    // client died (FilesystemStore.putObject streams to the final path and never checks Content-Length), which
+    // S3 and MinIO never do. Such objects were never acknowledged to the writer, so no flush it reported depends on
+    // them; they are counted and removed so the rest of the check stays strict.
+    const torn = await tornObjects(storage)
+    if (driver === 'fs') expect(torn).toEqual([])
+    else if (torn.length > 0) console.log(`s3rver committed ${torn.length} torn object(s): ${torn.join(', ')}`)
+    for (const key of torn) await storage.remove(key)
 
     const repo = await openRepository(await openSpec(spec), { passphrase })
     const result = await verifyRepository(repo, { readData: true })

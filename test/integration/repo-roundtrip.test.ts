@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { randomBytes } from 'node:crypto'
 
-import { initRepository, openRepository, type InitRepositoryOptions } from '../../src/repo/index.js'
+import { initRepository, openRepository, verifyRepository, type InitRepositoryOptions } from '../../src/repo/index.js'
 import type { Storage } from '../../src/storage/storage.js'
 import {
   blobContent,
@@ -87,6 +87,25 @@ describe.each(['fs', 's3'] as const)('repository round trips on %s', (driver) =>
       await again.close()
       await storage.close()
       await storage2.close()
+    })
+
+    it('owns its bytes: changing the caller\'s buffer after put, or a buffer read back, changes nothing stored', async () => {
+      const spec = factory.spec()
+      const storage = await openSpec(spec)
+      const repo = await initRepository(storage, init)
+      const original = blobContent(2, 0)
+      const mine = Buffer.from(original)
+      const { id } = await repo.putBlob('data', mine)
+      mine.fill(0)
+      const early = await repo.readBlob(id) // from the pack still in memory
+      expect(early.equals(original)).toBe(true)
+      early.fill(1)
+      await repo.flush()
+      const again = await openRepository(await openSpec(spec), { passphrase })
+      expect((await again.readBlob(id)).equals(original)).toBe(true)
+      expect((await verifyRepository(again, { readData: true })).problems).toEqual([])
+      await repo.close()
+      await storage.close()
     })
 
     it('stores equal content once, within a session and across two instances', async () => {
