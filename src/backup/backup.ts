@@ -35,9 +35,10 @@ import {
 import type { BlobId } from '../repo/blob.js'
 import { FileListReader, FileListWriter } from '../repo/file-list.js'
 import { decodeFileMap, encodeFileMap, type FileMap, PAGE_BYTES } from '../repo/file-map.js'
+import { PACKS_PREFIX } from '../repo/layout.js'
 import type { Repository } from '../repo/repository.js'
 import { WalSegmentWriter } from '../wal/segment-writer.js'
-import { ParentBlobMissingError, PlainFileIngest, RelationFileIngest } from './file-ingest.js'
+import { type BlobSink, ParentBlobMissingError, PlainFileIngest, RelationFileIngest } from './file-ingest.js'
 import { IncrementalFileIngest, ParentFileMissingError } from './incremental-ingest.js'
 import { TarArchiveReader } from './tar-entries.js'
 
@@ -271,6 +272,8 @@ async function run(
 
     const files = new FileListWriter()
     const parentFiles = parent ? new FileListReader(repo, parent.files) : undefined
+    // Reusing the parent's blobs is safe only if their packs are still there: the index alone can be stale.
+    const sink = parent ? await sinkCheckingPacks(repo, signal) : repo
     const receivedChecks = new Map<string, { sizeBytes: number; crc32c: string }>()
     const checksumFailures: BackupRecord['checksumFailures'] = []
     const manifest: Buffer[] = []
@@ -297,7 +300,14 @@ async function run(
 
     const parentMap = async (path: string): Promise<FileMap | undefined> => {
       const e = await parentFiles?.get(path, { signal })
-      return e?.fileMap ? decodeFileMap(await repo.readBlob(e.fileMap, { signal }), `file map of '${path}' in backup ${parent!.id}`) : undefined
+      if (!e?.fileMap) return undefined
+      if (!sink.hasBlob(e.fileMap)) throw new ParentBlobMissingError(e.fileMap)
+      try {
+        return decodeFileMap(await repo.readBlob(e.fileMap, { signal }), `file map of '${path}' in backup ${parent!.id}`)
+      } catch (err) {
+        if (signal?.aborted) throw err
+        throw new ParentBlobMissingError(e.fileMap)
+      }
     }
     const storeFileMap = async (m: FileMap): Promise<BlobId> => (await repo.putBlob('meta', encodeFileMap(m), { signal })).id
 
@@ -310,13 +320,13 @@ async function run(
       const rel = classifyRelationPath(path)
       if (rel.kind === 'relation' && rel.incremental) {
         const target = path.replace(/INCREMENTAL\.([^/]+)$/, '$1')
-        const ing = new IncrementalFileIngest(repo, target, await parentMap(target), signal)
+        const ing = new IncrementalFileIngest(sink, target, await parentMap(target), signal)
         for await (const chunk of e.content) await ing.push(chunk)
         const r = await ing.finish()
         receivedChecks.set(path, { sizeBytes: r.incrementalSizeBytes, crc32c: crc32cHexLE(r.incrementalCrc32c) })
         files.add({ path: target, type: 'file', mode: e.mode, mtime: e.mtime, sizeBytes: r.fileMap.sizeBytes, fileMap: await storeFileMap(r.fileMap) })
       } else if (rel.kind === 'relation' && e.sizeBytes % PAGE_BYTES === 0) {
-        const ing = new RelationFileIngest(repo, e.sizeBytes, await parentMap(path), signal)
+        const ing = new RelationFileIngest(sink, e.sizeBytes, await parentMap(path), signal)
         for await (const chunk of e.content) await ing.push(chunk)
         const r = await ing.finish()
         const crc = crc32cHexLE(r.crc32c)
@@ -464,6 +474,22 @@ async function run(
   } finally {
     backupConn?.destroy()
     await walConn.close().catch(() => walConn.destroy())
+  }
+}
+
+/** The repository as a blob sink whose hasBlob also requires the blob's pack to exist in storage. */
+async function sinkCheckingPacks(repo: Repository, signal?: AbortSignal): Promise<BlobSink> {
+  const packs = new Set<string>()
+  for await (const obj of repo.storage.list(PACKS_PREFIX, { signal })) packs.add(obj.key.slice(obj.key.lastIndexOf('/') + 1))
+  return {
+    blobIdOf: (bytes) => repo.blobIdOf(bytes),
+    putBlob: (type, bytes, o) => repo.putBlob(type, bytes, o),
+    // A blob not located yet was put in this session (not flushed): it is there. A located blob counts only if
+    // its pack was in storage when the backup began; the parent's blobs were all located by then.
+    hasBlob: (id) => {
+      const loc = repo.locateBlob(id)
+      return loc === undefined ? repo.hasBlob(id) : packs.has(loc.packId)
+    },
   }
 }
 

@@ -26,67 +26,68 @@ export class TarArchiveReader {
   private readonly extract = tar.extract()
   private readonly consumer: Promise<void>
   private failure: unknown
+  /** Rejects with the first failure; write() and end() race it, so a failure can never leave them waiting. */
+  private readonly failed: Promise<never>
+  private fail!: (err: unknown) => void
 
   constructor(
     readonly archiveName: string,
     onEntry: (e: TarEntry) => Promise<void>,
   ) {
+    this.failed = new Promise<never>((_, reject) => {
+      this.fail = (err) => {
+        if (this.failure !== undefined) return
+        this.failure = err
+        reject(err)
+        this.extract.destroy()
+      }
+    })
+    this.failed.catch(() => {}) // observed by write() and end()
     this.consumer = (async () => {
       for await (const entry of this.extract as AsyncIterable<Entry>) {
         const h = entry.header
         const type = h.type === 'file' || h.type === 'contiguous-file' ? 'file' : h.type === 'directory' ? 'directory' : h.type === 'symlink' ? 'symlink' : undefined
-        if (!type) throw new FormatError(`archive '${archiveName}' has entry '${h.name}' of unsupported type '${h.type}'`)
-        const name = h.name.replace(/^\.\//, '').replace(/\/+$/, '')
-        await onEntry({
-          name,
-          type,
-          mode: (h.mode ?? 0) & 0o7777,
-          mtime: Math.floor((h.mtime?.getTime() ?? 0) / 1000),
-          sizeBytes: type === 'file' ? (h.size ?? 0) : 0,
-          linkTarget: type === 'symlink' ? (h.linkname ?? '') : undefined,
-          content: entry,
-        })
+        try {
+          if (!type) throw new FormatError(`archive '${archiveName}' has entry '${h.name}' of unsupported type '${h.type}'`)
+          await onEntry({
+            name: h.name.replace(/^\.\//, '').replace(/\/+$/, ''),
+            type,
+            mode: (h.mode ?? 0) & 0o7777,
+            mtime: Math.floor((h.mtime?.getTime() ?? 0) / 1000),
+            sizeBytes: type === 'file' ? (h.size ?? 0) : 0,
+            linkTarget: type === 'symlink' ? (h.linkname ?? '') : undefined,
+            content: entry,
+          })
+        } catch (err) {
+          // Record the failure before leaving the loop: leaving it runs the iterator's return(), which can wait
+          // on the half-read entry forever.
+          this.fail(err)
+          return
+        }
         // Whatever the callback left unread is skipped, so the archive can go on.
         entry.resume()
       }
-    })().catch((err) => {
-      this.failure ??= err
-      this.extract.destroy()
-      throw err
-    })
-    this.consumer.catch(() => {}) // observed in write() and end()
+    })().catch((err) => this.fail(err))
   }
 
   /** Feeds archive bytes; resolves when tar-stream can take more. Rejects once entry processing failed. */
   async write(chunk: Buffer): Promise<void> {
-    if (this.failure) throw this.failure
+    if (this.failure !== undefined) throw this.failure
     if (this.extract.write(chunk)) return
-    await new Promise<void>((resolve, reject) => {
-      const onDrain = () => {
-        this.extract.off('close', onClose)
-        resolve()
-      }
-      const onClose = () => {
-        this.extract.off('drain', onDrain)
-        reject(this.failure ?? new FormatError(`archive '${this.archiveName}' ended early`))
-      }
-      this.extract.once('drain', onDrain)
-      this.extract.once('close', onClose)
-    })
-    if (this.failure) throw this.failure
+    await Promise.race([new Promise<void>((resolve) => this.extract.once('drain', () => resolve())), this.failed])
   }
 
   /** Ends the archive and waits until every entry has been processed. */
   async end(): Promise<void> {
-    if (this.failure) throw this.failure
+    if (this.failure !== undefined) throw this.failure
     // streamx's end() takes no callback; the typings (for Node's Writable) want one.
     ;(this.extract as unknown as { end(): void }).end()
-    await this.consumer
+    await Promise.race([this.consumer, this.failed])
+    if (this.failure !== undefined) throw this.failure
   }
 
   /** Stops reading; pending writes reject. */
   destroy(reason: unknown): void {
-    this.failure ??= reason
-    this.extract.destroy()
+    this.fail(reason)
   }
 }
