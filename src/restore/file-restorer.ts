@@ -45,6 +45,8 @@ export interface FileRestorerContext {
   cache: BlobCache
   delta: boolean
   sync: boolean
+  /** Delta: fsync files found already right too (the target holds an interrupted restore). */
+  syncUnchanged: boolean
   signal?: AbortSignal
   /** Absolute path of a file of the backup in the target. */
   targetPath(path: string): string
@@ -137,7 +139,9 @@ export class FileRestorer {
 
   /** Sync, mode, times; then the report. `fh` is any open handle of the file (fsync covers the whole inode). */
   async #complete(fh: FileHandle, entry: FileEntry, crc: CrcState, bytesWritten: number, changed: boolean): Promise<void> {
-    if (this.ctx.sync) await fh.sync()
+    // An unchanged file was made durable by whoever wrote it (a server checkpoint, a finished restore), except
+    // after an interrupted restore, whose writes may still sit in the page cache.
+    if (this.ctx.sync && (changed || this.ctx.syncUnchanged)) await fh.sync()
     await fh.chmod(entry.mode & 0o7777)
     await fh.utimes(entry.mtime, entry.mtime)
     const crc32c = crc ? crc32cHexLE(crc32cFinal(crc.value)) : entry.crc32c!
@@ -302,18 +306,42 @@ export class FileRestorer {
   }
 
   /** A blob read whose failure names the file and the backup (a missing blob included). */
-  async #read(entry: FileEntry, id: BlobId, read: () => Promise<Buffer>): Promise<Buffer> {
-    try {
-      return await read()
-    } catch (err) {
-      if (this.ctx.signal?.aborted || (isPgkeepError(err) && err.code === 'ABORTED')) throw err
-      if (isPgkeepError(err) && err.code === 'STORAGE') throw err
-      throw new IntegrityError(`cannot restore '${entry.path}' of backup ${this.ctx.backupId}: ${(err as Error).message}`, {
-        cause: err,
-        hint: `blob '${id}' is damaged or missing; run 'pgkeep verify --read-data' to list every damaged object, or restore another backup with --backup`,
-      })
-    }
+  #read(entry: FileEntry, id: BlobId, read: () => Promise<Buffer>): Promise<Buffer> {
+    return readNamingFile(entry, id, this.ctx.backupId, read, this.ctx.signal)
   }
+}
+
+/**
+ * Runs a blob read; a failure other than an abort or a storage error (which says what it is itself) becomes an
+ * IntegrityError naming the file and the backup: a missing blob is as much damage as a corrupt one.
+ */
+export async function readNamingFile(entry: FileEntry, id: BlobId, backupId: string, read: () => Promise<Buffer>, signal?: AbortSignal): Promise<Buffer> {
+  try {
+    return await read()
+  } catch (err) {
+    if (signal?.aborted || (isPgkeepError(err) && (err.code === 'ABORTED' || err.code === 'STORAGE'))) throw err
+    throw new IntegrityError(`cannot restore '${entry.path}' of backup ${backupId}: ${(err as Error).message}`, {
+      cause: err,
+      hint: `blob '${id}' is damaged or missing; run 'pgkeep verify --read-data' to list every damaged object, or restore another backup with --backup`,
+    })
+  }
+}
+
+/** The whole content of a (small) file of a backup, every blob verified. */
+export async function readWholeFile(repo: Repository, backupId: string, entry: FileEntry, signal?: AbortSignal): Promise<Buffer> {
+  const out = Buffer.alloc(entry.sizeBytes)
+  const extents = entry.fileMap
+    ? decodeFileMap(await readNamingFile(entry, entry.fileMap, backupId, () => repo.readBlob(entry.fileMap!, { signal }), signal)).extents
+    : (entry.extents ?? [])
+  for (const x of extents) {
+    if (x.blob === null) continue
+    const blob = await readNamingFile(entry, x.blob, backupId, () => repo.readBlob(x.blob!, { signal }), signal)
+    if (x.blobOffset + x.length > blob.length || x.offset + x.length > out.length) {
+      throw new IntegrityError(`'${entry.path}' of backup ${backupId} refers to bytes beyond blob '${x.blob}' or beyond its own size`)
+    }
+    blob.copy(out, x.offset, x.blobOffset, x.blobOffset + x.length)
+  }
+  return out
 }
 
 /** The extents covering [offset, offset + length), cut to that range (binary search for the first). */

@@ -14,6 +14,8 @@ export interface WalGetCommandOptions {
   repoUrl: string
   /** A passphrase file the server's user can read (its path is written, never its content). */
   passphraseFile?: string
+  /** More options of `wal get`, e.g. `['--prefetch', '16']`. */
+  extraArgs?: readonly string[]
 }
 
 const SAFE_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/
@@ -34,7 +36,7 @@ function escapePlaceholders(arg: string): string {
 
 /**
  * The restore_command calling `pgkeep wal get` for this repository: `<pgkeep…> wal get --repo URL
- * [--passphrase-file F] %f "%p"`.
+ * [--passphrase-file F] [extra…] %f "%p"`.
  * @throws UsageError when a path is relative (the server runs the command from its data directory) or the
  *   command would contain a newline
  */
@@ -54,6 +56,7 @@ export function walGetRestoreCommand(o: WalGetCommandOptions): string {
   }
   const words = [...o.pgkeep, 'wal', 'get', '--repo', url]
   if (o.passphraseFile !== undefined) words.push('--passphrase-file', o.passphraseFile)
+  words.push(...(o.extraArgs ?? []))
   if (words.some((w) => /[\n\r\0]/.test(w))) throw new UsageError('restore_command cannot contain a newline or NUL', { hint: 'rename the path' })
   return `${words.map((w) => escapePlaceholders(shellQuote(w))).join(' ')} %f "%p"`
 }

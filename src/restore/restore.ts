@@ -15,8 +15,7 @@ import type { Repository } from '../repo/repository.js'
 import { BlobCache } from './blob-cache.js'
 import { chooseBackup } from './choose-backup.js'
 import { removeExtraneous } from './delta-cleanup.js'
-import { readFileContent } from './file-content.js'
-import { FileRestorer, type FileTask } from './file-restorer.js'
+import { FileRestorer, readWholeFile, type FileTask } from './file-restorer.js'
 import { formatRecoveryLines, restoredAutoConf, signalFileOf, type RecoveryOptions } from './recovery-config.js'
 import { MANIFEST_NAME, MANIFEST_TEMP_NAME, RestoredManifest } from './restored-manifest.js'
 import {
@@ -188,6 +187,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       cache,
       delta,
       sync,
+      syncUnchanged: state.marker !== undefined,
       signal,
       targetPath: (p) => join(pgdata, p),
       onBytes: (covered, written) => progress.add(covered, written),
@@ -233,11 +233,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
 
     // The small files that make the directory startable, pg_control last.
     progress.phase('finish')
-    const readEntry = async (e: FileEntry): Promise<Buffer> => {
-      const parts: Buffer[] = []
-      for await (const p of readFileContent(repo, e, { signal, backupId: backup.id })) parts.push(Buffer.from(p))
-      return Buffer.concat(parts)
-    }
+    const readEntry = (e: FileEntry): Promise<Buffer> => readWholeFile(repo, backup.id, e, signal)
     const writeListed = async (path: string, bytes: Buffer, mode: number, mtime: number | undefined) => {
       const abs = join(pgdata, path)
       await writeSmallFile(abs, bytes, mode, mtime, sync)

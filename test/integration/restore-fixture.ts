@@ -3,6 +3,7 @@
 // checksums, amcheck over every btree index, pg_verifybackup, an independent check of a restored directory against
 // the server's own manifest, and starting a restored directory as the server user.
 
+import { execFileSync } from 'node:child_process'
 import { readdir, readFile, lstat } from 'node:fs/promises'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -11,7 +12,9 @@ import { parseServerManifest } from '../../src/pg/backup-manifest.js'
 import { crc32c, crc32cHexLE } from '../../src/pg/crc32c.js'
 import type { BackupRecord } from '../../src/repo/backup-record.js'
 import type { Repository } from '../../src/repo/repository.js'
+import { walGetRestoreCommand } from '../../src/restore/restore-command.js'
 import { type Cluster, startOnDataDir } from '../harness/cluster.js'
+import { serverUser } from '../harness/server-user.js'
 import type { Major } from '../harness/pg-binaries.js'
 import { execFileP, verifyBackupPlan } from '../harness/reference-tools.js'
 
@@ -149,9 +152,30 @@ export async function checkOwnManifest(dir: string): Promise<number> {
   return seen
 }
 
-/** Starts a restored directory on a fresh port, archiving off (a restored copy must not archive into the source's repository). */
-export function startRestored(major: Major, dir: string, baseDir: string, tablespaceDirs: string[], conf: Record<string, string | number | boolean> = {}): Promise<Cluster> {
-  return startOnDataDir(major, dir, { baseDir, tablespaceDirs, conf: { archive_mode: 'off', ...conf } })
+/**
+ * Starts a restored directory on a fresh port, archiving off (a restored copy must not archive into the source's
+ * repository). `repoDir` is handed to the server user first: its restore_command reads the repository.
+ */
+export async function startRestored(
+  major: Major,
+  dir: string,
+  baseDir: string,
+  tablespaceDirs: string[],
+  o: { repoDir?: string; conf?: Record<string, string | number | boolean> } = {},
+): Promise<Cluster> {
+  if (o.repoDir) shareWithServer(o.repoDir)
+  return startOnDataDir(major, dir, { baseDir, tablespaceDirs, conf: { archive_mode: 'off', ...o.conf } })
+}
+
+/** Gives a directory tree to the server user (when tests run as root), e.g. a repository its WAL commands use. */
+export function shareWithServer(dir: string): void {
+  const u = serverUser()
+  if (u.drop) execFileSync('chown', ['-R', `${u.uid}:${u.gid}`, dir])
+}
+
+/** restore_command for tests: the real `pgkeep wal get`, its prefetch process lingering only briefly. */
+export function testRestoreCommand(repoDir: string): string {
+  return walGetRestoreCommand({ pgkeep: PGKEEP_ARGV, repoUrl: repoDir, extraArgs: ['--linger', '3'] })
 }
 
 /** Waits until a server that recovers to a target with `promote` has left recovery. */
@@ -167,3 +191,17 @@ export async function waitForPromotion(c: Cluster, timeoutMs = 60_000): Promise<
 
 /** How a restored server runs `pgkeep wal get`: this checkout's node and bin/pgkeep.js. */
 export const PGKEEP_ARGV = [process.execPath, join(import.meta.dirname, '..', '..', 'bin', 'pgkeep.js')]
+
+/**
+ * Stops a restored server, then the `wal get` prefetch process its restore_command started (found by the pid in
+ * its spool's daemon.json), so that nothing outlives the test.
+ */
+export async function stopRestored(c: Cluster): Promise<void> {
+  await c.stop()
+  try {
+    const info = JSON.parse(await readFile(join(c.dataDir, 'pg_wal', '.pgkeep-prefetch', 'daemon.json'), 'utf8')) as { pid?: number }
+    if (typeof info.pid === 'number' && info.pid > 1) process.kill(info.pid, 'SIGTERM')
+  } catch {
+    // no prefetch process, or it is gone already
+  }
+}

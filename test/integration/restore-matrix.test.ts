@@ -14,7 +14,6 @@ import { parseLsn } from '../../src/pg/lsn.js'
 import { findBackup } from '../../src/repo/backup-record.js'
 import { openRepository } from '../../src/repo/repository.js'
 import { restoreBackup } from '../../src/restore/restore.js'
-import { walGetRestoreCommand } from '../../src/restore/restore-command.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
@@ -28,9 +27,10 @@ import {
   checkAgainstServerManifest,
   checkOwnManifest,
   freezePgbench,
-  PGKEEP_ARGV,
   startRestored,
+  stopRestored,
   tableChecksums,
+  testRestoreCommand,
   verifyRestored,
   waitForPromotion,
 } from './restore-fixture.js'
@@ -99,7 +99,7 @@ describe.each(MAJORS)('restore on PG %i', (major) => {
         pgdata: t1,
         backup: full.b.id,
         tablespaceMapping: [{ from: pg.tablespaceDirs[0]!, to: ts1 }],
-        recovery: { restoreCommand: walGetRestoreCommand({ pgkeep: PGKEEP_ARGV, repoUrl: r.dir }), target: { type: 'immediate' }, targetAction: 'promote' },
+        recovery: { restoreCommand: testRestoreCommand(r.dir), target: { type: 'immediate' }, targetAction: 'promote' },
         jobs: 4,
       })
       expect(res.tablespaces).toEqual([{ oid: tsOid, location: ts1 }])
@@ -134,7 +134,7 @@ describe.each(MAJORS)('restore on PG %i', (major) => {
   }
 
   async function startAndCompare(dir: string, ts: string, want: Record<string, string>): Promise<void> {
-    const c = await startRestored(major, dir, pg.baseDir, [ts])
+    const c = await startRestored(major, dir, pg.baseDir, [ts], { repoDir: r.dir })
     try {
       await waitForPromotion(c)
       expect(await tableChecksums(c)).toEqual(want)
@@ -143,7 +143,7 @@ describe.each(MAJORS)('restore on PG %i', (major) => {
       const [{ loc }] = await c.sql<{ loc: string }>(`select pg_tablespace_location(oid) as loc from pg_tablespace where spcname = 'ts1'`)
       expect(loc).toBe(ts)
     } finally {
-      await c.stop()
+      await stopRestored(c)
     }
   }
 })

@@ -10,7 +10,6 @@ import type { RecoveryOptions } from '../../restore/recovery-config.js'
 import { restoreBackup, type RestoreResult } from '../../restore/restore.js'
 import { walGetRestoreCommand } from '../../restore/restore-command.js'
 import { parseTablespaceMapping } from '../../restore/tablespace-mapping.js'
-import { isRestoreIncomplete } from '../../restore/target-directory.js'
 import type { Command } from '../command.js'
 import { formatBytes, formatDuration } from '../format.js'
 import { parseCommandArgs } from '../parse.js'
@@ -120,10 +119,8 @@ ${REPO_USAGE}
         },
       })
     } catch (err) {
+      // The engine has said whether the directory was left incomplete (a warning above the error).
       progress.done()
-      if (await isRestoreIncomplete(pgdata)) {
-        ctx.stderr.write(`pgkeep: '${pgdata}' is incomplete and cannot be started (no global/pg_control); run the restore again, with --delta to reuse what was written\n`)
-      }
       throw err
     } finally {
       await opened.repo.close().catch(() => {})

@@ -1,0 +1,195 @@
+// Restores that must fail, and fail safely: a damaged pack, a missing pack, a wrong passphrase, a non-empty target,
+// and a restore killed with SIGKILL half-way. Each exits non-zero naming what is wrong; a directory left behind has
+// no global/pg_control, so the server refuses to start on it; and `--delta` finishes the interrupted one.
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdir, readdir, writeFile, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { takeBackup, type BackupResult } from '../../src/backup/backup.js'
+import { findBackup } from '../../src/repo/backup-record.js'
+import { FileListReader } from '../../src/repo/file-list.js'
+import { decodeFileMap } from '../../src/repo/file-map.js'
+import { packKey } from '../../src/repo/layout.js'
+import { openRepository } from '../../src/repo/repository.js'
+import { RESTORE_MARKER } from '../../src/restore/target-directory.js'
+import { openFsStorage } from '../../src/storage/fs.js'
+import { runMain } from '../harness/cli.js'
+import { type Cluster, startCluster } from '../harness/cluster.js'
+import { loadPgbench } from '../harness/load.js'
+import { freshFsRepo, type TestRepo } from '../harness/repo.js'
+import { damage, flipByte } from '../harness/repo-fixtures.js'
+import { cp, rm } from 'node:fs/promises'
+import { addOwnTables, startRestored, stopRestored, tableChecksums, waitForPromotion } from './restore-fixture.js'
+
+const MAJOR = 15
+const ROOT = join(import.meta.dirname, '..', '..')
+
+describe('restore faults', () => {
+  let pg: Cluster
+  let r: TestRepo
+  let b: BackupResult
+  let want: Record<string, string>
+  beforeAll(async () => {
+    pg = await startCluster({ major: MAJOR })
+    r = await freshFsRepo()
+    await loadPgbench(pg, 4)
+    await addOwnTables(pg)
+    b = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second() })
+    want = await tableChecksums(pg)
+  })
+  afterAll(async () => {
+    await pg?.destroy()
+    await r?.close()
+  })
+
+  const restoreArgs = (repoDir: string, target: string) => [
+    'restore', '--repo', repoDir, '--pgdata', target, '--tablespace-mapping', `${pg.tablespaceDirs[0]}=${target}-ts`,
+    '--target-immediate', '--target-action', 'promote',
+  ]
+
+  /** A copy of the repository to damage. */
+  async function repoCopy(name: string): Promise<string> {
+    const dir = join(pg.baseDir, name)
+    await cp(r.dir, dir, { recursive: true })
+    return dir
+  }
+
+  /** Where the data of a file lives: for a relation file, the blob holding its middle. */
+  async function blobOf(repoDir: string, path: string): Promise<{ packId: string; offset: number; storedLength: number }> {
+    const repo = await openRepository(await openFsStorage(repoDir))
+    try {
+      const rec = await findBackup(repo, b.id)
+      const entry = (await new FileListReader(repo, rec.files).get(path))!
+      const extents = entry.fileMap ? decodeFileMap(await repo.readBlob(entry.fileMap)).extents : entry.extents!
+      const x = extents.find((e) => e.blob !== null && e.offset + e.length > entry.sizeBytes / 2)!
+      const loc = repo.locateBlob(x.blob!)!
+      return { packId: loc.packId, offset: loc.offset, storedLength: loc.storedLength }
+    } finally {
+      await repo.close()
+    }
+  }
+
+  /** The directory a failed restore left: marked incomplete, without pg_control, and no server starts on it. */
+  async function expectUnstartable(target: string, why = /pg_control|postgresql\.conf/): Promise<void> {
+    expect(existsSync(join(target, RESTORE_MARKER))).toBe(true)
+    expect(existsSync(join(target, 'global', 'pg_control'))).toBe(false)
+    expect(existsSync(join(target, 'backup_manifest'))).toBe(false)
+    expect(existsSync(join(target, 'recovery.signal'))).toBe(false)
+    // Whatever else is missing, the server refuses: pg_control is always the last file written.
+    await expect(startRestored(MAJOR, target, pg.baseDir, [`${target}-ts`], { repoDir: r.dir })).rejects.toThrow(why)
+  }
+
+  it('a damaged blob (the last one read): exits with the integrity status naming the file and the backup; no server starts', async () => {
+    // Damage pg_control's own bytes: the restore then gets through everything else, so the directory it leaves
+    // lacks nothing but pg_control, which is exactly what must keep a server from starting on it.
+    const dir = await repoCopy('repo-damaged')
+    const blob = await blobOf(dir, 'global/pg_control')
+    const storage = await openFsStorage(dir)
+    await damage(storage, packKey(blob.packId), flipByte(blob.offset + Math.floor(blob.storedLength / 2)))
+    await storage.close()
+    const target = join(pg.baseDir, 'target-damaged')
+    const res = await runMain(restoreArgs(dir, target))
+    expect(res.code, res.stderr).toBe(30)
+    expect(res.stderr).toContain(`cannot restore 'global/pg_control' of backup ${b.id}`)
+    expect(res.stderr).toMatch(/warning: the restore into .* did not finish: the directory is incomplete and will not start/)
+    expect(existsSync(join(target, 'postgresql.conf'))).toBe(true)
+    expect(existsSync(join(target, 'backup_label'))).toBe(true)
+    await expectUnstartable(target, /could not open file.*global\/pg_control/)
+  })
+
+  it('a missing pack: the same', async () => {
+    const dir = await repoCopy('repo-missing')
+    const [{ path }] = await pg.sql<{ path: string }>(`select pg_relation_filepath('pgbench_accounts') as path`)
+    const blob = await blobOf(dir, path)
+    await rm(join(dir, packKey(blob.packId)))
+    const target = join(pg.baseDir, 'target-missing')
+    const res = await runMain(restoreArgs(dir, target))
+    expect(res.code, res.stderr).toBe(30)
+    expect(res.stderr).toMatch(new RegExp(`cannot restore '[^']+' of backup ${b.id}: pack '${packKey(blob.packId)}' holding blob '[0-9a-f]{64}' is missing`))
+    await expectUnstartable(target)
+  })
+
+  it('a wrong passphrase: refused before anything is written', async () => {
+    const enc = await freshFsRepo({ passphrase: 'the right one' })
+    try {
+      await takeBackup({ conninfo: pg.url(), repo: enc.repo, walRepo: await enc.second() })
+      const target = join(pg.baseDir, 'target-passphrase')
+      const res = await runMain(restoreArgs(enc.dir, target), { PGKEEP_PASSPHRASE: 'the wrong one' })
+      expect(res.code, res.stderr).toBe(23)
+      expect(res.stderr).toMatch(/wrong passphrase for repository/)
+      expect(existsSync(target)).toBe(false)
+      // With the right one it works, and the passphrase is nowhere in the directory.
+      const ok = await runMain(restoreArgs(enc.dir, target), { PGKEEP_PASSPHRASE: 'the right one' })
+      expect(ok.code, ok.stderr).toBe(0)
+      expect(ok.stdout).toMatch(/needs PGKEEP_PASSPHRASE or PGKEEP_PASSPHRASE_FILE/)
+      const grep = spawnSync('grep', ['-rl', '--binary-files=text', 'the right one', target, `${target}-ts`], { encoding: 'utf8' })
+      expect(grep.status, `grep found the passphrase in: ${grep.stdout}`).toBe(1)
+    } finally {
+      await enc.close()
+    }
+  })
+
+  it('a non-empty target or tablespace location: refused, nothing touched', async () => {
+    const target = join(pg.baseDir, 'target-nonempty')
+    await mkdir(target)
+    await writeFile(join(target, 'precious'), 'keep me')
+    const res = await runMain(restoreArgs(r.dir, target))
+    expect(res.code, res.stderr).toBe(2)
+    expect(res.stderr).toContain(`data directory '${target}' exists and is not empty`)
+    expect(res.stderr).toMatch(/HINT: .*--delta/)
+    expect(await readdir(target)).toEqual(['precious'])
+
+    const target2 = join(pg.baseDir, 'target-tsbusy')
+    const res2 = await runMain(['restore', '--repo', r.dir, '--pgdata', target2]) // tablespace unmapped: the live source's
+    expect(res2.code, res2.stderr).toBe(2)
+    expect(res2.stderr).toContain(`location of tablespace`)
+    expect(res2.stderr).toContain(`'${pg.tablespaceDirs[0]}' exists and is not empty`)
+    expect(existsSync(target2)).toBe(false)
+
+    // --delta over a directory of another cluster is refused too.
+    const other = await startCluster({ major: MAJOR, noStart: true, tablespaces: 0 })
+    try {
+      const res3 = await runMain(['restore', '--repo', r.dir, '--pgdata', other.dataDir, '--delta', '--tablespace-mapping', `${pg.tablespaceDirs[0]}=${other.baseDir}/ts`])
+      expect(res3.code, res3.stderr).toBe(2)
+      expect(res3.stderr).toMatch(/holds cluster \d+, but backup \S+ is of cluster \d+/)
+    } finally {
+      await other.destroy()
+    }
+  })
+
+  it('killed with SIGKILL half-way: the directory does not start; --delta finishes it', async () => {
+    const target = join(pg.baseDir, 'target-killed')
+    const child: ChildProcess = spawn(process.execPath, [join(ROOT, 'bin', 'pgkeep.js'), ...restoreArgs(r.dir, target), '--jobs', '1'], { stdio: 'ignore' })
+    const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)))
+    // Kill it once it is writing database files.
+    const until = Date.now() + 30_000
+    let killed = false
+    while (Date.now() < until) {
+      const files = await readdir(join(target, 'base')).catch(() => [] as string[])
+      if (files.length > 0 && existsSync(join(target, RESTORE_MARKER))) {
+        child.kill('SIGKILL')
+        killed = true
+        break
+      }
+      if (child.exitCode !== null) break
+      await new Promise((res) => setTimeout(res, 5))
+    }
+    await exited
+    expect(killed, 'the restore finished before it could be killed').toBe(true)
+    await expectUnstartable(target)
+
+    const res = await runMain([...restoreArgs(r.dir, target), '--delta'])
+    expect(res.code, res.stderr).toBe(0)
+    expect(existsSync(join(target, RESTORE_MARKER))).toBe(false)
+    expect((await stat(join(target, 'global', 'pg_control'))).size).toBe(8192)
+    const c = await startRestored(MAJOR, target, pg.baseDir, [`${target}-ts`], { repoDir: r.dir })
+    try {
+      await waitForPromotion(c)
+      expect(await tableChecksums(c)).toEqual(want)
+    } finally {
+      await stopRestored(c)
+    }
+  })
+})
