@@ -469,6 +469,9 @@ async function run(
       files: fileList.count,
     }
   } catch (err) {
+    backupConn?.destroy()
+    // Keep what was uploaded: committing it lets the next run find those blobs instead of storing them again.
+    await commitWhatWasStored([repo, walRepo])
     if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new AbortedError()
     throw err
   } finally {
@@ -491,6 +494,12 @@ async function sinkCheckingPacks(repo: Repository, signal?: AbortSignal): Promis
       return loc === undefined ? repo.hasBlob(id) : packs.has(loc.packId)
     },
   }
+}
+
+/** Flushes the repositories after a failure, giving up after a few seconds (the failure may be the storage's). */
+async function commitWhatWasStored(repos: Repository[]): Promise<void> {
+  const timeout = new Promise<void>((resolve) => setTimeout(resolve, 10_000).unref())
+  await Promise.race([Promise.all(repos.map((r) => r.flush().catch(() => {}))), timeout])
 }
 
 function startBaseBackup(c: ReplicationConnection, o: BackupOptions, incremental: boolean) {

@@ -19,6 +19,8 @@ export interface SealedPack {
 /** Collects the stored bytes of blobs of one type, in order, until sealed. */
 export class PackBuilder {
   readonly type: BlobType
+  /** When the first blob was added (Date.now()), or 0 while empty. */
+  startedAt = 0
   readonly #entries: PackEntry[] = []
   readonly #chunks: Buffer[] = []
   #sizeBytes = 0

@@ -53,6 +53,10 @@ import { forEachConcurrent, isAlreadyExists, isNotFound, readObject } from './st
 const PASSPHRASE_HINT = 'check PGKEEP_PASSPHRASE or --passphrase-file'
 const DEFAULT_MAX_PACK_UPLOADS = 2
 const LOAD_CONCURRENCY = 4
+/** Longest time uploaded packs stay unindexed while a session keeps writing. */
+const INDEX_COMMIT_INTERVAL_MS = 5_000
+/** Longest time a pack collects blobs before it is sealed and uploaded, full or not. */
+const PACK_SEAL_INTERVAL_MS = 5_000
 
 export interface InitRepositoryOptions {
   /** Encrypt the repository; the passphrase wraps its master key. */
@@ -277,6 +281,7 @@ export class Repository {
   readonly #awaitingIndex: IndexPack[] = []
   #awaitingIndexEntries = 0
   #indexWriting: Promise<void> = Promise.resolve()
+  #lastIndexCommit = Date.now()
   #flushing: Promise<void> = Promise.resolve()
   readonly #locks = new Set<RepoLock>()
   readonly #stats: SessionStats = { blobsPut: 0, blobsStored: 0, plainBytesStored: 0, storedBytes: 0, packsWritten: 0, indexObjectsWritten: 0 }
@@ -376,10 +381,20 @@ export class Repository {
     this.#stats.blobsStored++
     this.#stats.plainBytesStored += bytes.length
     this.#stats.storedBytes += stored.length
-    if (builder.sizeBytes >= this.config.packTargetBytes) this.#sealBuilder(type)
+    if (builder.startedAt === 0) builder.startedAt = Date.now()
+    // Full packs are sealed; so are old ones, so that a slow writer that dies loses at most a few seconds of work.
+    if (builder.sizeBytes >= this.config.packTargetBytes || Date.now() - builder.startedAt >= PACK_SEAL_INTERVAL_MS) this.#sealBuilder(type)
 
     await this.#uploader.waitForRoom(o.signal)
-    if (this.#awaitingIndexEntries >= MAX_INDEX_ENTRIES) await this.#writeIndex(o.signal)
+    // Index durable packs when an index object is full, and at least every INDEX_COMMIT_INTERVAL_MS: a writer that
+    // dies (SIGKILL) then leaves its uploaded blobs findable, so running it again does not store them twice.
+    if (
+      this.#awaitingIndexEntries >= MAX_INDEX_ENTRIES ||
+      (this.#awaitingIndexEntries > 0 && Date.now() - this.#lastIndexCommit >= INDEX_COMMIT_INTERVAL_MS)
+    ) {
+      this.#lastIndexCommit = Date.now()
+      await this.#writeIndex(o.signal)
+    }
     return { id, stored: true }
   }
 
