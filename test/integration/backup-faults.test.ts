@@ -113,10 +113,30 @@ describe('pgkeep backup faults (PG 16)', () => {
     const packs = (await Promise.all(packDirs.map(async (d) => (await readdir(join(dir, 'packs', d))).map((f) => join(dir, 'packs', d, f))))).flat()
     const sizes = await Promise.all(packs.map(async (p) => (await stat(p)).size))
     await unlink(packs[sizes.indexOf(Math.max(...sizes))])
+    // verify names the backup and its files that lost data.
+    const firstId = JSON.parse(first.stdout).id
+    const verify = await runMain(['verify', '--repo', dir])
+    expect(verify.code).toBe(30)
+    expect(verify.stdout).toMatch(new RegExp(`backup ${firstId} file '[^']+': data blob '[0-9a-f]{64}' is missing`))
     const second = await runMain(['backup', '-d', pg.url(), '--repo', dir, '--json'])
     expect(second.code, second.stderr).toBe(0)
     expect(second.stderr).toMatch(/missing.*taking a full backup instead/)
     expect(JSON.parse(second.stdout).type).toBe('full')
+  })
+
+  it('verify names a backup whose WAL is gone', async () => {
+    const dir = join(pg.baseDir, 'wal-repo')
+    const b = await runMain(['backup', '-d', pg.url(), '--repo', dir, '--json'])
+    expect(b.code, b.stderr).toBe(0)
+    const id = JSON.parse(b.stdout).id
+    expect((await runMain(['verify', '--repo', dir])).code).toBe(0)
+    const walDir = join(dir, 'records', 'wal')
+    const [cluster] = await readdir(walDir)
+    const [segment] = (await readdir(join(walDir, cluster))).sort()
+    await unlink(join(walDir, cluster, segment))
+    const verify = await runMain(['verify', '--repo', dir])
+    expect(verify.code).toBe(30)
+    expect(verify.stdout).toMatch(new RegExp(`backup ${id}: WAL segment '${segment.slice(0, 24)}' it needs is not in the repository`))
   })
 
   it('SIGINT: exit 14 with "interrupted", nothing listed, no slot left; running again succeeds', async () => {

@@ -4,6 +4,7 @@
 import { IntegrityError, UsageError } from '../../errors.js'
 import { openRepository, verifyRepository, type VerifyResult } from '../../repo/index.js'
 import { openStorage } from '../../storage/open.js'
+import { verifyBackups } from '../../verify/verify-backups.js'
 import type { Command } from '../command.js'
 import { exitCodeFor } from '../exit-codes.js'
 import { parseCommandArgs } from '../parse.js'
@@ -15,7 +16,8 @@ export const verifyCommand: Command = {
   usage: `usage: pgkeep verify --repo URL [--read-data[=PERCENT]] [--json] [--passphrase-file F]
 
 Checks that every index object matches the packs it lists, every pack header is intact, every record decodes and
-references only indexed blobs. With --read-data it also reads packs and re-hashes every blob in them: all packs,
+references only indexed blobs, and that every backup is whole: each blob its files use is present, and so is the
+WAL from its start to its end LSN. With --read-data it also reads packs and re-hashes every blob in them: all packs,
 or a random PERCENT of them (whole packs). Takes a shared lock, so it waits for no backup but refuses to run
 during garbage collection.
 Exits 0 when the repository is sound, ${exitCodeFor('INTEGRITY')} when something is damaged (each damaged object is listed).
@@ -46,9 +48,17 @@ ${PASSPHRASE_USAGE}
     try {
       const repo = await openRepository(storage, { passphrase, signal: ctx.signal })
       const lock = await repo.acquireLock('shared', { purpose: 'verify', signal: ctx.signal })
-      let result: VerifyResult
+      let result: VerifyResult & { stats: { backups: number; backupFiles: number } }
       try {
-        result = await verifyRepository(repo, { readData: percent, signal: AbortSignal.any([ctx.signal, lock.signal]) })
+        const signal = AbortSignal.any([ctx.signal, lock.signal])
+        const structure = await verifyRepository(repo, { readData: percent, signal })
+        // Then every backup must be whole: its files' blobs present, and the WAL from its start to its end.
+        const backups = await verifyBackups(repo, { signal })
+        result = {
+          ok: structure.ok && backups.problems.length === 0,
+          problems: [...structure.problems, ...backups.problems],
+          stats: { ...structure.stats, backups: backups.backups, backupFiles: backups.files },
+        }
       } finally {
         await repo.close()
       }
@@ -66,10 +76,11 @@ ${PASSPHRASE_USAGE}
   },
 }
 
-function formatResult(name: string, percent: number, r: VerifyResult): string {
+function formatResult(name: string, percent: number, r: VerifyResult & { stats: { backups: number; backupFiles: number } }): string {
   const s = r.stats
   const lines = [
     `repository '${name}': ${s.packs} packs, ${s.indexObjects} index objects, ${s.indexedBlobs} blobs, ${s.records} records`,
+    `${s.backups} backups with ${s.backupFiles} files in all`,
     `checked structure${percent > 0 ? ` and the data of ${s.packsRead} packs (${s.blobsRead} blobs, ${(s.bytesRead / 1048576).toFixed(1)} MiB)` : ''}`,
   ]
   if (s.unindexedPacks > 0) lines.push(`note: ${s.unindexedPacks} packs are not indexed (left by an interrupted write; GC removes them)`)

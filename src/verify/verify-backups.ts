@@ -1,0 +1,96 @@
+// Checks that every backup is whole: its file list, every file map and every blob its files refer to are in the
+// repository (indexed, with their pack present), and the WAL from its start to its end LSN is stored. Reading and
+// re-hashing blob content is verifyRepository's job (--read-data); this names which backup and file a hole hurts.
+
+import { parseLsn } from '../pg/lsn.js'
+import { walFileName } from '../pg/wal-names.js'
+import { type BackupRecord, listBackups } from '../repo/backup-record.js'
+import type { BlobId } from '../repo/blob.js'
+import { decodeChunk } from '../repo/file-list.js'
+import { decodeFileMap } from '../repo/file-map.js'
+import { PACKS_PREFIX } from '../repo/layout.js'
+import type { Repository } from '../repo/repository.js'
+import { findWalSegment } from '../restore/wal-files.js'
+
+export interface BackupProblem {
+  /** `backup <id>`, with the file when one is concerned. */
+  object: string
+  message: string
+}
+
+export interface VerifyBackupsResult {
+  backups: number
+  files: number
+  problems: BackupProblem[]
+}
+
+export async function verifyBackups(repo: Repository, o: { signal?: AbortSignal } = {}): Promise<VerifyBackupsResult> {
+  const signal = o.signal
+  const packs = new Set<string>()
+  for await (const obj of repo.storage.list(PACKS_PREFIX, { signal })) packs.add(obj.key.slice(obj.key.lastIndexOf('/') + 1))
+  const present = (id: BlobId) => {
+    const loc = repo.locateBlob(id)
+    return loc !== undefined && packs.has(loc.packId)
+  }
+  const problems: BackupProblem[] = []
+  const checkedMaps = new Set<BlobId>()
+  let files = 0
+  const backups = await listBackups(repo, undefined, { signal })
+  for (const b of backups) {
+    const where = (file?: string) => `backup ${b.id}${file ? ` file '${file}'` : ''}`
+    const missing = (file: string | undefined, what: string, id: BlobId) =>
+      problems.push({ object: where(file), message: `${what} blob '${id}' is missing from the repository` })
+    for (const id of b.serverManifest) if (!present(id)) missing(undefined, "the server's manifest", id)
+    for (const chunk of b.files.chunks) {
+      if (!present(chunk.blob)) {
+        missing(undefined, `file list chunk ('${chunk.first}' .. '${chunk.last}')`, chunk.blob)
+        continue
+      }
+      let entries
+      try {
+        entries = decodeChunk(await repo.readBlob(chunk.blob, { signal }), `file list chunk '${chunk.blob}'`)
+      } catch (err) {
+        problems.push({ object: where(), message: (err as Error).message })
+        continue
+      }
+      for (const e of entries) {
+        files++
+        for (const x of e.extents ?? []) if (x.blob !== null && !present(x.blob)) missing(e.path, 'data', x.blob)
+        if (!e.fileMap || checkedMaps.has(e.fileMap)) continue
+        if (!present(e.fileMap)) {
+          missing(e.path, 'file map', e.fileMap)
+          continue
+        }
+        try {
+          const m = decodeFileMap(await repo.readBlob(e.fileMap, { signal }), `file map of '${e.path}'`)
+          let bad = false
+          for (const x of m.extents) {
+            if (x.blob !== null && !present(x.blob)) {
+              missing(e.path, 'data', x.blob)
+              bad = true
+            }
+          }
+          if (!bad) checkedMaps.add(e.fileMap)
+        } catch (err) {
+          problems.push({ object: where(e.path), message: (err as Error).message })
+        }
+      }
+    }
+    await checkWal(repo, b, problems, signal)
+  }
+  return { backups: backups.length, files, problems }
+}
+
+/** The WAL from the backup's start to its end LSN, without which it cannot become consistent. */
+async function checkWal(repo: Repository, b: BackupRecord, problems: BackupProblem[], signal?: AbortSignal): Promise<void> {
+  const seg = BigInt(b.walSegmentSizeBytes)
+  for (let s = parseLsn(b.startLsn) / seg; s <= (parseLsn(b.endLsn) - 1n) / seg; s++) {
+    const name = walFileName(b.timeline, s, b.walSegmentSizeBytes)
+    const rec = await findWalSegment(repo, b.systemId, name, { signal })
+    const needed = s === (parseLsn(b.endLsn) - 1n) / seg ? Number(parseLsn(b.endLsn) - s * seg) : b.walSegmentSizeBytes
+    if (!rec) problems.push({ object: `backup ${b.id}`, message: `WAL segment '${name}' it needs is not in the repository` })
+    else if (rec.validBytes < needed) {
+      problems.push({ object: `backup ${b.id}`, message: `WAL segment '${name}' is stored only up to byte ${rec.validBytes}, the backup needs ${needed}` })
+    }
+  }
+}
