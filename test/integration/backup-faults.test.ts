@@ -159,6 +159,30 @@ describe('pgkeep backup faults (PG 16)', () => {
     expect(await backupsIn(dir)).toHaveLength(1)
   })
 
+  it("records and prints the server's page checksum failures, and flags the backup", async () => {
+    const bad = await startCluster({ major: 16, tablespaces: 0 })
+    try {
+      await bad.sql(`create table victim as select g id, md5(g::text) v from generate_series(1, 5000) g`)
+      await bad.sql('checkpoint')
+      const [{ path }] = await bad.sql<{ path: string }>(`select pg_relation_filepath('victim') path`)
+      await bad.stop()
+      const file = join(bad.dataDir, path)
+      const bytes = await readFile(file)
+      bytes.fill(0x5a, 8192 + 4000, 8192 + 4100) // inside page 1, past its header: only the checksum can tell
+      await writeFile(file, bytes)
+      await bad.start()
+      const dir = join(bad.baseDir, 'repo')
+      const res = await runMain(['backup', '-d', bad.url(), '--repo', dir, '--json'])
+      expect(res.code, res.stderr).toBe(0)
+      expect(res.stderr).toMatch(/pgkeep: warning: server: .*checksum verification failed/)
+      expect(JSON.parse(res.stdout).checksumFailures).toBeGreaterThanOrEqual(1)
+      const info = await runMain(['info', '--repo', dir])
+      expect(info.stdout).toMatch(/CHECKSUM FAILURES/)
+    } finally {
+      await bad.destroy()
+    }
+  })
+
   it('a full disk in the repository: exit 20 with a disk-space hint, nothing listed', async () => {
     const mnt = join(pg.baseDir, 'tiny')
     await mkdir(mnt)
