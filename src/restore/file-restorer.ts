@@ -22,6 +22,8 @@ export const PIECE_BYTES = 16 << 20
 /** A write gathers up to this many bytes of consecutive extents into one writev. */
 const GATHER_BYTES = 1 << 20
 const GATHER_BUFFERS = 32
+/** Extents whose blobs are fetched ahead of the one being written. */
+const READ_AHEAD_EXTENTS = 4
 const ZEROS = Buffer.alloc(WINDOW_BYTES)
 const ZERO_HASH = Buffer.alloc(PAGE_HASH_BYTES)
 
@@ -167,8 +169,19 @@ export class FileRestorer {
       bufs = []
       gathered = 0
     }
-    for (const x of sliceExtents(extents, offset, lengthBytes)) {
+    const slice = sliceExtents(extents, offset, lengthBytes)
+    // Read ahead: the next few blobs are fetched while this one is written.
+    let ahead = 0
+    const prefetch = (i: number) => {
+      for (ahead = Math.max(ahead, i + 1); ahead < slice.length && ahead <= i + READ_AHEAD_EXTENTS; ahead++) {
+        const b = slice[ahead]!.blob
+        if (b !== null) this.ctx.cache.get(b).catch(() => {})
+      }
+    }
+    for (let i = 0; i < slice.length; i++) {
+      const x = slice[i]!
       this.ctx.signal?.throwIfAborted()
+      prefetch(i)
       if (x.blob === null) {
         await flush()
         if (crc) for (let left = x.length; left > 0; left -= ZEROS.length) crc.value = crc32cUpdate(crc.value, ZEROS.subarray(0, Math.min(left, ZEROS.length)))

@@ -4,6 +4,7 @@
 // the WAL the backup needs into pg_wal, writes the recovery settings, and a backup_manifest for pg_verifybackup.
 
 import { lstat, mkdir, open, readlink, rename, rm, symlink, chmod, utimes } from 'node:fs/promises'
+import { setMaxListeners } from 'node:events'
 import { dirname, join, resolve } from 'node:path'
 import { UsageError } from '../errors.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
@@ -125,6 +126,8 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
 
   const lock = await repo.acquireLock('shared', { purpose: 'restore', signal: o.signal })
   const signal = o.signal ? AbortSignal.any([o.signal, lock.signal]) : lock.signal
+  // Every blob read in flight listens on it (jobs × read-ahead of them): not a leak.
+  setMaxListeners(0, signal)
   let touched = false
   let manifest: RestoredManifest | undefined
   try {
