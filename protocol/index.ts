@@ -2,7 +2,7 @@
 // Connect (TCP, Unix socket, TLS; trust, password, md5, SCRAM), then run replication commands on the connection.
 
 export * from './errors.js'
-export { type Lsn, formatLsn, parseLsn, isLsn } from './lsn.js'
+export { type Lsn, formatLsn, parseLsn, tryParseLsn, isLsn } from './lsn.js'
 export {
   type ConnectOptions,
   type HostPort,

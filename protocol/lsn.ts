@@ -8,11 +8,17 @@ export type Lsn = bigint
 
 const LSN_RE = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/
 
-/** Parses `16/B374D848` (or `0/03000028`). Throws ProtocolError on anything else. */
-export function parseLsn(text: string): Lsn {
+/** Parses `16/B374D848` (or `0/03000028`); undefined for anything else. The one parser of the text form. */
+export function tryParseLsn(text: string): Lsn | undefined {
   const m = LSN_RE.exec(text)
-  if (!m) throw new ProtocolError(`invalid LSN '${text}'`, { hint: "an LSN looks like '0/3000028'" })
-  return (BigInt('0x' + m[1]) << 32n) | BigInt('0x' + m[2])
+  return m ? (BigInt('0x' + m[1]) << 32n) | BigInt('0x' + m[2]) : undefined
+}
+
+/** Parses an LSN the server sent. Throws ProtocolError on anything else. */
+export function parseLsn(text: string): Lsn {
+  const lsn = tryParseLsn(text)
+  if (lsn === undefined) throw new ProtocolError(`invalid LSN '${text}'`, { hint: "an LSN looks like '0/3000028'" })
+  return lsn
 }
 
 /** True when `text` is a well-formed LSN. */

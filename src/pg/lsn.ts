@@ -1,6 +1,7 @@
 // Log sequence numbers (LSNs): text form, arithmetic on WAL segments, and PostgreSQL's size settings ('16MB').
 // An LSN is a byte position in the WAL stream, a u64 carried as a bigint.
 
+import { formatLsn as formatLsnText, tryParseLsn } from '../../protocol/index.js'
 import { FormatError } from '../errors.js'
 
 /**
@@ -19,26 +20,20 @@ export const MAX_LSN: Lsn = 0xffff_ffff_ffff_ffffn
 export const MIN_WAL_SEGMENT_SIZE_BYTES = 1 << 20
 export const MAX_WAL_SEGMENT_SIZE_BYTES = 1 << 30
 
-const LSN_TEXT = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/
-
 /**
  * Parses the `HI/LO` text form (`16/B374D848`, `0/3000028`, or the zero-padded `0/03000028` of PostgreSQL 19):
- * 1–8 hex digits on each side, either case.
+ * 1–8 hex digits on each side, either case. The text form itself is parsed by protocol/lsn.ts.
  * @throws FormatError when the text is not an LSN
  */
 export function parseLsn(text: string): Lsn {
-  const m = LSN_TEXT.exec(text)
-  if (m === null) {
+  const lsn = tryParseLsn(text)
+  if (lsn === undefined) {
     throw new FormatError(`invalid LSN '${text}'`, { hint: "an LSN is two hex numbers of 1 to 8 digits, like '0/3000028'" })
   }
-  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`)
+  return lsn
 }
 
-/** Like {@link parseLsn} but returns `undefined` instead of throwing. */
-export function tryParseLsn(text: string): Lsn | undefined {
-  const m = LSN_TEXT.exec(text)
-  return m === null ? undefined : (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`)
-}
+export { tryParseLsn }
 
 /**
  * Formats an LSN the way PostgreSQL 13–18 print it (`%X/%X`): upper-case hex, no padding, e.g. `0/3000028`.
@@ -46,7 +41,7 @@ export function tryParseLsn(text: string): Lsn | undefined {
  */
 export function formatLsn(lsn: Lsn): string {
   assertLsnRange(lsn)
-  return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffff_ffffn).toString(16).toUpperCase()}`
+  return formatLsnText(lsn)
 }
 
 /** True when `value` is a bigint within the u64 range of an LSN. */

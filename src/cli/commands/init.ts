@@ -6,6 +6,7 @@ import { openStorage } from '../../storage/open.js'
 import type { Command } from '../command.js'
 import { parseCommandArgs } from '../parse.js'
 import { PASSPHRASE_USAGE, passphraseOptions, readPassphrase, rejectPassphraseArgument } from '../passphrase.js'
+import { parseCompression } from '../repo-args.js'
 
 export const initCommand: Command = {
   path: ['init'],
@@ -35,7 +36,7 @@ Without the passphrase an encrypted repository cannot be read: keep it safe, apa
       },
     })
     if (!values.repo) throw new UsageError('missing --repo', { hint: "give the repository location, e.g. '--repo /var/lib/pgkeep'" })
-    const compression = parseCompress(values.compress)
+    const compression = values.compress === undefined ? undefined : parseCompression(values.compress)
     const packTargetBytes = parsePackSize(values['pack-size'])
     let encrypt: { passphrase: string } | undefined
     if (values.encrypt) {
@@ -65,14 +66,6 @@ Without the passphrase an encrypted repository cannot be read: keep it safe, apa
       await storage.close()
     }
   },
-}
-
-function parseCompress(v: string | undefined): { level: number } | 'none' | undefined {
-  if (v === undefined) return undefined
-  if (v === 'none') return 'none'
-  const m = /^zstd(?::(\d+))?$/.exec(v)
-  if (!m) throw new UsageError(`invalid --compress '${v}'`, { hint: "use 'zstd', 'zstd:LEVEL' (1-19) or 'none'" })
-  return { level: m[1] === undefined ? 3 : Number(m[1]) }
 }
 
 function parsePackSize(v: string | undefined): number | undefined {
