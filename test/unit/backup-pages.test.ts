@@ -1,0 +1,219 @@
+// Page tracking without a server: file maps as docs/backup-format.md §4 lays them out, file lists (§3), and the
+// relation-file ingest: after random page changes a child backup's extents rebuild the new file exactly while
+// storing only the changed pages.
+
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { PlainFileIngest, RelationFileIngest } from '../../src/backup/file-ingest.js'
+import { IncrementalFileIngest } from '../../src/backup/incremental-ingest.js'
+import { FormatError } from '../../src/errors.js'
+import { encodeIncrementalFile } from '../../src/pg/incremental-file.js'
+import { FileListReader, FileListWriter, type FileEntry } from '../../src/repo/file-list.js'
+import { decodeFileMap, encodeFileMap, type Extent, type FileMap, UNKNOWN_WINDOW } from '../../src/repo/file-map.js'
+import { initRepository, type Repository } from '../../src/repo/repository.js'
+import { openFsStorage } from '../../src/storage/fs.js'
+
+const PAGE = 8192
+
+/** A page that looks like a heap page: a header with pd_upper set, and random tuple bytes. */
+function page(seed: number): Buffer {
+  const p = randomBytes(PAGE)
+  p.writeUInt16LE(24, 12)
+  p.writeUInt16LE(4000 + (seed % 100), 14)
+  return p
+}
+
+async function rebuild(repo: Repository, extents: Extent[]): Promise<Buffer> {
+  const parts: Buffer[] = []
+  const blobs = new Map<string, Buffer>()
+  for (const e of extents) {
+    if (e.blob === null) parts.push(Buffer.alloc(e.length))
+    else {
+      if (!blobs.has(e.blob)) blobs.set(e.blob, await repo.readBlob(e.blob))
+      parts.push(blobs.get(e.blob)!.subarray(e.blobOffset, e.blobOffset + e.length))
+    }
+  }
+  return Buffer.concat(parts)
+}
+
+async function ingestRelation(repo: Repository, bytes: Buffer, parent?: FileMap) {
+  const ing = new RelationFileIngest(repo, bytes.length, parent)
+  // Uneven pieces, as tar delivers them.
+  for (let off = 0; off < bytes.length; ) {
+    const n = Math.min(bytes.length - off, 1 + Math.floor(Math.random() * 300_000))
+    await ing.push(bytes.subarray(off, off + n))
+    off += n
+  }
+  const r = await ing.finish()
+  return { ...r, stats: ing.stats }
+}
+
+describe('relation file ingest', () => {
+  let dir: string
+  let repo: Repository
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'pgkeep-unit-'))
+    repo = await initRepository(await openFsStorage(dir))
+  })
+  afterAll(async () => {
+    await repo.close()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  it('rebuilds a full file exactly, with holes for all-zero windows and page hashes as specified', async () => {
+    const pages = 300
+    const bytes = Buffer.concat(Array.from({ length: pages }, (_, i) => (i >= 128 && i < 256 ? Buffer.alloc(PAGE) : page(i))))
+    const { fileMap } = await ingestRelation(repo, bytes)
+    expect((await rebuild(repo, fileMap.extents)).equals(bytes)).toBe(true)
+    expect(fileMap.windowHashes[1]).toBeNull() // pages 128..255 are zeros
+    expect(fileMap.extents.some((e) => e.blob === null && e.offset === 128 * PAGE && e.length === 128 * PAGE)).toBe(true)
+    for (const i of [0, 5, 299]) {
+      const want = createHash('sha256').update(bytes.subarray(i * PAGE, (i + 1) * PAGE)).digest().subarray(0, 8)
+      expect(fileMap.pageHashes.subarray(i * 8, i * 8 + 8)).toEqual(want)
+    }
+    expect(fileMap.pageHashes.subarray(130 * 8, 131 * 8)).toEqual(Buffer.alloc(8))
+    // The window hash of a stored window is the id of its blob.
+    expect(fileMap.windowHashes[0]).toBe(repo.blobIdOf(bytes.subarray(0, 128 * PAGE)))
+  })
+
+  it('after random page changes, growth and truncation, stores only changed pages and rebuilds exactly', async () => {
+    for (let round = 0; round < 5; round++) {
+      const pages = 200 + Math.floor(Math.random() * 300)
+      const base = Buffer.concat(Array.from({ length: pages }, (_, i) => page(i)))
+      const parent = (await ingestRelation(repo, base)).fileMap
+      const changed = new Set<number>()
+      const next = Buffer.from(base)
+      for (let k = 0; k < 1 + Math.floor(Math.random() * 10); k++) {
+        const p = Math.floor(Math.random() * pages)
+        page(p + 1000).copy(next, p * PAGE)
+        changed.add(p)
+      }
+      const grow = round % 2 === 0 ? 7 : 0
+      const child = round === 3 ? next.subarray(0, (pages - 9) * PAGE) : Buffer.concat([next, ...Array.from({ length: grow }, (_, i) => page(5000 + i))])
+      const r = await ingestRelation(repo, child, parent)
+      expect((await rebuild(repo, r.fileMap.extents)).equals(child)).toBe(true)
+      const newPages = [...changed].filter((p) => p * PAGE < child.length).length + (round === 3 ? 0 : grow)
+      expect(r.stats.storedBytes).toBeLessThanOrEqual(newPages * PAGE)
+      expect(r.stats.reusedBytes).toBeGreaterThanOrEqual(child.length - (newPages + 128) * PAGE)
+    }
+  })
+
+  it('merges a PG 17 INCREMENTAL file into the parent: changed blocks new, the rest the parent\'s, past truncation zeros', async () => {
+    const pages = 260
+    const base = Buffer.concat(Array.from({ length: pages }, (_, i) => page(i)))
+    const parent = (await ingestRelation(repo, base)).fileMap
+    // The server sends blocks 3, 130 and 261 (a new one past the end); the file is now 262 blocks long.
+    const blocks = new Map([[3, page(7003)], [130, page(7130)], [261, page(7261)]])
+    const inc = encodeIncrementalFile([...blocks].map(([n, data]) => ({ blockNumber: n, page: data })), 262)
+    const ing = new IncrementalFileIngest(repo, 'base/5/16390', parent)
+    for (let off = 0; off < inc.length; off += 5000) await ing.push(Buffer.from(inc.subarray(off, off + 5000)))
+    const r = await ing.finish()
+    const want = Buffer.concat([base, Buffer.alloc(2 * PAGE)])
+    for (const [n, data] of blocks) data.copy(want, n * PAGE)
+    expect((await rebuild(repo, r.fileMap.extents)).equals(want)).toBe(true)
+    expect(r.fileMap.windowHashes[0]).toBe(UNKNOWN_WINDOW)
+    expect(r.incrementalSizeBytes).toBe(inc.length)
+    // A later client-side backup of the same bytes reuses everything.
+    const again = await ingestRelation(repo, want, r.fileMap)
+    expect(again.stats.storedBytes).toBe(0)
+    expect((await rebuild(repo, again.fileMap.extents)).equals(want)).toBe(true)
+  })
+
+  it('plain files: 1 MiB blobs, all-zero pieces as holes, CRC over all bytes', async () => {
+    const bytes = Buffer.concat([randomBytes(1_500_000), Buffer.alloc(1 << 20), randomBytes(10)])
+    const ing = new PlainFileIngest(repo)
+    await ing.push(bytes)
+    const r = await ing.finish()
+    expect(r.sizeBytes).toBe(bytes.length)
+    expect((await rebuild(repo, r.extents)).equals(bytes)).toBe(true)
+  })
+})
+
+describe('file map encoding (docs/backup-format.md §4)', () => {
+  const id = (c: string) => c.repeat(64)
+  const m: FileMap = {
+    sizeBytes: 130 * PAGE,
+    windowHashes: [id('a'), null],
+    pageHashes: Buffer.concat(Array.from({ length: 130 }, (_, i) => Buffer.alloc(8, i))),
+    extents: [
+      { offset: 0, length: 100 * PAGE, blob: id('1'), blobOffset: 0 },
+      { offset: 100 * PAGE, length: 28 * PAGE, blob: null, blobOffset: 0 },
+      { offset: 128 * PAGE, length: 2 * PAGE, blob: id('2'), blobOffset: PAGE },
+    ],
+  }
+
+  it('lays the bytes out as the document says, and decodes them back', () => {
+    const b = encodeFileMap(m)
+    expect(b.toString('latin1', 0, 4)).toBe('PKFM')
+    expect(b[4]).toBe(1)
+    expect(b.readUInt16LE(6)).toBe(128)
+    expect(Number(b.readBigUInt64LE(8))).toBe(130 * PAGE)
+    expect(b.readUInt32LE(16)).toBe(2) // distinct blobs
+    expect(b.readUInt32LE(20)).toBe(3) // extents
+    expect(b.toString('hex', 24, 56)).toBe(id('1'))
+    const windows = 24 + 64
+    expect(b.toString('hex', windows, windows + 32)).toBe(id('a'))
+    expect(b.subarray(windows + 32, windows + 64)).toEqual(Buffer.alloc(32))
+    const hashes = windows + 64
+    expect(b.subarray(hashes + 8 * 129, hashes + 8 * 130)).toEqual(Buffer.alloc(8, 129))
+    const ext = hashes + 8 * 130
+    expect(b.readUInt32LE(ext + 20 + 12)).toBe(0xffffffff) // the hole
+    expect(b.readUInt32LE(ext + 40 + 16)).toBe(PAGE)
+    expect(b.length).toBe(ext + 60)
+    expect(decodeFileMap(b)).toEqual(m)
+  })
+
+  it('rejects truncated, extended and inconsistent maps with FormatError', () => {
+    const b = encodeFileMap(m)
+    expect(() => decodeFileMap(b.subarray(0, b.length - 1))).toThrow(FormatError)
+    expect(() => decodeFileMap(Buffer.concat([b, Buffer.alloc(1)]))).toThrow(FormatError)
+    const gap = Buffer.from(b)
+    gap.writeUInt32LE(99 * PAGE, 24 + 64 + 64 + 8 * 130 + 8) // first extent one page short: a gap
+    expect(() => decodeFileMap(gap)).toThrow(/does not continue/)
+    expect(() => encodeFileMap({ ...m, pageHashes: Buffer.alloc(8) })).toThrow(FormatError)
+  })
+})
+
+describe('file lists (docs/backup-format.md §3)', () => {
+  it('sorts, chunks, and finds every entry by path', async () => {
+    const blobs = new Map<string, Buffer>()
+    const sink = {
+      putBlob: async (_t: 'meta', bytes: Uint8Array) => {
+        const id = createHash('sha256').update(bytes).digest('hex')
+        blobs.set(id, Buffer.from(bytes))
+        return { id, stored: true }
+      },
+      readBlob: async (id: string) => blobs.get(id)!,
+    }
+    const w = new FileListWriter()
+    const entries: FileEntry[] = []
+    for (let i = 0; i < 10_000; i++) {
+      const e: FileEntry = { path: `base/5/${(i * 7919) % 10_000}`, type: 'file', mode: 0o600, mtime: 1_700_000_000 + i, sizeBytes: i }
+      if (i % 3 === 0) e.extents = [{ offset: 0, length: i, blob: null, blobOffset: 0 }]
+      entries.push(e)
+      w.add(e)
+    }
+    w.add({ path: 'pg_tblspc/16390', type: 'symlink', mode: 0o777, mtime: 1, sizeBytes: 0, linkTarget: '/srv/ts1' })
+    const summary = await w.finish(sink)
+    expect(summary.count).toBe(10_001)
+    expect(summary.chunks.length).toBe(3)
+    expect(summary.sizeBytes).toBe(entries.reduce((s, e) => s + e.sizeBytes, 0))
+    const r = new FileListReader(sink, summary, 2)
+    const all: string[] = []
+    for await (const e of r.entries()) all.push(e.path)
+    expect(all).toEqual([...all].sort())
+    for (const e of entries.filter((_, i) => i % 97 === 0)) expect(await r.get(e.path)).toEqual(e)
+    expect((await r.get('pg_tblspc/16390'))?.linkTarget).toBe('/srv/ts1')
+    expect(await r.get('base/5/nope')).toBeUndefined()
+  })
+
+  it('refuses a path listed twice', async () => {
+    const w = new FileListWriter()
+    w.add({ path: 'a', type: 'file', mode: 0, mtime: 0, sizeBytes: 0 })
+    w.add({ path: 'a', type: 'file', mode: 0, mtime: 0, sizeBytes: 0 })
+    await expect(w.finish({ putBlob: async () => ({ id: 'x', stored: true }) })).rejects.toThrow(/appears twice/)
+  })
+})
