@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+// `npm run bench -- [options]`: builds pgkeep, then runs the benchmark suite (bench/suite.bench.ts) through vitest
+// with bench/vitest.config.ts, passing the options as PGKEEP_BENCH_* variables. Results: DIR/suite.jsonl (one line
+// per measured run, then a summary line), DIR/suite.md (table and bars) and DIR/suite.svg (chart).
+
+import { spawnSync } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+
+const ROOT = join(import.meta.dirname, '..')
+const USAGE = `usage: npm run bench -- [options]
+
+  --scale N          pgbench scale of the test database (default 90: about 2 GB with the random-bytes table)
+  --runs N           measured runs of every variant, after the warm-up (default 3)
+  --warmup N         warm-up runs, measured but left out of the medians (default 1)
+  --repo-kind KIND   pgkeep's repository: fs, s3 (the local S3 server), or fs,s3 for both (default fs)
+  --wal-segments N   WAL segments fetched by the wal get comparison (default 100)
+  --out DIR          where suite.jsonl, suite.md and suite.svg go (default bench/results)
+  --readme           copy the table and the chart into README.md's Benchmarks section (default --out only)
+  --no-build         do not run 'npm run build' first
+`
+
+let values
+try {
+  ;({ values } = parseArgs({
+    options: {
+      scale: { type: 'string' },
+      runs: { type: 'string' },
+      warmup: { type: 'string' },
+      'repo-kind': { type: 'string' },
+      'wal-segments': { type: 'string' },
+      out: { type: 'string' },
+      readme: { type: 'boolean' },
+      'no-build': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }))
+} catch (err) {
+  process.stderr.write(`${err.message}\n\n${USAGE}`)
+  process.exit(2)
+}
+if (values.help) {
+  process.stdout.write(USAGE)
+  process.exit(0)
+}
+
+const whole = (name, min) => {
+  const text = values[name]
+  if (text === undefined) return undefined
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < min) {
+    process.stderr.write(`invalid --${name} '${text}': give a whole number of at least ${min}\n`)
+    process.exit(2)
+  }
+  return String(n)
+}
+const kinds = values['repo-kind']
+if (kinds !== undefined && !kinds.split(',').every((k) => k === 'fs' || k === 's3')) {
+  process.stderr.write(`invalid --repo-kind '${kinds}': use fs, s3 or fs,s3\n`)
+  process.exit(2)
+}
+const outDir = resolve(values.out ?? join(ROOT, 'bench', 'results'))
+const benchEnv = {
+  PGKEEP_BENCH_SCALE: whole('scale', 1),
+  PGKEEP_BENCH_RUNS: whole('runs', 1),
+  PGKEEP_BENCH_WARMUP: whole('warmup', 0),
+  PGKEEP_BENCH_WAL_SEGMENTS: whole('wal-segments', 1),
+  PGKEEP_BENCH_REPO_KIND: kinds,
+  PGKEEP_BENCH_OUT: outDir,
+}
+
+if (!values['no-build']) {
+  // The benchmark runs the compiled CLI (bin/pgkeep.js → dist/): build it so that it measures the current sources.
+  const tsc = join(dirname(createRequire(import.meta.url).resolve('typescript/package.json')), 'bin', 'tsc')
+  const build = spawnSync(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, stdio: 'inherit' })
+  if (build.status !== 0) process.exit(build.status ?? 1)
+}
+
+const vitest = join(dirname(createRequire(import.meta.url).resolve('vitest/package.json')), 'vitest.mjs')
+const env = { ...process.env }
+for (const [k, v] of Object.entries(benchEnv)) if (v !== undefined) env[k] = v
+const res = spawnSync(process.execPath, [vitest, 'run', '--config', join(ROOT, 'bench', 'vitest.config.ts'), 'bench/suite.bench.ts'], {
+  cwd: ROOT,
+  env,
+  stdio: 'inherit',
+})
+if (res.status !== 0) process.exit(res.status ?? 1)
+
+if (values.readme) {
+  // README.md's Benchmarks section holds the latest table between these markers; the chart is linked by path.
+  const readme = join(ROOT, 'README.md')
+  const text = readFileSync(readme, 'utf8')
+  const start = '<!-- bench:results:start -->'
+  const end = '<!-- bench:results:end -->'
+  const i = text.indexOf(start)
+  const j = text.indexOf(end)
+  if (i < 0 || j < i) {
+    process.stderr.write(`README.md has no ${start} … ${end} section to update\n`)
+    process.exit(1)
+  }
+  const table = readFileSync(join(outDir, 'suite.md'), 'utf8')
+  writeFileSync(readme, text.slice(0, i + start.length) + '\n' + table + end + text.slice(j + end.length))
+  process.stdout.write(`README.md: Benchmarks section updated from ${join(outDir, 'suite.md')}\n`)
+}

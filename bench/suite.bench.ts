@@ -1,0 +1,472 @@
+// The benchmark suite behind `npm run bench` (bench/run.js sets its PGKEEP_BENCH_* variables): pgkeep against what
+// a user would run instead, on the same data in the same run — pg_basebackup, tar, cp, one GET per object — plus
+// the physical limit, on PostgreSQL 15 (Debian's pg_basebackup 15 fits it) and 17 (server-side incrementals).
+// Variants alternate within each run after a warm-up; medians, ratios, bars; JSON lines, markdown and SVG out.
+
+import { chmod, readFile, mkdir, mkdtemp, readdir, rm, writeFile, appendFile, stat } from 'node:fs/promises'
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import os from 'node:os'
+import { dirname, join } from 'node:path'
+import { it } from 'vitest'
+import { type Cluster, PASSWORD, ROLES, startCluster } from '../test/harness/cluster.js'
+import { runMain } from '../test/harness/cli.js'
+import { debianTool } from '../test/harness/reference-tools.js'
+import { startS3Server, type S3TestServer } from '../test/harness/s3-server.js'
+import { handOver } from '../test/harness/server-user.js'
+import { loadBenchData, touchPages, zstdRatio } from './bench-data.js'
+import { dirBytes, S3Objects, s3Env, syncDisks } from './bench-fs.js'
+import { type Measured, measure } from './measure.js'
+import { type BarResult, formatBytes, formatMarkdown, type GroupSpec, type RunMeta, type Sample, summarize, type VariantSpec, type VariantSummary } from './report.js'
+import { formatSvg } from './svg-chart.js'
+
+const env = process.env
+const config = {
+  scale: Number(env.PGKEEP_BENCH_SCALE ?? 90),
+  runs: Number(env.PGKEEP_BENCH_RUNS ?? 3),
+  warmup: Number(env.PGKEEP_BENCH_WARMUP ?? 1),
+  repoKinds: (env.PGKEEP_BENCH_REPO_KIND ?? 'fs').split(',').map((k) => k.trim()) as RepoKind[],
+  walSegments: Number(env.PGKEEP_BENCH_WAL_SEGMENTS ?? 100),
+  outDir: env.PGKEEP_BENCH_OUT ?? join(import.meta.dirname, 'results'),
+}
+type RepoKind = 'fs' | 's3'
+
+const ROOT = join(import.meta.dirname, '..')
+const BIN = join(ROOT, 'bin', 'pgkeep.js')
+const RECEIVE_LIMIT = join(import.meta.dirname, 'receive-limit.mjs')
+const SEGMENT_RE = /^[0-9A-F]{24}$/
+
+/** Variant names: the JSON lines, the table, the chart and the smoke test all use these. */
+export const V = {
+  receive: 'receive BASE_BACKUP, discard (protocol/)',
+  tarRead: 'tar -cf - of PGDATA and tablespace | wc -c',
+  basebackup: 'pg_basebackup -Ft -X stream',
+  basebackupZstd: 'pg_basebackup -Ft -X stream --compress=client-zstd:1',
+  full: 'pgkeep backup (full)',
+  incremental: 'pgkeep backup (incremental)',
+  serverIncremental: 'pgkeep backup (incremental, server-side)',
+  tarExtract: 'tar -xf of the pg_basebackup tars',
+  restore1: 'pgkeep restore --jobs 1',
+  restore4: 'pgkeep restore --jobs 4',
+  restore4NoSync: 'pgkeep restore --jobs 4 --no-sync',
+  cp: 'cp from a directory archive',
+  curl: 'curl GET from S3 (s3rver)',
+  walGetFs: 'pgkeep wal get (fs repository)',
+  walGetS3: 'pgkeep wal get (S3 repository)',
+} as const
+
+const kindName = (name: string, kind: RepoKind) => (kind === 's3' ? `${name} · S3` : name)
+
+function groups(): GroupSpec[] {
+  return [
+    { id: 'limit', title: 'Physical limit (PG 15)' },
+    { id: 'full', title: 'Full backup (PG 15)' },
+    { id: 'incremental', title: 'Backup after 1% of pages changed (PG 15)' },
+    { id: 'restore', title: 'Restore (PG 15)' },
+    { id: 'pg17', title: 'PG 17, summarize_wal = on' },
+    { id: 'wal', title: `WAL: ${config.walSegments} segments, one process each` },
+  ]
+}
+
+function variants(kinds: RepoKind[]): VariantSpec[] {
+  const per = (f: (k: RepoKind) => VariantSpec[]) => kinds.flatMap(f)
+  return [
+    { group: 'limit', name: V.receive, side: 'limit' },
+    { group: 'limit', name: V.tarRead, side: 'limit' },
+    { group: 'full', name: V.basebackup, side: 'reference' },
+    { group: 'full', name: V.basebackupZstd, side: 'reference', ref: V.basebackup },
+    ...per((k) => [{ group: 'full', name: kindName(V.full, k), side: 'pgkeep', repoKind: k, ref: V.basebackup, goalRatio: 1 }]),
+    { group: 'incremental', name: V.basebackup, side: 'reference' },
+    ...per((k) => [{ group: 'incremental', name: kindName(V.incremental, k), side: 'pgkeep', repoKind: k, ref: V.basebackup, goalRatio: 0.8 }]),
+    { group: 'restore', name: V.tarExtract, side: 'reference' },
+    ...per((k) => [
+      { group: 'restore', name: kindName(V.restore1, k), side: 'pgkeep', repoKind: k, ref: V.tarExtract },
+      { group: 'restore', name: kindName(V.restore4, k), side: 'pgkeep', repoKind: k, ref: V.tarExtract, goalRatio: 1 },
+      { group: 'restore', name: kindName(V.restore4NoSync, k), side: 'pgkeep', repoKind: k, ref: V.tarExtract },
+    ]),
+    ...per((k) => [
+      { group: 'pg17', name: kindName(V.full, k), side: 'pgkeep', repoKind: k },
+      { group: 'pg17', name: kindName(V.serverIncremental, k), side: 'pgkeep', repoKind: k, ref: kindName(V.full, k), goalRatio: 0.2 },
+    ]),
+    { group: 'wal', name: V.cp, side: 'reference' },
+    { group: 'wal', name: V.curl, side: 'reference' },
+    { group: 'wal', name: V.walGetFs, side: 'pgkeep', repoKind: 'fs', ref: V.cp },
+    { group: 'wal', name: V.walGetS3, side: 'pgkeep', repoKind: 's3', ref: V.curl, goalRatio: 1 / 3 },
+  ]
+}
+
+/** Appends each sample to suite.jsonl as it is measured, so that an interrupted run keeps what it measured. */
+class Recorder {
+  readonly samples: Sample[] = []
+  constructor(
+    readonly file: string,
+    readonly runId: string,
+  ) {}
+  async add(s: Omit<Sample, 'suite' | 'runId'>): Promise<void> {
+    const full: Sample = { suite: 'pgkeep-bench', runId: this.runId, ...s }
+    this.samples.push(full)
+    await appendFile(this.file, JSON.stringify(full) + '\n')
+  }
+}
+
+/** A clean environment for every measured command, as a user's shell would have (no test runner variables). */
+function baseEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: `${dirname(process.execPath)}:${env.PATH ?? '/usr/bin:/bin'}`,
+    HOME: env.HOME ?? '/root',
+    LANG: 'C.UTF-8',
+    PGPASSWORD: PASSWORD,
+    ...extra,
+  }
+}
+
+interface Ctx {
+  rec: Recorder
+  work: string
+  s3: S3TestServer
+  objects: S3Objects
+  runId: string
+}
+
+/** One measured run: `sync` first (untimed), then the command under /usr/bin/time; `after` adds sizes. */
+async function measured(
+  ctx: Ctx,
+  spec: VariantSpec,
+  run: number,
+  cmd: string,
+  args: string[],
+  runEnv: NodeJS.ProcessEnv,
+  after?: (m: Measured) => Promise<Partial<Sample>>,
+): Promise<Measured> {
+  await syncDisks()
+  const m = await measure(cmd, args, runEnv)
+  const extra = after ? await after(m) : {}
+  await ctx.rec.add({
+    group: spec.group, variant: spec.name, side: spec.side, run, warmup: run < config.warmup,
+    wallMs: m.ms, userS: m.userS, sysS: m.sysS, maxRssKb: m.maxRssKb, ...extra,
+  })
+  return m
+}
+
+/** A pgkeep repository of one kind for one run: its URL, environment, size and removal. */
+interface BenchRepo {
+  url: string
+  env: NodeJS.ProcessEnv
+  bytes(): Promise<number>
+  remove(): Promise<void>
+}
+
+async function openBenchRepo(ctx: Ctx, kind: RepoKind, name: string): Promise<BenchRepo> {
+  if (kind === 'fs') {
+    const dir = join(ctx.work, name)
+    await rm(dir, { recursive: true, force: true })
+    return { url: dir, env: baseEnv(), bytes: () => dirBytes(dir), remove: () => rm(dir, { recursive: true, force: true }) }
+  }
+  const prefix = `${ctx.s3.prefix}bench-${ctx.runId}/${name}/`
+  await ctx.objects.removePrefix(prefix)
+  return {
+    url: `s3://${ctx.s3.bucket}/${prefix}`,
+    env: baseEnv(s3Env(ctx.s3)),
+    bytes: () => ctx.objects.prefixBytes(prefix),
+    remove: () => ctx.objects.removePrefix(prefix),
+  }
+}
+
+/** `pgkeep backup` into `repo`, recording the repository's growth and the facts of pgkeep's JSON result. */
+async function pgkeepBackup(ctx: Ctx, spec: VariantSpec, run: number, pg: Cluster, repo: BenchRepo, type: 'full' | 'incremental') {
+  const before = await repo.bytes()
+  let result: { storedBytes: number; sizeBytes: number; incrementalMode: string | null; type: string } | undefined
+  await measured(ctx, spec, run, BIN, ['backup', '-d', pg.url(), '--repo', repo.url, '--type', type, '--json'], repo.env, async (m) => {
+    result = JSON.parse(m.stdout)
+    return { repoGrowthBytes: (await repo.bytes()) - before }
+  })
+  return result!
+}
+
+/** pg_basebackup -Ft -X stream into a fresh directory; returns the directory (removed by the caller). */
+async function basebackup(ctx: Ctx, spec: VariantSpec, run: number, pg: Cluster, extra: string[] = []): Promise<string> {
+  const out = join(ctx.work, `basebackup-${run}-${extra.length}`)
+  await rm(out, { recursive: true, force: true })
+  const args = ['-h', '127.0.0.1', '-p', String(pg.port), '-U', ROLES.repl, '-D', out, '-Ft', '-X', 'stream', '--checkpoint=fast', ...extra]
+  await measured(ctx, spec, run, debianTool('pg_basebackup')!, args, baseEnv(), async () => ({ bytesWritten: await dirBytes(out) }))
+  return out
+}
+
+/** Measured runs of PostgreSQL 15: limit, full, incremental after 1%, restore; then the WAL group. */
+async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): Promise<void> {
+  const spec = (group: string, name: string) => specs.find((s) => s.group === group && s.name === name)!
+  const archive = join(ctx.work, 'wal-archive')
+  await mkdir(archive, { mode: 0o700 })
+  await handOver(archive)
+  const pg = await startCluster({ major: 15, conf: { archive_mode: 'on', archive_command: `cp %p ${archive}/%f` } })
+  try {
+    const [{ v }] = await pg.sql<{ v: string }>(`select current_setting('server_version') v`)
+    meta.postgres = { ...meta.postgres, 15: v }
+    const t0 = performance.now()
+    const data = await loadBenchData(pg, config.scale)
+    meta.databaseBytes = data.databaseBytes
+    const ts = pg.tablespaceDirs[0]!
+    meta.zstd = await zstdRatio([pg.dataDir, ts], ['./pg_wal'])
+    console.log(`[bench] PG 15 loaded in ${((performance.now() - t0) / 1000).toFixed(0)} s: ${(data.databaseBytes / 1e6).toFixed(0)} MB, zstd -1 ratio ${meta.zstd.ratio.toFixed(2)}`)
+    const segments = await archivedSegments(pg, archive, config.walSegments)
+
+    const total = config.warmup + config.runs
+    for (let run = 0; run < total; run++) {
+      console.log(`[bench] PG 15 run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
+      // Physical limit: the server's BASE_BACKUP received and dropped, and reading the files themselves.
+      await measured(ctx, spec('limit', V.receive), run, process.execPath, [RECEIVE_LIMIT, pg.url()], baseEnv(), async (m) => ({ bytesRead: JSON.parse(m.stdout).bytes }))
+      await measured(ctx, spec('limit', V.tarRead), run, 'sh', ['-c', 'tar -cf - --exclude=./pg_wal -C "$1" . -C "$2" . | wc -c', 'sh', pg.dataDir, ts], baseEnv(),
+        async (m) => ({ bytesRead: Number(m.stdout.trim()) }))
+
+      // Full backups, alternating.
+      await rm(await basebackup(ctx, spec('full', V.basebackup), run, pg), { recursive: true, force: true })
+      const repos: Partial<Record<RepoKind, BenchRepo>> = {}
+      for (const k of config.repoKinds) {
+        repos[k] = await openBenchRepo(ctx, k, `repo-${k}-${run}`)
+        await pgkeepBackup(ctx, spec('full', kindName(V.full, k)), run, pg, repos[k]!, 'full')
+      }
+      await rm(await basebackup(ctx, spec('full', V.basebackupZstd), run, pg, ['--compress=client-zstd:1']), { recursive: true, force: true })
+
+      // About 1% of the pages change; then an incremental pgkeep backup against a full pg_basebackup.
+      await touchPages(pg, 1)
+      for (const k of config.repoKinds) await pgkeepBackup(ctx, spec('incremental', kindName(V.incremental, k)), run, pg, repos[k]!, 'incremental')
+      const tars = await basebackup(ctx, spec('incremental', V.basebackup), run, pg)
+
+      // Restore of that state: tar -xf of pg_basebackup's tars against pgkeep restore of its latest backup.
+      await restoreRuns(ctx, specs, run, ts, tars, repos)
+      await rm(tars, { recursive: true, force: true })
+      for (const r of Object.values(repos)) await r.remove()
+    }
+    await walRuns(ctx, specs, archive, segments)
+  } finally {
+    await pg.destroy()
+  }
+}
+
+async function restoreRuns(ctx: Ctx, specs: VariantSpec[], run: number, ts: string, tars: string, repos: Partial<Record<RepoKind, BenchRepo>>) {
+  const spec = (name: string) => specs.find((s) => s.group === 'restore' && s.name === name)!
+  const target = join(ctx.work, 'target')
+  const targetTs = join(ctx.work, 'target-ts')
+  const clean = async () => {
+    await rm(target, { recursive: true, force: true })
+    await rm(targetTs, { recursive: true, force: true })
+  }
+  const written = async () => ({ bytesWritten: (await dirBytes(target)) + (await dirBytes(targetTs)) })
+  const tsTar = (await readdir(tars)).find((n) => /^\d+\.tar$/.test(n))!
+  await clean()
+  await mkdir(join(target, 'pg_wal'), { recursive: true, mode: 0o700 })
+  await mkdir(targetTs, { mode: 0o700 })
+  const script = 'tar -xf "$1/base.tar" -C "$2" && tar -xf "$1/pg_wal.tar" -C "$2/pg_wal" && tar -xf "$1/$4" -C "$3"'
+  await measured(ctx, spec(V.tarExtract), run, 'sh', ['-c', script, 'sh', tars, target, targetTs, tsTar], baseEnv(), written)
+  for (const [k, repo] of Object.entries(repos) as [RepoKind, BenchRepo][]) {
+    for (const [name, extra] of [[V.restore1, ['--jobs', '1']], [V.restore4, ['--jobs', '4']], [V.restore4NoSync, ['--jobs', '4', '--no-sync']]] as const) {
+      await clean()
+      const args = ['restore', '--repo', repo.url, '--pgdata', target, '--tablespace-mapping', `${ts}=${targetTs}`, '--json', ...extra]
+      await measured(ctx, spec(kindName(name, k)), run, BIN, args, repo.env, written)
+    }
+  }
+  await clean()
+}
+
+/**
+ * The archive's last `count` segments (written by archive_command during the load); more WAL is made by switching
+ * segments when the load made fewer. Archiving then stops (archive_command = true), so that it does not run during
+ * the measurements.
+ */
+async function archivedSegments(pg: Cluster, archive: string, count: number): Promise<string[]> {
+  const list = async () => (await readdir(archive)).filter((n) => SEGMENT_RE.test(n)).sort()
+  for (let i = 0; ; i++) {
+    const [{ w }] = await pg.sql<{ w: string }>('select pg_walfile_name(pg_switch_wal()) w')
+    const deadline = Date.now() + 120_000
+    while (!(await list()).includes(w)) {
+      const [{ failed }] = await pg.sql<{ failed: number }>('select failed_count::int failed from pg_stat_archiver')
+      if (failed > 0) throw new Error(`archive_command failed ${failed} time(s):\n${(await pg.log()).slice(-2000)}`)
+      if (Date.now() > deadline) throw new Error(`WAL segment ${w} was not archived within 120 s`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    const names = await list()
+    if (names.length >= count) {
+      await pg.sql(`alter system set archive_command = 'true'`)
+      await pg.reload()
+      return names.slice(-count)
+    }
+    if (i > count + 10) throw new Error(`only ${names.length} archived segments after ${i} switches`)
+    await pg.sql(`insert into bench_random (id, payload) select -g - ${i} * 10000, gen_random_bytes(480) from generate_series(1, 5000) g`)
+  }
+}
+
+/** `wal get` of the segments, one process each as restore_command runs, against cp and one signed GET each. */
+async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments: string[]): Promise<void> {
+  const spec = (name: string) => specs.find((s) => s.group === 'wal' && s.name === name)!
+  const fsRepo = await openBenchRepo(ctx, 'fs', 'wal-repo-fs')
+  const s3Repo = await openBenchRepo(ctx, 's3', 'wal-repo-s3')
+  const rawPrefix = `${ctx.s3.prefix}bench-${ctx.runId}/wal-archive/`
+  console.log(`[bench] storing ${segments.length} WAL segments in an fs and an S3 repository, and as plain S3 objects`)
+  for (const seg of segments) {
+    for (const r of [fsRepo, s3Repo]) {
+      const res = await runMain(['wal', 'push', '--repo', r.url, join(archive, seg)], r.env)
+      if (res.code !== 0) throw new Error(`pgkeep wal push ${seg} failed: ${res.stderr}`)
+    }
+    await ctx.objects.putFile(rawPrefix + seg, join(archive, seg))
+  }
+  const loop = (body: string) => `for f in $SEGS; do ${body} || exit 1; done`
+  const s3 = ctx.s3
+  const common = { SEGS: segments.join(' '), SRC: archive, PGKEEP: BIN }
+  const cases: [string, string, NodeJS.ProcessEnv][] = [
+    [V.cp, loop('cp "$SRC/$f" "$DEST/$f"'), baseEnv(common)],
+    [V.curl, loop('curl -sf --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -o "$DEST/$f" "$URL$f"'),
+      baseEnv({ ...common, ...s3Env(s3), URL: `${s3.endpoint}/${s3.bucket}/${rawPrefix}` })],
+    [V.walGetFs, loop('"$PGKEEP" wal get --repo "$REPO" "$f" "$DEST/$f"'), { ...fsRepo.env, ...common, REPO: fsRepo.url }],
+    [V.walGetS3, loop('"$PGKEEP" wal get --repo "$REPO" "$f" "$DEST/$f"'), { ...s3Repo.env, ...common, REPO: s3Repo.url }],
+  ]
+  const total = config.warmup + config.runs
+  for (let run = 0; run < total; run++) {
+    console.log(`[bench] WAL run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
+    for (const [name, script, caseEnv] of cases) {
+      const dest = join(ctx.work, `wal-dest-${run}`)
+      await rm(dest, { recursive: true, force: true })
+      await mkdir(dest)
+      try {
+        await measured(ctx, spec(name), run, 'sh', ['-c', script], { ...caseEnv, DEST: dest }, async () => {
+          let bytes = 0
+          for (const seg of segments) bytes += (await stat(join(dest, seg))).size
+          return { bytesWritten: bytes }
+        })
+      } finally {
+        await stopPrefetchDaemon(dest)
+        await rm(dest, { recursive: true, force: true })
+      }
+    }
+  }
+  await fsRepo.remove()
+  await s3Repo.remove()
+  await ctx.objects.removePrefix(rawPrefix)
+}
+
+/** Stops the prefetch process the first `wal get` into `dest` started (its spool is beside the destination). */
+async function stopPrefetchDaemon(dest: string): Promise<void> {
+  try {
+    const { pid } = JSON.parse(await readFile(join(dest, '.pgkeep-prefetch', 'daemon.json'), 'utf8')) as { pid?: number }
+    if (typeof pid === 'number' && pid > 1) process.kill(pid, 'SIGTERM')
+  } catch {
+    // none was started, or it is gone
+  }
+}
+
+/** PostgreSQL 17 with summarize_wal = on: pgkeep full, then incremental after 1% (the server sends changed blocks). */
+async function suite17(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): Promise<void> {
+  const spec = (name: string) => specs.find((s) => s.group === 'pg17' && s.name === name)!
+  const pg = await startCluster({ major: 17 })
+  try {
+    const [{ v }] = await pg.sql<{ v: string }>(`select current_setting('server_version') v`)
+    meta.postgres = { ...meta.postgres, 17: v }
+    await loadBenchData(pg, config.scale)
+    const total = config.warmup + config.runs
+    for (let run = 0; run < total; run++) {
+      console.log(`[bench] PG 17 run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
+      const repos: BenchRepo[] = []
+      for (const k of config.repoKinds) {
+        const repo = await openBenchRepo(ctx, k, `repo17-${k}-${run}`)
+        repos.push(repo)
+        await pgkeepBackup(ctx, spec(kindName(V.full, k)), run, pg, repo, 'full')
+      }
+      await touchPages(pg, 1)
+      for (const [i, k] of config.repoKinds.entries()) {
+        const r = await pgkeepBackup(ctx, spec(kindName(V.serverIncremental, k)), run, pg, repos[i]!, 'incremental')
+        if (r.incrementalMode !== 'server') throw new Error(`the PG 17 incremental backup was '${r.incrementalMode}', not 'server'`)
+      }
+      for (const r of repos) await r.remove()
+    }
+  } finally {
+    await pg.destroy()
+  }
+}
+
+/** The issue's bars from the medians (per repository kind for pgkeep's side). */
+function bars(rows: VariantSummary[], databaseBytes: number): BarResult[] {
+  const row = (group: string, name: string) => rows.find((r) => r.spec.group === group && r.spec.name === name)
+  const out: BarResult[] = []
+  const ratioBar = (text: string, a: VariantSummary | undefined, b: VariantSummary | undefined, goal: number) => {
+    const x = a && b ? a.wallMs / b.wallMs : null
+    out.push({ text, measured: x, goal: `≤ ${goal.toFixed(2)}`, display: x === null ? 'not measured' : `${x.toFixed(2)}`, holds: x === null ? null : x <= goal })
+  }
+  for (const k of config.repoKinds) {
+    const s = k === 's3' ? ' (S3)' : ''
+    ratioBar(`full backup / pg_basebackup -Ft -X stream${s}`, row('full', kindName(V.full, k)), row('full', V.basebackup), 1)
+    ratioBar(`full backup / physical limit (receive)${s}`, row('full', kindName(V.full, k)), row('limit', V.receive), 1.25)
+    const inc = row('incremental', kindName(V.incremental, k))
+    const pct = inc?.repoGrowthBytes != null ? (100 * inc.repoGrowthBytes) / databaseBytes : null
+    out.push({ text: `incremental after 1%: repository growth / database size${s}`, measured: pct, goal: '≤ 3%', display: pct === null ? 'not measured' : `${pct.toFixed(2)}%`, holds: pct === null ? null : pct <= 3 })
+    ratioBar(`incremental after 1% / pg_basebackup (PG 15)${s}`, inc, row('incremental', V.basebackup), 0.8)
+    ratioBar(`server-side incremental / full (PG 17)${s}`, row('pg17', kindName(V.serverIncremental, k)), row('pg17', kindName(V.full, k)), 0.2)
+    ratioBar(`restore --jobs 4 / tar -xf${s}`, row('restore', kindName(V.restore4, k)), row('restore', V.tarExtract), 1)
+    const rss = rows.filter((r) => r.spec.repoKind === k && r.spec.group !== 'wal' && r.maxRssKb !== null)
+    const peak = rss.length ? Math.max(...rss.map((r) => r.maxRssKb!)) / 1024 : null
+    out.push({ text: `peak RSS of backup and restore${s}`, measured: peak, goal: '≤ 200 MB', display: peak === null ? 'not measured' : `${peak.toFixed(0)} MB`, holds: peak === null ? null : peak <= 200 })
+  }
+  const get = row('wal', V.walGetS3)
+  const curl = row('wal', V.curl)
+  const speedup = get && curl ? curl.wallMs / get.wallMs : null
+  out.push({ text: `wal get of ${config.walSegments} segments: speed-up over one GET per segment from S3`, measured: speedup, goal: '≥ 3.00', display: speedup === null ? 'not measured' : speedup.toFixed(2), holds: speedup === null ? null : speedup >= 3 })
+  return out
+}
+
+function gitDescription(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src', 'protocol', 'bin'], { cwd: ROOT, encoding: 'utf8' }).trim() !== ''
+    return dirty ? `${head} (+ uncommitted changes)` : head
+  } catch {
+    return 'unknown'
+  }
+}
+
+function requireTools(): void {
+  const missing = ['pg_basebackup', 'pgbench'].filter((t) => !debianTool(t)).map((t) => `/usr/lib/postgresql/15/bin/${t}`)
+  if (!existsSync('/usr/bin/time')) missing.push('/usr/bin/time')
+  for (const t of ['zstd', 'curl', 'tar']) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' })
+    } catch {
+      missing.push(t)
+    }
+  }
+  if (!existsSync(join(ROOT, 'dist', 'src', 'cli', 'main.js'))) missing.push('dist/ (npm run build)')
+  if (missing.length) throw new Error(`the benchmark needs ${missing.join(', ')} (Debian: apt-get install postgresql-15 postgresql-client-15 time zstd curl)`)
+}
+
+it(`benchmark suite: pgbench scale ${config.scale}, ${config.runs} run(s), repository ${config.repoKinds.join('+')}`, async () => {
+  requireTools()
+  for (const k of config.repoKinds) if (k !== 'fs' && k !== 's3') throw new Error(`unknown repository kind '${k}' (fs or s3)`)
+  await mkdir(config.outDir, { recursive: true })
+  const at = new Date().toISOString()
+  const runId = at.replace(/[-:]/g, '').replace(/\..*/, '')
+  const cpus = os.cpus()
+  const meta: Partial<RunMeta> = {
+    runId, at, scale: config.scale, runs: config.runs, warmup: config.warmup, repoKinds: config.repoKinds, walSegments: config.walSegments,
+    node: process.version, pgkeepCommit: gitDescription(), postgres: {},
+    machine: { cpus: cpus.length, model: cpus[0]?.model.replace(/\s+/g, ' ').trim() ?? 'unknown', memGiB: Math.round(os.totalmem() / 2 ** 30), loadBefore: os.loadavg() },
+  }
+  const work = await mkdtemp(join(os.tmpdir(), 'pgkeep-bench-'))
+  await chmod(work, 0o755) // the server user writes the WAL archive below it
+  const s3 = await startS3Server()
+  const ctx: Ctx = { rec: new Recorder(join(config.outDir, 'suite.jsonl'), runId), work, s3, objects: new S3Objects(s3), runId }
+  const specs = variants(config.repoKinds)
+  try {
+    await suite15(ctx, specs, meta)
+    await suite17(ctx, specs, meta)
+  } finally {
+    ctx.objects.close()
+    await s3.stop()
+    await rm(work, { recursive: true, force: true })
+  }
+  meta.machine!.loadAfter = os.loadavg()
+  const rows = summarize(specs, ctx.rec.samples)
+  const barResults = bars(rows, meta.databaseBytes!)
+  const md = formatMarkdown(meta as RunMeta, groups(), rows, barResults)
+  const svg = formatSvg(`pgkeep benchmark, ${formatBytes(meta.databaseBytes!)} database, ${meta.at!.slice(0, 10)} (medians of ${config.runs})`, groups(), rows)
+  await writeFile(join(config.outDir, 'suite.md'), md)
+  await writeFile(join(config.outDir, 'suite.svg'), svg)
+  await appendFile(ctx.rec.file, JSON.stringify({ suite: 'pgkeep-bench', runId, summary: { meta, bars: barResults, medians: rows.map((r) => ({ ...r, spec: undefined, group: r.spec.group, variant: r.spec.name })) } }) + '\n')
+  console.log('\n' + md)
+}, 6 * 3_600_000)
