@@ -18,6 +18,9 @@ import {
   writeWalRecord,
 } from '../repo/wal-catalog.js'
 
+/** Superseded partial records removed together (a synchronous streamer writes one per flush report). */
+const SUPERSEDED_BATCH = 64
+
 /** WAL is stored in pieces of 1 MiB: page runs compress well, and a partial segment shares its leading pieces. */
 export const WAL_PIECE_BYTES = 1 << 20
 
@@ -78,6 +81,8 @@ export class WalSegmentWriter {
   private ownPartialKey: string | undefined
   /** Segments whose partial records should be removed once complete: the first one (a resumed stream) and any with a sync point. */
   private readonly cleanPartialsOf = new Set<bigint>()
+  private removals: Promise<void> = Promise.resolve()
+  private superseded: string[] = []
 
   constructor(
     private readonly repo: Repository,
@@ -132,6 +137,14 @@ export class WalSegmentWriter {
     this.throwIfFailed()
   }
 
+  /** Waits for the pipeline and removes superseded partial records. */
+  async close(): Promise<void> {
+    await this.drain()
+    this.removeSuperseded()
+    await this.removals
+    this.throwIfFailed()
+  }
+
   /** Stores what was received of the current segment as a partial segment (nothing when it is empty). */
   async storePartial(): Promise<void> {
     await this.drain()
@@ -180,8 +193,24 @@ export class WalSegmentWriter {
     const endLsn = this.segno * this.seg + BigInt(this.filled)
     this.durableLsn = endLsn
     this.o.onStored?.({ name, partial: true, validBytes: this.filled, result, endLsn })
-    // Superseded by the longer record just written; a reader that listed it before retries (findSegmentRecord).
-    if (previous !== undefined && previous !== key) await removeWalRecord(this.repo, previous, { signal: this.o.signal })
+    // Superseded by the longer record just written. Removed in batches in the background, so that a flush report
+    // does not wait for it (each removal is an fsync on a filesystem repository); a reader that listed a removed
+    // record looks again (findSegmentRecord). The complete segment's store removes whatever partials remain.
+    if (previous !== undefined && previous !== key) this.superseded.push(previous)
+    if (this.superseded.length >= SUPERSEDED_BATCH) this.removeSuperseded()
+  }
+
+  private removeSuperseded(): void {
+    const keys = this.superseded
+    this.superseded = []
+    if (keys.length === 0) return
+    this.removals = this.removals.then(async () => {
+      try {
+        for (const k of keys) await removeWalRecord(this.repo, k, { signal: this.o.signal })
+      } catch (error) {
+        this.failure ??= { error }
+      }
+    })
   }
 
   private async completeSegment(): Promise<void> {
@@ -230,6 +259,7 @@ export class WalSegmentWriter {
     this.syncPieces = []
     this.syncPiecesBytes = 0
     this.ownPartialKey = undefined
+    this.superseded = this.superseded.filter((k) => !k.includes(`/${walFileName(this.o.timeline, segno, this.segSize)}.partial.`))
     this.buf = this.spare.pop() ?? Buffer.allocUnsafe(this.segSize)
     while (this.pending.length > this.maxPending) {
       await this.pending[0]!.promise

@@ -201,6 +201,7 @@ export class WalStreamer {
         // The old timeline ends at the switch point: its last segment is stored as partial (pg_receivewal keeps it as
         // `.partial` too); the new timeline starts again at the beginning of the segment holding the switch point.
         await writer.storePartial()
+        await writer.close()
         const next = this.newWriter(end.nextTimeline, end.nextTimelineStartLsn - (end.nextTimelineStartLsn % BigInt(segSize)))
         this.o.onEvent?.({ type: 'timeline-switch', from: writer.timeline, to: end.nextTimeline, switchLsn: end.nextTimelineStartLsn })
         this.writer = next
@@ -356,6 +357,7 @@ export class WalStreamer {
       // Stopping on request: what was received becomes durable before the stream says goodbye.
       await writer.storePartial()
       stream.confirmFlushed(writer.durableLsn)
+      await writer.close()
       await stream.stop()
       return 'aborted'
     } finally {

@@ -1,0 +1,131 @@
+// `pgkeep wal stream --synchronous` as the server's synchronous standby (RPO 0): commits return, and when they
+// have returned their WAL is in the repository (checked by reading the repository, not by asking the streamer);
+// with the streamer stopped a commit waits (wait event SyncRep), and it completes once the streamer is back.
+// Also prints the commit latency this mode costs next to synchronous_commit = local.
+
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { parseLsn } from '../../src/pg/lsn.js'
+import { findWalSegment } from '../../src/restore/wal-files.js'
+import { type Cluster, startCluster } from '../harness/cluster.js'
+import { ensureBuilt, nameOfSegno, openFsRepo, type PgkeepProcess, spawnPgkeep, waitUntil } from './wal-helpers.js'
+
+const SEG = 16n << 20n
+const SLOT = 'pgkeep_sync'
+
+beforeAll(() => ensureBuilt(), 120_000)
+
+/** End of the WAL the repository holds for the cluster around `lsn`'s segment (complete or partial). */
+async function storedUpTo(repoDir: string, systemId: string, lsn: bigint): Promise<bigint> {
+  const repo = await openFsRepo(repoDir)
+  try {
+    const segno = lsn / SEG
+    const rec = await findWalSegment(repo, systemId, nameOfSegno(1, segno))
+    return rec ? segno * SEG + BigInt(rec.validBytes) : 0n
+  } finally {
+    await repo.close()
+  }
+}
+
+const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!
+
+describe.each([15, 18] as const)('wal stream --synchronous on PostgreSQL %i', (major) => {
+  let server: Cluster
+  let repoDir: string
+  let client: pg.Client
+  const streamers: PgkeepProcess[] = []
+  const stream = () => {
+    const s = spawnPgkeep(['wal', 'stream', '-d', server.url(), '--repo', repoDir, '--slot', SLOT, '--create-slot', '--synchronous', '--status-interval', '1'])
+    streamers.push(s)
+    return s
+  }
+
+  beforeAll(async () => {
+    server = await startCluster({ major, tablespaces: 0 })
+    repoDir = await mkdtemp(join(tmpdir(), 'pgkeep-walsync-'))
+    client = new pg.Client({ host: server.socketDir, port: server.port, user: 'postgres', database: 'postgres' })
+    await client.connect()
+    await client.query('create table t (id int primary key, v text)')
+    // The streamer's application_name defaults to its slot name.
+    await server.configure({ synchronous_standby_names: SLOT })
+    await server.reload()
+  })
+  afterAll(async () => {
+    for (const s of streamers) s.kill('SIGKILL')
+    await client?.end().catch(() => {})
+    await server?.destroy()
+    if (repoDir) await rm(repoDir, { recursive: true, force: true })
+  })
+
+  it('commits return only once their WAL is in the repository, and wait while the streamer is down', async () => {
+    const first = stream()
+    const started = await first.waitFor(/streaming cluster (\d+)/)
+    const systemId = started[1]!
+    await waitUntil('the streamer is the synchronous standby', async () => {
+      const rows = await server.sql<{ s: string }>(`select sync_state s from pg_stat_replication where application_name = $1`, [SLOT])
+      return rows[0]?.s === 'sync'
+    })
+
+    // Each commit's WAL is durable in the repository when the commit returns.
+    for (let i = 1; i <= 5; i++) {
+      await client.query('begin')
+      await client.query('insert into t values ($1, $2)', [i, 'sync'])
+      const { rows } = await client.query<{ l: string }>('select pg_current_wal_insert_lsn()::text l')
+      await client.query('commit')
+      const before = parseLsn(rows[0]!.l) // the commit record ends after this
+      expect(await storedUpTo(repoDir, systemId, before)).toBeGreaterThan(before)
+    }
+
+    // What it costs: single-row commits with the streamer as synchronous standby versus local commits.
+    const timed = async (n: number, mode: 'on' | 'local') => {
+      await client.query(`set synchronous_commit = ${mode}`)
+      const ms: number[] = []
+      for (let i = 0; i < n; i++) {
+        const t0 = performance.now()
+        await client.query('insert into t values ($1, $2)', [1000 + i + (mode === 'on' ? 0 : 100_000), mode])
+        ms.push(performance.now() - t0)
+      }
+      await client.query('reset synchronous_commit')
+      return ms
+    }
+    const local = await timed(200, 'local')
+    const sync = await timed(200, 'on')
+    console.log(
+      `PG ${major} commit latency, 200 single-row inserts: synchronous_commit=local p50 ${percentile(local, 50).toFixed(2)} ms ` +
+        `p99 ${percentile(local, 99).toFixed(2)} ms; with pgkeep wal stream --synchronous (fs repository) p50 ` +
+        `${percentile(sync, 50).toFixed(2)} ms p99 ${percentile(sync, 99).toFixed(2)} ms`,
+    )
+
+    // Streamer stopped: a commit waits for it.
+    first.kill('SIGTERM')
+    expect(await first.exited, first.output()).toBe(0)
+    const waiting = new pg.Client({ host: server.socketDir, port: server.port, user: 'postgres', database: 'postgres' })
+    await waiting.connect()
+    try {
+      let done = false
+      const commit = waiting.query('insert into t values (-1, $1) returning pg_current_wal_insert_lsn()::text l', ['waited']).then((r) => {
+        done = true
+        return r.rows[0] as { l: string }
+      })
+      await waitUntil('the commit waits for the synchronous standby', async () => {
+        const rows = await server.sql<{ w: string | null }>(`select wait_event w from pg_stat_activity where query like 'insert into t values (-1%'`)
+        return rows[0]?.w === 'SyncRep'
+      })
+      await new Promise((r) => setTimeout(r, 1000))
+      expect(done).toBe(false)
+
+      // Back: the waiting commit completes, and its WAL is in the repository.
+      const second = stream()
+      await second.waitFor(/streaming cluster/)
+      const { l } = await commit
+      expect(await storedUpTo(repoDir, systemId, parseLsn(l))).toBeGreaterThan(parseLsn(l))
+      second.kill('SIGTERM')
+      expect(await second.exited, second.output()).toBe(0)
+    } finally {
+      await waiting.end().catch(() => {})
+    }
+  })
+})
