@@ -3,16 +3,16 @@
 // compares what is there: relation files page by page against the backup's page hashes (rewriting only differing
 // pages), other files by CRC-32C when the backup knows it.
 
-import { hash } from 'node:crypto'
 import { lstat, open, rm, type FileHandle } from 'node:fs/promises'
 import { IntegrityError, isPgkeepError } from '../errors.js'
 import { crc32cFinal, crc32cHexLE, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
-import { isAllZero } from '../pg/page.js'
 import type { BlobId } from '../repo/blob.js'
 import type { FileEntry } from '../repo/file-list.js'
 import { decodeFileMap, type Extent, type FileMap, PAGE_BYTES, PAGE_HASH_BYTES, WINDOW_BYTES } from '../repo/file-map.js'
 import type { Repository } from '../repo/repository.js'
 import type { BlobCache } from './blob-cache.js'
+import type { DecodePool } from './decode-pool.js'
+import { pageHashesOf } from './page-hashes.js'
 import type { Spawn } from './task-pool.js'
 
 /** Files larger than this are cut into pieces that several workers write at once. */
@@ -22,10 +22,11 @@ export const PIECE_BYTES = 16 << 20
 /** A write gathers up to this many bytes of consecutive extents into one writev. */
 const GATHER_BYTES = 1 << 20
 const GATHER_BUFFERS = 32
-/** Extents whose blobs are fetched ahead of the one being written. */
-const READ_AHEAD_EXTENTS = 4
+/** Extents whose blobs are fetched ahead of the one being written (about 1 MiB each). */
+export const READ_AHEAD_EXTENTS = 16
+/** Gathered writes of one file in flight at once. */
+const WRITES_IN_FLIGHT = 4
 const ZEROS = Buffer.alloc(WINDOW_BYTES)
-const ZERO_HASH = Buffer.alloc(PAGE_HASH_BYTES)
 
 /** A file of the backup, or a byte range of one that was split. */
 export type FileTask = { kind: 'file'; entry: FileEntry } | { kind: 'piece'; file: SplitFile; offset: number; lengthBytes: number }
@@ -49,6 +50,8 @@ export interface FileRestorerContext {
   sync: boolean
   /** Delta: fsync files found already right too (the target holds an interrupted restore). */
   syncUnchanged: boolean
+  /** Worker threads for page hashing (undefined: this thread hashes). */
+  pool?: DecodePool
   signal?: AbortSignal
   /** Absolute path of a file of the backup in the target. */
   targetPath(path: string): string
@@ -161,18 +164,23 @@ export class FileRestorer {
     let at = 0
     let gathered = 0
     let written = 0
+    // Writes go out without waiting for the previous one (positional, so order does not matter), at most
+    // WRITES_IN_FLIGHT at once: decoding the next blobs overlaps the disk.
+    const writes = new WriteQueue(WRITES_IN_FLIGHT)
     const flush = async () => {
       if (bufs.length === 0) return
-      await writeAll(fh, bufs, at)
-      written += gathered
-      this.ctx.onBytes(0, gathered)
+      const n = gathered
+      await writes.add(writeAll(fh, bufs, at).then(() => this.ctx.onBytes(0, n)))
+      written += n
       bufs = []
       gathered = 0
     }
     const slice = sliceExtents(extents, offset, lengthBytes)
-    // Read ahead: the next few blobs are fetched while this one is written.
+    // Read ahead: blobs are requested in batches (read together when they lie close in a pack) while earlier ones
+    // are written; a new batch goes out when half of the previous one is used.
     let ahead = 0
     const prefetch = (i: number) => {
+      if (ahead - i > READ_AHEAD_EXTENTS / 2) return
       for (ahead = Math.max(ahead, i + 1); ahead < slice.length && ahead <= i + READ_AHEAD_EXTENTS; ahead++) {
         const b = slice[ahead]!.blob
         if (b !== null) this.ctx.cache.get(b).catch(() => {})
@@ -198,6 +206,7 @@ export class FileRestorer {
       if (gathered >= GATHER_BYTES || bufs.length >= GATHER_BUFFERS) await flush()
     }
     await flush()
+    await writes.drain()
     return written
   }
 
@@ -261,12 +270,21 @@ export class FileRestorer {
    * and writes the pages that differ. The window buffer ends up holding the restored content, which feeds `crc`.
    */
   async #deltaRange(fh: FileHandle, entry: FileEntry, map: FileMap, offset: number, lengthBytes: number, crc: CrcState): Promise<number> {
-    const buf = Buffer.allocUnsafe(WINDOW_BYTES)
+    // A buffer of its own: it travels to a hashing worker and back.
+    let buf = Buffer.from(new ArrayBuffer(WINDOW_BYTES))
     let written = 0
     for (let w = offset; w < offset + lengthBytes; w += WINDOW_BYTES) {
       this.ctx.signal?.throwIfAborted()
       const n = Math.min(WINDOW_BYTES, offset + lengthBytes - w)
       await readFully(fh, buf, n, w)
+      let hashes: Buffer
+      if (this.ctx.pool) {
+        const r = await this.ctx.pool.hashPages(buf.subarray(0, n))
+        buf = Buffer.from(r.window.buffer as ArrayBuffer)
+        hashes = r.hashes
+      } else {
+        hashes = pageHashesOf(buf.subarray(0, n))
+      }
       let run = -1
       const writeRun = async (from: number, to: number) => {
         // Pages [from, to) of this window differ: fill them with the backup's bytes, then write them.
@@ -280,10 +298,9 @@ export class FileRestorer {
         this.ctx.onBytes(0, to - from)
       }
       for (let p = 0; p < n; p += PAGE_BYTES) {
-        const page = buf.subarray(p, Math.min(p + PAGE_BYTES, n))
         const at = ((w + p) / PAGE_BYTES) * PAGE_HASH_BYTES
-        const want = map.pageHashes.subarray(at, at + PAGE_HASH_BYTES)
-        const same = isAllZero(page) ? want.equals(ZERO_HASH) : hash('sha256', page, 'buffer').subarray(0, PAGE_HASH_BYTES).equals(want)
+        const h = (p / PAGE_BYTES) * PAGE_HASH_BYTES
+        const same = hashes.compare(map.pageHashes, at, at + PAGE_HASH_BYTES, h, h + PAGE_HASH_BYTES) === 0
         if (!same && run < 0) run = p
         if (same && run >= 0) {
           await writeRun(run, p)
@@ -419,4 +436,30 @@ async function crcOfHandle(fh: FileHandle, sizeBytes: number, signal?: AbortSign
     crc = crc32cUpdate(crc, buf.subarray(0, n))
   }
   return crc32cHexLE(crc32cFinal(crc))
+}
+
+/** At most `limit` writes in flight; the first failure is thrown by the next add() or by drain(). */
+class WriteQueue {
+  readonly #inFlight = new Set<Promise<void>>()
+  #failure: { error: unknown } | undefined
+
+  constructor(private readonly limit: number) {}
+
+  async add(p: Promise<void>): Promise<void> {
+    const tracked: Promise<void> = p.then(
+      () => void this.#inFlight.delete(tracked),
+      (error: unknown) => {
+        this.#inFlight.delete(tracked)
+        this.#failure ??= { error }
+      },
+    )
+    this.#inFlight.add(tracked)
+    if (this.#inFlight.size >= this.limit) await Promise.race(this.#inFlight)
+    if (this.#failure) throw this.#failure.error
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.#inFlight)
+    if (this.#failure) throw this.#failure.error
+  }
 }

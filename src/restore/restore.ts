@@ -16,7 +16,9 @@ import type { Repository } from '../repo/repository.js'
 import { BlobCache } from './blob-cache.js'
 import { chooseBackup } from './choose-backup.js'
 import { removeExtraneous } from './delta-cleanup.js'
-import { FileRestorer, readWholeFile, type FileTask } from './file-restorer.js'
+import { BlobReader } from './blob-reader.js'
+import { DecodePool } from './decode-pool.js'
+import { FileRestorer, READ_AHEAD_EXTENTS, readWholeFile, type FileTask } from './file-restorer.js'
 import { formatRecoveryLines, restoredAutoConf, signalFileOf, type RecoveryOptions } from './recovery-config.js'
 import { MANIFEST_NAME, MANIFEST_TEMP_NAME, RestoredManifest } from './restored-manifest.js'
 import {
@@ -49,8 +51,10 @@ export interface RestoreOptions {
   delta?: boolean
   /** Files (or pieces of large files) written at once; default 4. */
   jobs?: number
-  /** Bytes of decoded blobs kept for reuse; default 8 MiB per job, at least 32 MiB. */
+  /** Bytes of decoded blobs kept for reuse and read ahead; default 20 MiB per job, at least 32 MiB. */
   cacheBytes?: number
+  /** Worker threads decoding blobs and hashing pages; default: one fewer than the cores, at most `jobs`. */
+  workers?: number
   /** fsync every file and directory before pg_control is written (default true). */
   sync?: boolean
   signal?: AbortSignal
@@ -130,6 +134,8 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   setMaxListeners(0, signal)
   let touched = false
   let manifest: RestoredManifest | undefined
+  let pool: DecodePool | undefined
+  let signalWritten: string | null = null
   try {
     const { backup, reason } = await chooseBackup(repo, { backup: o.backup, systemId: o.systemId, target: recovery.target, signal })
     say('info', `restoring backup ${backup.id} (${backup.type}, PostgreSQL ${backup.server.version}, ${backup.startLsn}..${backup.endLsn}): ${reason}`)
@@ -183,7 +189,10 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     let filesUnchanged = 0
     const dirs: { path: string; mode: number; mtime: number }[] = []
     const deferred = new Map<string, FileEntry>()
-    const cache = new BlobCache((id) => repo.readBlob(id, { signal }), o.cacheBytes ?? Math.max(32 << 20, jobs * (8 << 20)))
+    pool = DecodePool.create(repo.keys, o.workers ?? DecodePool.defaultSize(jobs))
+    const blobReader = new BlobReader(repo, { signal, pool })
+    // Room for every job's read-ahead and the blobs it is writing, so nothing fetched ahead is evicted unused.
+    const cache = new BlobCache((id) => blobReader.read(id), o.cacheBytes ?? Math.max(32 << 20, jobs * (READ_AHEAD_EXTENTS + 4) * (1 << 20)))
     const restorer = new FileRestorer({
       repo,
       backupId: backup.id,
@@ -191,6 +200,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       delta,
       sync,
       syncUnchanged: state.marker !== undefined,
+      pool,
       signal,
       targetPath: (p) => join(pgdata, p),
       onBytes: (covered, written) => progress.add(covered, written),
@@ -245,35 +255,45 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       progress.add(bytes.length, bytes.length)
     }
 
+    // Everything these files need is read (and verified) before the first of them is written: a damaged blob
+    // fails the restore before a signal file exists.
+    const control = deferred.get(CONTROL_FILE)
+    if (!control) throw new UsageError(`backup ${backup.id} has no ${CONTROL_FILE}`, { hint: 'the backup is damaged; restore another one with --backup' })
+    const controlBytes = await readEntry(control)
     const autoConf = deferred.get('postgresql.auto.conf')
     const original = autoConf ? (await readEntry(autoConf)).toString('utf8') : ''
+    const tsMap = deferred.get('tablespace_map')
+    const tsMapBytes = tsMap ? await readEntry(tsMap) : undefined
+    const label = deferred.get('backup_label')
+    const labelBytes = label ? await readEntry(label) : undefined
+
     const conf = restoredAutoConf(original, recoveryLines, backup.id)
     if (conf.commented.length > 0) say('info', `postgresql.auto.conf: disabled the backup's ${[...new Set(conf.commented)].join(', ')}`)
     if (autoConf || conf.text !== '') {
       const unchanged = autoConf !== undefined && conf.text === original
       await writeListed('postgresql.auto.conf', Buffer.from(conf.text), autoConf?.mode ?? 0o600, unchanged ? autoConf.mtime : undefined)
     }
-    const tsMap = deferred.get('tablespace_map')
-    if (tsMap) {
+    if (tsMap && tsMapBytes) {
       // The map names where the server links each tablespace at startup: the mapped locations.
-      const entries = parseTablespaceMap(await readEntry(tsMap), { major: backup.server.major }).map((t) => ({ oid: t.oid, path: locations.get(t.oid) ?? t.path }))
+      const entries = parseTablespaceMap(tsMapBytes, { major: backup.server.major }).map((t) => ({ oid: t.oid, path: locations.get(t.oid) ?? t.path }))
       await writeListed('tablespace_map', Buffer.from(formatTablespaceMap(entries, { major: backup.server.major })), tsMap.mode, tsMap.mtime)
     }
-    const label = deferred.get('backup_label')
-    if (label) await writeListed('backup_label', await readEntry(label), label.mode, label.mtime)
+    if (label && labelBytes) await writeListed('backup_label', labelBytes, label.mode, label.mtime)
     const signalFile = signalFileOf(mode)
-    if (signalFile) await writeListed(signalFile, Buffer.alloc(0), 0o600, undefined)
+    if (signalFile) {
+      signalWritten = signalFile
+      await writeListed(signalFile, Buffer.alloc(0), 0o600, undefined)
+    }
 
     if (sync) {
       for (const d of dirs) await syncDirectory(d.path)
       for (const dir of [pgdata, pgWal, join(pgWal, 'archive_status'), join(pgdata, 'pg_tblspc'), ...locations.values()]) await syncDirectory(dir)
     }
-    const control = deferred.get(CONTROL_FILE)
-    if (!control) throw new UsageError(`backup ${backup.id} has no ${CONTROL_FILE}`, { hint: 'the backup is damaged; restore another one with --backup' })
-    const controlBytes = await readEntry(control)
     const controlTemp = join(pgdata, `${CONTROL_FILE}.pgkeep-partial`)
     await writeSmallFile(controlTemp, controlBytes, control.mode, control.mtime, sync)
     await rename(controlTemp, join(pgdata, CONTROL_FILE))
+    // From here the directory is complete: a later failure (the manifest) must not take the signal file away.
+    signalWritten = null
     if (sync) await syncDirectory(join(pgdata, 'global'))
     await m.add({ path: CONTROL_FILE, size: controlBytes.length, lastModified: new Date(control.mtime * 1000), checksumAlgorithm: 'CRC32C', checksum: crc32cHexLE(crc32c(controlBytes)) })
     progress.add(controlBytes.length, controlBytes.length)
@@ -320,11 +340,14 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     }
   } catch (err) {
     await manifest?.discard().catch(() => {})
+    // A failure after the signal file was written (syncing, pg_control itself): take it away again.
+    if (signalWritten) await rm(join(pgdata, signalWritten), { force: true }).catch(() => {})
     if (touched) {
       say('warning', `the restore into '${pgdata}' did not finish: the directory is incomplete and will not start (it has no ${CONTROL_FILE}); run the restore again (--delta reuses what was written) or remove it`)
     }
     throw err
   } finally {
+    await pool?.close().catch(() => {})
     await lock.release().catch(() => {})
   }
 }
