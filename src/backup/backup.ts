@@ -10,20 +10,14 @@ import {
   createReplicationSlot,
   formatLsn,
   identifySystem,
-  type Lsn,
   type ReplicationConnection,
   ServerError,
   type ServerMessageFields,
   show,
-  startReplication,
   uploadManifest,
 } from '../../protocol/index.js'
-import { AbortedError, FormatError, IntegrityError, UsageError } from '../errors.js'
-import { parseServerManifest } from '../pg/backup-manifest.js'
-import { stripIncrementalLines } from '../pg/backup-label.js'
-import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
+import { AbortedError, FormatError, UsageError } from '../errors.js'
 import { parseSizeSetting } from '../pg/lsn.js'
-import { classifyRelationPath } from '../pg/relation-path.js'
 import {
   type BackupRecord,
   BACKUP_FORMAT_VERSION,
@@ -33,13 +27,14 @@ import {
   writeBackupRecord,
 } from '../repo/backup-record.js'
 import type { BlobId } from '../repo/blob.js'
-import { FileListReader, FileListWriter } from '../repo/file-list.js'
-import { decodeFileMap, encodeFileMap, type FileMap, PAGE_BYTES } from '../repo/file-map.js'
+import { FileListReader } from '../repo/file-list.js'
 import { PACKS_PREFIX } from '../repo/layout.js'
 import type { Repository } from '../repo/repository.js'
-import { WalSegmentWriter } from '../wal/segment-writer.js'
-import { type BlobSink, ParentBlobMissingError, PlainFileIngest, RelationFileIngest } from './file-ingest.js'
-import { IncrementalFileIngest, ParentFileMissingError } from './incremental-ingest.js'
+import { BackupFiles } from './backup-files.js'
+import { BackupWal } from './backup-wal.js'
+import { type BlobSink, ParentBlobMissingError } from './file-ingest.js'
+import { ParentFileMissingError } from './incremental-ingest.js'
+import { checkAgainstManifest } from './manifest-check.js'
 import { TarArchiveReader } from './tar-entries.js'
 
 export type BackupType = 'auto' | 'full' | 'incremental'
@@ -203,84 +198,30 @@ async function run(
     const slot = o.slot ?? `pgkeep_${walConn.backendPid}`
     await ensureSlot(walConn, slot, o.slot === undefined, signal)
 
-    let mode: BackupRecord['incrementalMode'] = parent ? 'client' : null
-    backupConn = await open(o, 'pgkeep backup')
-    if (parent && facts.major >= 17 && parent.server.major >= 17) {
-      if (!facts.summarizeWal) {
-        say('info', 'summarize_wal is off on the server: the incremental backup reads every page and compares on the client')
-      } else {
-        try {
-          await uploadManifest(backupConn, await readManifestBytes(repo, parent, signal), { signal })
-          mode = 'server'
-        } catch (err) {
-          say('info', `the server cannot take an incremental backup (${(err as Error).message}); comparing pages on the client instead`)
-          await backupConn.close()
-          backupConn = await open(o, 'pgkeep backup')
-        }
-      }
-    }
-
-    let events = startBaseBackup(backupConn, o, mode === 'server')
-    let first: IteratorResult<BaseBackupEvent>
-    try {
-      first = await events.next()
-    } catch (err) {
-      if (mode !== 'server' || !(err instanceof ServerError)) throw err
-      // For example "WAL summaries are required on timeline …": fall back to comparing on the client.
-      say('info', `the server refused the incremental backup (${err.message}); comparing pages on the client instead`)
-      mode = 'client'
-      backupConn = await open(o, 'pgkeep backup')
-      events = startBaseBackup(backupConn, o, false)
-      first = await events.next()
-    }
-    if (first.done || first.value.type !== 'start') throw new FormatError('BASE_BACKUP did not begin with its start position')
-    const start = first.value
-    const segStart = start.startLsn - (start.startLsn % BigInt(facts.segmentSizeBytes))
-
-    // WAL: streamed into the repository until the backup's end LSN is known and reached.
-    let endLsn: Lsn | undefined
-    const walWriter = new WalSegmentWriter(walRepo, {
-      systemId: BigInt(facts.systemId),
+    const begun = await beginBaseBackup(o, facts, parent, say)
+    backupConn = begun.conn
+    const { events, start, mode } = begun
+    const wal = await BackupWal.start(walConn, walRepo, {
+      slot,
+      systemId: facts.systemId,
       timeline: start.timeline,
       segmentSizeBytes: facts.segmentSizeBytes,
-      startLsn: segStart,
+      startLsn: start.startLsn,
       signal,
     })
-    const walStream = await startReplication(walConn, { slot, startLsn: segStart, timeline: start.timeline, signal })
-    const walDone = (async () => {
-      for await (const ev of walStream) {
-        if (ev.type === 'xlogdata') {
-          await walWriter.write(ev.walStart, ev.data)
-          walStream.confirmFlushed(walWriter.durableLsn)
-        }
-        if (endLsn !== undefined && walWriter.receivedLsn >= endLsn) break
-      }
-      if (endLsn === undefined || walWriter.receivedLsn < endLsn) {
-        throw new IntegrityError(`WAL streaming ended at ${formatLsn(walWriter.receivedLsn)} before the backup's end`, {
-          hint: 'the server may have switched timelines (promotion) during the backup; run the backup again',
-        })
-      }
-      await walWriter.storePartial()
-      walStream.confirmFlushed(walWriter.durableLsn)
-    })()
     // Awaited after the archives; a WAL failure meanwhile stops the data side at once.
     let walFailure: unknown
-    walDone.catch((err) => {
+    wal.done.catch((err) => {
       walFailure = err
       backupConn?.destroy(err)
     })
 
-    const files = new FileListWriter()
-    const parentFiles = parent ? new FileListReader(repo, parent.files) : undefined
     // Reusing the parent's blobs is safe only if their packs are still there: the index alone can be stale.
     const sink = parent ? await sinkCheckingPacks(repo, signal) : repo
-    const receivedChecks = new Map<string, { sizeBytes: number; crc32c: string }>()
+    const files = new BackupFiles(repo, sink, parent && { backupId: parent.id, files: new FileListReader(repo, parent.files) }, signal)
     const checksumFailures: BackupRecord['checksumFailures'] = []
     const manifest: Buffer[] = []
-    let backupLabel = ''
-    let tablespaceMap: string | null = null
     let reader: TarArchiveReader | undefined
-    let archivePrefix = ''
     let bytesDone = 0
     let bytesTotal: number | null = start.tablespaces.every((t) => t.sizeBytes !== null)
       ? start.tablespaces.reduce((s, t) => s + t.sizeBytes!, 0)
@@ -294,68 +235,8 @@ async function run(
         bytesDone,
         bytesTotal,
         storedBytes: repo.sessionStats.storedBytes - storedAtStart,
-        walDurableLsn: walWriter.durableLsn > segStart ? formatLsn(walWriter.durableLsn) : null,
+        walDurableLsn: wal.durableLsn > start.startLsn ? formatLsn(wal.durableLsn) : null,
       })
-    }
-
-    const parentMap = async (path: string): Promise<FileMap | undefined> => {
-      const e = await parentFiles?.get(path, { signal })
-      if (!e?.fileMap) return undefined
-      if (!sink.hasBlob(e.fileMap)) throw new ParentBlobMissingError(e.fileMap)
-      try {
-        return decodeFileMap(await repo.readBlob(e.fileMap, { signal }), `file map of '${path}' in backup ${parent!.id}`)
-      } catch (err) {
-        if (signal?.aborted) throw err
-        throw new ParentBlobMissingError(e.fileMap)
-      }
-    }
-    const storeFileMap = async (m: FileMap): Promise<BlobId> => (await repo.putBlob('meta', encodeFileMap(m), { signal })).id
-
-    const onEntry = async (e: import('./tar-entries.js').TarEntry) => {
-      const path = archivePrefix + e.name
-      if (e.type !== 'file') {
-        files.add({ path, type: e.type, mode: e.mode, mtime: e.mtime, sizeBytes: 0, linkTarget: e.linkTarget })
-        return
-      }
-      const rel = classifyRelationPath(path)
-      if (rel.kind === 'relation' && rel.incremental) {
-        const target = path.replace(/INCREMENTAL\.([^/]+)$/, '$1')
-        const ing = new IncrementalFileIngest(sink, target, await parentMap(target), signal)
-        for await (const chunk of e.content) await ing.push(chunk)
-        const r = await ing.finish()
-        receivedChecks.set(path, { sizeBytes: r.incrementalSizeBytes, crc32c: crc32cHexLE(r.incrementalCrc32c) })
-        files.add({ path: target, type: 'file', mode: e.mode, mtime: e.mtime, sizeBytes: r.fileMap.sizeBytes, fileMap: await storeFileMap(r.fileMap) })
-      } else if (rel.kind === 'relation' && e.sizeBytes % PAGE_BYTES === 0) {
-        const ing = new RelationFileIngest(sink, e.sizeBytes, await parentMap(path), signal)
-        for await (const chunk of e.content) await ing.push(chunk)
-        const r = await ing.finish()
-        const crc = crc32cHexLE(r.crc32c)
-        receivedChecks.set(path, { sizeBytes: e.sizeBytes, crc32c: crc })
-        files.add({ path, type: 'file', mode: e.mode, mtime: e.mtime, sizeBytes: e.sizeBytes, crc32c: crc, fileMap: await storeFileMap(r.fileMap) })
-      } else if (path === 'backup_label' || path === 'tablespace_map') {
-        const parts: Buffer[] = []
-        for await (const chunk of e.content) parts.push(Buffer.from(chunk))
-        const received = Buffer.concat(parts)
-        receivedChecks.set(path, { sizeBytes: received.length, crc32c: crc32cHexLE(crc32c(received)) })
-        let text = received.toString('utf8')
-        // A server-side incremental's label names its parent, and a server refuses to start on it; the stored
-        // backup is complete, so it keeps the label pg_combinebackup would write.
-        if (path === 'backup_label') text = backupLabel = stripIncrementalLines(text)
-        else tablespaceMap = text
-        const ing = new PlainFileIngest(repo, signal)
-        await ing.push(Buffer.from(text))
-        const r = await ing.finish()
-        files.add({ path, type: 'file', mode: e.mode, mtime: e.mtime, sizeBytes: r.sizeBytes, crc32c: crc32cHexLE(r.crc32c), extents: r.extents })
-      } else {
-        const ing = new PlainFileIngest(repo, signal)
-        for await (const chunk of e.content) await ing.push(chunk)
-        const r = await ing.finish()
-        if (r.sizeBytes !== e.sizeBytes) throw new FormatError(`'${path}' has ${r.sizeBytes} bytes, its tar header says ${e.sizeBytes}`)
-        const crc = crc32cHexLE(r.crc32c)
-        receivedChecks.set(path, { sizeBytes: r.sizeBytes, crc32c: crc })
-        files.add({ path, type: 'file', mode: e.mode, mtime: e.mtime, sizeBytes: r.sizeBytes, crc32c: crc, extents: r.extents })
-      }
-      progress()
     }
 
     let end: Extract<BaseBackupEvent, { type: 'end' }> | undefined
@@ -363,10 +244,14 @@ async function run(
       for (let r = await events.next(); !r.done; r = await events.next()) {
         const ev = r.value
         switch (ev.type) {
-          case 'archive':
-            archivePrefix = ev.tablespace.oid === null ? '' : `pg_tblspc/${ev.tablespace.oid}/`
-            reader = new TarArchiveReader(ev.name, onEntry)
+          case 'archive': {
+            const prefix = ev.tablespace.oid === null ? '' : `pg_tblspc/${ev.tablespace.oid}/`
+            reader = new TarArchiveReader(ev.name, async (entry) => {
+              await files.add(entry, prefix)
+              progress()
+            })
             break
+          }
           case 'data':
             bytesDone += ev.data.length
             await reader!.write(ev.data)
@@ -409,18 +294,14 @@ async function run(
       say('warning', `server: ${end.checksumFailure.message}`)
     }
 
-    // The server's manifest is the oracle for every byte we received (invariant 4).
     const manifestBytes = Buffer.concat(manifest)
-    checkAgainstManifest(manifestBytes, receivedChecks, start.startLsn, end.endLsn)
+    checkAgainstManifest(manifestBytes, files.received, start.startLsn, end.endLsn)
     const manifestBlobs: BlobId[] = []
     for (let off = 0; off < manifestBytes.length; off += MANIFEST_PIECE_BYTES) {
       manifestBlobs.push((await repo.putBlob('meta', manifestBytes.subarray(off, off + MANIFEST_PIECE_BYTES), { signal })).id)
     }
-    const fileList = await files.finish(repo, { signal })
-
-    endLsn = end.endLsn
-    walStream.sendStatus(true) // wake the WAL loop if no WAL is flowing
-    await walDone
+    const fileList = await files.finish()
+    await wal.finishAt(end.endLsn)
     await repo.flush({ signal })
 
     const record: BackupRecord = {
@@ -432,7 +313,7 @@ async function run(
       parent: parent?.id ?? null,
       incrementalMode: mode,
       label: o.label ?? `pgkeep ${id}`,
-      server: { version: facts.version, versionNum: facts.versionNum, major: facts.major, fromStandby: /^BACKUP FROM: standby$/m.test(backupLabel) },
+      server: { version: facts.version, versionNum: facts.versionNum, major: facts.major, fromStandby: /^BACKUP FROM: standby$/m.test(files.backupLabel) },
       timeline: start.timeline,
       startLsn: formatLsn(start.startLsn),
       endLsn: formatLsn(end.endLsn),
@@ -443,8 +324,8 @@ async function run(
       tablespaces: start.tablespaces.filter((t) => t.oid !== null).map((t) => ({ oid: t.oid!, location: t.location ?? '' })),
       files: fileList,
       serverManifest: manifestBlobs,
-      backupLabel,
-      tablespaceMap,
+      backupLabel: files.backupLabel,
+      tablespaceMap: files.tablespaceMap,
       storedBytes: repo.sessionStats.storedBytes - storedAtStart,
       checksumFailures,
     }
@@ -477,6 +358,50 @@ async function run(
   } finally {
     backupConn?.destroy()
     await walConn.close().catch(() => walConn.destroy())
+  }
+}
+
+/**
+ * Starts BASE_BACKUP and reads its start position. With a parent on PostgreSQL 17+ and summarize_wal on, it first
+ * uploads the parent's manifest and asks for an incremental backup; when the server cannot, it falls back to a
+ * plain BASE_BACKUP whose pages are compared on the client, and says so.
+ */
+async function beginBaseBackup(o: BackupOptions, facts: ServerFacts, parent: BackupRecord | undefined, say: (level: 'info' | 'warning', text: string) => void) {
+  let mode: BackupRecord['incrementalMode'] = parent ? 'client' : null
+  let conn = await open(o, 'pgkeep backup')
+  try {
+    if (parent && facts.major >= 17 && parent.server.major >= 17) {
+      if (!facts.summarizeWal) {
+        say('info', 'summarize_wal is off on the server: the incremental backup reads every page and compares on the client')
+      } else {
+        try {
+          await uploadManifest(conn, await readManifestBytes(o.repo, parent, o.signal), { signal: o.signal })
+          mode = 'server'
+        } catch (err) {
+          say('info', `the server cannot take an incremental backup (${(err as Error).message}); comparing pages on the client instead`)
+          conn.destroy()
+          conn = await open(o, 'pgkeep backup')
+        }
+      }
+    }
+    let events = startBaseBackup(conn, o, mode === 'server')
+    let first: IteratorResult<BaseBackupEvent>
+    try {
+      first = await events.next()
+    } catch (err) {
+      if (mode !== 'server' || !(err instanceof ServerError)) throw err
+      // For example "WAL summaries are required on timeline …": fall back to comparing on the client.
+      say('info', `the server refused the incremental backup (${err.message}); comparing pages on the client instead`)
+      mode = 'client'
+      conn = await open(o, 'pgkeep backup')
+      events = startBaseBackup(conn, o, false)
+      first = await events.next()
+    }
+    if (first.done || first.value.type !== 'start') throw new FormatError('BASE_BACKUP did not begin with its start position')
+    return { conn, events, start: first.value, mode }
+  } catch (err) {
+    conn.destroy()
+    throw err
   }
 }
 
@@ -533,31 +458,3 @@ async function readManifestBytes(repo: Repository, b: BackupRecord, signal?: Abo
 }
 
 const noticeOf = (n: ServerMessageFields) => (n.detail ? { message: n.message, detail: n.detail } : { message: n.message })
-
-/**
- * Every file the server listed must have arrived with the size and CRC-32C it computed, and nothing else may have
- * arrived; the manifest's WAL range must be the backup's.
- */
-function checkAgainstManifest(bytes: Buffer, received: Map<string, { sizeBytes: number; crc32c: string }>, startLsn: Lsn, endLsn: Lsn): void {
-  const m = parseServerManifest(bytes, { verifyChecksum: true })
-  const problems: string[] = []
-  for (const f of m.files) {
-    const got = received.get(f.path)
-    if (!got) problems.push(`'${f.path}' is in the server's manifest but did not arrive`)
-    else if (got.sizeBytes !== f.size) problems.push(`'${f.path}' has ${got.sizeBytes} bytes, the server's manifest says ${f.size}`)
-    else if (f.checksumAlgorithm === 'CRC32C' && got.crc32c !== f.checksum) {
-      problems.push(`'${f.path}' has CRC-32C ${got.crc32c}, the server's manifest says ${f.checksum}`)
-    }
-    received.delete(f.path)
-  }
-  for (const path of received.keys()) problems.push(`'${path}' arrived but is not in the server's manifest`)
-  const range = m.walRanges[m.walRanges.length - 1]
-  if (m.walRanges.length === 0 || m.walRanges[0].startLsn !== startLsn || range.endLsn !== endLsn) {
-    problems.push(`the manifest's WAL range does not match the backup's ${formatLsn(startLsn)}..${formatLsn(endLsn)}`)
-  }
-  if (problems.length > 0) {
-    throw new IntegrityError(`the backup does not match the server's manifest: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (and ${problems.length - 5} more)` : ''}`, {
-      hint: 'the data was damaged in transit or by a bug; nothing was recorded, run the backup again',
-    })
-  }
-}

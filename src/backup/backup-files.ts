@@ -1,0 +1,114 @@
+// The files of one backup as they arrive from the server's tar archives: each entry becomes a file list entry,
+// relation files go page by page against the parent's file map (if any), INCREMENTAL files are merged into it, and
+// what was received is remembered for the check against the server's manifest.
+
+import { FormatError } from '../errors.js'
+import { stripIncrementalLines } from '../pg/backup-label.js'
+import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
+import { classifyRelationPath } from '../pg/relation-path.js'
+import type { BlobId } from '../repo/blob.js'
+import { type FileListReader, type FileListSummary, FileListWriter } from '../repo/file-list.js'
+import { decodeFileMap, encodeFileMap, type FileMap, PAGE_BYTES } from '../repo/file-map.js'
+import type { Repository } from '../repo/repository.js'
+import { type BlobSink, ParentBlobMissingError, PlainFileIngest, RelationFileIngest } from './file-ingest.js'
+import { IncrementalFileIngest } from './incremental-ingest.js'
+import type { TarEntry } from './tar-entries.js'
+
+/** Size and CRC-32C of a file as received, to compare with the server's manifest. */
+export type ReceivedFiles = Map<string, { sizeBytes: number; crc32c: string }>
+
+export interface ParentFiles {
+  backupId: string
+  files: FileListReader
+}
+
+export class BackupFiles {
+  readonly received: ReceivedFiles = new Map()
+  backupLabel = ''
+  tablespaceMap: string | null = null
+  private readonly list = new FileListWriter()
+
+  /**
+   * @param sink where file data goes; with a parent it must check that reused blobs still exist
+   * @param parent the backup to reuse unchanged pages from
+   */
+  constructor(
+    private readonly repo: Repository,
+    private readonly sink: BlobSink,
+    private readonly parent: ParentFiles | undefined,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  /** Ingests one tar entry; `prefix` is `pg_tblspc/<oid>/` for a tablespace archive, '' for base.tar. */
+  async add(e: TarEntry, prefix: string): Promise<void> {
+    const path = prefix + e.name
+    const { mode, mtime } = e
+    if (e.type !== 'file') {
+      this.list.add({ path, type: e.type, mode, mtime, sizeBytes: 0, linkTarget: e.linkTarget })
+      return
+    }
+    const rel = classifyRelationPath(path)
+    if (rel.kind === 'relation' && rel.incremental) {
+      const target = path.replace(/INCREMENTAL\.([^/]+)$/, '$1')
+      const ing = new IncrementalFileIngest(this.sink, target, await this.parentMap(target), this.signal)
+      for await (const chunk of e.content) await ing.push(chunk)
+      const r = await ing.finish()
+      this.received.set(path, { sizeBytes: r.incrementalSizeBytes, crc32c: crc32cHexLE(r.incrementalCrc32c) })
+      this.list.add({ path: target, type: 'file', mode, mtime, sizeBytes: r.fileMap.sizeBytes, fileMap: await this.storeFileMap(r.fileMap) })
+    } else if (rel.kind === 'relation' && e.sizeBytes % PAGE_BYTES === 0) {
+      const ing = new RelationFileIngest(this.sink, e.sizeBytes, await this.parentMap(path), this.signal)
+      for await (const chunk of e.content) await ing.push(chunk)
+      const r = await ing.finish()
+      const crc = crc32cHexLE(r.crc32c)
+      this.received.set(path, { sizeBytes: e.sizeBytes, crc32c: crc })
+      this.list.add({ path, type: 'file', mode, mtime, sizeBytes: e.sizeBytes, crc32c: crc, fileMap: await this.storeFileMap(r.fileMap) })
+    } else if (path === 'backup_label' || path === 'tablespace_map') {
+      const parts: Buffer[] = []
+      for await (const chunk of e.content) parts.push(Buffer.from(chunk))
+      const received = Buffer.concat(parts)
+      this.received.set(path, { sizeBytes: received.length, crc32c: crc32cHexLE(crc32c(received)) })
+      let text = received.toString('utf8')
+      // A server-side incremental's label names its parent, and a server refuses to start on it; the stored
+      // backup is complete, so it keeps the label pg_combinebackup would write.
+      if (path === 'backup_label') text = this.backupLabel = stripIncrementalLines(text)
+      else this.tablespaceMap = text
+      await this.addPlain(path, mode, mtime, [Buffer.from(text)])
+    } else {
+      const { sizeBytes, crc } = await this.addPlain(path, mode, mtime, e.content)
+      if (sizeBytes !== e.sizeBytes) throw new FormatError(`'${path}' has ${sizeBytes} bytes, its tar header says ${e.sizeBytes}`)
+      this.received.set(path, { sizeBytes, crc32c: crc })
+    }
+  }
+
+  /** Writes the file list; resolves with its summary for the backup record. */
+  finish(): Promise<FileListSummary> {
+    return this.list.finish(this.repo, { signal: this.signal })
+  }
+
+  private async addPlain(path: string, mode: number, mtime: number, content: AsyncIterable<Buffer> | Iterable<Buffer>) {
+    const ing = new PlainFileIngest(this.repo, this.signal)
+    for await (const chunk of content) await ing.push(chunk)
+    const r = await ing.finish()
+    const crc = crc32cHexLE(r.crc32c)
+    this.list.add({ path, type: 'file', mode, mtime, sizeBytes: r.sizeBytes, crc32c: crc, extents: r.extents })
+    return { sizeBytes: r.sizeBytes, crc }
+  }
+
+  /** The parent's file map of `path`; a map that cannot be read means the parent cannot serve as a base. */
+  private async parentMap(path: string): Promise<FileMap | undefined> {
+    if (!this.parent) return undefined
+    const e = await this.parent.files.get(path, { signal: this.signal })
+    if (!e?.fileMap) return undefined
+    if (!this.sink.hasBlob(e.fileMap)) throw new ParentBlobMissingError(e.fileMap)
+    try {
+      return decodeFileMap(await this.repo.readBlob(e.fileMap, { signal: this.signal }), `file map of '${path}' in backup ${this.parent.backupId}`)
+    } catch (err) {
+      if (this.signal?.aborted) throw err
+      throw new ParentBlobMissingError(e.fileMap)
+    }
+  }
+
+  private async storeFileMap(m: FileMap): Promise<BlobId> {
+    return (await this.repo.putBlob('meta', encodeFileMap(m), { signal: this.signal })).id
+  }
+}

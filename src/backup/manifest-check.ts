@@ -1,0 +1,34 @@
+// The server's backup_manifest is the oracle for every byte a backup received (invariant 4): each file it lists
+// must have arrived with the size and CRC-32C the server computed, nothing else may have arrived, and its WAL range
+// must be the backup's.
+
+import { formatLsn, type Lsn } from '../../protocol/index.js'
+import { IntegrityError } from '../errors.js'
+import { parseServerManifest } from '../pg/backup-manifest.js'
+import type { ReceivedFiles } from './backup-files.js'
+
+export function checkAgainstManifest(bytes: Buffer, received: ReceivedFiles, startLsn: Lsn, endLsn: Lsn): void {
+  const m = parseServerManifest(bytes, { verifyChecksum: true })
+  const unseen = new Map(received)
+  const problems: string[] = []
+  for (const f of m.files) {
+    const got = unseen.get(f.path)
+    if (!got) problems.push(`'${f.path}' is in the server's manifest but did not arrive`)
+    else if (got.sizeBytes !== f.size) problems.push(`'${f.path}' has ${got.sizeBytes} bytes, the server's manifest says ${f.size}`)
+    else if (f.checksumAlgorithm === 'CRC32C' && got.crc32c !== f.checksum) {
+      problems.push(`'${f.path}' has CRC-32C ${got.crc32c}, the server's manifest says ${f.checksum}`)
+    }
+    unseen.delete(f.path)
+  }
+  for (const path of unseen.keys()) problems.push(`'${path}' arrived but is not in the server's manifest`)
+  const last = m.walRanges[m.walRanges.length - 1]
+  if (m.walRanges.length === 0 || m.walRanges[0].startLsn !== startLsn || last.endLsn !== endLsn) {
+    problems.push(`the manifest's WAL range does not match the backup's ${formatLsn(startLsn)}..${formatLsn(endLsn)}`)
+  }
+  if (problems.length > 0) {
+    const more = problems.length > 5 ? ` (and ${problems.length - 5} more)` : ''
+    throw new IntegrityError(`the backup does not match the server's manifest: ${problems.slice(0, 5).join('; ')}${more}`, {
+      hint: 'the data was damaged in transit or by a bug; nothing was recorded, run the backup again',
+    })
+  }
+}
