@@ -1,7 +1,7 @@
 // Errors of the layers under src/ (storage, repository, PostgreSQL formats, engines, CLI), on the shared base
 // from protocol/errors.ts. Codes are stable strings; src/cli/exit-codes.ts maps every code to an exit status.
 
-import { BaseError, type ErrorOptions } from '../protocol/errors.js'
+import { BaseError, type ErrorOptions } from '../protocol/index.js'
 
 export {
   BaseError,
@@ -15,7 +15,7 @@ export {
   ProtocolCodes,
   type ErrorOptions,
   type ServerMessageFields,
-} from '../protocol/errors.js'
+} from '../protocol/index.js'
 
 /** Error codes of the layers under src/. */
 export const Codes = {

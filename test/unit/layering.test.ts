@@ -1,0 +1,54 @@
+// The architecture's import rules (docs: README "Reading the code", design.md "Layers"), checked on the sources.
+
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { join, relative } from 'node:path'
+import { describe, expect, it } from 'vitest'
+
+const ROOT = join(import.meta.dirname, '..', '..')
+
+function sources(dir: string): string[] {
+  const out: string[] = []
+  for (const name of readdirSync(join(ROOT, dir))) {
+    const path = join(ROOT, dir, name)
+    if (statSync(path).isDirectory()) out.push(...sources(relative(ROOT, path)))
+    else if (name.endsWith('.ts')) out.push(relative(ROOT, path))
+  }
+  return out
+}
+
+const imports = (file: string) =>
+  [...readFileSync(join(ROOT, file), 'utf8').matchAll(/^\s*(?:import|export)[^'"]*from\s+'([^']+)'/gm)].map((m) => m[1])
+
+/** Code, not comments: `process.env` or `console.` in a line that is not a comment. */
+const codeUses = (file: string, needle: RegExp) =>
+  readFileSync(join(ROOT, file), 'utf8')
+    .split('\n')
+    .filter((l) => !/^\s*(\/\/|\*|\/\*)/.test(l) && needle.test(l))
+
+describe('layering', () => {
+  it('protocol/ imports nothing from src/', () => {
+    for (const f of sources('protocol')) for (const i of imports(f)) expect(i, `${f} imports ${i}`).not.toMatch(/(^|\/)src\//)
+  })
+
+  it('src/ reaches protocol/ only through protocol/index.ts', () => {
+    for (const f of sources('src')) {
+      for (const i of imports(f)) if (i.includes('protocol/')) expect(i, `${f} imports ${i}`).toMatch(/protocol\/index\.js$/)
+    }
+  })
+
+  it('only src/cli/ reads process.env or prints', () => {
+    for (const f of sources('src').filter((f) => !f.startsWith('src/cli/'))) {
+      expect(codeUses(f, /process\.env|console\./), f).toEqual([])
+    }
+  })
+
+  it('engines and the repository see the Storage interface, never a driver', () => {
+    for (const f of sources('src').filter((f) => !f.startsWith('src/storage/') && !f.startsWith('src/cli/'))) {
+      for (const i of imports(f)) expect(i, `${f} imports ${i}`).not.toMatch(/storage\/(fs|s3|open)\.js$/)
+    }
+  })
+
+  it('src/ never imports test/ or bench/', () => {
+    for (const f of sources('src')) for (const i of imports(f)) expect(i, `${f} imports ${i}`).not.toMatch(/(^|\/)(test|bench)\//)
+  })
+})
