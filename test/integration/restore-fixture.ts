@@ -90,8 +90,17 @@ export async function amcheckAll(c: Cluster): Promise<string[]> {
   return problems
 }
 
-/** Runs pg_verifybackup on a restored directory when a fitting tool exists. */
+/**
+ * Runs pg_verifybackup on a restored directory when a fitting tool exists: Debian's 15 where it fits, or the one
+ * named by PGKEEP_TEST_VERIFYBACKUP_<major> ("/path/to/pg_verifybackup [args]", e.g. a 17 or 18 build).
+ */
 export async function verifyRestored(major: number, dir: string): Promise<{ ran: boolean; output: string }> {
+  const override = process.env[`PGKEEP_TEST_VERIFYBACKUP_${major}`]?.trim()
+  if (override) {
+    const [tool, ...args] = override.split(/\s+/)
+    const { stdout, stderr } = await execFileP(tool!, [...args, dir])
+    return { ran: true, output: `${stdout}${stderr} (${override})` }
+  }
   const plan = verifyBackupPlan(major)
   if (!plan.tool) return { ran: false, output: plan.note ?? 'no tool' }
   const { stdout, stderr } = await execFileP(plan.tool, [...plan.args, dir])
