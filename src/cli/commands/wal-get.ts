@@ -4,7 +4,7 @@
 
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { appendFile, readdir, rename, unlink, writeFile } from 'node:fs/promises'
+import { appendFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
@@ -14,7 +14,6 @@ import { acquireSpool, runPrefetchDaemon } from '../../wal/prefetch-daemon.js'
 import { defaultSpoolDir, getViaSpool, spoolPaths, type SpoolPaths, writeAtomic } from '../../wal/prefetch-spool.js'
 import { fetchWalFile, isFetchableWalName } from '../../wal/wal-fetch.js'
 import type { CliContext, Command } from '../command.js'
-import { reportError } from '../main.js'
 import { parseCommandArgs } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
@@ -113,7 +112,9 @@ ${REPO_USAGE}
       }
     } catch (err) {
       if (isPgkeepError(err) && err.code === 'USAGE') throw err
-      reportError(err, ctx)
+      // As main() prints errors (not imported from there: main imports every command).
+      const e = err as Error & { hint?: string; detail?: string }
+      ctx.stderr.write(`pgkeep: error: ${e.message}\n${e.detail ? `DETAIL: ${e.detail}\n` : ''}${isPgkeepError(err) && e.hint ? `HINT: ${e.hint}\n` : ''}`)
       return WAL_GET_FAILURE_EXIT
     }
   },
@@ -163,7 +164,8 @@ async function runDaemon(
   if (!values.spool) throw new UsageError('--daemon needs --spool')
   const paths = spoolPaths(values.spool)
   if (!(await acquireSpool(paths, { repo: values.repo ?? '', cluster: values.cluster ?? null }))) return 0
-  await writeFile(paths.logFile, '').catch(() => {})
+  // Appended to across daemons (one recovery may start several); restarted when it grows large.
+  if (((await stat(paths.logFile).catch(() => undefined))?.size ?? 0) > 1 << 20) await writeFile(paths.logFile, '').catch(() => {})
   const log = (line: string) => void appendFile(paths.logFile, `${new Date().toISOString()} ${line}\n`).catch(() => {})
   let opened: Awaited<ReturnType<typeof openRepoForCommand>> | undefined
   try {
