@@ -10,7 +10,7 @@
 
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { copyFile, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 
 export const DEFAULT_SPOOL_DIR_NAME = '.pgkeep-prefetch'
@@ -137,6 +137,12 @@ export async function takeFromSpool(p: SpoolPaths, name: string, dest: string): 
   return true
 }
 
+/** True when spooled file `name` exists and is newer than the daemon's start. */
+async function writtenBy(p: SpoolPaths, name: string, daemon: DaemonInfo): Promise<boolean> {
+  const st = await stat(join(p.dir, name)).catch(() => undefined)
+  return st !== undefined && st.mtimeMs >= Date.parse(daemon.startedAt)
+}
+
 export interface SpoolRequest {
   name: string
   /** The client waits for an answer in resp/<id>; without it, the request only moves the prefetch window. */
@@ -198,8 +204,9 @@ export async function getViaSpool(o: SpoolGetOptions): Promise<'served' | 'missi
   const usable = (d: DaemonInfo) => d.repo === o.repo && (o.cluster === undefined || d.cluster === null || d.cluster === o.cluster)
   let daemon = await readLiveDaemon(p)
   if (daemon && !usable(daemon)) return 'unavailable'
-  // A file is trusted only while the daemon that wrote it lives: a new daemon empties the spool first.
-  if (daemon && (await takeFromSpool(p, o.name, o.dest))) {
+  // A file is trusted only while the daemon that wrote it lives, and only if written after that daemon started
+  // (a new daemon empties the spool, but a client may look before it has).
+  if (daemon && (await writtenBy(p, o.name, daemon)) && (await takeFromSpool(p, o.name, o.dest))) {
     await postRequest(p, { name: o.name, reply: false })
     return 'served'
   }

@@ -22,7 +22,7 @@ import {
   type WalSegmentRecord,
   writeWalRecord,
 } from '../repo/wal-catalog.js'
-import { resolveClusterId } from './cluster-id.js'
+import { parseSystemId, resolveClusterId } from './cluster-id.js'
 import { WAL_PIECE_BYTES } from './segment-writer.js'
 
 export interface PushWalOptions {
@@ -88,7 +88,7 @@ async function pushSegment(repo: Repository, name: string, bytes: Buffer, o: Pus
   const parsed = parseWalFileName(segName, bytes.length)
   if (parsed.kind !== 'segment') throw new FormatError(`not a WAL segment name: '${segName}'`)
   // The header names the cluster; the name's timeline and number must match the header too.
-  const systemId = o.cluster !== undefined ? BigInt(o.cluster) : header.systemId
+  const systemId = o.cluster !== undefined ? BigInt(parseSystemId(o.cluster)) : header.systemId
   assertSegmentHeader(bytes, { segno: parsed.segno, segSizeBytes: bytes.length, systemId, tli: parsed.tli }, name)
   // A `.partial` file (the last segment of an old timeline, archived at promotion) is full size; its valid part
   // ends after the last page that is not all zeros.

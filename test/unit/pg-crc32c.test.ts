@@ -2,7 +2,7 @@
 // wrote into backup_manifest for files whose bytes are fixtures. Logs throughput (no timing assertion).
 
 import { describe, expect, it } from 'vitest'
-import { crc32c, crc32cFinal, crc32cHexLE, crc32cInit, crc32cUpdate, Crc32c } from '../../src/pg/crc32c.js'
+import { crc32c, crc32cCombine, crc32cFinal, crc32cHexLE, crc32cInit, crc32cUpdate, Crc32c } from '../../src/pg/crc32c.js'
 import { parseServerManifest } from '../../src/pg/backup-manifest.js'
 import { fixture, keyValues, need } from '../fixtures/pg/fixtures.js'
 
@@ -72,6 +72,46 @@ describe('crc32c', () => {
     // Against a bytewise reference for many lengths (exercises the head/tail paths).
     for (let n = 0; n < 80; n++) expect(crc32c(data.subarray(3, 3 + n))).toBe(bitwise(data.subarray(3, 3 + n)))
   })
+
+  it('combines the CRCs of two pieces into the CRC of their concatenation', () => {
+    expect(crc32cCombine(crc32c(ascii('1234')), crc32c(ascii('56789')), 5)).toBe(0xe3069283)
+    const data = fixture('heap-15.rel.gz')
+    const whole = crc32c(data)
+    for (const split of [0, 1, 7, 8, 4096, 8191, 8192, 65537, data.length - 1, data.length]) {
+      const a = data.subarray(0, split)
+      const b = data.subarray(split)
+      expect(crc32cCombine(crc32c(a), crc32c(b), b.length), `split ${split}`).toBe(whole)
+    }
+    // An empty second piece changes nothing; an empty first piece leaves the second's CRC.
+    expect(crc32cCombine(whole, 0, 0)).toBe(whole)
+    expect(crc32cCombine(0, whole, data.length)).toBe(whole)
+    // Left to right over 1 MiB windows and a short tail, as ingest joins the CRCs its workers computed.
+    const big = new Uint8Array((3 << 20) + 12345)
+    for (let i = 0; i < big.length; i++) big[i] = Math.imul(i + 17, 2654435761) >>> 24
+    let joined = 0
+    for (let off = 0; off < big.length; off += 1 << 20) {
+      const w = big.subarray(off, off + (1 << 20))
+      joined = crc32cCombine(joined, crc32c(w), w.length)
+    }
+    expect(joined).toBe(crc32c(big))
+    expect(joined).toBe(bitwise(big))
+  })
+
+  it('combines past 2^31 bytes (a relation segment is up to 1 GiB, a plain file can be larger)', () => {
+    // CRC of X ‖ 2^31 + 4099 zero bytes, streamed for real, against the combination with the zeros' CRC.
+    const x = ascii('pgkeep')
+    const zeros = new Uint8Array(64 << 20)
+    const length = 2 ** 31 + 4099
+    let whole = crc32cUpdate(crc32cInit(), x)
+    let onlyZeros = crc32cInit()
+    for (let left = length; left > 0; left -= zeros.length) {
+      const piece = zeros.subarray(0, Math.min(zeros.length, left))
+      whole = crc32cUpdate(whole, piece)
+      onlyZeros = crc32cUpdate(onlyZeros, piece)
+    }
+    expect(crc32cCombine(crc32c(x), crc32cFinal(onlyZeros), length)).toBe(crc32cFinal(whole))
+    expect(() => crc32cCombine(0, 0, -1)).toThrow(RangeError)
+  }, 60_000)
 
   it('measures throughput', () => {
     const buf = new Uint8Array(64 << 20)

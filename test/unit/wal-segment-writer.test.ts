@@ -1,0 +1,108 @@
+// WalSegmentWriter against a real filesystem repository, fed a synthetic stream (the writer does not parse WAL):
+// stored content equals what was fed, durableLsn advances in stream order and only over stored records,
+// partial and synchronous-mode records, removal of superseded partial records, and failure propagation.
+
+import { randomBytes } from 'node:crypto'
+import { afterEach, describe, expect, it } from 'vitest'
+import { AssertionError } from '../../src/errors.js'
+import { walFileName } from '../../src/pg/wal-names.js'
+import { findSegmentRecord, listWalKeys, parseWalKey, readWalContent, type WalSegmentRecord } from '../../src/repo/wal-catalog.js'
+import { type StoredSegment, WalSegmentWriter } from '../../src/wal/segment-writer.js'
+import { freshFsRepo, type TestRepo } from '../harness/repo.js'
+
+const SEG = 4 << 20 // 4 MiB segments: several 1 MiB pieces each, quick to fill
+const SYS = 7000000000000000002n
+const name = (segno: number) => walFileName(1, BigInt(segno), SEG)
+
+/** Feeds `stream` to the writer in pieces of about `chunk` bytes (crossing segment boundaries), as XLogData would. */
+async function feed(w: WalSegmentWriter, stream: Buffer, from: bigint, chunk: number): Promise<void> {
+  for (let at = 0; at < stream.length; at += chunk) await w.write(from + BigInt(at), stream.subarray(at, Math.min(stream.length, at + chunk)))
+}
+
+describe('WalSegmentWriter', () => {
+  let r: TestRepo
+  afterEach(async () => r?.close())
+
+  it('stores each completed segment with the bytes it was fed, reporting in order only what is stored', async () => {
+    r = await freshFsRepo()
+    const start = BigInt(5 * SEG)
+    const stream = randomBytes(3 * SEG + 12345)
+    const events: StoredSegment[] = []
+    const checks: Promise<void>[] = []
+    const w = new WalSegmentWriter(r.repo, {
+      systemId: SYS, timeline: 1, segmentSizeBytes: SEG, startLsn: start,
+      onStored: (e) => {
+        events.push(e)
+        // Invariant 6: when reported, the record is in the repository (read through a second instance).
+        checks.push(r.second().then(async (other) => expect(await findSegmentRecord(other, SYS, e.name)).toBeDefined()))
+      },
+    })
+    await feed(w, stream, start, 128 << 10)
+    await w.drain()
+    expect(w.durableLsn).toBe(start + BigInt(3 * SEG))
+    expect(w.receivedLsn).toBe(start + BigInt(stream.length))
+    await w.storePartial()
+    await w.close()
+    await Promise.all(checks)
+    expect(events.map((e) => [e.name, e.partial, e.endLsn])).toEqual([
+      [name(5), false, start + BigInt(SEG)],
+      [name(6), false, start + BigInt(2 * SEG)],
+      [name(7), false, start + BigInt(3 * SEG)],
+      [name(8), true, start + BigInt(3 * SEG + 12345)],
+    ])
+    for (let i = 0; i < 4; i++) {
+      const rec = (await findSegmentRecord(r.repo, SYS, name(5 + i)))!
+      const want = stream.subarray(i * SEG, Math.min(stream.length, (i + 1) * SEG))
+      expect((await readWalContent(r.repo, rec)).equals(want), name(5 + i)).toBe(true)
+      expect(rec.pieces.length).toBe(Math.ceil(want.length / (1 << 20)))
+    }
+  })
+
+  it('synchronous mode: each sync point is durable, longer partials supersede shorter ones, the complete segment removes them', async () => {
+    r = await freshFsRepo()
+    const stream = randomBytes(SEG + 1000)
+    const w = new WalSegmentWriter(r.repo, { systemId: SYS, timeline: 1, segmentSizeBytes: SEG, startLsn: 0n, syncInlineMaxBytes: 1 << 20 })
+    let at = 0
+    const partialKeys = async () => (await listWalKeys(r.repo, SYS, name(0))).map(parseWalKey).filter((k) => k?.kind === 'partial')
+    // Many small batches, each made durable at once (as commits under synchronous replication).
+    for (const n of [100, 5000, 300_000, 900_000, 1_200_000, 10, 70_000]) {
+      await w.write(BigInt(at), stream.subarray(at, at + n))
+      at += n
+      await w.storeSyncPoint()
+      expect(w.durableLsn).toBe(BigInt(at))
+      const rec = (await findSegmentRecord(r.repo, SYS, name(0)))! as WalSegmentRecord
+      expect(rec.partial).toBe(true)
+      expect(rec.validBytes).toBe(at)
+      expect((await readWalContent(r.repo, rec)).equals(stream.subarray(0, at))).toBe(true)
+      // The inline tail never grows past its bound plus one piece: older bytes move into 1 MiB blobs.
+      expect(Buffer.from(rec.tail ?? '', 'base64').length).toBeLessThan(2 << 20)
+    }
+    await w.close()
+    expect((await partialKeys()).length).toBe(1) // superseded ones removed
+    await w.write(BigInt(at), stream.subarray(at))
+    await w.close()
+    expect(await partialKeys()).toEqual([]) // the complete record supersedes them all
+    const complete = (await findSegmentRecord(r.repo, SYS, name(0)))!
+    expect(complete.partial).toBe(false)
+    expect(complete.tail).toBeUndefined()
+    expect((await readWalContent(r.repo, complete)).equals(stream.subarray(0, SEG))).toBe(true)
+  })
+
+  it('refuses a gap and a start that is not a segment boundary', async () => {
+    r = await freshFsRepo()
+    expect(() => new WalSegmentWriter(r.repo, { systemId: SYS, timeline: 1, segmentSizeBytes: SEG, startLsn: 100n })).toThrow(AssertionError)
+    const w = new WalSegmentWriter(r.repo, { systemId: SYS, timeline: 1, segmentSizeBytes: SEG, startLsn: 0n })
+    await w.write(0n, Buffer.alloc(10, 1))
+    await expect(w.write(20n, Buffer.alloc(10, 1))).rejects.toThrow(AssertionError)
+  })
+
+  it('reports a failed background store at the next call, and never moves durableLsn over it', async () => {
+    r = await freshFsRepo()
+    const w = new WalSegmentWriter(r.repo, { systemId: SYS, timeline: 1, segmentSizeBytes: SEG, startLsn: 0n })
+    await r.repo.close() // every later write to it fails
+    await w.write(0n, randomBytes(SEG)) // hands the segment to the pipeline
+    await expect(w.drain()).rejects.toThrow()
+    await expect(w.write(BigInt(SEG), Buffer.alloc(10))).rejects.toThrow()
+    expect(w.durableLsn).toBe(0n)
+  })
+})
