@@ -55,6 +55,10 @@ export const V = {
   walGetS3: 'pgkeep wal get (S3 repository)',
 } as const
 
+const startedAt = performance.now()
+/** Progress on the console, with the time since the suite started (where the time goes, and how far it is). */
+const log = (text: string) => console.log(`[bench +${((performance.now() - startedAt) / 1000).toFixed(1)} s] ${text}`)
+
 const kindName = (name: string, kind: RepoKind) => (kind === 's3' ? `${name} · S3` : name)
 
 function groups(): GroupSpec[] {
@@ -207,12 +211,13 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
     meta.databaseBytes = data.databaseBytes
     const ts = pg.tablespaceDirs[0]!
     meta.zstd = await zstdRatio([pg.dataDir, ts], ['./pg_wal'])
-    console.log(`[bench] PG 15 loaded in ${((performance.now() - t0) / 1000).toFixed(0)} s: ${(data.databaseBytes / 1e6).toFixed(0)} MB, zstd -1 ratio ${meta.zstd.ratio.toFixed(2)}`)
+    log(`PG 15 loaded in ${((performance.now() - t0) / 1000).toFixed(0)} s: ${(data.databaseBytes / 1e6).toFixed(0)} MB, zstd -1 ratio ${meta.zstd.ratio.toFixed(2)}`)
     const segments = await archivedSegments(pg, archive, config.walSegments)
+    log(`${segments.length} WAL segments archived`)
 
     const total = config.warmup + config.runs
     for (let run = 0; run < total; run++) {
-      console.log(`[bench] PG 15 run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
+      log(`PG 15 run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
       // Physical limit: the server's BASE_BACKUP received and dropped, and reading the files themselves.
       await measured(ctx, spec('limit', V.receive), run, process.execPath, [RECEIVE_LIMIT, pg.url()], baseEnv(), async (m) => ({ bytesRead: JSON.parse(m.stdout).bytes }))
       await measured(ctx, spec('limit', V.tarRead), run, 'sh', ['-c', 'tar -cf - --exclude=./pg_wal -C "$1" . -C "$2" . | wc -c', 'sh', pg.dataDir, ts], baseEnv(),
@@ -301,7 +306,7 @@ async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments
   const fsRepo = await openBenchRepo(ctx, 'fs', 'wal-repo-fs')
   const s3Repo = await openBenchRepo(ctx, 's3', 'wal-repo-s3')
   const rawPrefix = `${ctx.s3.prefix}bench-${ctx.runId}/wal-archive/`
-  console.log(`[bench] storing ${segments.length} WAL segments in an fs and an S3 repository, and as plain S3 objects`)
+  log(`storing ${segments.length} WAL segments in an fs and an S3 repository, and as plain S3 objects`)
   for (const seg of segments) {
     for (const r of [fsRepo, s3Repo]) {
       const res = await runMain(['wal', 'push', '--repo', r.url, join(archive, seg)], r.env)
@@ -321,7 +326,7 @@ async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments
   ]
   const total = config.warmup + config.runs
   for (let run = 0; run < total; run++) {
-    console.log(`[bench] WAL run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
+    log(`WAL run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
     for (const [name, script, caseEnv] of cases) {
       const dest = join(ctx.work, `wal-dest-${run}`)
       await rm(dest, { recursive: true, force: true })
@@ -361,9 +366,10 @@ async function suite17(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
     const [{ v }] = await pg.sql<{ v: string }>(`select current_setting('server_version') v`)
     meta.postgres = { ...meta.postgres, 17: v }
     await loadBenchData(pg, config.scale)
+    log('PG 17 loaded')
     const total = config.warmup + config.runs
     for (let run = 0; run < total; run++) {
-      console.log(`[bench] PG 17 run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
+      log(`PG 17 run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
       const repos: BenchRepo[] = []
       for (const k of config.repoKinds) {
         const repo = await openBenchRepo(ctx, k, `repo17-${k}-${run}`)
