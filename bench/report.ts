@@ -55,6 +55,8 @@ export interface RunMeta {
   warmup: number
   repoKinds: string[]
   walSegments: number
+  /** Heap pages whose rows the 1% change updated (PG 15, last run). */
+  touchedPages?: number
   node: string
   pgkeepCommit: string
   postgres: Record<string, string>
@@ -140,7 +142,10 @@ export function formatMarkdown(meta: RunMeta, groups: GroupSpec[], rows: Variant
     '',
     `Database: pgbench scale ${meta.scale} (indexes in a second tablespace) plus a table of random bytes, ` +
       `${formatBytes(meta.databaseBytes)}; \`zstd -1\` compresses it ${meta.zstd.ratio.toFixed(1)}x ` +
-      `(${formatBytes(meta.zstd.rawBytes)} → ${formatBytes(meta.zstd.zstdBytes)}). Repository: ${meta.repoKinds.join(', ')}. ` +
+      `(${formatBytes(meta.zstd.rawBytes)} → ${formatBytes(meta.zstd.zstdBytes)}). The 1% change updates one row on every ` +
+      `100th page of the two large tables (${meta.touchedPages ?? '?'} pages, ` +
+      `${meta.touchedPages ? ((100 * meta.touchedPages * 8192) / meta.databaseBytes).toFixed(2) : '?'}% of the database's pages). ` +
+      `Repository: ${meta.repoKinds.join(', ')}. ` +
       `Medians of ${meta.runs} run(s) after ${meta.warmup} warm-up, variants alternating within each run; ` +
       `\`sync\` before every run; ratio = median / the group's reference (marked ◆). Bytes: files written ` +
       `(pg_basebackup, restore, WAL), repository growth (pgkeep backup) or bytes read (physical limit). ` +

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run bench -- [options]`: builds pgkeep, then runs the benchmark suite (bench/suite.bench.ts) through vitest
 // with bench/vitest.config.ts, passing the options as PGKEEP_BENCH_* variables. Results: DIR/suite.jsonl (one line
-// per measured run, then a summary line), DIR/suite.md (table and bars) and DIR/suite.svg (chart).
+// per measured run, then a summary line), DIR/suite.md (table and bars) and DIR/suite.svg (chart); with --profile
+// also DIR/profiles.md (where each pgkeep command spends its time).
 
 import { spawnSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -18,7 +19,9 @@ const USAGE = `usage: npm run bench -- [options]
   --repo-kind KIND   pgkeep's repository: fs, s3 (the local S3 server), or fs,s3 for both (default fs)
   --wal-segments N   WAL segments fetched by the wal get comparison (default 100)
   --out DIR          where suite.jsonl, suite.md and suite.svg go (default bench/results)
-  --readme           copy the table and the chart into README.md's Benchmarks section (default --out only)
+  --profile          one more run at the end, not recorded, with every pgkeep process under node --cpu-prof:
+                     DIR/profiles/<variant>/*.cpuprofile, summed up in DIR/profiles.md
+  --readme           copy the table into README.md's Benchmarks section (which shows the chart of --out)
   --no-build         do not run 'npm run build' first
 `
 
@@ -33,6 +36,7 @@ try {
       'wal-segments': { type: 'string' },
       out: { type: 'string' },
       readme: { type: 'boolean' },
+      profile: { type: 'boolean' },
       'no-build': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -69,6 +73,7 @@ const benchEnv = {
   PGKEEP_BENCH_WAL_SEGMENTS: whole('wal-segments', 1),
   PGKEEP_BENCH_REPO_KIND: kinds,
   PGKEEP_BENCH_OUT: outDir,
+  PGKEEP_BENCH_PROFILE: values.profile ? '1' : undefined,
 }
 
 if (!values['no-build']) {

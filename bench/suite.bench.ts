@@ -19,6 +19,7 @@ import { dirBytes, S3Objects, s3Env, syncDisks } from './bench-fs.js'
 import { type Measured, measure } from './measure.js'
 import { type BarResult, formatBytes, formatMarkdown, type GroupSpec, type RunMeta, type Sample, summarize, type VariantSpec, type VariantSummary } from './report.js'
 import { formatSvg } from './svg-chart.js'
+import { summarizeCpuProfiles } from './cpu-profile.js'
 
 const env = process.env
 const config = {
@@ -28,7 +29,15 @@ const config = {
   repoKinds: (env.PGKEEP_BENCH_REPO_KIND ?? 'fs').split(',').map((k) => k.trim()) as RepoKind[],
   walSegments: Number(env.PGKEEP_BENCH_WAL_SEGMENTS ?? 100),
   outDir: env.PGKEEP_BENCH_OUT ?? join(import.meta.dirname, 'results'),
+  /** One more, unrecorded run at the end with every pgkeep process under `node --cpu-prof`. */
+  profile: env.PGKEEP_BENCH_PROFILE === '1',
 }
+/** Runs per section: warm-ups, measured runs, and the profiled run when asked for. */
+const totalRuns = () => config.warmup + config.runs + (config.profile ? 1 : 0)
+const isProfileRun = (run: number) => run >= config.warmup + config.runs
+const runLabel = (run: number) => `${run + 1} of ${totalRuns()}${run < config.warmup ? ' (warm-up)' : isProfileRun(run) ? ' (profiled)' : ''}`
+const slug = (s: string) => s.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase()
+const profileDir = (spec: VariantSpec) => join(config.outDir, 'profiles', slug(`${spec.group} ${spec.name}`))
 type RepoKind = 'fs' | 's3'
 
 const ROOT = join(import.meta.dirname, '..')
@@ -143,6 +152,15 @@ async function measured(
   after?: (m: Measured) => Promise<Partial<Sample>>,
 ): Promise<Measured> {
   await syncDisks()
+  if (isProfileRun(run)) {
+    // Not recorded: profiling slows the process. NODE_OPTIONS reaches every node process the command starts.
+    const profiled = spec.side === 'pgkeep'
+    if (profiled) await rm(profileDir(spec), { recursive: true, force: true })
+    const opts = profiled ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir(spec)}` } : {}
+    const m = await measure(cmd, args, { ...runEnv, ...opts })
+    if (after) await after(m)
+    return m
+  }
   const m = await measure(cmd, args, runEnv)
   const extra = after ? await after(m) : {}
   await ctx.rec.add({
@@ -215,9 +233,8 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
     const segments = await archivedSegments(pg, archive, config.walSegments)
     log(`${segments.length} WAL segments archived`)
 
-    const total = config.warmup + config.runs
-    for (let run = 0; run < total; run++) {
-      log(`PG 15 run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
+    for (let run = 0; run < totalRuns(); run++) {
+      log(`PG 15 run ${runLabel(run)}`)
       // Physical limit: the server's BASE_BACKUP received and dropped, and reading the files themselves.
       await measured(ctx, spec('limit', V.receive), run, process.execPath, [RECEIVE_LIMIT, pg.url()], baseEnv(), async (m) => ({ bytesRead: JSON.parse(m.stdout).bytes }))
       await measured(ctx, spec('limit', V.tarRead), run, 'sh', ['-c', 'tar -cf - --exclude=./pg_wal -C "$1" . -C "$2" . | wc -c', 'sh', pg.dataDir, ts], baseEnv(),
@@ -233,7 +250,7 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
       await rm(await basebackup(ctx, spec('full', V.basebackupZstd), run, pg, ['--compress=client-zstd:1']), { recursive: true, force: true })
 
       // About 1% of the pages change; then an incremental pgkeep backup against a full pg_basebackup.
-      await touchPages(pg, 1)
+      meta.touchedPages = await touchPages(pg, 1)
       for (const k of config.repoKinds) await pgkeepBackup(ctx, spec('incremental', kindName(V.incremental, k)), run, pg, repos[k]!, 'incremental')
       const tars = await basebackup(ctx, spec('incremental', V.basebackup), run, pg)
 
@@ -324,9 +341,8 @@ async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments
     [V.walGetFs, loop('"$PGKEEP" wal get --repo "$REPO" "$f" "$DEST/$f"'), { ...fsRepo.env, ...common, REPO: fsRepo.url }],
     [V.walGetS3, loop('"$PGKEEP" wal get --repo "$REPO" "$f" "$DEST/$f"'), { ...s3Repo.env, ...common, REPO: s3Repo.url }],
   ]
-  const total = config.warmup + config.runs
-  for (let run = 0; run < total; run++) {
-    log(`WAL run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
+  for (let run = 0; run < totalRuns(); run++) {
+    log(`WAL run ${runLabel(run)}`)
     for (const [name, script, caseEnv] of cases) {
       const dest = join(ctx.work, `wal-dest-${run}`)
       await rm(dest, { recursive: true, force: true })
@@ -367,9 +383,8 @@ async function suite17(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
     meta.postgres = { ...meta.postgres, 17: v }
     await loadBenchData(pg, config.scale)
     log('PG 17 loaded')
-    const total = config.warmup + config.runs
-    for (let run = 0; run < total; run++) {
-      log(`PG 17 run ${run + 1} of ${total}${run < config.warmup ? ' (warm-up)' : ''}`)
+    for (let run = 0; run < totalRuns(); run++) {
+      log(`PG 17 run ${runLabel(run)}`)
       const repos: BenchRepo[] = []
       for (const k of config.repoKinds) {
         const repo = await openBenchRepo(ctx, k, `repo17-${k}-${run}`)
@@ -472,6 +487,13 @@ it(`benchmark suite: pgbench scale ${config.scale}, ${config.runs} run(s), repos
   const md = formatMarkdown(meta as RunMeta, groups(), rows, barResults)
   const svg = formatSvg(`pgkeep benchmark, ${formatBytes(meta.databaseBytes!)} database, ${meta.at!.slice(0, 10)} (medians of ${config.runs})`, groups(), rows)
   await writeFile(join(config.outDir, 'suite.md'), md)
+  if (config.profile) {
+    const sections = ['# Where pgkeep spends its time', '', `Profiled run of ${runId} (\`node --cpu-prof\`, self time summed over every process and thread of the command).`]
+    for (const spec of specs.filter((s) => s.side === 'pgkeep')) {
+      sections.push('', `## ${spec.group}: ${spec.name}`, '', await summarizeCpuProfiles(profileDir(spec)).catch((err) => `no profile: ${(err as Error).message}\n`))
+    }
+    await writeFile(join(config.outDir, 'profiles.md'), sections.join('\n'))
+  }
   await writeFile(join(config.outDir, 'suite.svg'), svg)
   await appendFile(ctx.rec.file, JSON.stringify({ suite: 'pgkeep-bench', runId, summary: { meta, bars: barResults, medians: rows.map((r) => ({ ...r, spec: undefined, group: r.spec.group, variant: r.spec.name })) } }) + '\n')
   console.log('\n' + md)
