@@ -54,6 +54,8 @@ export class ReplicationStream implements AsyncIterable<ReplicationEvent> {
   private timer: NodeJS.Timeout | undefined
   private readonly events: AsyncGenerator<ReplicationEvent>
   private finished = false
+  /** The command ended with an ErrorResponse (already read through ReadyForQuery). */
+  private commandEnded = false
 
   /** @internal use startReplication() */
   constructor(
@@ -141,6 +143,9 @@ export class ReplicationStream implements AsyncIterable<ReplicationEvent> {
           this.end = await this.readEnd()
           return
         } else if (msg.type === 'ErrorResponse') {
+          // The server left COPY mode (e.g. "requested WAL segment … has already been removed", raised once it
+          // tries to read that WAL): failWith reads up to ReadyForQuery, so there is nothing left to drain below.
+          this.commandEnded = true
           await this.c.failWith(msg.fields).catch((err) => {
             throw decorate(err)
           })
@@ -155,7 +160,7 @@ export class ReplicationStream implements AsyncIterable<ReplicationEvent> {
       }
     } finally {
       this.o.signal?.removeEventListener('abort', onAbort)
-      if (!this.end && !this.c.isClosed) {
+      if (!this.end && !this.commandEnded && !this.c.isClosed) {
         // The consumer left the loop early (break, throw): stop cleanly so the connection stays usable.
         try {
           this.sendCopyDone()
