@@ -13,6 +13,7 @@ export class WalQueue {
   private items: WalChunk[] = []
   private bytes = 0
   private closed = false
+  private flushWanted = false
   private wakeConsumer: (() => void) | undefined
   private wakeProducer: (() => void) | undefined
 
@@ -35,17 +36,31 @@ export class WalQueue {
     return true
   }
 
-  /** Everything queued, at least one chunk; waits for one. Undefined once the queue is closed and empty. */
-  async takeAll(): Promise<WalChunk[] | undefined> {
-    while (this.items.length === 0) {
+  /**
+   * Asks the consumer to make everything received so far durable (the server asked for a reply: it may be shutting
+   * down and waiting for our flush position to reach what it sent). Wakes the consumer even when nothing is queued.
+   */
+  requestFlush(): void {
+    this.flushWanted = true
+    this.wake('consumer')
+  }
+
+  /**
+   * Everything queued and whether a flush was requested since the last call; waits until there is either.
+   * Undefined once the queue is closed and empty.
+   */
+  async takeAll(): Promise<{ chunks: WalChunk[]; flushRequested: boolean } | undefined> {
+    while (this.items.length === 0 && !this.flushWanted) {
       if (this.closed) return undefined
       await new Promise<void>((resolve) => (this.wakeConsumer = resolve))
     }
-    const out = this.items
+    const chunks = this.items
+    const flushRequested = this.flushWanted
     this.items = []
     this.bytes = 0
+    this.flushWanted = false
     this.wake('producer')
-    return out
+    return { chunks, flushRequested }
   }
 
   /** No more chunks will be pushed; the consumer still gets what is queued. A waiting producer is released. */

@@ -81,7 +81,7 @@ export interface WalStreamResult {
   durableLsn: Lsn
 }
 
-const SLOT_BUSY_RETRIES = 20
+const SLOT_BUSY_RETRIES = 10
 const SLOT_BUSY_DELAY_MS = 500
 const MAX_RECONNECT_DELAY_MS = 30_000
 
@@ -325,6 +325,11 @@ export class WalStreamer {
           if (this.serverWalEnd === undefined || ev.serverWalEnd > this.serverWalEnd) this.serverWalEnd = ev.serverWalEnd
           if (ev.type === 'xlogdata' && ev.data.length > 0) {
             if (!(await queue.push({ walStart: ev.walStart, data: ev.data }))) return 'stopping'
+          } else if (ev.type === 'keepalive') {
+            // Keepalives come when the server wants an answer: at half of wal_sender_timeout when idle, and while it
+            // shuts down, when it waits until our flush position reaches what it sent (walsender.c WalSndDone).
+            // So the WAL received is made durable now, as pg_receivewal flushes its file on such a request.
+            queue.requestFlush()
           }
         }
         return 'stopping'
@@ -334,9 +339,10 @@ export class WalStreamer {
     })()
     const storer = (async () => {
       for (let batch = await queue.takeAll(); batch; batch = await queue.takeAll()) {
-        for (const c of batch) await writer.write(c.walStart, c.data)
+        for (const c of batch.chunks) await writer.write(c.walStart, c.data)
         this.sample(writer.receivedLsn)
-        if (this.o.synchronous) {
+        const syncPoint = this.o.synchronous || (batch.flushRequested && writer.durableLsn < writer.receivedLsn)
+        if (syncPoint) {
           this.inSyncPoint = true
           try {
             await writer.storeSyncPoint()
@@ -345,6 +351,8 @@ export class WalStreamer {
           }
         }
         stream.confirmFlushed(writer.durableLsn)
+        // Answer a request at once (synchronous mode reports every confirmation immediately anyway).
+        if (batch.flushRequested && !this.o.synchronous) stream.sendStatus(false)
       }
     })()
     // A storing failure must not leave the socket loop waiting for WAL: end the connection.

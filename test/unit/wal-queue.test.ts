@@ -13,11 +13,12 @@ describe('WalQueue', () => {
     await q.push(chunk(10, 20))
     expect(q.sizeBytes).toBe(30)
     const batch = await q.takeAll()
-    expect(batch!.map((c) => c.walStart)).toEqual([0n, 10n])
+    expect(batch!.chunks.map((c) => c.walStart)).toEqual([0n, 10n])
+    expect(batch!.flushRequested).toBe(false)
     expect(q.sizeBytes).toBe(0)
     await q.push(chunk(30, 5))
     q.close()
-    expect((await q.takeAll())!.map((c) => c.walStart)).toEqual([30n])
+    expect((await q.takeAll())!.chunks.map((c) => c.walStart)).toEqual([30n])
     expect(await q.takeAll()).toBeUndefined()
   })
 
@@ -28,7 +29,7 @@ describe('WalQueue', () => {
     const p = q.push(chunk(60, 60)).then(() => (second = true))
     await tick()
     expect(second).toBe(false) // 120 bytes would exceed the bound
-    expect((await q.takeAll())!.length).toBe(1)
+    expect((await q.takeAll())!.chunks.length).toBe(1)
     await p
     expect(second).toBe(true)
   })
@@ -39,12 +40,22 @@ describe('WalQueue', () => {
     expect(q.sizeBytes).toBe(1000)
   })
 
+  it('wakes the consumer for a flush request even when nothing is queued, once', async () => {
+    const q = new WalQueue(10)
+    const taken = q.takeAll()
+    await tick()
+    q.requestFlush()
+    expect(await taken).toEqual({ chunks: [], flushRequested: true })
+    await q.push(chunk(0, 1))
+    expect((await q.takeAll())!.flushRequested).toBe(false)
+  })
+
   it('wakes a waiting consumer on push and a waiting producer on close', async () => {
     const q = new WalQueue(10)
     const taken = q.takeAll()
     await tick()
     await q.push(chunk(0, 5))
-    expect((await taken)!.length).toBe(1)
+    expect((await taken)!.chunks.length).toBe(1)
     await q.push(chunk(5, 10))
     const blocked = q.push(chunk(15, 10))
     q.close()
