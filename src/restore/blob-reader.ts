@@ -37,6 +37,7 @@ export class BlobReader {
   #scheduled = false
   #runs = 0
   #blobs = 0
+  #fallbacks = 0
 
   constructor(
     private readonly repo: Repository,
@@ -48,7 +49,7 @@ export class BlobReader {
     this.#maxRun = o.maxRunBytes ?? 8 << 20
   }
 
-  /** The verified plain bytes of a blob; requests made in the same tick share storage reads. */
+  /** The verified plain bytes of a blob; requests made in the same turn of the event loop share storage reads. */
   read(id: BlobId): Promise<Buffer> {
     const loc = this.repo.locateBlob(id)
     if (!loc) return this.repo.readBlob(id, { signal: this.o.signal })
@@ -56,14 +57,16 @@ export class BlobReader {
       this.#queue.push({ id, loc, resolve, reject })
       if (!this.#scheduled) {
         this.#scheduled = true
-        queueMicrotask(() => this.#flush())
+        // Not a microtask: requests made across several awaits of the same turn (an async generator looking
+        // ahead) would each flush alone.
+        setImmediate(() => this.#flush())
       }
     })
   }
 
-  /** Storage reads made, and blobs they delivered. */
-  get stats(): { runs: number; blobs: number } {
-    return { runs: this.#runs, blobs: this.#blobs }
+  /** Storage reads made, blobs asked of them, and blobs read again through Repository.readBlob. */
+  get stats(): { runs: number; blobs: number; fallbacks: number } {
+    return { runs: this.#runs, blobs: this.#blobs, fallbacks: this.#fallbacks }
   }
 
   #flush(): void {
@@ -126,6 +129,7 @@ export class BlobReader {
   }
 
   #fallback(r: Request): void {
+    this.#fallbacks++
     this.repo.readBlob(r.id, { signal: this.o.signal }).then(r.resolve, r.reject)
   }
 }

@@ -114,8 +114,9 @@ export class FileRestorer {
     }
   }
 
-  #split(entry: FileEntry, path: string, extents: Extent[], map: FileMap | undefined, spawn: Spawn<FileTask>): void {
-    const file: SplitFile = { entry, path, extents, map, remaining: 0, bytesWritten: 0, changed: false }
+  /** Cuts a file into piece tasks; with `map` the pieces compare before writing (delta). */
+  #split(entry: FileEntry, path: string, extents: Extent[], map: FileMap | undefined, spawn: Spawn<FileTask>, changed = false): void {
+    const file: SplitFile = { entry, path, extents, map, remaining: 0, bytesWritten: 0, changed }
     const pieces: FileTask[] = []
     for (let off = 0; off < entry.sizeBytes; off += PIECE_BYTES) {
       pieces.push({ kind: 'piece', file, offset: off, lengthBytes: Math.min(PIECE_BYTES, entry.sizeBytes - off) })
@@ -222,13 +223,7 @@ export class FileRestorer {
         if (resized) await fh.truncate(entry.sizeBytes)
         if (entry.crc32c !== undefined && entry.sizeBytes > SPLIT_BYTES) {
           await fh.close()
-          const file: SplitFile = { entry, path, extents: map.extents, map, remaining: 0, bytesWritten: 0, changed: resized }
-          const pieces: FileTask[] = []
-          for (let off = 0; off < entry.sizeBytes; off += PIECE_BYTES) {
-            pieces.push({ kind: 'piece', file, offset: off, lengthBytes: Math.min(PIECE_BYTES, entry.sizeBytes - off) })
-          }
-          file.remaining = pieces.length
-          spawn(pieces)
+          this.#split(entry, path, map.extents, map, spawn, resized)
           return
         }
         const crc: CrcState = entry.crc32c === undefined ? { value: crc32cInit() } : undefined
@@ -318,7 +313,8 @@ export class FileRestorer {
   // Reading from the repository
 
   async #fileMap(entry: FileEntry): Promise<FileMap> {
-    const bytes = await this.#read(entry, entry.fileMap!, () => this.ctx.repo.readBlob(entry.fileMap!, { signal: this.ctx.signal }))
+    // Through the cache: the task source asks for the maps of the files coming next, so they arrive in runs.
+    const bytes = await this.#read(entry, entry.fileMap!, () => this.ctx.cache.get(entry.fileMap!))
     const map = decodeFileMap(bytes, `file map of '${entry.path}' in backup ${this.ctx.backupId}`)
     if (map.sizeBytes !== entry.sizeBytes) {
       throw new IntegrityError(`file map of '${entry.path}' in backup ${this.ctx.backupId} describes ${map.sizeBytes} bytes, the file has ${entry.sizeBytes}`)

@@ -12,6 +12,7 @@ import { parseLsn } from '../pg/lsn.js'
 import { formatTablespaceMap, parseTablespaceMap } from '../pg/tablespace-map.js'
 import type { BackupRecord } from '../repo/backup-record.js'
 import { FileListReader, type FileEntry } from '../repo/file-list.js'
+import { decodeFileMap } from '../repo/file-map.js'
 import type { Repository } from '../repo/repository.js'
 import { BlobCache } from './blob-cache.js'
 import { chooseBackup } from './choose-backup.js'
@@ -101,6 +102,8 @@ export interface RestoreResult {
   signalFile: 'recovery.signal' | 'standby.signal' | null
   /** postgresql.auto.conf settings of the backup that were commented out. */
   disabledSettings: string[]
+  /** Blobs read for file data and maps, the storage reads that carried them, and blobs read again one by one. */
+  reads: { blobs: number; storageReads: number; fallbacks: number }
   durationMs: number
 }
 
@@ -109,6 +112,10 @@ const DEFERRED = new Set(['postgresql.auto.conf', 'tablespace_map', 'backup_labe
 /** Never restored from a backup: the restore writes its own. */
 const SKIPPED = new Set([MANIFEST_NAME, MANIFEST_TEMP_NAME, RESTORE_MARKER, 'recovery.signal', 'standby.signal'])
 const PROGRESS_MS = 250
+/** File entries read ahead of the workers (what they need is fetched together). */
+const LOOKAHEAD_ENTRIES = 64
+/** Files up to this size have their data fetched ahead too (at most LOOKAHEAD_ENTRIES × this in flight). */
+const SMALL_FILE_BYTES = 256 << 10
 
 /**
  * Restores a backup into `pgdata`. See docs/restore.md.
@@ -211,8 +218,41 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
         await m.add({ path: d.entry.path, size: d.entry.sizeBytes, lastModified: new Date(d.entry.mtime * 1000), checksumAlgorithm: 'CRC32C', checksum: d.crc32c })
       },
     })
+    // Entries are taken up to LOOKAHEAD_ENTRIES ahead of the workers, refilled in batches, and what the coming
+    // files need is asked for together so that it arrives in runs rather than one request per file: the file
+    // maps of relation files, and the blobs of small files (their maps first, for relation files).
+    const prefetchSmall = (e: FileEntry) => {
+      if (e.type !== 'file' || e.sizeBytes > SMALL_FILE_BYTES) return
+      const want = (extents: readonly { blob: string | null }[]) => {
+        for (const x of extents) if (x.blob !== null) cache.get(x.blob).catch(() => {})
+      }
+      if (e.fileMap) {
+        cache.get(e.fileMap).then((bytes) => want(decodeFileMap(bytes).extents), () => {})
+      } else want(e.extents ?? [])
+    }
+    async function* lookahead(): AsyncGenerator<FileEntry> {
+      const it = reader.entries({ signal })[Symbol.asyncIterator]()
+      const queue: FileEntry[] = []
+      let done = false
+      for (;;) {
+        if (!done && queue.length <= LOOKAHEAD_ENTRIES / 2) {
+          while (!done && queue.length < LOOKAHEAD_ENTRIES) {
+            const r = await it.next()
+            if (r.done) done = true
+            else {
+              if (r.value.fileMap) cache.get(r.value.fileMap).catch(() => {})
+              prefetchSmall(r.value)
+              queue.push(r.value)
+            }
+          }
+        }
+        const next = queue.shift()
+        if (next === undefined) return
+        yield next
+      }
+    }
     async function* tasks(): AsyncGenerator<FileTask> {
-      for await (const e of reader.entries({ signal })) {
+      for await (const e of lookahead()) {
         if (SKIPPED.has(e.path)) continue
         if (e.type === 'directory') {
           const abs = join(pgdata, e.path)
@@ -336,6 +376,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       walBytes,
       signalFile,
       disabledSettings: [...new Set(conf.commented)],
+      reads: { blobs: blobReader.stats.blobs, storageReads: blobReader.stats.runs, fallbacks: blobReader.stats.fallbacks },
       durationMs: Date.now() - started,
     }
   } catch (err) {

@@ -35,6 +35,7 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
       const got = await Promise.all(ids.map((id) => reader.read(id)))
       got.forEach((g, i) => expect(g.equals(contents[i]!), `blob ${i}`).toBe(true))
       expect(reader.stats.blobs).toBe(24)
+      expect(reader.stats.fallbacks).toBe(0)
       expect(reader.stats.runs).toBeLessThanOrEqual(3)
       // Asked for one at a time, each is a run of its own.
       const single = new BlobReader(repo)
