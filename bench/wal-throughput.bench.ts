@@ -1,0 +1,230 @@
+// WAL archiving speed on one PostgreSQL 15 server (the harness's, fsync off):
+//  1. a burst of about PGKEEP_BENCH_WAL_MB (default 1024) MB of WAL from one INSERT … SELECT, three times: with
+//     `pgkeep wal stream` (fs repository), with pg_receivewal (Debian 15) to a directory, and with no streamer;
+//     reports the server's WAL rate, the streamer's rate, the largest lag (server WAL − flush position reported)
+//     and how long after the burst's commit the last segment was stored;
+//  2. `wal get` of 100 consecutive segments, one process per segment as restore_command runs, from the fs
+//     repository and from the local S3 server (encrypted), with and without prefetch, against `cp` from a
+//     directory archive;
+//  3. pgbench commit latency with `pgkeep wal stream --synchronous` as the synchronous standby.
+// Results: console and bench/results/wal-throughput.jsonl. Run: npm run bench:wal
+
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { loadavg, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import { it } from 'vitest'
+import { parseLsn } from '../src/pg/lsn.js'
+import { initRepository } from '../src/repo/repository.js'
+import { listWalKeys, parseWalKey } from '../src/repo/wal-catalog.js'
+import { openStorage } from '../src/storage/open.js'
+import { pushWalFile } from '../src/wal/wal-push.js'
+import { PASSWORD, ROLES, startCluster, type Cluster } from '../test/harness/cluster.js'
+import { debianTool, execFileP } from '../test/harness/reference-tools.js'
+import { startS3Server } from '../test/harness/s3-server.js'
+import { openFsRepo, spawnPgkeep, ensureBuilt, BIN } from '../test/integration/wal-helpers.js'
+
+const WAL_MB = Number(process.env.PGKEEP_BENCH_WAL_MB ?? 1024)
+const SEG = 16n << 20n
+const mb = (n: number | bigint) => Number(n) / (1 << 20)
+const results: Record<string, unknown>[] = []
+const report = (line: string, data: Record<string, unknown>) => {
+  console.log(line)
+  results.push({ ...data, line })
+}
+
+async function sampler(c: Cluster, appName: string | undefined) {
+  const client = new pg.Client({ host: c.socketDir, port: c.port, user: 'postgres', database: 'postgres' })
+  await client.connect()
+  let maxLag = 0
+  let running = true
+  const loop = (async () => {
+    while (running) {
+      if (appName) {
+        const { rows } = await client.query<{ lag: string | null }>(
+          `select (pg_current_wal_lsn() - flush_lsn)::text lag from pg_stat_replication where application_name = $1`, [appName])
+        if (rows[0]?.lag) maxLag = Math.max(maxLag, Number(rows[0].lag))
+      }
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  })()
+  return { stop: async () => { running = false; await loop; await client.end(); return maxLag } }
+}
+
+/** One burst: INSERT … SELECT of about WAL_MB MB of WAL; resolves with the WAL range and the time it took. */
+async function burst(c: Cluster, table: string): Promise<{ start: bigint; end: bigint; ms: number }> {
+  const rows = Math.round((WAL_MB * (1 << 20)) / 250) // ~250 bytes of WAL per row of this shape
+  await c.sql(`create table ${table} (id int, v text)`)
+  const [{ l: s }] = await c.sql<{ l: string }>('select pg_current_wal_lsn()::text l')
+  const t0 = performance.now()
+  await c.sql(`insert into ${table} select g, repeat(md5(g::text), 3) from generate_series(1, ${rows}) g`)
+  const ms = performance.now() - t0
+  const [{ l: e }] = await c.sql<{ l: string }>('select pg_current_wal_flush_lsn()::text l')
+  return { start: parseLsn(s), end: parseLsn(e), ms }
+}
+
+it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous commit latency`, async () => {
+  ensureBuilt()
+  const c = await startCluster({ major: 15, tablespaces: 0, conf: { max_wal_size: '8GB', wal_keep_size: '8GB', checkpoint_timeout: '1h' } })
+  const work = await mkdtemp(join(tmpdir(), 'pgkeep-walbench-'))
+  const s3 = await startS3Server()
+  try {
+    console.log(`load average at start: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (2 cores)`)
+    const [{ sys }] = await c.sql<{ sys: string }>('select system_identifier::text sys from pg_control_system()')
+
+    // 1a. pgkeep wal stream.
+    const repoDir = join(work, 'repo')
+    const streamer = spawnPgkeep(['wal', 'stream', '-d', c.url(), '--repo', repoDir, '--slot', 'bench', '--create-slot', '--status-interval', '1'])
+    await streamer.waitFor(/streaming cluster/)
+    const storedAt = new Map<string, number>()
+    streamer.child.stderr!.on('data', (d: Buffer) => {
+      for (const m of d.toString().matchAll(/stored segment ([0-9A-F]{24})/g)) storedAt.set(m[1]!, performance.now())
+    })
+    let sample = await sampler(c, 'bench')
+    const cpu0 = await procCpuMs(streamer.child.pid!)
+    const b1 = await burst(c, 'burst1')
+    const committedAt = performance.now()
+    const lastName = walName((b1.end - 1n) / SEG - 1n) // the last segment the burst completed
+    while (!storedAt.has(lastName)) await new Promise((r) => setTimeout(r, 50))
+    const caughtUpMs = storedAt.get(lastName)! - committedAt
+    const cpu1 = await procCpuMs(streamer.child.pid!)
+    const lag1 = await sample.stop()
+    const bytes1 = (b1.end - 1n) / SEG * SEG - b1.start
+    report(
+      `pgkeep wal stream: ${mb(b1.end - b1.start).toFixed(0)} MiB of WAL generated in ${(b1.ms / 1000).toFixed(1)} s ` +
+        `(${(mb(b1.end - b1.start) / (b1.ms / 1000)).toFixed(0)} MiB/s at the server); streamer: ${(mb(bytes1) / ((b1.ms + caughtUpMs) / 1000)).toFixed(0)} MiB/s ` +
+        `stored, last segment stored ${(caughtUpMs / 1000).toFixed(2)} s after the commit, max lag ${mb(lag1).toFixed(0)} MiB, streamer CPU ${((cpu1 - cpu0) / 1000).toFixed(1)} s`,
+      { what: 'stream', tool: 'pgkeep', walBytes: Number(b1.end - b1.start), serverMs: b1.ms, caughtUpMs, maxLagBytes: lag1, cpuMs: cpu1 - cpu0 },
+    )
+    streamer.kill('SIGTERM')
+    await streamer.exited
+
+    // 1b. pg_receivewal to a directory (reference).
+    const receivewal = debianTool('pg_receivewal')
+    if (receivewal) {
+      const dir = join(work, 'receivewal')
+      await mkdir(dir)
+      await execFileP(receivewal, ['-h', '127.0.0.1', '-p', String(c.port), '-U', ROLES.repl, '--slot', 'bench_rw', '--create-slot'], { env: { PGPASSWORD: PASSWORD } })
+      const rw = spawn(receivewal, ['-h', '127.0.0.1', '-p', String(c.port), '-U', ROLES.repl, '--slot', 'bench_rw', '-D', dir, '-s', '1', '-n'], {
+        env: { PGPASSWORD: PASSWORD, PGAPPNAME: 'bench_rw' }, stdio: 'ignore',
+      })
+      await new Promise((r) => setTimeout(r, 1000))
+      sample = await sampler(c, 'bench_rw')
+      const b2 = await burst(c, 'burst2')
+      const committed2 = performance.now()
+      const last2 = walName((b2.end - 1n) / SEG - 1n)
+      while (!existsSync(join(dir, last2))) await new Promise((r) => setTimeout(r, 50))
+      const caught2 = performance.now() - committed2
+      const lag2 = await sample.stop()
+      rw.kill('SIGINT')
+      report(
+        `pg_receivewal 15 -D dir: ${mb(b2.end - b2.start).toFixed(0)} MiB in ${(b2.ms / 1000).toFixed(1)} s at the server ` +
+          `(${(mb(b2.end - b2.start) / (b2.ms / 1000)).toFixed(0)} MiB/s); last segment written ${(caught2 / 1000).toFixed(2)} s after the commit, max lag ${mb(lag2).toFixed(0)} MiB`,
+        { what: 'stream', tool: 'pg_receivewal', walBytes: Number(b2.end - b2.start), serverMs: b2.ms, caughtUpMs: caught2, maxLagBytes: lag2 },
+      )
+    }
+
+    // 1c. No streamer: the server alone.
+    const b3 = await burst(c, 'burst3')
+    report(`no streamer: ${mb(b3.end - b3.start).toFixed(0)} MiB in ${(b3.ms / 1000).toFixed(1)} s (${(mb(b3.end - b3.start) / (b3.ms / 1000)).toFixed(0)} MiB/s)`, {
+      what: 'stream', tool: 'none', walBytes: Number(b3.end - b3.start), serverMs: b3.ms,
+    })
+
+    // 2. wal get of 100 segments.
+    const names: string[] = []
+    {
+      const repo = await openFsRepo(repoDir)
+      for (const k of await listWalKeys(repo, sys, '00000001')) {
+        const p = parseWalKey(k)
+        if (p?.kind === 'segment') names.push(p.name)
+      }
+      await repo.close()
+    }
+    const hundred = names.slice(-101, -1)
+    const archive = join(work, 'archive')
+    await mkdir(archive)
+    for (const n of hundred) await copyFile(join(c.dataDir, 'pg_wal', n), join(archive, n))
+    const s3Env = {
+      AWS_ENDPOINT_URL: s3.endpoint, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region,
+      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', PGKEEP_PASSPHRASE: 'bench passphrase',
+    }
+    const s3Url = `s3://${s3.bucket}/${s3.prefix}walbench`
+    {
+      const repo = await initRepository(await openStorage(s3Url, s3Env), { encrypt: { passphrase: s3Env.PGKEEP_PASSPHRASE } })
+      for (const n of hundred) await pushWalFile(repo, join(c.dataDir, 'pg_wal', n))
+      await repo.close()
+    }
+    const runGets = async (label: string, cmd: (name: string, dest: string) => [string, string[]], env: Record<string, string>, spool?: string) => {
+      const dest = join(work, `restore-${label.replace(/\W+/g, '-')}`, 'pg_wal')
+      await mkdir(dest, { recursive: true })
+      let total = 0
+      for (const n of hundred) {
+        const [file, args] = cmd(n, join(dest, 'RECOVERYXLOG'))
+        const t0 = performance.now()
+        const code = await new Promise<number>((resolve) => {
+          spawn(file, args, { env: { PATH: process.env.PATH, ...env }, stdio: 'ignore' }).on('exit', (x) => resolve(x ?? -1))
+        })
+        total += performance.now() - t0
+        if (code !== 0) throw new Error(`${label}: ${n} exited ${code}`)
+        if (!(await readFile(join(dest, 'RECOVERYXLOG'))).equals(await readFile(join(archive, n)))) throw new Error(`${label}: ${n} differs`)
+      }
+      const daemonFile = join(spool ?? join(dest, '.pgkeep-prefetch'), 'daemon.json')
+      if (existsSync(daemonFile)) {
+        try { process.kill(JSON.parse(await readFile(daemonFile, 'utf8')).pid, 'SIGTERM') } catch { /* gone */ }
+      }
+      report(`wal get ×100, ${label}: ${(total / 1000).toFixed(2)} s, ${(1600 / (total / 1000)).toFixed(0)} MiB/s, ${(total / 100).toFixed(0)} ms per segment`, {
+        what: 'get', label, ms: total,
+      })
+    }
+    await runGets('cp from a directory archive', (n, d) => ['cp', [join(archive, n), d]], {})
+    const get = (url: string, more: string[]) => (n: string, d: string): [string, string[]] => [process.execPath, [BIN, 'wal', 'get', '--repo', url, '--cluster', sys, ...more, n, d]]
+    await runGets('pgkeep fs, prefetch 8', get(repoDir, ['--linger', '5']), {})
+    await runGets('pgkeep fs, no prefetch', get(repoDir, ['--prefetch', '0']), {})
+    await runGets('pgkeep s3 encrypted, prefetch 8', get(s3Url, ['--linger', '5']), s3Env)
+    await runGets('pgkeep s3 encrypted, prefetch 16 concurrency 8', get(s3Url, ['--linger', '5', '--prefetch', '16', '--concurrency', '8']), s3Env)
+    await runGets('pgkeep s3 encrypted, no prefetch', get(s3Url, ['--prefetch', '0']), s3Env)
+
+    // 3. Synchronous commit latency under pgbench.
+    const pgbench = debianTool('pgbench')
+    if (pgbench) {
+      await execFileP(pgbench, ['-i', '-q', '-s', '5', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', 'postgres'])
+      const run = async () => {
+        const { stdout } = await execFileP(pgbench, ['-n', '-c', '4', '-T', '15', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', 'postgres'])
+        return { tps: Number(/tps = ([\d.]+)/.exec(stdout)?.[1]), latencyMs: Number(/latency average = ([\d.]+) ms/.exec(stdout)?.[1]) }
+      }
+      const local = await run()
+      const sync = spawnPgkeep(['wal', 'stream', '-d', c.url(), '--repo', repoDir, '--slot', 'bench_sync', '--create-slot', '--synchronous', '--status-interval', '1'])
+      await sync.waitFor(/streaming cluster/)
+      await c.configure({ synchronous_standby_names: 'bench_sync' })
+      await c.reload()
+      await new Promise((r) => setTimeout(r, 1000))
+      const remote = await run()
+      sync.kill('SIGTERM')
+      await c.configure({ synchronous_standby_names: '' })
+      await c.reload()
+      await sync.exited
+      report(
+        `pgbench -c 4 -T 15 (scale 5): no synchronous standby ${local.tps.toFixed(0)} tps, ${local.latencyMs} ms average; ` +
+          `pgkeep wal stream --synchronous (fs) ${remote.tps.toFixed(0)} tps, ${remote.latencyMs} ms average`,
+        { what: 'sync', local, remote },
+      )
+    }
+  } finally {
+    await mkdir(join(import.meta.dirname, 'results'), { recursive: true })
+    await appendFile(join(import.meta.dirname, 'results', 'wal-throughput.jsonl'),
+      JSON.stringify({ at: new Date().toISOString(), walMb: WAL_MB, loadavg: loadavg(), results }) + '\n')
+    await s3.stop()
+    await c.destroy()
+    await rm(work, { recursive: true, force: true })
+  }
+})
+
+const walName = (segno: bigint) => ['1', (segno / 256n).toString(16), (segno % 256n).toString(16)].map((x) => x.toUpperCase().padStart(8, '0')).join('')
+
+/** CPU time (user + system) of a process so far, from /proc (clock ticks of 10 ms). */
+async function procCpuMs(pid: number): Promise<number> {
+  const f = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ')
+  return (Number(f[11]) + Number(f[12])) * 10
+}
