@@ -93,6 +93,54 @@ export function crc32cFinal(state: number): number {
   return (state ^ 0xffff_ffff) >>> 0
 }
 
+// Combining CRCs (the GF(2) matrix method of zlib's crc32_combine, for the Castagnoli polynomial). Appending n zero
+// bytes to a message is a linear map of its CRC register over GF(2): a 32×32 bit matrix, kept as 32 column words
+// (column i is the image of bit i). ZERO_BYTES_OPS[k] appends 2^k zero bytes; CRC(A ‖ B) is
+// CRC(A) moved past len(B) zero bytes, XOR CRC(B). The pre- and post-conditioning with 0xFFFFFFFF cancel out
+// because both CRCs carry them.
+
+/** The image of the 32-bit vector `v` under the matrix `m` (32 column words). */
+function gf2Times(m: Uint32Array, v: number): number {
+  let sum = 0
+  for (let i = 0; v !== 0; i++, v >>>= 1) if (v & 1) sum ^= m[i]!
+  return sum >>> 0
+}
+
+/** m × m: the operator applied twice. */
+function gf2Square(m: Uint32Array): Uint32Array {
+  const out = new Uint32Array(32)
+  for (let i = 0; i < 32; i++) out[i] = gf2Times(m, m[i]!)
+  return out
+}
+
+const ZERO_BYTES_OPS: readonly Uint32Array[] = (() => {
+  // One zero bit: the register shifts right by one, XOR the polynomial when bit 0 falls out (reflected CRC).
+  let op: Uint32Array = new Uint32Array(32)
+  op[0] = POLY
+  for (let i = 1; i < 32; i++) op[i] = (1 << (i - 1)) >>> 0
+  for (let k = 0; k < 3; k++) op = gf2Square(op) // 2, 4, 8 zero bits: one zero byte
+  const ops: Uint32Array[] = [op]
+  // 2^0 … 2^52 zero bytes cover every safe integer length.
+  for (let k = 1; k < 53; k++) ops.push(gf2Square(ops[k - 1]!))
+  return ops
+})()
+
+/**
+ * CRC-32C of the concatenation A ‖ B from `crcA` = CRC-32C(A), `crcB` = CRC-32C(B) and the length of B in bytes,
+ * without the bytes. Lets pieces of a file be checksummed apart (on worker threads) and joined in order.
+ */
+export function crc32cCombine(crcA: number, crcB: number, lengthB: number): number {
+  if (!Number.isSafeInteger(lengthB) || lengthB < 0) throw new RangeError(`invalid length ${lengthB}`)
+  let crc = crcA >>> 0
+  let n = lengthB
+  for (let k = 0; n > 0; k++) {
+    // n % 2 and Math.floor(n / 2) rather than bit operators: lengths above 2^31 must work too.
+    if (n % 2 === 1) crc = gf2Times(ZERO_BYTES_OPS[k]!, crc)
+    n = Math.floor(n / 2)
+  }
+  return (crc ^ crcB) >>> 0
+}
+
 /** CRC-32C of one buffer. `crc32c(utf8('123456789'))` is 0xE3069283. */
 export function crc32c(data: Uint8Array): number {
   return crc32cFinal(crc32cUpdate(crc32cInit(), data))
