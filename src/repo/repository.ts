@@ -13,7 +13,16 @@ import {
   UsageError,
 } from '../errors.js'
 import type { Storage } from '../storage/storage.js'
-import { assertBlobId, assertBlobType, BlobCodec, MAX_BLOB_BYTES, type BlobId, type BlobType } from './blob.js'
+import {
+  assertBlobId,
+  assertBlobType,
+  BlobCodec,
+  BlobFlags,
+  KNOWN_BLOB_FLAGS,
+  MAX_BLOB_BYTES,
+  type BlobId,
+  type BlobType,
+} from './blob.js'
 import { BlobIndex, type BlobLocation } from './blob-index.js'
 import { decodeConfig, encodeConfig, newConfig, notARepository, type RepoConfig } from './config.js'
 import {
@@ -21,6 +30,7 @@ import {
   deriveRepoKeys,
   newMasterKey,
   parseKeyFile,
+  SEAL_OVERHEAD_BYTES,
   sha256,
   sha256Hex,
   unwrapKeyFile,
@@ -371,21 +381,78 @@ export class Repository {
     const idBytes = this.#codec.idOf(bytes)
     const id = idBytes.toString('hex')
     if (this.#pending.has(id) || this.#index.has(idBytes)) return { id, stored: false }
-
-    // Everything up to here and the add below is synchronous, so concurrent puts of equal content store it once.
+    // Everything from the check above to the add in #addBlob is synchronous, so concurrent puts of equal content
+    // store it once.
     const { stored, flags } = this.#codec.encode(bytes, o.compress ?? true)
+    return this.#addBlob(type, id, idBytes, stored, flags, bytes.length, o.signal)
+  }
+
+  /**
+   * Stores a blob whose id and stored bytes were computed elsewhere (worker threads of the backup engine, with
+   * this repository's keys and compression level and the same codec as `putBlob`), unless a blob with the same id
+   * exists or was put in this session. `stored` becomes the repository's: the caller must not change it. Waits
+   * like `putBlob` when the upload pipeline is full.
+   *
+   * The id cannot be checked here without the plain bytes; every read re-hashes what it decodes (invariant 3),
+   * so a wrong id is an integrity error at the first read, never wrong bytes.
+   */
+  async putEncodedBlob(
+    type: BlobType,
+    id: BlobId,
+    stored: Buffer,
+    flags: number,
+    plainLength: number,
+    o: { signal?: AbortSignal } = {},
+  ): Promise<PutBlobResult> {
+    this.#assertWritable()
+    assertBlobType(type)
+    assertBlobId(id)
+    o.signal?.throwIfAborted()
+    if (!Number.isSafeInteger(plainLength) || plainLength < 0 || plainLength > MAX_BLOB_BYTES) {
+      throw new UsageError(`invalid plain length ${plainLength} of blob '${id}'`, {
+        hint: `a blob holds 0 to ${MAX_BLOB_BYTES} bytes (this is a bug in the caller)`,
+      })
+    }
+    // What decode will insist on, checked now so a caller's mistake fails here rather than at restore.
+    const bodyBytes = stored.length - (this.#unlocked ? SEAL_OVERHEAD_BYTES : 0)
+    if ((flags & ~KNOWN_BLOB_FLAGS) !== 0 || bodyBytes < 0 || ((flags & BlobFlags.ZSTD) === 0 && bodyBytes !== plainLength)) {
+      throw new UsageError(`encoded blob '${id}' has flags ${flags} and ${stored.length} stored bytes for ${plainLength} plain bytes`, {
+        hint: "encode blobs with this repository's codec (this is a bug in the caller)",
+      })
+    }
+    this.#uploader.throwIfFailed()
+    this.#stats.blobsPut++
+    const idBytes = Buffer.from(id, 'hex')
+    if (this.#pending.has(id) || this.#index.has(idBytes)) return { id, stored: false }
+    return this.#addBlob(type, id, idBytes, stored, flags, plainLength, o.signal)
+  }
+
+  /**
+   * Adds a blob known to be new to the open pack of its type (the part of putBlob and putEncodedBlob after the
+   * dedup check; synchronous up to the first await, so equal content racing in is stored once), then applies the
+   * upload backpressure and the periodic index commit.
+   */
+  async #addBlob(
+    type: BlobType,
+    id: BlobId,
+    idBytes: Buffer,
+    stored: Buffer,
+    flags: number,
+    plainLength: number,
+    signal: AbortSignal | undefined,
+  ): Promise<PutBlobResult> {
     let builder = this.#builders[type]
     if (!builder) builder = this.#builders[type] = new PackBuilder(type)
-    const entry = builder.add(idBytes, flags, stored, bytes.length)
+    const entry = builder.add(idBytes, flags, stored, plainLength)
     this.#pending.set(id, { entry, stored, packId: undefined })
     this.#stats.blobsStored++
-    this.#stats.plainBytesStored += bytes.length
+    this.#stats.plainBytesStored += plainLength
     this.#stats.storedBytes += stored.length
     if (builder.startedAt === 0) builder.startedAt = Date.now()
     // Full packs are sealed; so are old ones, so that a slow writer that dies loses at most a few seconds of work.
     if (builder.sizeBytes >= this.config.packTargetBytes || Date.now() - builder.startedAt >= PACK_SEAL_INTERVAL_MS) this.#sealBuilder(type)
 
-    await this.#uploader.waitForRoom(o.signal)
+    await this.#uploader.waitForRoom(signal)
     // Index durable packs when an index object is full, and at least every INDEX_COMMIT_INTERVAL_MS: a writer that
     // dies (SIGKILL) then leaves its uploaded blobs findable, so running it again does not store them twice.
     if (
@@ -393,7 +460,7 @@ export class Repository {
       (this.#awaitingIndexEntries > 0 && Date.now() - this.#lastIndexCommit >= INDEX_COMMIT_INTERVAL_MS)
     ) {
       this.#lastIndexCommit = Date.now()
-      await this.#writeIndex(o.signal)
+      await this.#writeIndex(signal)
     }
     return { id, stored: true }
   }
