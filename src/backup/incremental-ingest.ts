@@ -8,7 +8,8 @@ import { crc32cFinal, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
 import { decodeIncrementalHeader, type IncrementalHeader, incrementalHeaderBytesNeeded } from '../pg/incremental-file.js'
 import { isAllZero } from '../pg/page.js'
 import { type FileMap, PAGE_BYTES, PAGE_HASH_BYTES, pageCountOf, UNKNOWN_WINDOW, WINDOW_PAGES, type WindowHash } from '../repo/file-map.js'
-import { type BlobSink, ExtentBuilder, type IngestStats } from './file-ingest.js'
+import { type BlobSink, ExtentBuilder, type IngestOptions, ingestPoolFor, type IngestStats } from './file-ingest.js'
+import { ingestWorkerSettings } from './window-pool.js'
 
 /** The parent backup lacks what an INCREMENTAL file builds on; the engine then takes a full backup instead. */
 export class ParentFileMissingError extends Error {
@@ -17,9 +18,15 @@ export class ParentFileMissingError extends Error {
   }
 }
 
+/**
+ * Ingests one INCREMENTAL file. Changed blocks that are not all zeros are gathered into blobs of up to one window;
+ * with a pool (files carrying at least `minPooledFileBytes` of blocks), their hashes and encoding run on its
+ * workers.
+ */
 export class IncrementalFileIngest {
   readonly stats: IngestStats = { storedBytes: 0, reusedBytes: 0 }
-  private readonly out: ExtentBuilder
+  /** Made once the header tells how many blocks follow. */
+  private out!: ExtentBuilder
   private head: Buffer = Buffer.alloc(0)
   private header: IncrementalHeader | undefined
   private readonly page = Buffer.allocUnsafe(PAGE_BYTES)
@@ -35,13 +42,12 @@ export class IncrementalFileIngest {
   private readonly touchedWindows = new Set<number>()
 
   constructor(
-    sink: BlobSink,
+    private readonly sink: BlobSink,
     readonly path: string,
     private readonly parent: FileMap | undefined,
-    signal?: AbortSignal,
-  ) {
-    this.out = new ExtentBuilder(sink, this.stats, signal)
-  }
+    private readonly signal?: AbortSignal,
+    private readonly options: IngestOptions = {},
+  ) {}
 
   async push(chunk: Buffer): Promise<void> {
     this.crc = crc32cUpdate(this.crc, chunk)
@@ -77,6 +83,14 @@ export class IncrementalFileIngest {
     const carriesAll = t === 0 || (h.blockCount >= t && h.blockNumbers[t - 1] === t - 1)
     if (!this.parent && !carriesAll) throw new ParentFileMissingError(this.path)
     this.reuseLimit = Math.min(h.truncationBlockLength, parentBlocks)
+    const { pool, explicit } = ingestPoolFor(this.sink, this.options)
+    const use = pool && (explicit || h.blockCount * PAGE_BYTES >= ingestWorkerSettings().minPooledFileBytes) ? pool : undefined
+    this.out = new ExtentBuilder(this.sink, this.stats, {
+      signal: this.signal,
+      pool: use,
+      // With a pool the page hashes of changed blocks come back with their blob's analysis.
+      onPageHash: use ? (offset, hash) => hash.copy(this.pageHashes, (offset / PAGE_BYTES) * PAGE_HASH_BYTES) : undefined,
+    })
   }
 
   private async changedBlock(): Promise<void> {
@@ -89,7 +103,7 @@ export class IncrementalFileIngest {
     if (isAllZero(this.page)) {
       this.out.hole(offset, PAGE_BYTES)
     } else {
-      hash('sha256', this.page, 'buffer').copy(this.pageHashes, block * PAGE_HASH_BYTES, 0, PAGE_HASH_BYTES)
+      if (!this.out.pooled) hash('sha256', this.page, 'buffer').copy(this.pageHashes, block * PAGE_HASH_BYTES, 0, PAGE_HASH_BYTES)
       await this.out.changedPage(this.page, offset)
     }
     this.cursor = block + 1

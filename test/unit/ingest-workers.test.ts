@@ -1,0 +1,355 @@
+// Ingest on worker threads against ingest on the main thread: the same content (relation files full, deduplicated,
+// changed, grown and shrunk against a parent; plain files; a PG 17 INCREMENTAL file) goes through both paths into
+// two copies of one repository (plain and encrypted); file maps, blob ids, CRCs and stats must be byte-identical,
+// and right by independent facts (SHA-256 / HMAC computed here, bytes read back and verified). Also the pool itself.
+// The worker runs compiled JavaScript: the test compiles window-worker.ts and its imports with tsc first.
+
+import { execFile } from 'node:child_process'
+import { createHash, createHmac } from 'node:crypto'
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { promisify } from 'node:util'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { PlainFileIngest, RelationFileIngest } from '../../src/backup/file-ingest.js'
+import { IncrementalFileIngest } from '../../src/backup/incremental-ingest.js'
+import { defaultIngestWorkers, WindowPool } from '../../src/backup/window-pool.js'
+import { AssertionError } from '../../src/errors.js'
+import { crc32c } from '../../src/pg/crc32c.js'
+import { encodeIncrementalFile } from '../../src/pg/incremental-file.js'
+import { BlobCodec } from '../../src/repo/blob.js'
+import { encodeFileMap, type Extent, type FileMap } from '../../src/repo/file-map.js'
+import { initRepository, openRepository, type Repository } from '../../src/repo/repository.js'
+import { openFsStorage } from '../../src/storage/fs.js'
+
+const PAGE = 8192
+const WINDOW = 128 * PAGE
+const ROOT = join(import.meta.dirname, '..', '..')
+
+/** Compiles the worker module and what it imports into a directory of its own; returns the worker's URL. */
+async function compileWorker(): Promise<{ url: URL; dir: string }> {
+  await mkdir(join(ROOT, 'node_modules', '.cache'), { recursive: true })
+  // Under node_modules so that the compiled code resolves zstd-napi from the project.
+  const dir = await mkdtemp(join(ROOT, 'node_modules', '.cache', 'pgkeep-window-worker-'))
+  const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
+  const args = ['--outDir', dir, '--rootDir', ROOT, '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022']
+  await promisify(execFile)(process.execPath, [tsc, ...args, '--skipLibCheck', '--strict', '--types', 'node', join(ROOT, 'src/backup/window-worker.ts')])
+  // node_modules is a package-scope boundary: without this the compiled files would load as CommonJS.
+  await writeFile(join(dir, 'package.json'), '{"type":"module"}\n')
+  return { url: pathToFileURL(join(dir, 'src', 'backup', 'window-worker.js')), dir }
+}
+
+/** A seeded generator (mulberry32), so every run sees the same content. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** A heap-like page: header, a compressible run, then `noise` random bytes at the end. */
+function page(seed: number, noise = 3000): Buffer {
+  const r = prng(seed)
+  const p = Buffer.alloc(PAGE, 0x20)
+  p.writeUInt16LE(24, 12)
+  p.writeUInt16LE(PAGE - noise, 14)
+  p.writeUInt32LE(seed, 24)
+  for (let i = PAGE - noise; i < PAGE; i++) p[i] = Math.floor(r() * 256)
+  return p
+}
+
+const pages = (from: number, n: number, noise?: number) => Buffer.concat(Array.from({ length: n }, (_, i) => page(from + i, noise)))
+
+interface Outcome {
+  map: Buffer
+  crc32c: number
+  stats: unknown
+  extents: Extent[]
+  fileMap?: FileMap
+}
+
+/** Feeds `bytes` in uneven pieces, as tar delivers them (the same split on both paths). */
+async function feed(ing: { push(b: Buffer): Promise<void> }, bytes: Uint8Array, seed: number): Promise<void> {
+  const r = prng(seed)
+  for (let off = 0; off < bytes.length; ) {
+    const n = Math.min(bytes.length - off, 1 + Math.floor(r() * 400_000))
+    await ing.push(Buffer.from(bytes.subarray(off, off + n)))
+    off += n
+  }
+}
+
+async function relation(repo: Repository, pool: WindowPool | null, bytes: Buffer, parent?: FileMap): Promise<Outcome> {
+  const ing = new RelationFileIngest(repo, bytes.length, parent, undefined, { pool })
+  await feed(ing, bytes, bytes.length)
+  const r = await ing.finish()
+  return { map: encodeFileMap(r.fileMap), crc32c: r.crc32c, stats: { ...ing.stats }, extents: r.fileMap.extents, fileMap: r.fileMap }
+}
+
+async function plain(repo: Repository, pool: WindowPool | null, bytes: Buffer): Promise<Outcome> {
+  const ing = new PlainFileIngest(repo, undefined, { pool })
+  await feed(ing, bytes, bytes.length + 1)
+  const r = await ing.finish()
+  expect(r.sizeBytes).toBe(bytes.length)
+  return { map: Buffer.from(JSON.stringify(r.extents)), crc32c: r.crc32c, stats: { ...ing.stats }, extents: r.extents }
+}
+
+async function incremental(repo: Repository, pool: WindowPool | null, bytes: Uint8Array, parent: FileMap): Promise<Outcome> {
+  const ing = new IncrementalFileIngest(repo, 'base/5/16390', parent, undefined, { pool })
+  await feed(ing, bytes, 7)
+  const r = await ing.finish()
+  return { map: encodeFileMap(r.fileMap), crc32c: r.incrementalCrc32c, stats: { ...ing.stats }, extents: r.fileMap.extents, fileMap: r.fileMap }
+}
+
+/** The file's bytes from its extents, every blob read back (and so verified) through `repo`. */
+async function rebuild(repo: Repository, extents: Extent[]): Promise<Buffer> {
+  const parts: Buffer[] = []
+  for (const e of extents) {
+    if (e.blob === null) parts.push(Buffer.alloc(e.length))
+    else parts.push((await repo.readBlob(e.blob)).subarray(e.blobOffset, e.blobOffset + e.length))
+  }
+  return Buffer.concat(parts)
+}
+
+const pageHash = (p: Uint8Array) => (p.every((b) => b === 0) ? Buffer.alloc(8) : createHash('sha256').update(p).digest().subarray(0, 8))
+
+let worker: { url: URL; dir: string }
+beforeAll(async () => {
+  worker = await compileWorker()
+}, 120_000)
+afterAll(async () => {
+  if (worker) await rm(worker.dir, { recursive: true, force: true })
+})
+
+describe.each([
+  { name: 'plain', passphrase: undefined },
+  { name: 'encrypted', passphrase: 'correct horse' },
+])('ingest on workers equals ingest on the main thread ($name repository)', ({ passphrase }) => {
+  let dir: string
+  let main: Repository
+  let pooled: Repository
+  let pool: WindowPool
+  const scrypt = { N: 1024, r: 8, p: 1 }
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'pgkeep-ingest-'))
+    const a = await initRepository(await openFsStorage(join(dir, 'a')), passphrase ? { encrypt: { passphrase, scrypt } } : {})
+    await a.close()
+    // Two copies of one repository: the same keys, so the same blob ids, and independent dedup state.
+    await cp(join(dir, 'a'), join(dir, 'b'), { recursive: true })
+    main = await openRepository(await openFsStorage(join(dir, 'a')), { passphrase })
+    pooled = await openRepository(await openFsStorage(join(dir, 'b')), { passphrase })
+    const c = pooled.config.compression
+    // Two workers and a small in-flight bound: results come back out of order and submitters wait.
+    pool = new WindowPool({ keys: pooled.keys, compressionLevel: c.algorithm === 'zstd' ? c.level : undefined, workers: 2, maxInFlight: 3, workerUrl: worker.url })
+  })
+  afterAll(async () => {
+    await pool?.close()
+    await main?.close()
+    await pooled?.close()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  /** Runs one ingest on both paths; the outcomes must be identical. Returns the pooled one and the encodes it cost. */
+  async function both(run: (repo: Repository, pool: WindowPool | null) => Promise<Outcome>): Promise<{ o: Outcome; encodes: number; stored: number }> {
+    const want = await run(main, null)
+    const encodesBefore = pool.jobCounts.encode
+    const storedBefore = pooled.sessionStats.blobsStored
+    const got = await run(pooled, pool)
+    expect(got.map.equals(want.map), 'file map / extents').toBe(true)
+    expect(got.crc32c).toBe(want.crc32c)
+    expect(got.stats).toEqual(want.stats)
+    return { o: got, encodes: pool.jobCounts.encode - encodesBefore, stored: pooled.sessionStats.blobsStored - storedBefore }
+  }
+
+  const idOf = (bytes: Uint8Array) =>
+    passphrase ? createHmac('sha256', pooled.keys!.idKey).update(bytes).digest('hex') : createHash('sha256').update(bytes).digest('hex')
+
+  // 3 windows and a partial one: a compressible window, an all-zero window, an incompressible window, 57 pages.
+  const v1 = Buffer.concat([pages(0, 128), Buffer.alloc(WINDOW), pages(1000, 128, PAGE), pages(2000, 57)])
+  Buffer.alloc(PAGE).copy(v1, 5 * PAGE) // a zero page inside a stored window
+  let map1: FileMap
+  let map3: FileMap
+  // v1 with three pages changed in window 0, one page zeroed in window 2, and grown by 71 pages.
+  const v3 = Buffer.concat([v1, pages(3000, 71)])
+  page(9001).copy(v3, 2 * PAGE)
+  page(9002).copy(v3, 3 * PAGE)
+  page(9003).copy(v3, 100 * PAGE)
+  Buffer.alloc(PAGE).copy(v3, 300 * PAGE)
+
+  it('a full relation file: same map; ids, page hashes and CRC as computed independently; bytes read back', async () => {
+    const { o, encodes, stored } = await both((r, p) => relation(r, p, v1))
+    map1 = o.fileMap!
+    expect(o.crc32c).toBe(crc32c(v1))
+    expect(map1.windowHashes).toEqual([idOf(v1.subarray(0, WINDOW)), null, idOf(v1.subarray(2 * WINDOW, 3 * WINDOW)), idOf(v1.subarray(3 * WINDOW))])
+    for (let i = 0; i * PAGE < v1.length; i++) expect(map1.pageHashes.subarray(i * 8, i * 8 + 8), `page ${i}`).toEqual(pageHash(v1.subarray(i * PAGE, (i + 1) * PAGE)))
+    expect(stored).toBe(3)
+    expect(encodes).toBe(stored)
+    await pooled.flush()
+    expect((await rebuild(pooled, o.extents)).equals(v1)).toBe(true)
+  })
+
+  it('the same content again, without a parent: deduplicated, and nothing is encoded', async () => {
+    const { o, encodes } = await both((r, p) => relation(r, p, v1))
+    expect(o.stats).toEqual({ storedBytes: 0, reusedBytes: 0 })
+    expect(encodes).toBe(0)
+  })
+
+  it('against a parent: unchanged windows reused without encoding, changed pages gathered, growth stored', async () => {
+    const { o, encodes, stored } = await both((r, p) => relation(r, p, v3, map1))
+    map3 = o.fileMap!
+    expect(o.crc32c).toBe(crc32c(v3))
+    // Window 1 (zeros) and the incompressible window 2 minus one zeroed page: reused or holes, never encoded.
+    expect(encodes).toBe(stored)
+    expect(stored).toBeLessThanOrEqual(3) // changed pages of windows 0 and 3, and the new window 3's tail
+    expect(map3.windowHashes[1]).toBeNull()
+    for (let i = 0; i * PAGE < v3.length; i++) expect(map3.pageHashes.subarray(i * 8, i * 8 + 8), `page ${i}`).toEqual(pageHash(v3.subarray(i * PAGE, (i + 1) * PAGE)))
+    await pooled.flush()
+    expect((await rebuild(pooled, o.extents)).equals(v3)).toBe(true)
+  })
+
+  it('an unchanged file against its parent: everything reused, nothing encoded', async () => {
+    const { o, encodes } = await both((r, p) => relation(r, p, v3, map3))
+    expect(o.stats).toEqual({ storedBytes: 0, reusedBytes: v3.length - WINDOW }) // window 1 is a hole, not a reuse
+    expect(encodes).toBe(0)
+  })
+
+  it('a shrunk file against its parent', async () => {
+    const v4 = v3.subarray(0, 200 * PAGE)
+    const { o } = await both((r, p) => relation(r, p, v4, map3))
+    expect(o.crc32c).toBe(crc32c(v4))
+    await pooled.flush()
+    expect((await rebuild(pooled, o.extents)).equals(v4)).toBe(true)
+  })
+
+  it('plain files: whole pieces, an all-zero piece, a short tail, and a small file', async () => {
+    const big = Buffer.concat([pages(5000, 128, 5000), Buffer.alloc(WINDOW), pages(6000, 72), Buffer.from('tail of the file')])
+    const { o } = await both((r, p) => plain(r, p, big))
+    expect(o.crc32c).toBe(crc32c(big))
+    expect(o.extents.map((e) => e.blob)).toEqual([idOf(big.subarray(0, WINDOW)), null, idOf(big.subarray(2 * WINDOW))])
+    const small = Buffer.from('PG_VERSION 15\n')
+    const s = await both((r, p) => plain(r, p, small))
+    expect(s.o.crc32c).toBe(crc32c(small))
+    await pooled.flush()
+    expect((await rebuild(pooled, o.extents)).equals(big)).toBe(true)
+  })
+
+  it('a PG 17 INCREMENTAL file merged into its parent', async () => {
+    // Blocks 3 and 130 change, 140 becomes zeros, 520 and 521 lie past the parent's 512; truncation at 522.
+    const blocks = new Map<number, Buffer>([[3, page(7003)], [130, page(7130)], [140, Buffer.alloc(PAGE)], [520, page(7520)], [521, page(7521)]])
+    const inc = encodeIncrementalFile([...blocks].map(([blockNumber, p]) => ({ blockNumber, page: p })), 522)
+    const { o } = await both((r, p) => incremental(r, p, inc, map3))
+    expect(o.crc32c).toBe(crc32c(inc))
+    expect(v3.length).toBe(512 * PAGE)
+    const want = Buffer.concat([v3, Buffer.alloc(10 * PAGE)])
+    for (const [n, p] of blocks) p.copy(want, n * PAGE)
+    for (let i = 0; i < 522; i++) expect(o.fileMap!.pageHashes.subarray(i * 8, i * 8 + 8), `page ${i}`).toEqual(pageHash(want.subarray(i * PAGE, (i + 1) * PAGE)))
+    await pooled.flush()
+    expect((await rebuild(pooled, o.extents)).equals(want)).toBe(true)
+  })
+
+  it('a second session reads every blob the pooled path stored, verified against its id', async () => {
+    await pooled.flush()
+    const again = await openRepository(await openFsStorage(join(dir, 'b')), { passphrase })
+    try {
+      expect((await rebuild(again, map3.extents)).equals(v3)).toBe(true)
+    } finally {
+      await again.close()
+    }
+  })
+})
+
+describe('WindowPool', () => {
+  const codec = new BlobCodec(undefined, 3)
+
+  it('analyzes a window as computed here, hands it back intact, and takes it from the sender', async () => {
+    const pool = new WindowPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl: worker.url })
+    try {
+      const w = pool.takeBuffer()
+      const content = pages(42, 128)
+      Buffer.alloc(PAGE).copy(content, 7 * PAGE)
+      content.copy(w)
+      const view = w.subarray(0, 100 * PAGE + 17) // a partial window with a partial page
+      const f = await pool.analyze(view, { crc: true, pageHashes: true })
+      expect(w.length).toBe(0) // transferred, not copied
+      const sent = content.subarray(0, 100 * PAGE + 17)
+      expect(f.window.equals(sent)).toBe(true)
+      expect(f.crc32c).toBe(crc32c(sent))
+      expect(f.id).toBe(createHash('sha256').update(sent).digest('hex'))
+      expect(f.allZero).toBe(false)
+      for (let i = 0; i < 101; i++) expect(f.pageHashes!.subarray(i * 8, i * 8 + 8)).toEqual(pageHash(sent.subarray(i * PAGE, (i + 1) * PAGE)))
+      // With the parent's hash equal to the id, no page hashes.
+      const again = await pool.analyze(f.window, { crc: false, pageHashes: true, unchangedIf: f.id })
+      expect(again.pageHashes).toBeUndefined()
+      expect(again.crc32c).toBeUndefined()
+      const e = await pool.encode(again.window)
+      expect(e.window.equals(sent)).toBe(true)
+      expect(codec.decode(e.stored, e.flags, sent.length, Buffer.from(f.id!, 'hex'), 'test blob').equals(sent)).toBe(true)
+      const zero = pool.takeBuffer().fill(0)
+      const z = await pool.analyze(zero, { crc: true, pageHashes: true })
+      expect(z).toMatchObject({ allZero: true, id: undefined, pageHashes: undefined, crc32c: crc32c(Buffer.alloc(WINDOW)) })
+    } finally {
+      await pool.close()
+    }
+  })
+
+  it('refuses buffers it did not hand out (transferring them would detach memory others use)', async () => {
+    const pool = new WindowPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl: worker.url })
+    try {
+      await expect(pool.analyze(Buffer.from('abc'), { crc: true, pageHashes: false })).rejects.toThrow(AssertionError)
+      await expect(pool.encode(Buffer.alloc(WINDOW + 1).subarray(0, WINDOW))).rejects.toThrow(AssertionError)
+    } finally {
+      await pool.close()
+    }
+  })
+
+  it('keeps at most maxInFlight jobs at the workers; many callers all get their own answer', async () => {
+    const pool = new WindowPool({ keys: undefined, compressionLevel: 1, workers: 2, maxInFlight: 1, workerUrl: worker.url })
+    try {
+      const contents = Array.from({ length: 12 }, (_, i) => pages(100 * i, 1 + i))
+      const results = await Promise.all(
+        contents.map((c) => {
+          const w = pool.takeBuffer()
+          c.copy(w)
+          return pool.analyze(w.subarray(0, c.length), { crc: true, pageHashes: false })
+        }),
+      )
+      results.forEach((f, i) => expect(f.crc32c).toBe(crc32c(contents[i]!)))
+      expect(pool.jobCounts.analyze).toBe(12)
+    } finally {
+      await pool.close()
+    }
+  })
+
+  it('fails the jobs of a worker that dies instead of hanging', async () => {
+    const dead = new URL('data:text/javascript,process.exit(3)')
+    const pool = new WindowPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl: dead })
+    try {
+      await expect(pool.analyze(pool.takeBuffer(), { crc: true, pageHashes: false })).rejects.toThrow(/window worker exited with code 3/)
+    } finally {
+      await pool.close()
+    }
+  })
+
+  it('stops idle workers and starts them again on demand', async () => {
+    const pool = new WindowPool({ keys: undefined, compressionLevel: 3, workers: 2, idleMs: 50, workerUrl: worker.url })
+    try {
+      await pool.analyze(pool.takeBuffer().fill(1), { crc: true, pageHashes: false })
+      expect(pool.runningWorkers).toBe(2)
+      await new Promise((r) => setTimeout(r, 300))
+      expect(pool.runningWorkers).toBe(0)
+      const f = await pool.analyze(pool.takeBuffer().fill(2), { crc: true, pageHashes: false })
+      expect(f.crc32c).toBe(crc32c(Buffer.alloc(WINDOW, 2)))
+    } finally {
+      await pool.close()
+    }
+  })
+
+  it('leaves the main thread a core', () => {
+    expect([1, 2, 3, 4, 8, 64].map((n) => defaultIngestWorkers(n))).toEqual([1, 1, 2, 3, 4, 4])
+  })
+})
