@@ -27,8 +27,14 @@ export interface WalSegmentRecord {
   crc32c: string
   pieces: WalPiece[]
   /**
+   * Key of another partial record of the same segment whose content comes first: this record's content is the
+   * base's, then its pieces, then its tail. Only a synchronous streamer writes it (at most two levels deep), so that
+   * a flush report writes only the bytes since the base.
+   */
+  base?: string
+  /**
    * Bytes that follow the pieces, inline as base64. Only partial records written by a synchronous streamer have
-   * it: the last, still growing piece is kept in the record rather than in a blob, so that each flush report costs
+   * it: the last, still growing part is kept in the record rather than in a blob, so that each flush report costs
    * one object instead of a pack, an index object and a record.
    */
   tail?: string
@@ -109,8 +115,9 @@ export async function writeWalRecord(repo: Repository, key: string, value: WalRe
 
 async function sameContent(repo: Repository, a: WalRecord, b: WalRecord, o: { signal?: AbortSignal }): Promise<boolean> {
   if (a.crc32c !== b.crc32c || walContentLength(a) !== walContentLength(b)) return false
-  const sameRepresentation =
-    JSON.stringify(a.pieces) === JSON.stringify(b.pieces) && (a as WalSegmentRecord).tail === (b as WalSegmentRecord).tail
+  const sa = a as WalSegmentRecord
+  const sb = b as WalSegmentRecord
+  const sameRepresentation = JSON.stringify(a.pieces) === JSON.stringify(b.pieces) && sa.tail === sb.tail && sa.base === sb.base
   if (sameRepresentation) return true
   // Equal CRC and length but stored differently: read both (rare: a re-push after a synchronous streamer).
   const [x, y] = await Promise.all([readWalContent(repo, a, o), readWalContent(repo, b, o)])
@@ -148,6 +155,9 @@ export async function listWalClusters(repo: Repository, o: { signal?: AbortSigna
   return [...ids].sort()
 }
 
+/** Partial records build on at most two others (a synchronous streamer's levels); more is damage. */
+const MAX_BASE_DEPTH = 3
+
 /** How many blobs of one file are read at once (a segment is 16 pieces; S3 latency, not bandwidth, limits each). */
 const PIECE_READ_CONCURRENCY = 8
 
@@ -156,11 +166,23 @@ const PIECE_READ_CONCURRENCY = 8
  * loaded index does not know (stored by another process since the repository was opened) triggers one index
  * refresh.
  */
-export async function readWalContent(repo: Repository, rec: WalRecord, o: { signal?: AbortSignal } = {}): Promise<Buffer> {
+export async function readWalContent(repo: Repository, rec: WalRecord, o: { signal?: AbortSignal } = {}, depth = 0): Promise<Buffer> {
   const length = walContentLength(rec)
   const out = Buffer.alloc(length)
-  const offsets: number[] = []
   let at = 0
+  if (isSegmentRecord(rec) && rec.base !== undefined) {
+    if (depth >= MAX_BASE_DEPTH) throw damaged(rec)
+    const base = await readWalRecord<WalSegmentRecord>(repo, rec.base, o)
+    if (!base) {
+      // Superseded and removed by the streamer meanwhile: the caller looks the segment up again.
+      throw new NotFoundError(`partial WAL record '${rec.base}' that '${rec.name}' builds on no longer exists`, { retryable: true })
+    }
+    const head = await readWalContent(repo, base, o, depth + 1)
+    if (head.length > length) throw damaged(rec)
+    head.copy(out)
+    at = head.length
+  }
+  const offsets: number[] = []
   for (const [, len] of rec.pieces) {
     offsets.push(at)
     at += len
@@ -224,6 +246,27 @@ export async function findSegmentRecord(repo: Repository, systemId: bigint | str
   const partial = await findLongestPartial(repo, systemId, name, o)
   // The partial may have been superseded by the complete record meanwhile.
   return partial ?? (await readWalRecord<WalSegmentRecord>(repo, segmentKey(systemId, name), o))
+}
+
+/**
+ * Finds segment `name` (complete, else the longest partial) and reads its full bytes, zero-padded; undefined when
+ * the repository does not have it. Looks again when a partial record it read was superseded meanwhile.
+ */
+export async function readSegmentByName(
+  repo: Repository,
+  systemId: bigint | string,
+  name: string,
+  o: { signal?: AbortSignal; partialOnly?: boolean } = {},
+): Promise<Buffer | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    const rec = o.partialOnly ? await findLongestPartial(repo, systemId, name, o) : await findSegmentRecord(repo, systemId, name, o)
+    if (!rec) return undefined
+    try {
+      return await readSegmentBytes(repo, rec, o)
+    } catch (err) {
+      if (!(err instanceof NotFoundError && err.retryable) || attempt >= 3) throw err
+    }
+  }
 }
 
 /** A segment's full bytes (a partial one zero-padded after its valid bytes), verified. */

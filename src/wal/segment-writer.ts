@@ -47,10 +47,10 @@ export interface SegmentWriterOptions {
   /** Completed segments stored at once while the next one fills (default 2). Memory: one segment buffer each. */
   maxPendingSegments?: number
   /**
-   * Synchronous mode: the largest tail `storeSyncPoint` keeps inline in the partial record before it moves the
-   * tail's whole pieces into blobs (default 2 MiB).
+   * Synchronous mode: how far past its level-B record a sync point may get before it writes a new level-B record
+   * instead of a small level-C one (default 128 KiB; see storeSyncPoint).
    */
-  syncInlineMaxBytes?: number
+  syncStepBytes?: number
 }
 
 interface Pending {
@@ -74,11 +74,13 @@ export class WalSegmentWriter {
   private readonly pending: Pending[] = []
   private readonly maxPending: number
   private failure: { error: unknown } | undefined
-  /** Synchronous mode: pieces of the current segment already in blobs, and the bytes they cover. */
-  private syncPieces: WalPiece[] = []
-  private syncPiecesBytes = 0
-  /** The partial record this writer last wrote for the current segment (removed once superseded). */
-  private ownPartialKey: string | undefined
+  /** CRC states at each 1 MiB boundary of the current segment (a level-A record's CRC covers only its prefix). */
+  private crcAtPiece = new Map<number, number>()
+  /** Synchronous mode, current segment: the level-A and level-B records (see storeSyncPoint). */
+  private syncA: { key: string; endBytes: number; pieces: WalPiece[] } | undefined
+  private syncB: { key: string; endBytes: number } | undefined
+  /** Partial records this writer wrote for the current segment, with the key each one's content builds on. */
+  private ownPartials = new Map<string, string | undefined>()
   /** Segments whose partial records should be removed once complete: the first one (a resumed stream) and any with a sync point. */
   private readonly cleanPartialsOf = new Set<bigint>()
   private removals: Promise<void> = Promise.resolve()
@@ -119,11 +121,15 @@ export class WalSegmentWriter {
     }
     let at = 0
     while (at < data.length) {
-      const n = data.copy(this.buf, this.filled, at)
+      // Up to the next 1 MiB boundary (or the segment's end), where the CRC state is kept for level-A records.
+      const room = Math.min(this.segSize, (Math.floor(this.filled / WAL_PIECE_BYTES) + 1) * WAL_PIECE_BYTES) - this.filled
+      const n = Math.min(room, data.length - at)
+      data.copy(this.buf, this.filled, at, at + n)
       this.crcState = crc32cUpdate(this.crcState, data.subarray(at, at + n))
       this.filled += n
       at += n
       this.receivedLsn += BigInt(n)
+      if (this.filled % WAL_PIECE_BYTES === 0) this.crcAtPiece.set(this.filled, this.crcState)
       if (this.filled === this.segSize) await this.completeSegment()
     }
   }
@@ -149,55 +155,82 @@ export class WalSegmentWriter {
   async storePartial(): Promise<void> {
     await this.drain()
     if (this.filled === 0 || this.durableLsn === this.receivedLsn) return
-    const name = this.currentSegmentName
-    const valid = this.buf.subarray(0, this.filled)
-    const pieces = await this.putPieces(valid, 0, valid.length)
-    await this.writePartial(name, pieces, undefined)
+    const pieces = await this.putPieces(this.buf, 0, this.filled)
+    await this.writePartial({ validBytes: this.filled, crcState: this.crcState, pieces })
   }
 
   /**
-   * Synchronous mode: makes everything received durable now, as a partial record of the current segment whose last
-   * (growing) part is kept inline; the previous such record is removed. Costs one record write, plus one pack and
-   * index object each time the inline part passes `syncInlineMaxBytes`.
+   * Synchronous mode: makes everything received durable now, cheaply enough to do it for every batch. Partial
+   * records form at most three levels, each built on the one before (field `base`):
+   * - A: the whole 1 MiB pieces received so far, in blobs (written when a new piece is complete: a pack, an index
+   *   object and a record);
+   * - B: based on A, the bytes after A inline (written every `syncStepBytes` of progress; at most 1 MiB inline);
+   * - C: based on B, the bytes after B inline (every other sync point; at most `syncStepBytes`).
+   * So a flush report costs one small record write. Superseded records are removed in the background.
    */
   async storeSyncPoint(): Promise<void> {
     await this.drain()
     if (this.filled === 0 || this.durableLsn === this.receivedLsn) return
     this.cleanPartialsOf.add(this.segno)
-    const inlineMax = this.o.syncInlineMaxBytes ?? 2 * WAL_PIECE_BYTES
-    if (this.filled - this.syncPiecesBytes > inlineMax) {
-      const wholeEnd = this.syncPiecesBytes + Math.floor((this.filled - this.syncPiecesBytes) / WAL_PIECE_BYTES) * WAL_PIECE_BYTES
-      this.syncPieces.push(...(await this.putPieces(this.buf, this.syncPiecesBytes, wholeEnd)))
-      this.syncPiecesBytes = wholeEnd
+    const step = this.o.syncStepBytes ?? 128 << 10
+    const whole = Math.floor(this.filled / WAL_PIECE_BYTES) * WAL_PIECE_BYTES
+    const aEnd = this.syncA?.endBytes ?? 0
+    if (whole > aEnd) {
+      const pieces = [...(this.syncA?.pieces ?? []), ...(await this.putPieces(this.buf, aEnd, whole))]
+      const key = await this.writePartial({ validBytes: whole, crcState: this.crcAtPiece.get(whole)!, pieces, quiet: whole < this.filled })
+      this.syncA = { key, endBytes: whole, pieces }
+      this.syncB = undefined
+      if (whole === this.filled) return
     }
-    const tail = this.buf.subarray(this.syncPiecesBytes, this.filled)
-    await this.writePartial(this.currentSegmentName, [...this.syncPieces], tail.length > 0 ? tail.toString('base64') : undefined)
+    const a = this.syncA
+    if (this.syncB === undefined || this.filled - this.syncB.endBytes > step) {
+      const from = a?.endBytes ?? 0
+      const key = await this.writePartial({ validBytes: this.filled, crcState: this.crcState, pieces: [], base: a?.key, tail: this.buf.subarray(from, this.filled) })
+      this.syncB = { key, endBytes: this.filled }
+    } else {
+      const b = this.syncB
+      await this.writePartial({ validBytes: this.filled, crcState: this.crcState, pieces: [], base: b.key, tail: this.buf.subarray(b.endBytes, this.filled) })
+    }
   }
 
-  private async writePartial(name: string, pieces: WalPiece[], tail: string | undefined): Promise<void> {
+  /**
+   * Writes a partial record of the current segment covering its first `validBytes`; then (unless `quiet`: an
+   * intermediate record of a sync point) reports it durable. Resolves with its key.
+   */
+  private async writePartial(p: { validBytes: number; crcState: number; pieces: WalPiece[]; base?: string; tail?: Buffer; quiet?: boolean }): Promise<string> {
+    const name = this.currentSegmentName
     const record: WalSegmentRecord = {
       name,
       timeline: this.o.timeline,
       segno: this.segno.toString(),
       segmentSizeBytes: this.segSize,
-      validBytes: this.filled,
+      validBytes: p.validBytes,
       partial: true,
-      crc32c: crc32cHexLE(crc32cFinal(this.crcState)),
-      pieces,
-      ...(tail !== undefined ? { tail } : {}),
+      crc32c: crc32cHexLE(crc32cFinal(p.crcState)),
+      pieces: p.pieces,
+      ...(p.base !== undefined ? { base: p.base } : {}),
+      ...(p.tail !== undefined && p.tail.length > 0 ? { tail: p.tail.toString('base64') } : {}),
     }
-    const key = partialKey(this.o.systemId, name, this.filled)
+    const key = partialKey(this.o.systemId, name, p.validBytes)
     const result = await writeWalRecord(this.repo, key, record, { signal: this.o.signal })
-    const previous = this.ownPartialKey
-    this.ownPartialKey = key
-    const endLsn = this.segno * this.seg + BigInt(this.filled)
-    this.durableLsn = endLsn
-    this.o.onStored?.({ name, partial: true, validBytes: this.filled, result, endLsn })
-    // Superseded by the longer record just written. Removed in batches in the background, so that a flush report
-    // does not wait for it (each removal is an fsync on a filesystem repository); a reader that listed a removed
-    // record looks again (findSegmentRecord). The complete segment's store removes whatever partials remain.
-    if (previous !== undefined && previous !== key) this.superseded.push(previous)
+    this.ownPartials.set(key, p.base)
+    const endLsn = this.segno * this.seg + BigInt(p.validBytes)
+    if (endLsn > this.durableLsn) this.durableLsn = endLsn
+    if (!p.quiet) this.o.onStored?.({ name, partial: true, validBytes: p.validBytes, result, endLsn })
+    // Every earlier record of this segment that the new one does not build on is superseded. Removed in batches in
+    // the background, so that a flush report does not wait for it (each removal is an fsync on a filesystem
+    // repository); a reader that listed a removed record looks again. The complete segment's store removes
+    // whatever partials remain.
+    const live = new Set<string>()
+    for (let k: string | undefined = key; k !== undefined; k = this.ownPartials.get(k)) live.add(k)
+    for (const k of this.ownPartials.keys()) {
+      if (!live.has(k)) {
+        this.ownPartials.delete(k)
+        this.superseded.push(k)
+      }
+    }
     if (this.superseded.length >= SUPERSEDED_BATCH) this.removeSuperseded()
+    return key
   }
 
   private removeSuperseded(): void {
@@ -217,8 +250,8 @@ export class WalSegmentWriter {
     const buf = this.buf
     const segno = this.segno
     const crc = crc32cHexLE(crc32cFinal(this.crcState))
-    const syncPieces = this.syncPieces
-    const syncPiecesBytes = this.syncPiecesBytes
+    const syncPieces = this.syncA?.pieces ?? []
+    const syncPiecesBytes = this.syncA?.endBytes ?? 0
     const cleanPartials = this.cleanPartialsOf.delete(segno)
     const endLsn = (segno + 1n) * this.seg
     const entry: Pending = { endLsn, event: undefined, promise: Promise.resolve() }
@@ -256,9 +289,11 @@ export class WalSegmentWriter {
     this.segno++
     this.filled = 0
     this.crcState = crc32cInit()
-    this.syncPieces = []
-    this.syncPiecesBytes = 0
-    this.ownPartialKey = undefined
+    this.crcAtPiece = new Map()
+    this.syncA = undefined
+    this.syncB = undefined
+    this.ownPartials = new Map()
+    // The complete segment's store removes all its partial records.
     this.superseded = this.superseded.filter((k) => !k.includes(`/${walFileName(this.o.timeline, segno, this.segSize)}.partial.`))
     this.buf = this.spare.pop() ?? Buffer.allocUnsafe(this.segSize)
     while (this.pending.length > this.maxPending) {

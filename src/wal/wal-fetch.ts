@@ -5,9 +5,7 @@ import { isBackupHistoryFileName, isHistoryFileName, isPartialWalName, isWalSegm
 import type { Repository } from '../repo/repository.js'
 import {
   backupHistoryKey,
-  findLongestPartial,
-  findSegmentRecord,
-  readSegmentBytes,
+  readSegmentByName,
   readWalContent,
   readWalRecord,
   segmentKey,
@@ -32,9 +30,7 @@ export async function fetchWalFile(repo: Repository, systemId: string, name: str
     })
   }
   if (isWalSegmentName(name) || isPartialWalName(name)) {
-    const segment = name.slice(0, 24)
-    const rec = isPartialWalName(name) ? await findLongestPartial(repo, systemId, segment, o) : await findSegmentRecord(repo, systemId, segment, o)
-    return rec ? readSegmentBytes(repo, rec, o) : undefined
+    return readSegmentByName(repo, systemId, name.slice(0, 24), { ...o, partialOnly: isPartialWalName(name) })
   }
   const key = isHistoryFileName(name) ? segmentKey(systemId, name) : backupHistoryKey(systemId, name)
   const rec = await readWalRecord<WalFileRecord>(repo, key, o)

@@ -67,12 +67,21 @@ describe('WAL records', () => {
 
   it('reads back pieces and inline tail, verified; finds the longest partial when no complete record exists', async () => {
     r = await freshFsRepo()
-    const valid = bytesOf(7000, 3)
+    const valid = bytesOf(7000, 3) // the same generator as `more` below: a prefix of it
     await writeWalRecord(r.repo, partialKey(SYS, '000000010000000000000003', 3000), await recordOf(valid.subarray(0, 3000)))
     await writeWalRecord(r.repo, partialKey(SYS, '000000010000000000000003', 7000), await recordOf(valid, { inlineFrom: 2000 }))
     const found = (await findSegmentRecord(r.repo, SYS, '000000010000000000000003'))!
     expect(found.validBytes).toBe(7000)
     expect((await readWalContent(r.repo, found)).equals(valid)).toBe(true)
+    // A record built on another (a synchronous streamer's levels): content = the base's, then its own tail.
+    const more = bytesOf(9000, 3)
+    const built: WalSegmentRecord = {
+      ...found, validBytes: 9000, crc32c: crc32cHexLE(crc32c(more)), pieces: [],
+      base: partialKey(SYS, '000000010000000000000003', 7000), tail: more.subarray(7000).toString('base64'),
+    }
+    expect((await readWalContent(r.repo, built)).equals(more)).toBe(true)
+    const orphan = { ...built, base: partialKey(SYS, '000000010000000000000003', 7001) }
+    await expect(readWalContent(r.repo, orphan)).rejects.toMatchObject({ code: 'NOT_FOUND', retryable: true })
     const damaged = { ...found, crc32c: '00000000' }
     await expect(readWalContent(r.repo, damaged)).rejects.toThrow(IntegrityError)
     expect(await findSegmentRecord(r.repo, SYS, '000000010000000000000004')).toBeUndefined()
