@@ -197,6 +197,7 @@ function makeCluster(major: Major, baseDir: string, dataDir: string, socketDir: 
     async sql(text, params, database = 'postgres') {
       if (database !== 'postgres') {
         const c = new pg.Client({ host: socketDir, port, user: 'postgres', database })
+        c.on('error', () => {}) // a server stopped under it (a failed test's cleanup) is not an uncaught exception
         await c.connect()
         try {
           return (await c.query(text, params)).rows

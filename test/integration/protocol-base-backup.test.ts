@@ -29,6 +29,7 @@ function startWriter(c: Cluster): { stop: () => Promise<number> } {
   let running = true
   let rows = 0
   const client = new pg.Client({ host: c.socketDir, port: c.port, user: 'postgres', database: 'postgres' })
+  client.on('error', () => {}) // the server may be stopped under it when a test fails
   const loop = (async () => {
     await client.connect()
     for (let i = 0; running; i++) {

@@ -37,6 +37,7 @@ const PGBENCH_TABLES = 'pgbench_accounts, pgbench_branches, pgbench_tellers, pgb
  */
 export async function freezePgbench(c: Cluster): Promise<{ lsn: string; release: () => Promise<void> }> {
   const client = new pg.Client({ host: c.socketDir, port: c.port, user: 'postgres', database: 'postgres' })
+  client.on('error', () => {}) // the server may be stopped under it when a test fails
   await client.connect()
   await client.query('begin')
   await client.query(`lock table ${PGBENCH_TABLES} in exclusive mode`)
