@@ -83,7 +83,8 @@ describe.each(MAJORS)('restore on PG %i', (major) => {
     await r?.close()
   })
 
-  it('restores a full and an incremental backup taken under pgbench, tablespace relocated', async () => {
+  // Two backups under load, two restores, four server starts: minutes on a busy two-core machine.
+  it('restores a full and an incremental backup taken under pgbench, tablespace relocated', { timeout: 600_000 }, async () => {
     const load = startPgbench(pg, 4)
     let full: Awaited<ReturnType<typeof backupUnderLoad>>
     let incr: Awaited<ReturnType<typeof backupUnderLoad>>
@@ -141,7 +142,10 @@ describe.each(MAJORS)('restore on PG %i', (major) => {
     expect(ownChecked).toBeGreaterThan(500)
     const v = await verifyRestored(major, dir)
     if (!v.ran) noteSkip(`pg_verifybackup of the restored ${rec.type} backup (PG ${major})`, v.output)
-    else expect(v.output).toMatch(/backup successfully verified/)
+    else {
+      console.log(`pg_verifybackup of the restored ${rec.type} backup (PG ${major}): ${v.output.trim()}`)
+      expect(v.output).toMatch(/backup successfully verified/)
+    }
   }
 
   async function startAndCompare(dir: string, ts: string, want: Record<string, string>): Promise<void> {
