@@ -128,6 +128,8 @@ describe('restore faults', () => {
       const ok = await runMain(restoreArgs(enc.dir, target), { PGKEEP_PASSPHRASE: 'the right one' })
       expect(ok.code, ok.stderr).toBe(0)
       expect(ok.stdout).toMatch(/needs PGKEEP_PASSPHRASE or PGKEEP_PASSPHRASE_FILE/)
+      // Restored as root: the files are root's, and the output says how to hand them over.
+      if (process.getuid?.() === 0) expect(ok.stdout).toContain(`chown -R postgres:postgres '${target}' '${target}-ts'`)
       const grep = spawnSync('grep', ['-rl', '--binary-files=text', 'the right one', target, `${target}-ts`], { encoding: 'utf8' })
       expect(grep.status, `grep found the passphrase in: ${grep.stdout}`).toBe(1)
     } finally {
