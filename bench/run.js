@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-// `npm run bench -- [options]`: builds pgkeep, then runs the benchmark suite (bench/suite.bench.ts) through vitest
+// `npm run bench -- [options]`: compiles pgkeep into a private directory, then runs the benchmark suite (bench/suite.bench.ts) through vitest
 // with bench/vitest.config.ts, passing the options as PGKEEP_BENCH_* variables. Results: DIR/suite.jsonl (one line
 // per measured run, then a summary line), DIR/suite.md (table and bars) and DIR/suite.svg (chart); with --profile
 // also DIR/profiles.md (where each pgkeep command spends its time).
 
 import { spawnSync } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { createRequire } from 'node:module'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -22,7 +23,7 @@ const USAGE = `usage: npm run bench -- [options]
   --profile          one more run at the end, not recorded, with every pgkeep process under node --cpu-prof:
                      DIR/profiles/<variant>/*.cpuprofile, summed up in DIR/profiles.md
   --readme           copy the table into README.md's Benchmarks section (which shows the chart of --out)
-  --no-build         do not run 'npm run build' first
+  --no-build         measure the dist/ there is instead of compiling the sources (into a private copy) first
 `
 
 let values
@@ -76,22 +77,43 @@ const benchEnv = {
   PGKEEP_BENCH_PROFILE: values.profile ? '1' : undefined,
 }
 
-if (!values['no-build']) {
-  // The benchmark runs the compiled CLI (bin/pgkeep.js → dist/): build it so that it measures the current sources.
-  const tsc = join(dirname(createRequire(import.meta.url).resolve('typescript/package.json')), 'bin', 'tsc')
-  const build = spawnSync(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json')], { cwd: ROOT, stdio: 'inherit' })
-  if (build.status !== 0) process.exit(build.status ?? 1)
+// The suite runs a private copy of the compiled CLI, so that a rebuild of dist/ while it runs (the tests build it)
+// neither breaks a run nor changes the code under measurement half-way.
+/** Compiles pgkeep into `build` (or copies dist/ there) and runs the suite on it; returns the exit status. */
+function runSuite(build) {
+  if (values['no-build']) {
+    cpSync(join(ROOT, 'dist'), join(build, 'dist'), { recursive: true })
+  } else {
+    const tsc = join(dirname(createRequire(import.meta.url).resolve('typescript/package.json')), 'bin', 'tsc')
+    const built = spawnSync(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', join(build, 'dist')], { cwd: ROOT, stdio: 'inherit' })
+    if (built.status !== 0) return built.status ?? 1
+  }
+  cpSync(join(ROOT, 'bin'), join(build, 'bin'), { recursive: true })
+  cpSync(join(ROOT, 'package.json'), join(build, 'package.json'))
+  mkdirSync(join(build, 'bench'))
+  cpSync(join(ROOT, 'bench', 'receive-limit.mjs'), join(build, 'bench', 'receive-limit.mjs'))
+  symlinkSync(join(ROOT, 'node_modules'), join(build, 'node_modules'))
+
+  const vitest = join(dirname(createRequire(import.meta.url).resolve('vitest/package.json')), 'vitest.mjs')
+  const env = { ...process.env, PGKEEP_BENCH_BUILD: build }
+  for (const [k, v] of Object.entries(benchEnv)) if (v !== undefined) env[k] = v
+  const res = spawnSync(process.execPath, [vitest, 'run', '--config', join(ROOT, 'bench', 'vitest.config.ts'), 'bench/suite.bench.ts'], {
+    cwd: ROOT,
+    env,
+    stdio: 'inherit',
+  })
+  return res.status ?? 1
 }
 
-const vitest = join(dirname(createRequire(import.meta.url).resolve('vitest/package.json')), 'vitest.mjs')
-const env = { ...process.env }
-for (const [k, v] of Object.entries(benchEnv)) if (v !== undefined) env[k] = v
-const res = spawnSync(process.execPath, [vitest, 'run', '--config', join(ROOT, 'bench', 'vitest.config.ts'), 'bench/suite.bench.ts'], {
-  cwd: ROOT,
-  env,
-  stdio: 'inherit',
-})
-if (res.status !== 0) process.exit(res.status ?? 1)
+const build = mkdtempSync(join(tmpdir(), 'pgkeep-bench-build-'))
+chmodSync(build, 0o755)
+let status
+try {
+  status = runSuite(build)
+} finally {
+  rmSync(build, { recursive: true, force: true })
+}
+if (status !== 0) process.exit(status)
 
 if (values.readme) {
   // README.md's Benchmarks section holds the latest table between these markers; the chart is linked by path.

@@ -41,8 +41,10 @@ const profileDir = (spec: VariantSpec) => join(config.outDir, 'profiles', slug(`
 type RepoKind = 'fs' | 's3'
 
 const ROOT = join(import.meta.dirname, '..')
-const BIN = join(ROOT, 'bin', 'pgkeep.js')
-const RECEIVE_LIMIT = join(import.meta.dirname, 'receive-limit.mjs')
+/** The compiled CLI under measurement: bench/run.js's private copy, else this checkout's. */
+const BUILD = env.PGKEEP_BENCH_BUILD ?? ROOT
+const BIN = join(BUILD, 'bin', 'pgkeep.js')
+const RECEIVE_LIMIT = join(BUILD, 'bench', 'receive-limit.mjs')
 const SEGMENT_RE = /^[0-9A-F]{24}$/
 
 /** Variant names: the JSON lines, the table, the chart and the smoke test all use these. */
@@ -452,7 +454,7 @@ function requireTools(): void {
       missing.push(t)
     }
   }
-  if (!existsSync(join(ROOT, 'dist', 'src', 'cli', 'main.js'))) missing.push('dist/ (npm run build)')
+  if (!existsSync(join(BUILD, 'dist', 'src', 'cli', 'main.js'))) missing.push(`${BUILD}/dist (npm run build)`)
   if (missing.length) throw new Error(`the benchmark needs ${missing.join(', ')} (Debian: apt-get install postgresql-15 postgresql-client-15 time zstd curl)`)
 }
 
