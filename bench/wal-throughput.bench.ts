@@ -21,12 +21,17 @@ import { initRepository } from '../src/repo/repository.js'
 import { listWalKeys, parseWalKey } from '../src/repo/wal-catalog.js'
 import { openStorage } from '../src/storage/open.js'
 import { pushWalFile } from '../src/wal/wal-push.js'
+import { WalSegmentWriter } from '../src/wal/segment-writer.js'
 import { PASSWORD, ROLES, startCluster, type Cluster } from '../test/harness/cluster.js'
 import { debianTool, execFileP } from '../test/harness/reference-tools.js'
 import { startS3Server } from '../test/harness/s3-server.js'
 import { openFsRepo, spawnPgkeep, ensureBuilt, BIN } from '../test/integration/wal-helpers.js'
 
 const WAL_MB = Number(process.env.PGKEEP_BENCH_WAL_MB ?? 1024)
+/** Parts to run: stream, get, sync (comma-separated; default all). */
+const PARTS = new Set((process.env.PGKEEP_BENCH_PARTS ?? 'stream,get,sync').split(','))
+/** Extra arguments for the measured `wal stream` (e.g. `--priority normal`). */
+const STREAM_ARGS = (process.env.PGKEEP_BENCH_STREAM_ARGS ?? '').split(' ').filter(Boolean)
 const SEG = 16n << 20n
 const mb = (n: number | bigint) => Number(n) / (1 << 20)
 const results: Record<string, unknown>[] = []
@@ -55,7 +60,7 @@ async function sampler(c: Cluster, appName: string | undefined) {
 
 /** One burst: INSERT … SELECT of about WAL_MB MB of WAL; resolves with the WAL range and the time it took. */
 async function burst(c: Cluster, table: string): Promise<{ start: bigint; end: bigint; ms: number }> {
-  const rows = Math.round((WAL_MB * (1 << 20)) / 250) // ~250 bytes of WAL per row of this shape
+  const rows = Math.round((WAL_MB * (1 << 20)) / 160) // ~160 bytes of WAL per row of this shape (measured)
   await c.sql(`create table ${table} (id int, v text)`)
   const [{ l: s }] = await c.sql<{ l: string }>('select pg_current_wal_lsn()::text l')
   const t0 = performance.now()
@@ -76,7 +81,7 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
 
     // 1a. pgkeep wal stream.
     const repoDir = join(work, 'repo')
-    const streamer = spawnPgkeep(['wal', 'stream', '-d', c.url(), '--repo', repoDir, '--slot', 'bench', '--create-slot', '--status-interval', '1'])
+    const streamer = spawnPgkeep(['wal', 'stream', '-d', c.url(), '--repo', repoDir, '--slot', 'bench', '--create-slot', '--status-interval', '1', ...STREAM_ARGS])
     await streamer.waitFor(/streaming cluster/)
     const storedAt = new Map<string, number>()
     streamer.child.stderr!.on('data', (d: Buffer) => {
@@ -84,7 +89,7 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
     })
     let sample = await sampler(c, 'bench')
     const cpu0 = await procCpuMs(streamer.child.pid!)
-    const b1 = await burst(c, 'burst1')
+    const b1 = await burst(c, 'burst1') // always: parts 2 and 3 use its WAL
     const committedAt = performance.now()
     const lastName = walName((b1.end - 1n) / SEG - 1n) // the last segment the burst completed
     while (!storedAt.has(lastName)) await new Promise((r) => setTimeout(r, 50))
@@ -101,9 +106,37 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
     streamer.kill('SIGTERM')
     await streamer.exited
 
+    // The storing side alone: the burst's segments from pg_wal fed to a WalSegmentWriter in this process (128 KiB
+    // chunks, as XLogData brings them), into a fresh repository. Its rate is what the streamer can absorb.
+    {
+      const first = b1.start / SEG + 1n
+      const last = (b1.end - 1n) / SEG - 1n
+      const repo = await initRepository(await openStorage(join(work, 'capacity'), {}))
+      const w = new WalSegmentWriter(repo, { systemId: BigInt(sys), timeline: 1, segmentSizeBytes: Number(SEG), startLsn: first * SEG })
+      let fed = 0
+      let ms = 0
+      for (let s = first; s <= last; s++) {
+        const seg = await readFile(join(c.dataDir, 'pg_wal', walName(s)))
+        const t0 = performance.now()
+        for (let at = 0; at < seg.length; at += 128 << 10) await w.write(s * SEG + BigInt(at), seg.subarray(at, at + (128 << 10)))
+        ms += performance.now() - t0
+        fed += seg.length
+      }
+      const t0 = performance.now()
+      await w.close()
+      ms += performance.now() - t0
+      const stats = repo.sessionStats
+      await repo.close()
+      report(
+        `storing capacity (WalSegmentWriter, fs, zstd level 3): ${mb(fed).toFixed(0)} MiB in ${(ms / 1000).toFixed(1)} s = ${(mb(fed) / (ms / 1000)).toFixed(0)} MiB/s; ` +
+          `stored ${mb(stats.storedBytes).toFixed(0)} MiB (${(fed / Math.max(1, stats.storedBytes)).toFixed(1)}x compression)`,
+        { what: 'capacity', bytes: fed, ms, storedBytes: stats.storedBytes },
+      )
+    }
+
     // 1b. pg_receivewal to a directory (reference).
     const receivewal = debianTool('pg_receivewal')
-    if (receivewal) {
+    if (receivewal && PARTS.has('stream')) {
       const dir = join(work, 'receivewal')
       await mkdir(dir)
       await execFileP(receivewal, ['-h', '127.0.0.1', '-p', String(c.port), '-U', ROLES.repl, '--slot', 'bench_rw', '--create-slot'], { env: { PGPASSWORD: PASSWORD } })
@@ -127,89 +160,99 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
     }
 
     // 1c. No streamer: the server alone.
-    const b3 = await burst(c, 'burst3')
-    report(`no streamer: ${mb(b3.end - b3.start).toFixed(0)} MiB in ${(b3.ms / 1000).toFixed(1)} s (${(mb(b3.end - b3.start) / (b3.ms / 1000)).toFixed(0)} MiB/s)`, {
-      what: 'stream', tool: 'none', walBytes: Number(b3.end - b3.start), serverMs: b3.ms,
-    })
-
-    // 2. wal get of 100 segments.
-    const names: string[] = []
-    {
-      const repo = await openFsRepo(repoDir)
-      for (const k of await listWalKeys(repo, sys, '00000001')) {
-        const p = parseWalKey(k)
-        if (p?.kind === 'segment') names.push(p.name)
-      }
-      await repo.close()
-    }
-    const hundred = names.slice(-101, -1)
-    const archive = join(work, 'archive')
-    await mkdir(archive)
-    for (const n of hundred) await copyFile(join(c.dataDir, 'pg_wal', n), join(archive, n))
-    const s3Env = {
-      AWS_ENDPOINT_URL: s3.endpoint, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region,
-      AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', PGKEEP_PASSPHRASE: 'bench passphrase',
-    }
-    const s3Url = `s3://${s3.bucket}/${s3.prefix}walbench`
-    {
-      const repo = await initRepository(await openStorage(s3Url, s3Env), { encrypt: { passphrase: s3Env.PGKEEP_PASSPHRASE } })
-      for (const n of hundred) await pushWalFile(repo, join(c.dataDir, 'pg_wal', n))
-      await repo.close()
-    }
-    const runGets = async (label: string, cmd: (name: string, dest: string) => [string, string[]], env: Record<string, string>, spool?: string) => {
-      const dest = join(work, `restore-${label.replace(/\W+/g, '-')}`, 'pg_wal')
-      await mkdir(dest, { recursive: true })
-      let total = 0
-      for (const n of hundred) {
-        const [file, args] = cmd(n, join(dest, 'RECOVERYXLOG'))
-        const t0 = performance.now()
-        const code = await new Promise<number>((resolve) => {
-          spawn(file, args, { env: { PATH: process.env.PATH, ...env }, stdio: 'ignore' }).on('exit', (x) => resolve(x ?? -1))
-        })
-        total += performance.now() - t0
-        if (code !== 0) throw new Error(`${label}: ${n} exited ${code}`)
-        if (!(await readFile(join(dest, 'RECOVERYXLOG'))).equals(await readFile(join(archive, n)))) throw new Error(`${label}: ${n} differs`)
-      }
-      const daemonFile = join(spool ?? join(dest, '.pgkeep-prefetch'), 'daemon.json')
-      if (existsSync(daemonFile)) {
-        try { process.kill(JSON.parse(await readFile(daemonFile, 'utf8')).pid, 'SIGTERM') } catch { /* gone */ }
-      }
-      report(`wal get ×100, ${label}: ${(total / 1000).toFixed(2)} s, ${(1600 / (total / 1000)).toFixed(0)} MiB/s, ${(total / 100).toFixed(0)} ms per segment`, {
-        what: 'get', label, ms: total,
+    if (PARTS.has('stream')) {
+      const b3 = await burst(c, 'burst3')
+      report(`no streamer: ${mb(b3.end - b3.start).toFixed(0)} MiB in ${(b3.ms / 1000).toFixed(1)} s (${(mb(b3.end - b3.start) / (b3.ms / 1000)).toFixed(0)} MiB/s)`, {
+        what: 'stream', tool: 'none', walBytes: Number(b3.end - b3.start), serverMs: b3.ms,
       })
     }
-    await runGets('cp from a directory archive', (n, d) => ['cp', [join(archive, n), d]], {})
-    const get = (url: string, more: string[]) => (n: string, d: string): [string, string[]] => [process.execPath, [BIN, 'wal', 'get', '--repo', url, '--cluster', sys, ...more, n, d]]
-    await runGets('pgkeep fs, prefetch 8', get(repoDir, ['--linger', '5']), {})
-    await runGets('pgkeep fs, no prefetch', get(repoDir, ['--prefetch', '0']), {})
-    await runGets('pgkeep s3 encrypted, prefetch 8', get(s3Url, ['--linger', '5']), s3Env)
-    await runGets('pgkeep s3 encrypted, prefetch 16 concurrency 8', get(s3Url, ['--linger', '5', '--prefetch', '16', '--concurrency', '8']), s3Env)
-    await runGets('pgkeep s3 encrypted, no prefetch', get(s3Url, ['--prefetch', '0']), s3Env)
 
-    // 3. Synchronous commit latency under pgbench.
-    const pgbench = debianTool('pgbench')
-    if (pgbench) {
-      await execFileP(pgbench, ['-i', '-q', '-s', '5', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', 'postgres'])
-      const run = async () => {
-        const { stdout } = await execFileP(pgbench, ['-n', '-c', '4', '-T', '15', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', 'postgres'])
-        return { tps: Number(/tps = ([\d.]+)/.exec(stdout)?.[1]), latencyMs: Number(/latency average = ([\d.]+) ms/.exec(stdout)?.[1]) }
+    if (PARTS.has('get')) await getPart()
+    if (PARTS.has('sync')) await syncPart()
+
+    async function getPart() {
+      // 2. wal get of 100 segments.
+      const names: string[] = []
+      {
+        const repo = await openFsRepo(repoDir)
+        for (const k of await listWalKeys(repo, sys, '00000001')) {
+          const p = parseWalKey(k)
+          if (p?.kind === 'segment') names.push(p.name)
+        }
+        await repo.close()
       }
-      const local = await run()
-      const sync = spawnPgkeep(['wal', 'stream', '-d', c.url(), '--repo', repoDir, '--slot', 'bench_sync', '--create-slot', '--synchronous', '--status-interval', '1'])
-      await sync.waitFor(/streaming cluster/)
-      await c.configure({ synchronous_standby_names: 'bench_sync' })
-      await c.reload()
-      await new Promise((r) => setTimeout(r, 1000))
-      const remote = await run()
-      sync.kill('SIGTERM')
-      await c.configure({ synchronous_standby_names: '' })
-      await c.reload()
-      await sync.exited
-      report(
-        `pgbench -c 4 -T 15 (scale 5): no synchronous standby ${local.tps.toFixed(0)} tps, ${local.latencyMs} ms average; ` +
-          `pgkeep wal stream --synchronous (fs) ${remote.tps.toFixed(0)} tps, ${remote.latencyMs} ms average`,
-        { what: 'sync', local, remote },
-      )
+      const hundred = names.slice(-101, -1)
+      const archive = join(work, 'archive')
+      await mkdir(archive)
+      for (const n of hundred) await copyFile(join(c.dataDir, 'pg_wal', n), join(archive, n))
+      const s3Env = {
+        AWS_ENDPOINT_URL: s3.endpoint, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region,
+        AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', PGKEEP_PASSPHRASE: 'bench passphrase',
+      }
+      const s3Url = `s3://${s3.bucket}/${s3.prefix}walbench`
+      {
+        const repo = await initRepository(await openStorage(s3Url, s3Env), { encrypt: { passphrase: s3Env.PGKEEP_PASSPHRASE } })
+        for (const n of hundred) await pushWalFile(repo, join(c.dataDir, 'pg_wal', n))
+        await repo.close()
+      }
+      const runGets = async (label: string, cmd: (name: string, dest: string) => [string, string[]], env: Record<string, string>, spool?: string) => {
+        const dest = join(work, `restore-${label.replace(/\W+/g, '-')}`, 'pg_wal')
+        await mkdir(dest, { recursive: true })
+        let total = 0
+        for (const n of hundred) {
+          const [file, args] = cmd(n, join(dest, 'RECOVERYXLOG'))
+          const t0 = performance.now()
+          const code = await new Promise<number>((resolve) => {
+            spawn(file, args, { env: { PATH: process.env.PATH, ...env }, stdio: 'ignore' }).on('exit', (x) => resolve(x ?? -1))
+          })
+          total += performance.now() - t0
+          if (code !== 0) throw new Error(`${label}: ${n} exited ${code}`)
+          if (!(await readFile(join(dest, 'RECOVERYXLOG'))).equals(await readFile(join(archive, n)))) throw new Error(`${label}: ${n} differs`)
+        }
+        const daemonFile = join(spool ?? join(dest, '.pgkeep-prefetch'), 'daemon.json')
+        if (existsSync(daemonFile)) {
+          try { process.kill(JSON.parse(await readFile(daemonFile, 'utf8')).pid, 'SIGTERM') } catch { /* gone */ }
+        }
+        report(`wal get ×100, ${label}: ${(total / 1000).toFixed(2)} s, ${(1600 / (total / 1000)).toFixed(0)} MiB/s, ${(total / 100).toFixed(0)} ms per segment`, {
+          what: 'get', label, ms: total,
+        })
+      }
+      await runGets('cp from a directory archive', (n, d) => ['cp', [join(archive, n), d]], {})
+      const get = (url: string, more: string[]) => (n: string, d: string): [string, string[]] => [process.execPath, [BIN, 'wal', 'get', '--repo', url, '--cluster', sys, ...more, n, d]]
+      await runGets('pgkeep fs, prefetch 8', get(repoDir, ['--linger', '5']), {})
+      await runGets('pgkeep fs, no prefetch', get(repoDir, ['--prefetch', '0']), {})
+      await runGets('pgkeep s3 encrypted, prefetch 8', get(s3Url, ['--linger', '5']), s3Env)
+      await runGets('pgkeep s3 encrypted, prefetch 16 concurrency 8', get(s3Url, ['--linger', '5', '--prefetch', '16', '--concurrency', '8']), s3Env)
+      await runGets('pgkeep s3 encrypted, no prefetch', get(s3Url, ['--prefetch', '0']), s3Env)
+
+    }
+
+    async function syncPart() {
+      // 3. Synchronous commit latency under pgbench.
+      const pgbench = debianTool('pgbench')
+      if (pgbench && PARTS.has('sync')) {
+        await execFileP(pgbench, ['-i', '-q', '-s', '5', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', 'postgres'])
+        const run = async () => {
+          const { stdout } = await execFileP(pgbench, ['-n', '-c', '4', '-T', '15', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', 'postgres'])
+          return { tps: Number(/tps = ([\d.]+)/.exec(stdout)?.[1]), latencyMs: Number(/latency average = ([\d.]+) ms/.exec(stdout)?.[1]) }
+        }
+        const local = await run()
+        const sync = spawnPgkeep(['wal', 'stream', '-d', c.url(), '--repo', join(work, 'repo-sync'), '--slot', 'bench_sync', '--create-slot', '--synchronous', '--status-interval', '1'])
+        await sync.waitFor(/streaming cluster/)
+        await c.configure({ synchronous_standby_names: 'bench_sync' })
+        await c.reload()
+        await new Promise((r) => setTimeout(r, 1000))
+        const remote = await run()
+        sync.kill('SIGTERM')
+        await c.configure({ synchronous_standby_names: '' })
+        await c.reload()
+        await sync.exited
+        report(
+          `pgbench -c 4 -T 15 (scale 5): no synchronous standby ${local.tps.toFixed(0)} tps, ${local.latencyMs} ms average; ` +
+            `pgkeep wal stream --synchronous (fs) ${remote.tps.toFixed(0)} tps, ${remote.latencyMs} ms average`,
+          { what: 'sync', local, remote },
+        )
+      }
     }
   } finally {
     await mkdir(join(import.meta.dirname, 'results'), { recursive: true })

@@ -1,5 +1,6 @@
 // `pgkeep wal stream`: continuous WAL archiving from a physical slot into the repository, until SIGINT/SIGTERM.
 
+import { constants, setPriority } from 'node:os'
 import { formatLsn } from '../../../protocol/index.js'
 import { UsageError } from '../../errors.js'
 import { WalStreamer, type WalStreamEvent, type WalStreamStatus } from '../../wal/wal-streamer.js'
@@ -29,6 +30,9 @@ options:
                           list this streamer in synchronous_standby_names (by its application_name, which
                           defaults to the slot name) and a commit returns only once its WAL is in the repository
   --status-interval S     seconds between status updates to the server (default 10)
+  --priority low|normal   CPU priority (default: low, i.e. nice 10, unless --synchronous): hashing and compressing
+                          WAL takes CPU the server's own backends may need; a low-priority streamer falls behind
+                          in a CPU-bound burst (the slot keeps the WAL) instead of slowing the server down
   --json                  print events as JSON lines on stdout instead of messages on stderr
 
 ${REPO_USAGE}
@@ -46,6 +50,7 @@ ${CONNECTION_USAGE}
         'create-slot': { type: 'boolean' },
         synchronous: { type: 'boolean' },
         'status-interval': { type: 'string' },
+        priority: { type: 'string' },
         json: { type: 'boolean' },
       },
     })
@@ -57,6 +62,15 @@ ${CONNECTION_USAGE}
         throw new UsageError(`invalid --status-interval '${values['status-interval']}'`, { hint: 'give seconds, more than 0 and at most 3600 (keep it below wal_sender_timeout)' })
       }
       statusIntervalMs = Math.round(s * 1000)
+    }
+    const priority = values.priority ?? (values.synchronous ? 'normal' : 'low')
+    if (priority !== 'low' && priority !== 'normal') throw new UsageError(`invalid --priority '${priority}'`, { hint: 'use low or normal' })
+    if (priority === 'low') {
+      try {
+        setPriority(constants.priority.PRIORITY_BELOW_NORMAL)
+      } catch {
+        // Not permitted here: run at the priority we have.
+      }
     }
     const { conninfo, overrides } = connectionFrom(values)
     const opened = await openRepoForCommand(values, ctx, 'wal stream', { createIfEmpty: true })
