@@ -1,17 +1,17 @@
 // `pgkeep wal stream --synchronous` as the server's synchronous standby (RPO 0): commits return, and when they
 // have returned their WAL is in the repository (checked by reading the repository, not by asking the streamer);
 // with the streamer stopped a commit waits (wait event SyncRep), and it completes once the streamer is back.
-// Also prints the commit latency this mode costs next to synchronous_commit = local.
+// Also prints the commit latency this mode costs next to synchronous_commit = local. PostgreSQL 15 on a filesystem
+// repository, PostgreSQL 18 on the S3 server with an encrypted repository.
 
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseLsn } from '../../src/pg/lsn.js'
+import { openRepository } from '../../src/repo/repository.js'
 import { findWalSegment } from '../../src/restore/wal-files.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
-import { ensureBuilt, nameOfSegno, openFsRepo, type PgkeepProcess, spawnPgkeep, waitUntil } from './wal-helpers.js'
+import { openSpec, specLocation, startStorageFactory, type StorageFactory, type StorageSpec } from '../harness/repo-fixtures.js'
+import { ensureBuilt, nameOfSegno, type PgkeepProcess, spawnPgkeep, waitUntil } from './wal-helpers.js'
 
 const SEG = 16n << 20n
 const SLOT = 'pgkeep_sync'
@@ -19,8 +19,8 @@ const SLOT = 'pgkeep_sync'
 beforeAll(() => ensureBuilt(), 120_000)
 
 /** End of the WAL the repository holds for the cluster around `lsn`'s segment (complete or partial). */
-async function storedUpTo(repoDir: string, systemId: string, lsn: bigint): Promise<bigint> {
-  const repo = await openFsRepo(repoDir)
+async function storedUpTo(spec: StorageSpec, passphrase: string | undefined, systemId: string, lsn: bigint): Promise<bigint> {
+  const repo = await openRepository(await openSpec(spec), { passphrase })
   try {
     const segno = lsn / SEG
     const rec = await findWalSegment(repo, systemId, nameOfSegno(1, segno))
@@ -32,20 +32,32 @@ async function storedUpTo(repoDir: string, systemId: string, lsn: bigint): Promi
 
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!
 
-describe.each([15, 18] as const)('wal stream --synchronous on PostgreSQL %i', (major) => {
+describe.each([
+  { major: 15, driver: 'fs' },
+  { major: 18, driver: 's3' },
+] as const)('wal stream --synchronous on PostgreSQL $major, $driver repository', ({ major, driver }) => {
   let server: Cluster
-  let repoDir: string
+  let factory: StorageFactory
+  let spec: StorageSpec
+  let location: { url: string; env: Record<string, string> }
+  const passphrase = driver === 's3' ? 'sync-test-passphrase' : undefined
   let client: pg.Client
   const streamers: PgkeepProcess[] = []
   const stream = () => {
-    const s = spawnPgkeep(['wal', 'stream', '-d', server.url(), '--repo', repoDir, '--slot', SLOT, '--create-slot', '--synchronous', '--status-interval', '1'])
+    const s = spawnPgkeep(['wal', 'stream', '-d', server.url(), '--repo', location.url, '--slot', SLOT, '--create-slot', '--synchronous', '--status-interval', '1'], {
+      ...location.env,
+      ...(passphrase ? { PGKEEP_PASSPHRASE: passphrase } : {}),
+    })
     streamers.push(s)
     return s
   }
+  const stored = (systemId: string, lsn: bigint) => storedUpTo(spec, passphrase, systemId, lsn)
 
   beforeAll(async () => {
     server = await startCluster({ major, tablespaces: 0 })
-    repoDir = await mkdtemp(join(tmpdir(), 'pgkeep-walsync-'))
+    factory = await startStorageFactory(driver)
+    spec = factory.spec()
+    location = specLocation(spec)
     client = new pg.Client({ host: server.socketDir, port: server.port, user: 'postgres', database: 'postgres' })
     await client.connect()
     await client.query('create table t (id int primary key, v text)')
@@ -57,7 +69,7 @@ describe.each([15, 18] as const)('wal stream --synchronous on PostgreSQL %i', (m
     for (const s of streamers) s.kill('SIGKILL')
     await client?.end().catch(() => {})
     await server?.destroy()
-    if (repoDir) await rm(repoDir, { recursive: true, force: true })
+    await factory?.stop()
   })
 
   it('commits return only once their WAL is in the repository, and wait while the streamer is down', async () => {
@@ -76,7 +88,7 @@ describe.each([15, 18] as const)('wal stream --synchronous on PostgreSQL %i', (m
       const { rows } = await client.query<{ l: string }>('select pg_current_wal_insert_lsn()::text l')
       await client.query('commit')
       const before = parseLsn(rows[0]!.l) // the commit record ends after this
-      expect(await storedUpTo(repoDir, systemId, before)).toBeGreaterThan(before)
+      expect(await stored(systemId, before)).toBeGreaterThan(before)
     }
 
     // What it costs: single-row commits with the streamer as synchronous standby versus local commits.
@@ -95,7 +107,7 @@ describe.each([15, 18] as const)('wal stream --synchronous on PostgreSQL %i', (m
     const sync = await timed(200, 'on')
     console.log(
       `PG ${major} commit latency, 200 single-row inserts: synchronous_commit=local p50 ${percentile(local, 50).toFixed(2)} ms ` +
-        `p99 ${percentile(local, 99).toFixed(2)} ms; with pgkeep wal stream --synchronous (fs repository) p50 ` +
+        `p99 ${percentile(local, 99).toFixed(2)} ms; with pgkeep wal stream --synchronous (${driver} repository) p50 ` +
         `${percentile(sync, 50).toFixed(2)} ms p99 ${percentile(sync, 99).toFixed(2)} ms`,
     )
 
@@ -121,7 +133,7 @@ describe.each([15, 18] as const)('wal stream --synchronous on PostgreSQL %i', (m
       const second = stream()
       await second.waitFor(/streaming cluster/)
       const { l } = await commit
-      expect(await storedUpTo(repoDir, systemId, parseLsn(l))).toBeGreaterThan(parseLsn(l))
+      expect(await stored(systemId, parseLsn(l))).toBeGreaterThan(parseLsn(l))
       second.kill('SIGTERM')
       expect(await second.exited, second.output()).toBe(0)
     } finally {
