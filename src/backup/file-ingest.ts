@@ -21,7 +21,7 @@ import {
   type WindowHash,
 } from '../repo/file-map.js'
 import { Repository } from '../repo/repository.js'
-import { ingestWorkerSettings, sharedWindowPool, type WindowFacts, type WindowPool } from './window-pool.js'
+import { sharedWindowPool, type WindowFacts, type WindowPool } from './window-pool.js'
 import { hashPages } from './window-work.js'
 
 export { hashPages }
@@ -43,15 +43,18 @@ export interface BlobSink {
     plainLength: number,
     o?: { signal?: AbortSignal },
   ): Promise<{ id: BlobId; stored: boolean }>
-  /** The worker pool bound to this sink's codec; a Repository sink uses sharedWindowPool(repository). */
-  windowPool?(): WindowPool | undefined
+  /**
+   * The worker pool bound to this sink's codec for a file of `fileBytes`, or undefined for the calling thread; a
+   * Repository sink uses sharedWindowPool(repository, fileBytes).
+   */
+  windowPool?(fileBytes: number): WindowPool | undefined
 }
 
 /** How an ingest does its per-byte work. */
 export interface IngestOptions {
   /**
-   * A pool to use for every window (the sink must have putEncodedBlob), or null for the calling thread only.
-   * Default: the sink's pool (sharedWindowPool for a Repository) for files of at least `minPooledFileBytes`.
+   * A pool to use for every window of the file (the sink must have putEncodedBlob), or null for the calling thread
+   * only. Default: the sink's pool when it has one for a file of this size (see sharedWindowPool).
    */
   pool?: WindowPool | null
 }
@@ -72,16 +75,15 @@ export class ParentBlobMissingError extends Error {
 
 const ZERO_HASH = Buffer.alloc(PAGE_HASH_BYTES)
 
-/** The pool `o` and `sink` call for; `explicit` when the caller chose it (then file size does not matter). */
-export function ingestPoolFor(sink: BlobSink, o: IngestOptions = {}): { pool: WindowPool | undefined; explicit: boolean } {
-  if (o.pool === null) return { pool: undefined, explicit: true }
+/** The pool for ingesting a file of `fileBytes` into `sink` as `o` asks, or undefined for the calling thread. */
+export function ingestPoolFor(sink: BlobSink, o: IngestOptions, fileBytes: number): WindowPool | undefined {
+  if (o.pool === null) return undefined
   if (o.pool !== undefined) {
     if (!sink.putEncodedBlob) throw new AssertionError('ingest through a window pool needs a sink with putEncodedBlob')
-    return { pool: o.pool, explicit: true }
+    return o.pool
   }
-  if (!sink.putEncodedBlob) return { pool: undefined, explicit: false }
-  const pool = sink.windowPool ? sink.windowPool() : sink instanceof Repository ? sharedWindowPool(sink) : undefined
-  return { pool, explicit: false }
+  if (!sink.putEncodedBlob) return undefined
+  return sink.windowPool ? sink.windowPool(fileBytes) : sink instanceof Repository ? sharedWindowPool(sink, fileBytes) : undefined
 }
 
 /**
@@ -284,9 +286,7 @@ export class RelationFileIngest {
     o: IngestOptions = {},
   ) {
     this.pageHashes = Buffer.alloc(pageCountOf(sizeBytes) * PAGE_HASH_BYTES)
-    const { pool, explicit } = ingestPoolFor(sink, o)
-    // Small files stay on this thread: a round trip to a worker costs more than hashing a few pages here.
-    this.pool = pool && (explicit || sizeBytes >= ingestWorkerSettings().minPooledFileBytes) ? pool : undefined
+    this.pool = ingestPoolFor(sink, o, sizeBytes)
     this.window = this.pool ? this.pool.takeBuffer() : Buffer.allocUnsafe(WINDOW_BYTES)
     this.out = new ExtentBuilder(sink, this.stats, { signal, pool: this.pool })
   }
@@ -424,14 +424,16 @@ export class RelationFileIngest {
 }
 
 /**
- * Ingests any other file as blobs of up to 1 MiB (all-zero pieces become holes). A file that fills a whole piece
- * goes to the pool from then on (when there is one); smaller files stay on the calling thread.
+ * Ingests any other file as blobs of up to 1 MiB (all-zero pieces become holes). Its size is not known ahead: the
+ * pool is asked for (as for a file of one piece) once a whole piece has arrived, and used from then on; smaller
+ * files stay on the calling thread. A pool given in the options is used from the first piece.
  */
 export class PlainFileIngest {
   readonly stats: IngestStats = { storedBytes: 0, reusedBytes: 0 }
   readonly extents: Extent[] = []
-  private readonly pool: WindowPool | undefined
-  private readonly explicitPool: boolean
+  /** The pool in use, once chosen. */
+  private pool: WindowPool | undefined
+  private decided = false
   private store: PooledBlobStore | undefined
   private piece: Buffer
   private filled = 0
@@ -443,12 +445,10 @@ export class PlainFileIngest {
   constructor(
     private readonly sink: BlobSink,
     private readonly signal?: AbortSignal,
-    o: IngestOptions = {},
+    private readonly options: IngestOptions = {},
   ) {
-    const { pool, explicit } = ingestPoolFor(sink, o)
-    this.pool = pool
-    this.explicitPool = explicit
-    this.piece = pool ? pool.takeBuffer() : Buffer.allocUnsafe(WINDOW_BYTES)
+    // A buffer of its own (not a slice of Node's pool), so it can be handed to a worker if the file turns out big.
+    this.piece = Buffer.allocUnsafe(WINDOW_BYTES)
   }
 
   async push(chunk: Buffer): Promise<void> {
@@ -466,14 +466,18 @@ export class PlainFileIngest {
     if (this.filled > 0) await this.flushPiece()
     while (this.ahead.length > 0) await this.placeAnalyzed()
     await this.store?.drain()
-    this.pool?.recycle(this.piece)
+    if (this.store) this.pool!.recycle(this.piece)
     return { extents: this.extents, sizeBytes: this.placed, crc32c: this.crc }
   }
 
   private async flushPiece(): Promise<void> {
     const bytes = this.piece.subarray(0, this.filled)
     this.filled = 0
-    if (this.pool && (this.store || this.explicitPool || bytes.length === WINDOW_BYTES)) {
+    if (!this.decided && (this.options.pool !== undefined || bytes.length === WINDOW_BYTES)) {
+      this.decided = true
+      this.pool = ingestPoolFor(this.sink, this.options, WINDOW_BYTES)
+    }
+    if (this.pool) {
       this.store ??= new PooledBlobStore(this.pool, this.sink, this.stats, this.signal)
       this.piece = this.pool.takeBuffer()
       const facts = this.pool.analyze(bytes, { crc: true, pageHashes: false })

@@ -9,7 +9,6 @@ import { decodeIncrementalHeader, type IncrementalHeader, incrementalHeaderBytes
 import { isAllZero } from '../pg/page.js'
 import { type FileMap, PAGE_BYTES, PAGE_HASH_BYTES, pageCountOf, UNKNOWN_WINDOW, WINDOW_PAGES, type WindowHash } from '../repo/file-map.js'
 import { type BlobSink, ExtentBuilder, type IngestOptions, ingestPoolFor, type IngestStats } from './file-ingest.js'
-import { ingestWorkerSettings } from './window-pool.js'
 
 /** The parent backup lacks what an INCREMENTAL file builds on; the engine then takes a full backup instead. */
 export class ParentFileMissingError extends Error {
@@ -20,7 +19,7 @@ export class ParentFileMissingError extends Error {
 
 /**
  * Ingests one INCREMENTAL file. Changed blocks that are not all zeros are gathered into blobs of up to one window;
- * with a pool (files carrying at least `minPooledFileBytes` of blocks), their hashes and encoding run on its
+ * with a pool (see ingestPoolFor; sized by the blocks the file carries), their hashes and encoding run on its
  * workers.
  */
 export class IncrementalFileIngest {
@@ -83,8 +82,8 @@ export class IncrementalFileIngest {
     const carriesAll = t === 0 || (h.blockCount >= t && h.blockNumbers[t - 1] === t - 1)
     if (!this.parent && !carriesAll) throw new ParentFileMissingError(this.path)
     this.reuseLimit = Math.min(h.truncationBlockLength, parentBlocks)
-    const { pool, explicit } = ingestPoolFor(this.sink, this.options)
-    const use = pool && (explicit || h.blockCount * PAGE_BYTES >= ingestWorkerSettings().minPooledFileBytes) ? pool : undefined
+    // Sized by the blocks it carries: those are what the pool would work on.
+    const use = ingestPoolFor(this.sink, this.options, h.blockCount * PAGE_BYTES)
     this.out = new ExtentBuilder(this.sink, this.stats, {
       signal: this.signal,
       pool: use,

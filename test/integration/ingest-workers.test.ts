@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { configureIngestWorkers, DEFAULT_MIN_POOLED_FILE_BYTES } from '../../src/backup/window-pool.js'
+import { configureIngestWorkers, DEFAULT_MIN_POOLED_FILE_BYTES, DEFAULT_WARMUP_BYTES } from '../../src/backup/window-pool.js'
 import { crc32c, crc32cHexLE } from '../../src/pg/crc32c.js'
 import { parseServerManifest } from '../../src/pg/backup-manifest.js'
 import { findBackup } from '../../src/repo/backup-record.js'
@@ -50,7 +50,7 @@ beforeAll(async () => {
   worker = await compileWorker()
 }, 120_000)
 afterAll(async () => {
-  configureIngestWorkers({ workers: 'auto', minPooledFileBytes: DEFAULT_MIN_POOLED_FILE_BYTES })
+  configureIngestWorkers({ workers: 'auto', minPooledFileBytes: DEFAULT_MIN_POOLED_FILE_BYTES, warmupBytes: DEFAULT_WARMUP_BYTES })
   if (worker) await rm(worker.dir, { recursive: true, force: true })
 })
 
@@ -63,8 +63,8 @@ describe.each([
   const env = passphrase ? { PGKEEP_PASSPHRASE: passphrase } : {}
 
   async function backup(workers: number, extra: string[] = []): Promise<Result> {
-    // Every relation file through the pool (the default keeps small ones on the main thread).
-    configureIngestWorkers({ workers, minPooledFileBytes: 0, workerUrl: worker.url })
+    // Every file through the pool from the start (the defaults keep small files and small backups on the main thread).
+    configureIngestWorkers({ workers, minPooledFileBytes: 0, warmupBytes: 0, workerUrl: worker.url })
     const res = await runMain(['backup', '-d', pg.url(), '--repo', repoDir, '--json', ...extra], env)
     expect(res.code, res.stderr).toBe(0)
     return JSON.parse(res.stdout)

@@ -14,7 +14,14 @@ import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { PlainFileIngest, RelationFileIngest } from '../../src/backup/file-ingest.js'
 import { IncrementalFileIngest } from '../../src/backup/incremental-ingest.js'
-import { defaultIngestWorkers, WindowPool } from '../../src/backup/window-pool.js'
+import {
+  configureIngestWorkers,
+  DEFAULT_MIN_POOLED_FILE_BYTES,
+  DEFAULT_WARMUP_BYTES,
+  defaultIngestWorkers,
+  sharedWindowPool,
+  WindowPool,
+} from '../../src/backup/window-pool.js'
 import { AssertionError } from '../../src/errors.js'
 import { crc32c } from '../../src/pg/crc32c.js'
 import { encodeIncrementalFile } from '../../src/pg/incremental-file.js'
@@ -351,5 +358,29 @@ describe('WindowPool', () => {
 
   it('leaves the main thread a core', () => {
     expect([1, 2, 3, 4, 8, 64].map((n) => defaultIngestWorkers(n))).toEqual([1, 1, 2, 3, 4, 4])
+  })
+})
+
+describe('sharedWindowPool', () => {
+  it('keeps small files and the first warmupBytes of a repository on the main thread, starting workers halfway', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pgkeep-ingest-'))
+    const repo = await initRepository(await openFsStorage(dir))
+    try {
+      configureIngestWorkers({ workers: 0, workerUrl: worker.url, minPooledFileBytes: 100, warmupBytes: 1000 })
+      expect(sharedWindowPool(repo, 5000)).toBeUndefined() // workers off
+      configureIngestWorkers({ workers: 1 })
+      expect(sharedWindowPool(repo, 99)).toBeUndefined() // too small to count
+      expect(sharedWindowPool(repo, 400)).toBeUndefined() // 400 of 1000
+      expect(sharedWindowPool(repo, 200)).toBeUndefined() // 600: workers start
+      const pool = sharedWindowPool(repo, 500) // 1100: this file goes to the workers
+      expect(pool).toBeInstanceOf(WindowPool)
+      expect(pool!.runningWorkers).toBe(1)
+      expect(sharedWindowPool(repo, 100)).toBe(pool)
+      await pool!.close()
+    } finally {
+      configureIngestWorkers({ workers: 'auto', minPooledFileBytes: DEFAULT_MIN_POOLED_FILE_BYTES, warmupBytes: DEFAULT_WARMUP_BYTES })
+      await repo.close()
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })
