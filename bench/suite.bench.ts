@@ -5,7 +5,7 @@
 
 import { chmod, readFile, mkdir, mkdtemp, readdir, rm, writeFile, appendFile, stat } from 'node:fs/promises'
 import { execFileSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { it } from 'vitest'
@@ -357,7 +357,7 @@ async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments
         })
       } finally {
         await stopPrefetchDaemon(dest)
-        await rm(dest, { recursive: true, force: true })
+        await rm(dest, { recursive: true, force: true, maxRetries: 5 })
       }
     }
   }
@@ -366,13 +366,31 @@ async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments
   await ctx.objects.removePrefix(rawPrefix)
 }
 
-/** Stops the prefetch process the first `wal get` into `dest` started (its spool is beside the destination). */
+/**
+ * Stops the prefetch process the first `wal get` into `dest` started (its spool is beside the destination) and
+ * waits until it is gone, so that it neither writes into a directory being removed nor runs into the next run.
+ */
 async function stopPrefetchDaemon(dest: string): Promise<void> {
+  let pid: number | undefined
   try {
-    const { pid } = JSON.parse(await readFile(join(dest, '.pgkeep-prefetch', 'daemon.json'), 'utf8')) as { pid?: number }
-    if (typeof pid === 'number' && pid > 1) process.kill(pid, 'SIGTERM')
+    pid = (JSON.parse(await readFile(join(dest, '.pgkeep-prefetch', 'daemon.json'), 'utf8')) as { pid?: number }).pid
   } catch {
-    // none was started, or it is gone
+    return // none was started
+  }
+  if (typeof pid !== 'number' || pid <= 1) return
+  // A zombie (exited, not yet reaped by PID 1, which adopted the detached process) counts as gone.
+  const alive = () => {
+    try {
+      return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+    } catch {
+      return false
+    }
+  }
+  if (alive()) process.kill(pid, 'SIGTERM')
+  for (let i = 0; alive(); i++) {
+    if (i === 100) process.kill(pid, 'SIGKILL')
+    if (i > 200) throw new Error(`the wal get prefetch process ${pid} does not exit`)
+    await new Promise((r) => setTimeout(r, 50))
   }
 }
 
