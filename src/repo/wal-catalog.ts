@@ -9,11 +9,13 @@ import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import type { BlobId } from './blob.js'
 import type { Repository } from './repository.js'
 
+/** The record kind of the WAL catalog. */
 export const WAL_RECORD_KIND = 'wal'
 
 /** The stored content of a segment or history file, in order; null pieces are zeros. */
 export type WalPiece = [blob: BlobId | null, lengthBytes: number]
 
+/** The record of a complete or partial segment. Content = base's content ++ pieces ++ tail, `validBytes` long. */
 export interface WalSegmentRecord {
   name: string
   timeline: number
@@ -48,16 +50,21 @@ export interface WalFileRecord {
   pieces: WalPiece[]
 }
 
+/** The record of a timeline history file. */
 export interface WalHistoryRecord extends WalFileRecord {
   timeline: number
 }
 
+/** Any WAL catalog record. */
 export type WalRecord = WalSegmentRecord | WalFileRecord
 
 const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0')
 
+/** Key of a complete segment. */
 export const segmentKey = (systemId: bigint | string, name: string) => `${systemId}/${name}`
+/** Key of a partial segment holding its first `validBytes` bytes. */
 export const partialKey = (systemId: bigint | string, name: string, validBytes: number) => `${systemId}/${name}.partial.${hex8(validBytes)}`
+/** Key of the history file of timeline `tli`. */
 export const historyKey = (systemId: bigint | string, tli: number) => `${systemId}/${hex8(tli)}.history`
 /** Key of a backup history file; `name` is its file name (`000000010000000000000002.00000028.backup`). */
 export const backupHistoryKey = (systemId: bigint | string, name: string) => `${systemId}/${name}`
@@ -124,6 +131,7 @@ async function sameContent(repo: Repository, a: WalRecord, b: WalRecord, o: { si
   return x.equals(y)
 }
 
+/** A WAL record, or undefined when it does not exist. */
 export async function readWalRecord<T extends WalRecord>(repo: Repository, key: string, o: { signal?: AbortSignal } = {}): Promise<T | undefined> {
   try {
     return (await repo.readRecord<T>(WAL_RECORD_KIND, key, o)).value

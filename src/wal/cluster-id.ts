@@ -10,6 +10,7 @@ import { CLUSTER_RECORD_KIND } from '../repo/backup-record.js'
 import type { Repository } from '../repo/repository.js'
 import { listWalClusters } from '../repo/wal-catalog.js'
 
+/** Where the cluster of a WAL file may be learned from, in order. */
 export interface ClusterIdOptions {
   /** `--cluster SYSTEMID`. */
   explicit?: string

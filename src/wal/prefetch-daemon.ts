@@ -12,6 +12,7 @@ import type { Repository } from '../repo/repository.js'
 import { bootId, type DaemonInfo, ensureSpoolDirs, readDaemonInfo, type SpoolPaths, type SpoolRequest, type SpoolResponse, writeAtomic, processAlive } from './prefetch-spool.js'
 import { fetchWalFile } from './wal-fetch.js'
 
+/** What the daemon serves and how eagerly. */
 export interface PrefetchDaemonOptions {
   repo: Repository
   paths: SpoolPaths

@@ -13,8 +13,10 @@ import { readFileSync } from 'node:fs'
 import { copyFile, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 
+/** Name of the default spool directory, created beside the destination (in pg_wal). */
 export const DEFAULT_SPOOL_DIR_NAME = '.pgkeep-prefetch'
 
+/** The paths of one spool directory (see the file header for the layout). */
 export interface SpoolPaths {
   readonly dir: string
   readonly daemonFile: string
@@ -24,6 +26,7 @@ export interface SpoolPaths {
   readonly logFile: string
 }
 
+/** The layout of the spool at `dir` (made absolute: restore_command's paths are relative to the data directory). */
 export function spoolPaths(dir: string): SpoolPaths {
   const d = resolve(dir)
   return {
@@ -45,6 +48,7 @@ export function defaultSpoolDir(dest: string): string {
   return join(dirname(resolve(dest)), DEFAULT_SPOOL_DIR_NAME)
 }
 
+/** Creates the spool and its subdirectories (mode 0700) if missing. */
 export async function ensureSpoolDirs(p: SpoolPaths): Promise<void> {
   for (const d of [p.dir, p.reqDir, p.respDir, p.tmpDir]) await mkdir(d, { recursive: true, mode: 0o700 })
 }
@@ -72,6 +76,7 @@ export function bootId(): string {
   return cachedBootId
 }
 
+/** True when process `pid` exists (EPERM: it exists but is not ours). */
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)
@@ -143,12 +148,14 @@ async function writtenBy(p: SpoolPaths, name: string, daemon: DaemonInfo): Promi
   return st !== undefined && st.mtimeMs >= Date.parse(daemon.startedAt)
 }
 
+/** A client's request file `req/<id>`. */
 export interface SpoolRequest {
   name: string
   /** The client waits for an answer in resp/<id>; without it, the request only moves the prefetch window. */
   reply: boolean
 }
 
+/** The daemon's answer file `resp/<id>`. */
 export interface SpoolResponse {
   status: 'ok' | 'missing' | 'error'
   message?: string
@@ -178,6 +185,7 @@ export async function takeResponse(p: SpoolPaths, id: string): Promise<SpoolResp
   }
 }
 
+/** One `wal get` through the spool. */
 export interface SpoolGetOptions {
   paths: SpoolPaths
   name: string

@@ -6,6 +6,7 @@ import type { Repository } from '../repo/repository.js'
 import { listWalKeys, parseWalKey } from '../repo/wal-catalog.js'
 import { segmentsPerXlogId } from '../pg/wal-names.js'
 
+/** Where and on which timeline `wal stream` starts, and why. */
 export interface ResumePoint {
   /** A segment start. */
   startLsn: Lsn
@@ -14,6 +15,7 @@ export interface ResumePoint {
   source: 'catalog' | 'catalog-gap' | 'slot' | 'server'
 }
 
+/** What the resume decision looks at besides the catalog. */
 export interface ResumeInputs {
   systemId: bigint
   segmentSizeBytes: number

@@ -35,6 +35,7 @@ export interface StoredSegment {
   endLsn: Lsn
 }
 
+/** Options of {@link WalSegmentWriter}; the backup engine passes the first five. */
 export interface SegmentWriterOptions {
   systemId: bigint
   timeline: number
@@ -59,6 +60,11 @@ interface Pending {
   event: StoredSegment | undefined
 }
 
+/**
+ * Turns a WAL stream (consecutive XLogData payloads) into segment records. `write` hands completed segments to a
+ * bounded store pipeline; `durableLsn` advances in stream order over what is stored; `storePartial` and
+ * `storeSyncPoint` make the segment in progress durable; `close` waits for everything.
+ */
 export class WalSegmentWriter {
   /** End of the WAL that is durable in the repository. */
   durableLsn: Lsn

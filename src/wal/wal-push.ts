@@ -25,12 +25,14 @@ import {
 import { parseSystemId, resolveClusterId } from './cluster-id.js'
 import { WAL_PIECE_BYTES } from './segment-writer.js'
 
+/** Options of {@link pushWalFile}. */
 export interface PushWalOptions {
   /** `--cluster SYSTEMID`: required for history files when it cannot be found otherwise. */
   cluster?: string
   signal?: AbortSignal
 }
 
+/** What {@link pushWalFile} stored (or found stored). */
 export interface PushWalResult {
   name: string
   kind: 'segment' | 'partial' | 'history' | 'backup'

@@ -3,6 +3,7 @@
 
 import type { Lsn } from '../../protocol/index.js'
 
+/** WAL received in one XLogData message: its first byte's LSN and the (owned) bytes. */
 export interface WalChunk {
   readonly walStart: Lsn
   readonly data: Buffer

@@ -27,6 +27,7 @@ import { findResumePoint, type ResumePoint } from './resume-point.js'
 import { type StoredSegment, WalSegmentWriter } from './segment-writer.js'
 import { WalQueue } from './wal-queue.js'
 
+/** Options of {@link WalStreamer}. */
 export interface WalStreamOptions {
   repo: Repository
   /** libpq connection string or URI (the replication role); undefined uses PG* variables and defaults. */
@@ -52,6 +53,7 @@ export interface WalStreamOptions {
   onEvent?: (e: WalStreamEvent) => void
 }
 
+/** What the streamer reports while it runs (the CLI prints these). */
 export type WalStreamEvent =
   | { type: 'started'; systemId: string; timeline: number; startLsn: Lsn; resumedFrom: ResumePoint['source'] | 'reconnect'; slot: string; serverVersion: string; applicationName: string }
   | { type: 'slot-created'; slot: string }
@@ -75,6 +77,7 @@ export interface WalStreamStatus {
   segmentsStored: number
 }
 
+/** Where streaming stopped. */
 export interface WalStreamResult {
   timeline: number
   /** End of the WAL durable in the repository when streaming stopped. */

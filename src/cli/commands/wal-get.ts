@@ -21,6 +21,7 @@ import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 /** Exit status for failures other than "not in the repository": above 125, PostgreSQL stops recovery (FATAL). */
 export const WAL_GET_FAILURE_EXIT = 255
 
+/** `pgkeep wal get NAME DEST` (and its hidden `--daemon` mode). */
 export const walGetCommand: Command = {
   path: ['wal', 'get'],
   summary: 'write one WAL file from the repository (restore_command), prefetching ahead',

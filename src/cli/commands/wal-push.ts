@@ -8,6 +8,7 @@ import { parseCommandArgs } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
+/** `pgkeep wal push PATH`. */
 export const walPushCommand: Command = {
   path: ['wal', 'push'],
   summary: 'store one WAL file in the repository (archive_command)',

@@ -10,6 +10,7 @@ import { parseCommandArgs } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
+/** `pgkeep wal stream`. */
 export const walStreamCommand: Command = {
   path: ['wal', 'stream'],
   summary: 'stream WAL from a replication slot into the repository, continuously',
