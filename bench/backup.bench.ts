@@ -8,7 +8,7 @@ import { it } from 'vitest'
 import { PASSWORD, ROLES, startCluster } from '../test/harness/cluster.js'
 import { loadPgbench, touchPages } from '../test/harness/load.js'
 import { debianTool } from '../test/harness/reference-tools.js'
-import { type Measured, measure, table } from './measure.js'
+import { type Measured, measure, median, table } from './measure.js'
 
 const scale = Number(process.env.PGKEEP_BENCH_SCALE ?? 70)
 const runs = Number(process.env.PGKEEP_BENCH_RUNS ?? 3)
@@ -50,6 +50,7 @@ it(`backup: pgkeep vs pg_basebackup, pgbench scale ${scale}`, async () => {
     }
     const incremental: Record<string, Measured[]> = { 'pg_basebackup -Ft -X stream (after 1%)': [], 'pgkeep backup (incremental after 1%)': [] }
     const stored: { full: number[]; incremental: number[]; sizeBytes: number } = { full: [], incremental: [], sizeBytes: 0 }
+    const touched: number[] = []
     for (let i = 0; i < runs; i++) {
       full['pg_basebackup -Ft -X stream'].push(await basebackup())
       const repo = await fresh()
@@ -62,7 +63,7 @@ it(`backup: pgkeep vs pg_basebackup, pgbench scale ${scale}`, async () => {
       full['pgkeep backup (full, zstd:1)'].push(await pgkeep(repo1, ['--compress', 'zstd:1']))
       await rm(repo1, { recursive: true, force: true })
 
-      await touchPages(pg, 1)
+      touched.push(await touchPages(pg, 1))
       const inc = await pgkeep(repo)
       incremental['pgkeep backup (incremental after 1%)'].push(inc)
       stored.incremental.push(JSON.parse(inc.stdout).storedBytes)
@@ -76,8 +77,8 @@ it(`backup: pgkeep vs pg_basebackup, pgbench scale ${scale}`, async () => {
       '',
       table(incremental, 'pg_basebackup -Ft -X stream (after 1%)'),
       '',
-      `pgkeep stored: full ${(Math.min(...stored.full) / 1e6).toFixed(1)} MB, incremental ${(Math.min(...stored.incremental) / 1e6).toFixed(2)} MB ` +
-        `(${((100 * Math.min(...stored.incremental)) / stored.sizeBytes).toFixed(2)}% of ${(stored.sizeBytes / 1e6).toFixed(0)} MB)`,
+      `pgkeep stored (medians): full ${(median(stored.full) / 1e6).toFixed(1)} MB, incremental ${(median(stored.incremental) / 1e6).toFixed(2)} MB ` +
+        `(${((100 * median(stored.incremental)) / stored.sizeBytes).toFixed(2)}% of ${(stored.sizeBytes / 1e6).toFixed(0)} MB); touched ${touched.join(', ')} rows`,
     ].join('\n')
     console.log(out)
     await mkdir(join(import.meta.dirname, 'results'), { recursive: true })

@@ -43,13 +43,21 @@ export function startPgbench(c: Cluster, clients = 2): { stop: () => Promise<voi
 export const tableChecksum = (table: string, key: string) =>
   `select count(*)::text n, md5(coalesce(string_agg(t::text, ',' order by ${key}), '')) h from ${table} t`
 
-/** Touches about `percent` % of pgbench_accounts' pages: one row on every (100 / percent)-th page. */
+/**
+ * Touches about `percent` % of pgbench_accounts' pages: the first live row of every (100 / percent)-th page gets
+ * a new balance. Live rows, so that calling it again changes pages again (the rows it updated before are dead).
+ * Resolves with the number of rows updated.
+ */
 export async function touchPages(c: Cluster, percent: number): Promise<number> {
-  const [{ pages }] = await c.sql<{ pages: number }>(`select relpages::int pages from pg_class where relname = 'pgbench_accounts'`)
   const step = Math.round(100 / percent)
-  const rows = await c.sql(
-    `update pgbench_accounts set abalance = abalance + 1 where ctid = any (array(select format('(%s,1)', p)::tid from generate_series(0, ${pages - 1}, ${step}) p))`,
+  const [{ n }] = await c.sql<{ n: string }>(
+    `with firsts as (
+       select distinct on (blk) ctid as c
+         from (select ctid, (ctid::text::point)[0]::bigint as blk from pgbench_accounts) s
+        where blk % ${step} = 0
+        order by blk, ctid),
+     done as (update pgbench_accounts a set abalance = abalance + 1 from firsts where a.ctid = firsts.c returning 1)
+     select count(*)::text n from done`,
   )
-  void rows
-  return Math.ceil(pages / step)
+  return Number(n)
 }
