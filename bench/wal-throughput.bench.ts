@@ -237,8 +237,16 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
           return { tps: Number(/tps = ([\d.]+)/.exec(stdout)?.[1]), latencyMs: Number(/latency average = ([\d.]+) ms/.exec(stdout)?.[1]) }
         }
         const local = await run()
+        // A new slot starts at the last checkpoint's redo point: checkpoint first, and list the streamer as
+        // synchronous only once it caught up (state 'streaming'), as one would in production.
+        await c.sql('checkpoint')
         const sync = spawnPgkeep(['wal', 'stream', '-d', c.url(), '--repo', join(work, 'repo-sync'), '--slot', 'bench_sync', '--create-slot', '--synchronous', '--status-interval', '1'])
         await sync.waitFor(/streaming cluster/)
+        for (;;) {
+          const rows = await c.sql<{ state: string }>(`select state from pg_stat_replication where application_name = 'bench_sync'`)
+          if (rows[0]?.state === 'streaming') break
+          await new Promise((r) => setTimeout(r, 200))
+        }
         await c.configure({ synchronous_standby_names: 'bench_sync' })
         await c.reload()
         await new Promise((r) => setTimeout(r, 1000))

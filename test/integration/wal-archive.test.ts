@@ -154,6 +154,11 @@ describe.each([
     expect(missing.code).toBe(1)
     expect(missing.stderr.trim().split('\n')).toHaveLength(1)
     expect(performance.now() - t0).toBeLessThan(10_000)
+
+    // Any other failure is not "missing": exit 255, which PostgreSQL treats as fatal instead of the end of the archive.
+    const broken = await runMain(['wal', 'get', '--repo', join(work, 'no-repository-here'), '--prefetch', '0', w, getDest], repoEnv)
+    expect(broken.code, broken.stderr).toBe(255)
+    expect(broken.stderr).toMatch(/^pgkeep: error: /)
   })
 })
 

@@ -21,7 +21,7 @@ import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 /** Exit status for failures other than "not in the repository": above 125, PostgreSQL stops recovery (FATAL). */
 export const WAL_GET_FAILURE_EXIT = 255
 
-/** `pgkeep wal get NAME DEST` (and its hidden `--daemon` mode). */
+/** `pgkeep wal get NAME DEST` (and its hidden `--daemon` mode). Exit 0 served, 1 not in the repository, 255 anything else. */
 export const walGetCommand: Command = {
   path: ['wal', 'get'],
   summary: 'write one WAL file from the repository (restore_command), prefetching ahead',
@@ -50,75 +50,80 @@ options:
 ${REPO_USAGE}
 `,
   async run(args, ctx) {
-    rejectPassphraseArgument(args)
-    const { values, positionals } = parseCommandArgs('wal get', {
-      args,
-      allowPositionals: true,
-      options: {
-        ...repoOptions,
-        cluster: { type: 'string' },
-        prefetch: { type: 'string' },
-        concurrency: { type: 'string' },
-        spool: { type: 'string' },
-        linger: { type: 'string' },
-        daemon: { type: 'boolean' },
-      },
-    })
-    const prefetch = count(values.prefetch, 'prefetch', 8, 0, 256)
-    const concurrency = count(values.concurrency, 'concurrency', 4, 1, 64)
-    const lingerMs = count(values.linger, 'linger', 60, 1, 86_400) * 1000
-    if (values.daemon) return runDaemon(values, ctx, { prefetch, concurrency, lingerMs })
-    if (positionals.length !== 2) {
-      throw new UsageError(`pgkeep wal get takes NAME and DEST, got ${positionals.length} argument(s)`, {
-        hint: "use restore_command = 'pgkeep wal get --repo URL %f %p'",
-      })
-    }
-    const [name, dest] = positionals as [string, string]
-    if (!isFetchableWalName(name)) {
-      throw new UsageError(`'${name}' is not a WAL file name`, { hint: "use restore_command = 'pgkeep wal get --repo URL %f %p'" })
-    }
-    const notFound = () => {
-      ctx.stderr.write(`pgkeep: ${name} is not in the repository\n`)
-      return 1
-    }
     try {
-      if (prefetch > 0) {
-        const paths = spoolPaths(values.spool ?? defaultSpoolDir(dest))
-        const cluster = await localClusterId({ explicit: values.cluster, walPath: dest })
-        const r = await getViaSpool({
-          paths,
-          name,
-          dest,
-          repo: values.repo ?? '',
-          cluster,
-          spawnDaemon: () => spawnDaemon(paths, values, ctx, { cluster, prefetch, concurrency, lingerMs }),
-        })
-        if (r === 'served') return 0
-        if (r === 'missing') return notFound()
-      }
-      const opened = await openRepoForCommand(values, ctx, 'wal get')
-      try {
-        const systemId = await resolveClusterId(opened.repo, { explicit: values.cluster, walPath: dest, signal: ctx.signal })
-        const bytes = await fetchWalFile(opened.repo, systemId, name, { signal: ctx.signal })
-        if (!bytes) return notFound()
-        const tmp = `${dest}.pgkeep-${randomBytes(4).toString('hex')}`
-        await writeFile(tmp, bytes, { mode: 0o600 })
-        await rename(tmp, dest).catch(async (err) => {
-          await unlink(tmp).catch(() => {})
-          throw err
-        })
-        return 0
-      } finally {
-        await opened.repo.close().catch(() => {})
-      }
+      return await runGet(args, ctx)
     } catch (err) {
-      if (isPgkeepError(err) && err.code === 'USAGE') throw err
-      // As main() prints errors (not imported from there: main imports every command).
+      // Every failure but "not in the repository", usage errors included: a misconfigured restore_command must
+      // stop recovery, not end it as if the archive were exhausted. Printed as main() prints errors (main is not
+      // imported here: it imports every command).
       const e = err as Error & { hint?: string; detail?: string }
       ctx.stderr.write(`pgkeep: error: ${e.message}\n${e.detail ? `DETAIL: ${e.detail}\n` : ''}${isPgkeepError(err) && e.hint ? `HINT: ${e.hint}\n` : ''}`)
       return WAL_GET_FAILURE_EXIT
     }
   },
+}
+
+async function runGet(args: string[], ctx: CliContext): Promise<number> {
+  rejectPassphraseArgument(args)
+  const { values, positionals } = parseCommandArgs('wal get', {
+    args,
+    allowPositionals: true,
+    options: {
+      ...repoOptions,
+      cluster: { type: 'string' },
+      prefetch: { type: 'string' },
+      concurrency: { type: 'string' },
+      spool: { type: 'string' },
+      linger: { type: 'string' },
+      daemon: { type: 'boolean' },
+    },
+  })
+  const prefetch = count(values.prefetch, 'prefetch', 8, 0, 256)
+  const concurrency = count(values.concurrency, 'concurrency', 4, 1, 64)
+  const lingerMs = count(values.linger, 'linger', 60, 1, 86_400) * 1000
+  if (values.daemon) return runDaemon(values, ctx, { prefetch, concurrency, lingerMs })
+  if (positionals.length !== 2) {
+    throw new UsageError(`pgkeep wal get takes NAME and DEST, got ${positionals.length} argument(s)`, {
+      hint: "use restore_command = 'pgkeep wal get --repo URL %f %p'",
+    })
+  }
+  const [name, dest] = positionals as [string, string]
+  if (!isFetchableWalName(name)) {
+    throw new UsageError(`'${name}' is not a WAL file name`, { hint: "use restore_command = 'pgkeep wal get --repo URL %f %p'" })
+  }
+  const notFound = () => {
+    ctx.stderr.write(`pgkeep: ${name} is not in the repository\n`)
+    return 1
+  }
+  if (prefetch > 0) {
+    const paths = spoolPaths(values.spool ?? defaultSpoolDir(dest))
+    const cluster = await localClusterId({ explicit: values.cluster, walPath: dest })
+    const r = await getViaSpool({
+      paths,
+      name,
+      dest,
+      repo: values.repo ?? '',
+      cluster,
+      spawnDaemon: () => spawnDaemon(paths, values, ctx, { cluster, prefetch, concurrency, lingerMs }),
+    })
+    if (r === 'served') return 0
+    if (r === 'missing') return notFound()
+  }
+  const opened = await openRepoForCommand(values, ctx, 'wal get')
+  try {
+    const systemId = await resolveClusterId(opened.repo, { explicit: values.cluster, walPath: dest, signal: ctx.signal })
+    const bytes = await fetchWalFile(opened.repo, systemId, name, { signal: ctx.signal })
+    if (!bytes) return notFound()
+    const tmp = `${dest}.pgkeep-${randomBytes(4).toString('hex')}`
+    await writeFile(tmp, bytes, { mode: 0o600 })
+    await rename(tmp, dest).catch(async (err) => {
+      await unlink(tmp).catch(() => {})
+      throw err
+    })
+    return 0
+  } finally {
+    await opened.repo.close().catch(() => {})
+  }
 }
 
 function count(text: string | undefined, option: string, fallback: number, min: number, max: number): number {
