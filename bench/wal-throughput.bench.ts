@@ -11,7 +11,7 @@
 
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { appendFile, copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { appendFile, copyFile, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -30,10 +30,13 @@ import { openFsRepo, spawnPgkeep, ensureBuilt, BIN } from '../test/integration/w
 const WAL_MB = Number(process.env.PGKEEP_BENCH_WAL_MB ?? 1024)
 /** Parts to run: stream, get, sync (comma-separated; default all). */
 const PARTS = new Set((process.env.PGKEEP_BENCH_PARTS ?? 'stream,get,sync').split(','))
+/** Rounds of the alternating bursts (default 3). */
+const ROUNDS = Number(process.env.PGKEEP_BENCH_ROUNDS ?? 3)
 /** Extra arguments for the measured `wal stream` (e.g. `--priority normal`). */
 const STREAM_ARGS = (process.env.PGKEEP_BENCH_STREAM_ARGS ?? '').split(' ').filter(Boolean)
 const SEG = 16n << 20n
 const mb = (n: number | bigint) => Number(n) / (1 << 20)
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN
 const results: Record<string, unknown>[] = []
 const report = (line: string, data: Record<string, unknown>) => {
   console.log(line)
@@ -79,32 +82,87 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
     console.log(`load average at start: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (2 cores)`)
     const [{ sys }] = await c.sql<{ sys: string }>('select system_identifier::text sys from pg_control_system()')
 
-    // 1a. pgkeep wal stream.
-    const repoDir = join(work, 'repo')
-    const streamer = spawnPgkeep(['wal', 'stream', '-d', c.url(), '--repo', repoDir, '--slot', 'bench', '--create-slot', '--status-interval', '1', ...STREAM_ARGS])
-    await streamer.waitFor(/streaming cluster/)
-    const storedAt = new Map<string, number>()
-    streamer.child.stderr!.on('data', (d: Buffer) => {
-      for (const m of d.toString().matchAll(/stored segment ([0-9A-F]{24})/g)) storedAt.set(m[1]!, performance.now())
-    })
-    let sample = await sampler(c, 'bench')
-    const cpu0 = await procCpuMs(streamer.child.pid!)
-    const b1 = await burst(c, 'burst1') // always: parts 2 and 3 use its WAL
-    const committedAt = performance.now()
-    const lastName = walName((b1.end - 1n) / SEG - 1n) // the last segment the burst completed
-    while (!storedAt.has(lastName)) await new Promise((r) => setTimeout(r, 50))
-    const caughtUpMs = storedAt.get(lastName)! - committedAt
-    const cpu1 = await procCpuMs(streamer.child.pid!)
-    const lag1 = await sample.stop()
-    const bytes1 = (b1.end - 1n) / SEG * SEG - b1.start
-    report(
-      `pgkeep wal stream: ${mb(b1.end - b1.start).toFixed(0)} MiB of WAL generated in ${(b1.ms / 1000).toFixed(1)} s ` +
-        `(${(mb(b1.end - b1.start) / (b1.ms / 1000)).toFixed(0)} MiB/s at the server); streamer: ${(mb(bytes1) / ((b1.ms + caughtUpMs) / 1000)).toFixed(0)} MiB/s ` +
-        `stored, last segment stored ${(caughtUpMs / 1000).toFixed(2)} s after the commit, max lag ${mb(lag1).toFixed(0)} MiB, streamer CPU ${((cpu1 - cpu0) / 1000).toFixed(1)} s`,
-      { what: 'stream', tool: 'pgkeep', walBytes: Number(b1.end - b1.start), serverMs: b1.ms, caughtUpMs, maxLagBytes: lag1, cpuMs: cpu1 - cpu0 },
-    )
-    streamer.kill('SIGTERM')
-    await streamer.exited
+    // 1. Bursts, alternating pgkeep wal stream / pg_receivewal / no streamer (ROUNDS rounds, medians: this machine is
+    //    shared and noisy). Each streamer is started, allowed to catch up, measured over one burst, and stopped.
+    // PGKEEP_BENCH_REPO_ROOT puts the streamed repository elsewhere (e.g. /dev/shm, to take the disk out).
+    const repoDir = join(process.env.PGKEEP_BENCH_REPO_ROOT ? await mkdtemp(join(process.env.PGKEEP_BENCH_REPO_ROOT, 'pgkeep-walbench-')) : work, 'repo')
+    const receivewal = debianTool('pg_receivewal')
+    const rwDir = join(work, 'receivewal')
+    await mkdir(rwDir)
+    if (receivewal) await execFileP(receivewal, ['-h', '127.0.0.1', '-p', String(c.port), '-U', ROLES.repl, '--slot', 'bench_rw', '--create-slot'], { env: { PGPASSWORD: PASSWORD } })
+    const caughtUp = async (app: string) => {
+      for (;;) {
+        const rows = await c.sql<{ state: string; behind: string }>(
+          `select state, (pg_current_wal_flush_lsn() - write_lsn)::text behind from pg_stat_replication where application_name = $1`, [app])
+        if (rows[0]?.state === 'streaming' && Number(rows[0].behind) < 1 << 20) return
+        await new Promise((r) => setTimeout(r, 200))
+      }
+    }
+    const runs: Record<string, { serverMiBs: number; catchUpMs?: number; lagBytes?: number; cpuMs?: number }[]> = { pgkeep: [], pg_receivewal: [], none: [] }
+    let firstBurst: { start: bigint; end: bigint } | undefined
+    const tools = ['pgkeep', 'pg_receivewal', 'none'].filter((t) => t !== 'pg_receivewal' || receivewal)
+    const rounds = PARTS.has('stream') ? ROUNDS : 1
+    for (let round = 0; round < rounds; round++) {
+      for (const tool of PARTS.has('stream') ? tools : ['pgkeep']) {
+        const table = `burst_${tool.replace(/\W/g, '')}_${round}`
+        if (tool === 'none') {
+          const b = await burst(c, table)
+          runs.none!.push({ serverMiBs: mb(b.end - b.start) / (b.ms / 1000) })
+          await c.sql(`drop table ${table}`)
+          continue
+        }
+        let proc: ReturnType<typeof spawnPgkeep> | undefined
+        let rw: ReturnType<typeof spawn> | undefined
+        if (tool === 'pgkeep') {
+          proc = spawnPgkeep(['wal', 'stream', '-d', c.url(), '--repo', repoDir, '--slot', 'bench', '--create-slot', '--status-interval', '1', ...STREAM_ARGS])
+          await proc.waitFor(/streaming cluster/)
+        } else {
+          rw = spawn(receivewal!, ['-h', '127.0.0.1', '-p', String(c.port), '-U', ROLES.repl, '--slot', 'bench_rw', '-D', rwDir, '-s', '1', '-n'], {
+            env: { PGPASSWORD: PASSWORD, PGAPPNAME: 'bench_rw' }, stdio: 'ignore',
+          })
+        }
+        const app = tool === 'pgkeep' ? 'bench' : 'bench_rw'
+        await caughtUp(app)
+        const storedAt = new Map<string, number>()
+        proc?.child.stderr!.on('data', (d: Buffer) => {
+          for (const m of d.toString().matchAll(/stored segment ([0-9A-F]{24})/g)) storedAt.set(m[1]!, performance.now())
+        })
+        const sample = await sampler(c, app)
+        const cpu0 = proc ? await procCpuMs(proc.child.pid!) : 0
+        const b = await burst(c, table)
+        firstBurst ??= b
+        const committedAt = performance.now()
+        const last = walName((b.end - 1n) / SEG - 1n) // the last segment the burst completed
+        const done = () => (proc ? storedAt.has(last) : existsSync(join(rwDir, last)))
+        while (!done()) await new Promise((r) => setTimeout(r, 20))
+        const catchUpMs = (proc ? storedAt.get(last)! : performance.now()) - committedAt
+        const cpuMs = proc ? (await procCpuMs(proc.child.pid!)) - cpu0 : undefined
+        const lagBytes = await sample.stop()
+        runs[tool]!.push({ serverMiBs: mb(b.end - b.start) / (b.ms / 1000), catchUpMs, lagBytes, cpuMs })
+        await c.sql(`drop table ${table}`)
+        if (rw) {
+          const exited = new Promise((r) => rw!.once('exit', r))
+          rw.kill('SIGINT')
+          await exited
+          // Disk: it restarts from its slot (PostgreSQL 15: READ_REPLICATION_SLOT) with an empty directory.
+          for (const f of await readdir(rwDir)) await rm(join(rwDir, f), { force: true })
+        } else {
+          proc!.kill('SIGTERM')
+          await proc!.exited
+        }
+      }
+    }
+    for (const [tool, rs] of Object.entries(runs)) {
+      if (rs.length === 0) continue
+      const med = (f: (r: (typeof rs)[number]) => number | undefined) => median(rs.map(f).filter((x): x is number => x !== undefined))
+      report(
+        `burst of ~${WAL_MB} MiB, ${rs.length} runs, ${tool}: server generates ${med((r) => r.serverMiBs).toFixed(0)} MiB/s (runs ${rs.map((r) => r.serverMiBs.toFixed(0)).join(' ')})` +
+          (tool === 'none' ? '' : `; last segment stored ${(med((r) => r.catchUpMs) / 1000).toFixed(2)} s after the commit; max lag ${mb(med((r) => r.lagBytes)).toFixed(0)} MiB`) +
+          (tool === 'pgkeep' ? `; streamer CPU ${(med((r) => r.cpuMs) / 1000).toFixed(1)} s per burst` : ''),
+        { what: 'stream', tool, runs: rs },
+      )
+    }
+    const b1 = firstBurst!
 
     // The storing side alone: the burst's segments from pg_wal fed to a WalSegmentWriter in this process (128 KiB
     // chunks, as XLogData brings them), into a fresh repository. Its rate is what the streamer can absorb.
@@ -132,39 +190,6 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
           `stored ${mb(stats.storedBytes).toFixed(0)} MiB (${(fed / Math.max(1, stats.storedBytes)).toFixed(1)}x compression)`,
         { what: 'capacity', bytes: fed, ms, storedBytes: stats.storedBytes },
       )
-    }
-
-    // 1b. pg_receivewal to a directory (reference).
-    const receivewal = debianTool('pg_receivewal')
-    if (receivewal && PARTS.has('stream')) {
-      const dir = join(work, 'receivewal')
-      await mkdir(dir)
-      await execFileP(receivewal, ['-h', '127.0.0.1', '-p', String(c.port), '-U', ROLES.repl, '--slot', 'bench_rw', '--create-slot'], { env: { PGPASSWORD: PASSWORD } })
-      const rw = spawn(receivewal, ['-h', '127.0.0.1', '-p', String(c.port), '-U', ROLES.repl, '--slot', 'bench_rw', '-D', dir, '-s', '1', '-n'], {
-        env: { PGPASSWORD: PASSWORD, PGAPPNAME: 'bench_rw' }, stdio: 'ignore',
-      })
-      await new Promise((r) => setTimeout(r, 1000))
-      sample = await sampler(c, 'bench_rw')
-      const b2 = await burst(c, 'burst2')
-      const committed2 = performance.now()
-      const last2 = walName((b2.end - 1n) / SEG - 1n)
-      while (!existsSync(join(dir, last2))) await new Promise((r) => setTimeout(r, 50))
-      const caught2 = performance.now() - committed2
-      const lag2 = await sample.stop()
-      rw.kill('SIGINT')
-      report(
-        `pg_receivewal 15 -D dir: ${mb(b2.end - b2.start).toFixed(0)} MiB in ${(b2.ms / 1000).toFixed(1)} s at the server ` +
-          `(${(mb(b2.end - b2.start) / (b2.ms / 1000)).toFixed(0)} MiB/s); last segment written ${(caught2 / 1000).toFixed(2)} s after the commit, max lag ${mb(lag2).toFixed(0)} MiB`,
-        { what: 'stream', tool: 'pg_receivewal', walBytes: Number(b2.end - b2.start), serverMs: b2.ms, caughtUpMs: caught2, maxLagBytes: lag2 },
-      )
-    }
-
-    // 1c. No streamer: the server alone.
-    if (PARTS.has('stream')) {
-      const b3 = await burst(c, 'burst3')
-      report(`no streamer: ${mb(b3.end - b3.start).toFixed(0)} MiB in ${(b3.ms / 1000).toFixed(1)} s (${(mb(b3.end - b3.start) / (b3.ms / 1000)).toFixed(0)} MiB/s)`, {
-        what: 'stream', tool: 'none', walBytes: Number(b3.end - b3.start), serverMs: b3.ms,
-      })
     }
 
     if (PARTS.has('get')) await getPart()
