@@ -28,14 +28,17 @@ export function formatSvg(title: string, groups: GroupSpec[], rows: VariantSumma
     for (const r of mine) {
       const w = Math.max(1, (r.wallMs / scaleMs) * BAR_W)
       const ratio = r.ratio === null ? '' : ` · ${r.ratio.toFixed(2)}×`
+      const ref = refMs(r.spec.ref)
+      const goalX = r.spec.goalRatio !== undefined && ref !== undefined ? ((r.spec.goalRatio * ref) / scaleMs) * BAR_W : undefined
+      // The value goes right of the bar, and of the goal mark when that lies beyond the bar.
+      const textX = LABEL_W + Math.max(w, (goalX ?? 0) + 2) + 6
       parts.push(
         `<text x="${LABEL_W - 8}" y="${y + 15}" font-size="12" text-anchor="end">${escapeXml(r.spec.name)}</text>`,
         `<rect x="${LABEL_W}" y="${y + 4}" width="${w.toFixed(1)}" height="${ROW_H - 8}" fill="${COLORS[r.spec.side]}"/>`,
-        `<text x="${(LABEL_W + w + 6).toFixed(1)}" y="${y + 15}" font-size="12">${(r.wallMs / 1000).toFixed(2)} s${ratio}</text>`,
+        `<text x="${textX.toFixed(1)}" y="${y + 15}" font-size="12">${(r.wallMs / 1000).toFixed(2)} s${ratio}</text>`,
       )
-      const ref = refMs(r.spec.ref)
-      if (r.spec.goalRatio !== undefined && ref !== undefined) {
-        const gx = LABEL_W + ((r.spec.goalRatio * ref) / scaleMs) * BAR_W
+      if (goalX !== undefined) {
+        const gx = LABEL_W + goalX
         parts.push(`<line x1="${gx.toFixed(1)}" y1="${y + 1}" x2="${gx.toFixed(1)}" y2="${y + ROW_H - 1}" stroke="#d62728" stroke-width="2"><title>goal: ≤ ${r.spec.goalRatio} × ${escapeXml(r.spec.ref ?? '')}</title></line>`)
       }
       y += ROW_H
