@@ -76,13 +76,20 @@ export function bootId(): string {
   return cachedBootId
 }
 
-/** True when process `pid` exists (EPERM: it exists but is not ours). */
+/**
+ * True when process `pid` exists and has not exited. A zombie (exited, not yet reaped: the detached daemon is
+ * adopted by PID 1, which in a container may not reap) counts as gone.
+ */
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)
-    return true
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false
+  }
+  try {
+    return !/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return true // no /proc: the signal test decides
   }
 }
 

@@ -58,7 +58,8 @@ ${REPO_USAGE}
       // imported here: it imports every command).
       const e = err as Error & { hint?: string; detail?: string }
       ctx.stderr.write(`pgkeep: error: ${e.message}\n${e.detail ? `DETAIL: ${e.detail}\n` : ''}${isPgkeepError(err) && e.hint ? `HINT: ${e.hint}\n` : ''}`)
-      return WAL_GET_FAILURE_EXIT
+      // The daemon exits 0 or 1 only (see runDaemon).
+      return args.includes('--daemon') ? 1 : WAL_GET_FAILURE_EXIT
     }
   },
 }
@@ -168,6 +169,15 @@ async function runDaemon(
   o: { prefetch: number; concurrency: number; lingerMs: number },
 ): Promise<number> {
   if (!values.spool) throw new UsageError('--daemon needs --spool')
+  // Orphaned, the daemon is adopted by PID 1, which in a container may be the postmaster itself: it takes any
+  // exit status but 0 and 1 of a child for a crashed backend and restarts the whole server. So nothing but 0 or 1.
+  const bail = (err: unknown) => {
+    void appendFile(spoolPaths(values.spool!).logFile, `${new Date().toISOString()} daemon crashed: ${String((err as Error)?.stack ?? err)}\n`)
+      .catch(() => {})
+      .finally(() => process.exit(1))
+  }
+  process.on('uncaughtException', bail)
+  process.on('unhandledRejection', bail)
   const paths = spoolPaths(values.spool)
   if (!(await acquireSpool(paths, { repo: values.repo ?? '', cluster: values.cluster ?? null }))) return 0
   // Appended to across daemons (one recovery may start several); restarted when it grows large.
