@@ -31,7 +31,8 @@ export function startPgbench(c: Cluster, clients = 2): { stop: () => Promise<voi
   const child: ChildProcess = spawn(pgbench, ['-n', '-c', String(clients), '-T', '600', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', 'postgres'], { stdio: 'ignore' })
   return {
     stop: async () => {
-      if (child.exitCode !== null) return
+      // Already gone (exited, or killed by a signal): nothing to wait for.
+      if (child.exitCode !== null || child.signalCode !== null) return
       const done = new Promise((r) => child.once('exit', r))
       child.kill('SIGINT')
       await done
