@@ -155,11 +155,17 @@ async function measured(
 ): Promise<Measured> {
   await syncDisks()
   if (isProfileRun(run)) {
-    // Not recorded: profiling slows the process. NODE_OPTIONS reaches every node process the command starts.
-    const profiled = spec.side === 'pgkeep'
-    if (profiled) await rm(profileDir(spec), { recursive: true, force: true })
-    const opts = profiled ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${profileDir(spec)}` } : {}
-    const m = await measure(cmd, args, { ...runEnv, ...opts })
+    // Not recorded: profiling slows the process. pgkeep runs through a wrapper that adds --cpu-prof (Node 20 does
+    // not take it from NODE_OPTIONS); the WAL loops find the wrapper in $PGKEEP.
+    let profiled = { cmd, env: runEnv }
+    if (spec.side === 'pgkeep') {
+      const dir = profileDir(spec)
+      await rm(dir, { recursive: true, force: true })
+      const wrapper = join(ctx.work, `profiled-${slug(spec.name)}.sh`)
+      await writeFile(wrapper, `#!/bin/sh\nexec "${process.execPath}" --max-semi-space-size=32 --cpu-prof --cpu-prof-dir="${dir}" "${BIN}" "$@"\n`, { mode: 0o755 })
+      profiled = { cmd: cmd === BIN ? wrapper : cmd, env: { ...runEnv, PGKEEP: wrapper } }
+    }
+    const m = await measure(profiled.cmd, args, profiled.env)
     if (after) await after(m)
     return m
   }
