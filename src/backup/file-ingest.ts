@@ -238,7 +238,7 @@ export class ExtentBuilder {
       // Changed pages are never all zeros (those are holes); the fallback keeps the result right regardless.
       id = f.id ?? this.sink.blobIdOf(f.window)
       if (this.onPageHash) {
-        const hashes = f.pageHashes ?? Buffer.alloc(pending.length * PAGE_HASH_BYTES)
+        const hashes = f.pageHashes ?? Buffer.alloc((f.window.length / PAGE_BYTES) * PAGE_HASH_BYTES)
         for (const e of pending) {
           if (e.blob !== '') continue
           const at = (e.blobOffset / PAGE_BYTES) * PAGE_HASH_BYTES
