@@ -268,7 +268,7 @@ export class WindowPool {
 
 /** Process-wide settings of the pools ingest uses; the CLI sets them from its options and environment. */
 export interface IngestWorkerSettings {
-  /** Worker threads per pool: 'auto' (the default) leaves the main thread a core; 0 runs everything on the main thread. */
+  /** Worker threads per pool: 'auto' (the default, see defaultIngestWorkers); 0 runs everything on the main thread. */
   workers?: number | 'auto'
   /** Relation files smaller than this are hashed on the main thread (a round trip costs more than the work). */
   minPooledFileBytes?: number
@@ -324,11 +324,14 @@ export function ingestWorkerSettings(): Readonly<Settings> {
 }
 
 /**
- * Worker threads for `parallelism` cores: one core stays with the main thread, which parses the protocol and the
- * tar stream and places results; at least one worker, at most MAX_DEFAULT_WORKERS.
+ * Worker threads for `parallelism` cores: one core stays with the main thread (protocol, tar, placing results) and
+ * one with the rest of a backup (PostgreSQL's WAL sender when it runs on the same host, V8's GC threads, the WAL
+ * stream); at most MAX_DEFAULT_WORKERS. So none on 2 cores: there, measured on a shared 2-core machine
+ * (bench/profile-backup.bench.ts), one worker halved the main thread's CPU but left no core free to use it: wall
+ * time 0 to 11 % worse, +8 % CPU, +25 MB peak RSS. configureIngestWorkers({ workers }) overrides this.
  */
 export function defaultIngestWorkers(parallelism = availableParallelism()): number {
-  return Math.max(1, Math.min(MAX_DEFAULT_WORKERS, parallelism - 1))
+  return Math.max(0, Math.min(MAX_DEFAULT_WORKERS, parallelism - 2))
 }
 
 /**

@@ -356,8 +356,8 @@ describe('WindowPool', () => {
     }
   })
 
-  it('leaves the main thread a core', () => {
-    expect([1, 2, 3, 4, 8, 64].map((n) => defaultIngestWorkers(n))).toEqual([1, 1, 2, 3, 4, 4])
+  it('leaves a core to the main thread and one to the rest of the backup', () => {
+    expect([1, 2, 3, 4, 6, 8, 64].map((n) => defaultIngestWorkers(n))).toEqual([0, 0, 1, 2, 4, 4, 4])
   })
 })
 
