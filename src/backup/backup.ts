@@ -23,6 +23,7 @@ import {
   BACKUP_FORMAT_VERSION,
   ensureClusterRecord,
   listBackups,
+  assertSoundBackupRecord,
   newBackupId,
   writeBackupRecord,
 } from '../repo/backup-record.js'
@@ -118,6 +119,7 @@ export async function takeBackup(o: BackupOptions): Promise<BackupResult> {
     let parent: BackupRecord | undefined
     if ((o.type ?? 'auto') !== 'full') {
       parent = (await listBackups(o.repo, facts.systemId, { signal: o.signal })).at(-1)
+      if (parent) assertSoundBackupRecord(parent)
       if (!parent && o.type === 'incremental') {
         throw new UsageError(`there is no earlier backup of cluster ${facts.systemId} to base an incremental backup on`, {
           hint: 'take a full backup first, or use --type auto to take a full one when there is none',

@@ -1,7 +1,8 @@
 // Where the repository passphrase comes from: `--passphrase-file F`, else the file named by PGKEEP_PASSPHRASE_FILE,
 // else PGKEEP_PASSPHRASE. Never the command line, where `ps` and shell history would show it (invariant 7).
 
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
+import type { Writable } from 'node:stream'
 import { ConfigError, UsageError } from '../errors.js'
 
 /** parseArgs option of every command that opens a repository. */
@@ -28,13 +29,22 @@ export interface PassphraseSource {
 
 /**
  * Reads the passphrase from the first source that is set: `file`, PGKEEP_PASSPHRASE_FILE, PGKEEP_PASSPHRASE.
- * Returns undefined when none is set. An unreadable or empty file is a ConfigError naming it.
+ * Returns undefined when none is set. An unreadable or empty file is a ConfigError naming it; a file that other
+ * users may read gets a warning on `stderr` (the passphrase is still used: refusing would stop WAL archiving).
  */
-export async function readPassphrase(file: string | undefined, env: Readonly<Record<string, string | undefined>>): Promise<PassphraseSource | undefined> {
+export async function readPassphrase(
+  file: string | undefined,
+  env: Readonly<Record<string, string | undefined>>,
+  stderr?: Writable,
+): Promise<PassphraseSource | undefined> {
   const path = file ?? (env.PGKEEP_PASSPHRASE_FILE || undefined)
   if (path !== undefined) {
     let text: string
     try {
+      const mode = (await stat(path)).mode & 0o777
+      if ((mode & 0o077) !== 0) {
+        stderr?.write(`pgkeep: warning: passphrase file '${path}' can be read or written by other users (mode ${mode.toString(8).padStart(4, '0')})\nHINT: chmod 600 '${path}'\n`)
+      }
       text = await readFile(path, 'utf8')
     } catch (cause) {
       throw new ConfigError(`cannot read passphrase file '${path}': ${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message}`, {

@@ -42,7 +42,7 @@ export async function openRepoForCommand(
   o: { createIfEmpty?: boolean; compress?: string } = {},
 ): Promise<OpenedRepo> {
   const url = requireRepo(values, command)
-  const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env))?.passphrase
+  const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env, ctx.stderr))?.passphrase
   const storage = await openStorage(url, ctx.env)
   let created = false
   let repo: Repository

@@ -3,7 +3,9 @@
 // cluster with its readable name. Backup ids sort by time, so the newest backup of a cluster is the greatest key.
 
 import { randomBytes } from 'node:crypto'
-import { AlreadyExistsError, NotFoundError } from '../errors.js'
+import { AlreadyExistsError, IntegrityError, NotFoundError } from '../errors.js'
+import { absoluteLocationProblem, printableName, tablespaceOidProblem } from '../pg/data-dir-entry.js'
+import { parseLsn } from '../pg/lsn.js'
 import type { BlobId } from './blob.js'
 import type { FileListSummary } from './file-list.js'
 import type { Repository } from './repository.js'
@@ -99,4 +101,87 @@ export async function ensureClusterRecord(repo: Repository, systemId: string, na
     return (await repo.readRecord<ClusterRecord>(CLUSTER_RECORD_KIND, systemId, o)).value
   }
   return rec
+}
+
+const BACKUP_ID = /^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$/
+const SYSTEM_ID = /^[1-9][0-9]{0,19}$/
+const BLOB_ID = /^[0-9a-f]{64}$/
+const MAX_TIMELINE = 0xffff_ffff
+
+/**
+ * What is wrong with a backup record read from a repository, or an empty list. A repository is untrusted input
+ * (invariant 8): restore derives paths from the tablespaces and the file list's chunks, so those are checked to
+ * be what pgkeep writes before anything uses them; `verify` reports the same list.
+ */
+export function backupRecordProblems(rec: BackupRecord): string[] {
+  const problems: string[] = []
+  const lsn = (text: unknown) => {
+    try {
+      return typeof text === 'string' ? parseLsn(text) : undefined
+    } catch {
+      return undefined
+    }
+  }
+  if (typeof rec.id !== 'string' || !BACKUP_ID.test(rec.id)) problems.push(`its id '${printableName(rec.id)}' is malformed`)
+  if (typeof rec.systemId !== 'string' || !SYSTEM_ID.test(rec.systemId)) problems.push(`its system identifier '${printableName(rec.systemId)}' is malformed`)
+  if (!Number.isInteger(rec.timeline) || rec.timeline < 1 || rec.timeline > MAX_TIMELINE) problems.push(`its timeline ${String(rec.timeline)} is malformed`)
+  const start = lsn(rec.startLsn)
+  const end = lsn(rec.endLsn)
+  if (start === undefined || end === undefined || end < start) problems.push(`its WAL range '${printableName(rec.startLsn)}'..'${printableName(rec.endLsn)}' is malformed`)
+  const seg = rec.walSegmentSizeBytes
+  if (!Number.isInteger(seg) || seg < 1 << 20 || seg > 1 << 30 || (seg & (seg - 1)) !== 0) problems.push(`its WAL segment size ${String(seg)} is not a power of two from 1 MiB to 1 GiB`)
+  if (!Array.isArray(rec.tablespaces)) problems.push('its tablespace list is malformed')
+  else {
+    const oids = new Set<number>()
+    const locations = new Set<string>()
+    for (const t of rec.tablespaces) {
+      const oidProblem = tablespaceOidProblem(t?.oid)
+      if (oidProblem || typeof t.oid !== 'number') {
+        problems.push(oidProblem ?? `tablespace oid ${JSON.stringify(t?.oid)} is not a number`)
+        continue
+      }
+      const locProblem = absoluteLocationProblem(t.location)
+      if (locProblem) problems.push(`tablespace ${t.oid}: ${locProblem} ('${printableName(t.location)}')`)
+      if (oids.has(t.oid)) problems.push(`tablespace ${t.oid} is listed twice`)
+      if (locations.has(t.location)) problems.push(`two tablespaces share the location '${printableName(t.location)}'`)
+      oids.add(t.oid)
+      locations.add(t.location)
+    }
+  }
+  const chunks = rec.files?.chunks
+  if (!Array.isArray(chunks) || !Number.isSafeInteger(rec.files.count)) problems.push('its file list summary is malformed')
+  else {
+    let count = 0
+    let last: string | undefined
+    for (const c of chunks) {
+      if (typeof c?.first !== 'string' || typeof c.last !== 'string' || !(c.first <= c.last) || !Number.isSafeInteger(c.count) || c.count < 1 || !BLOB_ID.test(String(c.blob))) {
+        problems.push('a chunk of its file list summary is malformed')
+        break
+      }
+      if (last !== undefined && !(last < c.first)) {
+        problems.push(`the chunks of its file list overlap or are out of order at '${printableName(c.first)}'`)
+        break
+      }
+      last = c.last
+      count += c.count
+    }
+    if (problems.length === 0 && count !== rec.files.count) problems.push(`its file list chunks hold ${count} entries, the record says ${rec.files.count}`)
+  }
+  if (!Array.isArray(rec.serverManifest) || !rec.serverManifest.every((id) => typeof id === 'string' && BLOB_ID.test(id))) {
+    problems.push("its list of the server manifest's blobs is malformed")
+  }
+  return problems
+}
+
+/**
+ * Throws when a backup record read from a repository breaks the rules of {@link backupRecordProblems}.
+ * @throws IntegrityError naming the backup and the first problem
+ */
+export function assertSoundBackupRecord(rec: BackupRecord): void {
+  const problems = backupRecordProblems(rec)
+  if (problems.length > 0) {
+    throw new IntegrityError(`backup record '${printableName(rec.id)}' is not usable: ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more problems)` : ''}`, {
+      hint: "the repository is damaged or was altered; run 'pgkeep verify' and restore another backup with --backup",
+    })
+  }
 }

@@ -3,7 +3,8 @@
 // the chunk directory, so neither writing nor reading a backup holds every entry of a huge cluster at once when
 // reading, and lookups by path load one chunk.
 
-import { FormatError } from '../errors.js'
+import { FormatError, IntegrityError } from '../errors.js'
+import { dataDirEntryProblem, printableName } from '../pg/data-dir-entry.js'
 import type { BlobId } from './blob.js'
 import type { Extent } from './file-map.js'
 
@@ -68,15 +69,64 @@ function pack(e: FileEntry): Packed {
   ]
 }
 
+const BLOB_ID = /^[0-9a-f]{64}$/
+const CRC_HEX = /^[0-9a-f]{8}$/
+const TYPES = { f: 'file', d: 'directory', l: 'symlink' } as const
+const isCount = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0
+
+/**
+ * Decodes one entry and checks it against the data-directory rule (src/pg/data-dir-entry.ts) and its own shape:
+ * a repository is untrusted input (invariant 8), so an entry that could lead a restore astray is an integrity
+ * error naming it, never something to make sense of.
+ */
 function unpack(p: Packed, where: string): FileEntry {
-  if (!Array.isArray(p) || p.length !== 9 || typeof p[0] !== 'string') throw new FormatError(`${where}: malformed file entry`)
-  const e: FileEntry = { path: p[0], type: p[1] === 'f' ? 'file' : p[1] === 'd' ? 'directory' : 'symlink', mode: p[2], mtime: p[3], sizeBytes: p[4] }
-  if (p[5] !== null) e.crc32c = p[5]
-  if (p[6] !== null) e.extents = p[6].map((x) => ({ offset: x[0] as number, length: x[1] as number, blob: x[2] as string | null, blobOffset: x[3] as number }))
-  if (p[7] !== null) e.fileMap = p[7]
-  if (p[8] !== null) e.linkTarget = p[8]
+  if (!Array.isArray(p) || p.length !== 9 || typeof p[0] !== 'string') throw new IntegrityError(`${where}: malformed file entry`, { hint: DAMAGED_HINT })
+  const bad = (why: string) => new IntegrityError(`${where}: entry '${printableName(p[0])}' ${why}`, { hint: DAMAGED_HINT })
+  const type = TYPES[p[1] as keyof typeof TYPES]
+  if (type === undefined) throw bad(`has unknown type ${JSON.stringify(p[1])}`)
+  const [, , mode, mtime, sizeBytes, crc, extents, fileMap, linkTarget] = p
+  if (!Number.isInteger(mode) || !Number.isSafeInteger(mtime) || !isCount(sizeBytes)) throw bad('has a malformed mode, time or size')
+  const e: FileEntry = { path: p[0], type, mode, mtime, sizeBytes }
+  if (crc !== null) {
+    if (typeof crc !== 'string' || !CRC_HEX.test(crc)) throw bad('has a malformed CRC-32C')
+    e.crc32c = crc
+  }
+  if (extents !== null) e.extents = unpackExtents(extents, sizeBytes, bad)
+  if (fileMap !== null) {
+    if (typeof fileMap !== 'string' || !BLOB_ID.test(fileMap)) throw bad('has a malformed file map id')
+    e.fileMap = fileMap
+  }
+  if (linkTarget !== null) {
+    if (typeof linkTarget !== 'string') throw bad('has a malformed link target')
+    e.linkTarget = linkTarget
+  }
+  const problem = dataDirEntryProblem(e)
+  if (problem) throw bad(`is not allowed: ${problem}`)
+  if (type !== 'file' && (sizeBytes !== 0 || e.extents || e.fileMap || e.crc32c)) throw bad(`is a ${type} with content`)
+  if (e.extents && e.fileMap) throw bad('has both inline extents and a file map')
+  if (type === 'file' && !e.extents && !e.fileMap && sizeBytes !== 0) throw bad(`has ${sizeBytes} bytes but no content`)
   return e
 }
+
+/** Inline extents: well-formed and tiling [0, sizeBytes) in order, as file maps must (file-map.ts checkShape). */
+function unpackExtents(raw: unknown, sizeBytes: number, bad: (why: string) => Error): Extent[] {
+  if (!Array.isArray(raw)) throw bad('has malformed extents')
+  const out: Extent[] = []
+  let at = 0
+  for (const x of raw) {
+    if (!Array.isArray(x) || x.length !== 4) throw bad('has a malformed extent')
+    const [offset, length, blob, blobOffset] = x
+    if (!isCount(offset) || !isCount(length) || length === 0 || !isCount(blobOffset)) throw bad('has an extent with a malformed offset or length')
+    if (blob !== null && (typeof blob !== 'string' || !BLOB_ID.test(blob))) throw bad('has an extent with a malformed blob id')
+    if (offset !== at) throw bad(`has extents that do not tile the file: one starts at ${offset}, expected ${at}`)
+    at += length
+    out.push({ offset, length, blob, blobOffset: blob === null ? 0 : blobOffset })
+  }
+  if (at !== sizeBytes) throw bad(`has extents covering ${at} bytes of a ${sizeBytes}-byte file`)
+  return out
+}
+
+const DAMAGED_HINT = "the repository's file list is damaged or was altered; run 'pgkeep verify' and restore another backup with --backup"
 
 const byPath = (a: FileEntry, b: FileEntry) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)
 
@@ -113,7 +163,12 @@ export class FileListWriter {
   }
 }
 
-export function decodeChunk(bytes: Buffer, where: string): FileEntry[] {
+/**
+ * Decodes a chunk of a file list: every entry checked (see unpack), paths strictly increasing, and, when the
+ * chunk's summary is given, its first and last paths and count as the backup record says.
+ * @throws IntegrityError naming `where` and the entry
+ */
+export function decodeChunk(bytes: Buffer, where: string, expected?: FileListChunk): FileEntry[] {
   const out: FileEntry[] = []
   for (const line of bytes.toString('utf8').split('\n')) {
     if (line === '') continue
@@ -121,9 +176,19 @@ export function decodeChunk(bytes: Buffer, where: string): FileEntry[] {
     try {
       p = JSON.parse(line)
     } catch {
-      throw new FormatError(`${where}: a file entry is not valid JSON`)
+      throw new IntegrityError(`${where}: a file entry is not valid JSON`, { hint: DAMAGED_HINT })
     }
-    out.push(unpack(p, where))
+    const e = unpack(p, where)
+    const prev = out[out.length - 1]
+    if (prev && !(prev.path < e.path)) {
+      throw new IntegrityError(`${where}: entry '${printableName(e.path)}' is out of order or listed twice`, { hint: DAMAGED_HINT })
+    }
+    out.push(e)
+  }
+  if (expected && (out.length !== expected.count || out[0]?.path !== expected.first || out[out.length - 1]?.path !== expected.last)) {
+    throw new IntegrityError(`${where}: holds ${out.length} entries from '${printableName(out[0]?.path)}' to '${printableName(out[out.length - 1]?.path)}', the backup record says ${expected.count} from '${printableName(expected.first)}' to '${printableName(expected.last)}'`, {
+      hint: DAMAGED_HINT,
+    })
   }
   return out
 }
@@ -132,16 +197,22 @@ export function decodeChunk(bytes: Buffer, where: string): FileEntry[] {
 export class FileListReader {
   private readonly cache = new Map<number, Map<string, FileEntry>>()
 
+  /**
+   * @param owner names the list in messages, e.g. `backup 20261121T055301Z-3fa9c2`
+   */
   constructor(
     private readonly source: MetaSource,
     readonly summary: FileListSummary,
     private readonly cacheChunks = 8,
+    private readonly owner = 'backup',
   ) {}
 
   async *entries(o: { signal?: AbortSignal } = {}): AsyncGenerator<FileEntry> {
-    for (const c of this.summary.chunks) {
-      for (const e of decodeChunk(await this.source.readBlob(c.blob, o), `file list chunk '${c.blob}'`)) yield e
-    }
+    for (const c of this.summary.chunks) yield* await this.#decode(c, o)
+  }
+
+  #decode(c: FileListChunk, o: { signal?: AbortSignal }): Promise<FileEntry[]> {
+    return this.source.readBlob(c.blob, o).then((bytes) => decodeChunk(bytes, `${this.owner}, file list chunk '${c.blob}'`, c))
   }
 
   async get(path: string, o: { signal?: AbortSignal } = {}): Promise<FileEntry | undefined> {
@@ -165,8 +236,7 @@ export class FileListReader {
       this.cache.set(i, m)
       return m
     }
-    const c = this.summary.chunks[i]
-    m = new Map(decodeChunk(await this.source.readBlob(c.blob, o), `file list chunk '${c.blob}'`).map((e) => [e.path, e]))
+    m = new Map((await this.#decode(this.summary.chunks[i]!, o)).map((e) => [e.path, e]))
     this.cache.set(i, m)
     if (this.cache.size > this.cacheChunks) this.cache.delete(this.cache.keys().next().value!)
     return m

@@ -1,9 +1,10 @@
 // Before a delta restore writes anything, everything in the data directory and in the tablespaces' version
 // directories that the backup does not have is removed (old WAL in pg_wal included), and so is anything of the
 // wrong type. It walks only the data directory and, inside each tablespace location, the directories the backup
-// has there: other versions' directories beside them and anything a symlink points to are left alone.
+// has there: other versions' directories beside them and anything a symlink points to are left alone (a link is
+// removed as a link, never followed; prepare-target.ts has proven every location to be the target's own).
 
-import { lstat, readdir, rm, stat } from 'node:fs/promises'
+import { lstat, readdir, readlink, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { FileEntry } from '../repo/file-list.js'
 
@@ -22,6 +23,8 @@ export interface CleanupResult {
   /** Files, links and directories removed (a directory counts once, whatever it held). */
   removed: number
   removedPaths: string[]
+  /** Where pg_wal pointed when it was a link (initdb -X): the link was removed, its target left alone. */
+  walLinkRemoved?: string
 }
 
 /** Removes what the backup does not have. Only the first 100 paths are reported. */
@@ -54,10 +57,12 @@ export async function removeExtraneous(o: CleanupOptions): Promise<CleanupResult
       }
       if (entry.type === 'directory') {
         if (st.isDirectory()) await walk(abs, rel)
-        else if (st.isSymbolicLink() && rel === 'pg_wal' && (await stat(abs).catch(() => undefined))?.isDirectory()) {
-          // pg_wal kept on another disk through a link (initdb -X): keep the link, clean what it holds.
-          await walk(abs, rel)
-        } else await remove(abs, rel)
+        else {
+          // pg_wal kept elsewhere through a link (initdb -X) is restored as a directory: what the link led to may
+          // be shared or live, so it is not ours to clean.
+          if (rel === 'pg_wal' && st.isSymbolicLink()) result.walLinkRemoved = await readlink(abs)
+          await remove(abs, rel)
+        }
       } else if (entry.type === 'file') {
         if (!st.isFile()) await remove(abs, rel)
       } else {

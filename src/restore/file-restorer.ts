@@ -1,11 +1,14 @@
 // Writes one backed-up file (or one piece of a large one) into the target directory: every byte comes from a
-// verified blob, holes stay sparse, modes and times are set when the last piece is done. In delta mode it first
-// compares what is there: relation files page by page against the backup's page hashes (rewriting only differing
-// pages), other files by CRC-32C when the backup knows it.
+// verified blob, holes stay sparse, modes and times are set when the last piece is done, and the CRC-32C of what
+// is on disk is computed as it is written (pieces apart, then combined) and compared with the one the backup
+// recorded. In delta mode it first compares what is there: relation files page by page against the backup's page
+// hashes (rewriting only differing pages), other files by CRC-32C when the backup knows it. Files are reached
+// only through the target tree: never through a link.
 
-import { lstat, open, rm, type FileHandle } from 'node:fs/promises'
+import { lstat, rm, type FileHandle } from 'node:fs/promises'
 import { IntegrityError, isPgkeepError } from '../errors.js'
-import { crc32cFinal, crc32cHexLE, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
+import { crc32c, crc32cCombine, crc32cFinal, crc32cHexLE, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
+import { restoredMode } from '../pg/data-dir-entry.js'
 import type { BlobId } from '../repo/blob.js'
 import type { FileEntry } from '../repo/file-list.js'
 import { decodeFileMap, type Extent, type FileMap, PAGE_BYTES, PAGE_HASH_BYTES, WINDOW_BYTES } from '../repo/file-map.js'
@@ -13,6 +16,7 @@ import type { Repository } from '../repo/repository.js'
 import type { BlobCache } from './blob-cache.js'
 import type { DecodePool } from './decode-pool.js'
 import { pageHashesOf } from './page-hashes.js'
+import { openNoFollow, type TargetTree } from './target-tree.js'
 import type { Spawn } from './task-pool.js'
 
 /** Files larger than this are cut into pieces that several workers write at once. */
@@ -29,12 +33,12 @@ const WRITES_IN_FLIGHT = 4
 const ZEROS = Buffer.alloc(WINDOW_BYTES)
 
 /** A file of the backup, or a byte range of one that was split. */
-export type FileTask = { kind: 'file'; entry: FileEntry } | { kind: 'piece'; file: SplitFile; offset: number; lengthBytes: number }
+export type FileTask = { kind: 'file'; entry: FileEntry } | { kind: 'piece'; file: SplitFile; index: number; offset: number; lengthBytes: number }
 
 /** What a finished file reports (once per file, after its last piece). */
 export interface FileDone {
   entry: FileEntry
-  /** CRC-32C of the content on disk (the backup's, or computed while writing). */
+  /** CRC-32C of the content on disk, computed while writing or comparing (equal to the backup's when it has one). */
   crc32c: string
   /** Bytes written into this file (a delta restore writes only what differed). */
   bytesWritten: number
@@ -53,8 +57,8 @@ export interface FileRestorerContext {
   /** Worker threads for page hashing (undefined: this thread hashes). */
   pool?: DecodePool
   signal?: AbortSignal
-  /** Absolute path of a file of the backup in the target. */
-  targetPath(path: string): string
+  /** Where the backup's files go. */
+  target: TargetTree
   /** Called once per file when it is complete on disk. */
   onDone(done: FileDone): Promise<void> | void
   /** Bytes of the backup covered so far, and bytes written, as they happen. */
@@ -71,9 +75,11 @@ export interface SplitFile {
   remaining: number
   bytesWritten: number
   changed: boolean
+  /** CRC-32C of each piece, combined in order when the last one is done. */
+  pieceCrcs: number[]
 }
 
-type CrcState = { value: number } | undefined
+type CrcState = { value: number }
 
 /** Restores files; one instance serves every worker of a restore. */
 export class FileRestorer {
@@ -81,12 +87,12 @@ export class FileRestorer {
 
   /** Runs one task of the pool. */
   async run(task: FileTask, spawn: Spawn<FileTask>): Promise<void> {
-    if (task.kind === 'piece') return this.#piece(task.file, task.offset, task.lengthBytes)
+    if (task.kind === 'piece') return this.#piece(task.file, task.index, task.offset, task.lengthBytes)
     return this.#file(task.entry, spawn)
   }
 
   async #file(entry: FileEntry, spawn: Spawn<FileTask>): Promise<void> {
-    const path = this.ctx.targetPath(entry.path)
+    const path = await this.ctx.target.prepare(entry.path)
     if (this.ctx.delta) {
       const st = await lstat(path).catch((err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') return undefined
@@ -97,18 +103,18 @@ export class FileRestorer {
     }
     const map = entry.fileMap ? await this.#fileMap(entry) : undefined
     const extents = map?.extents ?? entry.extents ?? []
-    const fh = await open(path, 'w', entry.mode & 0o777)
+    const fh = await openNoFollow(path, 'create', restoredMode('file', entry.mode))
     try {
       // The file gets its final size first: holes stay sparse, and pieces can be written in any order.
       await fh.truncate(entry.sizeBytes)
-      if (entry.crc32c !== undefined && entry.sizeBytes > SPLIT_BYTES) {
+      if (entry.sizeBytes > SPLIT_BYTES) {
         await fh.close()
         this.#split(entry, path, extents, undefined, spawn)
         return
       }
-      const crc: CrcState = entry.crc32c === undefined ? { value: crc32cInit() } : undefined
+      const crc: CrcState = { value: crc32cInit() }
       const written = await this.#writeRange(fh, entry, extents, 0, entry.sizeBytes, crc)
-      await this.#complete(fh, entry, crc, written, true)
+      await this.#complete(fh, entry, crc32cFinal(crc.value), written, true)
     } finally {
       await fh.close().catch(() => {})
     }
@@ -116,46 +122,55 @@ export class FileRestorer {
 
   /** Cuts a file into piece tasks; with `map` the pieces compare before writing (delta). */
   #split(entry: FileEntry, path: string, extents: Extent[], map: FileMap | undefined, spawn: Spawn<FileTask>, changed = false): void {
-    const file: SplitFile = { entry, path, extents, map, remaining: 0, bytesWritten: 0, changed }
+    const file: SplitFile = { entry, path, extents, map, remaining: 0, bytesWritten: 0, changed, pieceCrcs: [] }
     const pieces: FileTask[] = []
     for (let off = 0; off < entry.sizeBytes; off += PIECE_BYTES) {
-      pieces.push({ kind: 'piece', file, offset: off, lengthBytes: Math.min(PIECE_BYTES, entry.sizeBytes - off) })
+      pieces.push({ kind: 'piece', file, index: pieces.length, offset: off, lengthBytes: Math.min(PIECE_BYTES, entry.sizeBytes - off) })
     }
     file.remaining = pieces.length
     spawn(pieces)
   }
 
-  async #piece(file: SplitFile, offset: number, lengthBytes: number): Promise<void> {
-    const fh = await open(file.path, 'r+')
+  async #piece(file: SplitFile, index: number, offset: number, lengthBytes: number): Promise<void> {
+    const fh = await openNoFollow(file.path, 'update')
     try {
       try {
+        const crc: CrcState = { value: crc32cInit() }
         // Read the result before adding: `x += await y` would read x before the other pieces added theirs.
         const n = file.map
-          ? await this.#deltaRange(fh, file.entry, file.map, offset, lengthBytes, undefined)
-          : await this.#writeRange(fh, file.entry, file.extents, offset, lengthBytes, undefined)
+          ? await this.#deltaRange(fh, file.entry, file.map, offset, lengthBytes, crc)
+          : await this.#writeRange(fh, file.entry, file.extents, offset, lengthBytes, crc)
         file.bytesWritten += n
+        file.pieceCrcs[index] = crc32cFinal(crc.value)
       } finally {
         file.remaining--
       }
-      if (file.remaining === 0) await this.#complete(fh, file.entry, undefined, file.bytesWritten, file.map ? file.bytesWritten > 0 || file.changed : true)
+      if (file.remaining === 0) {
+        let whole = file.pieceCrcs[0]!
+        for (let i = 1; i < file.pieceCrcs.length; i++) whole = crc32cCombine(whole, file.pieceCrcs[i]!, Math.min(PIECE_BYTES, file.entry.sizeBytes - i * PIECE_BYTES))
+        await this.#complete(fh, file.entry, whole, file.bytesWritten, file.map ? file.bytesWritten > 0 || file.changed : true)
+      }
     } finally {
       await fh.close().catch(() => {})
     }
   }
 
-  /** Sync, mode, times; then the report. `fh` is any open handle of the file (fsync covers the whole inode). */
-  async #complete(fh: FileHandle, entry: FileEntry, crc: CrcState, bytesWritten: number, changed: boolean): Promise<void> {
+  /**
+   * Checks the CRC-32C of what is on disk against the backup's, then sync, mode, times and the report. `fh` is any
+   * open handle of the file (fsync covers the whole inode).
+   */
+  async #complete(fh: FileHandle, entry: FileEntry, crc: number, bytesWritten: number, changed: boolean): Promise<void> {
+    const crc32c = crc32cHexLE(crc)
+    if (entry.crc32c !== undefined && crc32c !== entry.crc32c) {
+      throw new IntegrityError(`'${entry.path}' of backup ${this.ctx.backupId} was restored with CRC-32C ${crc32c}, the backup recorded ${entry.crc32c}`, {
+        hint: "the backup's blobs and its file list disagree; run 'pgkeep verify --read-data' to find damaged objects, or restore another backup with --backup",
+      })
+    }
     // An unchanged file was made durable by whoever wrote it (a server checkpoint, a finished restore), except
     // after an interrupted restore, whose writes may still sit in the page cache.
     if (this.ctx.sync && (changed || this.ctx.syncUnchanged)) await fh.sync()
-    await fh.chmod(entry.mode & 0o7777)
+    await fh.chmod(restoredMode('file', entry.mode))
     await fh.utimes(entry.mtime, entry.mtime)
-    const crc32c = crc ? crc32cHexLE(crc32cFinal(crc.value)) : entry.crc32c!
-    if (crc && entry.crc32c !== undefined && crc32c !== entry.crc32c) {
-      throw new IntegrityError(`'${entry.path}' of backup ${this.ctx.backupId} was restored with CRC-32C ${crc32c}, the backup recorded ${entry.crc32c}`, {
-        hint: "run 'pgkeep verify --read-data' to find damaged objects",
-      })
-    }
     await this.ctx.onDone({ entry, crc32c, bytesWritten, changed })
   }
 
@@ -193,12 +208,12 @@ export class FileRestorer {
       prefetch(i)
       if (x.blob === null) {
         await flush()
-        if (crc) for (let left = x.length; left > 0; left -= ZEROS.length) crc.value = crc32cUpdate(crc.value, ZEROS.subarray(0, Math.min(left, ZEROS.length)))
+        for (let left = x.length; left > 0; left -= ZEROS.length) crc.value = crc32cUpdate(crc.value, ZEROS.subarray(0, Math.min(left, ZEROS.length)))
         this.ctx.onBytes(x.length, 0)
         continue
       }
       const bytes = await this.#bytesOf(entry, x)
-      if (crc) crc.value = crc32cUpdate(crc.value, bytes)
+      crc.value = crc32cUpdate(crc.value, bytes)
       if (bufs.length > 0 && at + gathered !== x.offset) await flush()
       if (bufs.length === 0) at = x.offset
       bufs.push(bytes)
@@ -217,18 +232,18 @@ export class FileRestorer {
   async #deltaFile(entry: FileEntry, path: string, existingSize: number, spawn: Spawn<FileTask>): Promise<void> {
     if (entry.fileMap) {
       const map = await this.#fileMap(entry)
-      const fh = await open(path, 'r+')
+      const fh = await openNoFollow(path, 'update')
       try {
         const resized = existingSize !== entry.sizeBytes
         if (resized) await fh.truncate(entry.sizeBytes)
-        if (entry.crc32c !== undefined && entry.sizeBytes > SPLIT_BYTES) {
+        if (entry.sizeBytes > SPLIT_BYTES) {
           await fh.close()
           this.#split(entry, path, map.extents, map, spawn, resized)
           return
         }
-        const crc: CrcState = entry.crc32c === undefined ? { value: crc32cInit() } : undefined
+        const crc: CrcState = { value: crc32cInit() }
         const written = await this.#deltaRange(fh, entry, map, 0, entry.sizeBytes, crc)
-        await this.#complete(fh, entry, crc, written, resized || written > 0)
+        await this.#complete(fh, entry, crc32cFinal(crc.value), written, resized || written > 0)
       } finally {
         await fh.close().catch(() => {})
       }
@@ -236,25 +251,26 @@ export class FileRestorer {
     }
     // An ordinary file: unchanged when size and CRC-32C match the backup's; else written again in full.
     if (entry.crc32c !== undefined && existingSize === entry.sizeBytes) {
-      const fh = await open(path, 'r+')
+      const fh = await openNoFollow(path, 'update')
       try {
-        if ((await crcOfHandle(fh, entry.sizeBytes, this.ctx.signal)) === entry.crc32c) {
+        const crc = await crcOfHandle(fh, entry.sizeBytes, this.ctx.signal)
+        if (crc32cHexLE(crc) === entry.crc32c) {
           this.ctx.onBytes(entry.sizeBytes, 0)
-          await this.#complete(fh, entry, undefined, 0, false)
+          await this.#complete(fh, entry, crc, 0, false)
           return
         }
       } finally {
         await fh.close().catch(() => {})
       }
     }
-    const fh = await open(path, 'w', entry.mode & 0o777)
+    const fh = await openNoFollow(path, 'create', restoredMode('file', entry.mode))
     try {
       await fh.truncate(entry.sizeBytes)
       const extents = entry.extents ?? []
       // Holes are not written by #writeRange; after the truncate to 0 above they read as zeros anyway.
-      const crc: CrcState = entry.crc32c === undefined ? { value: crc32cInit() } : undefined
+      const crc: CrcState = { value: crc32cInit() }
       const written = await this.#writeRange(fh, entry, extents, 0, entry.sizeBytes, crc)
-      await this.#complete(fh, entry, crc, written, true)
+      await this.#complete(fh, entry, crc32cFinal(crc.value), written, true)
     } finally {
       await fh.close().catch(() => {})
     }
@@ -303,7 +319,7 @@ export class FileRestorer {
         }
       }
       if (run >= 0) await writeRun(run, n)
-      if (crc) crc.value = crc32cUpdate(crc.value, buf.subarray(0, n))
+      crc.value = crc32cUpdate(crc.value, buf.subarray(0, n))
       this.ctx.onBytes(n, 0)
     }
     return written
@@ -367,6 +383,12 @@ export async function readWholeFile(repo: Repository, backupId: string, entry: F
     }
     blob.copy(out, x.offset, x.blobOffset, x.blobOffset + x.length)
   }
+  const crc = crc32cHexLE(crc32c(out))
+  if (entry.crc32c !== undefined && crc !== entry.crc32c) {
+    throw new IntegrityError(`'${entry.path}' of backup ${backupId} reads back with CRC-32C ${crc}, the backup recorded ${entry.crc32c}`, {
+      hint: "the backup's blobs and its file list disagree; run 'pgkeep verify --read-data', or restore another backup with --backup",
+    })
+  }
   return out
 }
 
@@ -422,7 +444,7 @@ async function readFully(fh: FileHandle, buf: Buffer, n: number, position: numbe
   if (got < n) buf.fill(0, got, n)
 }
 
-async function crcOfHandle(fh: FileHandle, sizeBytes: number, signal?: AbortSignal): Promise<string> {
+async function crcOfHandle(fh: FileHandle, sizeBytes: number, signal?: AbortSignal): Promise<number> {
   const buf = Buffer.allocUnsafe(WINDOW_BYTES)
   let crc = crc32cInit()
   for (let at = 0; at < sizeBytes; at += WINDOW_BYTES) {
@@ -431,7 +453,7 @@ async function crcOfHandle(fh: FileHandle, sizeBytes: number, signal?: AbortSign
     await readFully(fh, buf, n, at)
     crc = crc32cUpdate(crc, buf.subarray(0, n))
   }
-  return crc32cHexLE(crc32cFinal(crc))
+  return crc32cFinal(crc)
 }
 
 /** At most `limit` writes in flight; the first failure is thrown by the next add() or by drain(). */

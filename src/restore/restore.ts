@@ -5,12 +5,13 @@
 
 import { lstat, mkdir, open, readlink, rename, rm, symlink, chmod, utimes } from 'node:fs/promises'
 import { setMaxListeners } from 'node:events'
-import { dirname, join, resolve } from 'node:path'
-import { UsageError } from '../errors.js'
+import { join, resolve } from 'node:path'
+import { IntegrityError, UsageError } from '../errors.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
+import { printableName, restoredMode, tablespaceLinkOid } from '../pg/data-dir-entry.js'
 import { parseLsn } from '../pg/lsn.js'
 import { formatTablespaceMap, parseTablespaceMap } from '../pg/tablespace-map.js'
-import type { BackupRecord } from '../repo/backup-record.js'
+import { assertSoundBackupRecord, type BackupRecord } from '../repo/backup-record.js'
 import { FileListReader, type FileEntry } from '../repo/file-list.js'
 import { decodeFileMap } from '../repo/file-map.js'
 import type { Repository } from '../repo/repository.js'
@@ -22,18 +23,11 @@ import { DecodePool } from './decode-pool.js'
 import { FileRestorer, READ_AHEAD_EXTENTS, readWholeFile, type FileTask } from './file-restorer.js'
 import { formatRecoveryLines, restoredAutoConf, signalFileOf, type RecoveryOptions } from './recovery-config.js'
 import { MANIFEST_NAME, MANIFEST_TEMP_NAME, RestoredManifest } from './restored-manifest.js'
-import {
-  assertEmptyOrMissing,
-  assertNoServerRunning,
-  CONTROL_FILE,
-  inspectTarget,
-  removeMarker,
-  RESTORE_MARKER,
-  syncDirectory,
-  writeMarker,
-} from './target-directory.js'
+import { prepareTarget } from './prepare-target.js'
+import { CONTROL_FILE, removeMarker, RESTORE_MARKER, syncDirectory, writeMarker } from './target-directory.js'
+import { TargetTree } from './target-tree.js'
 import { runTaskPool } from './task-pool.js'
-import { resolveTablespaceLocations, type TablespaceMapping } from './tablespace-mapping.js'
+import type { TablespaceMapping } from './tablespace-mapping.js'
 import { writeTimelineHistory } from './timeline-history.js'
 import { writeBackupWal } from './wal-files.js'
 
@@ -145,32 +139,25 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   let signalWritten: string | null = null
   try {
     const { backup, reason } = await chooseBackup(repo, { backup: o.backup, systemId: o.systemId, target: recovery.target, signal })
+    assertSoundBackupRecord(backup)
     say('info', `restoring backup ${backup.id} (${backup.type}, PostgreSQL ${backup.server.version}, ${backup.startLsn}..${backup.endLsn}): ${reason}`)
-    const locations = resolveTablespaceLocations(backup.tablespaces, o.tablespaceMapping ?? [], pgdata)
 
     const delta = o.delta === true
-    const state = await inspectTarget(pgdata)
-    if (!state.empty) {
-      if (!delta) await assertEmptyOrMissing(pgdata, 'data directory')
-      const holds = state.controlSystemId ?? state.marker?.systemId
-      if (holds === undefined) {
-        throw new UsageError(`'${pgdata}' is not a data directory pgkeep can update: it has no readable global/pg_control`, {
-          hint: 'restore into an empty or new directory',
-        })
-      }
-      if (holds !== backup.systemId) {
-        throw new UsageError(`'${pgdata}' holds cluster ${holds}, but backup ${backup.id} is of cluster ${backup.systemId}`, {
-          hint: 'a delta restore updates a copy of the same cluster; restore into an empty directory instead',
-        })
-      }
-      await assertNoServerRunning(pgdata)
-    }
-    if (!delta) for (const [oid, loc] of locations) await assertEmptyOrMissing(loc, `location of tablespace ${oid}`)
+    const { locations, state } = await prepareTarget({ pgdata, backup, mappings: o.tablespaceMapping ?? [], delta })
+    const tree = new TargetTree(pgdata, locations, `backup ${backup.id}`)
+    const reader = new FileListReader(repo, backup.files, undefined, `backup ${backup.id}`)
+    // Every entry is checked before the first byte is written: a damaged or hostile list is refused whole.
+    await checkEntries(reader, tree, backup, signal)
 
     // From here on the directory is ours, and unusable until the end.
     await mkdir(pgdata, { recursive: true, mode: 0o700 })
     touched = true
-    await writeMarker(pgdata, { systemId: backup.systemId, backupId: backup.id, startedAt: new Date(started).toISOString() })
+    const marker = { systemId: backup.systemId, backupId: backup.id, startedAt: new Date(started).toISOString(), pgdata }
+    await writeMarker(pgdata, marker)
+    for (const location of locations.values()) {
+      await mkdir(location, { recursive: true, mode: 0o700 })
+      await writeMarker(location, marker)
+    }
     if (delta) {
       for (const name of [CONTROL_FILE, MANIFEST_NAME, 'recovery.signal', 'standby.signal']) await rm(join(pgdata, name), { force: true })
       await syncDirectory(pgdata)
@@ -178,12 +165,12 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     }
 
     const progress = newProgress(backup, o.onProgress)
-    const reader = new FileListReader(repo, backup.files)
     let removed = 0
     if (delta) {
       progress.phase('cleanup')
       const r = await removeExtraneous({ pgdata, tablespaces: locations, lookup: (p) => reader.get(p, { signal }), keep: new Set([RESTORE_MARKER]), signal })
       removed = r.removed
+      if (r.walLinkRemoved) say('info', `pg_wal was a link to '${r.walLinkRemoved}'; it is restored as a directory (nothing was removed there)`)
       if (r.removed > 0) say('info', `removed ${r.removed} entries the backup does not have${r.removedPaths.length ? `, e.g. ${r.removedPaths.slice(0, 5).join(', ')}` : ''}`)
     }
 
@@ -209,7 +196,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       syncUnchanged: state.marker !== undefined,
       pool,
       signal,
-      targetPath: (p) => join(pgdata, p),
+      target: tree,
       onBytes: (covered, written) => progress.add(covered, written),
       onDone: async (d) => {
         progress.fileDone()
@@ -254,14 +241,12 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     async function* tasks(): AsyncGenerator<FileTask> {
       for await (const e of lookahead()) {
         if (SKIPPED.has(e.path)) continue
+        // pg_tblspc/<oid> links were made from the backup's tablespace list; no other links are backed up.
+        if (e.type === 'symlink' || isTablespaceLink(e.path, locations)) continue
         if (e.type === 'directory') {
-          const abs = join(pgdata, e.path)
-          await mkdir(abs, { recursive: true, mode: 0o700 })
-          dirs.push({ path: abs, mode: e.mode, mtime: e.mtime })
+          dirs.push({ path: await tree.mkdir(e.path), mode: restoredMode('directory', e.mode), mtime: e.mtime })
           continue
         }
-        // pg_tblspc/<oid> links were made from the backup's tablespace list; no other links are backed up.
-        if (e.type === 'symlink') continue
         files++
         if (DEFERRED.has(e.path)) deferred.set(e.path, e)
         else yield { kind: 'file', entry: e }
@@ -272,14 +257,14 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
 
     // The WAL from the backup's start to its end, so the directory reaches consistency on its own.
     progress.phase('wal')
+    await tree.mkdir('pg_wal/archive_status')
     const pgWal = join(pgdata, 'pg_wal')
-    await mkdir(join(pgWal, 'archive_status'), { recursive: true, mode: 0o700 })
     const walSegments = await writeBackupWal(repo, backup, pgWal, { signal })
     const history = await writeTimelineHistory(repo, backup.systemId, backup.timeline, pgWal, { signal })
     const walFiles = history ? [...walSegments, history] : walSegments
     for (const name of walFiles) {
       // Marked archived: the restored server must not archive the backup's WAL again.
-      await writeSmallFile(join(pgWal, 'archive_status', `${name}.done`), Buffer.alloc(0), 0o600, undefined, sync)
+      await writeSmallFile(tree, `pg_wal/archive_status/${name}.done`, Buffer.alloc(0), 0o600, undefined, sync)
       if (sync) await syncFile(join(pgWal, name))
     }
     const walBytes = walSegments.length * backup.walSegmentSizeBytes
@@ -288,8 +273,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     progress.phase('finish')
     const readEntry = (e: FileEntry): Promise<Buffer> => readWholeFile(repo, backup.id, e, signal)
     const writeListed = async (path: string, bytes: Buffer, mode: number, mtime: number | undefined) => {
-      const abs = join(pgdata, path)
-      await writeSmallFile(abs, bytes, mode, mtime, sync)
+      await writeSmallFile(tree, path, bytes, mode, mtime, sync)
       const at = mtime === undefined ? new Date() : new Date(mtime * 1000)
       await m.add({ path, size: bytes.length, lastModified: at, checksumAlgorithm: 'CRC32C', checksum: crc32cHexLE(crc32c(bytes)) })
       progress.add(bytes.length, bytes.length)
@@ -329,9 +313,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       for (const d of dirs) await syncDirectory(d.path)
       for (const dir of [pgdata, pgWal, join(pgWal, 'archive_status'), join(pgdata, 'pg_tblspc'), ...locations.values()]) await syncDirectory(dir)
     }
-    const controlTemp = join(pgdata, `${CONTROL_FILE}.pgkeep-partial`)
-    await writeSmallFile(controlTemp, controlBytes, control.mode, control.mtime, sync)
-    await rename(controlTemp, join(pgdata, CONTROL_FILE))
+    const controlTemp = `${CONTROL_FILE}.pgkeep-partial`
+    await writeSmallFile(tree, controlTemp, controlBytes, control.mode, control.mtime, sync)
+    await rename(join(pgdata, controlTemp), join(pgdata, CONTROL_FILE))
     // From here the directory is complete: a later failure (the manifest) must not take the signal file away.
     signalWritten = null
     if (sync) await syncDirectory(join(pgdata, 'global'))
@@ -342,11 +326,12 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
 
     await m.finish([{ timeline: backup.timeline, startLsn: parseLsn(backup.startLsn), endLsn: parseLsn(backup.endLsn) }], sync)
     manifest = undefined
+    for (const location of locations.values()) await removeMarker(location, sync)
     await removeMarker(pgdata, sync)
 
     // Directory modes and times last: writing into a directory changes its time.
     for (const d of dirs.reverse()) {
-      await chmod(d.path, d.mode & 0o7777)
+      await chmod(d.path, d.mode)
       await utimes(d.path, d.mtime, d.mtime)
     }
     const global = dirs.find((d) => d.path === join(pgdata, 'global'))
@@ -393,6 +378,34 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   }
 }
 
+/** True for a `pg_tblspc/<oid>` entry of a tablespace the backup lists: restore makes that link itself. */
+function isTablespaceLink(path: string, locations: ReadonlyMap<number, string>): boolean {
+  const oid = tablespaceLinkOid(path)
+  return oid !== undefined && locations.has(oid)
+}
+
+/**
+ * Reads the whole file list once before anything is written: every entry must map into the target (its
+ * tablespace listed by the backup), and a tablespace link must point where the backup record says.
+ * @throws IntegrityError naming the backup and the entry
+ */
+async function checkEntries(reader: FileListReader, tree: TargetTree, backup: BackupRecord, signal: AbortSignal): Promise<void> {
+  const original = new Map(backup.tablespaces.map((t) => [t.oid, t.location]))
+  for await (const e of reader.entries({ signal })) {
+    if (SKIPPED.has(e.path)) continue
+    const oid = tablespaceLinkOid(e.path)
+    if (oid !== undefined && original.has(oid)) {
+      if (e.type === 'symlink' && e.linkTarget !== original.get(oid)) {
+        throw new IntegrityError(`backup ${backup.id} links '${e.path}' to '${printableName(e.linkTarget)}', but lists tablespace ${oid} at '${original.get(oid)}'`, {
+          hint: "the backup is damaged or was altered; run 'pgkeep verify' and restore another backup with --backup",
+        })
+      }
+      continue
+    }
+    tree.resolve(e.path)
+  }
+}
+
 /** Makes pg_tblspc/<oid> link to each tablespace's (mapped) location, creating the location if needed. */
 async function linkTablespaces(pgdata: string, locations: ReadonlyMap<number, string>): Promise<void> {
   await mkdir(join(pgdata, 'pg_tblspc'), { recursive: true, mode: 0o700 })
@@ -406,14 +419,13 @@ async function linkTablespaces(pgdata: string, locations: ReadonlyMap<number, st
   }
 }
 
-/** Writes a whole small file with its mode and time, durably when asked. */
-async function writeSmallFile(path: string, bytes: Buffer, mode: number, mtime: number | undefined, sync: boolean): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 })
-  const fh = await open(path, 'w', mode & 0o777)
+/** Writes a whole small file of the backup with its mode and time, durably when asked. */
+async function writeSmallFile(tree: TargetTree, path: string, bytes: Buffer, mode: number, mtime: number | undefined, sync: boolean): Promise<void> {
+  const fh = await tree.open(path, 'create', restoredMode('file', mode))
   try {
     await fh.writeFile(bytes)
     if (sync) await fh.sync()
-    await fh.chmod(mode & 0o7777)
+    await fh.chmod(restoredMode('file', mode))
     if (mtime !== undefined) await fh.utimes(mtime, mtime)
   } finally {
     await fh.close()

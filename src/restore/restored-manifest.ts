@@ -2,9 +2,10 @@
 // the workers finish them, into a temporary file that becomes `backup_manifest` only at the very end. Memory does
 // not depend on the number of files: each line goes out as it is made.
 
-import { open, rename, rm, type FileHandle } from 'node:fs/promises'
+import { rename, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ManifestWriter, type ManifestFileInput, type ManifestHeader, type ManifestWalRange } from '../pg/backup-manifest.js'
+import { openNoFollow } from './target-tree.js'
 
 export const MANIFEST_NAME = 'backup_manifest'
 export const MANIFEST_TEMP_NAME = 'backup_manifest.pgkeep-partial'
@@ -33,7 +34,7 @@ export class RestoredManifest {
 
   /** Starts the temporary manifest in `dir` (the data directory). */
   static async create(dir: string, header: ManifestHeader): Promise<RestoredManifest> {
-    return new RestoredManifest(dir, await open(join(dir, MANIFEST_TEMP_NAME), 'w', 0o600), header)
+    return new RestoredManifest(dir, await openNoFollow(join(dir, MANIFEST_TEMP_NAME), 'create'), header)
   }
 
   /** Lists one file (ignored for paths the manifest leaves out). */

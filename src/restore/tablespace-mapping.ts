@@ -1,9 +1,11 @@
-// Where each tablespace of a backup goes: `--tablespace-mapping OLD=NEW` by original location or by oid, every
-// unmapped tablespace back to its original location. Checks that the result is a sensible layout before anything
-// is written.
+// Where each tablespace of a backup goes: `--tablespace-mapping OLD=NEW` by original location or by oid; an
+// unmapped tablespace goes where the target's own pg_tblspc/<oid> link points (a delta restore over an earlier
+// copy), else back to its original location. Checks that the result is a sensible layout before anything is
+// written; whether each location may be written at all is prepare-target.ts's job.
 
-import { isAbsolute, normalize, relative } from 'node:path'
+import { isAbsolute, normalize } from 'node:path'
 import { UsageError } from '../errors.js'
+import { isInside as inside } from './path-relations.js'
 
 /** One `OLD=NEW`: OLD is a tablespace's original location or its oid, NEW an absolute directory. */
 export interface TablespaceMapping {
@@ -46,13 +48,10 @@ const clean = (p: string) => {
   return n.length > 1 && n.endsWith('/') ? n.slice(0, -1) : n
 }
 
-const inside = (child: string, parent: string) => {
-  const r = relative(parent, child)
-  return r === '' || (!r.startsWith('..') && !isAbsolute(r))
-}
-
 /**
  * Resolves every tablespace of a backup to the directory it is restored into.
+ * @param ownLinks oid → where the target's existing pg_tblspc/<oid> link points (delta restores): the default
+ *   for a tablespace no mapping names, before its original location
  * @throws UsageError when a mapping names no tablespace of the backup, two tablespaces would share a directory,
  *   or a tablespace would land inside the data directory (or the data directory inside it)
  */
@@ -60,6 +59,7 @@ export function resolveTablespaceLocations(
   tablespaces: readonly { oid: number; location: string }[],
   mappings: readonly TablespaceMapping[],
   pgdata: string,
+  ownLinks: ReadonlyMap<number, string> = new Map(),
 ): Map<number, string> {
   const out = new Map<number, string>()
   const used = new Set<TablespaceMapping>()
@@ -71,7 +71,7 @@ export function resolveTablespaceLocations(
     const matches = mappings.filter((m) => m.from === String(t.oid) || clean(m.from) === clean(t.location))
     if (matches.length > 1) throw new UsageError(`tablespace ${t.oid} at '${t.location}' is mapped more than once`)
     if (matches[0]) used.add(matches[0])
-    out.set(t.oid, clean(matches[0]?.to ?? t.location))
+    out.set(t.oid, clean(matches[0]?.to ?? ownLinks.get(t.oid) ?? t.location))
   }
   for (const m of mappings) {
     if (!used.has(m)) {

@@ -7,6 +7,7 @@ import { open, readFile, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { UsageError } from '../errors.js'
 import { decodeControlFile } from '../pg/pg-control.js'
+import { openNoFollow } from './target-tree.js'
 
 /** Present while a restore runs or after one failed; its absence plus global/pg_control marks a usable copy. */
 export const RESTORE_MARKER = 'pgkeep-restore-incomplete'
@@ -17,6 +18,8 @@ export interface RestoreMarker {
   systemId: string
   backupId: string
   startedAt: string
+  /** The data directory of the restore; in a tablespace location it says whose restore left the marker. */
+  pgdata?: string
 }
 
 export interface TargetState {
@@ -88,22 +91,9 @@ export async function assertNoServerRunning(dir: string): Promise<void> {
   }
 }
 
-/**
- * Checks that a directory is missing or empty.
- * @throws UsageError naming it, with a hint for `--delta`
- */
-export async function assertEmptyOrMissing(dir: string, what: string): Promise<void> {
-  const s = await inspectTarget(dir)
-  if (!s.empty) {
-    throw new UsageError(`${what} '${dir}' exists and is not empty`, {
-      hint: 'restore into an empty or new directory, or add --delta to update a copy of the same cluster in place',
-    })
-  }
-}
-
-/** Writes the marker durably (file and directory entry). */
+/** Writes the marker durably (file and directory entry), never through a link. */
 export async function writeMarker(dir: string, marker: RestoreMarker): Promise<void> {
-  const fh = await open(join(dir, RESTORE_MARKER), 'w', 0o600)
+  const fh = await openNoFollow(join(dir, RESTORE_MARKER), 'create')
   try {
     await fh.writeFile(JSON.stringify(marker) + '\n')
     await fh.sync()

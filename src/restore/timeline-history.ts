@@ -1,13 +1,13 @@
 // Timeline history files for a restored pg_wal: a backup taken on timeline N > 1 carries N's history so that the
 // restored server knows its ancestry even when the repository is out of reach (pg_basebackup puts them there too).
 
-import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { IntegrityError } from '../errors.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import { historyFileName } from '../pg/wal-names.js'
 import type { Repository } from '../repo/repository.js'
 import { historyKey, readWalRecord, type WalHistoryRecord } from '../repo/wal-catalog.js'
+import { writeFileNoFollow } from './target-tree.js'
 
 /**
  * Writes `<TLI>.history` of `timeline` into `pgWalDir` when the repository has it. Resolves with its name, or
@@ -32,6 +32,6 @@ export async function writeTimelineHistory(
     })
   }
   const name = historyFileName(timeline)
-  await writeFile(join(pgWalDir, name), bytes, { mode: 0o600 })
+  await writeFileNoFollow(join(pgWalDir, name), bytes)
   return name
 }

@@ -1,7 +1,6 @@
 // WAL out of the repository's catalog: one segment by name (the complete one, else the longest partial one
 // zero-padded, as pg_receivewal leaves them), and the segments a backup needs to reach consistency.
 
-import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { NotFoundError } from '../errors.js'
 import { parseLsn } from '../pg/lsn.js'
@@ -9,6 +8,7 @@ import { walFileName } from '../pg/wal-names.js'
 import type { BackupRecord } from '../repo/backup-record.js'
 import type { Repository } from '../repo/repository.js'
 import { findSegmentRecord, readSegmentBytes, type WalSegmentRecord } from '../repo/wal-catalog.js'
+import { writeFileNoFollow } from './target-tree.js'
 
 /** The stored record for segment `name`: complete if stored, else the longest partial; undefined if neither. */
 export async function findWalSegment(repo: Repository, systemId: string, name: string, o: { signal?: AbortSignal } = {}): Promise<WalSegmentRecord | undefined> {
@@ -34,7 +34,7 @@ export async function writeBackupWal(repo: Repository, backup: BackupRecord, pgW
         hint: "run 'pgkeep verify' and 'pgkeep info' to see which WAL is stored",
       })
     }
-    await writeFile(join(pgWalDir, name), await readWalSegment(repo, rec, o), { mode: 0o600 })
+    await writeFileNoFollow(join(pgWalDir, name), await readWalSegment(repo, rec, o))
     names.push(name)
   }
   return names

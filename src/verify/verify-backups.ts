@@ -2,9 +2,10 @@
 // repository (indexed, with their pack present), and the WAL from its start to its end LSN is stored. Reading and
 // re-hashing blob content is verifyRepository's job (--read-data); this names which backup and file a hole hurts.
 
+import { printableName } from '../pg/data-dir-entry.js'
 import { parseLsn } from '../pg/lsn.js'
 import { walFileName } from '../pg/wal-names.js'
-import { type BackupRecord, listBackups } from '../repo/backup-record.js'
+import { type BackupRecord, backupRecordProblems, listBackups } from '../repo/backup-record.js'
 import type { BlobId } from '../repo/blob.js'
 import { decodeChunk } from '../repo/file-list.js'
 import { decodeFileMap } from '../repo/file-map.js'
@@ -40,6 +41,13 @@ export async function verifyBackups(repo: Repository, o: { signal?: AbortSignal 
     const where = (file?: string) => `backup ${b.id}${file ? ` file '${file}'` : ''}`
     const missing = (file: string | undefined, what: string, id: BlobId) =>
       problems.push({ object: where(file), message: `${what} blob '${id}' is missing from the repository` })
+    // A record that breaks the rules is reported and not followed further: its fields may point anywhere.
+    const recordProblems = backupRecordProblems(b)
+    if (recordProblems.length > 0) {
+      for (const message of recordProblems) problems.push({ object: where(), message: `unusable backup record: ${message}` })
+      continue
+    }
+    const tablespaces = new Map(b.tablespaces.map((t) => [t.oid, t.location]))
     for (const id of b.serverManifest) if (!present(id)) missing(undefined, "the server's manifest", id)
     for (const chunk of b.files.chunks) {
       if (!present(chunk.blob)) {
@@ -48,13 +56,20 @@ export async function verifyBackups(repo: Repository, o: { signal?: AbortSignal 
       }
       let entries
       try {
-        entries = decodeChunk(await repo.readBlob(chunk.blob, { signal }), `file list chunk '${chunk.blob}'`)
+        entries = decodeChunk(await repo.readBlob(chunk.blob, { signal }), `file list chunk '${chunk.blob}'`, chunk)
       } catch (err) {
         problems.push({ object: where(), message: (err as Error).message })
         continue
       }
       for (const e of entries) {
         files++
+        const ts = /^pg_tblspc\/([^/]+)/.exec(e.path)?.[1]
+        if (ts !== undefined && !tablespaces.has(Number(ts))) {
+          problems.push({ object: where(e.path), message: `the entry lies in tablespace ${ts}, which the backup does not list` })
+        }
+        if (e.type === 'symlink' && ts !== undefined && tablespaces.has(Number(ts)) && e.linkTarget !== tablespaces.get(Number(ts))) {
+          problems.push({ object: where(e.path), message: `the link points to '${printableName(e.linkTarget)}', the backup lists the tablespace at '${tablespaces.get(Number(ts))}'` })
+        }
         for (const x of e.extents ?? []) if (x.blob !== null && !present(x.blob)) missing(e.path, 'data', x.blob)
         if (!e.fileMap || checkedMaps.has(e.fileMap)) continue
         if (!present(e.fileMap)) {

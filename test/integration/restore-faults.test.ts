@@ -150,8 +150,21 @@ describe('restore faults', () => {
     const target2 = join(pg.baseDir, 'target-tsbusy')
     const res2 = await runMain(['restore', '--repo', r.dir, '--pgdata', target2]) // tablespace unmapped: the live source's
     expect(res2.code, res2.stderr).toBe(2)
-    expect(res2.stderr).toContain(`location of tablespace`)
-    expect(res2.stderr).toContain(`'${pg.tablespaceDirs[0]}' exists and is not empty`)
+    expect(res2.stderr).toContain(`the location of tablespace`)
+    expect(res2.stderr).toMatch(new RegExp(`'${pg.tablespaceDirs[0]}' of the server running with pid \\d+`))
+    expect(res2.stderr).not.toMatch(/HINT: .*--delta/)
+    expect(existsSync(target2)).toBe(false)
+
+    // A non-empty location that no server uses is refused too, with a hint that leads to a new directory.
+    const busyTs = join(pg.baseDir, 'ts-not-empty')
+    await mkdir(busyTs)
+    await writeFile(join(busyTs, 'precious'), 'keep me')
+    const res2b = await runMain(['restore', '--repo', r.dir, '--pgdata', target2, '--tablespace-mapping', `${pg.tablespaceDirs[0]}=${busyTs}`])
+    expect(res2b.code, res2b.stderr).toBe(2)
+    expect(res2b.stderr).toContain(`the location of tablespace`)
+    expect(res2b.stderr).toContain(`'${busyTs}' is not empty`)
+    expect(res2b.stderr).toMatch(/HINT: .*--tablespace-mapping \d+=/)
+    expect(await readdir(busyTs)).toEqual(['precious'])
     expect(existsSync(target2)).toBe(false)
 
     // --delta over a directory of another cluster is refused too.

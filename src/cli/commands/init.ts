@@ -40,7 +40,7 @@ Without the passphrase an encrypted repository cannot be read: keep it safe, apa
     const packTargetBytes = parsePackSize(values['pack-size'])
     let encrypt: { passphrase: string } | undefined
     if (values.encrypt) {
-      const found = await readPassphrase(values['passphrase-file'], ctx.env)
+      const found = await readPassphrase(values['passphrase-file'], ctx.env, ctx.stderr)
       if (!found) {
         throw new UsageError('--encrypt needs a passphrase', { hint: 'set PGKEEP_PASSPHRASE or use --passphrase-file' })
       }

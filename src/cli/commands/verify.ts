@@ -43,7 +43,7 @@ ${PASSPHRASE_USAGE}
         throw new UsageError(`invalid --read-data '${values['read-data']}'`, { hint: 'give a percentage from 0 to 100, or no value for all data' })
       }
     }
-    const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env))?.passphrase
+    const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env, ctx.stderr))?.passphrase
     const storage = await openStorage(values.repo, ctx.env)
     try {
       const repo = await openRepository(storage, { passphrase, signal: ctx.signal })
