@@ -7,7 +7,6 @@
 //
 //   PGKEEP_BENCH_SCALE (20)  PGKEEP_BENCH_RUNS (5)  PGKEEP_PROFILE_WORKERS (0,1,2)
 //   PGKEEP_PROFILE_OTHER=name=/checkout,…  also run other checkouts' builds (their dist/ built), e.g. before/after
-//   PGKEEP_PROFILE_MIN_POOLED=bytes       minPooledFileBytes for the worker variants
 
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { loadavg } from 'node:os'
@@ -25,7 +24,6 @@ const others = (process.env.PGKEEP_PROFILE_OTHER ?? '')
   .split(',')
   .filter(Boolean)
   .map((s) => ({ name: s.slice(0, s.indexOf('=')), root: s.slice(s.indexOf('=') + 1) }))
-const minPooled = process.env.PGKEEP_PROFILE_MIN_POOLED
 const cpuProfile = process.env.PGKEEP_PROFILE_CPU === '1'
 const ROOT = join(import.meta.dirname, '..')
 
@@ -51,15 +49,6 @@ it(`backup with 0..n ingest workers, pgbench scale ${scale}`, async () => {
     { name: 'this build, default workers', root: ROOT },
     ...workerCounts.map((w) => ({ name: `this build, ${w} worker${w === 1 ? '' : 's'}`, root: ROOT, workers: w })),
   ]
-  // The CLI takes no worker option yet: a preload sets them through the library before main() runs.
-  const preload = join(work, 'workers.mjs')
-  const pool = pathToFileURL(join(ROOT, 'dist', 'src', 'backup', 'window-pool.js')).href
-  await writeFile(
-    preload,
-    `import { configureIngestWorkers } from ${JSON.stringify(pool)}\n` +
-      `const w = process.env.PGKEEP_PROFILE_SET_WORKERS, m = process.env.PGKEEP_PROFILE_SET_MIN_POOLED\n` +
-      `configureIngestWorkers({ workers: w ? Number(w) : undefined, minPooledFileBytes: m ? Number(m) : undefined })\n`,
-  )
   // The main thread's CPU time at exit, from /proc/self/task/<pid>/stat (utime, stime in clock ticks of 10 ms).
   const threads = join(work, 'main-thread.mjs')
   await writeFile(
@@ -76,11 +65,7 @@ it(`backup with 0..n ingest workers, pgbench scale ${scale}`, async () => {
     const cpuFile = join(work, 'main-cpu')
     const env: NodeJS.ProcessEnv = { ...process.env, PGPASSWORD: PASSWORD, PGKEEP_PROFILE_MAIN_CPU_FILE: cpuFile }
     env.NODE_OPTIONS = `--import=${pathToFileURL(threads).href}`
-    if (v.workers !== undefined || minPooled) {
-      env.NODE_OPTIONS += ` --import=${pathToFileURL(preload).href}`
-      if (v.workers !== undefined) env.PGKEEP_PROFILE_SET_WORKERS = String(v.workers)
-      if (minPooled) env.PGKEEP_PROFILE_SET_MIN_POOLED = minPooled
-    }
+    if (v.workers !== undefined) extra = [...extra, '--workers', String(v.workers)]
     const load = loadavg()[0]!
     const args = ['--max-semi-space-size=32', ...flags, join(v.root, 'bin', 'pgkeep.js'), 'backup', '-d', pg.url(), '--repo', repo, '--json', ...extra]
     const m = await measure(process.execPath, args, env)

@@ -6,12 +6,22 @@ import { FormatError } from '../errors.js'
 import { stripIncrementalLines } from '../pg/backup-label.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import { classifyRelationPath } from '../pg/relation-path.js'
-import type { BlobId } from '../repo/blob.js'
-import { type FileListReader, type FileListSummary, FileListWriter } from '../repo/file-list.js'
-import { decodeFileMap, encodeFileMap, type FileMap, PAGE_BYTES } from '../repo/file-map.js'
-import type { Repository } from '../repo/repository.js'
-import { type BlobSink, ParentBlobMissingError, PlainFileIngest, RelationFileIngest } from './file-ingest.js'
+import {
+  type BlobId,
+  decodeFileMap,
+  encodeFileMap,
+  type FileListReader,
+  type FileListSummary,
+  FileListWriter,
+  type FileMap,
+  PAGE_BYTES,
+  type Repository,
+  type WindowStore,
+} from '../repo/index.js'
+import { ParentBlobMissingError } from './extent-builder.js'
 import { IncrementalFileIngest } from './incremental-ingest.js'
+import { PlainFileIngest } from './plain-ingest.js'
+import { RelationFileIngest } from './relation-ingest.js'
 import type { TarEntry } from './tar-entries.js'
 
 /** Size and CRC-32C of a file as received, to compare with the server's manifest. */
@@ -29,12 +39,12 @@ export class BackupFiles {
   private readonly list = new FileListWriter()
 
   /**
-   * @param sink where file data goes; with a parent it must check that reused blobs still exist
+   * @param store where file data goes; with a parent it must check that reused blobs still exist
    * @param parent the backup to reuse unchanged pages from
    */
   constructor(
     private readonly repo: Repository,
-    private readonly sink: BlobSink,
+    private readonly store: WindowStore,
     private readonly parent: ParentFiles | undefined,
     private readonly signal?: AbortSignal,
   ) {}
@@ -50,13 +60,13 @@ export class BackupFiles {
     const rel = classifyRelationPath(path)
     if (rel.kind === 'relation' && rel.incremental) {
       const target = path.replace(/INCREMENTAL\.([^/]+)$/, '$1')
-      const ing = new IncrementalFileIngest(this.sink, target, await this.parentMap(target), this.signal)
+      const ing = new IncrementalFileIngest(this.store, target, await this.parentMap(target))
       for await (const chunk of e.content) await ing.push(chunk)
       const r = await ing.finish()
       this.received.set(path, { sizeBytes: r.incrementalSizeBytes, crc32c: crc32cHexLE(r.incrementalCrc32c) })
       this.list.add({ path: target, type: 'file', mode, mtime, sizeBytes: r.fileMap.sizeBytes, fileMap: await this.storeFileMap(r.fileMap) })
     } else if (rel.kind === 'relation' && e.sizeBytes % PAGE_BYTES === 0) {
-      const ing = new RelationFileIngest(this.sink, e.sizeBytes, await this.parentMap(path), this.signal)
+      const ing = new RelationFileIngest(this.store, e.sizeBytes, await this.parentMap(path))
       for await (const chunk of e.content) await ing.push(chunk)
       const r = await ing.finish()
       const crc = crc32cHexLE(r.crc32c)
@@ -86,7 +96,7 @@ export class BackupFiles {
   }
 
   private async addPlain(path: string, mode: number, mtime: number, content: AsyncIterable<Buffer> | Iterable<Buffer>) {
-    const ing = new PlainFileIngest(this.repo, this.signal)
+    const ing = new PlainFileIngest(this.store)
     for await (const chunk of content) await ing.push(chunk)
     const r = await ing.finish()
     const crc = crc32cHexLE(r.crc32c)
@@ -99,7 +109,7 @@ export class BackupFiles {
     if (!this.parent) return undefined
     const e = await this.parent.files.get(path, { signal: this.signal })
     if (!e?.fileMap) return undefined
-    if (!this.sink.hasBlob(e.fileMap)) throw new ParentBlobMissingError(e.fileMap)
+    if (!this.store.hasBlob(e.fileMap)) throw new ParentBlobMissingError(e.fileMap)
     try {
       return decodeFileMap(await this.repo.readBlob(e.fileMap, { signal: this.signal }), `file map of '${path}' in backup ${this.parent.backupId}`)
     } catch (err) {

@@ -19,21 +19,21 @@ import {
 import { AbortedError, FormatError, UsageError } from '../errors.js'
 import { parseSizeSetting } from '../pg/lsn.js'
 import {
-  type BackupRecord,
-  BACKUP_FORMAT_VERSION,
-  ensureClusterRecord,
-  listBackups,
   assertSoundBackupRecord,
+  BACKUP_FORMAT_VERSION,
+  type BackupRecord,
+  type BlobId,
+  ensureClusterRecord,
+  FileListReader,
+  listBackups,
   newBackupId,
+  type Repository,
+  type WindowStore,
   writeBackupRecord,
-} from '../repo/backup-record.js'
-import type { BlobId } from '../repo/blob.js'
-import { FileListReader } from '../repo/file-list.js'
-import { PACKS_PREFIX } from '../repo/layout.js'
-import type { Repository } from '../repo/repository.js'
+} from '../repo/index.js'
 import { BackupFiles } from './backup-files.js'
 import { BackupWal } from './backup-wal.js'
-import { type BlobSink, ParentBlobMissingError } from './file-ingest.js'
+import { ParentBlobMissingError } from './extent-builder.js'
 import { ParentFileMissingError } from './incremental-ingest.js'
 import { checkAgainstManifest } from './manifest-check.js'
 import { TarArchiveReader } from './tar-entries.js'
@@ -57,6 +57,8 @@ export interface BackupOptions {
   maxRateKbps?: number
   /** Readable name for the cluster, recorded with its first backup. */
   clusterName?: string
+  /** Worker threads for hashing and compression (default: as many as pay on this machine, none on two cores). */
+  workers?: number
   signal?: AbortSignal
   onProgress?: (p: BackupProgress) => void
   /** Things the user should read: fallbacks, server warnings (checksum failures). */
@@ -196,6 +198,7 @@ async function run(
   // checkpoint, which is at or before the backup's start, so nothing the backup needs can be recycled meanwhile.
   const walConn = await open(o, 'pgkeep backup wal')
   let backupConn: ReplicationConnection | undefined
+  let store: WindowStore | undefined
   try {
     const slot = o.slot ?? `pgkeep_${walConn.backendPid}`
     await ensureSlot(walConn, slot, o.slot === undefined, signal)
@@ -219,8 +222,8 @@ async function run(
     })
 
     // Reusing the parent's blobs is safe only if their packs are still there: the index alone can be stale.
-    const sink = parent ? await sinkCheckingPacks(repo, signal) : repo
-    const files = new BackupFiles(repo, sink, parent && { backupId: parent.id, files: new FileListReader(repo, parent.files) }, signal)
+    store = await repo.openWindowStore({ workers: o.workers, checkPacks: parent !== undefined, signal })
+    const files = new BackupFiles(repo, store, parent && { backupId: parent.id, files: new FileListReader(repo, parent.files, undefined, `backup ${parent.id}`) }, signal)
     const checksumFailures: BackupRecord['checksumFailures'] = []
     const manifest: Buffer[] = []
     let reader: TarArchiveReader | undefined
@@ -359,6 +362,7 @@ async function run(
     throw err
   } finally {
     backupConn?.destroy()
+    await store?.close().catch(() => {})
     await walConn.close().catch(() => walConn.destroy())
   }
 }
@@ -404,22 +408,6 @@ async function beginBaseBackup(o: BackupOptions, facts: ServerFacts, parent: Bac
   } catch (err) {
     conn.destroy()
     throw err
-  }
-}
-
-/** The repository as a blob sink whose hasBlob also requires the blob's pack to exist in storage. */
-async function sinkCheckingPacks(repo: Repository, signal?: AbortSignal): Promise<BlobSink> {
-  const packs = new Set<string>()
-  for await (const obj of repo.storage.list(PACKS_PREFIX, { signal })) packs.add(obj.key.slice(obj.key.lastIndexOf('/') + 1))
-  return {
-    blobIdOf: (bytes) => repo.blobIdOf(bytes),
-    putBlob: (type, bytes, o) => repo.putBlob(type, bytes, o),
-    // A blob not located yet was put in this session (not flushed): it is there. A located blob counts only if
-    // its pack was in storage when the backup began; the parent's blobs were all located by then.
-    hasBlob: (id) => {
-      const loc = repo.locateBlob(id)
-      return loc === undefined ? repo.hasBlob(id) : packs.has(loc.packId)
-    },
   }
 }
 

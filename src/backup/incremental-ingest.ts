@@ -2,13 +2,12 @@
 // carries are new; every other block below truncation_block_length is the parent's, and anything beyond is zeros
 // (pg_combinebackup's rules, protocol.md §7). The result is an ordinary file map, so the backup restores on its own.
 
-import { hash } from 'node:crypto'
 import { FormatError } from '../errors.js'
 import { crc32cFinal, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
 import { decodeIncrementalHeader, type IncrementalHeader, incrementalHeaderBytesNeeded } from '../pg/incremental-file.js'
 import { isAllZero } from '../pg/page.js'
-import { type FileMap, PAGE_BYTES, PAGE_HASH_BYTES, pageCountOf, UNKNOWN_WINDOW, WINDOW_PAGES, type WindowHash } from '../repo/file-map.js'
-import { type BlobSink, ExtentBuilder, type IngestOptions, ingestPoolFor, type IngestStats } from './file-ingest.js'
+import { type FileMap, PAGE_BYTES, PAGE_HASH_BYTES, pageCountOf, UNKNOWN_WINDOW, WINDOW_PAGES, type WindowHash, type WindowStore } from '../repo/index.js'
+import { ExtentBuilder, type IngestStats } from './extent-builder.js'
 
 /** The parent backup lacks what an INCREMENTAL file builds on; the engine then takes a full backup instead. */
 export class ParentFileMissingError extends Error {
@@ -18,9 +17,8 @@ export class ParentFileMissingError extends Error {
 }
 
 /**
- * Ingests one INCREMENTAL file. Changed blocks that are not all zeros are gathered into blobs of up to one window;
- * with a pool (see ingestPoolFor; sized by the blocks the file carries), their hashes and encoding run on its
- * workers.
+ * Ingests one INCREMENTAL file. Changed blocks that are not all zeros are gathered into blobs of up to one window,
+ * whose analysis brings their page hashes.
  */
 export class IncrementalFileIngest {
   readonly stats: IngestStats = { storedBytes: 0, reusedBytes: 0 }
@@ -41,11 +39,9 @@ export class IncrementalFileIngest {
   private readonly touchedWindows = new Set<number>()
 
   constructor(
-    private readonly sink: BlobSink,
+    private readonly store: WindowStore,
     readonly path: string,
     private readonly parent: FileMap | undefined,
-    private readonly signal?: AbortSignal,
-    private readonly options: IngestOptions = {},
   ) {}
 
   async push(chunk: Buffer): Promise<void> {
@@ -82,14 +78,8 @@ export class IncrementalFileIngest {
     const carriesAll = t === 0 || (h.blockCount >= t && h.blockNumbers[t - 1] === t - 1)
     if (!this.parent && !carriesAll) throw new ParentFileMissingError(this.path)
     this.reuseLimit = Math.min(h.truncationBlockLength, parentBlocks)
-    // Sized by the blocks it carries: those are what the pool would work on.
-    const use = ingestPoolFor(this.sink, this.options, h.blockCount * PAGE_BYTES)
-    this.out = new ExtentBuilder(this.sink, this.stats, {
-      signal: this.signal,
-      pool: use,
-      // With a pool the page hashes of changed blocks come back with their blob's analysis.
-      onPageHash: use ? (offset, hash) => hash.copy(this.pageHashes, (offset / PAGE_BYTES) * PAGE_HASH_BYTES) : undefined,
-    })
+    // The page hashes of changed blocks come back with their blob's analysis.
+    this.out = new ExtentBuilder(this.store, this.stats, (offset, hash) => hash.copy(this.pageHashes, (offset / PAGE_BYTES) * PAGE_HASH_BYTES))
   }
 
   private async changedBlock(): Promise<void> {
@@ -102,7 +92,6 @@ export class IncrementalFileIngest {
     if (isAllZero(this.page)) {
       this.out.hole(offset, PAGE_BYTES)
     } else {
-      if (!this.out.pooled) hash('sha256', this.page, 'buffer').copy(this.pageHashes, block * PAGE_HASH_BYTES, 0, PAGE_HASH_BYTES)
       await this.out.changedPage(this.page, offset)
     }
     this.cursor = block + 1

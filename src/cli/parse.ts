@@ -14,3 +14,11 @@ export function parseCommandArgs<T extends ParseArgsConfig>(command: string, con
     })
   }
 }
+
+/** `--workers N`: worker threads for per-byte work, 0 to 64; undefined leaves the choice to the library. */
+export function parseWorkers(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined
+  const n = Number(text)
+  if (!/^[0-9]+$/.test(text) || n > 64) throw new UsageError(`invalid --workers '${text}'`, { hint: 'give a number from 0 to 64' })
+  return n
+}

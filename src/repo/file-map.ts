@@ -154,21 +154,21 @@ export function pushExtent(extents: Extent[], e: Extent): void {
   }
 }
 
-/** The extents of `m` that cover [offset, offset + length), cut to that range. */
-export function extentsIn(m: FileMap, offset: number, length: number): Extent[] {
+/** The extents (of a file map, in offset order) that cover [offset, offset + length), cut to that range. */
+export function extentsIn(extents: readonly Extent[], offset: number, length: number): Extent[] {
   const out: Extent[] = []
   const end = offset + length
   // Binary search for the first extent ending after `offset`.
   let lo = 0
-  let hi = m.extents.length
+  let hi = extents.length
   while (lo < hi) {
     const mid = (lo + hi) >>> 1
-    const e = m.extents[mid]
+    const e = extents[mid]!
     if (e.offset + e.length <= offset) lo = mid + 1
     else hi = mid
   }
-  for (let i = lo; i < m.extents.length && m.extents[i].offset < end; i++) {
-    const e = m.extents[i]
+  for (let i = lo; i < extents.length && extents[i]!.offset < end; i++) {
+    const e = extents[i]!
     const from = Math.max(e.offset, offset)
     const to = Math.min(e.offset + e.length, end)
     out.push({ offset: from, length: to - from, blob: e.blob, blobOffset: e.blob === null ? 0 : e.blobOffset + (from - e.offset) })

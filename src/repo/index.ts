@@ -1,4 +1,5 @@
-// The repository layer's public surface: what engines (backup, restore, WAL, verify) and the CLI import.
+// The repository layer's only door: what engines (backup, restore, WAL, verify) and the library import. Behind it
+// stay the storage keys, packs, index objects, the codec and its worker threads, and the key material.
 // docs/repository-format.md describes the bytes; this module the API.
 
 export {
@@ -20,3 +21,14 @@ export { FORMAT_VERSION, type CompressionConfig, type RepoConfig } from './confi
 export { DEFAULT_SCRYPT, type ScryptParams } from './crypto.js'
 export { MAX_RECORD_BYTES, type RepoRecord } from './record-format.js'
 export type { AcquireLockOptions, LockInfo, LockKind, LockState, LockStatus, RepoLock } from './lock.js'
+// The per-byte work, on worker threads or not: engines choose how many workers, never see the codec or keys.
+export { defaultWorkers } from './codec-pool.js'
+export { hashPages, pageHashesOf, type AnalyzeRequest } from './codec-work.js'
+export { WindowStore, type WindowFacts } from './window-store.js'
+export { BlobReader, type BlobReaderOptions } from './blob-reader.js'
+// The repository's own structures (normative in docs/backup-format.md): records, file lists, file maps, WAL.
+export * from './backup-record.js'
+export * from './file-list.js'
+export * from './file-map.js'
+export * from './wal-catalog.js'
+export * from './summary.js'

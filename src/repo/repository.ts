@@ -59,6 +59,9 @@ import type { PackEntry } from './pack-format.js'
 import { PackBuilder, PackUploader, type SealedPack } from './pack-writer.js'
 import { decodeRecord, encodeRecord, type RepoRecord } from './record-format.js'
 import { forEachConcurrent, isAlreadyExists, isNotFound, readObject } from './storage-io.js'
+import { BlobReader, type BlobReaderOptions } from './blob-reader.js'
+import { CodecPool, defaultWorkers, workerModuleUrl } from './codec-pool.js'
+import { WindowStore } from './window-store.js'
 
 const PASSPHRASE_HINT = 'check PGKEEP_PASSPHRASE or --passphrase-file'
 const DEFAULT_MAX_PACK_UPLOADS = 2
@@ -749,6 +752,63 @@ export class Repository {
   async removeRecord(kind: string, key: string, o: { signal?: AbortSignal } = {}): Promise<void> {
     this.#assertWritable()
     await this.storage.remove(recordKey(kind, key), { signal: o.signal })
+  }
+
+  /**
+   * A store for a backup's file content, window by window (window-store.ts). `workers` worker threads do the
+   * per-byte work (default: as many as pay on this machine, none on two cores; 0: the calling thread). With
+   * `checkPacks`, a blob counts as present only when its pack is in storage now: an incremental must not
+   * reference a parent's blob whose pack is gone, and the index alone can be stale. Close it when done.
+   */
+  async openWindowStore(o: { workers?: number; maxInFlight?: number; checkPacks?: boolean; signal?: AbortSignal } = {}): Promise<WindowStore> {
+    this.#assertWritable()
+    const present = o.checkPacks ? await this.presentBlobs({ signal: o.signal }) : (id: BlobId) => this.hasBlob(id)
+    const target = {
+      codec: this.#codec,
+      hasBlob: present,
+      putEncoded: (id: BlobId, stored: Buffer, flags: number, plainLength: number, signal?: AbortSignal) =>
+        this.putEncodedBlob('data', id, stored, flags, plainLength, { signal }),
+    }
+    return new WindowStore(target, this.#codecPool(o.workers ?? defaultWorkers(2, 4), 'encode', o.maxInFlight), o.signal)
+  }
+
+  /**
+   * A reader of blobs in runs, decoding on `workers` worker threads (default: one fewer than the cores, at most 8;
+   * 0: the calling thread), for restores. Close it when done.
+   */
+  openBlobReader(o: BlobReaderOptions & { workers?: number } = {}): BlobReader {
+    const source = {
+      storage: this.storage,
+      keys: this.#unlocked?.keys,
+      locateBlob: (id: BlobId) => this.locateBlob(id),
+      readBlob: (id: BlobId, r: { signal?: AbortSignal }) => this.readBlob(id, r),
+    }
+    return new BlobReader(source, this.#codecPool(o.workers ?? defaultWorkers(1, 8), 'decode'), o)
+  }
+
+  /**
+   * A test of whether a blob is present now: put in this session, or indexed with its pack in storage (packs are
+   * listed once, when this is called).
+   */
+  async presentBlobs(o: { signal?: AbortSignal } = {}): Promise<(id: BlobId) => boolean> {
+    const packs = new Set<string>()
+    for await (const obj of this.storage.list(PACKS_PREFIX, { signal: o.signal })) {
+      const packId = packIdOfKey(obj.key)
+      if (packId !== undefined) packs.add(packId)
+    }
+    return (id) => {
+      // A blob not located yet was put in this session (not flushed): it is there.
+      const loc = this.locateBlob(id)
+      return loc === undefined ? this.hasBlob(id) : packs.has(loc.packId)
+    }
+  }
+
+  /** A pool of `workers` threads with this repository's codec, or undefined for none (or no compiled worker). */
+  #codecPool(workers: number, use: 'encode' | 'decode', maxInFlight?: number): CodecPool | undefined {
+    if (!Number.isSafeInteger(workers) || workers < 0) throw new UsageError(`invalid number of worker threads ${String(workers)}`, { hint: 'use 0 or more' })
+    if (workers === 0 || !workerModuleUrl()) return undefined
+    const level = use === 'encode' && this.config.compression.algorithm === 'zstd' ? this.config.compression.level : undefined
+    return new CodecPool({ keys: this.#unlocked?.keys, compressionLevel: level, workers, maxInFlight })
   }
 
   /** Takes a shared or exclusive lock (see lock.ts); it is released by `release()` or by `close()`. */

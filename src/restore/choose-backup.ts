@@ -8,7 +8,7 @@ import type { RecoveryTarget } from '../pg/recovery-conf.js'
 import { findBackup, listBackups, type BackupRecord } from '../repo/backup-record.js'
 import { FileListReader } from '../repo/file-list.js'
 import type { Repository } from '../repo/repository.js'
-import { readFileContent } from './file-content.js'
+import { readWholeFile } from './file-content.js'
 
 export interface ChooseBackupOptions {
   /** A backup id or 'latest' (default). An explicit id wins over the target. */
@@ -104,7 +104,5 @@ export function parseTargetTime(time: Date | string): number {
 async function nextFullXid(repo: Repository, b: BackupRecord, signal?: AbortSignal): Promise<bigint> {
   const entry = await new FileListReader(repo, b.files).get('global/pg_control', { signal })
   if (!entry) throw new NotFoundError(`backup ${b.id} has no global/pg_control`)
-  const parts: Buffer[] = []
-  for await (const p of readFileContent(repo, entry, { signal, backupId: b.id })) parts.push(Buffer.from(p))
-  return decodeControlFile(Buffer.concat(parts)).nextFullXid
+  return decodeControlFile(await readWholeFile(repo, b.id, entry, signal)).nextFullXid
 }

@@ -1,46 +1,46 @@
-// Reads a backed-up file's bytes back from the repository, extent by extent, every blob verified by the
-// repository against its content address (invariant 3). Holes come back as zeros.
+// Reads a backed-up file's bytes back from the repository, every blob verified by the repository against its
+// content address (invariant 3) and the whole compared with the CRC-32C the backup recorded. Holes come back as
+// zeros. A blob that cannot be read is an integrity error naming the file and the backup.
 
-import { IntegrityError } from '../errors.js'
-import type { BlobId } from '../repo/blob.js'
-import type { FileEntry } from '../repo/file-list.js'
-import { decodeFileMap, type Extent } from '../repo/file-map.js'
-import type { Repository } from '../repo/repository.js'
-
-const ZEROS = Buffer.alloc(1 << 20)
-
-/** The extents of a file entry: inline for ordinary files, from its file map for relation files. */
-export async function extentsOf(repo: Repository, e: FileEntry, o: { signal?: AbortSignal } = {}): Promise<Extent[]> {
-  if (e.fileMap) return decodeFileMap(await repo.readBlob(e.fileMap, o), `file map of '${e.path}'`).extents
-  return e.extents ?? []
-}
+import { IntegrityError, isPgkeepError } from '../errors.js'
+import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
+import { type BlobId, decodeFileMap, type FileEntry, type Repository } from '../repo/index.js'
 
 /**
- * Yields the content of a file in order, in pieces of at most 1 MiB. Consecutive extents of one blob read it once.
- * A missing or damaged blob is an IntegrityError naming the file and the blob.
+ * Runs a blob read; a failure other than an abort or a storage error (which says what it is itself) becomes an
+ * IntegrityError naming the file and the backup: a missing blob is as much damage as a corrupt one.
  */
-export async function* readFileContent(repo: Repository, e: FileEntry, o: { signal?: AbortSignal; backupId?: string } = {}): AsyncGenerator<Buffer> {
-  let cachedId: BlobId | undefined
-  let cached: Buffer | undefined
-  for (const x of await extentsOf(repo, e, o)) {
-    if (x.blob === null) {
-      for (let left = x.length; left > 0; left -= ZEROS.length) yield ZEROS.subarray(0, Math.min(left, ZEROS.length))
-      continue
-    }
-    if (x.blob !== cachedId) {
-      try {
-        cached = await repo.readBlob(x.blob, o)
-      } catch (err) {
-        throw new IntegrityError(`cannot read '${e.path}'${o.backupId ? ` of backup ${o.backupId}` : ''}: ${(err as Error).message}`, {
-          cause: err,
-          hint: "run 'pgkeep verify --read-data' to list every damaged object",
-        })
-      }
-      cachedId = x.blob
-    }
-    if (x.blobOffset + x.length > cached!.length) {
-      throw new IntegrityError(`'${e.path}' refers to bytes ${x.blobOffset}..${x.blobOffset + x.length} of blob '${x.blob}', which has ${cached!.length}`)
-    }
-    yield cached!.subarray(x.blobOffset, x.blobOffset + x.length)
+export async function readNamingFile(entry: FileEntry, id: BlobId, backupId: string, read: () => Promise<Buffer>, signal?: AbortSignal): Promise<Buffer> {
+  try {
+    return await read()
+  } catch (err) {
+    if (signal?.aborted || (isPgkeepError(err) && (err.code === 'ABORTED' || err.code === 'STORAGE'))) throw err
+    throw new IntegrityError(`cannot restore '${entry.path}' of backup ${backupId}: ${(err as Error).message}`, {
+      cause: err,
+      hint: `blob '${id}' is damaged or missing; run 'pgkeep verify --read-data' to list every damaged object, or restore another backup with --backup`,
+    })
   }
+}
+
+/** The whole content of a (small) file of a backup, every blob verified. */
+export async function readWholeFile(repo: Repository, backupId: string, entry: FileEntry, signal?: AbortSignal): Promise<Buffer> {
+  const out = Buffer.alloc(entry.sizeBytes)
+  const extents = entry.fileMap
+    ? decodeFileMap(await readNamingFile(entry, entry.fileMap, backupId, () => repo.readBlob(entry.fileMap!, { signal }), signal)).extents
+    : (entry.extents ?? [])
+  for (const x of extents) {
+    if (x.blob === null) continue
+    const blob = await readNamingFile(entry, x.blob, backupId, () => repo.readBlob(x.blob!, { signal }), signal)
+    if (x.blobOffset + x.length > blob.length || x.offset + x.length > out.length) {
+      throw new IntegrityError(`'${entry.path}' of backup ${backupId} refers to bytes beyond blob '${x.blob}' or beyond its own size`)
+    }
+    blob.copy(out, x.offset, x.blobOffset, x.blobOffset + x.length)
+  }
+  const crc = crc32cHexLE(crc32c(out))
+  if (entry.crc32c !== undefined && crc !== entry.crc32c) {
+    throw new IntegrityError(`'${entry.path}' of backup ${backupId} reads back with CRC-32C ${crc}, the backup recorded ${entry.crc32c}`, {
+      hint: "the backup's blobs and its file list disagree; run 'pgkeep verify --read-data', or restore another backup with --backup",
+    })
+  }
+  return out
 }

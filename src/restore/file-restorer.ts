@@ -6,16 +6,24 @@
 // only through the target tree: never through a link.
 
 import { lstat, rm, type FileHandle } from 'node:fs/promises'
-import { IntegrityError, isPgkeepError } from '../errors.js'
-import { crc32c, crc32cCombine, crc32cFinal, crc32cHexLE, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
+import { IntegrityError } from '../errors.js'
+import { crc32cCombine, crc32cFinal, crc32cHexLE, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
 import { restoredMode } from '../pg/data-dir-entry.js'
-import type { BlobId } from '../repo/blob.js'
-import type { FileEntry } from '../repo/file-list.js'
-import { decodeFileMap, type Extent, type FileMap, PAGE_BYTES, PAGE_HASH_BYTES, WINDOW_BYTES } from '../repo/file-map.js'
-import type { Repository } from '../repo/repository.js'
+import {
+  type BlobId,
+  type BlobReader,
+  decodeFileMap,
+  type Extent,
+  extentsIn,
+  type FileEntry,
+  type FileMap,
+  PAGE_BYTES,
+  PAGE_HASH_BYTES,
+  type Repository,
+  WINDOW_BYTES,
+} from '../repo/index.js'
 import type { BlobCache } from './blob-cache.js'
-import type { DecodePool } from './decode-pool.js'
-import { pageHashesOf } from './page-hashes.js'
+import { readNamingFile } from './file-content.js'
 import { openNoFollow, type TargetTree } from './target-tree.js'
 import type { Spawn } from './task-pool.js'
 
@@ -54,8 +62,8 @@ export interface FileRestorerContext {
   sync: boolean
   /** Delta: fsync files found already right too (the target holds an interrupted restore). */
   syncUnchanged: boolean
-  /** Worker threads for page hashing (undefined: this thread hashes). */
-  pool?: DecodePool
+  /** Hashes pages of files on disk (delta), on its workers when it has them. */
+  reader: BlobReader
   signal?: AbortSignal
   /** Where the backup's files go. */
   target: TargetTree
@@ -191,7 +199,7 @@ export class FileRestorer {
       bufs = []
       gathered = 0
     }
-    const slice = sliceExtents(extents, offset, lengthBytes)
+    const slice = extentsIn(extents, offset, lengthBytes)
     // Read ahead: blobs are requested in batches (read together when they lie close in a pack) while earlier ones
     // are written; a new batch goes out when half of the previous one is used.
     let ahead = 0
@@ -281,25 +289,20 @@ export class FileRestorer {
    * and writes the pages that differ. The window buffer ends up holding the restored content, which feeds `crc`.
    */
   async #deltaRange(fh: FileHandle, entry: FileEntry, map: FileMap, offset: number, lengthBytes: number, crc: CrcState): Promise<number> {
-    // A buffer of its own: it travels to a hashing worker and back.
-    let buf = Buffer.from(new ArrayBuffer(WINDOW_BYTES))
+    // A window buffer of the reader's: it may travel to a hashing worker and back.
+    let buf = this.ctx.reader.takeBuffer()
     let written = 0
     for (let w = offset; w < offset + lengthBytes; w += WINDOW_BYTES) {
       this.ctx.signal?.throwIfAborted()
       const n = Math.min(WINDOW_BYTES, offset + lengthBytes - w)
       await readFully(fh, buf, n, w)
-      let hashes: Buffer
-      if (this.ctx.pool) {
-        const r = await this.ctx.pool.hashPages(buf.subarray(0, n))
-        buf = Buffer.from(r.window.buffer as ArrayBuffer)
-        hashes = r.hashes
-      } else {
-        hashes = pageHashesOf(buf.subarray(0, n))
-      }
+      const r = await this.ctx.reader.hashPages(buf.subarray(0, n))
+      buf = Buffer.from(r.window.buffer as ArrayBuffer)
+      const hashes = r.hashes
       let run = -1
       const writeRun = async (from: number, to: number) => {
         // Pages [from, to) of this window differ: fill them with the backup's bytes, then write them.
-        for (const x of sliceExtents(map.extents, w + from, to - from)) {
+        for (const x of extentsIn(map.extents, w + from, to - from)) {
           const dst = x.offset - w
           if (x.blob === null) buf.fill(0, dst, dst + x.length)
           else (await this.#bytesOf(entry, x)).copy(buf, dst)
@@ -322,6 +325,7 @@ export class FileRestorer {
       crc.value = crc32cUpdate(crc.value, buf.subarray(0, n))
       this.ctx.onBytes(n, 0)
     }
+    this.ctx.reader.recycle(buf)
     return written
   }
 
@@ -351,66 +355,6 @@ export class FileRestorer {
   #read(entry: FileEntry, id: BlobId, read: () => Promise<Buffer>): Promise<Buffer> {
     return readNamingFile(entry, id, this.ctx.backupId, read, this.ctx.signal)
   }
-}
-
-/**
- * Runs a blob read; a failure other than an abort or a storage error (which says what it is itself) becomes an
- * IntegrityError naming the file and the backup: a missing blob is as much damage as a corrupt one.
- */
-export async function readNamingFile(entry: FileEntry, id: BlobId, backupId: string, read: () => Promise<Buffer>, signal?: AbortSignal): Promise<Buffer> {
-  try {
-    return await read()
-  } catch (err) {
-    if (signal?.aborted || (isPgkeepError(err) && (err.code === 'ABORTED' || err.code === 'STORAGE'))) throw err
-    throw new IntegrityError(`cannot restore '${entry.path}' of backup ${backupId}: ${(err as Error).message}`, {
-      cause: err,
-      hint: `blob '${id}' is damaged or missing; run 'pgkeep verify --read-data' to list every damaged object, or restore another backup with --backup`,
-    })
-  }
-}
-
-/** The whole content of a (small) file of a backup, every blob verified. */
-export async function readWholeFile(repo: Repository, backupId: string, entry: FileEntry, signal?: AbortSignal): Promise<Buffer> {
-  const out = Buffer.alloc(entry.sizeBytes)
-  const extents = entry.fileMap
-    ? decodeFileMap(await readNamingFile(entry, entry.fileMap, backupId, () => repo.readBlob(entry.fileMap!, { signal }), signal)).extents
-    : (entry.extents ?? [])
-  for (const x of extents) {
-    if (x.blob === null) continue
-    const blob = await readNamingFile(entry, x.blob, backupId, () => repo.readBlob(x.blob!, { signal }), signal)
-    if (x.blobOffset + x.length > blob.length || x.offset + x.length > out.length) {
-      throw new IntegrityError(`'${entry.path}' of backup ${backupId} refers to bytes beyond blob '${x.blob}' or beyond its own size`)
-    }
-    blob.copy(out, x.offset, x.blobOffset, x.blobOffset + x.length)
-  }
-  const crc = crc32cHexLE(crc32c(out))
-  if (entry.crc32c !== undefined && crc !== entry.crc32c) {
-    throw new IntegrityError(`'${entry.path}' of backup ${backupId} reads back with CRC-32C ${crc}, the backup recorded ${entry.crc32c}`, {
-      hint: "the backup's blobs and its file list disagree; run 'pgkeep verify --read-data', or restore another backup with --backup",
-    })
-  }
-  return out
-}
-
-/** The extents covering [offset, offset + length), cut to that range (binary search for the first). */
-export function sliceExtents(extents: readonly Extent[], offset: number, lengthBytes: number): Extent[] {
-  const out: Extent[] = []
-  const end = offset + lengthBytes
-  let lo = 0
-  let hi = extents.length
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1
-    const e = extents[mid]!
-    if (e.offset + e.length <= offset) lo = mid + 1
-    else hi = mid
-  }
-  for (let i = lo; i < extents.length && extents[i]!.offset < end; i++) {
-    const e = extents[i]!
-    const from = Math.max(e.offset, offset)
-    const to = Math.min(e.offset + e.length, end)
-    out.push({ offset: from, length: to - from, blob: e.blob, blobOffset: e.blob === null ? 0 : e.blobOffset + (from - e.offset) })
-  }
-  return out
 }
 
 /** writev until every byte is written (a regular file may take a short write). */

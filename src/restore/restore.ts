@@ -11,16 +11,21 @@ import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import { printableName, restoredMode, tablespaceLinkOid } from '../pg/data-dir-entry.js'
 import { parseLsn } from '../pg/lsn.js'
 import { formatTablespaceMap, parseTablespaceMap } from '../pg/tablespace-map.js'
-import { assertSoundBackupRecord, type BackupRecord } from '../repo/backup-record.js'
-import { FileListReader, type FileEntry } from '../repo/file-list.js'
-import { decodeFileMap } from '../repo/file-map.js'
-import type { Repository } from '../repo/repository.js'
+import {
+  assertSoundBackupRecord,
+  type BackupRecord,
+  type BlobReader,
+  decodeFileMap,
+  defaultWorkers,
+  type FileEntry,
+  FileListReader,
+  type Repository,
+} from '../repo/index.js'
 import { BlobCache } from './blob-cache.js'
 import { chooseBackup } from './choose-backup.js'
 import { removeExtraneous } from './delta-cleanup.js'
-import { BlobReader } from './blob-reader.js'
-import { DecodePool } from './decode-pool.js'
-import { FileRestorer, READ_AHEAD_EXTENTS, readWholeFile, type FileTask } from './file-restorer.js'
+import { readWholeFile } from './file-content.js'
+import { FileRestorer, READ_AHEAD_EXTENTS, type FileTask } from './file-restorer.js'
 import { formatRecoveryLines, restoredAutoConf, signalFileOf, type RecoveryOptions } from './recovery-config.js'
 import { MANIFEST_NAME, MANIFEST_TEMP_NAME, RestoredManifest } from './restored-manifest.js'
 import { prepareTarget } from './prepare-target.js'
@@ -135,7 +140,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   setMaxListeners(0, signal)
   let touched = false
   let manifest: RestoredManifest | undefined
-  let pool: DecodePool | undefined
+  let blobReader: BlobReader | undefined
   let signalWritten: string | null = null
   try {
     const { backup, reason } = await chooseBackup(repo, { backup: o.backup, systemId: o.systemId, target: recovery.target, signal })
@@ -183,10 +188,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     let filesUnchanged = 0
     const dirs: { path: string; mode: number; mtime: number }[] = []
     const deferred = new Map<string, FileEntry>()
-    pool = DecodePool.create(repo.keys, o.workers ?? DecodePool.defaultSize(jobs))
-    const blobReader = new BlobReader(repo, { signal, pool })
+    const blobs = (blobReader = repo.openBlobReader({ signal, workers: o.workers ?? defaultWorkers(1, Math.min(jobs, 8)) }))
     // Room for every job's read-ahead and the blobs it is writing, so nothing fetched ahead is evicted unused.
-    const cache = new BlobCache((id) => blobReader.read(id), o.cacheBytes ?? Math.max(32 << 20, jobs * (READ_AHEAD_EXTENTS + 4) * (1 << 20)))
+    const cache = new BlobCache((id) => blobs.read(id), o.cacheBytes ?? Math.max(32 << 20, jobs * (READ_AHEAD_EXTENTS + 4) * (1 << 20)))
     const restorer = new FileRestorer({
       repo,
       backupId: backup.id,
@@ -194,7 +198,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       delta,
       sync,
       syncUnchanged: state.marker !== undefined,
-      pool,
+      reader: blobs,
       signal,
       target: tree,
       onBytes: (covered, written) => progress.add(covered, written),
@@ -361,7 +365,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       walBytes,
       signalFile,
       disabledSettings: [...new Set(conf.commented)],
-      reads: { blobs: blobReader.stats.blobs, storageReads: blobReader.stats.runs, fallbacks: blobReader.stats.fallbacks },
+      reads: { blobs: blobs.stats.blobs, storageReads: blobs.stats.runs, fallbacks: blobs.stats.fallbacks },
       durationMs: Date.now() - started,
     }
   } catch (err) {
@@ -373,7 +377,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     }
     throw err
   } finally {
-    await pool?.close().catch(() => {})
+    await blobReader?.close().catch(() => {})
     await lock.release().catch(() => {})
   }
 }

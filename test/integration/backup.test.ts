@@ -1,16 +1,13 @@
 // `pgkeep backup` on PG 14–18, each with an extra tablespace, pgbench writing during the full backup; then an
-// incremental after ~1% of the pages changed. Every backup is extracted from the repository and checked by
-// external oracles: pg_verifybackup where it fits, the server's own manifest checksums, and starting it.
+// incremental after ~1% of the pages changed. Every backup is restored from the repository (pgkeep's own restore)
+// and checked by external oracles: pg_verifybackup where it fits, the server's own manifest checksums, and starting
+// it.
 
-import { readFile, rm } from 'node:fs/promises'
+import { readdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { crc32c, crc32cHexLE } from '../../src/pg/crc32c.js'
-import { parseServerManifest } from '../../src/pg/backup-manifest.js'
 import { type BackupRecord, findBackup } from '../../src/repo/backup-record.js'
 import { openRepository } from '../../src/repo/repository.js'
-import { extractBackup } from '../../src/restore/extract.js'
-import { writeBackupWal } from '../../src/restore/wal-files.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster, startOnDataDir } from '../harness/cluster.js'
@@ -18,6 +15,7 @@ import { loadPgbench, startPgbench, tableChecksum, touchPages } from '../harness
 import { MAJORS } from '../harness/pg-binaries.js'
 import { execFileP, noteSkip, verifyBackupPlan } from '../harness/reference-tools.js'
 import { freshFsRepo, type TestRepo } from '../harness/repo.js'
+import { restoreAndCheck } from '../harness/restore-check.js'
 
 interface Result {
   id: string
@@ -39,26 +37,13 @@ async function backup(pg: Cluster, repoDir: string, extra: string[] = []): Promi
   return JSON.parse(r.stdout)
 }
 
-/** Extracts a backup with its WAL, then checks it against the server's manifest and pg_verifybackup. */
+/** Restores a backup with its WAL, then checks it against the server's manifest and pg_verifybackup. */
 async function extractAndVerify(repoDir: string, major: number, b: BackupRecord, target: string): Promise<string> {
   const repo = await openRepository(await openFsStorage(repoDir))
   const ts = `${target}_ts`
   try {
-    await extractBackup(repo, b, target, { tablespaceLocations: new Map(b.tablespaces.map((t) => [t.oid, ts])) })
-    const wal = await writeBackupWal(repo, b, join(target, 'pg_wal'))
-    expect(wal.length).toBeGreaterThan(0)
-    const parts: Buffer[] = []
-    for (const id of b.serverManifest) parts.push(await repo.readBlob(id))
-    const manifest = Buffer.concat(parts)
-    // The server's checksum for every file it sent whole (INCREMENTAL.* files were rebuilt into full files).
-    const m = parseServerManifest(manifest, { verifyChecksum: true })
-    let checked = 0
-    for (const f of m.files) {
-      if (/(^|\/)INCREMENTAL\./.test(f.path) || f.path === 'backup_label') continue
-      const bytes = await readFile(join(target, f.path))
-      expect(crc32cHexLE(crc32c(bytes)), f.path).toBe(f.checksum)
-      checked++
-    }
+    const { manifest, checked } = await restoreAndCheck(repo, b, target)
+    expect((await readdir(join(target, 'pg_wal'))).some((n) => /^[0-9A-F]{24}$/.test(n))).toBe(true)
     // A server-side incremental sends most relation files as INCREMENTAL.*; the rest still number in the hundreds.
     expect(checked).toBeGreaterThan(b.incrementalMode === 'server' ? 200 : 500)
     if (b.incrementalMode !== 'server') {

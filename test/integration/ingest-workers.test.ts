@@ -4,38 +4,20 @@
 // extracted backups pass pg_verifybackup where it fits; the pgbench tables' file maps equal those of a backup taken
 // on the main thread only (same repository, so equal maps have equal ids).
 
-import { execFile } from 'node:child_process'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { pathToFileURL } from 'node:url'
-import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { configureIngestWorkers, DEFAULT_MIN_POOLED_FILE_BYTES, DEFAULT_WARMUP_BYTES } from '../../src/backup/window-pool.js'
-import { crc32c, crc32cHexLE } from '../../src/pg/crc32c.js'
-import { parseServerManifest } from '../../src/pg/backup-manifest.js'
 import { findBackup } from '../../src/repo/backup-record.js'
 import { FileListReader } from '../../src/repo/file-list.js'
 import { openRepository } from '../../src/repo/repository.js'
-import { extractBackup } from '../../src/restore/extract.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 import { runMain } from '../harness/cli.js'
+import { restoreAndCheck } from '../harness/restore-check.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { loadPgbench, startPgbench, touchPages } from '../harness/load.js'
 import { execFileP, noteSkip, verifyBackupPlan } from '../harness/reference-tools.js'
 
-const ROOT = join(import.meta.dirname, '..', '..')
 const PASSPHRASE = 'ingest workers test'
-
-/** Compiles the worker module and its imports (the suite runs from TypeScript sources; a worker needs JavaScript). */
-async function compileWorker(): Promise<{ url: URL; dir: string }> {
-  await mkdir(join(ROOT, 'node_modules', '.cache'), { recursive: true })
-  const dir = await mkdtemp(join(ROOT, 'node_modules', '.cache', 'pgkeep-window-worker-'))
-  const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
-  const args = ['--outDir', dir, '--rootDir', ROOT, '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022']
-  await promisify(execFile)(process.execPath, [tsc, ...args, '--skipLibCheck', '--strict', '--types', 'node', join(ROOT, 'src/backup/window-worker.ts')])
-  await writeFile(join(dir, 'package.json'), '{"type":"module"}\n')
-  return { url: pathToFileURL(join(dir, 'src', 'backup', 'window-worker.js')), dir }
-}
 
 interface Result {
   id: string
@@ -44,15 +26,6 @@ interface Result {
   sizeBytes: number
   storedBytes: number
 }
-
-let worker: { url: URL; dir: string }
-beforeAll(async () => {
-  worker = await compileWorker()
-}, 120_000)
-afterAll(async () => {
-  configureIngestWorkers({ workers: 'auto', minPooledFileBytes: DEFAULT_MIN_POOLED_FILE_BYTES, warmupBytes: DEFAULT_WARMUP_BYTES })
-  if (worker) await rm(worker.dir, { recursive: true, force: true })
-})
 
 describe.each([
   { major: 15 as const, passphrase: undefined },
@@ -63,9 +36,8 @@ describe.each([
   const env = passphrase ? { PGKEEP_PASSPHRASE: passphrase } : {}
 
   async function backup(workers: number, extra: string[] = []): Promise<Result> {
-    // Every file through the pool from the start (the defaults keep small files and small backups on the main thread).
-    configureIngestWorkers({ workers, minPooledFileBytes: 0, warmupBytes: 0, workerUrl: worker.url })
-    const res = await runMain(['backup', '-d', pg.url(), '--repo', repoDir, '--json', ...extra], env)
+    // The workers run the build's compiled module (dist/), as the installed CLI's do.
+    const res = await runMain(['backup', '-d', pg.url(), '--repo', repoDir, '--json', '--workers', String(workers), ...extra], env)
     expect(res.code, res.stderr).toBe(0)
     return JSON.parse(res.stdout)
   }
@@ -134,19 +106,10 @@ describe.each([
       for (const id of [underLoad.id, inc.id]) {
         const b = await findBackup(repo, id)
         const target = join(pg.baseDir, `x-${id}`)
-        const ts = `${target}_ts`
-        await extractBackup(repo, b, target, { tablespaceLocations: new Map(b.tablespaces.map((t) => [t.oid, ts])) })
-        const parts: Buffer[] = []
-        for (const blob of b.serverManifest) parts.push(await repo.readBlob(blob))
-        const manifest = Buffer.concat(parts)
-        let checked = 0
-        for (const f of parseServerManifest(manifest, { verifyChecksum: true }).files) {
-          if (/(^|\/)INCREMENTAL\./.test(f.path) || f.path === 'backup_label') continue
-          expect(crc32cHexLE(crc32c(await readFile(join(target, f.path)))), f.path).toBe(f.checksum)
-          checked++
-        }
+        const { manifest, checked, tablespaces } = await restoreAndCheck(repo, b, target)
         expect(checked).toBeGreaterThan(200)
         if (b.incrementalMode === 'server') continue
+        // The server's manifest instead of the one restore wrote: pg_verifybackup then checks against the server.
         await writeFile(join(target, 'backup_manifest'), manifest)
         const plan = verifyBackupPlan(major)
         if (!plan.tool) noteSkip(`pg_verifybackup (PG ${major})`, plan.note!)
@@ -156,7 +119,7 @@ describe.each([
           expect(stdout).toMatch(/backup successfully verified/)
         }
         await rm(target, { recursive: true, force: true })
-        await rm(ts, { recursive: true, force: true })
+        for (const ts of tablespaces.values()) await rm(ts, { recursive: true, force: true })
       }
     } finally {
       await repo.close()

@@ -7,13 +7,15 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { PlainFileIngest, RelationFileIngest } from '../../src/backup/file-ingest.js'
 import { IncrementalFileIngest } from '../../src/backup/incremental-ingest.js'
+import { PlainFileIngest } from '../../src/backup/plain-ingest.js'
+import { RelationFileIngest } from '../../src/backup/relation-ingest.js'
 import { FormatError } from '../../src/errors.js'
 import { encodeIncrementalFile } from '../../src/pg/incremental-file.js'
 import { FileListReader, FileListWriter, type FileEntry } from '../../src/repo/file-list.js'
 import { decodeFileMap, encodeFileMap, type Extent, type FileMap, UNKNOWN_WINDOW } from '../../src/repo/file-map.js'
 import { initRepository, type Repository } from '../../src/repo/repository.js'
+import type { WindowStore } from '../../src/repo/window-store.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 
 const PAGE = 8192
@@ -39,8 +41,8 @@ async function rebuild(repo: Repository, extents: Extent[]): Promise<Buffer> {
   return Buffer.concat(parts)
 }
 
-async function ingestRelation(repo: Repository, bytes: Buffer, parent?: FileMap) {
-  const ing = new RelationFileIngest(repo, bytes.length, parent)
+async function ingestRelation(store: WindowStore, bytes: Buffer, parent?: FileMap) {
+  const ing = new RelationFileIngest(store, bytes.length, parent)
   // Uneven pieces, as tar delivers them.
   for (let off = 0; off < bytes.length; ) {
     const n = Math.min(bytes.length - off, 1 + Math.floor(Math.random() * 300_000))
@@ -54,11 +56,14 @@ async function ingestRelation(repo: Repository, bytes: Buffer, parent?: FileMap)
 describe('relation file ingest', () => {
   let dir: string
   let repo: Repository
+  let store: WindowStore
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'pgkeep-unit-'))
     repo = await initRepository(await openFsStorage(dir))
+    store = await repo.openWindowStore({ workers: 0 })
   })
   afterAll(async () => {
+    await store.close()
     await repo.close()
     await rm(dir, { recursive: true, force: true })
   })
@@ -66,7 +71,7 @@ describe('relation file ingest', () => {
   it('rebuilds a full file exactly, with holes for all-zero windows and page hashes as specified', async () => {
     const pages = 300
     const bytes = Buffer.concat(Array.from({ length: pages }, (_, i) => (i >= 128 && i < 256 ? Buffer.alloc(PAGE) : page(i))))
-    const { fileMap } = await ingestRelation(repo, bytes)
+    const { fileMap } = await ingestRelation(store, bytes)
     expect((await rebuild(repo, fileMap.extents)).equals(bytes)).toBe(true)
     expect(fileMap.windowHashes[1]).toBeNull() // pages 128..255 are zeros
     expect(fileMap.extents.some((e) => e.blob === null && e.offset === 128 * PAGE && e.length === 128 * PAGE)).toBe(true)
@@ -83,7 +88,7 @@ describe('relation file ingest', () => {
     for (let round = 0; round < 5; round++) {
       const pages = 200 + Math.floor(Math.random() * 300)
       const base = Buffer.concat(Array.from({ length: pages }, (_, i) => page(i)))
-      const parent = (await ingestRelation(repo, base)).fileMap
+      const parent = (await ingestRelation(store, base)).fileMap
       const changed = new Set<number>()
       const next = Buffer.from(base)
       for (let k = 0; k < 1 + Math.floor(Math.random() * 10); k++) {
@@ -93,7 +98,7 @@ describe('relation file ingest', () => {
       }
       const grow = round % 2 === 0 ? 7 : 0
       const child = round === 3 ? next.subarray(0, (pages - 9) * PAGE) : Buffer.concat([next, ...Array.from({ length: grow }, (_, i) => page(5000 + i))])
-      const r = await ingestRelation(repo, child, parent)
+      const r = await ingestRelation(store, child, parent)
       expect((await rebuild(repo, r.fileMap.extents)).equals(child)).toBe(true)
       const newPages = [...changed].filter((p) => p * PAGE < child.length).length + (round === 3 ? 0 : grow)
       expect(r.stats.storedBytes).toBeLessThanOrEqual(newPages * PAGE)
@@ -104,11 +109,11 @@ describe('relation file ingest', () => {
   it('merges a PG 17 INCREMENTAL file into the parent: changed blocks new, the rest the parent\'s, past truncation zeros', async () => {
     const pages = 260
     const base = Buffer.concat(Array.from({ length: pages }, (_, i) => page(i)))
-    const parent = (await ingestRelation(repo, base)).fileMap
+    const parent = (await ingestRelation(store, base)).fileMap
     // The server sends blocks 3, 130 and 261 (a new one past the end); the file is now 262 blocks long.
     const blocks = new Map([[3, page(7003)], [130, page(7130)], [261, page(7261)]])
     const inc = encodeIncrementalFile([...blocks].map(([n, data]) => ({ blockNumber: n, page: data })), 262)
-    const ing = new IncrementalFileIngest(repo, 'base/5/16390', parent)
+    const ing = new IncrementalFileIngest(store, 'base/5/16390', parent)
     for (let off = 0; off < inc.length; off += 5000) await ing.push(Buffer.from(inc.subarray(off, off + 5000)))
     const r = await ing.finish()
     const want = Buffer.concat([base, Buffer.alloc(2 * PAGE)])
@@ -117,14 +122,14 @@ describe('relation file ingest', () => {
     expect(r.fileMap.windowHashes[0]).toBe(UNKNOWN_WINDOW)
     expect(r.incrementalSizeBytes).toBe(inc.length)
     // A later client-side backup of the same bytes reuses everything.
-    const again = await ingestRelation(repo, want, r.fileMap)
+    const again = await ingestRelation(store, want, r.fileMap)
     expect(again.stats.storedBytes).toBe(0)
     expect((await rebuild(repo, again.fileMap.extents)).equals(want)).toBe(true)
   })
 
   it('plain files: 1 MiB blobs, all-zero pieces as holes, CRC over all bytes', async () => {
     const bytes = Buffer.concat([randomBytes(1_500_000), Buffer.alloc(1 << 20), randomBytes(10)])
-    const ing = new PlainFileIngest(repo)
+    const ing = new PlainFileIngest(store)
     await ing.push(bytes)
     const r = await ing.finish()
     expect(r.sizeBytes).toBe(bytes.length)

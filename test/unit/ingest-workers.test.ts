@@ -1,51 +1,32 @@
-// Ingest on worker threads against ingest on the main thread: the same content (relation files full, deduplicated,
-// changed, grown and shrunk against a parent; plain files; a PG 17 INCREMENTAL file) goes through both paths into
-// two copies of one repository (plain and encrypted); file maps, blob ids, CRCs and stats must be byte-identical,
-// and right by independent facts (SHA-256 / HMAC computed here, bytes read back and verified). Also the pool itself.
-// The worker runs compiled JavaScript: the test compiles window-worker.ts and its imports with tsc first.
+// Ingest on worker threads against ingest on the calling thread: the same content (relation files full,
+// deduplicated, changed, grown and shrunk against a parent; plain files; a PG 17 INCREMENTAL file) goes through a
+// window store with workers and one without, into two copies of one repository (plain and encrypted); file maps,
+// blob ids, CRCs and stats must be byte-identical, and right by independent facts (SHA-256 / HMAC computed here,
+// bytes read back and verified). Also the codec pool itself. The workers run the build's compiled module (dist/,
+// which `npm test` builds first).
 
-import { execFile } from 'node:child_process'
 import { createHash, createHmac } from 'node:crypto'
-import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { cp, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { pathToFileURL } from 'node:url'
-import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { PlainFileIngest, RelationFileIngest } from '../../src/backup/file-ingest.js'
 import { IncrementalFileIngest } from '../../src/backup/incremental-ingest.js'
-import {
-  configureIngestWorkers,
-  DEFAULT_MIN_POOLED_FILE_BYTES,
-  DEFAULT_WARMUP_BYTES,
-  defaultIngestWorkers,
-  sharedWindowPool,
-  WindowPool,
-} from '../../src/backup/window-pool.js'
+import { PlainFileIngest } from '../../src/backup/plain-ingest.js'
+import { RelationFileIngest } from '../../src/backup/relation-ingest.js'
 import { AssertionError } from '../../src/errors.js'
 import { crc32c } from '../../src/pg/crc32c.js'
 import { encodeIncrementalFile } from '../../src/pg/incremental-file.js'
 import { BlobCodec } from '../../src/repo/blob.js'
 import { encodeFileMap, type Extent, type FileMap } from '../../src/repo/file-map.js'
+import { CodecPool, defaultWorkers, workerModuleUrl } from '../../src/repo/codec-pool.js'
+import type { RepoKeys } from '../../src/repo/crypto.js'
 import { initRepository, openRepository, type Repository } from '../../src/repo/repository.js'
+import type { WindowStore } from '../../src/repo/window-store.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 
 const PAGE = 8192
 const WINDOW = 128 * PAGE
 const ROOT = join(import.meta.dirname, '..', '..')
-
-/** Compiles the worker module and what it imports into a directory of its own; returns the worker's URL. */
-async function compileWorker(): Promise<{ url: URL; dir: string }> {
-  await mkdir(join(ROOT, 'node_modules', '.cache'), { recursive: true })
-  // Under node_modules so that the compiled code resolves zstd-napi from the project.
-  const dir = await mkdtemp(join(ROOT, 'node_modules', '.cache', 'pgkeep-window-worker-'))
-  const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc')
-  const args = ['--outDir', dir, '--rootDir', ROOT, '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022']
-  await promisify(execFile)(process.execPath, [tsc, ...args, '--skipLibCheck', '--strict', '--types', 'node', join(ROOT, 'src/backup/window-worker.ts')])
-  // node_modules is a package-scope boundary: without this the compiled files would load as CommonJS.
-  await writeFile(join(dir, 'package.json'), '{"type":"module"}\n')
-  return { url: pathToFileURL(join(dir, 'src', 'backup', 'window-worker.js')), dir }
-}
 
 /** A seeded generator (mulberry32), so every run sees the same content. */
 function prng(seed: number): () => number {
@@ -90,23 +71,23 @@ async function feed(ing: { push(b: Buffer): Promise<void> }, bytes: Uint8Array, 
   }
 }
 
-async function relation(repo: Repository, pool: WindowPool | null, bytes: Buffer, parent?: FileMap): Promise<Outcome> {
-  const ing = new RelationFileIngest(repo, bytes.length, parent, undefined, { pool })
+async function relation(store: WindowStore, bytes: Buffer, parent?: FileMap): Promise<Outcome> {
+  const ing = new RelationFileIngest(store, bytes.length, parent)
   await feed(ing, bytes, bytes.length)
   const r = await ing.finish()
   return { map: encodeFileMap(r.fileMap), crc32c: r.crc32c, stats: { ...ing.stats }, extents: r.fileMap.extents, fileMap: r.fileMap }
 }
 
-async function plain(repo: Repository, pool: WindowPool | null, bytes: Buffer): Promise<Outcome> {
-  const ing = new PlainFileIngest(repo, undefined, { pool })
+async function plain(store: WindowStore, bytes: Buffer): Promise<Outcome> {
+  const ing = new PlainFileIngest(store)
   await feed(ing, bytes, bytes.length + 1)
   const r = await ing.finish()
   expect(r.sizeBytes).toBe(bytes.length)
   return { map: Buffer.from(JSON.stringify(r.extents)), crc32c: r.crc32c, stats: { ...ing.stats }, extents: r.extents }
 }
 
-async function incremental(repo: Repository, pool: WindowPool | null, bytes: Uint8Array, parent: FileMap): Promise<Outcome> {
-  const ing = new IncrementalFileIngest(repo, 'base/5/16390', parent, undefined, { pool })
+async function incremental(store: WindowStore, bytes: Uint8Array, parent: FileMap): Promise<Outcome> {
+  const ing = new IncrementalFileIngest(store, 'base/5/16390', parent)
   await feed(ing, bytes, 7)
   const r = await ing.finish()
   return { map: encodeFileMap(r.fileMap), crc32c: r.incrementalCrc32c, stats: { ...ing.stats }, extents: r.fileMap.extents, fileMap: r.fileMap }
@@ -124,12 +105,11 @@ async function rebuild(repo: Repository, extents: Extent[]): Promise<Buffer> {
 
 const pageHash = (p: Uint8Array) => (p.every((b) => b === 0) ? Buffer.alloc(8) : createHash('sha256').update(p).digest().subarray(0, 8))
 
-let worker: { url: URL; dir: string }
-beforeAll(async () => {
-  worker = await compileWorker()
-}, 120_000)
-afterAll(async () => {
-  if (worker) await rm(worker.dir, { recursive: true, force: true })
+let workerUrl: URL
+beforeAll(() => {
+  const url = workerModuleUrl()
+  if (!url) throw new Error("no compiled codec worker in dist/: run 'npm run build' (npm test does it)")
+  workerUrl = url
 })
 
 describe.each([
@@ -139,7 +119,9 @@ describe.each([
   let dir: string
   let main: Repository
   let pooled: Repository
-  let pool: WindowPool
+  let mainStore: WindowStore
+  let pool: WindowStore
+  let keys: RepoKeys | undefined
   const scrypt = { N: 1024, r: 8, p: 1 }
 
   beforeAll(async () => {
@@ -150,31 +132,34 @@ describe.each([
     await cp(join(dir, 'a'), join(dir, 'b'), { recursive: true })
     main = await openRepository(await openFsStorage(join(dir, 'a')), { passphrase })
     pooled = await openRepository(await openFsStorage(join(dir, 'b')), { passphrase })
-    const c = pooled.config.compression
+    keys = (pooled as unknown as { keys: RepoKeys | undefined }).keys
+    mainStore = await main.openWindowStore({ workers: 0 })
     // Two workers and a small in-flight bound: results come back out of order and submitters wait.
-    pool = new WindowPool({ keys: pooled.keys, compressionLevel: c.algorithm === 'zstd' ? c.level : undefined, workers: 2, maxInFlight: 3, workerUrl: worker.url })
+    pool = await pooled.openWindowStore({ workers: 2, maxInFlight: 3 })
+    expect(pool.workers).toBe(2)
   })
   afterAll(async () => {
     await pool?.close()
+    await mainStore?.close()
     await main?.close()
     await pooled?.close()
     await rm(dir, { recursive: true, force: true })
   })
 
   /** Runs one ingest on both paths; the outcomes must be identical. Returns the pooled one and the encodes it cost. */
-  async function both(run: (repo: Repository, pool: WindowPool | null) => Promise<Outcome>): Promise<{ o: Outcome; encodes: number; stored: number }> {
-    const want = await run(main, null)
-    const encodesBefore = pool.jobCounts.encode
+  async function both(run: (store: WindowStore) => Promise<Outcome>): Promise<{ o: Outcome; encodes: number; stored: number }> {
+    const want = await run(mainStore)
+    const encodesBefore = pool.jobCounts.encoded
     const storedBefore = pooled.sessionStats.blobsStored
-    const got = await run(pooled, pool)
+    const got = await run(pool)
     expect(got.map.equals(want.map), 'file map / extents').toBe(true)
     expect(got.crc32c).toBe(want.crc32c)
     expect(got.stats).toEqual(want.stats)
-    return { o: got, encodes: pool.jobCounts.encode - encodesBefore, stored: pooled.sessionStats.blobsStored - storedBefore }
+    return { o: got, encodes: pool.jobCounts.encoded - encodesBefore, stored: pooled.sessionStats.blobsStored - storedBefore }
   }
 
   const idOf = (bytes: Uint8Array) =>
-    passphrase ? createHmac('sha256', pooled.keys!.idKey).update(bytes).digest('hex') : createHash('sha256').update(bytes).digest('hex')
+    passphrase ? createHmac('sha256', keys!.idKey).update(bytes).digest('hex') : createHash('sha256').update(bytes).digest('hex')
 
   // 3 windows and a partial one: a compressible window, an all-zero window, an incompressible window, 57 pages.
   const v1 = Buffer.concat([pages(0, 128), Buffer.alloc(WINDOW), pages(1000, 128, PAGE), pages(2000, 57)])
@@ -189,7 +174,7 @@ describe.each([
   Buffer.alloc(PAGE).copy(v3, 300 * PAGE)
 
   it('a full relation file: same map; ids, page hashes and CRC as computed independently; bytes read back', async () => {
-    const { o, encodes, stored } = await both((r, p) => relation(r, p, v1))
+    const { o, encodes, stored } = await both((st) => relation(st, v1))
     map1 = o.fileMap!
     expect(o.crc32c).toBe(crc32c(v1))
     expect(map1.windowHashes).toEqual([idOf(v1.subarray(0, WINDOW)), null, idOf(v1.subarray(2 * WINDOW, 3 * WINDOW)), idOf(v1.subarray(3 * WINDOW))])
@@ -201,13 +186,13 @@ describe.each([
   })
 
   it('the same content again, without a parent: deduplicated, and nothing is encoded', async () => {
-    const { o, encodes } = await both((r, p) => relation(r, p, v1))
+    const { o, encodes } = await both((st) => relation(st, v1))
     expect(o.stats).toEqual({ storedBytes: 0, reusedBytes: 0 })
     expect(encodes).toBe(0)
   })
 
   it('against a parent: unchanged windows reused without encoding, changed pages gathered, growth stored', async () => {
-    const { o, encodes, stored } = await both((r, p) => relation(r, p, v3, map1))
+    const { o, encodes, stored } = await both((st) => relation(st, v3, map1))
     map3 = o.fileMap!
     expect(o.crc32c).toBe(crc32c(v3))
     // Window 1 (zeros) and the incompressible window 2 minus one zeroed page: reused or holes, never encoded.
@@ -220,14 +205,14 @@ describe.each([
   })
 
   it('an unchanged file against its parent: everything reused, nothing encoded', async () => {
-    const { o, encodes } = await both((r, p) => relation(r, p, v3, map3))
+    const { o, encodes } = await both((st) => relation(st, v3, map3))
     expect(o.stats).toEqual({ storedBytes: 0, reusedBytes: v3.length - WINDOW }) // window 1 is a hole, not a reuse
     expect(encodes).toBe(0)
   })
 
   it('a shrunk file against its parent', async () => {
     const v4 = v3.subarray(0, 200 * PAGE)
-    const { o } = await both((r, p) => relation(r, p, v4, map3))
+    const { o } = await both((st) => relation(st, v4, map3))
     expect(o.crc32c).toBe(crc32c(v4))
     await pooled.flush()
     expect((await rebuild(pooled, o.extents)).equals(v4)).toBe(true)
@@ -235,11 +220,11 @@ describe.each([
 
   it('plain files: whole pieces, an all-zero piece, a short tail, and a small file', async () => {
     const big = Buffer.concat([pages(5000, 128, 5000), Buffer.alloc(WINDOW), pages(6000, 72), Buffer.from('tail of the file')])
-    const { o } = await both((r, p) => plain(r, p, big))
+    const { o } = await both((st) => plain(st, big))
     expect(o.crc32c).toBe(crc32c(big))
     expect(o.extents.map((e) => e.blob)).toEqual([idOf(big.subarray(0, WINDOW)), null, idOf(big.subarray(2 * WINDOW))])
     const small = Buffer.from('PG_VERSION 15\n')
-    const s = await both((r, p) => plain(r, p, small))
+    const s = await both((st) => plain(st, small))
     expect(s.o.crc32c).toBe(crc32c(small))
     await pooled.flush()
     expect((await rebuild(pooled, o.extents)).equals(big)).toBe(true)
@@ -249,7 +234,7 @@ describe.each([
     // Blocks 3 and 130 change, 140 becomes zeros, 520 and 521 lie past the parent's 512; truncation at 522.
     const blocks = new Map<number, Buffer>([[3, page(7003)], [130, page(7130)], [140, Buffer.alloc(PAGE)], [520, page(7520)], [521, page(7521)]])
     const inc = encodeIncrementalFile([...blocks].map(([blockNumber, p]) => ({ blockNumber, page: p })), 522)
-    const { o } = await both((r, p) => incremental(r, p, inc, map3))
+    const { o } = await both((st) => incremental(st, inc, map3))
     expect(o.crc32c).toBe(crc32c(inc))
     expect(v3.length).toBe(512 * PAGE)
     const want = Buffer.concat([v3, Buffer.alloc(10 * PAGE)])
@@ -270,11 +255,11 @@ describe.each([
   })
 })
 
-describe('WindowPool', () => {
+describe('CodecPool', () => {
   const codec = new BlobCodec(undefined, 3)
 
   it('analyzes a window as computed here, hands it back intact, and takes it from the sender', async () => {
-    const pool = new WindowPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl: worker.url })
+    const pool = new CodecPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl })
     try {
       const w = pool.takeBuffer()
       const content = pages(42, 128)
@@ -305,7 +290,7 @@ describe('WindowPool', () => {
   })
 
   it('refuses buffers it did not hand out (transferring them would detach memory others use)', async () => {
-    const pool = new WindowPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl: worker.url })
+    const pool = new CodecPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl })
     try {
       await expect(pool.analyze(Buffer.from('abc'), { crc: true, pageHashes: false })).rejects.toThrow(AssertionError)
       await expect(pool.encode(Buffer.alloc(WINDOW + 1).subarray(0, WINDOW))).rejects.toThrow(AssertionError)
@@ -315,7 +300,7 @@ describe('WindowPool', () => {
   })
 
   it('keeps at most maxInFlight jobs at the workers; many callers all get their own answer', async () => {
-    const pool = new WindowPool({ keys: undefined, compressionLevel: 1, workers: 2, maxInFlight: 1, workerUrl: worker.url })
+    const pool = new CodecPool({ keys: undefined, compressionLevel: 1, workers: 2, maxInFlight: 1, workerUrl })
     try {
       const contents = Array.from({ length: 12 }, (_, i) => pages(100 * i, 1 + i))
       const results = await Promise.all(
@@ -334,16 +319,16 @@ describe('WindowPool', () => {
 
   it('fails the jobs of a worker that dies instead of hanging', async () => {
     const dead = new URL('data:text/javascript,process.exit(3)')
-    const pool = new WindowPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl: dead })
+    const pool = new CodecPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl: dead })
     try {
-      await expect(pool.analyze(pool.takeBuffer(), { crc: true, pageHashes: false })).rejects.toThrow(/window worker exited with code 3/)
+      await expect(pool.analyze(pool.takeBuffer(), { crc: true, pageHashes: false })).rejects.toThrow(/codec worker exited with code 3/)
     } finally {
       await pool.close()
     }
   })
 
   it('stops idle workers and starts them again on demand', async () => {
-    const pool = new WindowPool({ keys: undefined, compressionLevel: 3, workers: 2, idleMs: 50, workerUrl: worker.url })
+    const pool = new CodecPool({ keys: undefined, compressionLevel: 3, workers: 2, idleMs: 50, workerUrl })
     try {
       await pool.analyze(pool.takeBuffer().fill(1), { crc: true, pageHashes: false })
       expect(pool.runningWorkers).toBe(2)
@@ -357,30 +342,24 @@ describe('WindowPool', () => {
   })
 
   it('leaves a core to the main thread and one to the rest of the backup', () => {
-    expect([1, 2, 3, 4, 6, 8, 64].map((n) => defaultIngestWorkers(n))).toEqual([0, 0, 1, 2, 4, 4, 4])
+    expect([1, 2, 3, 4, 6, 8, 64].map((n) => defaultWorkers(2, 4, n))).toEqual([0, 0, 1, 2, 4, 4, 4])
   })
-})
 
-describe('sharedWindowPool', () => {
-  it('keeps small files and the first warmupBytes of a repository on the main thread, starting workers halfway', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'pgkeep-ingest-'))
-    const repo = await initRepository(await openFsStorage(dir))
+  it('decodes and verifies blobs, and hashes pages, as the calling thread does', async () => {
+    const pool = new CodecPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl })
     try {
-      configureIngestWorkers({ workers: 0, workerUrl: worker.url, minPooledFileBytes: 100, warmupBytes: 1000 })
-      expect(sharedWindowPool(repo, 5000)).toBeUndefined() // workers off
-      configureIngestWorkers({ workers: 1 })
-      expect(sharedWindowPool(repo, 99)).toBeUndefined() // too small to count
-      expect(sharedWindowPool(repo, 400)).toBeUndefined() // 400 of 1000
-      expect(sharedWindowPool(repo, 200)).toBeUndefined() // 600: workers start
-      const pool = sharedWindowPool(repo, 500) // 1100: this file goes to the workers
-      expect(pool).toBeInstanceOf(WindowPool)
-      expect(pool!.runningWorkers).toBe(1)
-      expect(sharedWindowPool(repo, 100)).toBe(pool)
-      await pool!.close()
+      const content = pages(77, 40)
+      const e = codec.encode(content)
+      const id = createHash('sha256').update(content).digest('hex')
+      expect((await pool.decode(e.stored, e.flags, content.length, id)).equals(content)).toBe(true)
+      await expect(pool.decode(e.stored, e.flags, content.length, 'ab'.repeat(32))).rejects.toThrow(/blob 'abab/)
+      const w = pool.takeBuffer()
+      content.copy(w)
+      const h = await pool.hashPages(w.subarray(0, content.length))
+      expect(h.window.equals(content)).toBe(true)
+      for (let i = 0; i < 40; i++) expect(h.hashes.subarray(i * 8, i * 8 + 8)).toEqual(pageHash(content.subarray(i * PAGE, (i + 1) * PAGE)))
     } finally {
-      configureIngestWorkers({ workers: 'auto', minPooledFileBytes: DEFAULT_MIN_POOLED_FILE_BYTES, warmupBytes: DEFAULT_WARMUP_BYTES })
-      await repo.close()
-      await rm(dir, { recursive: true, force: true })
+      await pool.close()
     }
   })
 })

@@ -5,7 +5,7 @@ import { UsageError } from '../../errors.js'
 import type { Command } from '../command.js'
 import { CONNECTION_USAGE, connectionFrom, connectionOptions } from '../connection-args.js'
 import { formatBytes, formatDuration } from '../format.js'
-import { parseCommandArgs } from '../parse.js'
+import { parseCommandArgs, parseWorkers } from '../parse.js'
 import { ProgressLine } from '../progress.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
@@ -28,6 +28,7 @@ options:
   --max-rate RATE         limit the server's send rate, e.g. 50M or 800k (bytes per second; 32k to 1G)
   --cluster NAME          a readable name for this cluster, recorded with its first backup
   --compress zstd[:LEVEL]|none   only when the repository is created by this command (default zstd:3)
+  --workers N             threads for hashing and compression (default: the cores beyond two, at most 4; 0: none)
   --progress              show progress even when stderr is not a terminal
   --json                  print the result as one JSON object
 
@@ -49,6 +50,7 @@ ${CONNECTION_USAGE}
         'max-rate': { type: 'string' },
         cluster: { type: 'string' },
         compress: { type: 'string' },
+        workers: { type: 'string' },
         progress: { type: 'boolean' },
         json: { type: 'boolean' },
       },
@@ -58,6 +60,7 @@ ${CONNECTION_USAGE}
     const checkpoint = values.checkpoint ?? 'fast'
     if (checkpoint !== 'fast' && checkpoint !== 'spread') throw new UsageError(`invalid --checkpoint '${checkpoint}'`, { hint: 'use fast or spread' })
     const maxRateKbps = values['max-rate'] === undefined ? undefined : parseRate(values['max-rate'])
+    const workers = parseWorkers(values.workers)
     const { conninfo, overrides } = connectionFrom(values)
     const opened = await openRepoForCommand(values, ctx, 'backup', { createIfEmpty: true, compress: values.compress })
     if (opened.created) ctx.stderr.write(`pgkeep: created ${opened.repo.encrypted ? 'an encrypted' : 'an unencrypted'} repository at ${opened.repo.location}\n`)
@@ -76,6 +79,7 @@ ${CONNECTION_USAGE}
         checkpoint,
         maxRateKbps,
         clusterName: values.cluster,
+        workers,
         signal: ctx.signal,
         onProgress: (p) => bar.update(p.bytesDone, p.bytesTotal, `stored ${formatBytes(p.storedBytes)}`),
         onMessage: (m) => {

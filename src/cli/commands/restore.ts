@@ -12,7 +12,7 @@ import { walGetRestoreCommand } from '../../restore/restore-command.js'
 import { parseTablespaceMapping } from '../../restore/tablespace-mapping.js'
 import type { Command } from '../command.js'
 import { formatBytes, formatDuration } from '../format.js'
-import { parseCommandArgs } from '../parse.js'
+import { parseCommandArgs, parseWorkers } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { ProgressLine } from '../progress.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
@@ -48,6 +48,7 @@ options:
   --delta                           update an existing copy of the same cluster in place, writing only the
                                     files and pages that differ and removing what the backup does not have
   --jobs N                          files written at once (default 4)
+  --workers N                       threads decoding blobs (default: one fewer than the cores, at most --jobs; 0: none)
   --no-sync                         do not fsync what was written (faster; the copy may be lost on a crash)
   --progress                        show progress even when stderr is not a terminal
   --json                            print the result as one JSON object
@@ -79,6 +80,7 @@ ${REPO_USAGE}
         'primary-conninfo': { type: 'string' },
         delta: { type: 'boolean' },
         jobs: { type: 'string' },
+        workers: { type: 'string' },
         'no-sync': { type: 'boolean' },
         progress: { type: 'boolean' },
         json: { type: 'boolean' },
@@ -109,6 +111,7 @@ ${REPO_USAGE}
         recovery,
         delta: values.delta === true,
         jobs,
+        workers: parseWorkers(values.workers),
         sync: values['no-sync'] !== true,
         signal: ctx.signal,
         onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, values.delta ? `${formatBytes(p.bytesWritten)} written` : ''),

@@ -1,25 +1,35 @@
 // Reads blobs for a restore in runs: the blobs requested together (a worker reading ahead through a file) that lie
 // close together in one pack are fetched with one storage read, then each is decoded and verified against its id
-// with the repository's codec. A restore reads blobs in about the order a backup wrote them, so most runs cover
-// several blobs: far fewer requests (one object store GET per run instead of per blob) and system calls.
-// Anything unusual (a blob not in the index, a short read, a blob that does not verify) goes through
-// Repository.readBlob, which reads it again on its own and says precisely what is wrong.
+// with the repository's codec, on a CodecPool's workers when the reader has one. A restore reads blobs in about the
+// order a backup wrote them, so most runs cover several blobs: far fewer requests (one object store GET per run
+// instead of per blob) and system calls. Anything unusual (a blob not in the index, a short read, a blob that does
+// not verify) goes through the repository's readBlob, which reads it again on its own and says precisely what is
+// wrong. The reader also hashes the pages of files on disk for a delta restore, on the same workers.
 
-import { BlobCodec, type BlobId } from '../repo/blob.js'
-import type { BlobLocation } from '../repo/blob-index.js'
-import { packKey } from '../repo/layout.js'
-import type { Repository } from '../repo/repository.js'
-import { readObject } from '../repo/storage-io.js'
-import type { DecodePool } from './decode-pool.js'
+import type { Storage } from '../storage/storage.js'
+import { BlobCodec, type BlobId } from './blob.js'
+import type { BlobLocation } from './blob-index.js'
+import { pageHashesOf } from './codec-work.js'
+import type { CodecPool } from './codec-pool.js'
+import type { RepoKeys } from './crypto.js'
+import { WINDOW_BYTES } from './file-map.js'
+import { packKey } from './layout.js'
+import { readObject } from './storage-io.js'
 
 export interface BlobReaderOptions {
   /** Blobs whose stored bytes are at most this far apart in a pack are read together (default 256 KiB). */
   maxGapBytes?: number
   /** A run is cut at this many stored bytes (default 8 MiB). */
   maxRunBytes?: number
-  /** Decode in these worker threads instead of the calling thread. */
-  pool?: DecodePool
   signal?: AbortSignal
+}
+
+/** What a BlobReader needs of its repository (given by Repository.openBlobReader). */
+export interface BlobReaderSource {
+  readonly storage: Storage
+  readonly keys: RepoKeys | undefined
+  locateBlob(id: BlobId): BlobLocation | undefined
+  readBlob(id: BlobId, o: { signal?: AbortSignal }): Promise<Buffer>
 }
 
 interface Request {
@@ -39,14 +49,50 @@ export class BlobReader {
   #blobs = 0
   #fallbacks = 0
 
+  readonly #free: ArrayBuffer[] = []
+
+  /** @internal made by Repository.openBlobReader */
   constructor(
-    private readonly repo: Repository,
+    private readonly repo: BlobReaderSource,
+    private readonly pool: CodecPool | undefined,
     private readonly o: BlobReaderOptions = {},
   ) {
     // Decoding needs only the keys; the compression level matters for encoding alone.
     this.#codec = new BlobCodec(repo.keys, undefined)
     this.#maxGap = o.maxGapBytes ?? 256 << 10
     this.#maxRun = o.maxRunBytes ?? 8 << 20
+  }
+
+  /** Worker threads behind this reader (0: the calling thread decodes). */
+  get workers(): number {
+    return this.pool?.workers ?? 0
+  }
+
+  /** A window buffer (WINDOW_BYTES) for hashPages, owned by the caller until it passes it there. */
+  takeBuffer(): Buffer {
+    if (this.pool) return this.pool.takeBuffer()
+    return Buffer.from(this.#free.pop() ?? new ArrayBuffer(WINDOW_BYTES))
+  }
+
+  /** Gives back a buffer from takeBuffer (or a view over one); the caller must not use it again. */
+  recycle(window: Buffer): void {
+    if (this.pool) return this.pool.recycle(window)
+    const ab = window.buffer
+    if (ab instanceof ArrayBuffer && ab.byteLength === WINDOW_BYTES && this.#free.length < 8) this.#free.push(ab)
+  }
+
+  /**
+   * The page hashes (as file maps hold them) of `window`, a view over a buffer from takeBuffer, which passes to the
+   * reader and comes back as the result's `window`.
+   */
+  async hashPages(window: Buffer): Promise<{ window: Buffer; hashes: Buffer }> {
+    if (this.pool) return this.pool.hashPages(window)
+    return { window, hashes: pageHashesOf(window) }
+  }
+
+  /** Stops the workers. */
+  async close(): Promise<void> {
+    await this.pool?.close()
   }
 
   /** The verified plain bytes of a blob; requests made in the same turn of the event loop share storage reads. */
@@ -113,8 +159,8 @@ export class BlobReader {
         continue
       }
       const stored = bytes.subarray(at, at + r.loc.storedLength)
-      if (this.o.pool) {
-        this.o.pool.decode(stored, r.loc.flags, r.loc.plainLength, r.id).then(r.resolve, () => this.#fallback(r))
+      if (this.pool) {
+        this.pool.decode(stored, r.loc.flags, r.loc.plainLength, r.id).then(r.resolve, () => this.#fallback(r))
         continue
       }
       try {

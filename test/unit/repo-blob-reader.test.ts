@@ -5,7 +5,6 @@
 import { randomBytes } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
 import { packKey } from '../../src/repo/layout.js'
-import { BlobReader } from '../../src/restore/blob-reader.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 import { openRepository } from '../../src/repo/repository.js'
 import { damage, flipByte } from '../harness/repo-fixtures.js'
@@ -31,14 +30,23 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
     const { ids, contents } = await repoWithBlobs(passphrase)
     const repo = await openRepository(await openFsStorage(r!.dir), { passphrase })
     try {
-      const reader = new BlobReader(repo)
+      const reader = repo.openBlobReader({ workers: 0 })
       const got = await Promise.all(ids.map((id) => reader.read(id)))
       got.forEach((g, i) => expect(g.equals(contents[i]!), `blob ${i}`).toBe(true))
       expect(reader.stats.blobs).toBe(24)
       expect(reader.stats.fallbacks).toBe(0)
       expect(reader.stats.runs).toBeLessThanOrEqual(3)
+      // The same through worker threads (the build's compiled worker module).
+      const pooled = repo.openBlobReader({ workers: 2 })
+      try {
+        const again = await Promise.all(ids.map((id) => pooled.read(id)))
+        again.forEach((g, i) => expect(g.equals(contents[i]!), `blob ${i} through workers`).toBe(true))
+        expect(pooled.workers).toBe(2)
+      } finally {
+        await pooled.close()
+      }
       // Asked for one at a time, each is a run of its own.
-      const single = new BlobReader(repo)
+      const single = repo.openBlobReader({ workers: 0 })
       for (const id of ids.slice(0, 3)) await single.read(id)
       expect(single.stats.runs).toBe(3)
     } finally {
@@ -53,7 +61,7 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
       const loc = repo.locateBlob(ids[5]!)!
       const storage = await openFsStorage(r!.dir)
       await damage(storage, packKey(loc.packId), flipByte(loc.offset + 10))
-      const reader = new BlobReader(repo)
+      const reader = repo.openBlobReader({ workers: 0 })
       const results = await Promise.allSettled(ids.map((id) => reader.read(id)))
       expect(results[5]!.status).toBe('rejected')
       expect(String((results[5] as PromiseRejectedResult).reason.message)).toContain(`blob '${ids[5]}' in pack '${packKey(loc.packId)}'`)

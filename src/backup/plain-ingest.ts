@@ -1,0 +1,67 @@
+// Ingests any file other than a relation file as blobs of up to 1 MiB (all-zero pieces become holes); its size
+// need not be known ahead. Pieces are analysed by the repository's window store and placed in order.
+
+import { crc32cCombine } from '../pg/crc32c.js'
+import { type Extent, pushExtent, WINDOW_BYTES, type WindowFacts, type WindowStore } from '../repo/index.js'
+import type { IngestStats } from './extent-builder.js'
+
+export class PlainFileIngest {
+  readonly stats: IngestStats = { storedBytes: 0, reusedBytes: 0 }
+  readonly extents: Extent[] = []
+  private piece: Buffer
+  private filled = 0
+  /** Bytes placed so far (pieces are placed in order). */
+  private placed = 0
+  private crc = 0
+  private readonly ahead: Promise<WindowFacts>[] = []
+
+  constructor(private readonly store: WindowStore) {
+    this.piece = store.takeBuffer()
+  }
+
+  async push(chunk: Buffer): Promise<void> {
+    let at = 0
+    while (at < chunk.length) {
+      const n = chunk.copy(this.piece, this.filled, at)
+      this.filled += n
+      at += n
+      if (this.filled === WINDOW_BYTES) await this.flushPiece()
+    }
+  }
+
+  /** Completes the file once all its blobs are stored. */
+  async finish(): Promise<{ extents: Extent[]; sizeBytes: number; crc32c: number }> {
+    if (this.filled > 0) await this.flushPiece()
+    while (this.ahead.length > 0) await this.placeNext()
+    await this.store.drain()
+    this.store.recycle(this.piece)
+    return { extents: this.extents, sizeBytes: this.placed, crc32c: this.crc }
+  }
+
+  private async flushPiece(): Promise<void> {
+    const bytes = this.piece.subarray(0, this.filled)
+    this.filled = 0
+    this.piece = this.store.takeBuffer()
+    const facts = this.store.analyze(bytes, { crc: true, pageHashes: false })
+    facts.catch(() => {}) // observed when placed
+    this.ahead.push(facts)
+    while (this.ahead.length > this.store.maxAhead) await this.placeNext()
+  }
+
+  private async placeNext(): Promise<void> {
+    const f = await this.ahead.shift()!
+    const offset = this.placed
+    const length = f.window.length
+    this.crc = crc32cCombine(this.crc, f.crc32c!, length)
+    this.placed += length
+    if (f.allZero) {
+      pushExtent(this.extents, { offset, length, blob: null, blobOffset: 0 })
+      this.store.recycle(f.window)
+      return
+    }
+    pushExtent(this.extents, { offset, length, blob: f.id!, blobOffset: 0 })
+    await this.store.store(f.id!, f.window, (stored) => {
+      if (stored) this.stats.storedBytes += length
+    })
+  }
+}

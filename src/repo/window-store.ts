@@ -1,0 +1,150 @@
+// Where a backup's file content goes, window by window: each window (up to 1 MiB) is analysed (page hashes, blob
+// id, CRC-32C, the all-zero test) and, when the engine decides to keep it as a blob, encoded and added to the
+// repository. The work runs on a CodecPool's worker threads when the store has one, several windows ahead of the
+// one the engine is placing, or on the calling thread; the engine sees the same interface and gets the same bytes
+// either way. Blobs are added in the order `store` is called, so a file's blobs sit in order in its packs.
+
+import type { BlobId } from './blob.js'
+import type { BlobCodec } from './blob.js'
+import { type AnalyzeRequest, analyzeWindow } from './codec-work.js'
+import type { CodecPool, WindowFacts } from './codec-pool.js'
+import { WINDOW_BYTES } from './file-map.js'
+
+export type { AnalyzeRequest, WindowFacts }
+
+/** What a WindowStore needs of its repository (given by Repository.openWindowStore). */
+export interface WindowStoreTarget {
+  /** The repository's codec, for work on the calling thread. */
+  readonly codec: BlobCodec
+  /** True when the blob can be referenced: put in this session, or indexed with its pack in storage. */
+  hasBlob(id: BlobId): boolean
+  /** Adds an encoded data blob (the repository's putEncodedBlob). */
+  putEncoded(id: BlobId, stored: Buffer, flags: number, plainLength: number, signal?: AbortSignal): Promise<{ stored: boolean }>
+}
+
+/** Window buffers kept for reuse on the calling thread. */
+const SPARE_BUFFERS = 4
+/** Windows smaller than this (small files, a few changed pages) stay on the calling thread: a round trip costs more. */
+const POOLED_MIN_BYTES = 256 * 1024
+
+export class WindowStore {
+  /** Windows the engine may have in analysis before it places the oldest (1 without workers). */
+  readonly maxAhead: number
+  /** Plain bytes of the blobs this store added to the repository. */
+  storedBytes = 0
+  /** Windows analysed and blobs encoded so far (encodes should match the blobs actually stored). */
+  readonly jobCounts = { analyzed: 0, encoded: 0 }
+  readonly #target: WindowStoreTarget
+  readonly #pool: CodecPool | undefined
+  readonly #signal: AbortSignal | undefined
+  readonly #free: ArrayBuffer[] = []
+  /** Ids stored (or being stored) through this store: a second window with equal content is not encoded twice. */
+  readonly #added = new Set<BlobId>()
+  #last: Promise<void> = Promise.resolve()
+  readonly #queue: Promise<void>[] = []
+
+  /** @internal made by Repository.openWindowStore */
+  constructor(target: WindowStoreTarget, pool: CodecPool | undefined, signal: AbortSignal | undefined) {
+    this.#target = target
+    this.#pool = pool
+    this.#signal = signal
+    this.maxAhead = pool?.maxInFlight ?? 1
+  }
+
+  /** Worker threads behind this store (0: the calling thread does the work). */
+  get workers(): number {
+    return this.#pool?.workers ?? 0
+  }
+
+  /** A window buffer (WINDOW_BYTES, contents undefined) that the caller owns until it passes it on. */
+  takeBuffer(): Buffer {
+    if (this.#pool) return this.#pool.takeBuffer()
+    return Buffer.from(this.#free.pop() ?? new ArrayBuffer(WINDOW_BYTES))
+  }
+
+  /** Gives back a buffer from takeBuffer (or a view over one); the caller must not use it again. */
+  recycle(window: Buffer): void {
+    if (this.#pool) return this.#pool.recycle(window)
+    const ab = window.buffer
+    if (ab instanceof ArrayBuffer && ab.byteLength === WINDOW_BYTES && this.#free.length < SPARE_BUFFERS) this.#free.push(ab)
+  }
+
+  /** True when blob `id` can be referenced by the backup being written (see WindowStoreTarget.hasBlob). */
+  hasBlob(id: BlobId): boolean {
+    return this.#added.has(id) || this.#target.hasBlob(id)
+  }
+
+  /**
+   * Analyses `window` (a view over a buffer from takeBuffer, which passes to the store and comes back in the
+   * result's `window`).
+   */
+  analyze(window: Buffer, request: AnalyzeRequest): Promise<WindowFacts> {
+    this.jobCounts.analyzed++
+    if (this.#pool && window.length >= POOLED_MIN_BYTES) return this.#pool.analyze(window, request)
+    try {
+      return Promise.resolve({ window, ...analyzeWindow(window, this.#target.codec, request) })
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /**
+   * Stores `window` (analysed: its id is `id`; a view over a buffer from takeBuffer, which passes to the store) as
+   * a data blob unless the repository has it. Blobs are added in call order; this waits while too many are in
+   * flight (backpressure). `onStored` learns whether the blob was new.
+   */
+  async store(id: BlobId, window: Buffer, onStored?: (stored: boolean) => void): Promise<void> {
+    // Known blobs are not encoded at all: the check the repository would make after the work, made before it.
+    if (this.hasBlob(id)) {
+      this.recycle(window)
+      onStored?.(false)
+      return
+    }
+    this.#added.add(id)
+    this.jobCounts.encoded++
+    const length = window.length
+    let encoded: Promise<{ stored: Buffer; flags: number }>
+    const pool = window.length >= POOLED_MIN_BYTES ? this.#pool : undefined
+    if (pool) {
+      encoded = pool.encode(window).then((e) => {
+        pool.recycle(e.window)
+        return e
+      })
+    } else {
+      try {
+        encoded = Promise.resolve(this.#target.codec.encode(window))
+      } catch (err) {
+        encoded = Promise.reject(err)
+      }
+      // Encoding copied the bytes; the buffer can serve the next window.
+      this.recycle(window)
+    }
+    const previous = this.#last
+    const done = (async () => {
+      const e = await encoded
+      await previous
+      const r = await this.#target.putEncoded(id, e.stored, e.flags, length, this.#signal)
+      if (r.stored) this.storedBytes += length
+      onStored?.(r.stored)
+    })()
+    // Observed by drain() or a later store(); a failed ingest may never get there.
+    done.catch(() => {})
+    this.#last = done
+    this.#queue.push(done)
+    while (this.#queue.length > this.maxAhead) await this.#queue.shift()
+  }
+
+  /** Resolves once every blob stored so far is added to the repository (rejects with the first failure). */
+  async drain(): Promise<void> {
+    while (this.#queue.length > 0) await this.#queue.shift()
+  }
+
+  /** Drains, then stops the workers. */
+  async close(): Promise<void> {
+    try {
+      await this.drain()
+    } finally {
+      await this.#pool?.close()
+    }
+  }
+}
