@@ -24,10 +24,11 @@ export const MAJORS: readonly Major[] = ALL_MAJORS.filter((m) => {
   return false
 })
 
-/** Whether a server of `major` can be started here. */
-export function haveServer(major: Major): boolean {
-  return MAJORS.includes(major)
-}
+/**
+ * The newest major that can run here (19 when Debian's package could be had, else 18): tests that cover one
+ * recent major beside an old one (PITR, archiving, synchronous streaming, timeline following) use it.
+ */
+export const NEWEST_MAJOR: Major = MAJORS[MAJORS.length - 1]!
 
 export interface PgBinaries {
   readonly major: Major
