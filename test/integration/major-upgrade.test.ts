@@ -90,6 +90,11 @@ describe.skipIf(!canRun)('backups across a pg_upgrade from PostgreSQL 18 to 19',
       await repo.close()
     }
 
+    // The repository with both majors' backups and WAL verifies, data re-hashed.
+    const verify = await runMain(['verify', '--repo', r.dir, '--read-data', '--json'])
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0)
+    expect(JSON.parse(verify.stdout).ok).toBe(true)
+
     const target = join(upgraded.baseDir, 'restored')
     const ts = join(upgraded.baseDir, 'restored-ts1')
     const tsOid = (await upgraded.sql<{ oid: number }>(`select oid from pg_tablespace where spcname = 'ts1'`))[0]!.oid

@@ -1,4 +1,4 @@
-// src/pg/lsn.ts against PostgreSQL's own LSN text and segment names (fixtures from real 14–18 servers).
+// src/pg/lsn.ts against PostgreSQL's own LSN text and segment names (fixtures from real 14–19 servers).
 
 import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
