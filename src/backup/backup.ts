@@ -125,6 +125,14 @@ export async function takeBackup(o: BackupOptions): Promise<BackupResult> {
           hint: 'take a full backup first, or use --type auto to take a full one when there is none',
         })
       }
+      // pg_upgrade keeps the system identifier, so the latest backup of this cluster may hold the old major's
+      // files. Never base an incremental on them: the first backup after a major upgrade is a full one (its
+      // blobs still dedup against the old backup's where the bytes are equal).
+      if (parent && parent.server.major !== facts.major) {
+        say(o.type === 'incremental' ? 'warning' : 'info',
+          `the latest backup of cluster ${facts.systemId} (${parent.id}) is of PostgreSQL ${parent.server.major} and the server now runs ${facts.major}: taking a full backup`)
+        parent = undefined
+      }
     }
     for (;;) {
       try {
