@@ -260,7 +260,11 @@ function* drain(notices: ServerMessageFields[]): Generator<BaseBackupEvent> {
 
 /** An unsigned decimal integer column (oid, timeline, size in kB), as the server prints it. */
 function decimal(value: string, what: string): number {
-  if (!/^[0-9]{1,15}$/.test(value)) throw new ProtocolError(`${what} '${value.slice(0, 40)}' is not a decimal number`)
+  if (!/^[0-9]{1,15}$/.test(value)) {
+    throw new ProtocolError(`${what} '${value.slice(0, 40)}' is not a decimal number`, {
+      hint: 'PostgreSQL sends decimal numbers here: check that the connection leads to a genuine PostgreSQL server',
+    })
+  }
   return Number(value)
 }
 
