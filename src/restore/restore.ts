@@ -34,6 +34,7 @@ import {
 } from './target-directory.js'
 import { runTaskPool } from './task-pool.js'
 import { resolveTablespaceLocations, type TablespaceMapping } from './tablespace-mapping.js'
+import { checkTargetReachable } from './target-reach.js'
 import { writeTimelineHistory } from './timeline-history.js'
 import { writeBackupWal } from './wal-files.js'
 
@@ -146,6 +147,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   try {
     const { backup, reason } = await chooseBackup(repo, { backup: o.backup, systemId: o.systemId, target: recovery.target, signal })
     say('info', `restoring backup ${backup.id} (${backup.type}, PostgreSQL ${backup.server.version}, ${backup.startLsn}..${backup.endLsn}): ${reason}`)
+    await checkTargetReachable(repo, backup, recovery, { signal })
     const locations = resolveTablespaceLocations(backup.tablespaces, o.tablespaceMapping ?? [], pgdata)
 
     const delta = o.delta === true
