@@ -129,12 +129,13 @@ export class ArchiveEntryCheck {
 /**
  * After all archives: every tablespace's version directory must be `PG_<major>_<catversion>` of the cluster's
  * pg_control (catalog_version_no), the one directory the server can use. `catalogVersionOf` reads it from the
- * received pg_control (undefined when base.tar had none).
+ * received pg_control: undefined when base.tar had none (refused), null when this build cannot read its layout
+ * (a newer major: then only the directory's form, checked on arrival, is known).
  * @throws ProtocolError naming the tablespace archive
  */
-export function checkVersionDirectories(checks: readonly ArchiveEntryCheck[], major: number, catalogVersionOf: () => number | undefined): void {
+export function checkVersionDirectories(checks: readonly ArchiveEntryCheck[], major: number, catalogVersionOf: () => number | null | undefined): void {
   // pg_control is decoded only when there is a tablespace directory to compare.
-  let catalogVersion: number | undefined
+  let catalogVersion: number | null | undefined
   let decoded = false
   for (const c of checks) {
     if (c.scope.tablespaceOid === null || c.versionDirectory === undefined) continue
@@ -142,6 +143,7 @@ export function checkVersionDirectories(checks: readonly ArchiveEntryCheck[], ma
       catalogVersion = catalogVersionOf()
       decoded = true
     }
+    if (catalogVersion === null) return
     const expected = `PG_${major}_${catalogVersion}`
     if (catalogVersion === undefined || c.versionDirectory !== expected) {
       throw new ProtocolError(
