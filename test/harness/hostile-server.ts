@@ -124,6 +124,8 @@ export class FakeConnection {
 export interface HostileScenario {
   /** After the startup message. Default: trust authentication, a PostgreSQL 16 parameter set, ReadyForQuery. */
   startup?: (c: FakeConnection) => Promise<void>
+  /** Answers any command first; resolves true when it did (the defaults answer the rest). */
+  query?: (query: string, c: FakeConnection) => Promise<boolean>
   /** IDENTIFY_SYSTEM. Default: one proper row. */
   identifySystem?: (c: FakeConnection) => Promise<void>
   /** BASE_BACKUP's tablespace rows (oid and location as text), before the data directory row. Default none. */
@@ -237,6 +239,7 @@ export async function startHostileServer(scenario: HostileScenario = {}): Promis
 
   async function answer(c: FakeConnection, query: string): Promise<void> {
     const word = query.split(/\s/)[0]
+    if (await scenario.query?.(query, c)) return
     if (query === 'IDENTIFY_SYSTEM') {
       if (scenario.identifySystem) return scenario.identifySystem(c)
       await c.send(wire.resultSet(['systemid', 'timeline', 'xlogpos', 'dbname'], [['7000000000000000001', '1', '0/3000000', null]], 'IDENTIFY_SYSTEM'), wire.readyForQuery())

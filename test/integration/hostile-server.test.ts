@@ -4,7 +4,8 @@
 // case runs through the library and as the built CLI (in a working directory inside a sentinel tree): it must fail
 // with a protocol error naming what was refused, exit non-zero, record no backup, and leave every file outside the
 // repository as it was (the sentinel tree is listed before and after). A benign archive is the control: the same
-// fake then fails for another reason (its manifest), so the refusals are the entry checks' doing.
+// fake then fails for another reason (its manifest), so the refusals are the entry checks' doing. Last, single
+// replication commands against the fake: oversized or misnamed timeline histories, endless rows and notices.
 
 import { existsSync, readFileSync } from 'node:fs'
 import { lstat, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
@@ -12,6 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { connect, show, timelineHistory } from '../../protocol/index.js'
 import { takeBackup } from '../../src/backup/backup.js'
 import { isPgkeepError } from '../../src/errors.js'
 import { listBackups } from '../../src/repo/backup-record.js'
@@ -227,5 +229,60 @@ describe('pgkeep backup from a hostile server', () => {
       await server.close()
     }
     await expectNothingChanged()
+  }, 60_000)
+})
+
+describe('replication commands against a hostile server', () => {
+  /**
+   * Runs `command` on a connection to a fake that answers with `answer`; resolves with the error it fails with.
+   * A response over its bound must also have dropped the connection (`dropped`).
+   */
+  async function failure(
+    answer: (query: string, c: FakeConnection) => Promise<boolean>,
+    command: (conn: Awaited<ReturnType<typeof connect>>) => Promise<unknown>,
+    dropped = true,
+  ) {
+    const server = await startHostileServer({ query: answer })
+    try {
+      const conn = await connect(server.conninfo, { env: {} })
+      try {
+        const err = await command(conn).then(
+          () => undefined,
+          (e: unknown) => e,
+        )
+        expect(conn.isClosed).toBe(dropped)
+        return err as Error & { code?: string }
+      } finally {
+        conn.destroy()
+      }
+    } finally {
+      await server.close()
+    }
+  }
+  const history = (name: string, content: string) => async (q: string, c: FakeConnection) =>
+    q.startsWith('TIMELINE_HISTORY') && c.send(wire.resultSet(['filename', 'content'], [[name, content]], 'TIMELINE_HISTORY'), wire.readyForQuery())
+
+  it('a timeline history over 1 MiB, and one under another name, are refused', async () => {
+    const big = await failure(history('00000002.history', '1\t0/3000000\tx\n'.repeat(80_000)), (c) => timelineHistory(c, 2))
+    expect(big.code).toBe('PROTOCOL')
+    expect(big.message).toMatch(/the server answered TIMELINE_HISTORY with more than 1114112 bytes/)
+    const over = await failure(history('00000002.history', '1\t0/3000000\tx\n'.repeat(75_000)), (c) => timelineHistory(c, 2), false)
+    expect(over.message).toBe('the history file of timeline 2 has 1050000 bytes; at most 1048576 are accepted')
+    const renamed = await failure(history('../../00000002.history', '1\t0/3000000\tx\n'), (c) => timelineHistory(c, 2), false)
+    expect(renamed.message).toMatch(/TIMELINE_HISTORY 2 answered with file name '\.\.\/\.\.\/00000002\.history', not '00000002\.history'/)
+  }, 60_000)
+
+  it('endless SHOW rows and endless notices are cut off at the bound', async () => {
+    const rows = await failure(
+      async (q, c) => q.startsWith('SHOW') && (await c.send(wire.rowDescription(['x'])), await c.flood(Buffer.concat(Array(256).fill(wire.dataRow(['8192']))), FLOOD_MAX), true),
+      (c) => show(c, 'block_size'),
+    )
+    expect(rows.message).toMatch(/the server answered SHOW with more than 16 rows/)
+    const notice = Buffer.concat(Array(256).fill(wire.frame('N', Buffer.from('SNOTICE\0C00000\0Mhello\0\0'))))
+    const notices = await failure(
+      async (q, c) => q.startsWith('SHOW') && (await c.send(wire.rowDescription(['x'])), await c.flood(notice, FLOOD_MAX), true),
+      (c) => show(c, 'block_size'),
+    )
+    expect(notices.message).toMatch(/the server answered SHOW with more than 65536 bytes/)
   }, 60_000)
 })
