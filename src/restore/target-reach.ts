@@ -31,6 +31,8 @@ export interface ReachableWal {
 }
 
 const INFO_HINT = "'pgkeep info' lists the backups, the stored WAL and its gaps"
+/** Object stores keep modification times in whole seconds (S3's LastModified): a stored time may be this much early. */
+const STORED_AT_GRANULARITY_MS = 1000
 
 /**
  * Refuses a recovery target the stored WAL cannot reach from `backup`, before anything is written:
@@ -71,7 +73,7 @@ export async function checkTargetReachable(
     }
     if (mode !== 'recovery') return
     const reach = await reachableWal(repo, backup, recovery.targetTimeline, o)
-    if (when.ms > reach.storedBy) {
+    if (when.ms > reach.storedBy + STORED_AT_GRANULARITY_MS) {
       throw beyond(`recovery target time ${when.text}`, backup, reach, `the newest of that WAL was stored at ${new Date(reach.storedBy).toISOString()}, so none of it is later than that`)
     }
   } else {

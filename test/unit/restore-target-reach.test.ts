@@ -146,12 +146,14 @@ describe('the WAL a backup can reach', () => {
     const at = (ms: number) => recovery({ type: 'time', time: new Date(ms) })
     await expect(checkTargetReachable(r.repo, b, at(T0 - 60_000))).resolves.toBeUndefined()
     await expect(checkTargetReachable(r.repo, b, at(T0))).resolves.toBeUndefined()
+    // A second of slack: object stores keep whole seconds.
+    await expect(checkTargetReachable(r.repo, b, at(T0 + 1000))).resolves.toBeUndefined()
     const early = await refusal(b, at(T0 - 61_000))
     expect(early.message).toBe('recovery target time 2026-11-21 04:58:59+00 is before backup B1 finished (2026-11-21T04:59:00.000Z): recovery cannot stop before the backup is consistent')
-    const late = await refusal(b, at(T0 + 1000))
-    expect(late.message).toMatch(/^recovery target time 2026-11-21 05:00:01\+00 cannot be reached from backup B1: .*0\/2000100\.\.0\/4000000 \(timeline 1\); a gap follows on timeline 1, up to 0\/5000000; the newest of that WAL was stored at 2026-11-21T05:00:00\.000Z/)
+    const late = await refusal(b, at(T0 + 1001))
+    expect(late.message).toMatch(/^recovery target time 2026-11-21 05:00:01\.001\+00 cannot be reached from backup B1: .*0\/2000100\.\.0\/4000000 \(timeline 1\); a gap follows on timeline 1, up to 0\/5000000; the newest of that WAL was stored at 2026-11-21T05:00:00\.000Z/)
     // A standby may get later WAL from its primary: only "before the backup's end" applies.
-    await expect(checkTargetReachable(r.repo, b, { ...at(T0 + 1000), mode: 'standby' })).resolves.toBeUndefined()
+    await expect(checkTargetReachable(r.repo, b, { ...at(T0 + 1001), mode: 'standby' })).resolves.toBeUndefined()
     await expect(checkTargetReachable(r.repo, b, { ...at(T0 - 61_000), mode: 'standby' })).rejects.toThrow(/before backup B1 finished/)
   })
 
