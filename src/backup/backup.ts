@@ -16,8 +16,9 @@ import {
   show,
   uploadManifest,
 } from '../../protocol/index.js'
-import { AbortedError, FormatError, UsageError } from '../errors.js'
+import { AbortedError, FormatError, ProtocolError, UsageError } from '../errors.js'
 import { parseSizeSetting } from '../pg/lsn.js'
+import { decodeControlFile } from '../pg/pg-control.js'
 import {
   type BackupRecord,
   BACKUP_FORMAT_VERSION,
@@ -36,6 +37,7 @@ import { BackupWal } from './backup-wal.js'
 import { type BlobSink, ParentBlobMissingError } from './file-ingest.js'
 import { ParentFileMissingError } from './incremental-ingest.js'
 import { checkAgainstManifest } from './manifest-check.js'
+import { checkArchive, checkTablespaceList, checkVersionDirectories, type ArchiveEntryCheck } from './server-input.js'
 import { TarArchiveReader } from './tar-entries.js'
 
 export type BackupType = 'auto' | 'full' | 'incremental'
@@ -101,6 +103,12 @@ export interface BackupResult {
 const CHECKSUM_NOTICE = /checksum verification failed|checksum verification failure/i
 /** The server manifest is kept as meta blobs of this size. */
 const MANIFEST_PIECE_BYTES = 4 << 20
+/**
+ * The server's manifest is held in memory until it is checked, so its size is bounded by what it can describe: a
+ * line per file of at most a hex-encoded 4095-byte path plus size, time and checksum, and a header and WAL ranges.
+ */
+const MANIFEST_BYTES_PER_ENTRY = 8192 + 512
+const MANIFEST_BASE_BYTES = 1 << 20
 
 /** Takes a full or incremental backup of the server into the repository. */
 export async function takeBackup(o: BackupOptions): Promise<BackupResult> {
@@ -211,6 +219,8 @@ async function run(
     const begun = await beginBaseBackup(o, facts, parent, say)
     backupConn = begun.conn
     const { events, start, mode } = begun
+    // Before anything of the backup is stored: every tablespace oid and location as PostgreSQL has them.
+    const tablespaceLocations = checkTablespaceList(start.tablespaces)
     const wal = await BackupWal.start(walConn, walRepo, {
       slot,
       systemId: facts.systemId,
@@ -232,6 +242,9 @@ async function run(
     const checksumFailures: BackupRecord['checksumFailures'] = []
     const manifest: Buffer[] = []
     let reader: TarArchiveReader | undefined
+    const archivesSeen = new Set<string>()
+    const archiveChecks: ArchiveEntryCheck[] = []
+    let manifestBytesHeld = 0
     let bytesDone = 0
     let bytesTotal: number | null = start.tablespaces.every((t) => t.sizeBytes !== null)
       ? start.tablespaces.reduce((s, t) => s + t.sizeBytes!, 0)
@@ -255,11 +268,13 @@ async function run(
         const ev = r.value
         switch (ev.type) {
           case 'archive': {
-            const prefix = ev.tablespace.oid === null ? '' : `pg_tblspc/${ev.tablespace.oid}/`
-            reader = new TarArchiveReader(ev.name, async (entry) => {
-              await files.add(entry, prefix)
+            checkArchive(ev.name, ev.tablespace.oid, archivesSeen)
+            const scope = { name: ev.name, tablespaceOid: ev.tablespace.oid, tablespaces: tablespaceLocations, major: facts.major }
+            reader = new TarArchiveReader(scope, async (entry) => {
+              await files.add(entry)
               progress()
             })
+            archiveChecks.push(reader.check)
             break
           }
           case 'data':
@@ -276,6 +291,12 @@ async function run(
             progress()
             break
           case 'manifest':
+            manifestBytesHeld += ev.data.length
+            if (manifestBytesHeld > MANIFEST_BASE_BYTES + files.received.size * MANIFEST_BYTES_PER_ENTRY) {
+              throw new ProtocolError(`the server's backup_manifest exceeds ${manifestBytesHeld - ev.data.length} bytes, more than ${files.received.size} files can need`, {
+                hint: 'PostgreSQL never sends such a manifest: check that the connection leads to a genuine PostgreSQL server; nothing was recorded',
+              })
+            }
             manifest.push(Buffer.from(ev.data))
             break
           case 'notice':
@@ -304,6 +325,14 @@ async function run(
       say('warning', `server: ${end.checksumFailure.message}`)
     }
 
+    checkVersionDirectories(archiveChecks, facts.major, () => {
+      if (!files.controlFile) return undefined
+      try {
+        return decodeControlFile(files.controlFile).catalogVersion
+      } catch {
+        return null // a pg_control layout this build cannot read (a newer major): the directory's form was checked
+      }
+    })
     const manifestBytes = Buffer.concat(manifest)
     checkAgainstManifest(manifestBytes, files.received, start.startLsn, end.endLsn)
     const manifestBlobs: BlobId[] = []

@@ -28,6 +28,7 @@ import { CONTROL_FILE, removeMarker, RESTORE_MARKER, syncDirectory, writeMarker 
 import { TargetTree } from './target-tree.js'
 import { runTaskPool } from './task-pool.js'
 import type { TablespaceMapping } from './tablespace-mapping.js'
+import { checkTargetReachable } from './target-reach.js'
 import { writeTimelineHistory } from './timeline-history.js'
 import { writeBackupWal } from './wal-files.js'
 
@@ -141,6 +142,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     const { backup, reason } = await chooseBackup(repo, { backup: o.backup, systemId: o.systemId, target: recovery.target, signal })
     assertSoundBackupRecord(backup)
     say('info', `restoring backup ${backup.id} (${backup.type}, PostgreSQL ${backup.server.version}, ${backup.startLsn}..${backup.endLsn}): ${reason}`)
+    await checkTargetReachable(repo, backup, recovery, { signal })
 
     const delta = o.delta === true
     const { locations, state } = await prepareTarget({ pgdata, backup, mappings: o.tablespaceMapping ?? [], delta })

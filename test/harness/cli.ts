@@ -27,8 +27,8 @@ export async function runMain(args: string[], env: Record<string, string | undef
   return { code, stdout, stderr }
 }
 
-/** Runs the real binary `node bin/pgkeep.js ARGS` in a child process. */
-export function runBin(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+/** Runs the real binary `node bin/pgkeep.js ARGS` in a child process (in `o.cwd` when given). */
+export function runBin(args: string[], env: Record<string, string | undefined> = {}, o: { cwd?: string } = {}): Promise<CliResult> {
   if (!existsSync(join(ROOT, 'dist', 'src', 'cli', 'main.js'))) {
     throw new Error("dist/ is missing: run 'npm run build' (npm test does it for you)")
   }
@@ -36,6 +36,7 @@ export function runBin(args: string[], env: Record<string, string | undefined> =
     const child = spawn(process.execPath, [join(ROOT, 'bin', 'pgkeep.js'), ...args], {
       env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: o.cwd,
     })
     let stdout = ''
     let stderr = ''
