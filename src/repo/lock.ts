@@ -424,9 +424,9 @@ export class RepoLock {
       const recovered = this.#failure !== undefined || expired
       this.#failure = undefined
       this.#retryMs = this.#firstRetryMs
+      if (recovered && !this.#released) this.#say('held', `the ${this.#what()} is ${expired ? 're-taken after it expired' : 'refreshed again'}; it expires at ${this.expiresAt.toISOString()}`)
       await this.#storage.remove(old).catch(() => this.#strays.add(old)) // ours and superseded: removed later if need be
       await this.#removeStrays()
-      if (recovered && !this.#released) this.#say('held', `the ${this.#what()} is ${expired ? 're-taken after it expired' : 'refreshed again'}; it expires at ${this.expiresAt.toISOString()}`)
     } catch (err) {
       if (this.#lost.signal.aborted) throw this.#lost.signal.reason
       const error = err instanceof Error ? err : new Error(String(err))
