@@ -10,7 +10,7 @@ import { readFileSync, readlinkSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { AccessDeniedError, LockedError, UsageError } from '../errors.js'
 import type { Storage } from '../storage/storage.js'
-import { anySignal, raceAbort, sleep } from '../storage/abort.js'
+import { raceAbort, sleep } from '../storage/abort.js'
 import { lockKey, LOCKS_PREFIX } from './layout.js'
 import { isNotFound, readObject } from './storage-io.js'
 
@@ -355,21 +355,26 @@ export class RepoLock {
       if (this.#failure === undefined) await this.refresh().catch(() => {})
       else await raceAbort(this.#nextAttempt(), o.signal)
     }
-    const deadline = new AbortController()
+    // One controller per write, with listeners removed afterwards: a streamer makes many such writes under one
+    // long-lived lock, and composite signals hanging off it would pile up.
+    const write = new AbortController()
     const timer = setTimeout(
       () =>
-        deadline.abort(
+        write.abort(
           new LockedError(`a write under the ${this.kind} lock for '${this.purpose}' did not finish before the lock came close to expiring`, {
             hint: 'the repository storage is very slow; run the operation again',
           }),
         ),
       this.#expiresAt - marginMs - Date.now(),
     )
-    const signal = anySignal(o.signal, this.#lost.signal, deadline.signal)!
+    const sources = [o.signal, this.#lost.signal].filter((x): x is AbortSignal => x !== undefined)
+    const onAbort = (e: Event) => write.abort((e.target as AbortSignal).reason)
+    for (const src of sources) src.addEventListener('abort', onAbort, { once: true })
     try {
-      return await fn(signal)
+      return await fn(write.signal)
     } finally {
       clearTimeout(timer)
+      for (const src of sources) src.removeEventListener('abort', onAbort)
     }
   }
 
