@@ -56,8 +56,13 @@ describe('writers and their repository lock (PG 16)', () => {
     return { storage, faults, open: () => openRepository(storage) }
   }
 
-  /** Waits until the only lock of `repo` has expired, then takes an exclusive lock, which breaks it. */
-  async function breakExpiredLock(r: TestRepo) {
+  /**
+   * Once a refresh was refused (from then on the writer cannot write a lock object), waits until the writer's
+   * lock has expired, then takes an exclusive lock, which breaks it. (Before the first refusal a writer whose
+   * timers ran late may legitimately re-take an expired lock.)
+   */
+  async function breakExpiredLock(r: TestRepo, faults: { refused: number }) {
+    await waitUntil('a refresh was refused', () => faults.refused > 0, 30_000, 20)
     await waitUntil('the writer\'s lock expired', async () => (await r.repo.listLocks()).some((l) => l.state === 'expired'), 30_000, 50)
     const gc = await (await r.second()).acquireLock('exclusive', { purpose: 'gc' })
     expect(gc.removedLocks.map((l) => [l.state, l.info?.purpose])).toContainEqual(['expired', expect.any(String)])
@@ -85,7 +90,7 @@ describe('writers and their repository lock (PG 16)', () => {
       () => undefined,
       (e: unknown) => e as Error & { code?: string },
     )
-    const gc = await breakExpiredLock(r)
+    const gc = await breakExpiredLock(r, f.faults)
     f.faults.failing = false
     openGate()
     const err = await backup
@@ -134,7 +139,7 @@ describe('writers and their repository lock (PG 16)', () => {
       await pg.sql('insert into lock_loss select md5(g::text) from generate_series(1, 1000) g')
       const [{ name: unstored }] = await pg.sql<{ name: string }>('select pg_walfile_name(pg_current_wal_lsn()) as name')
       await pg.sql('select pg_switch_wal()')
-      const gc = await breakExpiredLock(r)
+      const gc = await breakExpiredLock(r, f.faults)
       f.faults.failing = false
       const err = await run
       expect(err?.code, String(err)).toBe('LOCKED')
@@ -166,7 +171,7 @@ describe('writers and their repository lock (PG 16)', () => {
     const repo: Repository = await f.open()
     await repo.acquireLock('shared', { purpose: 'wal push', ...LOCK_TIMING })
     f.faults.failing = true
-    const gc = await breakExpiredLock(r)
+    const gc = await breakExpiredLock(r, f.faults)
     f.faults.failing = false
     await pg.sql('select pg_switch_wal()')
     const walDir = join(pg.dataDir, 'pg_wal')
