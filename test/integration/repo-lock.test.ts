@@ -231,14 +231,16 @@ describe.each(['fs', 's3'] as const)('locks on %s', (driver) => {
     const { spec } = await fresh()
     const { repo, faults } = await withFaults(spec)
     const changes: LockStateChange[] = []
-    const lock = await repo.acquireLock('shared', { purpose: 'wal stream', staleAfterMs: 4000, onStateChange: (c) => changes.push(c) })
+    const otherRepo = await second(spec)
+    // (The stale interval leaves the steps below time to finish before the lock would give up on its own.)
+    const lock = await repo.acquireLock('shared', { purpose: 'wal stream', staleAfterMs: 6000, onStateChange: (c) => changes.push(c) })
     const expiresAt = lock.expiresAt.getTime()
     faults.failing = true
     await waitUntil('the lock expired', () => Date.now() > expiresAt + 100, 20_000, 20)
     expect((await repo.listLocks())[0]!.state).toBe('expired')
     expect(lock.state).toBe('at-risk')
     // Meanwhile another process took a shared lock: no conflict, the lock may be re-taken.
-    const other = await (await second(spec)).acquireLock('shared', { purpose: 'restore' })
+    const other = await otherRepo.acquireLock('shared', { purpose: 'restore' })
     faults.failing = false
     await waitUntil('the lock is held again', () => lock.state !== 'at-risk', 20_000, 20)
     expect(lock.state).toBe('held')
@@ -253,7 +255,8 @@ describe.each(['fs', 's3'] as const)('locks on %s', (driver) => {
   it('a lock broken by an exclusive acquirer after it expired is lost for good; nothing is written under it', async () => {
     const { spec } = await fresh()
     const { repo, faults } = await withFaults(spec)
-    const lock = await repo.acquireLock('shared', { purpose: 'backup', staleAfterMs: 3000 })
+    const maintenance = await second(spec)
+    const lock = await repo.acquireLock('shared', { purpose: 'backup', staleAfterMs: 6000 })
     const expiredKey = lock.key
     faults.failing = true
     await waitUntil('the lock expired', () => Date.now() > lock.expiresAt.getTime() + 100, 20_000, 20)
@@ -262,7 +265,7 @@ describe.each(['fs', 's3'] as const)('locks on %s', (driver) => {
       (e: unknown) => e,
     )
     // Maintenance takes its exclusive lock: the expired lock does not block it, and it breaks it first.
-    const gc = await (await second(spec)).acquireLock('exclusive', { purpose: 'gc' })
+    const gc = await maintenance.acquireLock('exclusive', { purpose: 'gc' })
     expect(gc.removedLocks.map((l) => [l.key, l.state])).toEqual([[expiredKey, 'expired']])
     // The storage accepts writes again, but the lock's object is gone: it cannot be re-taken.
     faults.failing = false

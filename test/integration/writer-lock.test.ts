@@ -23,7 +23,9 @@ import { freshFsRepo, type TestRepo } from '../harness/repo.js'
 import { openSpec, withLockWriteFaults, withWriteHook } from '../harness/repo-fixtures.js'
 import { ensureBuilt, spawnPgkeep, waitUntil, type PgkeepProcess } from './wal-helpers.js'
 
-const LOCK_TIMING = { staleAfterMs: 3000 }
+// Short enough for a test; long enough that breaking the expired lock (well within one stale interval after its
+// expiry, when the writer would give up on its own) is not a race on a loaded machine.
+const LOCK_TIMING = { staleAfterMs: 4000 }
 
 describe('writers and their repository lock (PG 16)', () => {
   let pg: Cluster
@@ -62,9 +64,10 @@ describe('writers and their repository lock (PG 16)', () => {
    * timers ran late may legitimately re-take an expired lock.)
    */
   async function breakExpiredLock(r: TestRepo, faults: { refused: number }) {
+    const maintenance = await r.second()
     await waitUntil('a refresh was refused', () => faults.refused > 0, 30_000, 20)
     await waitUntil('the writer\'s lock expired', async () => (await r.repo.listLocks()).some((l) => l.state === 'expired'), 30_000, 50)
-    const gc = await (await r.second()).acquireLock('exclusive', { purpose: 'gc' })
+    const gc = await maintenance.acquireLock('exclusive', { purpose: 'gc' })
     expect(gc.removedLocks.map((l) => [l.state, l.info?.purpose])).toContainEqual(['expired', expect.any(String)])
     return gc
   }
