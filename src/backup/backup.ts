@@ -17,6 +17,7 @@ import {
   uploadManifest,
 } from '../../protocol/index.js'
 import { AbortedError, FormatError, ProtocolError, UsageError } from '../errors.js'
+import { anySignal } from '../storage/abort.js'
 import { parseSizeSetting } from '../pg/lsn.js'
 import { decodeControlFile } from '../pg/pg-control.js'
 import {
@@ -31,6 +32,7 @@ import {
 import type { BlobId } from '../repo/blob.js'
 import { FileListReader } from '../repo/file-list.js'
 import { PACKS_PREFIX } from '../repo/layout.js'
+import type { LockTiming } from '../repo/lock.js'
 import type { Repository } from '../repo/repository.js'
 import { BackupFiles } from './backup-files.js'
 import { BackupWal } from './backup-wal.js'
@@ -59,6 +61,8 @@ export interface BackupOptions {
   maxRateKbps?: number
   /** Readable name for the cluster, recorded with its first backup. */
   clusterName?: string
+  /** Timing of the backup's shared repository lock (defaults: stale after 30 min, refreshed every 5 min). */
+  lockTiming?: LockTiming
   signal?: AbortSignal
   onProgress?: (p: BackupProgress) => void
   /** Things the user should read: fallbacks, server warnings (checksum failures). */
@@ -110,11 +114,24 @@ const MANIFEST_PIECE_BYTES = 4 << 20
 const MANIFEST_BYTES_PER_ENTRY = 8192 + 512
 const MANIFEST_BASE_BYTES = 1 << 20
 
-/** Takes a full or incremental backup of the server into the repository. */
-export async function takeBackup(o: BackupOptions): Promise<BackupResult> {
+/**
+ * Takes a full or incremental backup of the server into the repository, under a shared repository lock. When the
+ * lock is lost the backup stops with its LockedError, and nothing of it is listed: index objects and the backup
+ * record are written only while the lock is held (Repository.writeUnder), the record last of all.
+ */
+export async function takeBackup(options: BackupOptions): Promise<BackupResult> {
   const started = Date.now()
-  const say = (level: 'info' | 'warning', text: string) => o.onMessage?.({ level, text })
-  const lock = await o.repo.acquireLock('shared', { purpose: 'backup', signal: o.signal })
+  const say = (level: 'info' | 'warning', text: string) => options.onMessage?.({ level, text })
+  const lock = await options.repo.acquireLock('shared', {
+    purpose: 'backup',
+    signal: options.signal,
+    ...options.lockTiming,
+    // A lost lock ends the backup with its error: only the way there is worth a message.
+    onStateChange: (c) => c.state !== 'lost' && say(c.state === 'held' ? 'info' : 'warning', c.message),
+  })
+  options.walRepo?.writeUnder(lock)
+  // Everything the backup does stops when the lock is lost: connections, uploads, the WAL stream.
+  const o: BackupOptions = { ...options, signal: anySignal(options.signal, lock.signal) }
   try {
     const probe = await open(o, 'pgkeep backup')
     let facts: ServerFacts
@@ -368,6 +385,9 @@ async function run(
       storedBytes: repo.sessionStats.storedBytes - storedAtStart,
       checksumFailures,
     }
+    // The backup becomes listed here: only while the lock is held. The state is checked now (a lost lock stops
+    // us before anything else is written), and writeRecord makes the write itself conditional on the lock.
+    signal?.throwIfAborted()
     await writeBackupRecord(repo, record, { signal })
     progress(true)
     return {

@@ -130,8 +130,15 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const recoveryLines = formatRecoveryLines(recovery)
   const repo = o.repo
 
-  const lock = await repo.acquireLock('shared', { purpose: 'restore', signal: o.signal })
-  const signal = o.signal ? AbortSignal.any([o.signal, lock.signal]) : lock.signal
+  // A shared lock tells maintenance (gc, expire) that a reader is there. With read-only access to the repository
+  // (a DR credential) it cannot be written: restore then goes on without one, reading only, and says so.
+  const lock = await repo.acquireReaderLock({
+    purpose: 'restore',
+    signal: o.signal,
+    onStateChange: (c) => c.state === 'at-risk' && say('warning', c.message),
+  })
+  if (!lock) say('warning', `no write access to repository '${repo.location}': restoring without a lock, so maintenance (gc, expire) started meanwhile would not wait for this restore`)
+  const signal = AbortSignal.any([o.signal, lock?.signal].filter((x): x is AbortSignal => x !== undefined))
   // Every blob read in flight listens on it (jobs × read-ahead of them): not a leak.
   setMaxListeners(0, signal)
   let touched = false
@@ -376,7 +383,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     throw err
   } finally {
     await pool?.close().catch(() => {})
-    await lock.release().catch(() => {})
+    await lock?.release().catch(() => {})
   }
 }
 
