@@ -1,6 +1,6 @@
 import { defineConfig } from 'vitest/config'
 
-// Two projects: `unit` never touches the network; `integration` starts real PostgreSQL servers (14–18) and a
+// Two projects: `unit` never touches the network; `integration` starts real PostgreSQL servers (14–19) and a
 // local S3 server through test/harness/. `npm test` runs both; that is what CI runs.
 export default defineConfig({
   test: {
@@ -17,6 +17,8 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
+          // Fetches (once, then cached) Debian's PostgreSQL 19 server and the 17–19 client tools.
+          globalSetup: ['test/harness/global-setup.ts'],
           testTimeout: 300_000,
           hookTimeout: 120_000,
           // Each file starts its own servers; two cores, so two files at a time.

@@ -15,6 +15,14 @@ export {
   resolveConnectOptions,
 } from './session/conninfo.js'
 export { ReplicationConnection, type OpenOptions, type ResultSet } from './session/connection.js'
+export {
+  type ResultLimits,
+  MAX_TIMELINE_HISTORY_BYTES,
+  SMALL_RESULT,
+  TABLESPACE_LIST_RESULT,
+  TIMELINE_HISTORY_RESULT,
+} from './session/result-limits.js'
+export { FRAME_LIMITS } from './wire/frame-reader.js'
 export { identifySystem, show, timelineHistory, type SystemIdentity, type TimelineHistoryFile } from './commands/system.js'
 export {
   createReplicationSlot,

@@ -40,6 +40,13 @@ export class StorageError extends BaseError {
   }
 }
 
+/**
+ * The storage refused an operation for lack of permission: fs EACCES, EPERM or EROFS, S3 403 AccessDenied. With
+ * read-only access (a DR credential, a directory the user may only read) every write gets it; readers that would
+ * only write a lock (restore, verify) go on without one.
+ */
+export class AccessDeniedError extends StorageError {}
+
 /** A key or object does not exist. */
 export class NotFoundError extends BaseError {
   constructor(message: string, o: ErrorOptions = {}) {

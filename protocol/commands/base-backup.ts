@@ -8,8 +8,9 @@ import { type Lsn, parseLsn } from '../lsn.js'
 import { decodeBaseBackupMessage } from '../messages/base-backup.js'
 import type { BackendMessage } from '../messages/backend.js'
 import type { ReplicationConnection, ResultSet } from '../session/connection.js'
+import { type ResultLimits, SMALL_RESULT, TABLESPACE_LIST_RESULT } from '../session/result-limits.js'
 import { frontend } from '../wire/frontend.js'
-import { quoteLiteral, requiredText, text } from './text.js'
+import { onlyRow, quoteLiteral, requiredText, text } from './text.js'
 
 export const MANIFEST_CHECKSUM_ALGORITHMS = ['NONE', 'CRC32C', 'SHA224', 'SHA256', 'SHA384', 'SHA512'] as const
 export type ManifestChecksumAlgorithm = (typeof MANIFEST_CHECKSUM_ALGORITHMS)[number]
@@ -67,6 +68,9 @@ export type BaseBackupEvent =
    */
   | { type: 'end'; endLsn: Lsn; timeline: number; checksumFailure?: ServerMessageFields }
 
+/** Notices kept until the consumer pulls the next event; more are counted, not kept. */
+const MAX_PENDING_NOTICES = 100
+
 /** The two 512-byte zero blocks that end a tar archive; PG 13/14 leave them out. */
 const TAR_TRAILER = Buffer.alloc(1024)
 
@@ -118,7 +122,11 @@ export function baseBackupCommand(serverMajor: number, o: BaseBackupOptions): st
 export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions = {}): AsyncGenerator<BaseBackupEvent> {
   const release = c.begin('BASE_BACKUP')
   const notices: ServerMessageFields[] = []
-  const restoreNotices = c.captureNotices((n) => notices.push(n))
+  const restoreNotices = c.captureNotices((n) => {
+    // Notices are drained at every event; a server that floods them between two events must not grow memory, so
+    // the excess is dropped (a real server sends a few per file at most: checksum warnings).
+    if (notices.length < MAX_PENDING_NOTICES) notices.push(n)
+  })
   const onAbort = () => c.destroy(o.signal?.reason)
   let completed = false
   try {
@@ -128,13 +136,13 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
     c.send(frontend.query(baseBackupCommand(major, o)))
 
     // Result set 1: start position and timeline. Result set 2: the tablespaces, data directory last.
-    const start = (await readResultSet(c))!.rows[0]
+    const start = onlyRow([await readResultSet(c, 'BASE_BACKUP start position', SMALL_RESULT)], 'BASE_BACKUP')
     const startLsn = parseLsn(requiredText(start[0], 'start LSN'))
-    const timeline = Number(requiredText(start[1], 'start timeline'))
-    const tablespaces: TablespaceRow[] = (await readResultSet(c))!.rows.map((r) => ({
-      oid: r[0] === null ? null : Number(text(r[0])),
+    const timeline = decimal(requiredText(start[1], 'start timeline'), 'start timeline')
+    const tablespaces: TablespaceRow[] = (await readResultSet(c, 'BASE_BACKUP tablespace list', TABLESPACE_LIST_RESULT)).rows.map((r) => ({
+      oid: r[0] === null ? null : decimal(requiredText(r[0], 'tablespace oid'), 'tablespace oid'),
       location: text(r[1]),
-      sizeBytes: r[2] === null ? null : Number(text(r[2])) * 1024,
+      sizeBytes: r[2] === null ? null : decimal(requiredText(r[2], 'tablespace size'), 'tablespace size') * 1024,
     }))
     const total = tablespaces.every((t) => t.sizeBytes !== null) ? tablespaces.reduce((s, t) => s + t.sizeBytes!, 0) : null
     yield* drain(notices)
@@ -217,19 +225,23 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
       next = await c.read()
     }
     if (next.type === 'ErrorResponse') await c.failWith(next.fields)
-    const endSet = await readResultSet(c, next)
-    const endRow = endSet!.rows[0]
+    const endRow = onlyRow([await readResultSet(c, 'BASE_BACKUP end position', SMALL_RESULT, next)], 'BASE_BACKUP')
     const endLsn = parseLsn(requiredText(endRow[0], 'end LSN'))
-    const endTimeline = Number(requiredText(endRow[1], 'end timeline'))
+    const endTimeline = decimal(requiredText(endRow[1], 'end timeline'), 'end timeline')
     let checksumFailure: ServerMessageFields | undefined
-    for (let msg = await c.read(); msg.type !== 'ReadyForQuery'; msg = await c.read()) {
-      if (msg.type === 'ErrorResponse') {
-        // XX001 replaces the final CommandComplete when page checksums failed: the data is all there, but flagged.
-        if (msg.fields.sqlState !== 'XX001') await c.failWith(msg.fields)
-        checksumFailure = msg.fields
-      } else if (msg.type !== 'CommandComplete') {
-        throw new ProtocolError(`unexpected ${msg.type} at the end of BASE_BACKUP`)
+    const lift = c.limitResponse('BASE_BACKUP final status', SMALL_RESULT)
+    try {
+      for (let msg = await c.read(); msg.type !== 'ReadyForQuery'; msg = await c.read()) {
+        if (msg.type === 'ErrorResponse') {
+          // XX001 replaces the final CommandComplete when page checksums failed: the data is all there, but flagged.
+          if (msg.fields.sqlState !== 'XX001') await c.failWith(msg.fields)
+          checksumFailure = msg.fields
+        } else if (msg.type !== 'CommandComplete') {
+          throw new ProtocolError(`unexpected ${msg.type} at the end of BASE_BACKUP`)
+        }
       }
+    } finally {
+      lift()
     }
     completed = true
     yield* drain(notices)
@@ -246,15 +258,30 @@ function* drain(notices: ServerMessageFields[]): Generator<BaseBackupEvent> {
   while (notices.length > 0) yield { type: 'notice', notice: notices.shift()! }
 }
 
-/** Reads one RowDescription, its DataRows and CommandComplete. */
-async function readResultSet(c: ReplicationConnection, first?: BackendMessage): Promise<ResultSet> {
-  let msg = first ?? (await c.read())
-  if (msg.type === 'ErrorResponse') await c.failWith(msg.fields)
-  if (msg.type !== 'RowDescription') throw new ProtocolError(`expected RowDescription, got ${msg.type}`)
-  const set: ResultSet = { fields: msg.fields, rows: [] }
-  for (msg = await c.read(); msg.type === 'DataRow'; msg = await c.read()) set.rows.push(msg.values)
-  if (msg.type === 'ErrorResponse') await c.failWith(msg.fields)
-  if (msg.type !== 'CommandComplete') throw new ProtocolError(`expected CommandComplete, got ${msg.type}`)
-  set.tag = msg.tag
-  return set
+/** An unsigned decimal integer column (oid, timeline, size in kB), as the server prints it. */
+function decimal(value: string, what: string): number {
+  if (!/^[0-9]{1,15}$/.test(value)) {
+    throw new ProtocolError(`${what} '${value.slice(0, 40)}' is not a decimal number`, {
+      hint: 'PostgreSQL sends decimal numbers here: check that the connection leads to a genuine PostgreSQL server',
+    })
+  }
+  return Number(value)
+}
+
+/** Reads one RowDescription, its DataRows and CommandComplete, the response bounded by `limits`. */
+async function readResultSet(c: ReplicationConnection, what: string, limits: ResultLimits, first?: BackendMessage): Promise<ResultSet> {
+  const lift = c.limitResponse(what, limits)
+  try {
+    let msg = first ?? (await c.read())
+    if (msg.type === 'ErrorResponse') await c.failWith(msg.fields)
+    if (msg.type !== 'RowDescription') throw new ProtocolError(`expected RowDescription, got ${msg.type}`)
+    const set: ResultSet = { fields: msg.fields, rows: [] }
+    for (msg = await c.read(); msg.type === 'DataRow'; msg = await c.read()) set.rows.push(msg.values)
+    if (msg.type === 'ErrorResponse') await c.failWith(msg.fields)
+    if (msg.type !== 'CommandComplete') throw new ProtocolError(`expected CommandComplete, got ${msg.type}`)
+    set.tag = msg.tag
+    return set
+  } finally {
+    lift()
+  }
 }

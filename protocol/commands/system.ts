@@ -1,8 +1,9 @@
 // IDENTIFY_SYSTEM, SHOW and TIMELINE_HISTORY (protocol-replication.html).
 
-import { ServerError } from '../errors.js'
+import { ProtocolError, ServerError } from '../errors.js'
 import { type Lsn, parseLsn } from '../lsn.js'
 import type { ReplicationConnection } from '../session/connection.js'
+import { MAX_TIMELINE_HISTORY_BYTES, TIMELINE_HISTORY_RESULT } from '../session/result-limits.js'
 import { onlyRow, requiredText, text } from './text.js'
 
 export interface SystemIdentity {
@@ -39,8 +40,19 @@ export interface TimelineHistoryFile {
   readonly content: Buffer
 }
 
-/** Fetches a timeline's history file. Timeline 1 has none: the server answers with ServerError 58P01. */
+/**
+ * Fetches a timeline's history file. Timeline 1 has none: the server answers with ServerError 58P01.
+ * @throws ProtocolError when the file is larger than MAX_TIMELINE_HISTORY_BYTES or its name is not `%08X.history`
+ */
 export async function timelineHistory(c: ReplicationConnection, timeline: number, o: { signal?: AbortSignal } = {}): Promise<TimelineHistoryFile> {
-  const row = onlyRow(await c.simpleQuery(`TIMELINE_HISTORY ${timeline >>> 0}`, o), 'TIMELINE_HISTORY')
-  return { fileName: requiredText(row[0], 'filename'), content: Buffer.from(row[1] ?? Buffer.alloc(0)) }
+  const tli = timeline >>> 0
+  const row = onlyRow(await c.simpleQuery(`TIMELINE_HISTORY ${tli}`, { signal: o.signal, limits: TIMELINE_HISTORY_RESULT }), 'TIMELINE_HISTORY')
+  const fileName = requiredText(row[0], 'filename')
+  const expected = `${tli.toString(16).toUpperCase().padStart(8, '0')}.history`
+  if (fileName !== expected) throw new ProtocolError(`TIMELINE_HISTORY ${tli} answered with file name '${fileName.slice(0, 40)}', not '${expected}'`)
+  const content = row[1] ?? Buffer.alloc(0)
+  if (content.length > MAX_TIMELINE_HISTORY_BYTES) {
+    throw new ProtocolError(`the history file of timeline ${tli} has ${content.length} bytes; at most ${MAX_TIMELINE_HISTORY_BYTES} are accepted`)
+  }
+  return { fileName, content: Buffer.from(content) }
 }

@@ -17,10 +17,14 @@ import {
   type ServerMessageFields,
 } from '../errors.js'
 import { type BackendMessage, decodeBackend, type FieldDescription } from '../messages/backend.js'
-import { FrameReader } from '../wire/frame-reader.js'
+import { type Frame, FrameReader } from '../wire/frame-reader.js'
 import { frontend, md5PasswordResponse } from '../wire/frontend.js'
 import { type ConnectOptions, describeHost, type HostPort, lookupPgpass } from './conninfo.js'
+import { type ResultLimits, SMALL_RESULT } from './result-limits.js'
 import { ScramClient } from './scram.js'
+
+/** ParameterStatus names kept at most: a server reports about 15; more is a server flooding us. */
+const MAX_PARAMETERS = 256
 
 /** One result set of a simple query, values as raw bytes (text format). */
 export interface ResultSet {
@@ -46,6 +50,8 @@ export class ReplicationConnection {
   private busyWith: string | undefined
   private closed = false
   private failure: Error | undefined
+  /** The bound on the response being read (see limitResponse), and what it has used so far. */
+  private limit: { command: string; limits: ResultLimits; startBytes: number; rows: number } | undefined
 
   private constructor(
     private readonly socket: Socket | TLSSocket,
@@ -150,10 +156,13 @@ export class ReplicationConnection {
     if (opts.options) params.options = opts.options
     this.send(frontend.startup(params))
     let scram: ScramClient | undefined
+    let scramVerified = false
     for (;;) {
       const msg = await this.readRaw()
       switch (msg.type) {
         case 'AuthenticationOk':
+          // A server that skips SASLFinal has not proved that it knows the password (RFC 5802 §3).
+          if (scram && !scramVerified) throw new AuthError('server ended SCRAM authentication without proving its identity (no SASLFinal)')
           break
         case 'AuthenticationCleartextPassword':
           this.send(frontend.password(await this.password(opts)))
@@ -182,7 +191,9 @@ export class ReplicationConnection {
         }
         case 'AuthenticationSASLFinal':
           try {
-            scram?.verify(msg.data)
+            if (!scram) throw new ProtocolError('SASLFinal without a SASL exchange')
+            scram.verify(msg.data)
+            scramVerified = true
           } catch (err) {
             throw new AuthError('server failed SCRAM mutual authentication: its signature is wrong', undefined, { cause: err })
           }
@@ -192,7 +203,7 @@ export class ReplicationConnection {
             hint: 'pgkeep supports trust, password, md5 and scram-sha-256; change the pg_hba.conf line for replication',
           })
         case 'ParameterStatus':
-          this.parameters.set(msg.name, msg.value)
+          this.setParameter(msg.name, msg.value)
           break
         case 'BackendKeyData':
           this.backendPid = msg.processId
@@ -247,10 +258,58 @@ export class ReplicationConnection {
     })
   }
 
+  /**
+   * The next complete frame from the framer, counted against the response bound. Any ProtocolError here (a
+   * declared length over its cap, a response over its bound) drops the connection at once: the byte stream cannot
+   * be trusted or resynchronised after it.
+   */
+  private nextFrame(): Frame | undefined {
+    try {
+      const frame = this.framer.next()
+      if (frame && this.limit) this.countAgainstLimit(frame)
+      return frame
+    } catch (err) {
+      this.destroy(err)
+      throw err
+    }
+  }
+
+  private countAgainstLimit(frame: Frame): void {
+    const l = this.limit!
+    if (frame.type === 0x44 /* DataRow */ && ++l.rows > l.limits.rows) {
+      throw new ProtocolError(`the server answered ${l.command} with more than ${l.limits.rows} rows`, { hint: RESULT_HINT })
+    }
+    const bytes = this.framer.framedBytes - l.startBytes
+    if (bytes > l.limits.bytes) {
+      throw new ProtocolError(`the server answered ${l.command} with more than ${l.limits.bytes} bytes`, { hint: RESULT_HINT })
+    }
+  }
+
+  /**
+   * Bounds the response to `command` from the next message on: more DataRows or bytes than `limits` allow is a
+   * ProtocolError and drops the connection. Returns the function that lifts the bound (call it in `finally`).
+   */
+  limitResponse(command: string, limits: ResultLimits): () => void {
+    const l = { command, limits, startBytes: this.framer.framedBytes, rows: 0 }
+    this.limit = l
+    return () => {
+      if (this.limit === l) this.limit = undefined
+    }
+  }
+
+  private setParameter(name: string, value: string): void {
+    if (!this.parameters.has(name) && this.parameters.size >= MAX_PARAMETERS) {
+      const err = new ProtocolError(`the server reported more than ${MAX_PARAMETERS} parameters`, { hint: RESULT_HINT })
+      this.destroy(err)
+      throw err
+    }
+    this.parameters.set(name, value)
+  }
+
   /** Next message from the server, as it came (notices included). */
   async readRaw(): Promise<BackendMessage> {
     for (;;) {
-      const frame = this.framer.next()
+      const frame = this.nextFrame()
       if (frame) return decodeBackend(frame)
       let r: IteratorResult<Buffer>
       try {
@@ -271,7 +330,7 @@ export class ReplicationConnection {
     for (;;) {
       const msg = this.readBuffered() ?? (await this.readRaw())
       if (msg.type === 'NoticeResponse') this.noticeSink(msg.fields)
-      else if (msg.type === 'ParameterStatus') this.parameters.set(msg.name, msg.value)
+      else if (msg.type === 'ParameterStatus') this.setParameter(msg.name, msg.value)
       else return msg
     }
   }
@@ -282,11 +341,11 @@ export class ReplicationConnection {
    */
   readBuffered(): BackendMessage | undefined {
     for (;;) {
-      const frame = this.framer.next()
+      const frame = this.nextFrame()
       if (!frame) return undefined
       const msg = decodeBackend(frame)
       if (msg.type === 'NoticeResponse') this.noticeSink(msg.fields)
-      else if (msg.type === 'ParameterStatus') this.parameters.set(msg.name, msg.value)
+      else if (msg.type === 'ParameterStatus') this.setParameter(msg.name, msg.value)
       else return msg
     }
   }
@@ -312,23 +371,39 @@ export class ReplicationConnection {
     }
   }
 
-  /** Runs a replication command that returns only result sets (no COPY) and waits for ReadyForQuery. */
-  async simpleQuery(text: string, o: { signal?: AbortSignal } = {}): Promise<ResultSet[]> {
-    const end = this.begin(text.split(/\s/)[0])
+  /**
+   * Runs a replication command that returns only result sets (no COPY) and waits for ReadyForQuery. The response is
+   * bounded by `limits` (default SMALL_RESULT).
+   */
+  async simpleQuery(text: string, o: { signal?: AbortSignal; limits?: ResultLimits } = {}): Promise<ResultSet[]> {
+    const command = text.split(/\s/)[0]
+    const end = this.begin(command)
     const onAbort = () => this.destroy(o.signal?.reason)
     o.signal?.throwIfAborted()
     o.signal?.addEventListener('abort', onAbort, { once: true })
     try {
       this.send(frontend.query(text))
-      return await this.collectResults()
+      return await this.collectResults(undefined, o.limits ?? SMALL_RESULT, command)
     } finally {
       o.signal?.removeEventListener('abort', onAbort)
       end()
     }
   }
 
-  /** Reads result sets until ReadyForQuery; throws ServerError if an ErrorResponse came. */
-  async collectResults(first?: BackendMessage): Promise<ResultSet[]> {
+  /**
+   * Reads result sets until ReadyForQuery; throws ServerError if an ErrorResponse came. The response (from the
+   * message after `first`) is bounded by `limits`.
+   */
+  async collectResults(first?: BackendMessage, limits: ResultLimits = SMALL_RESULT, command = this.busyWith ?? 'a command'): Promise<ResultSet[]> {
+    const lift = this.limitResponse(command, limits)
+    try {
+      return await this.readResults(first)
+    } finally {
+      lift()
+    }
+  }
+
+  private async readResults(first?: BackendMessage): Promise<ResultSet[]> {
     const sets: ResultSet[] = []
     let error: ServerMessageFields | undefined
     for (let msg = first ?? (await this.read()); ; msg = await this.read()) {
@@ -357,10 +432,15 @@ export class ReplicationConnection {
     }
   }
 
-  /** Drains the rest of a failed command up to ReadyForQuery, then throws the server's error. */
+  /** Drains the rest of a failed command up to ReadyForQuery (a bounded amount), then throws the server's error. */
   async failWith(fields: ServerMessageFields): Promise<never> {
-    for (let msg = await this.read(); msg.type !== 'ReadyForQuery'; msg = await this.read()) {
-      /* skip */
+    const lift = this.limitResponse(`${this.busyWith ?? 'a command'} after its error`, SMALL_RESULT)
+    try {
+      for (let msg = await this.read(); msg.type !== 'ReadyForQuery'; msg = await this.read()) {
+        /* skip */
+      }
+    } finally {
+      lift()
     }
     throw new ServerError(fields)
   }
@@ -404,6 +484,8 @@ export class ReplicationConnection {
     })
   }
 }
+
+const RESULT_HINT = 'PostgreSQL never answers a replication command like this: check that the connection leads to a genuine PostgreSQL server'
 
 function openSocket(hp: HostPort, timeoutMs: number | undefined, signal?: AbortSignal): Promise<Socket> {
   return new Promise((resolve, reject) => {

@@ -4,6 +4,7 @@
 // inside one socket chunk is a view of that chunk (Node allocates a fresh buffer for every socket read and never
 // reuses it); a payload spanning chunks is assembled into a fresh buffer. pg-protocol's Parser, by contrast,
 // hands out views into a buffer it later overwrites, which has corrupted backups (machine-notes §3.4).
+// Bounds: declared lengths are capped by protocol state (FRAME_LIMITS), so memory stays small whatever a server says.
 
 import { ProtocolError } from '../errors.js'
 
@@ -13,14 +14,70 @@ export interface Frame {
   readonly payload: Buffer
 }
 
-/** Refuse absurd lengths rather than allocating them: the largest legitimate message is a 1 GB DataRow field. */
-const MAX_MESSAGE_BYTES = 1 << 30
+/**
+ * How long a message the server may declare, by protocol state (the length word counts itself, as on the wire). A
+ * declared length over the cap is refused as soon as its 5-byte header is in, before the reader waits for (and so
+ * buffers) the payload: a hostile or broken server cannot make pgkeep hold what it announces.
+ */
+export const FRAME_LIMITS = {
+  /**
+   * Before AuthenticationOk, as libpq (fe-connect.c): an authentication request or NegotiateProtocolVersion of at
+   * most 2000 bytes, an error of at most 30000; nothing else is expected then, so the same 2000 bytes apply.
+   */
+  startup: { errors: 30_000, other: 2_000 },
+  /**
+   * After it: libpq's bound for the message types it calls short (fe-protocol3.c, VALID_LONG_MESSAGE_TYPE), and
+   * for the long ones (DataRow, RowDescription, ErrorResponse, NoticeResponse, NotificationResponse) a cap far above
+   * anything a replication command returns (a TIMELINE_HISTORY row holds at most MAX_TIMELINE_HISTORY_BYTES).
+   */
+  session: { short: 30_000, long: 2 << 20 },
+  /**
+   * CopyData. The server's largest chunks: BASE_BACKUP sends at most SINK_BUFFER_LENGTH = Max(32768, BLCKSZ)
+   * (basebackup.c, 15+) or TAR_SEND_SIZE = 32768 (13/14, whose backup_label and tablespace_map go out whole: about
+   * 1 KB per tablespace); the walsender at most MAX_SEND_SIZE = 16 × XLOG_BLCKSZ, 1 MiB with the largest WAL block
+   * size a build allows. 8 MiB leaves a wide margin over all of them.
+   */
+  copyData: 8 << 20,
+} as const
+
+const LONG_TYPES = new Set([0x44 /* D */, 0x54 /* T */, 0x45 /* E */, 0x4e /* N */, 0x41 /* A */])
+const ERROR_TYPES = new Set([0x45 /* E */, 0x4e /* N */])
+const COPY_DATA = 0x64 // 'd'
+const AUTHENTICATION = 0x52 // 'R'
+
+/** A printable name for a message type byte in errors ('D', or 0x07 for a control byte). */
+const typeName = (type: number) => (type >= 0x21 && type <= 0x7e ? `'${String.fromCharCode(type)}'` : `0x${type.toString(16).padStart(2, '0')}`)
+
+export interface FrameReaderOptions {
+  /**
+   * Start in the authenticated state (for bytes recorded after startup). Default false: the reader starts with the
+   * startup caps and moves to the session caps when it hands out AuthenticationOk.
+   */
+  authenticated?: boolean
+}
 
 export class FrameReader {
   private chunks: Buffer[] = []
   private buffered = 0
   /** Offset of the first unread byte within chunks[0]. */
   private head = 0
+  private authenticated: boolean
+  /** Bytes of the frames handed out so far, headers included. */
+  private handedOut = 0
+
+  constructor(o: FrameReaderOptions = {}) {
+    this.authenticated = o.authenticated ?? false
+  }
+
+  /** Whether AuthenticationOk has been handed out (or the reader started authenticated). */
+  get isAuthenticated(): boolean {
+    return this.authenticated
+  }
+
+  /** Bytes of all frames handed out so far, headers included: a response's size is the difference of two readings. */
+  get framedBytes(): number {
+    return this.handedOut
+  }
 
   /** Bytes received but not yet returned as frames. */
   get pendingBytes(): number {
@@ -33,7 +90,11 @@ export class FrameReader {
     this.buffered += chunk.length
   }
 
-  /** The next complete frame, or undefined when more bytes are needed. */
+  /**
+   * The next complete frame, or undefined when more bytes are needed.
+   * @throws ProtocolError when the next message declares a length that is impossible or over the cap of the
+   *   current state ({@link FRAME_LIMITS}); the stream cannot be resynchronised after that, so drop the connection
+   */
   next(): Frame | undefined {
     if (this.buffered < 5) return undefined
     const first = this.chunks[0]
@@ -47,8 +108,13 @@ export class FrameReader {
       type = header[0]
       length = header.readInt32BE(1)
     }
-    if (length < 4 || length > MAX_MESSAGE_BYTES) {
-      throw new ProtocolError(`invalid message length ${length} for message type 0x${type.toString(16)}`)
+    if (length < 4) throw new ProtocolError(`invalid message length ${length} for message type ${typeName(type)}`)
+    const cap = this.capFor(type)
+    if (length > cap) {
+      throw new ProtocolError(
+        `the server sent a message of type ${typeName(type)} declaring ${length} bytes; at most ${cap} are allowed ${this.authenticated ? 'for it' : 'before authentication'}`,
+        { hint: 'PostgreSQL sends nothing that large here: check that the connection leads to a genuine PostgreSQL server' },
+      )
     }
     const total = 1 + length
     if (this.buffered < total) return undefined
@@ -60,7 +126,15 @@ export class FrameReader {
       this.consume(5)
       payload = this.take(length - 4)
     }
+    this.handedOut += total
+    if (type === AUTHENTICATION && !this.authenticated && payload.length >= 4 && payload.readInt32BE(0) === 0) this.authenticated = true
     return { type, payload }
+  }
+
+  private capFor(type: number): number {
+    if (!this.authenticated) return ERROR_TYPES.has(type) ? FRAME_LIMITS.startup.errors : FRAME_LIMITS.startup.other
+    if (type === COPY_DATA) return FRAME_LIMITS.copyData
+    return LONG_TYPES.has(type) ? FRAME_LIMITS.session.long : FRAME_LIMITS.session.short
   }
 
   /** Copies the first n buffered bytes without consuming them. */

@@ -5,6 +5,7 @@
 import { FormatError } from '../errors.js'
 import { stripIncrementalLines } from '../pg/backup-label.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
+import { PG_CONTROL_FILE_SIZE_BYTES } from '../pg/pg-control.js'
 import { classifyRelationPath } from '../pg/relation-path.js'
 import {
   type BlobId,
@@ -24,6 +25,16 @@ import { PlainFileIngest } from './plain-ingest.js'
 import { RelationFileIngest } from './relation-ingest.js'
 import type { TarEntry } from './tar-entries.js'
 
+const CONTROL_FILE = 'global/pg_control'
+
+/** Passes `content` through, keeping a copy of every chunk in `kept`. */
+async function* keeping(content: AsyncIterable<Buffer>, kept: Buffer[]): AsyncGenerator<Buffer> {
+  for await (const chunk of content) {
+    kept.push(Buffer.from(chunk))
+    yield chunk
+  }
+}
+
 /** Size and CRC-32C of a file as received, to compare with the server's manifest. */
 export type ReceivedFiles = Map<string, { sizeBytes: number; crc32c: string }>
 
@@ -36,6 +47,8 @@ export class BackupFiles {
   readonly received: ReceivedFiles = new Map()
   backupLabel = ''
   tablespaceMap: string | null = null
+  /** The bytes of global/pg_control as received (8 KiB), once base.tar brought it. */
+  controlFile: Buffer | undefined
   private readonly list = new FileListWriter()
 
   /**
@@ -49,9 +62,9 @@ export class BackupFiles {
     private readonly signal?: AbortSignal,
   ) {}
 
-  /** Ingests one tar entry; `prefix` is `pg_tblspc/<oid>/` for a tablespace archive, '' for base.tar. */
-  async add(e: TarEntry, prefix: string): Promise<void> {
-    const path = prefix + e.name
+  /** Ingests one checked tar entry, at its path in the data directory. */
+  async add(e: TarEntry): Promise<void> {
+    const path = e.path
     const { mode, mtime } = e
     if (e.type !== 'file') {
       this.list.add({ path, type: e.type, mode, mtime, sizeBytes: 0, linkTarget: e.linkTarget })
@@ -84,7 +97,9 @@ export class BackupFiles {
       else this.tablespaceMap = text
       await this.addPlain(path, mode, mtime, [Buffer.from(text)])
     } else {
-      const { sizeBytes, crc } = await this.addPlain(path, mode, mtime, e.content)
+      const control = path === CONTROL_FILE && e.sizeBytes <= PG_CONTROL_FILE_SIZE_BYTES ? ([] as Buffer[]) : undefined
+      const { sizeBytes, crc } = await this.addPlain(path, mode, mtime, control ? keeping(e.content, control) : e.content)
+      if (control) this.controlFile = Buffer.concat(control)
       if (sizeBytes !== e.sizeBytes) throw new FormatError(`'${path}' has ${sizeBytes} bytes, its tar header says ${e.sizeBytes}`)
       this.received.set(path, { sizeBytes, crc32c: crc })
     }

@@ -16,8 +16,10 @@ import {
   show,
   uploadManifest,
 } from '../../protocol/index.js'
-import { AbortedError, FormatError, UsageError } from '../errors.js'
+import { AbortedError, FormatError, ProtocolError, UsageError } from '../errors.js'
+import { anySignal } from '../storage/abort.js'
 import { parseSizeSetting } from '../pg/lsn.js'
+import { decodeControlFile } from '../pg/pg-control.js'
 import {
   assertSoundBackupRecord,
   BACKUP_FORMAT_VERSION,
@@ -31,11 +33,13 @@ import {
   type WindowStore,
   writeBackupRecord,
 } from '../repo/index.js'
+import type { LockTiming } from '../repo/lock.js'
 import { BackupFiles } from './backup-files.js'
 import { BackupWal } from './backup-wal.js'
 import { ParentBlobMissingError } from './extent-builder.js'
 import { ParentFileMissingError } from './incremental-ingest.js'
 import { checkAgainstManifest } from './manifest-check.js'
+import { checkArchive, checkTablespaceList, checkVersionDirectories, type ArchiveEntryCheck } from './server-input.js'
 import { TarArchiveReader } from './tar-entries.js'
 
 export type BackupType = 'auto' | 'full' | 'incremental'
@@ -59,6 +63,8 @@ export interface BackupOptions {
   clusterName?: string
   /** Worker threads for hashing and compression (default: as many as pay on this machine, none on two cores). */
   workers?: number
+  /** Timing of the backup's shared repository lock (defaults: stale after 30 min, refreshed every 5 min). */
+  lockTiming?: LockTiming
   signal?: AbortSignal
   onProgress?: (p: BackupProgress) => void
   /** Things the user should read: fallbacks, server warnings (checksum failures). */
@@ -103,12 +109,31 @@ export interface BackupResult {
 const CHECKSUM_NOTICE = /checksum verification failed|checksum verification failure/i
 /** The server manifest is kept as meta blobs of this size. */
 const MANIFEST_PIECE_BYTES = 4 << 20
+/**
+ * The server's manifest is held in memory until it is checked, so its size is bounded by what it can describe: a
+ * line per file of at most a hex-encoded 4095-byte path plus size, time and checksum, and a header and WAL ranges.
+ */
+const MANIFEST_BYTES_PER_ENTRY = 8192 + 512
+const MANIFEST_BASE_BYTES = 1 << 20
 
-/** Takes a full or incremental backup of the server into the repository. */
-export async function takeBackup(o: BackupOptions): Promise<BackupResult> {
+/**
+ * Takes a full or incremental backup of the server into the repository, under a shared repository lock. When the
+ * lock is lost the backup stops with its LockedError, and nothing of it is listed: index objects and the backup
+ * record are written only while the lock is held (Repository.writeUnder), the record last of all.
+ */
+export async function takeBackup(options: BackupOptions): Promise<BackupResult> {
   const started = Date.now()
-  const say = (level: 'info' | 'warning', text: string) => o.onMessage?.({ level, text })
-  const lock = await o.repo.acquireLock('shared', { purpose: 'backup', signal: o.signal })
+  const say = (level: 'info' | 'warning', text: string) => options.onMessage?.({ level, text })
+  const lock = await options.repo.acquireLock('shared', {
+    purpose: 'backup',
+    signal: options.signal,
+    ...options.lockTiming,
+    // A lost lock ends the backup with its error: only the way there is worth a message.
+    onStateChange: (c) => c.state !== 'lost' && say(c.state === 'held' ? 'info' : 'warning', c.message),
+  })
+  options.walRepo?.writeUnder(lock)
+  // Everything the backup does stops when the lock is lost: connections, uploads, the WAL stream.
+  const o: BackupOptions = { ...options, signal: anySignal(options.signal, lock.signal) }
   try {
     const probe = await open(o, 'pgkeep backup')
     let facts: ServerFacts
@@ -126,6 +151,14 @@ export async function takeBackup(o: BackupOptions): Promise<BackupResult> {
         throw new UsageError(`there is no earlier backup of cluster ${facts.systemId} to base an incremental backup on`, {
           hint: 'take a full backup first, or use --type auto to take a full one when there is none',
         })
+      }
+      // pg_upgrade keeps the system identifier, so the latest backup of this cluster may hold the old major's
+      // files. Never base an incremental on them: the first backup after a major upgrade is a full one (its
+      // blobs still dedup against the old backup's where the bytes are equal).
+      if (parent && parent.server.major !== facts.major) {
+        say(o.type === 'incremental' ? 'warning' : 'info',
+          `the latest backup of cluster ${facts.systemId} (${parent.id}) is of PostgreSQL ${parent.server.major} and the server now runs ${facts.major}: taking a full backup`)
+        parent = undefined
       }
     }
     for (;;) {
@@ -206,6 +239,8 @@ async function run(
     const begun = await beginBaseBackup(o, facts, parent, say)
     backupConn = begun.conn
     const { events, start, mode } = begun
+    // Before anything of the backup is stored: every tablespace oid and location as PostgreSQL has them.
+    const tablespaceLocations = checkTablespaceList(start.tablespaces)
     const wal = await BackupWal.start(walConn, walRepo, {
       slot,
       systemId: facts.systemId,
@@ -227,6 +262,9 @@ async function run(
     const checksumFailures: BackupRecord['checksumFailures'] = []
     const manifest: Buffer[] = []
     let reader: TarArchiveReader | undefined
+    const archivesSeen = new Set<string>()
+    const archiveChecks: ArchiveEntryCheck[] = []
+    let manifestBytesHeld = 0
     let bytesDone = 0
     let bytesTotal: number | null = start.tablespaces.every((t) => t.sizeBytes !== null)
       ? start.tablespaces.reduce((s, t) => s + t.sizeBytes!, 0)
@@ -250,11 +288,13 @@ async function run(
         const ev = r.value
         switch (ev.type) {
           case 'archive': {
-            const prefix = ev.tablespace.oid === null ? '' : `pg_tblspc/${ev.tablespace.oid}/`
-            reader = new TarArchiveReader(ev.name, async (entry) => {
-              await files.add(entry, prefix)
+            checkArchive(ev.name, ev.tablespace.oid, archivesSeen)
+            const scope = { name: ev.name, tablespaceOid: ev.tablespace.oid, tablespaces: tablespaceLocations, major: facts.major }
+            reader = new TarArchiveReader(scope, async (entry) => {
+              await files.add(entry)
               progress()
             })
+            archiveChecks.push(reader.check)
             break
           }
           case 'data':
@@ -271,6 +311,12 @@ async function run(
             progress()
             break
           case 'manifest':
+            manifestBytesHeld += ev.data.length
+            if (manifestBytesHeld > MANIFEST_BASE_BYTES + files.received.size * MANIFEST_BYTES_PER_ENTRY) {
+              throw new ProtocolError(`the server's backup_manifest exceeds ${manifestBytesHeld - ev.data.length} bytes, more than ${files.received.size} files can need`, {
+                hint: 'PostgreSQL never sends such a manifest: check that the connection leads to a genuine PostgreSQL server; nothing was recorded',
+              })
+            }
             manifest.push(Buffer.from(ev.data))
             break
           case 'notice':
@@ -299,6 +345,14 @@ async function run(
       say('warning', `server: ${end.checksumFailure.message}`)
     }
 
+    checkVersionDirectories(archiveChecks, facts.major, () => {
+      if (!files.controlFile) return undefined
+      try {
+        return decodeControlFile(files.controlFile).catalogVersion
+      } catch {
+        return null // a pg_control layout this build cannot read (a newer major): the directory's form was checked
+      }
+    })
     const manifestBytes = Buffer.concat(manifest)
     checkAgainstManifest(manifestBytes, files.received, start.startLsn, end.endLsn)
     const manifestBlobs: BlobId[] = []
@@ -334,6 +388,9 @@ async function run(
       storedBytes: repo.sessionStats.storedBytes - storedAtStart,
       checksumFailures,
     }
+    // The backup becomes listed here: only while the lock is held. The state is checked now (a lost lock stops
+    // us before anything else is written), and writeRecord makes the write itself conditional on the lock.
+    signal?.throwIfAborted()
     await writeBackupRecord(repo, record, { signal })
     progress(true)
     return {

@@ -1,18 +1,21 @@
 // Reads one tar archive of a BASE_BACKUP as it streams: the engine writes chunks in, and every entry (header and
-// content stream) is handed to a callback in archive order. tar-stream does the parsing; backpressure runs from
-// the callback (slow ingest) through tar-stream back to write(), and from there to the replication socket.
+// content stream) is checked against what a server may send (server-input.ts: names, types, links, modes) and then
+// handed to a callback in archive order. tar-stream does the parsing; backpressure runs from the callback (slow
+// ingest) through tar-stream back to write(), and from there to the replication socket.
 
 import tar from 'tar-stream'
+import { ArchiveEntryCheck, type ArchiveScope } from './server-input.js'
 
 /** What tar-stream's extract yields per entry (its typings do not export the type). */
 type Entry = AsyncIterable<Buffer> & { header: tar.Header; resume(): void }
-import { FormatError } from '../errors.js'
 
 export interface TarEntry {
   /** Name as in the archive, without a leading './' and without the trailing '/' of directories and symlinks. */
   name: string
+  /** Path in the data directory: the name, under `pg_tblspc/<oid>/` for a tablespace archive. Checked. */
+  path: string
   type: 'file' | 'directory' | 'symlink'
-  /** Permission bits (& 0o7777). */
+  /** Permission bits as sent (at most 0o777: anything else was refused). */
   mode: number
   /** Unix seconds. */
   mtime: number
@@ -30,10 +33,15 @@ export class TarArchiveReader {
   private readonly failed: Promise<never>
   private fail!: (err: unknown) => void
 
-  constructor(
-    readonly archiveName: string,
-    onEntry: (e: TarEntry) => Promise<void>,
-  ) {
+  /** The check of this archive's entries (a tablespace archive's version directory is known after the first). */
+  readonly check: ArchiveEntryCheck
+
+  /**
+   * @param scope the archive: its name, tablespace, and what its entries may be
+   * @param onEntry called with each entry that passed the check, in archive order
+   */
+  constructor(scope: ArchiveScope, onEntry: (e: TarEntry) => Promise<void>) {
+    const check = (this.check = new ArchiveEntryCheck(scope))
     this.failed = new Promise<never>((_, reject) => {
       this.fail = (err) => {
         if (this.failure !== undefined) return
@@ -46,16 +54,21 @@ export class TarArchiveReader {
     this.consumer = (async () => {
       for await (const entry of this.extract as AsyncIterable<Entry>) {
         const h = entry.header
-        const type = h.type === 'file' || h.type === 'contiguous-file' ? 'file' : h.type === 'directory' ? 'directory' : h.type === 'symlink' ? 'symlink' : undefined
+        const type = h.type === 'contiguous-file' ? 'file' : String(h.type)
         try {
-          if (!type) throw new FormatError(`archive '${archiveName}' has entry '${h.name}' of unsupported type '${h.type}'`)
+          const name = h.name.replace(/^\.\//, '').replace(/\/+$/, '')
+          const mode = h.mode ?? 0
+          const linkTarget = type === 'symlink' ? (h.linkname ?? '') : undefined
+          // Hard links, devices, fifos, bad names and modes stop here, before anything is stored.
+          const path = check.check({ name, type, mode, linkTarget })
           await onEntry({
-            name: h.name.replace(/^\.\//, '').replace(/\/+$/, ''),
-            type,
-            mode: (h.mode ?? 0) & 0o7777,
+            name,
+            path,
+            type: type as TarEntry['type'],
+            mode,
             mtime: Math.floor((h.mtime?.getTime() ?? 0) / 1000),
             sizeBytes: type === 'file' ? (h.size ?? 0) : 0,
-            linkTarget: type === 'symlink' ? (h.linkname ?? '') : undefined,
+            linkTarget,
             content: entry,
           })
         } catch (err) {

@@ -75,7 +75,7 @@ export interface CheckOptions {
 }
 
 /** Oldest and newest majors pgkeep is tested against. */
-export const SUPPORTED_MAJORS = { min: 14, max: 18 } as const
+export const SUPPORTED_MAJORS = { min: 14, max: 19 } as const
 
 /** Inspects a server. Resolves with a report for every server-side problem; rejects only for bad options. */
 export async function checkServer(conninfo: string | undefined, o: CheckOptions = {}): Promise<CheckReport> {
@@ -103,6 +103,8 @@ export async function checkServer(conninfo: string | undefined, o: CheckOptions 
     report.problems.push({ code, severity, message, hint })
 
   let first: ReplicationConnection | undefined
+  /** SHOW data_checksums: `on`/`off`, or a transition state when checksums are being turned on or off online. */
+  let checksumState: string | null = null
   try {
     first = await connect(conninfo, { env: o.env, overrides: o.overrides, fallbackApplicationName: 'pgkeep check', signal: o.signal })
   } catch (err) {
@@ -121,7 +123,8 @@ export async function checkServer(conninfo: string | undefined, o: CheckOptions 
       report.walLevel = await setting('wal_level')
       const senders = await setting('max_wal_senders')
       report.maxWalSenders = senders === null ? null : Number(senders)
-      report.dataChecksums = (await setting('data_checksums')) === 'on'
+      checksumState = await setting('data_checksums')
+      report.dataChecksums = checksumState === 'on'
       report.fullPageWrites = (await setting('full_page_writes')) === 'on'
       report.archiveMode = await setting('archive_mode')
       report.walSegmentSizeBytes = parseSize(await setting('wal_segment_size'))
@@ -161,7 +164,13 @@ export async function checkServer(conninfo: string | undefined, o: CheckOptions 
     problem('TOO_FEW_WAL_SENDERS', 'error', `max_wal_senders is ${report.maxWalSenders}, but a backup uses two WAL senders at once`,
       'set max_wal_senders = 10 in postgresql.conf and restart the server')
   }
-  if (report.dataChecksums === false) {
+  if (checksumState !== null && checksumState !== 'on' && checksumState !== 'off') {
+    // Online enabling of checksums (proposed for PostgreSQL 19, absent from 19rc1) shows `inprogress-on` while
+    // pages are being rewritten: those without a checksum yet are not verified by the server during a backup.
+    problem('DATA_CHECKSUMS_OFF', 'warning',
+      `data checksums are in state '${checksumState}': pages not yet rewritten carry no checksum, and the server verifies none until the state is on`,
+      'wait for checksum enabling to finish before relying on backup-time checksum checks')
+  } else if (report.dataChecksums === false) {
     problem('DATA_CHECKSUMS_OFF', 'warning', 'data checksums are off: corrupted pages cannot be detected during backups',
       'enable them with pg_checksums --enable on the stopped cluster (or initdb --data-checksums for new clusters)')
   }

@@ -37,6 +37,7 @@ export { tryParseLsn }
 
 /**
  * Formats an LSN the way PostgreSQL 13–18 print it (`%X/%X`): upper-case hex, no padding, e.g. `0/3000028`.
+ * PostgreSQL 19 pads the low half (`0/03000028`); both forms parse to the same value everywhere.
  * @throws FormatError when the value is outside the u64 range
  */
 export function formatLsn(lsn: Lsn): string {

@@ -182,7 +182,10 @@ export function pageChecksum(page: Uint8Array, blkno: number): number {
 export type PageVerdict = 'ok' | 'new' | 'recent' | 'bad'
 
 /**
- * Checks a page's stored checksum, applying the false-positive rules above.
+ * Checks a page's stored checksum, applying the false-positive rules above. Only meaningful when the cluster's
+ * checksums were `on` for the whole backup: while they are being enabled online (a transition state such as
+ * `inprogress-on`), pages not yet rewritten have no valid checksum and would read as `bad`; the server itself skips
+ * verification then, and so must a caller.
  * @param blkno block number within the relation fork (see {@link pageChecksum})
  * @param backupStartLsn the backup's start LSN; when undefined (a cold copy) the `recent` rule is not applied
  */

@@ -67,28 +67,79 @@ export function formatConninfo(params: Iterable<readonly [string, string]> | Rea
   return parts.join(' ')
 }
 
-const TIME_TEXT =
-  /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,6})?)?)?(?:\s*(?:Z|[+-]\d{2}(?::?\d{2})?|[A-Za-z][A-Za-z0-9_/+-]*))?$/
+/** A recovery target time as both pgkeep and the server read it. */
+export interface RecoveryTargetTime {
+  /** The instant, in milliseconds since the Unix epoch (fractions below a millisecond cut off). */
+  readonly ms: number
+  /** What goes into recovery_target_time: the same instant in UTC, the zone spelled out (`… 05:27:37.25+00`). */
+  readonly text: string
+}
 
-function formatTargetTime(time: Date | string): string {
+/** `YYYY-MM-DD HH:MM[:SS[.ffffff]]` (or `T` between), then a zone. PostgreSQL keeps microseconds. */
+const TIME_TEXT = /^(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?(?:\s*(\S.*))?$/
+const ZONE_TEXT = /^(?:(Z|UTC|GMT)|([+-])(\d{2})(?::?(\d{2}))?)$/i
+const TIME_HINT = "give a date, a time and a time zone as UTC or an offset, like '2026-11-21 05:27:37+00' or '2026-11-21 06:27:37+01:00'"
+
+const pad = (n: number, w = 2): string => String(n).padStart(w, '0')
+
+/**
+ * Reads a recovery target time. A zone is required: PostgreSQL reads a time without one in the server's `timezone`
+ * setting, which pgkeep cannot know, so choosing a backup and checking the stored WAL would use another instant
+ * than the server. The zone is UTC (`Z`, `UTC`, `GMT`) or a numeric offset (`+01`, `+0100`, `+01:00`); zone names
+ * are refused, their offsets depend on the date and on the server's time zone database. The date and time must
+ * exist (no 2026-02-31, no 24:00, no leap second). The text written for the server is the same instant in UTC with
+ * `+00`, so that pgkeep and the server agree whatever the server's settings.
+ * @throws UsageError naming what is wrong, with the accepted form in the hint
+ */
+export function parseRecoveryTargetTime(time: Date | string): RecoveryTargetTime {
   if (time instanceof Date) {
-    if (Number.isNaN(time.getTime())) throw new UsageError('invalid recovery target time')
-    const p = (n: number, w = 2): string => String(n).padStart(w, '0')
-    const ms = time.getUTCMilliseconds()
-    return (
-      `${p(time.getUTCFullYear(), 4)}-${p(time.getUTCMonth() + 1)}-${p(time.getUTCDate())} ` +
-      `${p(time.getUTCHours())}:${p(time.getUTCMinutes())}:${p(time.getUTCSeconds())}${ms === 0 ? '' : `.${p(ms, 3)}`}+00`
-    )
+    const ms = time.getTime()
+    if (Number.isNaN(ms)) throw new UsageError('invalid recovery target time (an invalid Date)', { hint: TIME_HINT })
+    const milli = time.getUTCMilliseconds()
+    return { ms, text: utcText(time, milli === 0 ? '' : pad(milli, 3)) }
   }
-  const m = TIME_TEXT.exec(time.trim())
-  const bad = (): UsageError =>
-    new UsageError(`invalid recovery target time '${time}'`, {
-      hint: "use ISO 8601 with a time zone, like '2026-11-21 05:27:37+00'",
+  const given = String(time).trim()
+  const bad = (why: string): UsageError => new UsageError(`invalid recovery target time '${given}': ${why}`, { hint: TIME_HINT })
+  const m = TIME_TEXT.exec(given)
+  if (m === null) throw bad('expected YYYY-MM-DD HH:MM[:SS[.ffffff]] and a time zone')
+  const [year, month, day, hour, minute] = [m[1], m[2], m[3], m[4], m[5]].map(Number) as [number, number, number, number, number]
+  const second = m[6] === undefined ? 0 : Number(m[6])
+  const fraction = m[7] ?? ''
+  if (m[8] === undefined) {
+    throw new UsageError(`recovery target time '${given}' has no time zone`, {
+      hint: `PostgreSQL would read it in the server's timezone setting, which pgkeep cannot know; ${TIME_HINT}`,
     })
-  if (m === null) throw bad()
-  const [month, day, hour, minute, second] = [m[2], m[3], m[4], m[5], m[6]].map((x) => (x === undefined ? 0 : Number(x)))
-  if (month! < 1 || month! > 12 || day! < 1 || day! > 31 || hour! > 24 || minute! > 59 || second! > 60) throw bad()
-  return time.trim()
+  }
+  const zone = ZONE_TEXT.exec(m[8])
+  if (zone === null) throw bad(`time zone '${m[8]}' is not UTC or a numeric offset (zone names are not accepted)`)
+  if (year < 1) throw bad('there is no year 0')
+  if (month < 1 || month > 12) throw bad(`there is no month ${month}`)
+  const daysInMonth = new Date(Date.UTC(2000, month, 0)).getUTCDate() - (month === 2 && !isLeapYear(year) ? 1 : 0)
+  if (day < 1 || day > daysInMonth) throw bad(`${m[1]}-${m[2]} has no day ${day}`)
+  if (hour > 23 || minute > 59 || second > 59) throw bad(`${m[4]}:${m[5]}${m[6] === undefined ? '' : `:${m[6]}`} is not a time of day`)
+  let offsetMinutes = 0
+  if (zone[1] === undefined) {
+    const hours = Number(zone[3])
+    const minutes = zone[4] === undefined ? 0 : Number(zone[4])
+    if (hours > 15 || minutes > 59) throw bad(`offset ${m[8]} is out of range`)
+    offsetMinutes = (zone[2] === '-' ? -1 : 1) * (hours * 60 + minutes)
+  }
+  const at = new Date(0)
+  at.setUTCFullYear(year, month - 1, day)
+  at.setUTCHours(hour, minute, second, 0)
+  at.setTime(at.getTime() - offsetMinutes * 60_000)
+  const ms = at.getTime() + (fraction === '' ? 0 : Math.floor(Number(`0.${fraction}`) * 1000))
+  return { ms, text: utcText(at, fraction) }
+}
+
+const isLeapYear = (y: number): boolean => (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0
+
+/** `YYYY-MM-DD HH:MM:SS[.fraction]+00` of a Date's whole seconds in UTC. */
+function utcText(d: Date, fraction: string): string {
+  return (
+    `${pad(d.getUTCFullYear(), 4)}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ` +
+    `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}${fraction === '' ? '' : `.${fraction}`}+00`
+  )
 }
 
 function formatTargetLsn(lsn: Lsn | string): string {
@@ -140,7 +191,7 @@ export function formatRecoverySettings(s: RecoverySettings): string {
         lines.push(formatConfigLine('recovery_target', 'immediate'))
         break
       case 'time':
-        lines.push(formatConfigLine('recovery_target_time', formatTargetTime(target.time)))
+        lines.push(formatConfigLine('recovery_target_time', parseRecoveryTargetTime(target.time).text))
         break
       case 'lsn':
         lines.push(formatConfigLine('recovery_target_lsn', formatTargetLsn(target.lsn)))

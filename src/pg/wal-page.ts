@@ -7,7 +7,9 @@ import type { TimelineId } from './wal-names.js'
 
 /**
  * XLOG_PAGE_MAGIC of each major release (xlog_internal.h). 14–18 were confirmed on real segments written by
- * 14.23, 15.18, 16.14, 17.10 and 18.4 (test/fixtures/pg); 13 comes from the source only.
+ * 14.23, 15.18, 16.14, 17.10 and 18.4, and 19 on segments of 19rc1 (test/fixtures/pg); 17–19 also match the
+ * xlog_internal.h of Debian's server-dev packages of 17.12, 18.6 and 19~rc1. 13 comes from the source only.
+ * 19's value changed during its beta (19beta3 changed the WAL format), so only the released value is listed.
  */
 export const XLOG_PAGE_MAGIC: Readonly<Record<number, number>> = Object.freeze({
   13: 0xd106,
@@ -16,6 +18,7 @@ export const XLOG_PAGE_MAGIC: Readonly<Record<number, number>> = Object.freeze({
   16: 0xd113,
   17: 0xd116,
   18: 0xd118,
+  19: 0xd122,
 })
 
 /** The major release whose XLOG_PAGE_MAGIC is `magic`, or undefined. */
@@ -24,13 +27,19 @@ export function majorOfWalPageMagic(magic: number): number | undefined {
   return undefined
 }
 
-/** xlp_info flags. */
+/** xlp_info flags common to every major. */
 export const XLP_FIRST_IS_CONTRECORD = 0x1
 export const XLP_LONG_HEADER = 0x2
-export const XLP_BKP_REMOVABLE = 0x4
-export const XLP_FIRST_IS_OVERWRITE_CONTRECORD = 0x8
-/** Every flag a 15+ server may set (XLP_ALL_FLAGS; 0x7 in 13.0/14.0, 0x8 was back-patched into later minors). */
-export const XLP_ALL_FLAGS = 0xf
+
+/**
+ * The xlp_info flags a server of `major` may set (XLP_ALL_FLAGS of its xlog_internal.h). Up to 18, 0x4 is
+ * XLP_BKP_REMOVABLE and 0x8 XLP_FIRST_IS_OVERWRITE_CONTRECORD (0x7 in 13.0/14.0; 0x8 was back-patched into later
+ * minors), so 0xF. PostgreSQL 19 dropped XLP_BKP_REMOVABLE and moved XLP_FIRST_IS_OVERWRITE_CONTRECORD to 0x4, so
+ * 0x7: a 0x8 bit in 19 WAL is invalid.
+ */
+export function xlpAllFlags(major: number): number {
+  return major >= 19 ? 0x7 : 0xf
+}
 
 /** Sizes of the two page headers (SizeOfXLogShortPHD after MAXALIGN, SizeOfXLogLongPHD). */
 export const WAL_SHORT_PAGE_HEADER_BYTES = 24
@@ -126,7 +135,7 @@ export interface SegmentExpectation {
   segSizeBytes: number
   /** IDENTIFY_SYSTEM systemid (or pg_control's system identifier). */
   systemId: bigint
-  /** Server major (13–18); when given, the magic must be that major's. Otherwise any known magic is accepted. */
+  /** Server major (13–19); when given, the magic must be that major's. Otherwise any known magic is accepted. */
   major?: number
   /**
    * The timeline the file is named for. xlp_tli may be lower: the first segment of a new timeline starts as a copy
@@ -151,6 +160,8 @@ export function checkSegmentHeader(bytes: Uint8Array, expect: SegmentExpectation
   if (bytes.subarray(0, WAL_LONG_PAGE_HEADER_BYTES).every((b) => b === 0)) return ['segment header is all zeros']
   const h = decodeWalLongPageHeader(bytes)
   const problems: string[] = []
+  // The flags allowed depend on the major: the expected one, else the one whose magic the page carries.
+  const flagsMajor = expect.major ?? majorOfWalPageMagic(h.magic)
   if (expect.major !== undefined) {
     const want = XLOG_PAGE_MAGIC[expect.major]
     if (want === undefined) problems.push(`unknown server major ${expect.major}`)
@@ -165,7 +176,7 @@ export function checkSegmentHeader(bytes: Uint8Array, expect: SegmentExpectation
     problems.push(`unknown magic ${hex(h.magic)}`)
   }
   if ((h.info & XLP_LONG_HEADER) === 0) problems.push(`long header flag not set (xlp_info ${hex(h.info)})`)
-  if ((h.info & ~XLP_ALL_FLAGS) !== 0) problems.push(`invalid xlp_info flags ${hex(h.info)}`)
+  if (flagsMajor !== undefined && (h.info & ~xlpAllFlags(flagsMajor)) !== 0) problems.push(`invalid xlp_info flags ${hex(h.info)}`)
   const wantAddr = expect.segno * BigInt(expect.segSizeBytes)
   if (h.pageAddr !== wantAddr) problems.push(`page address ${hex(h.pageAddr)} is not the segment start ${hex(wantAddr)}`)
   if (h.systemId !== expect.systemId) problems.push(`system identifier ${h.systemId} is not ${expect.systemId}`)

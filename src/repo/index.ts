@@ -20,7 +20,7 @@ export type { BlobLocation } from './blob-index.js'
 export { FORMAT_VERSION, type CompressionConfig, type RepoConfig } from './config.js'
 export { DEFAULT_SCRYPT, type ScryptParams } from './crypto.js'
 export { MAX_RECORD_BYTES, type RepoRecord } from './record-format.js'
-export type { AcquireLockOptions, LockInfo, LockKind, LockState, LockStatus, RepoLock } from './lock.js'
+export type { AcquireLockOptions, LockHoldState, LockInfo, LockKind, LockState, LockStateChange, LockStatus, LockTiming, RepoLock } from './lock.js'
 // The per-byte work, on worker threads or not: engines choose how many workers, never see the codec or keys.
 export { defaultWorkers } from './codec-pool.js'
 export { hashPages, pageHashesOf, type AnalyzeRequest } from './codec-work.js'

@@ -53,7 +53,7 @@ import {
   recordKey,
   recordPrefix,
 } from './layout.js'
-import { acquireLock, listLocks, removeStaleLocks, type AcquireLockOptions, type LockKind, type LockStatus, type RepoLock } from './lock.js'
+import { acquireLock, acquireReaderLock, listLocks, removeStaleLocks, type AcquireLockOptions, type LockKind, type LockStatus, type RepoLock } from './lock.js'
 import { readPackHeader } from './pack-reader.js'
 import type { PackEntry } from './pack-format.js'
 import { PackBuilder, PackUploader, type SealedPack } from './pack-writer.js'
@@ -297,6 +297,8 @@ export class Repository {
   #lastIndexCommit = Date.now()
   #flushing: Promise<void> = Promise.resolve()
   readonly #locks = new Set<RepoLock>()
+  /** Locks that index objects and records are written under (the newest one not released), see `writeUnder`. */
+  readonly #writeLocks: RepoLock[] = []
   readonly #stats: SessionStats = { blobsPut: 0, blobsStored: 0, plainBytesStored: 0, storedBytes: 0, packsWritten: 0, indexObjectsWritten: 0 }
   #closed = false
 
@@ -571,7 +573,7 @@ export class Repository {
         }
         const { id, bytes } = encodeIndex({ supersedes: [], packs: batch }, this.#unlocked?.keys)
         try {
-          await this.storage.write(indexKey(id), bytes, { ifAbsent: true, signal })
+          await this.#underLock((s) => this.storage.write(indexKey(id), bytes, { ifAbsent: true, signal: s }), signal)
         } catch (err) {
           if (!isAlreadyExists(err)) {
             this.#awaitingIndex.unshift(...batch)
@@ -659,7 +661,7 @@ export class Repository {
       batch = []
       batchEntries = 0
       try {
-        await this.storage.write(indexKey(id), bytes, { ifAbsent: true, signal })
+        await this.#underLock((s) => this.storage.write(indexKey(id), bytes, { ifAbsent: true, signal: s }), signal)
       } catch (err) {
         if (!isAlreadyExists(err)) throw err
       }
@@ -683,7 +685,7 @@ export class Repository {
     })
     await writeBatch()
     const removed = old.filter((id) => !written.includes(id))
-    for (const id of removed) await this.storage.remove(indexKey(id), { signal })
+    for (const id of removed) await this.#underLock((s) => this.storage.remove(indexKey(id), { signal: s }), signal)
     this.#index = fresh
     this.#loadedIndexIds.clear()
     for (const id of written) this.#loadedIndexIds.add(id)
@@ -697,6 +699,8 @@ export class Repository {
    * Stores an immutable record under `kind`/`key` (never overwritten: AlreadyExistsError if it exists). First
    * flushes, so every blob put before (and every blob in `blobRefs`) is durable before the record appears.
    * Records are encrypted in encrypted repositories and verified on read; keep them small (large data in blobs).
+   * Under a lock (`acquireLock`, `writeUnder`) the record is written only while that lock is held: the write waits
+   * while it is at risk, throws its LockedError once it is lost, and is aborted if it would outlive it.
    */
   async writeRecord<T>(kind: string, key: string, value: T, o: { blobRefs?: readonly BlobId[]; signal?: AbortSignal } = {}): Promise<void> {
     this.#assertWritable()
@@ -714,7 +718,7 @@ export class Repository {
     const level = this.config.compression.algorithm === 'zstd' ? this.config.compression.level : undefined
     const bytes = encodeRecord(record, storageKey, this.#unlocked?.keys, level)
     try {
-      await this.storage.write(storageKey, bytes, { ifAbsent: true, signal: o.signal })
+      await this.#underLock((s) => this.storage.write(storageKey, bytes, { ifAbsent: true, signal: s }), o.signal)
     } catch (err) {
       if (isAlreadyExists(err)) {
         throw new AlreadyExistsError(`record '${storageKey}' already exists`, {
@@ -748,10 +752,10 @@ export class Repository {
     }
   }
 
-  /** Removes a record (for expire). Removing a missing record is not an error. */
+  /** Removes a record (for expire). Removing a missing record is not an error. Under a lock as `writeRecord`. */
   async removeRecord(kind: string, key: string, o: { signal?: AbortSignal } = {}): Promise<void> {
     this.#assertWritable()
-    await this.storage.remove(recordKey(kind, key), { signal: o.signal })
+    await this.#underLock((s) => this.storage.remove(recordKey(kind, key), { signal: s }), o.signal)
   }
 
   /**
@@ -811,12 +815,43 @@ export class Repository {
     return new CodecPool({ keys: this.#unlocked?.keys, compressionLevel: level, workers, maxInFlight })
   }
 
-  /** Takes a shared or exclusive lock (see lock.ts); it is released by `release()` or by `close()`. */
+  /**
+   * Takes a shared or exclusive lock (see lock.ts); it is released by `release()` or by `close()`. From then on
+   * this repository writes index objects and records only while the lock is held (see `writeUnder`).
+   */
   async acquireLock(kind: LockKind, o: AcquireLockOptions): Promise<RepoLock> {
     this.#assertWritable()
     const lock = await acquireLock(this.storage, kind, o, (released) => this.#locks.delete(released))
     this.#locks.add(lock)
+    this.writeUnder(lock)
     return lock
+  }
+
+  /**
+   * Takes a shared lock for a reader (restore, verify); resolves undefined when the storage refuses the write for
+   * lack of permission (read-only access): the reader then goes on without a lock and should say so once.
+   */
+  async acquireReaderLock(o: AcquireLockOptions): Promise<RepoLock | undefined> {
+    this.#assertWritable()
+    const lock = await acquireReaderLock(this.storage, o, (released) => this.#locks.delete(released))
+    if (lock) this.#locks.add(lock)
+    return lock
+  }
+
+  /**
+   * Makes `lock` (taken through another instance on the same storage) guard this instance's writes too: index
+   * objects and records are written only while it is held, and not at all once it is lost. The newest lock not
+   * released guards; without one, writes are not guarded. Packs need no guard: unlisted until indexed.
+   */
+  writeUnder(lock: RepoLock): void {
+    if (!this.#writeLocks.includes(lock)) this.#writeLocks.push(lock)
+  }
+
+  /** Runs a write that makes something visible (index object, record) under the guarding lock, if any. */
+  #underLock<T>(write: (signal: AbortSignal | undefined) => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+    for (let i = this.#writeLocks.length - 1; i >= 0; i--) if (this.#writeLocks[i]!.state === 'released') this.#writeLocks.splice(i, 1)
+    const lock = this.#writeLocks.at(-1)
+    return lock ? lock.runHeld(write, { signal }) : write(signal)
   }
 
   /** Every lock object with its state (live, expired, dead, unreadable). */

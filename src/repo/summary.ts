@@ -4,7 +4,7 @@
 import { formatLsn } from '../pg/lsn.js'
 import { type BackupRecord, CLUSTER_RECORD_KIND, type ClusterRecord, listBackups } from './backup-record.js'
 import type { Repository } from './repository.js'
-import { listWalKeys, readWalRecord, segmentKey, type WalSegmentRecord } from './wal-catalog.js'
+import { readWalRecord, segmentKey, WAL_RECORD_KIND, type WalSegmentRecord } from './wal-catalog.js'
 
 export interface WalRange {
   /** First LSN stored. */
@@ -14,6 +14,11 @@ export interface WalRange {
   segments: number
   /** The range ends in a partial segment (WAL that was still being written when it was stored). */
   endsPartial: boolean
+  /**
+   * When the newest record of the range was stored (ISO 8601, the storage's clock): no WAL in the range was written
+   * by the server after this, so no commit in it is later.
+   */
+  storedAt: string
 }
 
 export interface TimelineWal {
@@ -44,25 +49,37 @@ export async function summarizeRepository(repo: Repository, o: { signal?: AbortS
       // WAL pushed before any backup: the cluster has no record yet.
     }
     const backups = await listBackups(repo, systemId, o)
-    out.push({ systemId, name, backups, wal: await walOf(repo, systemId, backups, o) })
+    out.push({ systemId, name, backups, wal: await summarizeClusterWal(repo, systemId, backups[0]?.walSegmentSizeBytes, o) })
   }
   return out
 }
 
-async function walOf(repo: Repository, systemId: string, backups: BackupRecord[], o: { signal?: AbortSignal }): Promise<TimelineWal[]> {
-  const keys = await listWalKeys(repo, systemId, '', o)
-  if (keys.length === 0) return []
-  const names = keys.map((k) => k.slice(systemId.length + 1))
-  let segSize = backups[0]?.walSegmentSizeBytes
+/**
+ * The WAL stored for one cluster, per timeline: the ranges recovery can read without a break, and the gaps between
+ * them. `info` shows it, and restore checks a recovery target against it.
+ * @param segmentSizeBytes the cluster's WAL segment size; read from a stored segment when undefined
+ */
+export async function summarizeClusterWal(
+  repo: Repository,
+  systemId: string,
+  segmentSizeBytes: number | undefined,
+  o: { signal?: AbortSignal } = {},
+): Promise<TimelineWal[]> {
+  const stored = new Map<string, number>()
+  for await (const r of repo.listRecords(WAL_RECORD_KIND, `${systemId}/`, o)) stored.set(r.key.slice(systemId.length + 1), r.modifiedAt.getTime())
+  if (stored.size === 0) return []
+  const names = [...stored.keys()].sort()
+  let segSize = segmentSizeBytes
   if (segSize === undefined) {
     const firstSegment = names.find((n) => /^[0-9A-F]{24}/.test(n))!
     const rec = await readWalRecord<WalSegmentRecord>(repo, segmentKey(systemId, firstSegment.split('.')[0]), o)
     segSize = rec?.segmentSizeBytes ?? 16 << 20
   }
   const perId = 0x1_0000_0000n / BigInt(segSize)
-  // Per timeline: segment number → valid bytes (a complete segment wins over partial ones).
-  const timelines = new Map<number, { valid: Map<bigint, number>; history: boolean }>()
-  const tl = (t: number) => timelines.get(t) ?? timelines.set(t, { valid: new Map(), history: false }).get(t)!
+  // Per timeline: segment number → valid bytes (a complete segment wins over partial ones), and when its newest
+  // record was stored.
+  const timelines = new Map<number, { valid: Map<bigint, number>; storedAt: Map<bigint, number>; history: boolean }>()
+  const tl = (t: number) => timelines.get(t) ?? timelines.set(t, { valid: new Map(), storedAt: new Map(), history: false }).get(t)!
   for (const n of names) {
     const h = /^([0-9A-F]{8})\.history$/.exec(n)
     if (h) {
@@ -75,13 +92,14 @@ async function walOf(repo: Repository, systemId: string, backups: BackupRecord[]
     const segno = BigInt('0x' + m[2]) * perId + BigInt('0x' + m[3])
     const valid = m[4] === undefined ? segSize : parseInt(m[4], 16)
     t.valid.set(segno, Math.max(t.valid.get(segno) ?? 0, valid))
+    t.storedAt.set(segno, Math.max(t.storedAt.get(segno) ?? 0, stored.get(n)!))
   }
   const result: TimelineWal[] = []
   for (const [timeline, t] of [...timelines].sort((a, b) => a[0] - b[0])) {
     const segnos = [...t.valid.keys()].sort((a, b) => (a < b ? -1 : 1))
     const ranges: WalRange[] = []
     const gaps: TimelineWal['gaps'] = []
-    let cur: { first: bigint; last: bigint; count: number } | undefined
+    let cur: { first: bigint; last: bigint; count: number; storedAt: number } | undefined
     const close = () => {
       if (!cur) return
       const lastValid = t.valid.get(cur.last)!
@@ -90,6 +108,7 @@ async function walOf(repo: Repository, systemId: string, backups: BackupRecord[]
         end: formatLsn(cur.last * BigInt(segSize) + BigInt(lastValid)),
         segments: cur.count,
         endsPartial: lastValid < segSize,
+        storedAt: new Date(cur.storedAt).toISOString(),
       })
     }
     for (const s of segnos) {
@@ -97,10 +116,11 @@ async function walOf(repo: Repository, systemId: string, backups: BackupRecord[]
       if (cur && s === cur.last + 1n && t.valid.get(cur.last) === segSize) {
         cur.last = s
         cur.count++
+        cur.storedAt = Math.max(cur.storedAt, t.storedAt.get(s)!)
       } else {
         if (cur) gaps.push({ from: formatLsn(cur.last * BigInt(segSize) + BigInt(t.valid.get(cur.last)!)), to: formatLsn(s * BigInt(segSize)) })
         close()
-        cur = { first: s, last: s, count: 1 }
+        cur = { first: s, last: s, count: 1, storedAt: t.storedAt.get(s)! }
       }
     }
     close()

@@ -4,7 +4,7 @@
 import { NotFoundError, UsageError } from '../errors.js'
 import { parseLsn } from '../pg/lsn.js'
 import { decodeControlFile } from '../pg/pg-control.js'
-import type { RecoveryTarget } from '../pg/recovery-conf.js'
+import { parseRecoveryTargetTime, type RecoveryTarget } from '../pg/recovery-conf.js'
 import { findBackup, listBackups, type BackupRecord } from '../repo/backup-record.js'
 import { FileListReader } from '../repo/file-list.js'
 import type { Repository } from '../repo/repository.js'
@@ -59,7 +59,7 @@ export async function chooseBackup(repo: Repository, o: ChooseBackupOptions): Pr
   let found: BackupRecord | undefined
   let reason = ''
   if (t.type === 'time') {
-    const when = parseTargetTime(t.time)
+    const when = parseRecoveryTargetTime(t.time).ms
     found = newestFirst.find((b) => Date.parse(b.finishedAt) < when)
     reason = `the newest backup that finished before ${new Date(when).toISOString()}`
   } else if (t.type === 'lsn') {
@@ -85,20 +85,6 @@ export async function chooseBackup(repo: Repository, o: ChooseBackupOptions): Pr
     })
   }
   return { backup: found, reason }
-}
-
-/** A recovery target time as milliseconds since the epoch; a time without a zone is read as UTC. */
-export function parseTargetTime(time: Date | string): number {
-  if (time instanceof Date) return time.getTime()
-  let text = time.trim().replace(' ', 'T').replace(/\s*(?:UTC|GMT)$/i, 'Z')
-  if (!/(?:Z|[+-]\d{2}(?::?\d{2})?)$/i.test(text)) text += 'Z'
-  // Date.parse wants '+hh:mm'; PostgreSQL also accepts '+hh' and '+hhmm'.
-  text = text.replace(/([+-]\d{2})$/, '$1:00').replace(/([+-]\d{2})(\d{2})$/, '$1:$2')
-  const ms = Date.parse(text)
-  if (Number.isNaN(ms)) {
-    throw new UsageError(`cannot read recovery target time '${time}'`, { hint: "use ISO 8601 with a time zone, like '2026-11-21 05:27:37+00'" })
-  }
-  return ms
 }
 
 async function nextFullXid(repo: Repository, b: BackupRecord, signal?: AbortSignal): Promise<bigint> {

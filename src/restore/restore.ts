@@ -33,6 +33,7 @@ import { CONTROL_FILE, removeMarker, RESTORE_MARKER, syncDirectory, writeMarker 
 import { TargetTree } from './target-tree.js'
 import { runTaskPool } from './task-pool.js'
 import type { TablespaceMapping } from './tablespace-mapping.js'
+import { checkTargetReachable } from './target-reach.js'
 import { writeTimelineHistory } from './timeline-history.js'
 import { writeBackupWal } from './wal-files.js'
 
@@ -134,8 +135,15 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const recoveryLines = formatRecoveryLines(recovery)
   const repo = o.repo
 
-  const lock = await repo.acquireLock('shared', { purpose: 'restore', signal: o.signal })
-  const signal = o.signal ? AbortSignal.any([o.signal, lock.signal]) : lock.signal
+  // A shared lock tells maintenance (gc, expire) that a reader is there. With read-only access to the repository
+  // (a DR credential) it cannot be written: restore then goes on without one, reading only, and says so.
+  const lock = await repo.acquireReaderLock({
+    purpose: 'restore',
+    signal: o.signal,
+    onStateChange: (c) => c.state === 'at-risk' && say('warning', c.message),
+  })
+  if (!lock) say('warning', `no write access to repository '${repo.location}': restoring without a lock, so maintenance (gc, expire) started meanwhile would not wait for this restore`)
+  const signal = AbortSignal.any([o.signal, lock?.signal].filter((x): x is AbortSignal => x !== undefined))
   // Every blob read in flight listens on it (jobs × read-ahead of them): not a leak.
   setMaxListeners(0, signal)
   let touched = false
@@ -146,6 +154,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     const { backup, reason } = await chooseBackup(repo, { backup: o.backup, systemId: o.systemId, target: recovery.target, signal })
     assertSoundBackupRecord(backup)
     say('info', `restoring backup ${backup.id} (${backup.type}, PostgreSQL ${backup.server.version}, ${backup.startLsn}..${backup.endLsn}): ${reason}`)
+    await checkTargetReachable(repo, backup, recovery, { signal })
 
     const delta = o.delta === true
     const { locations, state } = await prepareTarget({ pgdata, backup, mappings: o.tablespaceMapping ?? [], delta })
@@ -378,7 +387,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     throw err
   } finally {
     await blobReader?.close().catch(() => {})
-    await lock.release().catch(() => {})
+    await lock?.release().catch(() => {})
   }
 }
 

@@ -7,7 +7,7 @@ import { promises as fsp } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 
-import { AlreadyExistsError, NotFoundError, StorageError, isPgkeepError } from '../errors.js'
+import { AccessDeniedError, AlreadyExistsError, NotFoundError, StorageError, isPgkeepError } from '../errors.js'
 import { isAbortReason } from './abort.js'
 import { pullBody } from './body.js'
 import { TEMP_PREFIX, assertValidKey, assertValidPrefix, assertValidRange } from './keys.js'
@@ -47,7 +47,8 @@ const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EINTR',
  * - A key cannot be both an object and a "directory" of other keys (`a` and `a/b`): writing the second fails with
  *   a StorageError. Object stores allow it; repository layouts must not rely on it.
  * - Disk full (ENOSPC, EDQUOT) is a non-retryable StorageError with a hint; descriptor exhaustion and NFS
- *   staleness are retryable; other I/O errors are not.
+ *   staleness are retryable; other I/O errors are not. Permission errors (EACCES, EPERM, EROFS) are an
+ *   AccessDeniedError: with read-only access to a repository every write fails that way.
  * - `features.remote` is false: even on a network file system this driver assumes a single host.
  */
 export async function openFsStorage(root: string, o: FsStorageOptions = {}): Promise<Storage> {
@@ -357,12 +358,12 @@ function mapFsError(err: unknown, action: string, file: string, root: string): E
       })
     case 'EACCES':
     case 'EPERM':
-      return new StorageError(`unable to ${action} '${file}': permission denied`, {
+      return new AccessDeniedError(`unable to ${action} '${file}': permission denied`, {
         cause: err,
         hint: `check the owner and mode of '${root}' and the directories below it (pgkeep creates them 0700)`,
       })
     case 'EROFS':
-      return new StorageError(`unable to ${action} '${file}': read-only file system`, {
+      return new AccessDeniedError(`unable to ${action} '${file}': read-only file system`, {
         cause: err,
         hint: `mount the file system holding '${root}' read-write`,
       })

@@ -2,7 +2,7 @@
 // exists", retryable, or a configuration problem with a hint. Raw SDK errors never leave this module: they can carry
 // request details (signatures, access key ids) that must not reach logs, so the `cause` is a sanitized summary.
 
-import { AlreadyExistsError, NotFoundError, StorageError, isPgkeepError } from '../errors.js'
+import { AccessDeniedError, AlreadyExistsError, NotFoundError, StorageError, isPgkeepError } from '../errors.js'
 
 /** What the failing operation was, for messages. */
 export interface S3ErrorContext {
@@ -135,7 +135,10 @@ export function mapS3Error(err: unknown, ctx: S3ErrorContext): unknown {
     })
   }
   if ((name !== undefined && CREDENTIAL_ERRORS.has(name)) || status === 401 || status === 403) {
-    return new StorageError(`unable to ${what}: access denied by ${at} (${name === undefined || name === 'Unknown' ? `HTTP ${status ?? '?'}` : name})`, {
+    // A valid credential refused this operation (403 AccessDenied, e.g. no s3:PutObject): recognisable, so that
+    // readers with read-only access can go on without a lock. Bad or expired credentials stay a StorageError.
+    const refused = name === 'AccessDenied' || name === 'AllAccessDisabled' || (status === 403 && (name === undefined || !CREDENTIAL_ERRORS.has(name)))
+    return new (refused ? AccessDeniedError : StorageError)(`unable to ${what}: access denied by ${at} (${name === undefined || name === 'Unknown' ? `HTTP ${status ?? '?'}` : name})`, {
       cause,
       hint:
         'check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, and that the policy allows ' +

@@ -1,6 +1,7 @@
 // `wal stream`: continuous WAL archiving from a physical replication slot into the repository. A socket loop and a
 // storing loop joined by a bounded queue; flush reports only for durable WAL (invariant 6); timeline switches
-// followed; resumes after the newest stored WAL; reconnects after a lost connection; stops cleanly on abort.
+// followed; resumes after the newest stored WAL; reconnects after a lost connection; stops cleanly on abort, and
+// at once (with the lock's LockedError, reporting nothing more) when its repository lock is lost.
 
 import {
   ConnectionError,
@@ -20,7 +21,8 @@ import {
 import { AbortedError, UsageError } from '../errors.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import { parseSizeSetting } from '../pg/lsn.js'
-import type { RepoLock } from '../repo/lock.js'
+import { anySignal } from '../storage/abort.js'
+import type { LockHoldState, LockTiming, RepoLock } from '../repo/lock.js'
 import type { Repository } from '../repo/repository.js'
 import { historyKey, readWalRecord, type WalHistoryRecord, writeWalRecord } from '../repo/wal-catalog.js'
 import { findResumePoint, type ResumePoint } from './resume-point.js'
@@ -48,6 +50,8 @@ export interface WalStreamOptions {
   maxPendingSegments?: number
   /** Keep retrying after a lost connection (default true); the first connection must succeed. */
   reconnect?: boolean
+  /** Timing of the streamer's shared repository lock (defaults: stale after 30 min, refreshed every 5 min). */
+  lockTiming?: LockTiming
   /** Stops streaming: received WAL is stored (the last segment as partial), then run() resolves. */
   signal?: AbortSignal
   onEvent?: (e: WalStreamEvent) => void
@@ -61,6 +65,8 @@ export type WalStreamEvent =
   | { type: 'history-stored'; timeline: number; result: 'stored' | 'exists' }
   | { type: 'timeline-switch'; from: number; to: number; switchLsn: Lsn }
   | { type: 'reconnecting'; error: Error; delayMs: number }
+  /** The repository lock could not be refreshed (at-risk: storing waits) or is held again; losing it ends run(). */
+  | { type: 'lock'; state: Exclude<LockHoldState, 'lost' | 'released'>; message: string }
 
 /** A snapshot of the streamer's progress (for `lag and rate on demand`). */
 export interface WalStreamStatus {
@@ -122,24 +128,34 @@ export class WalStreamer {
   async run(): Promise<WalStreamResult> {
     const { repo, signal } = this.o
     signal?.throwIfAborted()
-    const lock: RepoLock = await repo.acquireLock('shared', { purpose: `wal stream (slot ${this.o.slot})`, signal })
+    const lock: RepoLock = await repo.acquireLock('shared', {
+      purpose: `wal stream (slot ${this.o.slot})`,
+      signal,
+      ...this.o.lockTiming,
+      onStateChange: (c) => {
+        if (c.state === 'held' || c.state === 'at-risk') this.o.onEvent?.({ type: 'lock', state: c.state, message: c.message })
+      },
+    })
     try {
       let connected = false
       let delayMs = 1000
       for (;;) {
         try {
-          const done = await this.session(() => {
+          const done = await this.session(lock, () => {
             connected = true
             delayMs = 1000
           })
           if (done) return done
         } catch (err) {
+          // A lost lock ends streaming: WAL received since is not stored and its flush position never reported.
+          lock.assertHeld()
           if (signal?.aborted) return this.result()
           if (!connected || this.o.reconnect === false || !isTransient(err)) throw err
           this.o.onEvent?.({ type: 'reconnecting', error: err as Error, delayMs })
           try {
-            await sleep(delayMs, signal)
+            await sleep(delayMs, anySignal(signal, lock.signal))
           } catch {
+            lock.assertHeld()
             return this.result()
           }
           delayMs = Math.min(MAX_RECONNECT_DELAY_MS, delayMs * 2)
@@ -156,10 +172,14 @@ export class WalStreamer {
   }
 
   /** One connection: streams timeline after timeline; resolves with the result once aborted. */
-  private async session(onStreaming: () => void): Promise<WalStreamResult | undefined> {
+  private async session(lock: RepoLock, onStreaming: () => void): Promise<WalStreamResult | undefined> {
     const { repo, signal } = this.o
     const conn = await connect(this.o.conninfo, { ...this.o.connection, fallbackApplicationName: this.o.connection?.fallbackApplicationName ?? this.o.slot, signal })
+    // Losing the lock cuts the connection at once: the socket and storing loops stop, nothing more is confirmed.
+    const onLost = () => conn.destroy(lock.signal.reason as Error)
+    lock.signal.addEventListener('abort', onLost, { once: true })
     try {
+      lock.assertHeld()
       const id = await identifySystem(conn, { signal })
       const segSize = parseSizeSetting(await show(conn, 'wal_segment_size', { signal }))
       if (this.systemId !== undefined && (id.systemId !== this.systemId || segSize !== this.segSize)) {
@@ -210,6 +230,7 @@ export class WalStreamer {
         this.writer = next
       }
     } finally {
+      lock.signal.removeEventListener('abort', onLost)
       this.stream = undefined
       await conn.close().catch(() => conn.destroy())
     }

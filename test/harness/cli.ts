@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
 import { main } from '../../src/cli/main.js'
+import { serverUser } from './server-user.js'
 
 export interface CliResult {
   code: number
@@ -27,15 +28,22 @@ export async function runMain(args: string[], env: Record<string, string | undef
   return { code, stdout, stderr }
 }
 
-/** Runs the real binary `node bin/pgkeep.js ARGS` in a child process. */
-export function runBin(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+/**
+ * Runs the real binary `node bin/pgkeep.js ARGS` in a child process (in `o.cwd` when given); with `asServerUser`,
+ * as the user the test servers run as (`postgres` when the tests run as root, see server-user.ts).
+ */
+export function runBin(args: string[], env: Record<string, string | undefined> = {}, o: { cwd?: string; asServerUser?: boolean } = {}): Promise<CliResult> {
   if (!existsSync(join(ROOT, 'dist', 'src', 'cli', 'main.js'))) {
     throw new Error("dist/ is missing: run 'npm run build' (npm test does it for you)")
   }
+  const u = serverUser()
+  const as = o.asServerUser && u.drop ? { uid: u.uid, gid: u.gid } : {}
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [join(ROOT, 'bin', 'pgkeep.js'), ...args], {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+      env: { PATH: process.env.PATH, HOME: o.asServerUser && u.drop ? '/tmp' : process.env.HOME, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: o.cwd,
+      ...as,
     })
     let stdout = ''
     let stderr = ''

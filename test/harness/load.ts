@@ -1,4 +1,4 @@
-// Test data: pgbench tables (Debian's pgbench 15 works against servers 14–18), or the same shape by SQL when it
+// Test data: pgbench tables (Debian's pgbench 15 works against servers 14–19), or the same shape by SQL when it
 // is missing; and a background pgbench writer.
 
 import { type ChildProcess, spawn } from 'node:child_process'

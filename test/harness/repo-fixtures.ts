@@ -9,6 +9,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import { StorageError } from '../../src/errors.js'
 import { openStorage } from '../../src/storage/open.js'
 import type { Storage } from '../../src/storage/storage.js'
 
@@ -213,11 +214,10 @@ export function startChild(compiledDir: string, mode: string, params: object, en
 }
 
 /**
- * A Storage decorator whose pack writes take `delayMs` longer, as over a slow link to an object store where a
- * 16 MiB pack takes far longer than a small index object: it widens the window in which a wrong write order
- * (index before its packs) would be visible after a crash.
+ * A Storage decorator that runs `before(key)` ahead of every write: it may wait (a slow link, a gate a test opens)
+ * or throw (a store refusing writes to some keys). Everything else goes straight to `storage`.
  */
-export function withSlowPackWrites(storage: Storage, delayMs: number): Storage {
+export function withWriteHook(storage: Storage, before: (key: string) => void | Promise<void>): Storage {
   return {
     name: storage.name,
     features: storage.features,
@@ -227,10 +227,36 @@ export function withSlowPackWrites(storage: Storage, delayMs: number): Storage {
     remove: (k, o) => storage.remove(k, o),
     close: () => storage.close(),
     async write(key, body, o) {
-      if (key.startsWith('packs/')) await new Promise((r) => setTimeout(r, delayMs))
+      await before(key)
       return storage.write(key, body, o)
     },
   }
+}
+
+/**
+ * A Storage decorator whose pack writes take `delayMs` longer, as over a slow link to an object store where a
+ * 16 MiB pack takes far longer than a small index object: it widens the window in which a wrong write order
+ * (index before its packs) would be visible after a crash.
+ */
+export function withSlowPackWrites(storage: Storage, delayMs: number): Storage {
+  return withWriteHook(storage, async (key) => {
+    if (key.startsWith('packs/')) await new Promise((r) => setTimeout(r, delayMs))
+  })
+}
+
+/**
+ * A Storage whose writes under `locks/` fail (a retryable StorageError) while `faults.failing` is true, as a
+ * store that stops accepting a lock holder's refreshes; `faults.refused` counts the refused writes.
+ */
+export function withLockWriteFaults(storage: Storage): { storage: Storage; faults: { failing: boolean; refused: number } } {
+  const faults = { failing: false, refused: 0 }
+  const wrapped = withWriteHook(storage, (key) => {
+    if (faults.failing && key.startsWith('locks/')) {
+      faults.refused++
+      throw new StorageError(`injected fault: the write of '${key}' was refused`, { retryable: true })
+    }
+  })
+  return { storage: wrapped, faults }
 }
 
 /**

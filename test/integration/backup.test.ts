@@ -1,4 +1,4 @@
-// `pgkeep backup` on PG 14–18, each with an extra tablespace, pgbench writing during the full backup; then an
+// `pgkeep backup` on PG 14–19, each with an extra tablespace, pgbench writing during the full backup; then an
 // incremental after ~1% of the pages changed. Every backup is restored from the repository (pgkeep's own restore)
 // and checked by external oracles: pg_verifybackup where it fits, the server's own manifest checksums, and starting
 // it.

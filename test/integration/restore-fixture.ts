@@ -92,8 +92,9 @@ export async function amcheckAll(c: Cluster): Promise<string[]> {
 }
 
 /**
- * Runs pg_verifybackup on a restored directory when a fitting tool exists: Debian's 15 where it fits, or the one
- * named by PGKEEP_TEST_VERIFYBACKUP_<major> ("/path/to/pg_verifybackup [args]", e.g. a 17 or 18 build).
+ * Runs pg_verifybackup on a restored directory when a fitting tool exists: the one named by
+ * PGKEEP_TEST_VERIFYBACKUP_<major> ("/path/to/pg_verifybackup [args]") when set, else the one
+ * {@link verifyBackupPlan} picks (the same major's from Debian for 17–19, Debian's 15 where it fits).
  */
 export async function verifyRestored(major: number, dir: string): Promise<{ ran: boolean; output: string }> {
   const override = process.env[`PGKEEP_TEST_VERIFYBACKUP_${major}`]?.trim()

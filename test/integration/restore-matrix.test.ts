@@ -1,4 +1,4 @@
-// Restore on PG 14–18, each with an extra tablespace relocated by --tablespace-mapping: a full and an incremental
+// Restore on PG 14–19, each with an extra tablespace relocated by --tablespace-mapping: a full and an incremental
 // backup, both taken while pgbench wrote, are restored (the full through the library, the incremental through
 // `pgkeep restore`), checked by pg_verifybackup where a local one fits, against the server's own manifest, and by
 // pgkeep's manifest; then started, compared table by table with the source at the recovery point, and amchecked.

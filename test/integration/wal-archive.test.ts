@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster, startOnDataDir } from '../harness/cluster.js'
+import { NEWEST_MAJOR } from '../harness/pg-binaries.js'
 import { specLocation, startStorageFactory, type StorageFactory } from '../harness/repo-fixtures.js'
 import { handOver } from '../harness/server-user.js'
 import { takeTarBackup } from '../harness/tar-backup.js'
@@ -25,7 +26,7 @@ const rows = async (c: Cluster, where: string) => Number((await c.sql<{ n: strin
 
 describe.each([
   { major: 15, driver: 'fs', encrypted: false },
-  { major: 18, driver: 's3', encrypted: true },
+  { major: NEWEST_MAJOR, driver: 's3', encrypted: true },
 ] as const)('archive and restore commands on PostgreSQL $major, $driver repository, encrypted: $encrypted', ({ major, driver, encrypted }) => {
   let primary: Cluster
   let restored: Cluster | undefined

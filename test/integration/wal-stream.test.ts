@@ -1,4 +1,4 @@
-// `pgkeep wal stream` on PostgreSQL 14–18 under pgbench: SIGKILLed and restarted, then stopped with SIGTERM. The
+// `pgkeep wal stream` on PostgreSQL 14–19 under pgbench: SIGKILLed and restarted, then stopped with SIGTERM. The
 // oracle is the server itself: every stored segment must equal the server's own pg_wal file byte for byte, the
 // catalog must be gap-free from the first segment to the last, the restart must resume exactly after the newest
 // stored segment, and the slot (what the server was told is flushed) must never be ahead of the repository.

@@ -10,6 +10,7 @@ import { parseLsn } from '../../src/pg/lsn.js'
 import { openRepository } from '../../src/repo/repository.js'
 import { findWalSegment } from '../../src/restore/wal-files.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
+import { NEWEST_MAJOR } from '../harness/pg-binaries.js'
 import { openSpec, specLocation, startStorageFactory, type StorageFactory, type StorageSpec } from '../harness/repo-fixtures.js'
 import { ensureBuilt, nameOfSegno, type PgkeepProcess, spawnPgkeep, waitUntil } from './wal-helpers.js'
 
@@ -34,7 +35,7 @@ const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Ma
 
 describe.each([
   { major: 15, driver: 'fs' },
-  { major: 18, driver: 's3' },
+  { major: NEWEST_MAJOR, driver: 's3' },
 ] as const)('wal stream --synchronous on PostgreSQL $major, $driver repository', ({ major, driver }) => {
   let server: Cluster
   let factory: StorageFactory

@@ -14,13 +14,15 @@ import { findWalSegment, readWalSegment } from '../../src/restore/wal-files.js'
 import { type Cluster, PASSWORD, ROLES, startCluster, startOnDataDir } from '../harness/cluster.js'
 import { handOver } from '../harness/server-user.js'
 import { takeTarBackup } from '../harness/tar-backup.js'
+import { type Major, MAJORS } from '../harness/pg-binaries.js'
 import { catalogOf, ensureBuilt, expectSameAsPgWal, nameOfSegno, openFsRepo, spawnPgkeep, waitUntil } from './wal-helpers.js'
 
 const SEG = 16n << 20n
 
 beforeAll(() => ensureBuilt(), 120_000)
 
-describe.each([14, 17] as const)('wal stream across a promotion on PostgreSQL %i', (major) => {
+// Plus every major newer than 18 that can run here (19 changed its WAL page flags and LSN text).
+describe.each<Major>([14, 17, ...MAJORS.filter((m) => m > 18)])('wal stream across a promotion on PostgreSQL %i', (major) => {
   let primary: Cluster
   let standby: Cluster | undefined
   let repoDir: string

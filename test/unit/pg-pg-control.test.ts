@@ -1,6 +1,6 @@
-// src/pg/pg-control.ts against real pg_control files of PostgreSQL 14–18, compared with what each server reported
+// src/pg/pg-control.ts against real pg_control files of PostgreSQL 14–19, compared with what each server reported
 // through pg_control_system/checkpoint/init/recovery() at the moment the file was copied, and (14–17) with
-// pg_controldata 15's reading of the same file.
+// pg_controldata 15's reading of the same file, (19) with pg_controldata 19's.
 
 import { describe, expect, it } from 'vitest'
 import { FormatError } from '../../src/errors.js'
@@ -20,7 +20,7 @@ describe('decodeControlFile', () => {
       expect(c.systemId > BigInt(Number.MAX_SAFE_INTEGER)).toBe(true)
       expect(c.controlVersion).toBe(Number(need(f, 'pg_control_version')))
       // protocol.md said 1300 for 13–17: a real 17.10 says 1700.
-      expect(c.controlVersion).toBe(major >= 18 ? 1800 : major === 17 ? 1700 : 1300)
+      expect(c.controlVersion).toBe(major >= 19 ? 1905 : major === 18 ? 1800 : major === 17 ? 1700 : 1300)
       expect(c.catalogVersion).toBe(Number(need(f, 'catalog_version_no')))
       expect(`PG_${major}_${c.catalogVersion}`).toBe(need(f, 'tablespace_dir'))
       expect(c.modifiedAtSec).toBe(Date.parse(need(f, 'pg_control_last_modified').replace(' ', 'T').replace('+00', 'Z')) / 1000)
@@ -63,10 +63,18 @@ describe('decodeControlFile', () => {
       expect(c.stateName).toBe('in production')
       if (major >= 18) expect(c.defaultCharSignedness).toBe(bool(need(f, 'default_char_signedness')))
       else expect(c.defaultCharSignedness).toBeUndefined()
+      if (major >= 19) {
+        expect(c.logicalDecodingEnabled).toBe(bool(need(f, 'logical_decoding')))
+        expect(c.dataChecksumVersionInit).toBe(1)
+      } else {
+        expect(c.logicalDecodingEnabled).toBeUndefined()
+        expect(c.dataChecksumVersionInit).toBeUndefined()
+        expect(c.slruPagesPerSegment).toBeUndefined()
+      }
     })
   }
 
-  for (const major of MAJORS.filter((m) => m < 18)) {
+  for (const major of MAJORS.filter((m) => m !== 18)) {
     it(`PostgreSQL ${major}: matches pg_controldata (fields SQL does not show)`, () => {
       const d = controldata(major)
       const c = decodeControlFile(fixture(`pg_control-${major}.gz`))
@@ -81,6 +89,14 @@ describe('decodeControlFile', () => {
       expect(c.maxLocksPerXact).toBe(Number(need(d, 'max_locks_per_xact setting')))
       expect(c.trackCommitTimestamp).toBe(bool(need(d, 'track_commit_timestamp setting')))
       expect(c.unloggedLsn).toBe(parseLsn(need(d, 'Fake LSN counter for unlogged rels')))
+      expect(c.walSegSizeBytes).toBe(Number(need(d, 'Bytes per WAL segment')))
+      expect(c.largeObjectChunkSize).toBe(Number(need(d, 'Size of a large-object chunk')))
+      expect(c.dataChecksumVersion).toBe(Number(need(d, 'Data page checksum version')))
+      if (major >= 19) {
+        expect(c.slruPagesPerSegment).toBe(Number(need(d, 'Pages per SLRU segment')))
+        expect(c.logicalDecodingEnabled).toBe(need(d, "Latest checkpoint's logical decoding") === 'on')
+        expect(c.nextMultiOffset).toBe(Number(need(d, "Latest checkpoint's NextMultiOffset")))
+      }
     })
   }
 
@@ -108,5 +124,8 @@ describe('decodeControlFile', () => {
     const g18 = fixture('pg_control-18.gz')
     expect(new DataView(g18.buffer).getUint32(292, true)).toBe(crc32c(g18.subarray(0, 292)))
     expect(new DataView(good.buffer).getUint32(288, true)).toBe(crc32c(good.subarray(0, 288)))
+    const g19 = fixture('pg_control-19.gz')
+    expect(new DataView(g19.buffer).getUint32(308, true)).toBe(crc32c(g19.subarray(0, 308)))
+    expect(() => decodeControlFile(g19.subarray(0, 300))).toThrow(/too short/)
   })
 })

@@ -8,6 +8,7 @@ import {
   formatConfigLine,
   formatConninfo,
   formatRecoverySettings,
+  parseRecoveryTargetTime,
   quoteConfigValue,
   unquoteConfigValue,
 } from '../../src/pg/recovery-conf.js'
@@ -72,8 +73,10 @@ describe('formatRecoverySettings', () => {
     expect(one({ type: 'immediate' })).toBe("recovery_target = 'immediate'\n")
     expect(one({ type: 'time', time: new Date(Date.UTC(2026, 10, 21, 5, 27, 37, 5)) })).toBe("recovery_target_time = '2026-11-21 05:27:37.005+00'\n")
     expect(one({ type: 'time', time: new Date(Date.UTC(2026, 10, 21, 5, 27, 37)) })).toBe("recovery_target_time = '2026-11-21 05:27:37+00'\n")
-    expect(one({ type: 'time', time: '2026-11-21 05:27:37.123456+02:00' })).toBe("recovery_target_time = '2026-11-21 05:27:37.123456+02:00'\n")
-    expect(one({ type: 'time', time: '2026-11-21T05:27:37Z' })).toBe("recovery_target_time = '2026-11-21T05:27:37Z'\n")
+    // Written in UTC with the zone spelled out, whatever zone it was given in: what pgkeep compared is what the
+    // server reads, whatever its timezone setting.
+    expect(one({ type: 'time', time: '2026-11-21 05:27:37.123456+02:00' })).toBe("recovery_target_time = '2026-11-21 03:27:37.123456+00'\n")
+    expect(one({ type: 'time', time: '2026-11-21T05:27:37Z' })).toBe("recovery_target_time = '2026-11-21 05:27:37+00'\n")
     expect(one({ type: 'lsn', lsn: 0x16_b374d848n })).toBe("recovery_target_lsn = '16/B374D848'\n")
     expect(one({ type: 'lsn', lsn: '16/b374d848' })).toBe("recovery_target_lsn = '16/B374D848'\n")
     expect(one({ type: 'xid', xid: 12345 })).toBe("recovery_target_xid = '12345'\n")
@@ -90,7 +93,8 @@ describe('formatRecoverySettings', () => {
       { target: { type: 'xid', xid: 'abc' } },
       { target: { type: 'xid', xid: -1 } },
       { target: { type: 'time', time: 'yesterday' } },
-      { target: { type: 'time', time: '2026-13-01 00:00:00' } },
+      { target: { type: 'time', time: '2026-13-01 00:00:00+00' } },
+      { target: { type: 'time', time: '2026-11-21 05:27:37' } },
       { target: { type: 'time', time: new Date(NaN) } },
       { target: { type: 'name', name: '' } },
       { target: { type: 'name', name: 'x'.repeat(64) } },
@@ -111,5 +115,73 @@ describe('formatRecoverySettings', () => {
     } catch (e) {
       expect((e as UsageError).hint).toMatch(/0\/3000028/)
     }
+  })
+})
+
+describe('parseRecoveryTargetTime', () => {
+  const t = Date.UTC(2026, 10, 21, 5, 27, 37)
+  it('reads a date, a time and a zone (UTC or an offset) as one instant, and writes it in UTC', () => {
+    const forms = [
+      '2026-11-21 05:27:37+00',
+      '2026-11-21T05:27:37Z',
+      '2026-11-21 05:27:37z',
+      '2026-11-21 05:27:37 UTC',
+      '2026-11-21 05:27:37 GMT',
+      '2026-11-21 07:27:37+02',
+      '2026-11-21 07:27:37+0200',
+      '2026-11-21 07:27:37+02:00',
+      '2026-11-21 00:57:37-04:30',
+      '  2026-11-21 05:27:37+00  ',
+    ]
+    for (const s of forms) expect(parseRecoveryTargetTime(s), s).toEqual({ ms: t, text: '2026-11-21 05:27:37+00' })
+    expect(parseRecoveryTargetTime('2026-11-21 05:27+00')).toEqual({ ms: t - 37_000, text: '2026-11-21 05:27:00+00' })
+    expect(parseRecoveryTargetTime('2026-11-21 05:27:37.250+00')).toEqual({ ms: t + 250, text: '2026-11-21 05:27:37.250+00' })
+    expect(parseRecoveryTargetTime('2026-11-21 05:27:37.123456+01')).toEqual({ ms: t - 3_600_000 + 123, text: '2026-11-21 04:27:37.123456+00' })
+    // Across midnight, a month and a year boundary, and on a leap day.
+    expect(parseRecoveryTargetTime('2027-01-01 01:30:00+02').text).toBe('2026-12-31 23:30:00+00')
+    expect(parseRecoveryTargetTime('2028-02-29 23:00:00-01:30').text).toBe('2028-03-01 00:30:00+00')
+    expect(parseRecoveryTargetTime(new Date(t + 5)).text).toBe('2026-11-21 05:27:37.005+00')
+    expect(parseRecoveryTargetTime(new Date(t)).ms).toBe(t)
+  })
+
+  it('refuses a time without a zone: the server would read it in its own timezone', () => {
+    for (const s of ['2026-11-21 05:27:37', '2026-11-21T05:27:37', '2026-11-21 05:27']) {
+      expect(() => parseRecoveryTargetTime(s), s).toThrow(UsageError)
+      try {
+        parseRecoveryTargetTime(s)
+      } catch (err) {
+        expect((err as UsageError).message).toBe(`recovery target time '${s}' has no time zone`)
+        expect((err as UsageError).hint).toMatch(/server's timezone setting.*'2026-11-21 05:27:37\+00'/)
+      }
+    }
+  })
+
+  it('refuses dates and times that do not exist, zone names and other text', () => {
+    const cases: [string, RegExp][] = [
+      ['2026-02-31 00:00:00+00', /2026-02 has no day 31/],
+      ['2026-02-29 00:00:00+00', /2026-02 has no day 29/],
+      ['2100-02-29 00:00:00+00', /2100-02 has no day 29/],
+      ['2026-04-31 12:00:00+00', /has no day 31/],
+      ['2026-00-10 12:00:00+00', /no month 0/],
+      ['2026-13-01 00:00:00+00', /no month 13/],
+      ['2026-11-00 00:00:00+00', /has no day 0/],
+      ['0000-01-01 00:00:00+00', /no year 0/],
+      ['2026-11-21 24:00:00+00', /24:00:00 is not a time of day/],
+      ['2026-11-21 05:60:00+00', /is not a time of day/],
+      ['2026-11-21 05:27:60+00', /05:27:60 is not a time of day/],
+      ['2026-11-21 05:27:37+16', /offset \+16 is out of range/],
+      ['2026-11-21 05:27:37+01:60', /offset .* out of range/],
+      ['2026-11-21 05:27:37 Europe/Berlin', /time zone 'Europe\/Berlin' is not UTC or a numeric offset/],
+      ['2026-11-21 05:27:37 CET', /time zone 'CET'/],
+      ['2026-11-21', /expected YYYY-MM-DD HH:MM/],
+      ['yesterday', /expected YYYY-MM-DD HH:MM/],
+      ['21.11.2026 05:27:37+00', /expected/],
+      ['2026-11-21 05:27:37.1234567+00', /time zone '7\+00'/],
+    ]
+    for (const [s, message] of cases) {
+      expect(() => parseRecoveryTargetTime(s), s).toThrow(UsageError)
+      expect(() => parseRecoveryTargetTime(s), s).toThrow(message)
+    }
+    expect(() => parseRecoveryTargetTime(new Date(NaN))).toThrow(/invalid Date/)
   })
 })

@@ -1,4 +1,4 @@
-// src/pg/wal-page.ts against the first page of a real WAL segment from each of PostgreSQL 14–18: confirms the
+// src/pg/wal-page.ts against the first page of a real WAL segment from each of PostgreSQL 14–19: confirms the
 // XLOG_PAGE_MAGIC table and the long header layout.
 
 import { describe, expect, it } from 'vitest'
@@ -46,7 +46,28 @@ describe('WAL long page header of real segments', () => {
   }
 
   it('matches the protocol.md table, including the value for 13 from the source', () => {
-    expect(XLOG_PAGE_MAGIC).toEqual({ 13: 0xd106, 14: 0xd10d, 15: 0xd110, 16: 0xd113, 17: 0xd116, 18: 0xd118 })
+    expect(XLOG_PAGE_MAGIC).toEqual({ 13: 0xd106, 14: 0xd10d, 15: 0xd110, 16: 0xd113, 17: 0xd116, 18: 0xd118, 19: 0xd122 })
+  })
+
+  it('allows the xlp_info flags of each major: 0x8 is valid up to 18 and invalid on 19', () => {
+    for (const major of [18, 19]) {
+      const { name, page } = segmentFixture(major)
+      const h = decodeWalLongPageHeader(page)
+      const { segno } = parseWalFileName(name, 16 << 20) as { segno: bigint }
+      const expect_ = { segno, segSizeBytes: 16 << 20, systemId: h.systemId, tli: 1 }
+      const flagged = Uint8Array.from(page)
+      flagged[2] = flagged[2]! | 0x8
+      // Checked against the major asked for, and (no major given) against the major the magic names.
+      for (const m of [major, undefined]) {
+        const problems = checkSegmentHeader(flagged, { ...expect_, major: m })
+        if (major === 18) expect(problems).toEqual([])
+        else expect(problems).toEqual(['invalid xlp_info flags 0xA'])
+      }
+      // 0x4 is XLP_BKP_REMOVABLE up to 18 and XLP_FIRST_IS_OVERWRITE_CONTRECORD on 19: valid on both.
+      const four = Uint8Array.from(page)
+      four[2] = four[2]! | 0x4
+      expect(checkSegmentHeader(four, { ...expect_, major })).toEqual([])
+    }
   })
 
   it('reports every mismatch', () => {

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { ProtocolError } from '../../protocol/errors.js'
-import { type Frame, FrameReader } from '../../protocol/wire/frame-reader.js'
+import { FRAME_LIMITS, type Frame, FrameReader } from '../../protocol/wire/frame-reader.js'
 
 const fixture = (name: string) => readFileSync(join(import.meta.dirname, '..', 'fixtures', 'protocol', name))
 
@@ -98,6 +98,90 @@ describe('FrameReader', () => {
     const f = new FrameReader()
     f.push(Buffer.from([0x64, 0, 0, 0, 2]))
     expect(() => f.next()).toThrow(ProtocolError)
+  })
+})
+
+/** A message header declaring `length` (the length word counts itself). */
+const header = (type: string, length: number) => {
+  const b = Buffer.alloc(5)
+  b[0] = type.charCodeAt(0)
+  b.writeInt32BE(length, 1)
+  return b
+}
+const AUTH_OK = Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0])
+
+describe('FrameReader caps declared lengths by protocol state', () => {
+  /** What next() does with only this header pushed: 'waits' for the payload, or the error it throws. */
+  function verdict(f: FrameReader, type: string, length: number): 'waits' | ProtocolError {
+    f.push(header(type, length))
+    try {
+      expect(f.next()).toBeUndefined()
+      return 'waits'
+    } catch (err) {
+      expect(err).toBeInstanceOf(ProtocolError)
+      return err as ProtocolError
+    }
+  }
+
+  it('before authentication: 2000 bytes, 30000 for errors and notices (libpq), and a 1 GiB frame is refused at its header', () => {
+    expect(verdict(new FrameReader(), 'R', 2000)).toBe('waits')
+    expect(verdict(new FrameReader(), 'E', 30_000)).toBe('waits')
+    expect(verdict(new FrameReader(), 'N', 30_000)).toBe('waits')
+    const auth = verdict(new FrameReader(), 'R', 2001) as ProtocolError
+    expect(auth.message).toMatch(/type 'R' declaring 2001 bytes; at most 2000 are allowed before authentication/)
+    expect(auth.hint).toMatch(/genuine PostgreSQL server/)
+    expect((verdict(new FrameReader(), 'E', 30_001) as ProtocolError).message).toMatch(/'E' declaring 30001 bytes/)
+    for (const type of ['d', 'D', 'S', 'Z']) expect(verdict(new FrameReader(), type, 2001)).toBeInstanceOf(ProtocolError)
+    // A gigabyte announced before authentication: refused with nothing but the header buffered.
+    const f = new FrameReader()
+    expect((verdict(f, 'd', 1 << 30) as ProtocolError).message).toMatch(/'d' declaring 1073741824 bytes/)
+    expect(f.pendingBytes).toBe(5)
+  })
+
+  it('after AuthenticationOk: 30000 for short messages, 2 MiB for rows and errors, 8 MiB for CopyData', () => {
+    const authenticated = () => {
+      const f = new FrameReader()
+      f.push(AUTH_OK)
+      expect(f.next()?.type).toBe(0x52)
+      expect(f.isAuthenticated).toBe(true)
+      return f
+    }
+    expect(FRAME_LIMITS.copyData).toBe(8 << 20)
+    expect(verdict(authenticated(), 'Z', 30_000)).toBe('waits')
+    expect((verdict(authenticated(), 'Z', 30_001) as ProtocolError).message).toMatch(/'Z' declaring 30001 bytes; at most 30000 are allowed for it/)
+    expect((verdict(authenticated(), 'C', 30_001) as ProtocolError).message).toMatch(/'C' declaring 30001/)
+    for (const type of ['D', 'T', 'E', 'N', 'A']) {
+      expect(verdict(authenticated(), type, FRAME_LIMITS.session.long), type).toBe('waits')
+      expect(verdict(authenticated(), type, FRAME_LIMITS.session.long + 1), type).toBeInstanceOf(ProtocolError)
+    }
+    expect(verdict(authenticated(), 'd', FRAME_LIMITS.copyData)).toBe('waits')
+    expect((verdict(authenticated(), 'd', FRAME_LIMITS.copyData + 1) as ProtocolError).message).toMatch(/'d' declaring 8388609 bytes/)
+    expect((verdict(authenticated(), 'D', 0x7fff_ffff) as ProtocolError).message).toMatch(/'D' declaring 2147483647 bytes/)
+    // Only AuthenticationOk opens the session caps: another authentication request does not.
+    const f = new FrameReader()
+    f.push(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 3]))
+    f.next()
+    expect(f.isAuthenticated).toBe(false)
+  })
+
+  it('checks a header that arrives split over several pushes', () => {
+    const f = new FrameReader()
+    const h = header('d', 100_000)
+    f.push(h.subarray(0, 2))
+    expect(f.next()).toBeUndefined()
+    f.push(h.subarray(2, 4))
+    expect(f.next()).toBeUndefined()
+    f.push(h.subarray(4))
+    expect(() => f.next()).toThrow(/'d' declaring 100000 bytes/)
+  })
+
+  it('counts the bytes of the frames it hands out', () => {
+    const f = new FrameReader()
+    f.push(AUTH_OK)
+    f.push(Buffer.from([0x5a, 0, 0, 0, 5, 0x49]))
+    f.next()
+    f.next()
+    expect(f.framedBytes).toBe(AUTH_OK.length + 6)
   })
 })
 

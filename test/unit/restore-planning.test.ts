@@ -1,10 +1,9 @@
-// Tablespace mappings, recovery target times, extent slicing (byte by byte), the task
+// Tablespace mappings, extent slicing (byte by byte), the task
 // pool (bounds, pieces, failure, abort) and the blob cache (sharing, eviction, failures not cached).
 
 import { describe, expect, it } from 'vitest'
 import { extentsIn, type Extent } from '../../src/repo/file-map.js'
 import { BlobCache } from '../../src/restore/blob-cache.js'
-import { parseTargetTime } from '../../src/restore/choose-backup.js'
 import { parseTablespaceMapping, resolveTablespaceLocations } from '../../src/restore/tablespace-mapping.js'
 import { runTaskPool } from '../../src/restore/task-pool.js'
 
@@ -32,17 +31,6 @@ describe('tablespace mapping', () => {
     expect(() => resolveTablespaceLocations(ts, [], '/srv/ts1/data')).toThrow(/overlaps the data directory/)
     // Siblings that merely share a prefix are fine.
     expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/data2' }], '/data')).not.toThrow()
-  })
-})
-
-describe('recovery target times', () => {
-  it('reads the forms PostgreSQL accepts, UTC when no zone is given', () => {
-    const t = Date.UTC(2026, 10, 21, 5, 27, 37)
-    for (const s of ['2026-11-21 05:27:37+00', '2026-11-21T05:27:37Z', '2026-11-21 05:27:37 UTC', '2026-11-21 05:27:37', '2026-11-21 07:27:37+02', '2026-11-21 07:27:37+0200', '2026-11-21 07:27:37+02:00']) {
-      expect(parseTargetTime(s), s).toBe(t)
-    }
-    expect(parseTargetTime('2026-11-21 05:27:37.250+00')).toBe(t + 250)
-    expect(() => parseTargetTime('yesterday')).toThrow(/cannot read/)
   })
 })
 

@@ -18,7 +18,10 @@ export const backupCommand: Command = {
 Takes a base backup over the replication protocol while streaming its WAL on a second connection. Relation files
 are tracked page by page: after the first backup of a cluster, each backup stores only the pages that changed
 (found by the server's WAL summaries on PostgreSQL 17+ with summarize_wal = on, else by comparing page hashes).
-Every backup restores on its own. The backup is listed only once all its data and WAL are stored.
+Every backup restores on its own. The backup is listed only once all its data and WAL are stored. It holds a
+shared repository lock; if it cannot keep it (refreshes failing until it expired and maintenance took an
+exclusive lock, or it was removed with 'pgkeep unlock --remove-stale'), it stops with exit status 24 and is not
+listed.
 
 options:
   --type auto|full|incremental   auto (default): incremental when the cluster has a backup, else full

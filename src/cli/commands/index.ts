@@ -6,9 +6,10 @@ import { checkCommand } from './check.js'
 import { infoCommand } from './info.js'
 import { initCommand } from './init.js'
 import { restoreCommand } from './restore.js'
+import { unlockCommand } from './unlock.js'
 import { verifyCommand } from './verify.js'
 import { walGetCommand } from './wal-get.js'
 import { walPushCommand } from './wal-push.js'
 import { walStreamCommand } from './wal-stream.js'
 
-export const commands: readonly Command[] = [checkCommand, initCommand, backupCommand, restoreCommand, infoCommand, verifyCommand, walStreamCommand, walPushCommand, walGetCommand]
+export const commands: readonly Command[] = [checkCommand, initCommand, backupCommand, restoreCommand, infoCommand, verifyCommand, walStreamCommand, walPushCommand, walGetCommand, unlockCommand]

@@ -1,8 +1,9 @@
-// `pgkeep info`: the clusters in a repository, their backups, and the WAL stored for each timeline.
+// `pgkeep info`: the clusters in a repository, their backups, the WAL stored for each timeline, and its locks.
 
 import { summarizeRepository, type ClusterSummary } from '../../repo/summary.js'
 import type { Command } from '../command.js'
 import { formatBytes, formatDuration } from '../format.js'
+import { lockForJson, lockTable } from '../lock-list.js'
 import { parseCommandArgs } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
@@ -13,9 +14,10 @@ export const infoCommand: Command = {
   usage: `usage: pgkeep info --repo URL [--json]
 
 Lists every cluster in the repository with its backups (id, type, parent, times, LSNs, sizes, stored bytes) and
-the WAL stored for each timeline as ranges, with the gaps between them (recovery cannot cross a gap).
+the WAL stored for each timeline as ranges, with the gaps between them (recovery cannot cross a gap), then the
+repository's locks with their state (see 'pgkeep unlock --help'). Reads only: read-only access is enough.
 
-  --json                  print { clusters: [...] } as JSON
+  --json                  print { repository, clusters: [...], locks: [...] } as JSON
 
 ${REPO_USAGE}
 `,
@@ -25,10 +27,13 @@ ${REPO_USAGE}
     const { repo } = await openRepoForCommand(values, ctx, 'info')
     try {
       const clusters = await summarizeRepository(repo, { signal: ctx.signal })
+      const locks = await repo.listLocks({ signal: ctx.signal })
+      const now = Date.now()
       if (values.json) {
-        ctx.stdout.write(JSON.stringify({ repository: repo.location, clusters: clusters.map(forJson) }, null, 2) + '\n')
+        ctx.stdout.write(JSON.stringify({ repository: repo.location, clusters: clusters.map(forJson), locks: locks.map((l) => lockForJson(l, now)) }, null, 2) + '\n')
       } else {
         ctx.stdout.write(clusters.length === 0 ? `repository ${repo.location} is empty\n` : clusters.map(describe).join('\n'))
+        if (locks.length > 0) ctx.stdout.write(['locks:', ...lockTable(locks, '  ', now)].join('\n') + '\n')
       }
       return 0
     } finally {

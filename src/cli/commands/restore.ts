@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { UsageError } from '../../errors.js'
-import type { RecoveryTarget, RecoveryTargetAction } from '../../pg/recovery-conf.js'
+import { parseRecoveryTargetTime, type RecoveryTarget, type RecoveryTargetAction } from '../../pg/recovery-conf.js'
 import type { RecoveryOptions } from '../../restore/recovery-config.js'
 import { restoreBackup, type RestoreResult } from '../../restore/restore.js'
 import { walGetRestoreCommand } from '../../restore/restore-command.js'
@@ -35,7 +35,8 @@ options:
                                     that ends before it)
   --tablespace-mapping OLD=NEW      restore the tablespace at OLD (its original location, or its oid) into NEW;
                                     repeatable; unmapped tablespaces go back to their original location
-  --target-time TIME                stop at a time ('2026-11-21 05:27:37+00'; give the time zone)
+  --target-time TIME                stop at a time, with its zone as UTC or an offset ('2026-11-21 05:27:37+00';
+                                    written for the server in UTC)
   --target-lsn LSN                  stop at a WAL location ('0/3000028')
   --target-xid XID                  stop at the commit of a transaction
   --target-name NAME                stop at a restore point made by pg_create_restore_point()
@@ -149,7 +150,9 @@ type Values = Record<string, string | boolean | string[] | undefined>
 /** The recovery options from the command line; exactly one target at most. */
 function recoveryFrom(v: Values): RecoveryOptions {
   const targets: RecoveryTarget[] = []
-  if (v['target-time'] !== undefined) targets.push({ type: 'time', time: v['target-time'] as string })
+  // Read (and refused when it has no zone or is no real date) before the repository is opened; the UTC form is
+  // what pgkeep compares and what the server gets.
+  if (v['target-time'] !== undefined) targets.push({ type: 'time', time: parseRecoveryTargetTime(v['target-time'] as string).text })
   if (v['target-lsn'] !== undefined) targets.push({ type: 'lsn', lsn: v['target-lsn'] as string })
   if (v['target-xid'] !== undefined) targets.push({ type: 'xid', xid: v['target-xid'] as string })
   if (v['target-name'] !== undefined) targets.push({ type: 'name', name: v['target-name'] as string })

@@ -19,7 +19,8 @@ Checks that every index object matches the packs it lists, every pack header is 
 references only indexed blobs, and that every backup is whole: each blob its files use is present, and so is the
 WAL from its start to its end LSN. With --read-data it also reads packs and re-hashes every blob in them: all packs,
 or a random PERCENT of them (whole packs). Takes a shared lock, so it waits for no backup but refuses to run
-during garbage collection.
+during garbage collection; with read-only access to the repository it runs without one (and says so), writing
+nothing.
 Exits 0 when the repository is sound, ${exitCodeFor('INTEGRITY')} when something is damaged (each damaged object is listed).
 
   --repo URL              the repository (directory or s3://bucket/prefix)
@@ -47,10 +48,12 @@ ${PASSPHRASE_USAGE}
     const storage = await openStorage(values.repo, ctx.env)
     try {
       const repo = await openRepository(storage, { passphrase, signal: ctx.signal })
-      const lock = await repo.acquireLock('shared', { purpose: 'verify', signal: ctx.signal })
+      // With read-only access the lock cannot be written: verify reads only, so it goes on without one.
+      const lock = await repo.acquireReaderLock({ purpose: 'verify', signal: ctx.signal })
+      if (!lock) ctx.stderr.write(`pgkeep: warning: no write access to repository '${storage.name}': verifying without a lock (maintenance started meanwhile would not wait for it)\n`)
       let result: VerifyResult & { stats: { backups: number; backupFiles: number } }
       try {
-        const signal = AbortSignal.any([ctx.signal, lock.signal])
+        const signal = lock ? AbortSignal.any([ctx.signal, lock.signal]) : ctx.signal
         const structure = await verifyRepository(repo, { readData: percent, signal })
         // Then every backup must be whole: its files' blobs present, and the WAL from its start to its end.
         const backups = await verifyBackups(repo, { signal })

@@ -16,7 +16,9 @@ export const walPushCommand: Command = {
 
 For archive_command = 'pgkeep wal push --repo URL %p'. Stores the segment, partial segment, timeline history
 file or backup history file at PATH in the repository. Pushing a file that is already stored with the same
-content succeeds; with different content it fails (two clusters writing one timeline must be noticed).
+content succeeds; with different content it fails (two clusters writing one timeline must be noticed). It takes
+a shared repository lock; if the lock is lost while the file is stored, it fails with exit status 24 and
+PostgreSQL keeps the file and retries.
 
 A segment names its cluster in its first page. History and backup history files do not: the cluster is
 --cluster, else the one whose data directory holds PATH (archive_command runs there: its global/pg_control),
@@ -40,10 +42,18 @@ ${REPO_USAGE}
     }
     const opened = await openRepoForCommand(values, ctx, 'wal push', { createIfEmpty: true })
     try {
-      // Shared: a concurrent GC must not take the new blobs for garbage before their record exists.
-      const lock = await opened.repo.acquireLock('shared', { purpose: 'wal push', signal: ctx.signal, waitMs: 60_000 })
+      // Shared: a concurrent GC must not take the new blobs for garbage before their record exists. The record is
+      // written only while the lock is held; a lost lock fails the push (exit 24), so PostgreSQL keeps the file
+      // and retries.
+      const lock = await opened.repo.acquireLock('shared', {
+        purpose: 'wal push',
+        signal: ctx.signal,
+        waitMs: 60_000,
+        onStateChange: (c) => c.state === 'at-risk' && ctx.stderr.write(`pgkeep: warning: ${c.message}\n`),
+      })
       try {
-        const r = await pushWalFile(opened.repo, positionals[0]!, { cluster: values.cluster, signal: ctx.signal })
+        const signal = AbortSignal.any([ctx.signal, lock.signal])
+        const r = await pushWalFile(opened.repo, positionals[0]!, { cluster: values.cluster, signal })
         if (values.verbose) ctx.stderr.write(`pgkeep: ${r.result === 'stored' ? 'stored' : 'already stored'} ${r.name} of cluster ${r.systemId}\n`)
       } finally {
         await lock.release().catch(() => {})

@@ -21,6 +21,9 @@ or SIGTERM; then it stores the segment in progress as a partial segment and exit
 the newest WAL the repository holds for the cluster. The flush position reported to the server advances only once
 WAL is durable in the repository, so the slot keeps whatever is not yet safe. Timeline switches (promotion) are
 followed: the new timeline's history file is stored and streaming continues on it. A lost connection is retried.
+It holds a shared repository lock; when it cannot keep it (refreshes failing until it expired and another process
+took a conflicting lock, or broke it), it stops at once with exit status 24 and reports nothing more as flushed:
+the slot keeps the WAL for the next run.
 
 Send SIGUSR1 to print the current lag and receive rate.
 
@@ -136,6 +139,9 @@ function sayer(ctx: CliContext, json: boolean) {
           break
         case 'reconnecting':
           line(`connection lost (${e.error.message}); reconnecting in ${Math.round(e.delayMs / 1000)} s`)
+          break
+        case 'lock':
+          line(`${e.state === 'at-risk' ? 'warning: ' : ''}${e.message}`)
           break
       }
     },
