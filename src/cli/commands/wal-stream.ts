@@ -74,8 +74,7 @@ ${CONNECTION_USAGE}
       }
     }
     const { conninfo, overrides } = connectionFrom(values)
-    const opened = await openRepoForCommand(values, ctx, 'wal stream', { createIfEmpty: true })
-    if (opened.created) ctx.stderr.write(`pgkeep: created ${opened.repo.encrypted ? 'an encrypted' : 'an unencrypted'} repository at ${opened.repo.location}\n`)
+    const opened = await openRepoForCommand(values, ctx, 'wal stream')
     const say = sayer(ctx, values.json === true)
     const streamer = new WalStreamer({
       repo: opened.repo,
