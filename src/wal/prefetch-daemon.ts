@@ -87,10 +87,10 @@ export interface PrefetchDaemonOptions {
   log?: (line: string) => void
 }
 
-/** What the daemon knows of a file it spooled: what the client must find. */
+/** What the daemon knows of a file it spooled: what the client must find (a segment's header names the rest). */
 interface Spooled {
   sizeBytes: number
-  crc32c: string
+  crc32c?: string
 }
 
 /** Answers older than this belong to a client that is gone (clients look every 20 ms at most). */
@@ -186,7 +186,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
         }
         if (isWalSegmentName(name)) segSize ??= bytes.length
         await writeAtomic(join(p.dir, name), bytes, p.tmpDir)
-        spooled.set(name, { sizeBytes: bytes.length, crc32c: crc32cHexLE(crc32c(bytes)) })
+        spooled.set(name, isWalSegmentName(name) ? { sizeBytes: bytes.length } : { sizeBytes: bytes.length, crc32c: crc32cHexLE(crc32c(bytes)) })
         missingAt.delete(name)
         log(`fetched ${name} in ${Date.now() - t0} ms`)
         return 'ok'
@@ -287,9 +287,10 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     const first = segnoOf(base, perId)
     const window = new Set<string>([base])
     for (let i = 1n; i <= BigInt(prefetchCount); i++) window.add(nameOf(tli, first + i, perId))
-    // Files behind the window (or on a timeline recovery left) will not be asked for again.
+    // Segments behind the window (or on a timeline recovery left) will not be asked for again. Other files
+    // (history, backup history) are only fetched when asked for, and their client is about to take them.
     for (const name of [...spooled.keys()]) {
-      if (!window.has(name)) {
+      if (isWalSegmentName(name) && !window.has(name)) {
         spooled.delete(name)
         await unlink(join(p.dir, name)).catch(() => {})
       }

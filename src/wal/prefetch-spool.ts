@@ -13,12 +13,12 @@
 
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { copyFile, lstat, mkdir, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { copyFile, lstat, mkdir, open, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { ConfigError } from '../errors.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
-import { checkSegmentHeader } from '../pg/wal-page.js'
+import { checkSegmentHeader, WAL_LONG_PAGE_HEADER_BYTES } from '../pg/wal-page.js'
 import { isPartialWalName, isWalSegmentName, parseWalFileName } from '../pg/wal-names.js'
 import { assertSameCluster } from './cluster-id.js'
 
@@ -222,7 +222,7 @@ export interface SpoolResponse {
   /** The cluster the daemon serves. */
   systemId?: string
   sizeBytes?: number
-  /** CRC-32C of the whole file as served (hex, little-endian), computed from the verified content. */
+  /** CRC-32C of the whole file (hex, little-endian) from the verified content; for files other than segments. */
   crc32c?: string
 }
 
@@ -252,29 +252,40 @@ export async function takeResponse(p: SpoolPaths, id: string): Promise<SpoolResp
 
 /**
  * What is wrong with spooled file `path` served as WAL file `name`, or undefined when it is what the daemon said:
- * a regular file of the announced size and CRC-32C and, for a segment, a first page whose long header names this
- * segment, its timeline, the file's size and the cluster `expect.systemId`.
+ * a regular file of the announced size; for a segment, a first page whose long header names this segment, its
+ * timeline, the file's size and the cluster `expect.systemId` (only that page is read: serving stays a rename);
+ * for any other file (history, backup history: small) the announced CRC-32C.
  */
 export async function checkSpooledFile(path: string, name: string, expect: SpoolResponse): Promise<string | undefined> {
   const st = await lstat(path)
   if (!st.isFile()) return 'it is not a regular file'
   if (expect.sizeBytes === undefined || st.size !== expect.sizeBytes) return `it is ${st.size} bytes, not ${String(expect.sizeBytes)}`
-  const bytes = await readFile(path)
   if (isWalSegmentName(name) || isPartialWalName(name)) {
     if (expect.systemId === undefined) return 'the cluster is not known'
     let parsed: ReturnType<typeof parseWalFileName>
     try {
-      parsed = parseWalFileName(name.slice(0, 24), bytes.length)
+      parsed = parseWalFileName(name.slice(0, 24), st.size)
     } catch (err) {
       return (err as Error).message
     }
     if (parsed.kind !== 'segment') return 'not a segment name'
-    const problems = checkSegmentHeader(bytes, { segno: parsed.segno, segSizeBytes: bytes.length, systemId: BigInt(expect.systemId), tli: parsed.tli })
-    if (problems.length > 0) return `its first page header does not fit: ${problems.join('; ')}`
+    const page = await readHead(path, WAL_LONG_PAGE_HEADER_BYTES)
+    const problems = checkSegmentHeader(page, { segno: parsed.segno, segSizeBytes: st.size, systemId: BigInt(expect.systemId), tli: parsed.tli })
+    return problems.length > 0 ? `its first page header does not fit: ${problems.join('; ')}` : undefined
   }
-  const crc = crc32cHexLE(crc32c(bytes))
-  if (crc !== expect.crc32c) return `its CRC-32C is ${crc}, not ${String(expect.crc32c)}`
-  return undefined
+  const crc = crc32cHexLE(crc32c(await readFile(path)))
+  return crc === expect.crc32c ? undefined : `its CRC-32C is ${crc}, not ${String(expect.crc32c)}`
+}
+
+async function readHead(path: string, bytes: number): Promise<Buffer> {
+  const f = await open(path, 'r')
+  try {
+    const buf = Buffer.alloc(bytes)
+    const { bytesRead } = await f.read(buf, 0, bytes, 0)
+    return buf.subarray(0, bytesRead)
+  } finally {
+    await f.close()
+  }
 }
 
 /**

@@ -18,10 +18,13 @@ import type { Storage } from '../../src/storage/storage.js'
 import { acquireSpool, runPrefetchDaemon, type DaemonBinding } from '../../src/wal/prefetch-daemon.js'
 import { getViaSpool, prepareSpool, spoolPaths, type SpoolPaths } from '../../src/wal/prefetch-spool.js'
 import { WalSegmentWriter } from '../../src/wal/segment-writer.js'
+import { pushWalFile } from '../../src/wal/wal-push.js'
 
 const SEG = 1 << 20
 const SYS = 7000000000000000004n
 const name = (segno: number) => walFileName(1, BigInt(segno), SEG)
+const HISTORY = '00000002.history'
+const HISTORY_TEXT = '1\t0/5000000\tno recovery target specified\n'
 
 /**
  * `count` segments of cluster `sys` on timeline 1 from segment 0: random bytes, each with the long page header a
@@ -83,12 +86,14 @@ describe('wal get prefetch spool', () => {
     if (dir) await rm(dir, { recursive: true, force: true })
   })
 
-  /** A repository at `at` holding `stream` as segments of `sys`; opened through a counting storage. */
+  /** A repository at `at` holding `stream` as segments of `sys` and a timeline 2 history file; opened through a counting storage. */
   async function repoWith(at: string, stream: Buffer, sys = SYS): Promise<{ repo: Repository; ops: () => number }> {
     const writer = await initRepository(await openFsStorage(at))
     const w = new WalSegmentWriter(writer, { systemId: sys, timeline: 1, segmentSizeBytes: SEG, startLsn: 0n })
     await w.write(0n, stream)
     await w.close()
+    await writeFile(join(dir, HISTORY), HISTORY_TEXT)
+    await pushWalFile(writer, join(dir, HISTORY), { cluster: String(sys) })
     await writer.close()
     const c = counting(await openFsStorage(at))
     const repo = await openRepository(c.storage)
@@ -180,12 +185,10 @@ describe('wal get prefetch spool', () => {
     expect(await get(1)).toBe('served')
     await waitFor(async () => (await spooledNames(paths)).length === 4)
 
-    // Same size, another cluster's header; same size, one flipped byte behind the header; a truncated file.
+    // Same size, another cluster's header; same size, another segment of this cluster; a truncated file.
     const other = walStream(3, 7000000000000000099n).subarray(2 * SEG, 3 * SEG)
     await writeFile(join(paths.dir, name(2)), other)
-    const flipped = Buffer.from(stream.subarray(3 * SEG, 4 * SEG))
-    flipped[SEG - 1] ^= 0xff
-    await writeFile(join(paths.dir, name(3)), flipped)
+    await writeFile(join(paths.dir, name(3)), stream.subarray(7 * SEG, 8 * SEG))
     await writeFile(join(paths.dir, name(4)), stream.subarray(4 * SEG, 4 * SEG + 1000))
     for (const n of [2, 3, 4]) {
       expect(await get(n), `segment ${n}`).toBe('unavailable')
@@ -195,6 +198,15 @@ describe('wal get prefetch spool', () => {
     // The daemon fetches a removed file again when asked.
     expect(await get(3)).toBe('served')
     expect((await readFile(join(dir, 'RECOVERYXLOG-3'))).equals(stream.subarray(3 * SEG, 4 * SEG))).toBe(true)
+
+    // A history file (no header to check) is checked by its CRC-32C: served once, then a same-size impostor is not.
+    const getHistory = () => getViaSpool({ paths, name: HISTORY, dest: join(dir, 'RECOVERYHISTORY'), repo: 'R', cluster: String(SYS), localSystemId: String(SYS), spawnDaemon: d.spawnDaemon })
+    expect(await getHistory()).toBe('served')
+    expect(await readFile(join(dir, 'RECOVERYHISTORY'), 'utf8')).toBe(HISTORY_TEXT)
+    await rm(join(dir, 'RECOVERYHISTORY'))
+    await writeFile(join(paths.dir, HISTORY), HISTORY_TEXT.replace('5', '6'))
+    expect(await getHistory()).toBe('unavailable')
+    expect(existsSync(join(dir, 'RECOVERYHISTORY'))).toBe(false)
     // A data directory of another cluster is not served this one's WAL: that is an error, not "missing".
     await expect(get(5, '7000000000000000099')).rejects.toMatchObject({ code: 'USAGE' })
   })
