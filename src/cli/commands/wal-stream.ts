@@ -21,6 +21,7 @@ or SIGTERM; then it stores the segment in progress as a partial segment and exit
 the newest WAL the repository holds for the cluster. The flush position reported to the server advances only once
 WAL is durable in the repository, so the slot keeps whatever is not yet safe. Timeline switches (promotion) are
 followed: the new timeline's history file is stored and streaming continues on it. A lost connection is retried.
+The repository must exist ('pgkeep init'); a location that holds none is an error.
 
 Send SIGUSR1 to print the current lag and receive rate.
 
