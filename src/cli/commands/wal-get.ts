@@ -107,7 +107,8 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
     ctx.stderr.write(`pgkeep: ${name} is not in the repository\n`)
     return 1
   }
-  if (prefetch > 0) {
+  // The spool's lock is an abstract Unix socket, which only Linux has; elsewhere every call fetches directly.
+  if (prefetch > 0 && process.platform === 'linux') {
     const paths = spoolPaths(values.spool ?? defaultSpoolDir(dest))
     await prepareSpool(paths)
     const cluster = values.cluster ?? localSystemId ?? null
