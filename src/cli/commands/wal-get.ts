@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
 import { isPgkeepError, UsageError } from '../../errors.js'
-import { assertSameCluster, parseSystemId, resolveWalGetCluster, systemIdNearWalPath } from '../../wal/cluster-id.js'
+import { resolveWalGetCluster, systemIdNearWalPath } from '../../wal/cluster-id.js'
 import { acquireSpool, runPrefetchDaemon } from '../../wal/prefetch-daemon.js'
 import { defaultSpoolDir, getViaSpool, prepareSpool, spoolPaths, type SpoolPaths, writeAtomic } from '../../wal/prefetch-spool.js'
 import { fetchWalFile, isFetchableWalName } from '../../wal/wal-fetch.js'
@@ -100,9 +100,8 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
     throw new UsageError(`'${name}' is not a WAL file name`, { hint: "use restore_command = 'pgkeep wal get --repo URL %f %p'" })
   }
   const url = requireRepo(values, 'wal get')
-  // The cluster of the data directory restore_command runs in; a --cluster system identifier must be that one.
+  // The cluster of the data directory restore_command runs in: a --cluster must resolve to that one.
   const localSystemId = await systemIdNearWalPath(dest)
-  if (values.cluster !== undefined && /^\d+$/.test(values.cluster)) assertSameCluster(parseSystemId(values.cluster), { selector: values.cluster, localSystemId })
   const notFound = () => {
     ctx.stderr.write(`pgkeep: ${name} is not in the repository\n`)
     return 1
