@@ -9,6 +9,8 @@
 //   PGKEEP_PROFILE_OTHER=name=/checkout,…  also run other checkouts' builds (their dist/ built), e.g. before/after
 //   PGKEEP_PROFILE_MIN_POOLED=bytes       minPooledFileBytes for the worker variants
 
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -81,6 +83,8 @@ it(`backup with 0..n ingest workers, pgbench scale ${scale}`, async () => {
       if (v.workers !== undefined) env.PGKEEP_PROFILE_SET_WORKERS = String(v.workers)
       if (minPooled) env.PGKEEP_PROFILE_SET_MIN_POOLED = minPooled
     }
+    // Only `init` creates a repository: by this checkout's build (every build compared reads its format), unmeasured.
+    if (!existsSync(join(repo, 'config'))) execFileSync(process.execPath, [join(ROOT, 'bin', 'pgkeep.js'), 'init', '--repo', repo], { stdio: 'ignore' })
     const load = loadavg()[0]!
     const args = ['--max-semi-space-size=32', ...flags, join(v.root, 'bin', 'pgkeep.js'), 'backup', '-d', pg.url(), '--repo', repo, '--json', ...extra]
     const m = await measure(process.execPath, args, env)

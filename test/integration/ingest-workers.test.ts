@@ -65,7 +65,7 @@ describe.each([
   async function backup(workers: number, extra: string[] = []): Promise<Result> {
     // Every file through the pool from the start (the defaults keep small files and small backups on the main thread).
     configureIngestWorkers({ workers, minPooledFileBytes: 0, warmupBytes: 0, workerUrl: worker.url })
-    const res = await runMain(['backup', '-d', pg.url(), '--repo', repoDir, '--json', ...extra], env)
+    const res = await runMain(['backup', '-d', pg.url(), '--repo', repoDir, '--init', '--json', ...extra], env)
     expect(res.code, res.stderr).toBe(0)
     return JSON.parse(res.stdout)
   }
@@ -93,7 +93,7 @@ describe.each([
 
   beforeAll(async () => {
     pg = await startCluster({ major })
-    repoDir = join(pg.baseDir, 'repo') // created by the first backup, encrypted when a passphrase is set
+    repoDir = join(pg.baseDir, 'repo') // created by the first backup (--init), encrypted when a passphrase is set
     await loadPgbench(pg, 5)
   })
   afterAll(async () => {
