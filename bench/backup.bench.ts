@@ -2,6 +2,8 @@
 // without client-side zstd:1, on the same PostgreSQL 15 cluster (pgbench data, indexes in a tablespace),
 // alternating runs, medians, peak RSS. PGKEEP_BENCH_SCALE (default 70 ≈ 1 GB), PGKEEP_BENCH_RUNS (default 3).
 
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdir, rm, appendFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { it } from 'vitest'
@@ -28,8 +30,11 @@ it(`backup: pgkeep vs pg_basebackup, pgbench scale ${scale}`, async () => {
     await rm(d, { recursive: true, force: true })
     return d
   }
-  const pgkeep = async (repo: string, extra: string[] = []) =>
-    measure(BIN, ['backup', '-d', pg.url(), '--repo', repo, '--json', ...extra], env)
+  const pgkeep = async (repo: string, extra: string[] = []) => {
+    // Only `init` creates a repository; done outside the measurement.
+    if (!existsSync(join(repo, 'config'))) execFileSync(process.execPath, [BIN, 'init', '--repo', repo], { env, stdio: 'ignore' })
+    return measure(BIN, ['backup', '-d', pg.url(), '--repo', repo, '--json', ...extra], env)
+  }
   const basebackup = async (extra: string[] = []) => {
     const d = await fresh()
     const r = await measure(pgBasebackup, [...conn, '-D', d, '-Ft', '-X', 'stream', '--checkpoint=fast', ...extra], env)

@@ -8,6 +8,8 @@
 //   PGKEEP_BENCH_SCALE (20)  PGKEEP_BENCH_RUNS (5)  PGKEEP_PROFILE_WORKERS (0,1,2)
 //   PGKEEP_PROFILE_OTHER=name=/checkout,…  also run other checkouts' builds (their dist/ built), e.g. before/after
 
+import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -66,6 +68,8 @@ it(`backup with 0..n ingest workers, pgbench scale ${scale}`, async () => {
     const env: NodeJS.ProcessEnv = { ...process.env, PGPASSWORD: PASSWORD, PGKEEP_PROFILE_MAIN_CPU_FILE: cpuFile }
     env.NODE_OPTIONS = `--import=${pathToFileURL(threads).href}`
     if (v.workers !== undefined) extra = [...extra, '--workers', String(v.workers)]
+    // Only `init` creates a repository: by this checkout's build (every build compared reads its format), unmeasured.
+    if (!existsSync(join(repo, 'config'))) execFileSync(process.execPath, [join(ROOT, 'bin', 'pgkeep.js'), 'init', '--repo', repo], { stdio: 'ignore' })
     const load = loadavg()[0]!
     const args = ['--max-semi-space-size=32', ...flags, join(v.root, 'bin', 'pgkeep.js'), 'backup', '-d', pg.url(), '--repo', repo, '--json', ...extra]
     const m = await measure(process.execPath, args, env)

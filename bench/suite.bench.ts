@@ -190,16 +190,23 @@ async function openBenchRepo(ctx: Ctx, kind: RepoKind, name: string): Promise<Be
   if (kind === 'fs') {
     const dir = join(ctx.work, name)
     await rm(dir, { recursive: true, force: true })
-    return { url: dir, env: baseEnv(), bytes: () => dirBytes(dir), remove: () => rm(dir, { recursive: true, force: true }) }
+    return initBenchRepo({ url: dir, env: baseEnv(), bytes: () => dirBytes(dir), remove: () => rm(dir, { recursive: true, force: true }) })
   }
   const prefix = `${ctx.s3.prefix}bench-${ctx.runId}/${name}/`
   await ctx.objects.removePrefix(prefix)
-  return {
+  return initBenchRepo({
     url: `s3://${ctx.s3.bucket}/${prefix}`,
     env: baseEnv(s3Env(ctx.s3)),
     bytes: () => ctx.objects.prefixBytes(prefix),
     remove: () => ctx.objects.removePrefix(prefix),
-  }
+  })
+}
+
+/** Creates the repository (only `init` does; encrypted when the environment has a passphrase), outside any measurement. */
+async function initBenchRepo(r: BenchRepo): Promise<BenchRepo> {
+  const res = await runMain(['init', '--repo', r.url, ...(r.env.PGKEEP_PASSPHRASE ? ['--encrypt'] : [])], r.env)
+  if (res.code !== 0) throw new Error(`pgkeep init --repo ${r.url} failed: ${res.stderr}`)
+  return r
 }
 
 /** `pgkeep backup` into `repo`, recording the repository's growth and the facts of pgkeep's JSON result. */

@@ -25,6 +25,7 @@ import { WalSegmentWriter } from '../src/wal/segment-writer.js'
 import { PASSWORD, ROLES, startCluster, type Cluster } from '../test/harness/cluster.js'
 import { debianTool, execFileP } from '../test/harness/reference-tools.js'
 import { startS3Server } from '../test/harness/s3-server.js'
+import { runMain } from '../test/harness/cli.js'
 import { openFsRepo, spawnPgkeep, ensureBuilt, BIN } from '../test/integration/wal-helpers.js'
 
 const WAL_MB = Number(process.env.PGKEEP_BENCH_WAL_MB ?? 1024)
@@ -86,6 +87,7 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
     //    shared and noisy). Each streamer is started, allowed to catch up, measured over one burst, and stopped.
     // PGKEEP_BENCH_REPO_ROOT puts the streamed repository elsewhere (e.g. /dev/shm, to take the disk out).
     const repoDir = join(process.env.PGKEEP_BENCH_REPO_ROOT ? await mkdtemp(join(process.env.PGKEEP_BENCH_REPO_ROOT, 'pgkeep-walbench-')) : work, 'repo')
+    for (const r of [repoDir, join(work, 'repo-sync')]) await runMain(['init', '--repo', r]) // only init creates one
     const receivewal = debianTool('pg_receivewal')
     const rwDir = join(work, 'receivewal')
     await mkdir(rwDir)

@@ -1,8 +1,10 @@
 // The repository options every repository command shares (--repo URL, --passphrase-file F), and opening the
-// repository they name. Commands that write may start in an empty location: it is initialised on the spot,
-// encrypted when a passphrase is available (PGKEEP_PASSPHRASE, PGKEEP_PASSPHRASE_FILE or --passphrase-file).
+// repository they name. Only `init` creates a repository (and `backup --init`, which says so): a location that holds
+// none is an error, never a new repository created on the spot, because an unmounted file system, a mistyped
+// prefix or a passphrase missing from an archiver's environment would otherwise get a fresh (even unencrypted)
+// repository, and PostgreSQL would recycle WAL that never reached the real one.
 
-import { UsageError } from '../errors.js'
+import { RepoFormatError, UsageError } from '../errors.js'
 import { initRepository, openRepository, type Repository } from '../repo/index.js'
 import { CONFIG_KEY } from '../repo/layout.js'
 import { openStorage } from '../storage/open.js'
@@ -35,18 +37,24 @@ export function requireRepo(values: { repo?: string }, command: string): string 
   return values.repo
 }
 
+/**
+ * Opens the repository `--repo` names. A location without a repository (empty or missing) is a RepoFormatError
+ * that names the location, unless `init` is set: then a repository is created there (encrypted when a passphrase
+ * is available: PGKEEP_PASSPHRASE, PGKEEP_PASSPHRASE_FILE or --passphrase-file) and `created` says so.
+ */
 export async function openRepoForCommand(
   values: { repo?: string; 'passphrase-file'?: string },
   ctx: CliContext,
   command: string,
-  o: { createIfEmpty?: boolean; compress?: string } = {},
+  o: { init?: boolean; compress?: string } = {},
 ): Promise<OpenedRepo> {
   const url = requireRepo(values, command)
   const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env, ctx.stderr))?.passphrase
   const storage = await openStorage(url, ctx.env)
   let created = false
   let repo: Repository
-  if (o.createIfEmpty && (await storage.stat(CONFIG_KEY, { signal: ctx.signal })) === undefined && (await isEmpty(storage, ctx.signal))) {
+  const holdsNothing = async () => (await storage.stat(CONFIG_KEY, { signal: ctx.signal })) === undefined && (await isEmpty(storage, ctx.signal))
+  if (o.init && (await holdsNothing())) {
     repo = await initRepository(storage, {
       ...(passphrase ? { encrypt: { passphrase } } : {}),
       ...(o.compress !== undefined ? { compression: parseCompression(o.compress) } : {}),
@@ -54,7 +62,13 @@ export async function openRepoForCommand(
     })
     created = true
   } else {
-    repo = await openRepository(storage, { passphrase, signal: ctx.signal })
+    try {
+      repo = await openRepository(storage, { passphrase, signal: ctx.signal })
+    } catch (err) {
+      // Not a repository: say so plainly when there is nothing at all (the usual cause is the location, not damage).
+      if (err instanceof RepoFormatError && (await holdsNothing())) throw noRepository(storage.name, url, command)
+      throw err
+    }
   }
   return {
     repo,
@@ -63,6 +77,16 @@ export async function openRepoForCommand(
     created,
     openAnother: () => openRepository(storage, { passphrase, signal: ctx.signal }),
   }
+}
+
+/** The error for a location that holds no repository at all (empty, or not there). */
+function noRepository(location: string, url: string, command: string): RepoFormatError {
+  return new RepoFormatError(`there is no repository at '${location}': the location is empty or does not exist`, {
+    hint:
+      `check --repo and that this user, with this environment, sees the repository there (a file system that is not ` +
+      `mounted, a mistyped path or prefix, other AWS_* variables); only if you mean to start a new repository there, ` +
+      `create it with 'pgkeep init --repo ${url}'${command === 'backup' ? ' (or give this backup --init)' : ''}`,
+  })
 }
 
 async function isEmpty(storage: Storage, signal?: AbortSignal): Promise<boolean> {

@@ -322,6 +322,21 @@ export class Repository {
     return this.#unlocked !== undefined
   }
 
+  /**
+   * True while the location still holds this repository: its config object (immutable, and carrying the
+   * repository's random id) is the one this instance opened. A repository removed and created again at the same
+   * location has another config; a process that keeps a repository open for long (the `wal get` prefetch daemon)
+   * asks this before it serves anything, so it never answers for the new repository from the old one's state.
+   */
+  async isStillAtLocation(o: { signal?: AbortSignal } = {}): Promise<boolean> {
+    try {
+      return (await readObject(this.storage, CONFIG_KEY, { signal: o.signal })).equals(this.#configBytes)
+    } catch (err) {
+      if (isNotFound(err)) return false
+      throw err
+    }
+  }
+
   /** @internal keys for verify and rebuild in this package */
   get keys(): RepoKeys | undefined {
     return this.#unlocked?.keys

@@ -1,11 +1,13 @@
 // Which backup a restore starts from: the one named, the newest, or, for a recovery target, the newest backup
-// that ends before the target (recovery cannot stop before the point where its backup becomes consistent).
+// that ends before the target (recovery cannot stop before the point where its backup becomes consistent); always
+// of one cluster, which the repository resolves from --cluster (src/repo/clusters.ts).
 
 import { NotFoundError, UsageError } from '../errors.js'
 import { parseLsn } from '../pg/lsn.js'
 import { decodeControlFile } from '../pg/pg-control.js'
 import { parseRecoveryTargetTime, type RecoveryTarget } from '../pg/recovery-conf.js'
 import { findBackup, listBackups, type BackupRecord } from '../repo/backup-record.js'
+import { resolveCluster } from '../repo/clusters.js'
 import { FileListReader } from '../repo/file-list.js'
 import type { Repository } from '../repo/repository.js'
 import { readWholeFile } from './file-content.js'
@@ -13,8 +15,12 @@ import { readWholeFile } from './file-content.js'
 export interface ChooseBackupOptions {
   /** A backup id or 'latest' (default). An explicit id wins over the target. */
   backup?: string
-  /** Limit the choice to one cluster of the repository. */
-  systemId?: string
+  /**
+   * The cluster, by name or system identifier. Needed when the repository holds more than one cluster (without
+   * it, or when it matches none, the error names the clusters there are); with a backup id it must be that
+   * backup's cluster.
+   */
+  cluster?: string
   target?: RecoveryTarget
   signal?: AbortSignal
 }
@@ -33,27 +39,36 @@ export interface ChosenBackup {
  * - an xid target: the newest backup whose checkpoint had not yet assigned the xid (its pg_control's next xid is
  *   at or below it), so the transaction's commit comes after the backup started;
  * - otherwise (a name, immediate, none): the newest backup.
+ * Without an id, only backups of the cluster `cluster` resolves to are considered.
  * @throws NotFoundError when no backup qualifies
+ * @throws UsageError when the cluster is ambiguous or unknown (the message names the clusters there are)
  */
 export async function chooseBackup(repo: Repository, o: ChooseBackupOptions): Promise<ChosenBackup> {
   const explicit = o.backup !== undefined && o.backup !== 'latest'
-  if (explicit || !o.target || o.target.type === 'immediate' || o.target.type === 'name') {
-    const backup = await findBackup(repo, o.backup ?? 'latest', o.systemId, { signal: o.signal })
-    const reason = explicit
-      ? 'named on the command line'
-      : o.target?.type === 'name'
+  if (explicit) {
+    // The id names its cluster; a --cluster given too must agree.
+    const backup = await findBackup(repo, o.backup!, undefined, { signal: o.signal })
+    if (o.cluster !== undefined) {
+      const cluster = await resolveCluster(repo, o.cluster, { signal: o.signal })
+      if (cluster.systemId !== backup.systemId) {
+        throw new UsageError(`backup ${backup.id} is of cluster ${backup.systemId} ('${backup.clusterName}'), not of --cluster ${o.cluster} (${cluster.systemId})`, {
+          hint: "check --backup and --cluster ('pgkeep info' lists the backups of each cluster)",
+        })
+      }
+    }
+    return { backup, reason: 'named on the command line' }
+  }
+  const { systemId } = await resolveCluster(repo, o.cluster, { signal: o.signal })
+  if (!o.target || o.target.type === 'immediate' || o.target.type === 'name') {
+    const backup = await findBackup(repo, 'latest', systemId, { signal: o.signal })
+    const reason =
+      o.target?.type === 'name'
         ? `the newest backup (where restore point '${o.target.name}' lies cannot be known in advance; pick an older backup with --backup if it precedes this one)`
         : 'the newest backup'
     return { backup, reason }
   }
-  const all = await listBackups(repo, o.systemId, { signal: o.signal })
-  if (all.length === 0) throw new NotFoundError(`repository '${repo.location}' has no backup`, { hint: "take one with 'pgkeep backup'" })
-  const systems = new Set(all.map((b) => b.systemId))
-  if (systems.size > 1) {
-    throw new UsageError(`repository '${repo.location}' holds backups of ${systems.size} clusters; a recovery target needs one`, {
-      hint: 'name the backup with --backup',
-    })
-  }
+  const all = await listBackups(repo, systemId, { signal: o.signal })
+  if (all.length === 0) throw new NotFoundError(`repository '${repo.location}' has no backup of cluster ${systemId}`, { hint: "take one with 'pgkeep backup'" })
   const newestFirst = [...all].reverse()
   const t = o.target
   let found: BackupRecord | undefined

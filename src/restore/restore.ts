@@ -43,8 +43,8 @@ export interface RestoreOptions {
   pgdata: string
   /** A backup id or 'latest' (default). With a recovery target and no id, the newest backup before it. */
   backup?: string
-  /** Restrict 'latest' and target-based choices to one cluster of the repository. */
-  systemId?: string
+  /** The cluster, by name or system identifier; needed when the repository holds more than one (choose-backup.ts). */
+  cluster?: string
   tablespaceMapping?: readonly TablespaceMapping[]
   /** How the server recovers; default `{ mode: 'none' }` (replay pg_wal, open on the backup's timeline). */
   recovery?: RecoveryOptions
@@ -151,7 +151,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   let blobReader: BlobReader | undefined
   let signalWritten: string | null = null
   try {
-    const { backup, reason } = await chooseBackup(repo, { backup: o.backup, systemId: o.systemId, target: recovery.target, signal })
+    const { backup, reason } = await chooseBackup(repo, { backup: o.backup, cluster: o.cluster, target: recovery.target, signal })
     assertSoundBackupRecord(backup)
     say('info', `restoring backup ${backup.id} (${backup.type}, PostgreSQL ${backup.server.version}, ${backup.startLsn}..${backup.endLsn}): ${reason}`)
     await checkTargetReachable(repo, backup, recovery, { signal })

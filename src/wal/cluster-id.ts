@@ -1,14 +1,15 @@
-// Which cluster a WAL file belongs to, for files that do not say (history and backup history files) and for
-// `wal get`: given explicitly, else read from the pg_control of the data directory the file sits in (archive and
-// restore commands run there), else the only cluster the repository knows.
+// Which cluster a WAL file belongs to. `wal push` of a file that does not say (history and backup history files):
+// given explicitly, else read from the pg_control of the data directory the file sits in (archive_command runs
+// there), else the only cluster the repository knows. `wal get`: the cluster the repository resolves for
+// --cluster (a name or system identifier) or, without it, for pg_control's system identifier; a cluster the
+// repository does not know is an error, never "not there" (which would end recovery early).
 
 import { readFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { UsageError } from '../errors.js'
 import { decodeControlFile } from '../pg/pg-control.js'
-import { CLUSTER_RECORD_KIND } from '../repo/backup-record.js'
+import { listClusters, resolveCluster, type RepoCluster } from '../repo/clusters.js'
 import type { Repository } from '../repo/repository.js'
-import { listWalClusters } from '../repo/wal-catalog.js'
 
 /** Where the cluster of a WAL file may be learned from, in order. */
 export interface ClusterIdOptions {
@@ -37,23 +38,41 @@ export async function systemIdNearWalPath(walPath: string): Promise<string | und
   }
 }
 
-/** Resolves the cluster without the repository: explicit, else pg_control near the WAL path; undefined if neither. */
-export async function localClusterId(o: ClusterIdOptions): Promise<string | undefined> {
+/** {@link ClusterIdOptions} for `wal push`: explicit, else pg_control near the WAL path, else the repository's only cluster. */
+export async function resolveClusterId(repo: Repository, o: ClusterIdOptions): Promise<string> {
   if (o.explicit !== undefined) return parseSystemId(o.explicit)
-  return o.walPath !== undefined ? systemIdNearWalPath(o.walPath) : undefined
+  const local = o.walPath !== undefined ? await systemIdNearWalPath(o.walPath) : undefined
+  if (local !== undefined) return local
+  const clusters = await listClusters(repo, { signal: o.signal })
+  if (clusters.length === 1) return clusters[0]!.systemId
+  throw new UsageError(
+    clusters.length === 0
+      ? 'cannot tell which cluster this WAL file belongs to: the repository holds no cluster yet'
+      : `cannot tell which cluster this WAL file belongs to: the repository holds ${clusters.length} clusters (${clusters.map((c) => c.systemId).join(', ')})`,
+    { hint: "give --cluster SYSTEMID (see 'pgkeep info'), or run the command in the cluster's data directory as PostgreSQL does" },
+  )
 }
 
-/** {@link localClusterId}, else the only cluster with WAL or backups in the repository; a UsageError otherwise. */
-export async function resolveClusterId(repo: Repository, o: ClusterIdOptions): Promise<string> {
-  const local = await localClusterId(o)
-  if (local !== undefined) return local
-  const ids = new Set(await listWalClusters(repo, { signal: o.signal }))
-  for await (const r of repo.listRecords(CLUSTER_RECORD_KIND, '', { signal: o.signal })) ids.add(r.key)
-  if (ids.size === 1) return [...ids][0]!
+/**
+ * The cluster `wal get` serves: `selector` (--cluster, a name or system identifier) resolved by the repository,
+ * else the cluster of the data directory (`localSystemId`, from pg_control), else the repository's only cluster.
+ * A selector naming another cluster than the data directory's is refused: its WAL would not fit.
+ * @throws UsageError or NotFoundError when the repository does not know the cluster (never "not there")
+ */
+export async function resolveWalGetCluster(
+  repo: Repository,
+  o: { selector?: string; localSystemId?: string; signal?: AbortSignal },
+): Promise<RepoCluster> {
+  const cluster = await resolveCluster(repo, o.selector ?? o.localSystemId, { signal: o.signal })
+  assertSameCluster(cluster.systemId, o)
+  return cluster
+}
+
+/** Refuses a cluster other than the data directory's (from pg_control), when that is known. */
+export function assertSameCluster(systemId: string, o: { selector?: string; localSystemId?: string }): void {
+  if (o.localSystemId === undefined || o.localSystemId === systemId) return
   throw new UsageError(
-    ids.size === 0
-      ? 'cannot tell which cluster this WAL file belongs to: the repository holds no cluster yet'
-      : `cannot tell which cluster this WAL file belongs to: the repository holds ${ids.size} clusters (${[...ids].join(', ')})`,
-    { hint: "give --cluster SYSTEMID (see 'pgkeep info'), or run the command in the cluster's data directory as PostgreSQL does" },
+    `--cluster ${o.selector ?? systemId} is cluster ${systemId}, but the data directory restore_command runs in is cluster ${o.localSystemId}`,
+    { hint: 'WAL of another cluster cannot be replayed here: correct --cluster in restore_command, or leave it out' },
   )
 }

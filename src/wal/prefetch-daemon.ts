@@ -1,103 +1,151 @@
 // The prefetch daemon of `wal get`: one background process per spool that keeps the repository open (so each
 // restore_command invocation neither opens the repository nor loads its index), answers requests, and fetches the
-// segments after the last one asked for, in parallel, into the spool. It empties the spool and exits when no
-// request came for a while. Layout and client side: prefetch-spool.ts.
+// segments after the last one asked for, in parallel, into the spool. Layout and client side: prefetch-spool.ts.
+//
+// It is bound to what it was started for: the repository at its location (by the repository's id, checked again
+// before every batch of answers) and one cluster. A request for another repository or cluster, a repository
+// replaced at the same location, or its spool directory removed make it retire at once (the request stays for the
+// daemon its client starts next). Its work is driven by requests: while nobody asks it makes no repository
+// requests at all, and it exits (emptying the spool) `lingerMs` after the last request.
 
 import { watch, type FSWatcher } from 'node:fs'
-import { link, readdir, readFile, stat, unlink, writeFile } from 'node:fs/promises'
+import { readdir, readFile, stat, unlink } from 'node:fs/promises'
+import { createServer, type Server } from 'node:net'
 import { join } from 'node:path'
-import { randomBytes } from 'node:crypto'
+import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import { isWalSegmentName, segmentsPerXlogId } from '../pg/wal-names.js'
 import type { Repository } from '../repo/repository.js'
-import { bootId, type DaemonInfo, ensureSpoolDirs, readDaemonInfo, type SpoolPaths, type SpoolRequest, type SpoolResponse, writeAtomic, processAlive } from './prefetch-spool.js'
-import { fetchWalFile } from './wal-fetch.js'
+import {
+  bootId,
+  type DaemonInfo,
+  readDaemonInfo,
+  spoolLockName,
+  type SpoolPaths,
+  type SpoolRequest,
+  type SpoolResponse,
+  writeAtomic,
+} from './prefetch-spool.js'
+import { fetchWalFile, isFetchableWalName } from './wal-fetch.js'
+
+/** What the daemon was started for: a request for anything else makes it retire. */
+export interface DaemonBinding {
+  /** The repository location as given on the command line. */
+  repo: string
+  /** --cluster as given (a name or system identifier), else pg_control's system identifier; null: the only one. */
+  cluster: string | null
+}
+
+/** The spool, held by this process until `release` (or until it exits). */
+export interface SpoolLock {
+  /**
+   * Removes daemon.json and frees the lock. With `atExit` the lock is left to the kernel, which frees it when this
+   * process ends: the caller exits right after, and no client sees the spool free (and starts another daemon)
+   * while this process still runs.
+   */
+  release(o?: { atExit?: boolean }): Promise<void>
+}
+
+/**
+ * Takes the spool for this process: listens on the spool's lock socket (see prefetch-spool.ts), which only one
+ * process can, and the kernel frees when the process ends. Then writes daemon.json (pid, binding). Resolves
+ * undefined when another daemon holds the spool. The spool must have been checked (`prepareSpool`).
+ */
+export async function acquireSpool(p: SpoolPaths, binding: DaemonBinding): Promise<SpoolLock | undefined> {
+  const name = await spoolLockName(p)
+  const server: Server = createServer((socket) => socket.destroy())
+  const listening = await new Promise<boolean>((done, fail) => {
+    server.once('error', (err: NodeJS.ErrnoException) => (err.code === 'EADDRINUSE' ? done(false) : fail(err)))
+    server.listen(name, () => done(true))
+  })
+  if (!listening) return undefined
+  server.unref()
+  const info: DaemonInfo = { pid: process.pid, bootId: bootId(), startedAt: new Date().toISOString(), ...binding }
+  await writeAtomic(p.daemonFile, JSON.stringify(info), p.tmpDir)
+  return {
+    async release(o = {}) {
+      // daemon.json first: once the lock is free, the next daemon writes its own.
+      if ((await readDaemonInfo(p))?.pid === process.pid) await unlink(p.daemonFile).catch(() => {})
+      if (!o.atExit) await new Promise<void>((done) => server.close(() => done()))
+    },
+  }
+}
 
 /** What the daemon serves and how eagerly. */
 export interface PrefetchDaemonOptions {
   repo: Repository
   paths: SpoolPaths
+  binding: DaemonBinding
+  /** The cluster's system identifier (`binding.cluster` resolved by the repository). */
   systemId: string
   /** Segments kept ready after the last one asked for (default 8). */
   prefetchCount?: number
   /** Fetches at once (default 4). */
   concurrency?: number
-  /** Exit (emptying the spool) after this long without a request (default 60 s). */
+  /** Exit (emptying the spool) after this long without a request (default 10 s). */
   lingerMs?: number
   signal?: AbortSignal
   log?: (line: string) => void
 }
 
-/**
- * Takes the spool for this process: creates daemon.json exclusively (a hard link of a complete temporary file, so
- * it is never seen half-written). A daemon.json of a dead process is replaced. Resolves false when a live daemon
- * holds the spool.
- */
-export async function acquireSpool(p: SpoolPaths, info: Omit<DaemonInfo, 'pid' | 'bootId' | 'startedAt'>): Promise<boolean> {
-  await ensureSpoolDirs(p)
-  const mine: DaemonInfo = { pid: process.pid, bootId: bootId(), startedAt: new Date().toISOString(), ...info }
-  const tmp = join(p.tmpDir, `daemon.${process.pid}.${randomBytes(4).toString('hex')}`)
-  await writeFile(tmp, JSON.stringify(mine), { mode: 0o600 })
-  try {
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        await link(tmp, p.daemonFile)
-        return true
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
-      }
-      const other = await readDaemonInfo(p)
-      if (other && other.bootId === bootId() && processAlive(other.pid)) return false
-      // Dead holder (or unreadable file): remove it and try once more. Two starters racing here may both win;
-      // the cost is duplicate fetching, never a wrong file (every file is written by temp + rename).
-      await unlink(p.daemonFile).catch(() => {})
-    }
-    return false
-  } finally {
-    await unlink(tmp).catch(() => {})
-  }
+/** What the daemon knows of a file it spooled: what the client must find (a segment's header names the rest). */
+interface Spooled {
+  sizeBytes: number
+  crc32c?: string
 }
 
-/** Removes daemon.json if it is still ours. */
-async function releaseSpool(p: SpoolPaths): Promise<void> {
-  const info = await readDaemonInfo(p)
-  if (info?.pid === process.pid) await unlink(p.daemonFile).catch(() => {})
-}
+/** Answers older than this belong to a client that is gone (clients look every 20 ms at most). */
+const STALE_ANSWER_MS = 60_000
 
-/** Removes every file but the lock and the log: served files of a previous daemon are not trusted. */
-async function emptySpool(p: SpoolPaths, keepRequests: boolean): Promise<void> {
+/** Removes every served file and temporary file: those of a previous daemon are not trusted. Requests stay. */
+async function emptySpool(p: SpoolPaths): Promise<void> {
   for (const e of await readdir(p.dir, { withFileTypes: true }).catch(() => [])) {
     if (e.isFile() && e.name !== 'daemon.json' && e.name !== 'daemon.log') await unlink(join(p.dir, e.name)).catch(() => {})
   }
-  for (const d of [p.tmpDir, p.respDir, ...(keepRequests ? [] : [p.reqDir])]) {
-    for (const f of await readdir(d).catch(() => [])) {
-      // daemon.<pid>.* in tmp/ may be another starter's lock candidate: leave those.
-      if (d === p.tmpDir && f.startsWith('daemon.')) continue
-      await unlink(join(d, f)).catch(() => {})
-    }
+  for (const f of await readdir(p.tmpDir).catch(() => [])) await unlink(join(p.tmpDir, f)).catch(() => {})
+  for (const f of await readdir(p.respDir).catch(() => [])) {
+    const st = await stat(join(p.respDir, f)).catch(() => undefined)
+    if (st && Date.now() - st.mtimeMs > STALE_ANSWER_MS) await unlink(join(p.respDir, f)).catch(() => {})
   }
+}
+
+/** Device and inode of a directory: a spool removed and made again at the same path is another one. */
+const dirIdentity = async (dir: string) => {
+  const st = await stat(dir).catch(() => undefined)
+  return st ? `${st.dev}:${st.ino}` : undefined
 }
 
 const segnoOf = (name: string, perId: bigint) => BigInt(`0x${name.slice(8, 16)}`) * perId + BigInt(`0x${name.slice(16, 24)}`)
 const nameOf = (tli: string, segno: bigint, perId: bigint) =>
   tli + (segno / perId).toString(16).toUpperCase().padStart(8, '0') + (segno % perId).toString(16).toUpperCase().padStart(8, '0')
 
-/** How long "not in the repository" is believed before asking again (a streamer may store it any moment). */
-const MISSING_TTL_MS = 1000
+/**
+ * A segment found missing is looked up again only for a request that comes at least this long after (a streamer
+ * may store it any moment); until then nothing after it is prefetched either.
+ */
+const MISSING_RETRY_MS = 1000
 const TICK_MS = 100
 
-/** Serves the spool until idle for `lingerMs` or aborted; then empties it and releases it. */
-export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<void> {
+/**
+ * Serves the spool until idle for `lingerMs`, aborted, or retired (see the file header); then empties it.
+ * Resolves with why it stopped.
+ */
+export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<string> {
   const p = o.paths
   const log = o.log ?? (() => {})
   const prefetchCount = Math.max(0, o.prefetchCount ?? 8)
   const concurrency = Math.max(1, o.concurrency ?? 4)
-  const lingerMs = o.lingerMs ?? 60_000
+  const lingerMs = o.lingerMs ?? 10_000
   let segSize: number | undefined
   const inFlight = new Map<string, Promise<'ok' | 'missing' | 'error'>>()
-  const spooled = new Set<string>()
+  const spooled = new Map<string, Spooled>()
   const missingAt = new Map<string, number>()
+  /** Requests read and not yet answered (their files stay in req/ until answered). */
+  const handling = new Set<string>()
+  /** Answers still being written, awaited before the daemon leaves. */
+  const answering = new Set<Promise<void>>()
   let base: string | undefined
   let lastRequestAt = Date.now()
+  let retired: string | undefined
   let wake: (() => void) | undefined
   const poke = () => {
     const w = wake
@@ -112,8 +160,18 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<void>
     // Polling alone (TICK_MS) still works.
   }
   o.signal?.addEventListener('abort', poke, { once: true })
-  await emptySpool(p, true)
-  log(`daemon ${process.pid} serving cluster ${o.systemId}, prefetch ${prefetchCount}, concurrency ${concurrency}`)
+  const spoolId = await dirIdentity(p.dir)
+  await emptySpool(p)
+  const info: DaemonInfo = {
+    pid: process.pid,
+    bootId: bootId(),
+    startedAt: new Date().toISOString(),
+    ...o.binding,
+    repoId: o.repo.config.id,
+    systemId: o.systemId,
+  }
+  await writeAtomic(p.daemonFile, JSON.stringify(info), p.tmpDir)
+  log(`daemon ${process.pid} serving cluster ${o.systemId} of repository ${o.repo.config.id} at ${o.binding.repo}, prefetch ${prefetchCount}, concurrency ${concurrency}, linger ${lingerMs / 1000} s`)
 
   const fetch = (name: string): Promise<'ok' | 'missing' | 'error'> => {
     const running = inFlight.get(name)
@@ -128,7 +186,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<void>
         }
         if (isWalSegmentName(name)) segSize ??= bytes.length
         await writeAtomic(join(p.dir, name), bytes, p.tmpDir)
-        spooled.add(name)
+        spooled.set(name, isWalSegmentName(name) ? { sizeBytes: bytes.length } : { sizeBytes: bytes.length, crc32c: crc32cHexLE(crc32c(bytes)) })
         missingAt.delete(name)
         log(`fetched ${name} in ${Date.now() - t0} ms`)
         return 'ok'
@@ -146,6 +204,8 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<void>
 
   const answer = async (id: string, r: SpoolResponse) => {
     await writeAtomic(join(p.respDir, id), JSON.stringify(r), p.tmpDir).catch((err) => log(`cannot answer ${id}: ${(err as Error).message}`))
+    await unlink(join(p.reqDir, id)).catch(() => {})
+    handling.delete(id)
   }
 
   const exists = (name: string) => stat(join(p.dir, name)).then(
@@ -153,32 +213,70 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<void>
     () => false,
   )
 
+  /** The request for another repository or cluster than this daemon's, described; undefined when it is ours. */
+  const foreign = (req: SpoolRequest): string | undefined => {
+    if (req.repo !== o.binding.repo) return `repository '${req.repo}'`
+    if (req.cluster !== o.binding.cluster && req.cluster !== o.systemId) return `cluster '${req.cluster ?? '(the only one)'}'`
+    return undefined
+  }
+
   const handleRequests = async () => {
-    const ids = (await readdir(p.reqDir).catch(() => [] as string[])).filter((f) => !f.startsWith('.')).sort()
+    const ids = (await readdir(p.reqDir).catch(() => [] as string[])).filter((f) => !f.startsWith('.') && !handling.has(f)).sort()
+    if (ids.length === 0) return
+    lastRequestAt = Date.now()
+    // Before answering: is the repository at the location still the one this daemon opened? (Replaced, it would
+    // answer "not there" for WAL the new one holds, or serve the old one's.)
+    let same = false
+    try {
+      same = await o.repo.isStillAtLocation({ signal: o.signal })
+    } catch (err) {
+      log(`cannot read the repository's config: ${(err as Error).message}`)
+    }
+    if (!same) {
+      retired = `the repository at ${o.binding.repo} is no longer the one it opened (${o.repo.config.id})`
+      return
+    }
     for (const id of ids) {
-      const path = join(p.reqDir, id)
       let req: SpoolRequest
       try {
-        req = JSON.parse(await readFile(path, 'utf8')) as SpoolRequest
+        req = JSON.parse(await readFile(join(p.reqDir, id), 'utf8')) as SpoolRequest
       } catch {
-        continue // removed by its client meanwhile, or not ours
+        continue // removed by its client meanwhile
       }
-      await unlink(path).catch(() => {})
-      lastRequestAt = Date.now()
-      if (isWalSegmentName(req.name)) base = req.name
-      if (!req.reply) {
-        spooled.delete(req.name)
+      if (typeof req?.name !== 'string' || !isFetchableWalName(req.name) || typeof req.repo !== 'string' || (req.cluster !== null && typeof req.cluster !== 'string')) {
+        handling.add(id)
+        await answer(id, { status: 'error', message: 'malformed request' })
         continue
       }
-      if (spooled.has(req.name) && (await exists(req.name))) {
-        await answer(id, { status: 'ok' })
+      const other = foreign(req)
+      if (other !== undefined) {
+        // Left in req/ for the daemon its client starts next.
+        retired = `asked for ${other}`
+        return
+      }
+      handling.add(id)
+      if (isWalSegmentName(req.name)) base = req.name
+      const known = spooled.get(req.name)
+      if (known && (await exists(req.name))) {
+        await answer(id, { status: 'ok', systemId: o.systemId, ...known })
         continue
       }
       spooled.delete(req.name)
       // Asked for now: fetched at once, ahead of the prefetch queue; answered when done, without blocking others.
-      void fetch(req.name).then((status) =>
-        answer(id, status === 'error' ? { status, message: `could not fetch '${req.name}'; see ${p.logFile}` } : { status }),
-      )
+      const name = req.name
+      const answered = fetch(name).then((status) => {
+        const s = spooled.get(name)
+        return answer(
+          id,
+          status === 'ok' && s
+            ? { status, systemId: o.systemId, ...s }
+            : status === 'error' || status === 'ok'
+              ? { status: 'error', message: `could not fetch '${name}'; see ${p.logFile}` }
+              : { status },
+        )
+      })
+      answering.add(answered)
+      void answered.finally(() => answering.delete(answered))
     }
   }
 
@@ -189,30 +287,43 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<void>
     const first = segnoOf(base, perId)
     const window = new Set<string>([base])
     for (let i = 1n; i <= BigInt(prefetchCount); i++) window.add(nameOf(tli, first + i, perId))
-    // Files behind the window (or on a timeline recovery left) will not be asked for again.
-    for (const name of [...spooled]) {
-      if (!window.has(name)) {
+    // Segments behind the window (or on a timeline recovery left) will not be asked for again. Other files
+    // (history, backup history) are only fetched when asked for, and their client is about to take them.
+    for (const name of [...spooled.keys()]) {
+      if (isWalSegmentName(name) && !window.has(name)) {
         spooled.delete(name)
         await unlink(join(p.dir, name)).catch(() => {})
       }
     }
-    const now = Date.now()
     for (const name of window) {
       if (inFlight.size >= concurrency) break
       if (name === base || spooled.has(name) || inFlight.has(name)) continue
       const missing = missingAt.get(name)
-      // The archive ends here (for now): nothing after a missing segment is fetched either.
-      if (missing !== undefined && now - missing < MISSING_TTL_MS) break
+      // The archive ends here (for now): nothing after a missing segment is fetched either, and the missing one
+      // is looked up again only when recovery asks again.
+      if (missing !== undefined && lastRequestAt - missing < MISSING_RETRY_MS) break
       void fetch(name)
     }
   }
 
+  let stopped = 'idle'
   try {
     for (;;) {
-      if (o.signal?.aborted) break
+      if (o.signal?.aborted) {
+        stopped = 'stopped by a signal'
+        break
+      }
+      if ((await dirIdentity(p.dir)) !== spoolId) {
+        stopped = 'its spool directory was removed or replaced'
+        break
+      }
       await handleRequests()
+      if (retired !== undefined) {
+        stopped = `retired: ${retired}`
+        break
+      }
       await prefetch()
-      if (inFlight.size === 0 && Date.now() - lastRequestAt > lingerMs) {
+      if (inFlight.size === 0 && handling.size === 0 && Date.now() - lastRequestAt > lingerMs) {
         // A request that came in the last moment is still answered.
         const pending = (await readdir(p.reqDir).catch(() => [] as string[])).filter((f) => !f.startsWith('.'))
         if (pending.length === 0) break
@@ -223,10 +334,11 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<void>
       })
     }
     await Promise.allSettled([...inFlight.values()])
+    await Promise.allSettled([...answering])
   } finally {
     watcher?.close()
-    await emptySpool(p, true)
-    await releaseSpool(p)
-    log(`daemon ${process.pid} exits`)
+    await emptySpool(p)
+    log(`daemon ${process.pid} exits: ${stopped}`)
   }
+  return stopped
 }

@@ -1,17 +1,26 @@
 // The prefetch spool of `wal get`: a directory where a background daemon (prefetch-daemon.ts) keeps the next WAL
-// segments, fetched and verified ahead of recovery, and the client side that each restore_command invocation runs.
-// Layout (all under the spool directory, mode 0700):
-//   daemon.json       the live daemon: pid, boot id, repository, cluster (created exclusively: it is the lock)
+// files, fetched and verified ahead of recovery, and the client side that each restore_command invocation runs.
+// Layout (all under the spool directory, which must be the user's own, mode 0700, not a link):
+//   daemon.json       the live daemon: pid, repository (location and id), cluster; what a person or test reads
 //   <WAL file name>   a verified file ready to serve; it appears only by rename, so it is never half-written
-//   tmp/              the daemon's files being written
-//   req/<id>          requests: {"name", "reply"} written by clients (temp file + rename)
-//   resp/<id>         answers: {"status": "ok" | "missing" | "error", "message"?}
-//   daemon.log        what the daemon did (recreated at each start)
+//   tmp/              files being written, and files a client has claimed and is checking
+//   req/<id>          requests: {"name", "repo", "cluster"} written by clients (temp file + rename)
+//   resp/<id>         answers: {"status": "ok" | "missing" | "error", "message"?, "systemId"?, "sizeBytes"?, "crc32c"?}
+//   daemon.log        what the daemon did (appended to by every daemon of this spool)
+// One daemon per spool: it holds the spool's lock, an abstract Unix socket named after the spool's real path and
+// the user. The kernel releases it when the process ends, however it ends, so there is no stale lock to break
+// and no moment where two daemons both believe they hold it. Every file is 0600.
 
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { copyFile, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { copyFile, lstat, mkdir, open, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { connect } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
+import { ConfigError } from '../errors.js'
+import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
+import { checkSegmentHeader, WAL_LONG_PAGE_HEADER_BYTES } from '../pg/wal-page.js'
+import { isPartialWalName, isWalSegmentName, parseWalFileName } from '../pg/wal-names.js'
+import { assertSameCluster } from './cluster-id.js'
 
 /** Name of the default spool directory, created beside the destination (in pg_wal). */
 export const DEFAULT_SPOOL_DIR_NAME = '.pgkeep-prefetch'
@@ -48,10 +57,37 @@ export function defaultSpoolDir(dest: string): string {
   return join(dirname(resolve(dest)), DEFAULT_SPOOL_DIR_NAME)
 }
 
-/** Creates the spool and its subdirectories (mode 0700) if missing. */
-export async function ensureSpoolDirs(p: SpoolPaths): Promise<void> {
-  for (const d of [p.dir, p.reqDir, p.respDir, p.tmpDir]) await mkdir(d, { recursive: true, mode: 0o700 })
+/**
+ * Creates the spool and its subdirectories (mode 0700) where missing, and refuses a spool that is not safe to
+ * serve from: a directory another user owns or can write to (or read: the files are WAL), or a symbolic link
+ * (which would lead the daemon's writes and removals elsewhere).
+ * @throws ConfigError naming the directory and what is wrong with it
+ */
+export async function prepareSpool(p: SpoolPaths): Promise<void> {
+  for (const d of [p.dir, p.reqDir, p.respDir, p.tmpDir]) {
+    // Not recursive below the spool: a subdirectory is created only inside a spool already checked.
+    await mkdir(d, { recursive: d === p.dir, mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw new ConfigError(`cannot create the prefetch spool '${d}': ${err.code ?? err.message}`, { cause: err, hint: SPOOL_HINT })
+    })
+    const st = await lstat(d)
+    const uid = process.getuid?.()
+    const problem = st.isSymbolicLink()
+      ? 'it is a symbolic link'
+      : !st.isDirectory()
+        ? 'it is not a directory'
+        : uid !== undefined && st.uid !== uid
+          ? `it belongs to user id ${st.uid}, not to this user (${uid})`
+          : (st.mode & 0o077) !== 0
+            ? `its mode is ${(st.mode & 0o777).toString(8).padStart(4, '0')}, not 0700`
+            : undefined
+    if (problem !== undefined) {
+      throw new ConfigError(`refusing the prefetch spool '${d}': ${problem}`, { hint: SPOOL_HINT })
+    }
+  }
 }
+
+const SPOOL_HINT =
+  "the spool must be a directory of the user running restore_command with mode 0700: remove it (it is created as needed), point --spool at such a directory, or use --prefetch 0"
 
 /** What daemon.json holds. */
 export interface DaemonInfo {
@@ -59,7 +95,12 @@ export interface DaemonInfo {
   bootId: string
   /** The repository location as given on the command line. */
   repo: string
+  /** The cluster as the daemon was asked for it (--cluster, or pg_control's system identifier); null: the only one. */
   cluster: string | null
+  /** The id of the repository the daemon opened there (once it has). */
+  repoId?: string
+  /** The cluster's system identifier (once the daemon has resolved it). */
+  systemId?: string
   startedAt: string
 }
 
@@ -103,13 +144,39 @@ export async function readDaemonInfo(p: SpoolPaths): Promise<DaemonInfo | undefi
   }
 }
 
-/** The daemon serving this spool, if its process lives (same boot, pid present). */
+/** The daemon serving this spool by daemon.json, if its process lives (same boot, pid present). */
 export async function readLiveDaemon(p: SpoolPaths): Promise<DaemonInfo | undefined> {
   const info = await readDaemonInfo(p)
   return info && info.bootId === bootId() && processAlive(info.pid) ? info : undefined
 }
 
-/** Writes `data` to `path` through a temporary file and a rename: readers see all of it or nothing. */
+/**
+ * The name of the spool's lock: an abstract Unix socket (Linux; no file, gone with its process) named after the
+ * user and the spool's real path, so every spelling of one directory means one lock.
+ */
+export async function spoolLockName(p: SpoolPaths): Promise<string> {
+  const real = await realpath(p.dir)
+  return `\0pgkeep-prefetch-${process.getuid?.() ?? 0}-${createHash('sha256').update(real).digest('hex').slice(0, 40)}`
+}
+
+/** True when a daemon holds the spool's lock (its socket accepts a connection). */
+export function spoolLockHeld(lockName: string): Promise<boolean> {
+  return new Promise((done) => {
+    const socket = connect({ path: lockName })
+    socket.once('connect', () => {
+      socket.destroy()
+      done(true)
+    })
+    socket.once('error', () => done(false))
+    // The kernel completes a connection to a listening socket at once; no answer means someone is there but busy.
+    socket.setTimeout(2000, () => {
+      socket.destroy()
+      done(true)
+    })
+  })
+}
+
+/** Writes `data` to `path` through a temporary file and a rename: readers see all of it or nothing. Mode 0600. */
 export async function writeAtomic(path: string, data: string | Uint8Array, tmpDir = dirname(path)): Promise<void> {
   const tmp = join(tmpDir, `.${randomBytes(6).toString('hex')}.tmp`)
   await writeFile(tmp, data, { mode: 0o600 })
@@ -121,51 +188,42 @@ export async function writeAtomic(path: string, data: string | Uint8Array, tmpDi
   }
 }
 
-/**
- * Moves spooled file `name` to `dest` (a rename on the same file system, else copy + rename). Resolves false when
- * the file is not in the spool (never spooled, already served, or removed by the daemon).
- */
-export async function takeFromSpool(p: SpoolPaths, name: string, dest: string): Promise<boolean> {
-  const src = join(p.dir, name)
+/** Moves `src` to `dest`: a rename on the same file system, else a copy to a temporary file beside dest and a rename. */
+async function moveInto(src: string, dest: string): Promise<void> {
   try {
     await rename(src, dest)
-    return true
+    return
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code === 'ENOENT') return false
-    if (code !== 'EXDEV') throw err
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err
   }
-  // Another file system (--spool elsewhere): copy to a temporary file beside dest, then rename.
   const tmp = `${dest}.pgkeep-${randomBytes(4).toString('hex')}`
   try {
     await copyFile(src, tmp)
+    await rename(tmp, dest)
   } catch (err) {
     await unlink(tmp).catch(() => {})
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
     throw err
   }
-  await rename(tmp, dest)
   await unlink(src).catch(() => {})
-  return true
 }
 
-/** True when spooled file `name` exists and is newer than the daemon's start. */
-async function writtenBy(p: SpoolPaths, name: string, daemon: DaemonInfo): Promise<boolean> {
-  const st = await stat(join(p.dir, name)).catch(() => undefined)
-  return st !== undefined && st.mtimeMs >= Date.parse(daemon.startedAt)
-}
-
-/** A client's request file `req/<id>`. */
+/** A client's request file `req/<id>`: a WAL file, of which repository (as given to restore_command) and cluster. */
 export interface SpoolRequest {
   name: string
-  /** The client waits for an answer in resp/<id>; without it, the request only moves the prefetch window. */
-  reply: boolean
+  repo: string
+  /** --cluster as given, else pg_control's system identifier; null when neither is known (the only cluster). */
+  cluster: string | null
 }
 
-/** The daemon's answer file `resp/<id>`. */
+/** The daemon's answer file `resp/<id>`. With 'ok', what the spooled file must be. */
 export interface SpoolResponse {
   status: 'ok' | 'missing' | 'error'
   message?: string
+  /** The cluster the daemon serves. */
+  systemId?: string
+  sizeBytes?: number
+  /** CRC-32C of the whole file (hex, little-endian) from the verified content; for files other than segments. */
+  crc32c?: string
 }
 
 /** Posts a request; resolves with its id. Ids sort in posting order (time first). */
@@ -192,72 +250,157 @@ export async function takeResponse(p: SpoolPaths, id: string): Promise<SpoolResp
   }
 }
 
+/**
+ * What is wrong with spooled file `path` served as WAL file `name`, or undefined when it is what the daemon said:
+ * a regular file of the announced size; for a segment, a first page whose long header names this segment, its
+ * timeline, the file's size and the cluster `expect.systemId` (only that page is read: serving stays a rename);
+ * for any other file (history, backup history: small) the announced CRC-32C.
+ */
+export async function checkSpooledFile(path: string, name: string, expect: SpoolResponse): Promise<string | undefined> {
+  const st = await lstat(path)
+  if (!st.isFile()) return 'it is not a regular file'
+  if (expect.sizeBytes === undefined || st.size !== expect.sizeBytes) return `it is ${st.size} bytes, not ${String(expect.sizeBytes)}`
+  if (isWalSegmentName(name) || isPartialWalName(name)) {
+    if (expect.systemId === undefined) return 'the cluster is not known'
+    let parsed: ReturnType<typeof parseWalFileName>
+    try {
+      parsed = parseWalFileName(name.slice(0, 24), st.size)
+    } catch (err) {
+      return (err as Error).message
+    }
+    if (parsed.kind !== 'segment') return 'not a segment name'
+    const page = await readHead(path, WAL_LONG_PAGE_HEADER_BYTES)
+    const problems = checkSegmentHeader(page, { segno: parsed.segno, segSizeBytes: st.size, systemId: BigInt(expect.systemId), tli: parsed.tli })
+    return problems.length > 0 ? `its first page header does not fit: ${problems.join('; ')}` : undefined
+  }
+  const crc = crc32cHexLE(crc32c(await readFile(path)))
+  return crc === expect.crc32c ? undefined : `its CRC-32C is ${crc}, not ${String(expect.crc32c)}`
+}
+
+async function readHead(path: string, bytes: number): Promise<Buffer> {
+  const f = await open(path, 'r')
+  try {
+    const buf = Buffer.alloc(bytes)
+    const { bytesRead } = await f.read(buf, 0, bytes, 0)
+    return buf.subarray(0, bytesRead)
+  } finally {
+    await f.close()
+  }
+}
+
+/**
+ * Serves spooled file `name` to `dest` after checking it (see {@link checkSpooledFile}). The file is first claimed
+ * by a rename into tmp/, so nothing changes it while it is checked; a file that fails the check is removed.
+ * Resolves false when the file is gone or was bad.
+ */
+async function serveSpooled(p: SpoolPaths, name: string, dest: string, expect: SpoolResponse, warn: (text: string) => void): Promise<boolean> {
+  const claim = join(p.tmpDir, `claim.${randomBytes(6).toString('hex')}`)
+  try {
+    await rename(join(p.dir, name), claim)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
+    throw err
+  }
+  try {
+    const problem = await checkSpooledFile(claim, name, expect)
+    if (problem !== undefined) {
+      warn(`the prefetched copy of ${name} failed its check (${problem}); it was removed and ${name} is fetched from the repository`)
+      return false
+    }
+    await moveInto(claim, dest)
+    return true
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false // the daemon emptied its spool meanwhile
+    throw err
+  } finally {
+    await unlink(claim).catch(() => {})
+  }
+}
+
 /** One `wal get` through the spool. */
 export interface SpoolGetOptions {
   paths: SpoolPaths
   name: string
   dest: string
-  /** The repository location; a daemon serving another one is not used. */
+  /** The repository location; a daemon serving another one is replaced. */
   repo: string
-  /** The cluster, when known here; a daemon serving another one is not used. */
-  cluster: string | undefined
-  /** Starts a daemon process for this spool (detached; it exits on its own when idle). */
-  spawnDaemon: () => void
+  /** --cluster as given, else pg_control's system identifier, else null; a daemon serving another is replaced. */
+  cluster: string | null
+  /** The data directory's cluster (pg_control), when known: a daemon's file of another cluster is refused. */
+  localSystemId?: string
+  /**
+   * Starts a daemon for this spool (detached; it exits on its own when idle). Resolves when that daemon has
+   * ended (lost the race for the lock, failed, or finished), so the client may start another if none holds the
+   * spool then.
+   */
+  spawnDaemon: () => Promise<unknown>
+  /** Warnings for the user (a spooled file that failed its check). */
+  onWarning?: (text: string) => void
   /** How long a daemon may take to answer before the client fetches on its own (default 10 min). */
   answerTimeoutMs?: number
-  /** How long to wait for a spawned daemon to show up (default 20 s). */
+  /** How long a spawned daemon may take to take the spool (default 20 s). */
   startTimeoutMs?: number
 }
 
+/** Daemons one `wal get` starts at most (one replacing a daemon that retired, one more if that one lost a race). */
+const MAX_SPAWNS = 3
+const CHECK_INTERVAL_MS = 100
+
 /**
- * `wal get` through the spool: serve a prefetched file at once, else ask the daemon (starting one when none
- * runs) and serve what it fetched. 'unavailable' means the daemon could not help: fetch directly.
+ * `wal get` through the spool: asks the daemon (starting one when none holds the spool) and serves the file it
+ * spooled once that file passed its checks. Every call asks, so the daemon confirms before each answer that it
+ * still serves the repository and cluster asked for; a daemon that does not retires, and this client starts one
+ * that does. 'unavailable' means the spool could not help: fetch directly.
+ * @throws UsageError when the daemon serves another cluster than the data directory's (a wrong --cluster)
  */
 export async function getViaSpool(o: SpoolGetOptions): Promise<'served' | 'missing' | 'unavailable'> {
   const p = o.paths
-  await ensureSpoolDirs(p)
-  const usable = (d: DaemonInfo) => d.repo === o.repo && (o.cluster === undefined || d.cluster === null || d.cluster === o.cluster)
-  let daemon = await readLiveDaemon(p)
-  if (daemon && !usable(daemon)) return 'unavailable'
-  // A file is trusted only while the daemon that wrote it lives, and only if written after that daemon started
-  // (a new daemon empties the spool, but a client may look before it has).
-  if (daemon && (await writtenBy(p, o.name, daemon)) && (await takeFromSpool(p, o.name, o.dest))) {
-    await postRequest(p, { name: o.name, reply: false })
-    return 'served'
-  }
-  let spawns = 0
-  let spawnedAt = 0
-  if (!daemon) {
-    o.spawnDaemon()
-    spawns++
-    spawnedAt = Date.now()
-  }
-  const id = await postRequest(p, { name: o.name, reply: true })
+  const lock = await spoolLockName(p)
+  const request: SpoolRequest = { name: o.name, repo: o.repo, cluster: o.cluster }
+  let id = await postRequest(p, request)
   const started = Date.now()
   const answerTimeoutMs = o.answerTimeoutMs ?? 600_000
   const startTimeoutMs = o.startTimeoutMs ?? 20_000
+  let spawns = 0
+  let starting: { since: number; ended: boolean } | undefined
+  let heldWithoutDaemonSince: number | undefined
+  let lastCheck = 0
   let pollMs = 2
-  let lastDaemonCheck = Date.now()
   try {
     for (;;) {
       const resp = await takeResponse(p, id)
       if (resp) {
         if (resp.status === 'missing') return 'missing'
-        if (resp.status === 'ok' && (await takeFromSpool(p, o.name, o.dest))) return 'served'
-        return 'unavailable'
+        if (resp.status !== 'ok') return 'unavailable'
+        if (resp.systemId !== undefined) assertSameCluster(resp.systemId, { selector: o.cluster ?? undefined, localSystemId: o.localSystemId })
+        return (await serveSpooled(p, o.name, o.dest, resp, o.onWarning ?? (() => {}))) ? 'served' : 'unavailable'
       }
       const now = Date.now()
       if (now - started > answerTimeoutMs) return 'unavailable'
-      if (now - lastDaemonCheck >= 200) {
-        lastDaemonCheck = now
-        daemon = await readLiveDaemon(p)
-        if (daemon && !usable(daemon)) return 'unavailable'
-        if (!daemon && now - spawnedAt > startTimeoutMs) {
-          // The daemon exited (idle) just as this request came, or never started: one more, then give up.
-          if (spawns >= 2) return 'unavailable'
-          o.spawnDaemon()
-          spawns++
-          spawnedAt = now
+      if (now - lastCheck >= CHECK_INTERVAL_MS) {
+        lastCheck = now
+        if (await spoolLockHeld(lock)) {
+          // A holder that never says who it is (daemon.json) is not a daemon to wait for.
+          if (await readLiveDaemon(p)) heldWithoutDaemonSince = undefined
+          else if ((heldWithoutDaemonSince ??= now) < now - startTimeoutMs) return 'unavailable'
+        } else {
+          // A daemon that ended without answering (it retired, or its spool was replaced) may have taken the
+          // request along: post it again for the next one.
+          const exists = (path: string) => stat(path).then(() => true, () => false)
+          if (!(await exists(join(p.reqDir, id)))) {
+            if (await exists(join(p.respDir, id))) continue // answered just before it left
+            id = await postRequest(p, request)
+          }
+          if (!starting || starting.ended || now - starting.since > startTimeoutMs) {
+            if (spawns >= MAX_SPAWNS) return 'unavailable'
+            spawns++
+            const s = { since: now, ended: false }
+            starting = s
+            void o.spawnDaemon().then(
+              () => (s.ended = true),
+              () => (s.ended = true),
+            )
+          }
         }
       }
       await new Promise((r) => setTimeout(r, pollMs))

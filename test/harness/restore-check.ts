@@ -30,7 +30,7 @@ export async function restoreAndCheck(repo: Repository, b: BackupRecord, target:
     repo,
     pgdata: target,
     backup: b.id,
-    systemId: b.systemId,
+    cluster: b.systemId,
     tablespaceMapping: [...tablespaces].map(([oid, to]) => ({ from: String(oid), to })),
     recovery: { mode: 'none' },
   })

@@ -65,7 +65,7 @@ export function runAsServer(file: string, args: string[], o: SpawnOptions & { in
       if (code === 0) resolve(out)
       else reject(new Error(`${file} ${args.join(' ')} exited ${code}: ${err || out}`))
     })
-    // A child that exits before reading its input closes the pipe: EPIPE on it is not the test's failure.
+    // A child that exits before reading its input (pg_ctl does) makes the write fail with EPIPE: not an error here.
     child.stdin!.on('error', () => {})
     child.stdin!.end(o.input ?? '')
   })

@@ -69,7 +69,7 @@ describe('pgkeep backup faults (PG 16)', () => {
   })
 
   it('a repository location that cannot be written: a storage error, exit 20', async () => {
-    const res = await runMain(['backup', '-d', pg.url(), '--repo', '/etc/passwd/not-a-dir'])
+    const res = await runMain(['backup', '-d', pg.url(), '--repo', '/etc/passwd/not-a-dir', '--init'])
     expect(res.code).toBe(20)
     expect(res.stderr).toMatch(/pgkeep: error: /)
   })
@@ -96,7 +96,7 @@ describe('pgkeep backup faults (PG 16)', () => {
   it('no second free WAL sender: exit 12 with the max_wal_senders hint', async () => {
     const tight = await startCluster({ major: 16, conf: { max_wal_senders: 1 }, tablespaces: 0 })
     try {
-      const res = await runMain(['backup', '-d', tight.url(), '--repo', join(tight.baseDir, 'repo')])
+      const res = await runMain(['backup', '-d', tight.url(), '--repo', join(tight.baseDir, 'repo'), '--init'])
       expect(res.code).toBe(12)
       expect(res.stderr).toMatch(/max_wal_senders/)
     } finally {
@@ -106,7 +106,7 @@ describe('pgkeep backup faults (PG 16)', () => {
 
   it('a parent whose data pack is gone: a full backup instead, saying why', async () => {
     const dir = join(pg.baseDir, 'parent-repo')
-    const first = await runMain(['backup', '-d', pg.url(), '--repo', dir, '--json'])
+    const first = await runMain(['backup', '-d', pg.url(), '--repo', dir, '--json', '--init'])
     expect(first.code, first.stderr).toBe(0)
     // Remove the parent's largest pack: its file data (WAL and metadata packs are smaller here).
     const packDirs = await readdir(join(dir, 'packs'))
@@ -126,7 +126,7 @@ describe('pgkeep backup faults (PG 16)', () => {
 
   it('verify names a backup whose WAL is gone', async () => {
     const dir = join(pg.baseDir, 'wal-repo')
-    const b = await runMain(['backup', '-d', pg.url(), '--repo', dir, '--json'])
+    const b = await runMain(['backup', '-d', pg.url(), '--repo', dir, '--json', '--init'])
     expect(b.code, b.stderr).toBe(0)
     const id = JSON.parse(b.stdout).id
     expect((await runMain(['verify', '--repo', dir])).code).toBe(0)
@@ -142,7 +142,7 @@ describe('pgkeep backup faults (PG 16)', () => {
   it('SIGINT: exit 14 with "interrupted", nothing listed, no slot left; running again succeeds', async () => {
     const dir = join(pg.baseDir, 'int-repo')
     await mkdir(dir)
-    const child = spawn(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'pgkeep.js'), 'backup', '-d', pg.url(), '--repo', dir, '--max-rate', '8M'], {
+    const child = spawn(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'pgkeep.js'), 'backup', '-d', pg.url(), '--repo', dir, '--init', '--max-rate', '8M'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let stderr = ''
@@ -154,7 +154,7 @@ describe('pgkeep backup faults (PG 16)', () => {
     expect(stderr).toMatch(/interrupted by SIGINT/)
     expect(await backupsIn(dir)).toEqual([])
     await expect.poll(async () => (await pg.sql(`select 1 from pg_replication_slots where slot_name like 'pgkeep_%'`)).length).toBe(0)
-    const again = await runBin(['backup', '-d', pg.url(), '--repo', dir, '--json'])
+    const again = await runBin(['backup', '-d', pg.url(), '--repo', dir, '--init', '--json'])
     expect(again.code, again.stderr).toBe(0)
     expect(await backupsIn(dir)).toHaveLength(1)
   })
@@ -172,7 +172,7 @@ describe('pgkeep backup faults (PG 16)', () => {
       await writeFile(file, bytes)
       await bad.start()
       const dir = join(bad.baseDir, 'repo')
-      const res = await runMain(['backup', '-d', bad.url(), '--repo', dir, '--json'])
+      const res = await runMain(['backup', '-d', bad.url(), '--repo', dir, '--init', '--json'])
       expect(res.code, res.stderr).toBe(0)
       expect(res.stderr).toMatch(/pgkeep: warning: server: .*checksum verification failed/)
       expect(JSON.parse(res.stdout).checksumFailures).toBeGreaterThanOrEqual(1)
@@ -192,7 +192,7 @@ describe('pgkeep backup faults (PG 16)', () => {
       return noteSkip('disk-full backup test', 'cannot mount a small tmpfs here (needs root)')
     }
     try {
-      const res = await runMain(['backup', '-d', pg.url(), '--repo', join(mnt, 'repo')])
+      const res = await runMain(['backup', '-d', pg.url(), '--repo', join(mnt, 'repo'), '--init'])
       expect(res.code, res.stderr).toBe(20)
       expect(res.stderr).toMatch(/space/i)
     } finally {

@@ -132,7 +132,7 @@ describe('docker/ files', () => {
       return
     }
     const s = compose.services
-    expect(Object.keys(s).sort()).toEqual(['drill', 'minio', 'minio-bucket', 'pgkeep-backup', 'pgkeep-wal', 'primary', 'standby'])
+    expect(Object.keys(s).sort()).toEqual(['drill', 'minio', 'minio-bucket', 'pgkeep-backup', 'pgkeep-init', 'pgkeep-wal', 'primary', 'standby'])
     expect(s.primary!.image).toBe('postgres:17-bookworm')
     expect(s.standby!.image).toBe('postgres:17-bookworm')
     expect(s.primary!.volumes).toContain('primary-tablespaces:/var/lib/postgresql/tablespaces')
@@ -140,7 +140,7 @@ describe('docker/ files', () => {
     expect(s.standby!.volumes).toContain('standby-tablespaces:/var/lib/postgresql/tablespaces')
     expect(s.minio!.image).toMatch(/^minio\/minio:/)
     expect(s['minio-bucket']!.image).toMatch(/^minio\/mc:/)
-    for (const name of ['pgkeep-wal', 'pgkeep-backup', 'drill']) {
+    for (const name of ['pgkeep-init', 'pgkeep-wal', 'pgkeep-backup', 'drill']) {
       expect(s[name]!.image, name).toBe('pgkeep:local')
       expect(s[name]!.build, name).toEqual({ context: '..', dockerfile: 'docker/Dockerfile' })
       expect(Object.keys(s[name]!.environment ?? {}).sort(), name).toEqual(
@@ -216,13 +216,25 @@ describe('the pgkeep command lines of compose.yaml and docker/README.md', () => 
     }
 
     const fromCompose = composeCommands(compose.services)
-    expect(fromCompose.map((c) => `${c.service}: ${c.args.slice(0, 2).join(' ')}`)).toEqual(['pgkeep-wal: wal stream', 'pgkeep-backup: backup -d'])
+    expect(fromCompose.map((c) => `${c.service}: ${c.args.slice(0, 2).join(' ')}`)).toEqual([
+      'pgkeep-init: info --repo',
+      'pgkeep-init: init --repo',
+      'pgkeep-wal: wal stream',
+      'pgkeep-backup: backup -d',
+    ])
     const fromReadme = readmeCommands()
     expect(fromReadme.map((a) => a[0])).toEqual(['check', 'backup', 'info', 'verify', 'restore', 'restore'])
     expect(fromReadme[5]).toContain(PLACEHOLDER_TIME) // replaced by the time of the walkthrough's accident
 
+    // pgkeep-init: on the empty location `info` fails and `init` creates the repository; at a restart `info` finds it.
+    const [infoArgs, initArgs] = [substitute(fromCompose[0]!.args.slice(0, 3)), substitute(fromCompose[1]!.args)]
+    expect((await runBin(infoArgs, env)).code).toBe(22)
+    const init = await runBin(initArgs, env)
+    expect(init.code, init.stderr).toBe(0)
+    expect((await runBin(infoArgs, env)).code).toBe(0)
+
     // pgkeep-wal: runs until stopped, and stops cleanly on SIGTERM.
-    const walArgs = substitute(fromCompose[0]!.args)
+    const walArgs = substitute(fromCompose[2]!.args)
     const streamer = spawn(process.execPath, [join(ROOT, 'bin', 'pgkeep.js'), ...walArgs], {
       env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -239,7 +251,7 @@ describe('the pgkeep command lines of compose.yaml and docker/README.md', () => 
       await pg.sql('create table demo tablespace ts1 as select g, md5(g::text) v from generate_series(1, 20000) g')
 
       // pgkeep-backup: its one pgkeep command, once.
-      const backup = await runBin(substitute(fromCompose[1]!.args), env)
+      const backup = await runBin(substitute(fromCompose[3]!.args), env)
       expect(backup.code, backup.stderr).toBe(0)
 
       for (const args of fromReadme) {

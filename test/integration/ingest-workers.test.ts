@@ -37,7 +37,7 @@ describe.each([
 
   async function backup(workers: number, extra: string[] = []): Promise<Result> {
     // The workers run the build's compiled module (dist/), as the installed CLI's do.
-    const res = await runMain(['backup', '-d', pg.url(), '--repo', repoDir, '--json', '--workers', String(workers), ...extra], env)
+    const res = await runMain(['backup', '-d', pg.url(), '--repo', repoDir, '--init', '--json', '--workers', String(workers), ...extra], env)
     expect(res.code, res.stderr).toBe(0)
     return JSON.parse(res.stdout)
   }
@@ -65,7 +65,7 @@ describe.each([
 
   beforeAll(async () => {
     pg = await startCluster({ major })
-    repoDir = join(pg.baseDir, 'repo') // created by the first backup, encrypted when a passphrase is set
+    repoDir = join(pg.baseDir, 'repo') // created by the first backup (--init), encrypted when a passphrase is set
     await loadPgbench(pg, 5)
   })
   afterAll(async () => {

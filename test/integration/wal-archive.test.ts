@@ -16,6 +16,7 @@ import { NEWEST_MAJOR } from '../harness/pg-binaries.js'
 import { specLocation, startStorageFactory, type StorageFactory } from '../harness/repo-fixtures.js'
 import { handOver } from '../harness/server-user.js'
 import { takeTarBackup } from '../harness/tar-backup.js'
+import { shareWithServer } from './restore-fixture.js'
 import { BIN, ensureBuilt, waitUntil } from './wal-helpers.js'
 
 beforeAll(() => ensureBuilt(), 120_000)
@@ -38,14 +39,15 @@ describe.each([
   beforeAll(async () => {
     factory = await startStorageFactory(driver)
     const spec = factory.spec()
-    if (spec.kind === 'fs') {
-      // PostgreSQL runs archive_command as its own user: the repository directory must be theirs.
-      await mkdir(spec.root, { recursive: true })
-      await chmod(dirname(spec.root), 0o755)
-      await handOver(spec.root)
-    }
     ;({ url, env } = specLocation(spec))
     if (encrypted) env = { ...env, PGKEEP_PASSPHRASE: PASSPHRASE.replace(/ /g, '_') }
+    const init = await runMain(['init', '--repo', url, ...(encrypted ? ['--encrypt'] : [])], env)
+    expect(init.code, init.stderr).toBe(0)
+    if (spec.kind === 'fs') {
+      // PostgreSQL runs archive_command as its own user: the repository must be theirs.
+      await chmod(dirname(spec.root), 0o755)
+      shareWithServer(spec.root)
+    }
     work = await mkdtemp(join(tmpdir(), 'pgkeep-walarchive-'))
     await chmod(work, 0o755)
     primary = await startCluster({

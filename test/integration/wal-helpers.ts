@@ -2,7 +2,7 @@
 // a fresh build of dist/ when the WAL sources are newer, and comparisons of the repository's WAL with pg_wal.
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { existsSync, readdirSync, statSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'vitest'
@@ -149,4 +149,45 @@ export async function expectSameAsPgWal(repo: Repository, systemId: string, pgWa
     n++
   }
   return n
+}
+
+/** Pids of the `wal get` prefetch daemons whose command line names `spool`, from /proc. */
+export function prefetchDaemons(spool: string): number[] {
+  const pids: number[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    let args: string[]
+    try {
+      args = readFileSync(join('/proc', entry, 'cmdline'), 'utf8').split('\0')
+    } catch {
+      continue // exited meanwhile
+    }
+    const at = args.indexOf('--spool')
+    if (args.includes('--daemon') && args.includes('get') && at >= 0 && args[at + 1] === spool) pids.push(Number(entry))
+  }
+  return pids
+}
+
+/**
+ * Samples the prefetch daemons of `spool` every few milliseconds until stopped: the most seen alive at once.
+ * The daemon is a process of its own, so only the process table can say how many run.
+ */
+export function watchPrefetchDaemons(spool: string): { max(): number; stop(): void } {
+  let max = 0
+  const timer = setInterval(() => {
+    max = Math.max(max, prefetchDaemons(spool).length)
+  }, 20)
+  return { max: () => max, stop: () => clearInterval(timer) }
+}
+
+/** Ends the prefetch daemons of `spool` that are still lingering (tests leave no process behind). */
+export async function stopPrefetchDaemons(spool: string): Promise<void> {
+  for (const pid of prefetchDaemons(spool)) {
+    try {
+      process.kill(pid, 'SIGTERM')
+    } catch {
+      // gone
+    }
+  }
+  await waitUntil('the prefetch daemons exited', () => prefetchDaemons(spool).length === 0, 30_000)
 }

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseLsn } from '../../src/pg/lsn.js'
+import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { catalogOf, ensureBuilt, expectSameAsPgWal, nameOfSegno, openFsRepo, spawnPgkeep } from './wal-helpers.js'
 
@@ -23,6 +24,7 @@ describe('wal stream faults on PostgreSQL 16', () => {
   beforeAll(async () => {
     pg = await startCluster({ major: 16, tablespaces: 0, conf: { wal_keep_size: '1GB' } })
     repoDir = await mkdtemp(join(tmpdir(), 'pgkeep-walfaults-'))
+    expect((await runMain(['init', '--repo', repoDir])).code).toBe(0)
   })
   afterAll(async () => {
     await pg?.destroy()

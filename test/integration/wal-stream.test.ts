@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseLsn } from '../../src/pg/lsn.js'
 import { findWalSegment, readWalSegment } from '../../src/restore/wal-files.js'
+import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { loadPgbench, startPgbench } from '../harness/load.js'
 import { MAJORS } from '../harness/pg-binaries.js'
@@ -28,6 +29,7 @@ describe.each(MAJORS)('wal stream on PostgreSQL %i', (major) => {
     pg = await startCluster({ major, conf: { wal_keep_size: '4GB', max_wal_size: '4GB', checkpoint_timeout: '1h' } })
     await loadPgbench(pg, 1)
     repoDir = await mkdtemp(join(tmpdir(), 'pgkeep-walstream-'))
+    expect((await runMain(['init', '--repo', repoDir])).code).toBe(0)
   })
   afterAll(async () => {
     await pg?.destroy()

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseLsn } from '../../src/pg/lsn.js'
 import { openRepository } from '../../src/repo/repository.js'
 import { findWalSegment } from '../../src/restore/wal-files.js'
+import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { NEWEST_MAJOR } from '../harness/pg-binaries.js'
 import { openSpec, specLocation, startStorageFactory, type StorageFactory, type StorageSpec } from '../harness/repo-fixtures.js'
@@ -59,6 +60,8 @@ describe.each([
     factory = await startStorageFactory(driver)
     spec = factory.spec()
     location = specLocation(spec)
+    const init = await runMain(['init', '--repo', location.url, ...(passphrase ? ['--encrypt'] : [])], { ...location.env, ...(passphrase ? { PGKEEP_PASSPHRASE: passphrase } : {}) })
+    expect(init.code, init.stderr).toBe(0)
     client = new pg.Client({ host: server.socketDir, port: server.port, user: 'postgres', database: 'postgres' })
     await client.connect()
     await client.query('create table t (id int primary key, v text)')

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseLsn } from '../../src/pg/lsn.js'
 import { historyKey, readWalContent, readWalRecord, type WalHistoryRecord } from '../../src/repo/wal-catalog.js'
 import { findWalSegment, readWalSegment } from '../../src/restore/wal-files.js'
+import { runMain } from '../harness/cli.js'
 import { type Cluster, PASSWORD, ROLES, startCluster, startOnDataDir } from '../harness/cluster.js'
 import { handOver } from '../harness/server-user.js'
 import { takeTarBackup } from '../harness/tar-backup.js'
@@ -30,6 +31,7 @@ describe.each<Major>([14, 17, ...MAJORS.filter((m) => m > 18)])('wal stream acro
   beforeAll(async () => {
     primary = await startCluster({ major, tablespaces: 0, conf: { wal_keep_size: '1GB' } })
     repoDir = await mkdtemp(join(tmpdir(), 'pgkeep-waltl-'))
+    expect((await runMain(['init', '--repo', repoDir])).code).toBe(0)
   })
   afterAll(async () => {
     await standby?.destroy()

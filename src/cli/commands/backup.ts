@@ -30,7 +30,9 @@ options:
   --checkpoint fast|spread   fast (default) starts at once; spread waits for a paced checkpoint
   --max-rate RATE         limit the server's send rate, e.g. 50M or 800k (bytes per second; 32k to 1G)
   --cluster NAME          a readable name for this cluster, recorded with its first backup
-  --compress zstd[:LEVEL]|none   only when the repository is created by this command (default zstd:3)
+  --init                  create the repository if the location holds none (encrypted when a passphrase is set);
+                          without it, a location without a repository is an error, as for every command but init
+  --compress zstd[:LEVEL]|none   with --init: the compression of the repository it creates (default zstd:3)
   --workers N             threads for hashing and compression (default: the cores beyond two, at most 4; 0: none)
   --progress              show progress even when stderr is not a terminal
   --json                  print the result as one JSON object
@@ -52,6 +54,7 @@ ${CONNECTION_USAGE}
         checkpoint: { type: 'string' },
         'max-rate': { type: 'string' },
         cluster: { type: 'string' },
+        init: { type: 'boolean' },
         compress: { type: 'string' },
         workers: { type: 'string' },
         progress: { type: 'boolean' },
@@ -64,8 +67,11 @@ ${CONNECTION_USAGE}
     if (checkpoint !== 'fast' && checkpoint !== 'spread') throw new UsageError(`invalid --checkpoint '${checkpoint}'`, { hint: 'use fast or spread' })
     const maxRateKbps = values['max-rate'] === undefined ? undefined : parseRate(values['max-rate'])
     const workers = parseWorkers(values.workers)
+    if (values.compress !== undefined && !values.init) {
+      throw new UsageError('--compress applies only to a repository this backup creates', { hint: "add --init, or leave --compress out (it is chosen at 'pgkeep init')" })
+    }
     const { conninfo, overrides } = connectionFrom(values)
-    const opened = await openRepoForCommand(values, ctx, 'backup', { createIfEmpty: true, compress: values.compress })
+    const opened = await openRepoForCommand(values, ctx, 'backup', { init: values.init === true, compress: values.compress })
     if (opened.created) ctx.stderr.write(`pgkeep: created ${opened.repo.encrypted ? 'an encrypted' : 'an unencrypted'} repository at ${opened.repo.location}\n`)
     const walRepo = await opened.openAnother()
     const bar = ProgressLine.for(ctx.stderr, values.progress === true, 'backup')

@@ -13,7 +13,9 @@ export const initCommand: Command = {
   summary: 'create a repository in a directory or an S3 bucket',
   usage: `usage: pgkeep init --repo URL [--encrypt] [--passphrase-file F] [--compress zstd[:LEVEL]|none] [--pack-size MIB]
 
-Creates an empty repository. The location must not hold one already.
+Creates an empty repository. The location must not hold one already. This is the only command that creates a
+repository (besides 'backup --init'): every other one refuses a location that holds none, so a file system that
+is not mounted or a mistyped path never silently gets a new, empty repository.
 
   --repo URL              a directory (/var/lib/pgkeep, file:///…) or s3://bucket/prefix (AWS_* variables apply)
   --encrypt               encrypt everything with AES-256-GCM under a random master key wrapped by the passphrase

@@ -33,6 +33,7 @@ options:
   -D, --pgdata DIR                  the data directory to create (or to update with --delta)
   --backup ID|latest                the backup to restore (default: latest, or with a target the newest one
                                     that ends before it)
+  --cluster NAME|SYSTEMID           the cluster to restore; needed when the repository holds more than one
   --tablespace-mapping OLD=NEW      restore the tablespace at OLD (its original location, or its oid) into NEW;
                                     repeatable; unmapped tablespaces go back to their original location
   --target-time TIME                stop at a time, with its zone as UTC or an offset ('2026-11-21 05:27:37+00';
@@ -68,6 +69,7 @@ ${REPO_USAGE}
         ...repoOptions,
         pgdata: { type: 'string', short: 'D' },
         backup: { type: 'string' },
+        cluster: { type: 'string' },
         'tablespace-mapping': { type: 'string', multiple: true },
         'target-time': { type: 'string' },
         'target-lsn': { type: 'string' },
@@ -108,6 +110,7 @@ ${REPO_USAGE}
         repo: opened.repo,
         pgdata,
         backup: values.backup,
+        cluster: values.cluster,
         tablespaceMapping,
         recovery,
         delta: values.delta === true,

@@ -4,22 +4,25 @@
 
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { appendFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { appendFile, chmod, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
 import { isPgkeepError, UsageError } from '../../errors.js'
-import { localClusterId, resolveClusterId } from '../../wal/cluster-id.js'
+import { resolveWalGetCluster, systemIdNearWalPath } from '../../wal/cluster-id.js'
 import { acquireSpool, runPrefetchDaemon } from '../../wal/prefetch-daemon.js'
-import { defaultSpoolDir, getViaSpool, spoolPaths, type SpoolPaths, writeAtomic } from '../../wal/prefetch-spool.js'
+import { defaultSpoolDir, getViaSpool, prepareSpool, spoolPaths, type SpoolPaths, writeAtomic } from '../../wal/prefetch-spool.js'
 import { fetchWalFile, isFetchableWalName } from '../../wal/wal-fetch.js'
 import type { CliContext, Command } from '../command.js'
 import { parseCommandArgs } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
-import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
+import { openRepoForCommand, REPO_USAGE, repoOptions, requireRepo } from '../repo-args.js'
 
 /** Exit status for failures other than "not in the repository": above 125, PostgreSQL stops recovery (FATAL). */
 export const WAL_GET_FAILURE_EXIT = 255
+
+/** Seconds the prefetch daemon stays after the last request: short, and longer than a standby's 5 s retry. */
+const DEFAULT_LINGER_S = 10
 
 /** `pgkeep wal get NAME DEST` (and its hidden `--daemon` mode). Exit 0 served, 1 not in the repository, 255 anything else. */
 export const walGetCommand: Command = {
@@ -32,20 +35,24 @@ file or a backup history file) to DEST and exits 0, or exits 1 at once when the 
 recovery ends cleanly at the end of the archive. A segment stored only as a partial segment (the last one a
 streamer had when it stopped) is served zero-padded under its plain name, so recovery replays that WAL too.
 
-Any other failure (repository unreachable, damaged data, wrong passphrase) exits ${WAL_GET_FAILURE_EXIT}: PostgreSQL then stops with
-FATAL instead of taking the failure for the end of the archive and ending recovery early.
+Any other failure (repository unreachable, damaged data, wrong passphrase, a cluster the repository does not
+know) exits ${WAL_GET_FAILURE_EXIT}: PostgreSQL then stops with FATAL instead of taking the failure for the end of the
+archive and ending recovery early.
 
-Segments are prefetched: a background process (started by the first call, gone after --linger seconds without
-a request) keeps the repository open and fetches the next --prefetch segments in parallel into a spool
-directory, from which later calls are served by a rename.
+Segments are prefetched: a background process (started by the first call, gone --linger seconds after the last
+request) keeps the repository open and fetches the next --prefetch segments in parallel into a spool directory,
+from which later calls are served by a rename once each file passed its checks. One such process per spool; it
+serves one repository and one cluster, and is replaced when asked for others or when the repository at its
+location was replaced.
 
 options:
-  --cluster SYSTEMID      the cluster (default: from DEST's data directory, where restore_command runs, else the
-                          only cluster in the repository)
+  --cluster NAME|SYSTEMID the cluster (default: the one of DEST's data directory, where restore_command runs, else
+                          the only cluster in the repository); it must be one the repository holds
   --prefetch N            segments to fetch ahead (default 8; 0 disables prefetching and the background process)
   --concurrency N         parallel fetches of the background process (default 4)
-  --spool DIR             spool directory (default: .pgkeep-prefetch beside DEST, i.e. in pg_wal)
-  --linger S              the background process exits after S seconds without a request (default 60)
+  --spool DIR             spool directory, the user's own with mode 0700 (default: .pgkeep-prefetch beside DEST,
+                          i.e. in pg_wal; created when missing)
+  --linger S              the background process exits S seconds after the last request (default ${DEFAULT_LINGER_S})
 
 ${REPO_USAGE}
 `,
@@ -81,7 +88,7 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
   })
   const prefetch = count(values.prefetch, 'prefetch', 8, 0, 256)
   const concurrency = count(values.concurrency, 'concurrency', 4, 1, 64)
-  const lingerMs = count(values.linger, 'linger', 60, 1, 86_400) * 1000
+  const lingerMs = count(values.linger, 'linger', DEFAULT_LINGER_S, 1, 86_400) * 1000
   if (values.daemon) return runDaemon(values, ctx, { prefetch, concurrency, lingerMs })
   if (positionals.length !== 2) {
     throw new UsageError(`pgkeep wal get takes NAME and DEST, got ${positionals.length} argument(s)`, {
@@ -92,27 +99,34 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
   if (!isFetchableWalName(name)) {
     throw new UsageError(`'${name}' is not a WAL file name`, { hint: "use restore_command = 'pgkeep wal get --repo URL %f %p'" })
   }
+  const url = requireRepo(values, 'wal get')
+  // The cluster of the data directory restore_command runs in: a --cluster must resolve to that one.
+  const localSystemId = await systemIdNearWalPath(dest)
   const notFound = () => {
     ctx.stderr.write(`pgkeep: ${name} is not in the repository\n`)
     return 1
   }
-  if (prefetch > 0) {
+  // The spool's lock is an abstract Unix socket, which only Linux has; elsewhere every call fetches directly.
+  if (prefetch > 0 && process.platform === 'linux') {
     const paths = spoolPaths(values.spool ?? defaultSpoolDir(dest))
-    const cluster = await localClusterId({ explicit: values.cluster, walPath: dest })
+    await prepareSpool(paths)
+    const cluster = values.cluster ?? localSystemId ?? null
     const r = await getViaSpool({
       paths,
       name,
       dest,
-      repo: values.repo ?? '',
+      repo: url,
       cluster,
+      localSystemId,
       spawnDaemon: () => spawnDaemon(paths, values, ctx, { cluster, prefetch, concurrency, lingerMs }),
+      onWarning: (text) => ctx.stderr.write(`pgkeep: warning: ${text}\n`),
     })
     if (r === 'served') return 0
     if (r === 'missing') return notFound()
   }
   const opened = await openRepoForCommand(values, ctx, 'wal get')
   try {
-    const systemId = await resolveClusterId(opened.repo, { explicit: values.cluster, walPath: dest, signal: ctx.signal })
+    const { systemId } = await resolveWalGetCluster(opened.repo, { selector: values.cluster, localSystemId, signal: ctx.signal })
     const bytes = await fetchWalFile(opened.repo, systemId, name, { signal: ctx.signal })
     if (!bytes) return notFound()
     const tmp = `${dest}.pgkeep-${randomBytes(4).toString('hex')}`
@@ -144,25 +158,32 @@ function pgkeepEntry(): string {
   return process.argv[1] ?? 'pgkeep'
 }
 
-/** Starts the daemon detached from this process (and from PostgreSQL's wait for restore_command). */
+/**
+ * Starts the daemon detached from this process (and from PostgreSQL's wait for restore_command); resolves when
+ * that process ends (which this process does not wait for otherwise).
+ */
 function spawnDaemon(
   paths: SpoolPaths,
   values: { repo?: string; 'passphrase-file'?: string },
   ctx: CliContext,
-  o: { cluster: string | undefined; prefetch: number; concurrency: number; lingerMs: number },
-): void {
+  o: { cluster: string | null; prefetch: number; concurrency: number; lingerMs: number },
+): Promise<void> {
   const args = [
     pgkeepEntry(), 'wal', 'get', '--daemon', '--repo', values.repo ?? '', '--spool', paths.dir,
     '--prefetch', String(o.prefetch), '--concurrency', String(o.concurrency), '--linger', String(Math.round(o.lingerMs / 1000)),
-    ...(o.cluster !== undefined ? ['--cluster', o.cluster] : []),
+    ...(o.cluster !== null ? ['--cluster', o.cluster] : []),
     ...(values['passphrase-file'] !== undefined ? ['--passphrase-file', resolve(values['passphrase-file'])] : []),
   ]
   const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: ctx.env as NodeJS.ProcessEnv })
-  child.on('error', () => {}) // the client notices that no daemon comes and fetches on its own
   child.unref()
+  // An error (it could not start) ends it too: the client notices that no daemon comes and fetches on its own.
+  return new Promise((done) => {
+    child.once('exit', () => done())
+    child.once('error', () => done())
+  })
 }
 
-/** The background process: takes the spool, opens the repository once, serves until idle. */
+/** The background process: takes the spool, opens the repository once, serves until idle or retired. */
 async function runDaemon(
   values: { repo?: string; cluster?: string; spool?: string; 'passphrase-file'?: string },
   ctx: CliContext,
@@ -171,25 +192,34 @@ async function runDaemon(
   if (!values.spool) throw new UsageError('--daemon needs --spool')
   // Orphaned, the daemon is adopted by PID 1, which in a container may be the postmaster itself: it takes any
   // exit status but 0 and 1 of a child for a crashed backend and restarts the whole server. So nothing but 0 or 1.
+  const paths = spoolPaths(values.spool)
+  let logged = Promise.resolve()
+  const log = (line: string) => {
+    logged = logged.then(() => appendFile(paths.logFile, `${new Date().toISOString()} ${line}\n`, { mode: 0o600 })).catch(() => {})
+  }
   const bail = (err: unknown) => {
-    void appendFile(spoolPaths(values.spool!).logFile, `${new Date().toISOString()} daemon crashed: ${String((err as Error)?.stack ?? err)}\n`)
-      .catch(() => {})
-      .finally(() => process.exit(1))
+    log(`daemon crashed: ${String((err as Error)?.stack ?? err)}`)
+    void logged.finally(() => process.exit(1))
   }
   process.on('uncaughtException', bail)
   process.on('unhandledRejection', bail)
-  const paths = spoolPaths(values.spool)
-  if (!(await acquireSpool(paths, { repo: values.repo ?? '', cluster: values.cluster ?? null }))) return 0
-  // Appended to across daemons (one recovery may start several); restarted when it grows large.
-  if (((await stat(paths.logFile).catch(() => undefined))?.size ?? 0) > 1 << 20) await writeFile(paths.logFile, '').catch(() => {})
-  const log = (line: string) => void appendFile(paths.logFile, `${new Date().toISOString()} ${line}\n`).catch(() => {})
+  await prepareSpool(paths)
+  const binding = { repo: values.repo ?? '', cluster: values.cluster ?? null }
+  const lock = await acquireSpool(paths, binding)
+  if (!lock) return 0 // another daemon serves this spool
   let opened: Awaited<ReturnType<typeof openRepoForCommand>> | undefined
+  let code = 1
   try {
+    // Appended to across daemons (one recovery may start several); restarted when it grows large. Private: it
+    // names the repository and the WAL served.
+    if (((await stat(paths.logFile).catch(() => undefined))?.size ?? 0) > 1 << 20) await writeFile(paths.logFile, '', { mode: 0o600 }).catch(() => {})
+    await chmod(paths.logFile, 0o600).catch(() => {})
     opened = await openRepoForCommand(values, ctx, 'wal get')
-    const systemId = await resolveClusterId(opened.repo, { explicit: values.cluster, signal: ctx.signal })
+    const { systemId } = await resolveWalGetCluster(opened.repo, { selector: values.cluster, signal: ctx.signal })
     await runPrefetchDaemon({
       repo: opened.repo,
       paths,
+      binding,
       systemId,
       prefetchCount: o.prefetch,
       concurrency: o.concurrency,
@@ -197,21 +227,25 @@ async function runDaemon(
       signal: ctx.signal,
       log,
     })
-    return 0
+    code = 0
   } catch (err) {
     log(`daemon failed: ${(err as Error).message}`)
     // Waiting clients fetch on their own (and report the error properly) instead of waiting for a daemon.
     await failPendingRequests(paths, (err as Error).message)
-    await unlink(paths.daemonFile).catch(() => {})
-    return 1
   } finally {
     await opened?.repo.close().catch(() => {})
+    await opened?.storage.close().catch(() => {})
+    await lock.release({ atExit: true })
+    await logged
   }
+  // The spool's lock goes with this process (see SpoolLock.release): one daemon process per spool at any moment.
+  process.exit(code)
 }
 
 async function failPendingRequests(paths: SpoolPaths, message: string): Promise<void> {
   for (const id of await readdir(paths.reqDir).catch(() => [] as string[])) {
     if (id.startsWith('.')) continue
     await writeAtomic(join(paths.respDir, id), JSON.stringify({ status: 'error', message }), paths.tmpDir).catch(() => {})
+    await unlink(join(paths.reqDir, id)).catch(() => {})
   }
 }

@@ -24,6 +24,9 @@ A segment names its cluster in its first page. History and backup history files 
 --cluster, else the one whose data directory holds PATH (archive_command runs there: its global/pg_control),
 else the only cluster the repository knows.
 
+The repository must exist ('pgkeep init'): a location that holds none (an unmounted file system, a mistyped
+path or prefix) is an error, so PostgreSQL keeps the file and tries again instead of recycling it.
+
 options:
   --cluster SYSTEMID      the cluster's system identifier (see 'pgkeep check' or pg_controldata)
   --verbose               print one line per file stored
@@ -40,7 +43,8 @@ ${REPO_USAGE}
     if (positionals.length !== 1) {
       throw new UsageError(`pgkeep wal push takes one PATH, got ${positionals.length}`, { hint: "use archive_command = 'pgkeep wal push --repo URL %p'" })
     }
-    const opened = await openRepoForCommand(values, ctx, 'wal push', { createIfEmpty: true })
+    // No repository at the location is an error (exit 22): PostgreSQL keeps the file and tries again.
+    const opened = await openRepoForCommand(values, ctx, 'wal push')
     try {
       // Shared: a concurrent GC must not take the new blobs for garbage before their record exists. The record is
       // written only while the lock is held; a lost lock fails the push (exit 24), so PostgreSQL keeps the file

@@ -21,6 +21,7 @@ or SIGTERM; then it stores the segment in progress as a partial segment and exit
 the newest WAL the repository holds for the cluster. The flush position reported to the server advances only once
 WAL is durable in the repository, so the slot keeps whatever is not yet safe. Timeline switches (promotion) are
 followed: the new timeline's history file is stored and streaming continues on it. A lost connection is retried.
+The repository must exist ('pgkeep init'); a location that holds none is an error.
 It holds a shared repository lock; when it cannot keep it (refreshes failing until it expired and another process
 took a conflicting lock, or broke it), it stops at once with exit status 24 and reports nothing more as flushed:
 the slot keeps the WAL for the next run.
@@ -77,8 +78,7 @@ ${CONNECTION_USAGE}
       }
     }
     const { conninfo, overrides } = connectionFrom(values)
-    const opened = await openRepoForCommand(values, ctx, 'wal stream', { createIfEmpty: true })
-    if (opened.created) ctx.stderr.write(`pgkeep: created ${opened.repo.encrypted ? 'an encrypted' : 'an unencrypted'} repository at ${opened.repo.location}\n`)
+    const opened = await openRepoForCommand(values, ctx, 'wal stream')
     const say = sayer(ctx, values.json === true)
     const streamer = new WalStreamer({
       repo: opened.repo,
