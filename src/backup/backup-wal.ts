@@ -4,8 +4,8 @@
 
 import { formatLsn, type Lsn, type ReplicationConnection, type ReplicationStream, startReplication } from '../../protocol/index.js'
 import { IntegrityError } from '../errors.js'
-import type { Repository } from '../repo/repository.js'
-import { WalSegmentWriter } from '../wal/segment-writer.js'
+import type { Repository } from '../repo/index.js'
+import { WalSegmentWriter } from '../repo/index.js'
 
 export interface BackupWalOptions {
   slot: string

@@ -33,7 +33,7 @@ import {
   type WindowStore,
   writeBackupRecord,
 } from '../repo/index.js'
-import type { LockTiming } from '../repo/lock.js'
+import type { LockTiming } from '../repo/index.js'
 import { BackupFiles } from './backup-files.js'
 import { BackupWal } from './backup-wal.js'
 import { ParentBlobMissingError } from './extent-builder.js'

@@ -1,7 +1,7 @@
 // Printing repository locks for `pgkeep unlock` and `pgkeep info`: an aligned table for people, one object per
 // lock for --json. Times are relative to the moment of listing (the states are judged by this host's clock).
 
-import { formatLockAge, type LockStatus } from '../repo/lock.js'
+import { formatLockAge, type LockStatus } from '../repo/index.js'
 
 /** One lock as `--json` prints it. */
 export function lockForJson(l: LockStatus, now = Date.now()) {

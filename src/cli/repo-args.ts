@@ -5,8 +5,7 @@
 // repository, and PostgreSQL would recycle WAL that never reached the real one.
 
 import { RepoFormatError, UsageError } from '../errors.js'
-import { initRepository, openRepository, type Repository } from '../repo/index.js'
-import { CONFIG_KEY } from '../repo/layout.js'
+import { initRepository, locationIsEmpty, openRepository, type Repository } from '../repo/index.js'
 import { openStorage } from '../storage/open.js'
 import type { Storage } from '../storage/storage.js'
 import type { CliContext } from './command.js'
@@ -53,7 +52,7 @@ export async function openRepoForCommand(
   const storage = await openStorage(url, ctx.env)
   let created = false
   let repo: Repository
-  const holdsNothing = async () => (await storage.stat(CONFIG_KEY, { signal: ctx.signal })) === undefined && (await isEmpty(storage, ctx.signal))
+  const holdsNothing = () => locationIsEmpty(storage, ctx.signal)
   if (o.init && (await holdsNothing())) {
     repo = await initRepository(storage, {
       ...(passphrase ? { encrypt: { passphrase } } : {}),
@@ -87,11 +86,6 @@ function noRepository(location: string, url: string, command: string): RepoForma
       `mounted, a mistyped path or prefix, other AWS_* variables); only if you mean to start a new repository there, ` +
       `create it with 'pgkeep init --repo ${url}'${command === 'backup' ? ' (or give this backup --init)' : ''}`,
   })
-}
-
-async function isEmpty(storage: Storage, signal?: AbortSignal): Promise<boolean> {
-  for await (const _ of storage.list('', { signal })) return false
-  return true
 }
 
 /** `zstd`, `zstd:LEVEL` (1–19) or `none`. */

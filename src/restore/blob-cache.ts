@@ -2,7 +2,7 @@
 // changed pages with long runs of the parent's blobs, so one blob is often needed by several extents in a row, and
 // by neighbouring pieces of a file that other workers write. Concurrent requests for one blob share one read.
 
-import type { BlobId } from '../repo/blob.js'
+import type { BlobId } from '../repo/index.js'
 
 interface Slot {
   promise: Promise<Buffer>

@@ -6,7 +6,7 @@
 
 import { lstat, readdir, readlink, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { FileEntry } from '../repo/file-list.js'
+import type { FileEntry } from '../repo/index.js'
 
 export interface CleanupOptions {
   pgdata: string

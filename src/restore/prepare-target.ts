@@ -8,7 +8,7 @@
 import { lstat, readdir, readlink } from 'node:fs/promises'
 import { join, normalize, resolve } from 'node:path'
 import { UsageError } from '../errors.js'
-import type { BackupRecord } from '../repo/backup-record.js'
+import type { BackupRecord } from '../repo/index.js'
 import { findRunningServers, ownerOf, type RunningServers } from './running-servers.js'
 import { resolveTablespaceLocations, type TablespaceMapping } from './tablespace-mapping.js'
 import { assertNoServerRunning, inspectTarget, type TargetState } from './target-directory.js'

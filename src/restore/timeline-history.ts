@@ -5,8 +5,8 @@ import { join } from 'node:path'
 import { IntegrityError } from '../errors.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import { historyFileName } from '../pg/wal-names.js'
-import type { Repository } from '../repo/repository.js'
-import { historyKey, readWalRecord, type WalHistoryRecord } from '../repo/wal-catalog.js'
+import type { Repository } from '../repo/index.js'
+import { historyKey, readWalRecord, type WalHistoryRecord } from '../repo/index.js'
 import { writeFileNoFollow } from './target-tree.js'
 
 /**

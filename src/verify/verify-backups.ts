@@ -5,13 +5,11 @@
 import { printableName } from '../pg/data-dir-entry.js'
 import { parseLsn } from '../pg/lsn.js'
 import { walFileName } from '../pg/wal-names.js'
-import { type BackupRecord, backupRecordProblems, listBackups } from '../repo/backup-record.js'
-import type { BlobId } from '../repo/blob.js'
-import { decodeChunk } from '../repo/file-list.js'
-import { decodeFileMap } from '../repo/file-map.js'
-import { PACKS_PREFIX } from '../repo/layout.js'
-import type { Repository } from '../repo/repository.js'
-import { findWalSegment } from '../restore/wal-files.js'
+import { type BackupRecord, backupRecordProblems, listBackups, findSegmentRecord } from '../repo/index.js'
+import type { BlobId } from '../repo/index.js'
+import { decodeChunk } from '../repo/index.js'
+import { decodeFileMap } from '../repo/index.js'
+import type { Repository } from '../repo/index.js'
 
 export interface BackupProblem {
   /** `backup <id>`, with the file when one is concerned. */
@@ -27,12 +25,9 @@ export interface VerifyBackupsResult {
 
 export async function verifyBackups(repo: Repository, o: { signal?: AbortSignal } = {}): Promise<VerifyBackupsResult> {
   const signal = o.signal
-  const packs = new Set<string>()
-  for await (const obj of repo.storage.list(PACKS_PREFIX, { signal })) packs.add(obj.key.slice(obj.key.lastIndexOf('/') + 1))
-  const present = (id: BlobId) => {
-    const loc = repo.locateBlob(id)
-    return loc !== undefined && packs.has(loc.packId)
-  }
+  const inRepository = await repo.presentBlobs({ signal })
+  // Only blobs that are indexed count: this session put none.
+  const present = (id: BlobId) => repo.locateBlob(id) !== undefined && inRepository(id)
   const problems: BackupProblem[] = []
   const checkedMaps = new Set<BlobId>()
   let files = 0
@@ -101,7 +96,7 @@ async function checkWal(repo: Repository, b: BackupRecord, problems: BackupProbl
   const seg = BigInt(b.walSegmentSizeBytes)
   for (let s = parseLsn(b.startLsn) / seg; s <= (parseLsn(b.endLsn) - 1n) / seg; s++) {
     const name = walFileName(b.timeline, s, b.walSegmentSizeBytes)
-    const rec = await findWalSegment(repo, b.systemId, name, { signal })
+    const rec = await findSegmentRecord(repo, b.systemId, name, { signal })
     const needed = s === (parseLsn(b.endLsn) - 1n) / seg ? Number(parseLsn(b.endLsn) - s * seg) : b.walSegmentSizeBytes
     if (!rec) problems.push({ object: `backup ${b.id}`, message: `WAL segment '${name}' it needs is not in the repository` })
     else if (rec.validBytes < needed) {

@@ -8,8 +8,8 @@ import { readFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { UsageError } from '../errors.js'
 import { decodeControlFile } from '../pg/pg-control.js'
-import { listClusters, resolveCluster, type RepoCluster } from '../repo/clusters.js'
-import type { Repository } from '../repo/repository.js'
+import { listClusters, resolveCluster, type RepoCluster } from '../repo/index.js'
+import type { Repository } from '../repo/index.js'
 
 /** Where the cluster of a WAL file may be learned from, in order. */
 export interface ClusterIdOptions {

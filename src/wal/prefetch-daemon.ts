@@ -14,7 +14,7 @@ import { createServer, type Server } from 'node:net'
 import { join } from 'node:path'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import { isWalSegmentName, segmentsPerXlogId } from '../pg/wal-names.js'
-import type { Repository } from '../repo/repository.js'
+import type { Repository } from '../repo/index.js'
 import {
   bootId,
   type DaemonInfo,

@@ -2,8 +2,8 @@
 // older stretch is missing (15+, READ_REPLICATION_SLOT), else where the slot or the server stands.
 
 import type { Lsn } from '../../protocol/index.js'
-import type { Repository } from '../repo/repository.js'
-import { listWalKeys, parseWalKey } from '../repo/wal-catalog.js'
+import type { Repository } from '../repo/index.js'
+import { listWalKeys, parseWalKey } from '../repo/index.js'
 import { segmentsPerXlogId } from '../pg/wal-names.js'
 
 /** Where and on which timeline `wal stream` starts, and why. */

@@ -2,7 +2,7 @@
 // its longest partial one, zero-padded), a `.partial` name, a timeline history file or a backup history file.
 
 import { isBackupHistoryFileName, isHistoryFileName, isPartialWalName, isWalSegmentName } from '../pg/wal-names.js'
-import type { Repository } from '../repo/repository.js'
+import type { Repository } from '../repo/index.js'
 import {
   backupHistoryKey,
   readSegmentByName,
@@ -10,7 +10,7 @@ import {
   readWalRecord,
   segmentKey,
   type WalFileRecord,
-} from '../repo/wal-catalog.js'
+} from '../repo/index.js'
 import { UsageError } from '../errors.js'
 
 /** True for the names `wal get` serves. */

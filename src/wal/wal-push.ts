@@ -10,7 +10,7 @@ import { assertWalSegmentSize } from '../pg/lsn.js'
 import { isAllZero } from '../pg/page.js'
 import { assertSegmentHeader, decodeWalLongPageHeader, WAL_BLOCK_SIZE_BYTES, WAL_LONG_PAGE_HEADER_BYTES } from '../pg/wal-page.js'
 import { isBackupHistoryFileName, isHistoryFileName, isPartialWalName, isWalSegmentName, parseWalFileName } from '../pg/wal-names.js'
-import type { Repository } from '../repo/repository.js'
+import type { Repository } from '../repo/index.js'
 import {
   backupHistoryKey,
   historyKey,
@@ -21,9 +21,9 @@ import {
   type WalPiece,
   type WalSegmentRecord,
   writeWalRecord,
-} from '../repo/wal-catalog.js'
+} from '../repo/index.js'
 import { parseSystemId, resolveClusterId } from './cluster-id.js'
-import { WAL_PIECE_BYTES } from './segment-writer.js'
+import { WAL_PIECE_BYTES } from '../repo/index.js'
 
 /** Options of {@link pushWalFile}. */
 export interface PushWalOptions {

@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { initRepository, openRepository, type Repository } from '../../src/repo/repository.js'
+import { initRepository, openRepository, type Repository } from '../../src/repo/index.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 
 export interface TestRepo {

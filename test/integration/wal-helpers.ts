@@ -6,9 +6,9 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'vitest'
-import { openRepository, type Repository } from '../../src/repo/repository.js'
+import { openRepository, type Repository } from '../../src/repo/index.js'
 import { listWalKeys, parseWalKey } from '../../src/repo/wal-catalog.js'
-import { findWalSegment, readWalSegment } from '../../src/restore/wal-files.js'
+import { findSegmentRecord, readSegmentBytes } from '../../src/repo/index.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 
 export const ROOT = join(import.meta.dirname, '..', '..')
@@ -140,10 +140,10 @@ export async function expectSameAsPgWal(repo: Repository, systemId: string, pgWa
   let n = 0
   for (let s = from; s <= to; s++) {
     const name = nameOfSegno(tli, s)
-    const rec = await findWalSegment(repo, systemId, name)
+    const rec = await findSegmentRecord(repo, systemId, name)
     expect(rec, `segment ${name} is in the repository`).toBeDefined()
     expect(rec!.partial, `segment ${name} is stored complete`).toBe(false)
-    const ours = await readWalSegment(repo, rec!)
+    const ours = await readSegmentBytes(repo, rec!)
     const theirs = await readFile(join(pgWalDir, name))
     expect(ours.equals(theirs), `segment ${name} equals the server's pg_wal/${name}`).toBe(true)
     n++

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseLsn } from '../../src/pg/lsn.js'
-import { findWalSegment, readWalSegment } from '../../src/restore/wal-files.js'
+import { findSegmentRecord, readSegmentBytes } from '../../src/repo/index.js'
 import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { loadPgbench, startPgbench } from '../harness/load.js'
@@ -117,9 +117,9 @@ describe.each(MAJORS)('wal stream on PostgreSQL %i', (major) => {
         if (durable % SEG !== 0n) {
           const segno = durable / SEG
           expect(cat.partial.get(segno)).toBe(Number(durable % SEG))
-          const rec = (await findWalSegment(repo2, systemId, nameOfSegno(1, segno)))!
+          const rec = (await findSegmentRecord(repo2, systemId, nameOfSegno(1, segno)))!
           expect(rec.partial).toBe(true)
-          const ours = await readWalSegment(repo2, rec)
+          const ours = await readSegmentBytes(repo2, rec)
           const theirs = await readFile(join(pgWal, nameOfSegno(1, segno)))
           expect(ours.subarray(0, rec.validBytes).equals(theirs.subarray(0, rec.validBytes))).toBe(true)
           expect(ours.subarray(rec.validBytes).every((b) => b === 0)).toBe(true)

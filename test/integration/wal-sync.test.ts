@@ -7,8 +7,8 @@
 import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseLsn } from '../../src/pg/lsn.js'
-import { openRepository } from '../../src/repo/repository.js'
-import { findWalSegment } from '../../src/restore/wal-files.js'
+import { openRepository } from '../../src/repo/index.js'
+import { findSegmentRecord } from '../../src/repo/index.js'
 import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { NEWEST_MAJOR } from '../harness/pg-binaries.js'
@@ -25,7 +25,7 @@ async function storedUpTo(spec: StorageSpec, passphrase: string | undefined, sys
   const repo = await openRepository(await openSpec(spec), { passphrase })
   try {
     const segno = lsn / SEG
-    const rec = await findWalSegment(repo, systemId, nameOfSegno(1, segno))
+    const rec = await findSegmentRecord(repo, systemId, nameOfSegno(1, segno))
     return rec ? segno * SEG + BigInt(rec.validBytes) : 0n
   } finally {
     await repo.close()

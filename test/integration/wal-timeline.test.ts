@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseLsn } from '../../src/pg/lsn.js'
 import { historyKey, readWalContent, readWalRecord, type WalHistoryRecord } from '../../src/repo/wal-catalog.js'
-import { findWalSegment, readWalSegment } from '../../src/restore/wal-files.js'
+import { findSegmentRecord, readSegmentBytes } from '../../src/repo/index.js'
 import { runMain } from '../harness/cli.js'
 import { type Cluster, PASSWORD, ROLES, startCluster, startOnDataDir } from '../harness/cluster.js'
 import { handOver } from '../harness/server-user.js'
@@ -97,13 +97,13 @@ describe.each<Major>([14, 17, ...MAJORS.filter((m) => m > 18)])('wal stream acro
         const switchSegno = switchLsn / SEG
         await expectSameAsPgWal(repo, systemId, pgWal, 1, firstSegno, switchSegno - 1n)
         if (switchLsn % SEG !== 0n) {
-          const tl1 = (await findWalSegment(repo, systemId, nameOfSegno(1, switchSegno)))!
+          const tl1 = (await findSegmentRecord(repo, systemId, nameOfSegno(1, switchSegno)))!
           expect(tl1.partial).toBe(true)
           expect(tl1.validBytes).toBe(Number(switchLsn % SEG))
           // Renamed to .partial at promotion when archiving is on; left as it is otherwise.
           const old = nameOfSegno(1, switchSegno)
           const theirs = await readFile(join(pgWal, `${old}.partial`)).catch(() => readFile(join(pgWal, old)))
-          const ours = await readWalSegment(repo, tl1)
+          const ours = await readSegmentBytes(repo, tl1)
           expect(ours.subarray(0, tl1.validBytes).equals(theirs.subarray(0, tl1.validBytes))).toBe(true)
         }
         // Timeline 2 from the segment of the switch on: complete, equal to the server's files.

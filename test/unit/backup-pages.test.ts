@@ -14,7 +14,7 @@ import { FormatError } from '../../src/errors.js'
 import { encodeIncrementalFile } from '../../src/pg/incremental-file.js'
 import { FileListReader, FileListWriter, type FileEntry } from '../../src/repo/file-list.js'
 import { decodeFileMap, encodeFileMap, type Extent, type FileMap, UNKNOWN_WINDOW } from '../../src/repo/file-map.js'
-import { initRepository, type Repository } from '../../src/repo/repository.js'
+import { initRepository, type Repository } from '../../src/repo/index.js'
 import type { WindowStore } from '../../src/repo/window-store.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 

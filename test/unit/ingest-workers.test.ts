@@ -20,7 +20,7 @@ import { BlobCodec } from '../../src/repo/blob.js'
 import { encodeFileMap, type Extent, type FileMap } from '../../src/repo/file-map.js'
 import { CodecPool, defaultWorkers, workerModuleUrl } from '../../src/repo/codec-pool.js'
 import type { RepoKeys } from '../../src/repo/crypto.js'
-import { initRepository, openRepository, type Repository } from '../../src/repo/repository.js'
+import { initRepository, openRepository, type Repository } from '../../src/repo/index.js'
 import type { WindowStore } from '../../src/repo/window-store.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 

@@ -48,6 +48,36 @@ describe('layering', () => {
     }
   })
 
+  const ENGINES = ['backup', 'restore', 'wal', 'verify', 'check']
+  const engineOf = (file: string) => ENGINES.find((e) => file.startsWith(`src/${e}/`))
+
+  it('the repository is one door: outside src/repo/ nothing imports a repo/ module other than repo/index.ts', () => {
+    for (const f of sources('src').filter((f) => !f.startsWith('src/repo/'))) {
+      for (const i of imports(f)) if (/(^|\/)repo\//.test(i)) expect(i, `${f} imports ${i}`).toMatch(/(^|\/)repo\/index\.js$/)
+    }
+  })
+
+  it("engines do not reach past the repository's door to its storage", () => {
+    for (const f of sources('src').filter((f) => engineOf(f))) expect(codeUses(f, /\brepo\.storage\b|\.storage\.(list|read|write|remove|stat)\(/), f).toEqual([])
+  })
+
+  it('engines do not import each other (what two share lives below them: repo/, pg/)', () => {
+    for (const f of sources('src')) {
+      const own = engineOf(f)
+      if (!own) continue
+      for (const i of imports(f)) {
+        const other = ENGINES.find((e) => e !== own && new RegExp(`(^|/)${e}/`).test(i) && i.startsWith('..'))
+        expect(other, `${f} imports ${i}`).toBeUndefined()
+      }
+    }
+  })
+
+  it('the layers below the engines never import an engine or the CLI', () => {
+    for (const f of sources('src').filter((f) => /^src\/(repo|storage|pg)\//.test(f))) {
+      for (const i of imports(f)) expect(i, `${f} imports ${i}`).not.toMatch(/(^|\/)(backup|restore|wal|verify|check|cli)\//)
+    }
+  })
+
   it('src/ never imports test/ or bench/', () => {
     for (const f of sources('src')) for (const i of imports(f)) expect(i, `${f} imports ${i}`).not.toMatch(/(^|\/)(test|bench)\//)
   })

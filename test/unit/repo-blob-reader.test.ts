@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto'
 import { afterEach, describe, expect, it } from 'vitest'
 import { packKey } from '../../src/repo/layout.js'
 import { openFsStorage } from '../../src/storage/fs.js'
-import { openRepository } from '../../src/repo/repository.js'
+import { openRepository } from '../../src/repo/index.js'
 import { damage, flipByte } from '../harness/repo-fixtures.js'
 import { freshFsRepo, type TestRepo } from '../harness/repo.js'
 

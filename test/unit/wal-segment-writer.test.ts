@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { AssertionError } from '../../src/errors.js'
 import { walFileName } from '../../src/pg/wal-names.js'
 import { findSegmentRecord, listWalKeys, parseWalKey, readWalContent, type WalSegmentRecord } from '../../src/repo/wal-catalog.js'
-import { type StoredSegment, WalSegmentWriter } from '../../src/wal/segment-writer.js'
+import { type StoredSegment, WalSegmentWriter } from '../../src/repo/wal-segment-writer.js'
 import { freshFsRepo, type TestRepo } from '../harness/repo.js'
 
 const SEG = 4 << 20 // 4 MiB segments: several 1 MiB pieces each, quick to fill

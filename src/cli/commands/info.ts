@@ -1,6 +1,6 @@
 // `pgkeep info`: the clusters in a repository, their backups, the WAL stored for each timeline, and its locks.
 
-import { summarizeRepository, type ClusterSummary } from '../../repo/summary.js'
+import { summarizeRepository, type ClusterSummary } from '../../repo/index.js'
 import type { Command } from '../command.js'
 import { formatBytes, formatDuration } from '../format.js'
 import { lockForJson, lockTable } from '../lock-list.js'

@@ -3,20 +3,12 @@
 // flush position a streamer may report (invariant 6).
 
 import { AssertionError } from '../errors.js'
-import { formatLsn, type Lsn } from '../../protocol/index.js'
 import { crc32cFinal, crc32cHexLE, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
+import { formatLsn, type Lsn } from '../pg/lsn.js'
 import { isAllZero } from '../pg/page.js'
 import { walFileName } from '../pg/wal-names.js'
-import type { Repository } from '../repo/repository.js'
-import {
-  listWalKeys,
-  partialKey,
-  removeWalRecord,
-  segmentKey,
-  type WalPiece,
-  type WalSegmentRecord,
-  writeWalRecord,
-} from '../repo/wal-catalog.js'
+import type { Repository } from './repository.js'
+import { listWalKeys, partialKey, removeWalRecord, segmentKey, type WalPiece, type WalSegmentRecord, writeWalRecord } from './wal-catalog.js'
 
 /** Superseded partial records removed together (a synchronous streamer writes one per flush report). */
 const SUPERSEDED_BATCH = 64

@@ -1,0 +1,324 @@
+// Blobs in and out of the repository: the dedup check, packs built per blob type and uploaded with backpressure,
+// index objects committed as packs become durable (at least every few seconds, so a killed writer's uploads are
+// found again), and verified reads. Write order is packs → index, so a crash leaves at worst unindexed packs
+// (docs/repository-format.md §10).
+
+import { IntegrityError, NotFoundError, UsageError } from '../errors.js'
+import type { Storage } from '../storage/storage.js'
+import { assertBlobId, assertBlobType, type BlobCodec, BlobFlags, type BlobId, type BlobType, KNOWN_BLOB_FLAGS, MAX_BLOB_BYTES } from './blob.js'
+import type { BlobLocation } from './blob-index.js'
+import { type RepoKeys, SEAL_OVERHEAD_BYTES } from './crypto.js'
+import { encodeIndex, type IndexPack, MAX_INDEX_ENTRIES } from './index-file.js'
+import { indexKey, packKey } from './layout.js'
+import type { GuardedWrite, LoadedIndex } from './loaded-index.js'
+import type { PackEntry } from './pack-format.js'
+import { PackBuilder, PackUploader, type SealedPack } from './pack-writer.js'
+import { isAlreadyExists, isNotFound, readObject } from './storage-io.js'
+
+/** Longest time uploaded packs stay unindexed while a session keeps writing. */
+const INDEX_COMMIT_INTERVAL_MS = 5_000
+/** Longest time a pack collects blobs before it is sealed and uploaded, full or not. */
+const PACK_SEAL_INTERVAL_MS = 5_000
+
+/** Result of putting a blob. */
+export interface PutBlobResult {
+  readonly id: BlobId
+  /** False when the blob was already in the repository (or already put in this session). */
+  readonly stored: boolean
+}
+
+/** What this session wrote so far. */
+export interface SessionStats {
+  blobsPut: number
+  blobsStored: number
+  plainBytesStored: number
+  storedBytes: number
+  packsWritten: number
+  indexObjectsWritten: number
+}
+
+interface PendingBlob {
+  readonly entry: PackEntry
+  /** The stored bytes while the pack is being built or uploaded (so the blob can be read before it is durable). */
+  stored: Buffer | undefined
+  /** Set once the pack is durable. */
+  packId: string | undefined
+}
+
+export interface BlobStoreOptions {
+  storage: Storage
+  codec: BlobCodec
+  keys: RepoKeys | undefined
+  index: LoadedIndex
+  /** Index objects are written through it (under the repository's lock). */
+  guard: GuardedWrite
+  packTargetBytes: number
+  /** Packs queued or uploading at once before a put waits. */
+  maxPackUploads: number
+}
+
+export class BlobStore {
+  readonly #storage: Storage
+  readonly #codec: BlobCodec
+  readonly #keys: RepoKeys | undefined
+  readonly #index: LoadedIndex
+  readonly #guard: GuardedWrite
+  readonly #packTargetBytes: number
+  readonly #uploader: PackUploader
+  readonly #pending = new Map<string, PendingBlob>()
+  readonly #builders: Record<BlobType, PackBuilder | undefined> = { data: undefined, meta: undefined }
+  readonly #awaitingIndex: IndexPack[] = []
+  #awaitingIndexEntries = 0
+  #indexWriting: Promise<void> = Promise.resolve()
+  #lastIndexCommit = Date.now()
+  #flushing: Promise<void> = Promise.resolve()
+  readonly #stats: SessionStats = { blobsPut: 0, blobsStored: 0, plainBytesStored: 0, storedBytes: 0, packsWritten: 0, indexObjectsWritten: 0 }
+
+  constructor(o: BlobStoreOptions) {
+    this.#storage = o.storage
+    this.#codec = o.codec
+    this.#keys = o.keys
+    this.#index = o.index
+    this.#guard = o.guard
+    this.#packTargetBytes = o.packTargetBytes
+    this.#uploader = new PackUploader(o.storage, o.maxPackUploads, (pack) => this.#onPackDurable(pack))
+  }
+
+  /** What this session has written. */
+  get stats(): Readonly<SessionStats> {
+    return { ...this.#stats }
+  }
+
+  /** True when the blob is indexed or was put in this session (possibly not yet durable: see `flush`). */
+  has(id: BlobId): boolean {
+    assertBlobId(id)
+    return this.#pending.has(id) || this.#index.has(Buffer.from(id, 'hex'))
+  }
+
+  /** Where blob `id` is stored, or undefined when it is not indexed (blobs not yet flushed are not located). */
+  locate(id: BlobId): BlobLocation | undefined {
+    assertBlobId(id)
+    return this.#index.get(Buffer.from(id, 'hex'))
+  }
+
+  /**
+   * Stores `bytes` as a blob of `type` unless a blob with the same id exists or was put in this session. The
+   * bytes are copied before this returns, so the caller may reuse its buffer. Waits when the upload pipeline is
+   * full (backpressure). The blob is durable once a later `flush()` resolves.
+   */
+  async put(type: BlobType, bytes: Uint8Array, o: { signal?: AbortSignal; compress?: boolean } = {}): Promise<PutBlobResult> {
+    assertBlobType(type)
+    o.signal?.throwIfAborted()
+    if (bytes.length > MAX_BLOB_BYTES) {
+      throw new UsageError(`blob of ${bytes.length} bytes is larger than the limit of ${MAX_BLOB_BYTES}`, {
+        hint: 'cut content into blobs of about 1 MiB (this is a bug in the caller)',
+      })
+    }
+    this.#uploader.throwIfFailed()
+    this.#stats.blobsPut++
+    const idBytes = this.#codec.idOf(bytes)
+    const id = idBytes.toString('hex')
+    if (this.#pending.has(id) || this.#index.has(idBytes)) return { id, stored: false }
+    // Everything from the check above to the add in #addBlob is synchronous, so concurrent puts of equal content
+    // store it once.
+    const { stored, flags } = this.#codec.encode(bytes, o.compress ?? true)
+    return this.#addBlob(type, id, idBytes, stored, flags, bytes.length, o.signal)
+  }
+
+  /**
+   * Stores a blob whose id and stored bytes were computed elsewhere (worker threads of the backup engine, with
+   * this repository's keys and compression level and the same codec as `putBlob`), unless a blob with the same id
+   * exists or was put in this session. `stored` becomes the repository's: the caller must not change it. Waits
+   * like `putBlob` when the upload pipeline is full.
+   *
+   * The id cannot be checked here without the plain bytes; every read re-hashes what it decodes (invariant 3),
+   * so a wrong id is an integrity error at the first read, never wrong bytes.
+   */
+  async putEncoded(
+    type: BlobType,
+    id: BlobId,
+    stored: Buffer,
+    flags: number,
+    plainLength: number,
+    o: { signal?: AbortSignal } = {},
+  ): Promise<PutBlobResult> {
+    assertBlobType(type)
+    assertBlobId(id)
+    o.signal?.throwIfAborted()
+    if (!Number.isSafeInteger(plainLength) || plainLength < 0 || plainLength > MAX_BLOB_BYTES) {
+      throw new UsageError(`invalid plain length ${plainLength} of blob '${id}'`, {
+        hint: `a blob holds 0 to ${MAX_BLOB_BYTES} bytes (this is a bug in the caller)`,
+      })
+    }
+    // What decode will insist on, checked now so a caller's mistake fails here rather than at restore.
+    const bodyBytes = stored.length - (this.#keys ? SEAL_OVERHEAD_BYTES : 0)
+    if ((flags & ~KNOWN_BLOB_FLAGS) !== 0 || bodyBytes < 0 || ((flags & BlobFlags.ZSTD) === 0 && bodyBytes !== plainLength)) {
+      throw new UsageError(`encoded blob '${id}' has flags ${flags} and ${stored.length} stored bytes for ${plainLength} plain bytes`, {
+        hint: "encode blobs with this repository's codec (this is a bug in the caller)",
+      })
+    }
+    this.#uploader.throwIfFailed()
+    this.#stats.blobsPut++
+    const idBytes = Buffer.from(id, 'hex')
+    if (this.#pending.has(id) || this.#index.has(idBytes)) return { id, stored: false }
+    return this.#addBlob(type, id, idBytes, stored, flags, plainLength, o.signal)
+  }
+
+  /**
+   * Adds a blob known to be new to the open pack of its type (the part of putBlob and putEncodedBlob after the
+   * dedup check; synchronous up to the first await, so equal content racing in is stored once), then applies the
+   * upload backpressure and the periodic index commit.
+   */
+  async #addBlob(
+    type: BlobType,
+    id: BlobId,
+    idBytes: Buffer,
+    stored: Buffer,
+    flags: number,
+    plainLength: number,
+    signal: AbortSignal | undefined,
+  ): Promise<PutBlobResult> {
+    let builder = this.#builders[type]
+    if (!builder) builder = this.#builders[type] = new PackBuilder(type)
+    const entry = builder.add(idBytes, flags, stored, plainLength)
+    this.#pending.set(id, { entry, stored, packId: undefined })
+    this.#stats.blobsStored++
+    this.#stats.plainBytesStored += plainLength
+    this.#stats.storedBytes += stored.length
+    if (builder.startedAt === 0) builder.startedAt = Date.now()
+    // Full packs are sealed; so are old ones, so that a slow writer that dies loses at most a few seconds of work.
+    if (builder.sizeBytes >= this.#packTargetBytes || Date.now() - builder.startedAt >= PACK_SEAL_INTERVAL_MS) this.#sealBuilder(type)
+
+    await this.#uploader.waitForRoom(signal)
+    // Index durable packs when an index object is full, and at least every INDEX_COMMIT_INTERVAL_MS: a writer that
+    // dies (SIGKILL) then leaves its uploaded blobs findable, so running it again does not store them twice.
+    if (
+      this.#awaitingIndexEntries >= MAX_INDEX_ENTRIES ||
+      (this.#awaitingIndexEntries > 0 && Date.now() - this.#lastIndexCommit >= INDEX_COMMIT_INTERVAL_MS)
+    ) {
+      this.#lastIndexCommit = Date.now()
+      await this.#writeIndex(signal)
+    }
+    return { id, stored: true }
+  }
+
+  /**
+   * Returns the plain bytes of blob `id`, verified: decrypted, decompressed and re-hashed against the id. A
+   * damaged or missing pack is an IntegrityError naming the blob and the pack; an unknown id is a NotFoundError
+   * (an IntegrityError naming the damaged index objects when some could not be read).
+   */
+  async read(id: BlobId, o: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    assertBlobId(id)
+    const idBytes = Buffer.from(id, 'hex')
+    const pending = this.#pending.get(id)
+    if (pending?.stored) {
+      const e = pending.entry
+      // A copy: the stored bytes are part of a pack still to be uploaded, and a plain, uncompressed blob would
+      // otherwise come back as a view the caller could write into.
+      return this.#codec.decode(Buffer.from(pending.stored), e.flags, e.plainLength, idBytes, `blob '${id}' (not yet flushed)`)
+    }
+    const loc = pending ? { ...pending.entry, packId: pending.packId! } : this.#index.get(idBytes)
+    if (!loc) {
+      if (this.#index.damaged.length > 0) {
+        throw new IntegrityError(
+          `blob '${id}' is not in the index, and index object ${this.#index.damaged.map((d) => `'${d.object}'`).join(', ')} is damaged`,
+          { hint: "the blob may be listed in the damaged index object; run 'pgkeep verify', then rebuild the index from the packs" },
+        )
+      }
+      throw new NotFoundError(`blob '${id}' is not in repository '${this.#storage.name}'`)
+    }
+    const name = packKey(loc.packId)
+    let stored: Buffer
+    try {
+      stored = await readObject(this.#storage, name, { offset: loc.offset, length: loc.storedLength, signal: o.signal })
+    } catch (err) {
+      if (isNotFound(err)) {
+        throw new IntegrityError(`pack '${name}' holding blob '${id}' is missing`, {
+          cause: err,
+          hint: "run 'pgkeep verify' to list every damaged object",
+        })
+      }
+      throw err
+    }
+    const where = `blob '${id}' in pack '${name}'`
+    if (stored.length !== loc.storedLength) {
+      throw new IntegrityError(`${where} is truncated: read ${stored.length} of ${loc.storedLength} bytes at offset ${loc.offset}`, {
+        hint: "run 'pgkeep verify' to list every damaged object",
+      })
+    }
+    return this.#codec.decode(stored, loc.flags, loc.plainLength, idBytes, where)
+  }
+
+  /**
+   * Makes everything put so far durable: seals open packs, waits for every upload, and writes an index object
+   * covering them. Calls are serialised; a flush with nothing pending writes nothing.
+   */
+  flush(o: { signal?: AbortSignal } = {}): Promise<void> {
+    const run = this.#flushing.catch(() => {}).then(() => this.#flushNow(o.signal))
+    this.#flushing = run
+    return run
+  }
+
+  async #flushNow(signal: AbortSignal | undefined): Promise<void> {
+    this.#sealBuilder('data')
+    this.#sealBuilder('meta')
+    await this.#uploader.drain(signal)
+    await this.#writeIndex(signal)
+  }
+
+  #sealBuilder(type: BlobType): void {
+    const builder = this.#builders[type]
+    if (!builder || builder.count === 0) return
+    this.#builders[type] = undefined
+    const pack = builder.seal(this.#keys)
+    // Point pending blobs at the sealed bytes so the builder's chunks can be freed.
+    for (const e of pack.entries) {
+      const p = this.#pending.get(e.id.toString('hex'))
+      if (p) p.stored = pack.bytes.subarray(e.offset, e.offset + e.storedLength)
+    }
+    this.#uploader.submit(pack)
+  }
+
+  #onPackDurable(pack: SealedPack): void {
+    this.#stats.packsWritten++
+    for (const e of pack.entries) {
+      const p = this.#pending.get(e.id.toString('hex'))
+      if (p) {
+        p.packId = pack.packId
+        p.stored = undefined
+      }
+    }
+    this.#awaitingIndex.push({ packId: pack.packId, entries: pack.entries })
+    this.#awaitingIndexEntries += pack.entries.length
+  }
+
+  /** Writes one index object per MAX_INDEX_ENTRIES entries of durable packs, then commits them to the index. */
+  #writeIndex(signal: AbortSignal | undefined): Promise<void> {
+    const run = this.#indexWriting.catch(() => {}).then(async () => {
+      while (this.#awaitingIndex.length > 0) {
+        const batch: IndexPack[] = []
+        let n = 0
+        while (this.#awaitingIndex.length > 0 && (batch.length === 0 || n + this.#awaitingIndex[0]!.entries.length <= MAX_INDEX_ENTRIES)) {
+          const p = this.#awaitingIndex.shift()!
+          batch.push(p)
+          n += p.entries.length
+        }
+        const { id, bytes } = encodeIndex({ supersedes: [], packs: batch }, this.#keys)
+        try {
+          await this.#guard((s) => this.#storage.write(indexKey(id), bytes, { ifAbsent: true, signal: s }), signal)
+        } catch (err) {
+          if (!isAlreadyExists(err)) {
+            this.#awaitingIndex.unshift(...batch)
+            throw err
+          }
+        }
+        this.#awaitingIndexEntries -= n
+        this.#stats.indexObjectsWritten++
+        this.#index.committed(id, batch)
+        for (const p of batch) for (const e of p.entries) this.#pending.delete(e.id.toString('hex'))
+      }
+    })
+    this.#indexWriting = run
+    return run
+  }
+}

@@ -1,0 +1,116 @@
+// Creating and opening repositories: `init` writes the key object (encrypted repositories) and then `config`, the
+// object whose existence makes a location a repository (invariant 9: nothing else creates one); `open` reads the
+// config, unlocks the master key, and loads the index (docs/repository-format.md §2–§4).
+
+import { randomBytes } from 'node:crypto'
+import { AlreadyExistsError, RepoFormatError } from '../errors.js'
+import type { Storage } from '../storage/storage.js'
+import { decodeConfig, encodeConfig, newConfig, notARepository } from './config.js'
+import type { ScryptParams } from './crypto.js'
+import { createFirstKey, unlock, type UnlockedKey } from './key-ring.js'
+import { CONFIG_KEY, INDEX_PREFIX, keyFileKey, KEYS_PREFIX, PACKS_PREFIX, RECORDS_PREFIX } from './layout.js'
+import { Repository } from './repository.js'
+import { isAlreadyExists, isNotFound, readObject } from './storage-io.js'
+
+const DEFAULT_MAX_PACK_UPLOADS = 2
+
+export interface InitRepositoryOptions {
+  /** Encrypt the repository; the passphrase wraps its master key. */
+  encrypt?: { passphrase: string; scrypt?: ScryptParams }
+  /** Pack target size in bytes (default 16 MiB). */
+  packTargetBytes?: number
+  /** zstd level for blobs and records (default level 3), or 'none'. */
+  compression?: { level: number } | 'none'
+  signal?: AbortSignal
+}
+
+export interface OpenRepositoryOptions {
+  /** Required when the repository is encrypted. */
+  passphrase?: string
+  signal?: AbortSignal
+  /** Packs queued or uploading at once before `putBlob` waits (default 2); memory is about (this + 2) × pack size. */
+  maxPackUploads?: number
+}
+
+/** True when the location holds nothing at all: no config and no other object (empty, or not there). */
+export async function locationIsEmpty(storage: Storage, signal?: AbortSignal): Promise<boolean> {
+  if (await storage.stat(CONFIG_KEY, { signal })) return false
+  for await (const _ of storage.list('', { signal })) return false
+  return true
+}
+
+/**
+ * Creates a repository in an empty location.
+ * @throws AlreadyExistsError when the location holds a repository; RepoFormatError when it holds repository
+ *   objects but no config (a damaged repository that must not be initialised over)
+ */
+export async function initRepository(storage: Storage, o: InitRepositoryOptions = {}): Promise<Repository> {
+  const signal = o.signal
+  if (await storage.stat(CONFIG_KEY, { signal })) {
+    throw new AlreadyExistsError(`'${storage.name}' already holds a pgkeep repository`, {
+      hint: 'use it as it is, or choose another --repo location',
+    })
+  }
+  // Key objects without a config are left by an interrupted init: harmless (bound to another repository id),
+  // so they do not stop a new init. Anything else means a damaged repository that must not be overwritten.
+  for (const prefix of [PACKS_PREFIX, INDEX_PREFIX, RECORDS_PREFIX]) {
+    for await (const obj of storage.list(prefix, { signal })) {
+      throw new RepoFormatError(`'${storage.name}' holds repository objects ('${obj.key}') but no config`, {
+        hint: 'this looks like a damaged repository; do not initialise over it, choose another --repo location',
+      })
+    }
+  }
+  const id = randomBytes(32).toString('hex')
+  const config = newConfig({
+    id,
+    packTargetBytes: o.packTargetBytes,
+    compression: o.compression,
+    encrypted: o.encrypt !== undefined,
+    scrypt: o.encrypt?.scrypt,
+  })
+  const configBytes = encodeConfig(config)
+  const unlocked = o.encrypt ? await createFirstKey(storage, id, configBytes, o.encrypt.passphrase, o.encrypt.scrypt, signal) : undefined
+  try {
+    await storage.write(CONFIG_KEY, configBytes, { ifAbsent: true, signal })
+  } catch (err) {
+    if (unlocked) await storage.remove(keyFileKey(unlocked.keyId)).catch(() => {})
+    if (isAlreadyExists(err)) {
+      throw new AlreadyExistsError(`'${storage.name}' already holds a pgkeep repository`, {
+        cause: err,
+        hint: 'another process initialised it at the same moment; use it as it is',
+      })
+    }
+    throw err
+  }
+  return new Repository({ storage, config, configBytes, unlocked, maxPackUploads: DEFAULT_MAX_PACK_UPLOADS })
+}
+
+/**
+ * Opens an existing repository: reads `config`, unlocks the master key with the passphrase when encrypted, and
+ * loads every index object. Damaged index objects do not stop the open (verify must be able to report them);
+ * they are listed in `damagedIndexObjects` and named by any `readBlob` that misses.
+ */
+export async function openRepository(storage: Storage, o: OpenRepositoryOptions = {}): Promise<Repository> {
+  const signal = o.signal
+  let configBytes: Buffer
+  try {
+    configBytes = await readObject(storage, CONFIG_KEY, { signal })
+  } catch (err) {
+    if (isNotFound(err)) throw notARepository(storage.name, 'it has no config object', err)
+    throw err
+  }
+  const config = decodeConfig(configBytes, storage.name)
+  let unlocked: UnlockedKey | undefined
+  if (config.encryption) {
+    unlocked = await unlock(storage, config, configBytes, o.passphrase, signal)
+  } else {
+    for await (const obj of storage.list(KEYS_PREFIX, { signal })) {
+      throw new RepoFormatError(`repository '${storage.name}' is plain by its config but holds key object '${obj.key}'`, {
+        hint: 'its config object may have been altered; do not write to it',
+      })
+    }
+  }
+  const repo = new Repository({ storage, config, configBytes, unlocked, maxPackUploads: o.maxPackUploads ?? DEFAULT_MAX_PACK_UPLOADS })
+  await repo.refreshIndex({ signal })
+  return repo
+}
