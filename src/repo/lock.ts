@@ -252,7 +252,7 @@ export class RepoLock {
     const now = Date.now()
     const next = lockObject(this.kind, this.purpose, this.#session, now, this.#staleAfterMs, this.#createdAt)
     try {
-      await this.#storage.write(next.key, next.bytes, { ifAbsent: true })
+      await this.#storage.write(next.key, next.bytes, { ifAbsent: true, collisionFree: true })
     } catch (err) {
       if (Date.now() > this.#expiresAt) this.#markLost(`refreshing failed until it expired: ${(err as Error).message}`)
       throw err
@@ -349,7 +349,8 @@ export async function acquireLock(
       continue
     }
     const mine = lockObject(kind, o.purpose, session, Date.now(), staleAfterMs)
-    await storage.write(mine.key, mine.bytes, { ifAbsent: true, signal: o.signal })
+    // A fresh random name: no one else writes it, so stores without conditional writes need no read-back.
+    await storage.write(mine.key, mine.bytes, { ifAbsent: true, collisionFree: true, signal: o.signal })
     let after: Awaited<ReturnType<typeof check>>
     try {
       after = await check()
