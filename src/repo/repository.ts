@@ -12,7 +12,8 @@ import {
   RepoFormatError,
   UsageError,
 } from '../errors.js'
-import type { Storage } from '../storage/storage.js'
+import { probeConditionalWriteOf, withCheckedIfAbsent } from '../storage/if-absent.js'
+import type { ConditionalWriteSupport, Storage } from '../storage/storage.js'
 import {
   assertBlobId,
   assertBlobType,
@@ -24,7 +25,7 @@ import {
   type BlobType,
 } from './blob.js'
 import { BlobIndex, type BlobLocation } from './blob-index.js'
-import { decodeConfig, encodeConfig, newConfig, notARepository, type RepoConfig } from './config.js'
+import { conditionalWriteOf, decodeConfig, encodeConfig, newConfig, notARepository, type RepoConfig } from './config.js'
 import {
   createKeyFile,
   deriveRepoKeys,
@@ -49,6 +50,7 @@ import {
   packIdOfKey,
   packKey,
   PACKS_PREFIX,
+  probeKey,
   RECORDS_PREFIX,
   recordKey,
   recordPrefix,
@@ -76,6 +78,11 @@ export interface InitRepositoryOptions {
   /** zstd level for blobs and records (default level 3), or 'none'. */
   compression?: { level: number } | 'none'
   signal?: AbortSignal
+  /**
+   * Things the user should read, said once: a store that does not enforce conditional writes (init found out and
+   * recorded it in the config; every writer then uses the check-and-read-back protocol).
+   */
+  onMessage?: (m: { level: 'info' | 'warning'; text: string }) => void
 }
 
 export interface OpenRepositoryOptions {
@@ -141,8 +148,27 @@ interface Unlocked {
 }
 
 /**
- * Creates a repository in an empty location: writes the key object (encrypted repositories) and then `config`,
- * the object whose existence makes the location a repository. Throws AlreadyExistsError when `config` exists.
+ * What a user should know about a store that does not enforce conditional writes (`support` is what its probe
+ * found), in one sentence.
+ */
+export function conditionalWriteNotice(location: string, support: Exclude<ConditionalWriteSupport, 'enforced'>): string {
+  const how = support === 'unsupported' ? 'answers 501 NotImplemented to' : 'ignores'
+  return (
+    `'${location}' does not enforce conditional writes (it ${how} If-None-Match: *): pgkeep checks before and reads ` +
+    'back after writing the config and each record, which keeps two writers of one record apart unless one of them ' +
+    'stalls for a second or more between its check and its write (docs/storage.md, "Stores without conditional writes")'
+  )
+}
+
+/** `storage` as the repository's writers must use it, given what the store does with conditional writes. */
+function storageFor(storage: Storage, support: ConditionalWriteSupport): Storage {
+  return support === 'enforced' ? storage : withCheckedIfAbsent(storage)
+}
+
+/**
+ * Creates a repository in an empty location: finds out whether the store enforces conditional writes (a probe
+ * object written and removed), writes the key object (encrypted repositories) and then `config`, the object whose
+ * existence makes the location a repository. Throws AlreadyExistsError when `config` exists.
  */
 export async function initRepository(storage: Storage, o: InitRepositoryOptions = {}): Promise<Repository> {
   const signal = o.signal
@@ -160,6 +186,11 @@ export async function initRepository(storage: Storage, o: InitRepositoryOptions 
       })
     }
   }
+  const conditionalWrite = await probeConditionalWriteOf(storage, probeKey(randomBytes(16).toString('hex')), { signal })
+  if (conditionalWrite !== 'enforced') {
+    o.onMessage?.({ level: 'warning', text: conditionalWriteNotice(storage.name, conditionalWrite) })
+    storage = storageFor(storage, conditionalWrite)
+  }
   const id = randomBytes(32).toString('hex')
   const config = newConfig({
     id,
@@ -167,6 +198,7 @@ export async function initRepository(storage: Storage, o: InitRepositoryOptions 
     compression: o.compression,
     encrypted: o.encrypt !== undefined,
     scrypt: o.encrypt?.scrypt,
+    conditionalWrite,
   })
   const configBytes = encodeConfig(config)
   let unlocked: Unlocked | undefined
@@ -177,7 +209,7 @@ export async function initRepository(storage: Storage, o: InitRepositoryOptions 
     const masterKey = newMasterKey()
     const keyBytes = await createKeyFile(masterKey, configBytes, id, o.encrypt.passphrase, o.encrypt.scrypt)
     const keyId = sha256Hex(keyBytes)
-    await storage.write(keyFileKey(keyId), keyBytes, { ifAbsent: true, signal })
+    await storage.write(keyFileKey(keyId), keyBytes, { ifAbsent: true, collisionFree: true, signal })
     unlocked = { keys: deriveRepoKeys(masterKey), masterKey, keyId }
   }
   try {
@@ -210,6 +242,7 @@ export async function openRepository(storage: Storage, o: OpenRepositoryOptions 
     throw err
   }
   const config = decodeConfig(configBytes, storage.name)
+  storage = storageFor(storage, conditionalWriteOf(config))
   let unlocked: Unlocked | undefined
   if (config.encryption) {
     unlocked = await unlock(storage, config, configBytes, o.passphrase, signal)
@@ -585,7 +618,7 @@ export class Repository {
         }
         const { id, bytes } = encodeIndex({ supersedes: [], packs: batch }, this.#unlocked?.keys)
         try {
-          await this.#underLock((s) => this.storage.write(indexKey(id), bytes, { ifAbsent: true, signal: s }), signal)
+          await this.#underLock((s) => this.storage.write(indexKey(id), bytes, { ifAbsent: true, collisionFree: true, signal: s }), signal)
         } catch (err) {
           if (!isAlreadyExists(err)) {
             this.#awaitingIndex.unshift(...batch)
@@ -673,7 +706,7 @@ export class Repository {
       batch = []
       batchEntries = 0
       try {
-        await this.#underLock((s) => this.storage.write(indexKey(id), bytes, { ifAbsent: true, signal: s }), signal)
+        await this.#underLock((s) => this.storage.write(indexKey(id), bytes, { ifAbsent: true, collisionFree: true, signal: s }), signal)
       } catch (err) {
         if (!isAlreadyExists(err)) throw err
       }
@@ -833,7 +866,7 @@ export class Repository {
     const scrypt = o.scrypt ?? this.config.encryption!.kdf
     const bytes = await createKeyFile(u.masterKey, this.#configBytes, this.config.id, newPassphrase, scrypt)
     const keyId = sha256Hex(bytes)
-    await this.storage.write(keyFileKey(keyId), bytes, { ifAbsent: true, signal: o.signal })
+    await this.storage.write(keyFileKey(keyId), bytes, { ifAbsent: true, collisionFree: true, signal: o.signal })
     const removedKeyId = u.keyId
     await this.storage.remove(keyFileKey(removedKeyId), { signal: o.signal })
     u.keyId = keyId
