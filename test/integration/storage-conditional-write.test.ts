@@ -32,7 +32,7 @@ let tmp: string
 let n = 0
 
 beforeAll(async () => {
-  server = await startS3Server()
+  server = await startS3Server({ conditionalWrites: 'server' })
   refusing = await startS3ConditionalProxy(server.endpoint, 'refuse')
   enforcing = await startS3ConditionalProxy(server.endpoint, 'enforce')
   tmp = await mkdtemp(path.join(os.tmpdir(), 'pgkeep-cond-'))

@@ -436,7 +436,7 @@ storageConformance('fs through openStorage (retry + limit)', async () => {
 describe('s3 variants', () => {
   let server: S3TestServer
   beforeAll(async () => {
-    server = await startS3Server()
+    server = await startS3Server({ conditionalWrites: 'server' })
   })
   afterAll(async () => {
     await server?.stop()
