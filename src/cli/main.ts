@@ -80,6 +80,11 @@ async function packageVersion(): Promise<string> {
 }
 
 function processContext(): CliContext {
+  // The AWS SDK warns once per process (process.emitWarning, on stderr) that its releases after January 2027 need
+  // Node 22; through `wal get` and `wal push` that lands in PostgreSQL's log for every WAL file. This variable is
+  // the SDK's own switch for it (@aws-sdk/core, emitWarningIfUnsupportedVersion); pgkeep pins the SDK version.
+  // A user who set it keeps their value. Tests that run main() in-process do not come through here.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
   const controller = new AbortController()
   const onSignal = (sig: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(130) // second Ctrl-C: leave now

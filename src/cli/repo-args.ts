@@ -58,6 +58,7 @@ export async function openRepoForCommand(
       ...(passphrase ? { encrypt: { passphrase } } : {}),
       ...(o.compress !== undefined ? { compression: parseCompression(o.compress) } : {}),
       signal: ctx.signal,
+      onMessage: (m) => ctx.stderr.write(`pgkeep: ${m.level === 'warning' ? 'warning: ' : ''}${m.text}\n`),
     })
     created = true
   } else {

@@ -305,7 +305,7 @@ export class BlobStore {
         }
         const { id, bytes } = encodeIndex({ supersedes: [], packs: batch }, this.#keys)
         try {
-          await this.#guard((s) => this.#storage.write(indexKey(id), bytes, { ifAbsent: true, signal: s }), signal)
+          await this.#guard((s) => this.#storage.write(indexKey(id), bytes, { ifAbsent: true, collisionFree: true, signal: s }), signal)
         } catch (err) {
           if (!isAlreadyExists(err)) {
             this.#awaitingIndex.unshift(...batch)

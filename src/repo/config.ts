@@ -1,7 +1,9 @@
 // The repository's `config` object: format version, id and the parameters every writer must share (pack size,
-// compression, chunking, encryption). Written once by init, never changed (docs/repository-format.md §3).
+// compression, chunking, encryption, how the store treats conditional writes). Written once by init, never changed
+// (docs/repository-format.md §3).
 
 import { RepoFormatError, UsageError } from '../errors.js'
+import type { ConditionalWriteSupport } from '../storage/storage.js'
 import { DEFAULT_SCRYPT, type ScryptParams } from './crypto.js'
 
 /** The repository format version this build writes and the newest it reads. */
@@ -36,6 +38,19 @@ export interface RepoConfig {
     /** Parameters for new key objects; every key object carries its own. */
     readonly kdf: { readonly algorithm: 'scrypt' } & ScryptParams
   }
+  /**
+   * What `init` found the store to do with a conditional write to an existing key. Absent in configs written
+   * before pgkeep probed (read as 'enforced'); anything but 'enforced' makes every writer use the
+   * check-and-read-back protocol of storage/if-absent.ts. Use {@link conditionalWriteOf} to read it.
+   */
+  readonly conditionalWrite?: ConditionalWriteSupport
+}
+
+const CONDITIONAL_WRITE_VALUES: readonly ConditionalWriteSupport[] = ['enforced', 'ignored', 'unsupported']
+
+/** The config's `conditionalWrite`, with the default of configs that predate it. */
+export function conditionalWriteOf(config: RepoConfig): ConditionalWriteSupport {
+  return config.conditionalWrite ?? 'enforced'
 }
 
 /** Checks a zstd level; throws UsageError naming the value otherwise. */
@@ -61,6 +76,8 @@ export function newConfig(o: {
   compression?: { level: number } | 'none'
   encrypted: boolean
   scrypt?: ScryptParams
+  /** What the store's probe found (default 'enforced'). */
+  conditionalWrite?: ConditionalWriteSupport
 }): RepoConfig {
   const packTargetBytes = o.packTargetBytes ?? DEFAULT_PACK_TARGET_BYTES
   assertPackTargetBytes(packTargetBytes)
@@ -86,6 +103,7 @@ export function newConfig(o: {
           kdf: { algorithm: 'scrypt', ...(o.scrypt ?? DEFAULT_SCRYPT) },
         }
       : null,
+    conditionalWrite: o.conditionalWrite ?? 'enforced',
   }
 }
 
@@ -131,7 +149,8 @@ export function decodeConfig(bytes: Uint8Array, location: string): RepoConfig {
       (enc?.cipher === 'aes-256-gcm' &&
         enc.blobId === 'hmac-sha256' &&
         enc.keyDerivation === 'hkdf-sha256' &&
-        enc.kdf?.algorithm === 'scrypt'))
+        enc.kdf?.algorithm === 'scrypt')) &&
+    (c.conditionalWrite === undefined || CONDITIONAL_WRITE_VALUES.includes(c.conditionalWrite))
   if (!ok) {
     throw new RepoFormatError(`repository '${location}' has a damaged or unsupported config object`, {
       hint: 'compare it with docs/repository-format.md §3',

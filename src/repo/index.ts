@@ -2,12 +2,12 @@
 // stay the storage keys, packs, index objects, the codec and its worker threads, and the key material.
 // docs/repository-format.md describes the bytes; this module the API.
 
-export { initRepository, locationIsEmpty, openRepository, type InitRepositoryOptions, type OpenRepositoryOptions } from './open.js'
+export { conditionalWriteNotice, initRepository, locationIsEmpty, openRepository, type InitRepositoryOptions, type OpenRepositoryOptions } from './open.js'
 export { Repository, type DamagedObject, type PutBlobResult, type RebuildIndexResult, type RecordInfo, type SessionStats } from './repository.js'
 export { verifyRepository, type VerifyOptions, type VerifyProblem, type VerifyProgress, type VerifyResult, type VerifyStats } from './verify.js'
 export { MAX_BLOB_BYTES, type BlobId, type BlobType } from './blob.js'
 export type { BlobLocation } from './blob-index.js'
-export { FORMAT_VERSION, type CompressionConfig, type RepoConfig } from './config.js'
+export { conditionalWriteOf, FORMAT_VERSION, type CompressionConfig, type RepoConfig } from './config.js'
 export { DEFAULT_SCRYPT, type ScryptParams } from './crypto.js'
 export { MAX_RECORD_BYTES, type RepoRecord } from './record-format.js'
 export { formatLockAge } from './lock.js'

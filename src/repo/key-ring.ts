@@ -43,7 +43,7 @@ export async function createFirstKey(
   const masterKey = newMasterKey()
   const bytes = await createKeyFile(masterKey, configBytes, repoId, passphrase, scrypt)
   const keyId = sha256Hex(bytes)
-  await storage.write(keyFileKey(keyId), bytes, { ifAbsent: true, signal })
+  await storage.write(keyFileKey(keyId), bytes, { ifAbsent: true, collisionFree: true, signal })
   return { keys: deriveRepoKeys(masterKey), masterKey, keyId }
 }
 
@@ -108,7 +108,7 @@ export async function changePassphrase(
   assertPassphrase(newPassphrase, 'the new passphrase is empty')
   const bytes = await createKeyFile(unlocked.masterKey, configBytes, config.id, newPassphrase, o.scrypt ?? config.encryption!.kdf)
   const keyId = sha256Hex(bytes)
-  await storage.write(keyFileKey(keyId), bytes, { ifAbsent: true, signal: o.signal })
+  await storage.write(keyFileKey(keyId), bytes, { ifAbsent: true, collisionFree: true, signal: o.signal })
   const removedKeyId = unlocked.keyId
   await storage.remove(keyFileKey(removedKeyId), { signal: o.signal })
   unlocked.keyId = keyId

@@ -37,6 +37,11 @@ export function lockKey(lockId: string): string {
   return `${LOCKS_PREFIX}${lockId}`
 }
 
+/** The object `init` writes and removes to find out how the store treats conditional writes (§2). */
+export function probeKey(probeId: string): string {
+  return `probe-${probeId}`
+}
+
 /**
  * Parses `packs/<2 hex>/<64 hex>` and returns the pack id, or undefined for any other name (temporary files of a
  * driver, stray objects): callers skip those.

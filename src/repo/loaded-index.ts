@@ -126,7 +126,7 @@ export class LoadedIndex {
       batch = []
       batchEntries = 0
       try {
-        await guard((s) => this.storage.write(indexKey(id), bytes, { ifAbsent: true, signal: s }), signal)
+        await guard((s) => this.storage.write(indexKey(id), bytes, { ifAbsent: true, collisionFree: true, signal: s }), signal)
       } catch (err) {
         if (!isAlreadyExists(err)) throw err
       }

@@ -408,7 +408,7 @@ export class RepoLock {
       if ((await this.#storage.stat(old)) === undefined) this.#markLost(`its lock object '${old}' was removed by another process (it had expired, or someone ran 'pgkeep unlock --remove-stale')`)
       const next = lockObject(this.kind, this.purpose, this.#session, Date.now(), this.#staleAfterMs, this.#createdAt)
       this.#strays.add(next.key)
-      await this.#storage.write(next.key, next.bytes, { ifAbsent: true })
+      await this.#storage.write(next.key, next.bytes, { ifAbsent: true, collisionFree: true })
       if (expired) {
         // Re-taking an expired lock: someone may have taken a conflicting lock meanwhile (ours no longer blocked
         // it). Checked after our new object is written, as when acquiring, so that a racing acquirer sees ours.
@@ -586,7 +586,8 @@ export async function acquireLock(
       continue
     }
     const mine = lockObject(kind, o.purpose, session, Date.now(), staleAfterMs)
-    await storage.write(mine.key, mine.bytes, { ifAbsent: true, signal: o.signal })
+    // A fresh random name: no one else writes it, so stores without conditional writes need no read-back.
+    await storage.write(mine.key, mine.bytes, { ifAbsent: true, collisionFree: true, signal: o.signal })
     let after: LockScan
     try {
       after = await check()

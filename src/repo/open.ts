@@ -4,11 +4,12 @@
 
 import { randomBytes } from 'node:crypto'
 import { AlreadyExistsError, RepoFormatError } from '../errors.js'
-import type { Storage } from '../storage/storage.js'
-import { decodeConfig, encodeConfig, newConfig, notARepository } from './config.js'
+import { probeConditionalWriteOf, withCheckedIfAbsent } from '../storage/if-absent.js'
+import type { ConditionalWriteSupport, Storage } from '../storage/storage.js'
+import { conditionalWriteOf, decodeConfig, encodeConfig, newConfig, notARepository } from './config.js'
 import type { ScryptParams } from './crypto.js'
 import { createFirstKey, unlock, type UnlockedKey } from './key-ring.js'
-import { CONFIG_KEY, INDEX_PREFIX, keyFileKey, KEYS_PREFIX, PACKS_PREFIX, RECORDS_PREFIX } from './layout.js'
+import { CONFIG_KEY, INDEX_PREFIX, keyFileKey, KEYS_PREFIX, PACKS_PREFIX, probeKey, RECORDS_PREFIX } from './layout.js'
 import { Repository } from './repository.js'
 import { isAlreadyExists, isNotFound, readObject } from './storage-io.js'
 
@@ -22,6 +23,11 @@ export interface InitRepositoryOptions {
   /** zstd level for blobs and records (default level 3), or 'none'. */
   compression?: { level: number } | 'none'
   signal?: AbortSignal
+  /**
+   * Things the user should read, said once: a store that does not enforce conditional writes (init found out and
+   * recorded it in the config; every writer then uses the check-and-read-back protocol).
+   */
+  onMessage?: (m: { level: 'info' | 'warning'; text: string }) => void
 }
 
 export interface OpenRepositoryOptions {
@@ -40,7 +46,26 @@ export async function locationIsEmpty(storage: Storage, signal?: AbortSignal): P
 }
 
 /**
- * Creates a repository in an empty location.
+ * What a user should know about a store that does not enforce conditional writes (`support` is what its probe
+ * found), in one sentence.
+ */
+export function conditionalWriteNotice(location: string, support: Exclude<ConditionalWriteSupport, 'enforced'>): string {
+  const how = support === 'unsupported' ? 'answers 501 NotImplemented to' : 'ignores'
+  return (
+    `'${location}' does not enforce conditional writes (it ${how} If-None-Match: *): pgkeep checks before and reads ` +
+    'back after writing the config and each record, which keeps two writers of one record apart unless one of them ' +
+    'stalls for a second or more between its check and its write (docs/storage.md, "Stores without conditional writes")'
+  )
+}
+
+/** `storage` as the repository's writers must use it, given what the store does with conditional writes. */
+function storageFor(storage: Storage, support: ConditionalWriteSupport): Storage {
+  return support === 'enforced' ? storage : withCheckedIfAbsent(storage)
+}
+
+/**
+ * Creates a repository in an empty location: finds out whether the store enforces conditional writes (a probe
+ * object written and removed), writes the key object (encrypted repositories), then `config`.
  * @throws AlreadyExistsError when the location holds a repository; RepoFormatError when it holds repository
  *   objects but no config (a damaged repository that must not be initialised over)
  */
@@ -60,6 +85,11 @@ export async function initRepository(storage: Storage, o: InitRepositoryOptions 
       })
     }
   }
+  const conditionalWrite = await probeConditionalWriteOf(storage, probeKey(randomBytes(16).toString('hex')), { signal })
+  if (conditionalWrite !== 'enforced') {
+    o.onMessage?.({ level: 'warning', text: conditionalWriteNotice(storage.name, conditionalWrite) })
+    storage = storageFor(storage, conditionalWrite)
+  }
   const id = randomBytes(32).toString('hex')
   const config = newConfig({
     id,
@@ -67,6 +97,7 @@ export async function initRepository(storage: Storage, o: InitRepositoryOptions 
     compression: o.compression,
     encrypted: o.encrypt !== undefined,
     scrypt: o.encrypt?.scrypt,
+    conditionalWrite,
   })
   const configBytes = encodeConfig(config)
   const unlocked = o.encrypt ? await createFirstKey(storage, id, configBytes, o.encrypt.passphrase, o.encrypt.scrypt, signal) : undefined
@@ -100,6 +131,7 @@ export async function openRepository(storage: Storage, o: OpenRepositoryOptions 
     throw err
   }
   const config = decodeConfig(configBytes, storage.name)
+  storage = storageFor(storage, conditionalWriteOf(config))
   let unlocked: UnlockedKey | undefined
   if (config.encryption) {
     unlocked = await unlock(storage, config, configBytes, o.passphrase, signal)

@@ -128,7 +128,7 @@ export class PackUploader {
   async #upload(pack: SealedPack): Promise<void> {
     try {
       // No signal: a pack is shared by every caller that put a blob in it; aborting one caller must not lose it.
-      await this.#storage.write(packKey(pack.packId), pack.bytes, { ifAbsent: true })
+      await this.#storage.write(packKey(pack.packId), pack.bytes, { ifAbsent: true, collisionFree: true })
     } catch (err) {
       // The name is the content hash: an existing object with this name holds these very bytes.
       if (!isAlreadyExists(err)) throw err

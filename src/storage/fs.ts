@@ -11,7 +11,7 @@ import { AccessDeniedError, AlreadyExistsError, NotFoundError, StorageError, isP
 import { isAbortReason } from './abort.js'
 import { pullBody } from './body.js'
 import { TEMP_PREFIX, assertValidKey, assertValidPrefix, assertValidRange } from './keys.js'
-import type { Body, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
+import type { Body, ConditionalWriteSupport, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
 
 /** Options of {@link openFsStorage}. */
 export interface FsStorageOptions {
@@ -36,7 +36,9 @@ const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EINTR',
  *
  * Semantics, on top of the contract in storage.ts:
  * - Keys map to files: `packs/ab/ab12` is `<root>/packs/ab/ab12`. Directories are created on demand with mode 0700
- *   (the root too, on the first write) and their parents are fsynced; files get mode 0600.
+ *   (the root too, on the first write) and their parents are fsynced; files get mode 0600. Both modes are set
+ *   explicitly, whatever the process's umask (a umask can only take bits away; an odd one such as 0277 would
+ *   otherwise make directories the driver cannot write into).
  * - `write` streams into `<dir>/.tmp-<random>` (exclusive create), fdatasyncs it, then renames it over the key,
  *   then fsyncs the directory: once it resolves the object survives a crash, and no reader ever sees a partial
  *   file. With `ifAbsent` it uses link(2) instead of rename(2), which fails atomically when the key exists, so
@@ -50,6 +52,8 @@ const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EINTR',
  *   staleness are retryable; other I/O errors are not. Permission errors (EACCES, EPERM, EROFS) are an
  *   AccessDeniedError: with read-only access to a repository every write fails that way.
  * - `features.remote` is false: even on a network file system this driver assumes a single host.
+ * - `probeConditionalWrite` writes the key, writes it again with `ifAbsent` (link(2) must refuse it), removes it:
+ *   'enforced', or the StorageError of a file system without hard links.
  */
 export async function openFsStorage(root: string, o: FsStorageOptions = {}): Promise<Storage> {
   const abs = path.resolve(root)
@@ -211,6 +215,19 @@ class FsStorage implements Storage {
     }
   }
 
+  async probeConditionalWrite(key: string, o: OpOptions = {}): Promise<ConditionalWriteSupport> {
+    await this.write(key, Buffer.from('pgkeep conditional write probe 1\n'), o)
+    try {
+      await this.write(key, Buffer.from('pgkeep conditional write probe 2\n'), { ...o, ifAbsent: true })
+      return 'ignored'
+    } catch (err) {
+      if (err instanceof AlreadyExistsError) return 'enforced'
+      throw err
+    } finally {
+      await this.remove(key)
+    }
+  }
+
   async close(): Promise<void> {
     // Nothing is held open between operations.
   }
@@ -255,25 +272,37 @@ class FsStorage implements Storage {
 
   /** Creates the temporary file exclusively; creates the missing directories only when the first try says so. */
   private async createTemp(tmp: string, dir: string): Promise<FileHandle> {
+    let fh: FileHandle
     try {
-      return await fsp.open(tmp, 'wx', FILE_MODE)
+      fh = await fsp.open(tmp, 'wx', FILE_MODE)
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw err
+      await this.makeDirs(dir)
+      fh = await fsp.open(tmp, 'wx', FILE_MODE)
     }
-    await this.makeDirs(dir)
-    return await fsp.open(tmp, 'wx', FILE_MODE)
+    try {
+      // open(2) applies the umask; the mode must not depend on it.
+      await fh.chmod(FILE_MODE)
+    } catch (err) {
+      await fh.close().catch(() => {})
+      await fsp.unlink(tmp).catch(() => {})
+      throw err
+    }
+    return fh
   }
 
   /** mkdir -p with mode 0700, fsyncing the parent of every directory it creates so the new entry is durable. */
   private async makeDirs(dir: string): Promise<void> {
     try {
       await fsp.mkdir(dir, { mode: DIR_MODE })
+      await fsp.chmod(dir, DIR_MODE) // mkdir(2) applies the umask
     } catch (err) {
       const code = errnoCode(err)
       if (code === 'ENOENT' && path.dirname(dir) !== dir) {
         await this.makeDirs(path.dirname(dir))
         try {
           await fsp.mkdir(dir, { mode: DIR_MODE })
+          await fsp.chmod(dir, DIR_MODE)
         } catch (err2) {
           if (errnoCode(err2) !== 'EEXIST') throw err2
         }

@@ -1,7 +1,8 @@
 // The concurrency-limit decorator: at most N storage operations in flight through one Storage, whatever the
 // number of callers (kopia's and restic's connection limits). A FIFO semaphore; waiting honours AbortSignal.
 
-import type { Body, ObjectInfo, OpOptions, ReadOptions, Storage, WriteOptions } from './storage.js'
+import { probeConditionalWriteOf } from './if-absent.js'
+import type { Body, ConditionalWriteSupport, ObjectInfo, OpOptions, ReadOptions, Storage, WriteOptions } from './storage.js'
 
 /** Options of {@link withConcurrencyLimit}. */
 export interface ConcurrencyLimitOptions {
@@ -97,6 +98,11 @@ class LimitedStorage implements Storage {
 
   remove(key: string, o: OpOptions = {}): Promise<void> {
     return this.hold(o.signal, () => this.inner.remove(key, o))
+  }
+
+  /** Holds one slot for the whole probe (its requests are sequential). */
+  probeConditionalWrite(key: string, o: OpOptions = {}): Promise<ConditionalWriteSupport> {
+    return this.hold(o.signal, () => probeConditionalWriteOf(this.inner, key, o))
   }
 
   async *read(key: string, o: ReadOptions = {}): AsyncGenerator<Uint8Array> {

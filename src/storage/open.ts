@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 
 import { ConfigError, UsageError } from '../errors.js'
 import { openFsStorage } from './fs.js'
+import { withCheckedIfAbsent } from './if-absent.js'
 import { withConcurrencyLimit } from './limit.js'
 import { withRetry, type RetryOptions } from './retry.js'
 import type { S3Credentials } from './s3.js'
@@ -35,8 +36,11 @@ const S3_DEFAULTS = { attempts: 5, baseDelayMs: 250, maxDelayMs: 8_000, maxConcu
  *   SDK's default chain (profile, SSO, instance role); `AWS_REGION` or `AWS_DEFAULT_REGION` (default us-east-1);
  *   `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` for S3-compatible stores (path-style addressing is then on);
  *   `PGKEEP_S3_FORCE_PATH_STYLE` (true/false) overrides the addressing style; `PGKEEP_S3_CONDITIONAL_WRITE`
- *   (true/false) declares whether the store enforces `If-None-Match: *` (default: true only for AWS itself).
- * The driver is wrapped as retry(limit(driver)): a retry waits without holding a concurrency slot.
+ *   (true/false) declares whether the store enforces `If-None-Match: *` (default: unknown, except for AWS
+ *   itself, which does): false never sends the condition and runs the check-and-read-back protocol instead.
+ * The driver is wrapped as retry(limit(driver)): a retry waits without holding a concurrency slot; with
+ * PGKEEP_S3_CONDITIONAL_WRITE=false as checked(retry(limit(driver))) (if-absent.ts), so that the protocol's plain
+ * write is what gets retried.
  * Unknown schemes are a UsageError; malformed variables a ConfigError.
  */
 export async function openStorage(
@@ -46,7 +50,11 @@ export async function openStorage(
 ): Promise<Storage> {
   if (url.trim() === '') throw new UsageError('empty repository location', { hint: USAGE_HINT })
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase()
-  if (scheme === 's3') return decorate(await openS3FromUrl(url, env), S3_DEFAULTS, o)
+  if (scheme === 's3') {
+    const conditionalWrite = parseBool(env, 'PGKEEP_S3_CONDITIONAL_WRITE')
+    const s3 = decorate(await openS3FromUrl(url, env, conditionalWrite), S3_DEFAULTS, o)
+    return conditionalWrite === false ? withCheckedIfAbsent(s3) : s3
+  }
   if (scheme === 'file') {
     let dir: string
     try {
@@ -77,7 +85,11 @@ function decorate(
   })
 }
 
-async function openS3FromUrl(url: string, env: Readonly<Record<string, string | undefined>>): Promise<Storage> {
+async function openS3FromUrl(
+  url: string,
+  env: Readonly<Record<string, string | undefined>>,
+  conditionalWrite: boolean | undefined,
+): Promise<Storage> {
   // Loaded on demand: the AWS SDK takes most of a CLI start (~0.6 s of ~0.9 s measured), and `wal get` / `wal push`
   // start once per WAL file.
   const { isValidBucketName, openS3Storage } = await import('./s3.js')
@@ -120,7 +132,7 @@ async function openS3FromUrl(url: string, env: Readonly<Record<string, string | 
     endpoint,
     // Self-hosted stores rarely have wildcard DNS for bucket.host names.
     forcePathStyle: parseBool(env, 'PGKEEP_S3_FORCE_PATH_STYLE') ?? endpoint !== undefined,
-    conditionalWrite: parseBool(env, 'PGKEEP_S3_CONDITIONAL_WRITE'),
+    conditionalWrite,
     credentials,
   })
 }

@@ -2,8 +2,10 @@
 // exponential backoff and jitter (restic's backend/retry). Write bodies are replayed, which is why they are
 // replayable; reads resume from the byte they reached.
 
+import { Codes, isPgkeepError } from '../errors.js'
 import { anySignal, sleep } from './abort.js'
-import type { Body, ObjectInfo, OpOptions, ReadOptions, Storage, WriteOptions } from './storage.js'
+import { holdsBody, probeConditionalWriteOf } from './if-absent.js'
+import type { Body, ConditionalWriteSupport, ObjectInfo, OpOptions, ReadOptions, Storage, WriteOptions } from './storage.js'
 
 /** One retry about to happen, for logging and diagnostics. */
 export interface RetryEvent {
@@ -42,8 +44,11 @@ export interface RetryOptions {
  * - `list` retries only before it yielded its first entry (a restarted listing could repeat entries, and
  *   remembering them would cost memory proportional to the listing).
  * - An abort (the call's signal or `o.signal`) stops waiting at once and rejects with the signal's reason.
- * - A retried `ifAbsent` write can answer AlreadyExistsError because its own earlier attempt landed before the
- *   connection broke; callers writing content-addressed objects can treat that as success.
+ * - An `ifAbsent` write whose attempt failed in a way that may have landed (any retryable error: a timeout or a
+ *   reset connection can come after the store wrote the object) and whose later attempt answers AlreadyExistsError
+ *   reads the object back: if it holds exactly this body, it is this call's own object and the write succeeds
+ *   (with `collisionFree` the key itself says so, and nothing is read).
+ * - `probeConditionalWrite` is retried as a whole (it is idempotent).
  */
 export function withRetry(storage: Storage, o: RetryOptions): Storage {
   if (!(Number.isSafeInteger(o.attempts) && o.attempts >= 1)) {
@@ -73,7 +78,23 @@ class RetryingStorage implements Storage {
   }
 
   write(key: string, body: Body, o: WriteOptions = {}): Promise<void> {
-    return this.run('write', key, o.signal, (signal) => this.inner.write(key, body, { ...o, signal }))
+    if (o.ifAbsent !== true) return this.run('write', key, o.signal, (signal) => this.inner.write(key, body, { ...o, signal }))
+    let mayHaveLanded = false
+    return this.run('write', key, o.signal, async (signal) => {
+      try {
+        await this.inner.write(key, body, { ...o, signal })
+      } catch (err) {
+        if (mayHaveLanded && isPgkeepError(err) && err.code === Codes.ALREADY_EXISTS) {
+          if (o.collisionFree === true || (await holdsBody(this.inner, key, body, signal))) return
+        }
+        if (isRetryable(err)) mayHaveLanded = true
+        throw err
+      }
+    })
+  }
+
+  probeConditionalWrite(key: string, o: OpOptions = {}): Promise<ConditionalWriteSupport> {
+    return this.run('write', key, o.signal, (signal) => probeConditionalWriteOf(this.inner, key, { ...o, signal }))
   }
 
   remove(key: string, o: OpOptions = {}): Promise<void> {

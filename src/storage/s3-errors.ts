@@ -14,6 +14,8 @@ export interface S3ErrorContext {
   /** The endpoint, safe to print (no user info). */
   readonly endpoint: string
   readonly signal?: AbortSignal
+  /** The request carried `If-None-Match: *`, so a 501 means the store does not implement conditional writes. */
+  readonly conditional?: boolean
 }
 
 /** Shape of the SDK's ServiceException and of Node system errors; every field is optional. */
@@ -22,7 +24,7 @@ interface SdkErrorLike {
   code?: string
   message?: string
   syscall?: string
-  $metadata?: { httpStatusCode?: number; requestId?: string; extendedRequestId?: string }
+  $metadata?: { httpStatusCode?: number; requestId?: string; extendedRequestId?: string; attempts?: number }
   $fault?: string
 }
 
@@ -80,8 +82,26 @@ export function summarizeError(err: unknown): Error {
     code: e.code,
     httpStatusCode: status,
     requestId: e.$metadata?.requestId,
+    // How many times the SDK sent the request (it retries once itself): a 412 on a retry may answer our own write.
+    attempts: e.$metadata?.attempts,
   })
   return summary
+}
+
+/** How many times the SDK sent the request behind `err` (an SDK error or the summary kept as a `cause`); 1 if unknown. */
+export function sdkAttemptsOf(err: unknown): number {
+  const e = err as (SdkErrorLike & { attempts?: number }) | undefined
+  return e?.$metadata?.attempts ?? e?.attempts ?? 1
+}
+
+/** True for the answer to a conditional request whose condition failed (the key exists). */
+export function isPreconditionFailed(err: unknown): boolean {
+  return errorNameOf(err) === 'PreconditionFailed' || httpStatusOf(err) === 412
+}
+
+/** True for 501 NotImplemented: the store does not implement something the request asked for. */
+export function isNotImplemented(err: unknown): boolean {
+  return errorNameOf(err) === 'NotImplemented' || httpStatusOf(err) === 501
 }
 
 /** The HTTP status of an SDK error, if the server answered at all. */
@@ -119,8 +139,22 @@ export function mapS3Error(err: unknown, ctx: S3ErrorContext): unknown {
     })
   }
   if (isMissingKey(err)) return new NotFoundError(`object '${ctx.location}' not found`, { cause })
-  if (name === 'PreconditionFailed' || status === 412) {
+  if (isPreconditionFailed(err)) {
     return new AlreadyExistsError(`object '${ctx.location}' already exists`, { cause })
+  }
+  // Before the 5xx rule: retrying cannot make a store implement something, and "unavailable" would mislead.
+  if (isNotImplemented(err)) {
+    return ctx.conditional === true
+      ? new StorageError(`unable to ${what}: ${at} does not implement conditional writes (If-None-Match: *, answered ${name ?? 'NotImplemented'}, HTTP ${status ?? 501})`, {
+          cause,
+          hint:
+            "repositories created by 'pgkeep init' on such a store record it and use a check-and-read-back protocol instead; " +
+            'for a repository created on another store, set PGKEEP_S3_CONDITIONAL_WRITE=false (docs/storage.md, "Stores without conditional writes")',
+        })
+      : new StorageError(`unable to ${what}: ${at} does not implement this request (${name ?? 'NotImplemented'}, HTTP ${status ?? 501})`, {
+          cause,
+          hint: 'the store lacks a part of the S3 API that pgkeep uses (docs/storage.md lists the requests); check what the store supports',
+        })
   }
   if (name === 'CredentialsProviderError') {
     return new StorageError(`unable to ${what}: no S3 credentials found`, {

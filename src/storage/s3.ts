@@ -6,6 +6,8 @@ import { Readable } from 'node:stream'
 
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -13,15 +15,17 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
+  UploadPartCommand,
   type GetObjectCommandOutput,
 } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 
 import { AlreadyExistsError, NotFoundError, StorageError } from '../errors.js'
 import { pullBody, type BodyPuller } from './body.js'
+import { holdsBody } from './if-absent.js'
 import { assertValidKey, assertValidPrefix, assertValidRange } from './keys.js'
-import { errorNameOf, httpStatusOf, isMissingKey, mapS3Error } from './s3-errors.js'
-import type { Body, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
+import { errorNameOf, httpStatusOf, isMissingKey, isNotImplemented, isPreconditionFailed, mapS3Error, sdkAttemptsOf } from './s3-errors.js'
+import type { Body, ConditionalWriteSupport, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
 
 /** Static credentials; when absent the SDK's default provider chain (environment, profile, instance role) applies. */
 export interface S3Credentials {
@@ -50,9 +54,12 @@ export interface S3StorageOptions {
   /** Parts of one multipart upload in flight at once (default 4). Memory per write is about (queueSize + 1) × part size. */
   readonly queueSize?: number
   /**
-   * Whether the store enforces `If-None-Match: *` on PutObject and CompleteMultipartUpload. Default: true for AWS
-   * S3 (no `endpoint`; enforced since August 2024), false for other endpoints, where `ifAbsent` falls back to a
-   * HeadObject check that a concurrent writer can race. Recent MinIO and Ceph RGW enforce it: set true for those.
+   * Whether the store is known to enforce `If-None-Match: *` on PutObject and CompleteMultipartUpload. Default:
+   * true for AWS S3 (no `endpoint`; enforced since August 2024), false for other endpoints, where `ifAbsent` sends
+   * a HeadObject check before the conditional request, in case the store ignores the condition. Either way the
+   * condition is sent: a store that refuses it (501) fails such writes with a clear error. For stores that do not
+   * enforce it, wrap this driver in `withCheckedIfAbsent` (if-absent.ts): openStorage does when
+   * PGKEEP_S3_CONDITIONAL_WRITE=false, openRepository when the repository's config says so.
    */
   readonly conditionalWrite?: boolean
   /** Attempts per request inside the SDK (default 2). See the comment in openS3Storage for why it is small. */
@@ -84,7 +91,12 @@ const ABORT_UPLOAD_TIMEOUT_MS = 5_000
  *   a partial one). Configure a lifecycle rule that aborts incomplete multipart uploads after a day or so.
  * - An error thrown by a factory body is rethrown unchanged (it is the caller's); the upload is aborted.
  * - `ifAbsent` sends `If-None-Match: *` (412 → AlreadyExistsError). Unless `features.conditionalWrite` is true
- *   a HeadObject check runs first, because stores that ignore the header would silently overwrite.
+ *   a HeadObject check runs first, because stores that ignore the header would silently overwrite. A 412 that
+ *   answers the SDK's own retry of the request is checked by reading the object back: if it holds this body, the
+ *   first attempt landed and the write succeeds. A 501 (the store does not implement conditional writes) is a
+ *   non-retryable StorageError with a hint.
+ * - `probeConditionalWrite` sends a plain PutObject, then a conditional PutObject and a conditional one-part
+ *   multipart upload to the same key, and removes it: 412 → enforced, success → ignored, 501 → unsupported.
  * - `read` is one GetObject (ranged when asked); the body streams in the socket's chunks.
  * - `stat` on a missing key checks once that the bucket exists, because HeadObject answers a bare 404 for both.
  * - `list` pages through ListObjectsV2 (1000 keys per request); keys ending in '/' (folder markers) are skipped.
@@ -135,6 +147,8 @@ export async function openS3Storage(o: S3StorageOptions): Promise<Storage> {
       // The handler logs such warnings to console by default; nothing below src/cli/ may print.
       logger: SILENT_LOGGER,
     },
+    // Without a logger of its own the SDK's retry middleware warns on the console about streaming requests.
+    logger: SILENT_LOGGER,
   })
   return new S3Storage(client, {
     bucket: o.bucket,
@@ -223,8 +237,85 @@ class S3Storage implements Storage {
 
   async write(key: string, body: Body, o: WriteOptions = {}): Promise<void> {
     assertValidKey(key)
+    o.signal?.throwIfAborted()
+    try {
+      await this.writeOnce(key, body, o)
+    } catch (err) {
+      // The SDK retries a failed request once itself (sdkMaxAttempts): a 412 on that retry may answer our own first
+      // attempt, which landed although its answer was lost. Equal bytes under the key mean exactly that.
+      if (o.ifAbsent === true && err instanceof AlreadyExistsError && sdkAttemptsOf(err.cause) > 1) {
+        if (o.collisionFree === true || (await holdsBody(this, key, body, o.signal))) return
+      }
+      throw err
+    }
+  }
+
+  async probeConditionalWrite(key: string, o: OpOptions = {}): Promise<ConditionalWriteSupport> {
+    assertValidKey(key)
     const { signal } = o
     signal?.throwIfAborted()
+    const Key = this.fullKey(key)
+    const bytes = (n: number): Buffer => Buffer.from(`pgkeep conditional write probe ${n}\n`)
+    // What a conditional request to the existing key did: refused (412), ignored (success), not implemented (501).
+    const outcome = async (send: () => Promise<unknown>): Promise<ConditionalWriteSupport> => {
+      try {
+        await send()
+        return 'ignored'
+      } catch (err) {
+        if (isPreconditionFailed(err)) return 'enforced'
+        if (isNotImplemented(err)) return 'unsupported'
+        throw this.mapError(err, 'probe conditional writes at', key, signal)
+      }
+    }
+    await this.put(key, bytes(1), {}, signal)
+    try {
+      const single = await outcome(() =>
+        this.client.send(new PutObjectCommand({ Bucket: this.s.bucket, Key, Body: bytes(2), IfNoneMatch: '*' }), { abortSignal: signal }),
+      )
+      // CompleteMultipartUpload is the request that makes a large object visible; stores may treat it differently.
+      const created = await this.client
+        .send(new CreateMultipartUploadCommand({ Bucket: this.s.bucket, Key }), { abortSignal: signal })
+        .catch((err: unknown) => {
+          throw this.mapError(err, 'probe conditional writes at', key, signal)
+        })
+      const UploadId = created.UploadId
+      let multi: ConditionalWriteSupport | undefined
+      try {
+        multi = await outcome(async () => {
+          const part = await this.client.send(
+            new UploadPartCommand({ Bucket: this.s.bucket, Key, UploadId, PartNumber: 1, Body: bytes(3) }),
+            { abortSignal: signal },
+          )
+          await this.client.send(
+            new CompleteMultipartUploadCommand({
+              Bucket: this.s.bucket,
+              Key,
+              UploadId,
+              MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.ETag }] },
+              IfNoneMatch: '*',
+            }),
+            { abortSignal: signal },
+          )
+        })
+      } finally {
+        // Completed only when the store ignored the condition; otherwise the upload is left open: abort it.
+        if (multi !== 'ignored') {
+          await this.client
+            .send(new AbortMultipartUploadCommand({ Bucket: this.s.bucket, Key, UploadId }), {
+              abortSignal: AbortSignal.timeout(ABORT_UPLOAD_TIMEOUT_MS),
+            })
+            .catch(() => {})
+        }
+      }
+      if (single === 'unsupported' || multi === 'unsupported') return 'unsupported'
+      return single === 'enforced' && multi === 'enforced' ? 'enforced' : 'ignored'
+    } finally {
+      await this.remove(key, { signal })
+    }
+  }
+
+  private async writeOnce(key: string, body: Body, o: WriteOptions): Promise<void> {
+    const { signal } = o
     if (o.ifAbsent === true && !this.s.conditionalWrite) {
       // The store may ignore If-None-Match: check first (a concurrent writer can still race this).
       if ((await this.stat(key, { signal })) !== undefined) {
@@ -320,13 +411,14 @@ class S3Storage implements Storage {
     return new NotFoundError(`object '${this.location(key)}' not found`)
   }
 
-  private mapError(err: unknown, action: string, key: string, signal: AbortSignal | undefined): unknown {
+  private mapError(err: unknown, action: string, key: string, signal: AbortSignal | undefined, conditional = false): unknown {
     return mapS3Error(err, {
       action,
       location: this.location(key),
       bucket: this.s.bucket,
       endpoint: this.s.endpointLabel,
       signal,
+      conditional,
     })
   }
 
@@ -390,7 +482,7 @@ class S3Storage implements Storage {
         { abortSignal: signal },
       )
     } catch (err) {
-      throw this.mapError(err, 'write', key, signal)
+      throw this.mapError(err, 'write', key, signal, 'IfNoneMatch' in condition)
     }
   }
 
@@ -428,7 +520,7 @@ class S3Storage implements Storage {
           .catch(() => {})
       }
       if (puller?.isProducerError(err) === true) throw err
-      throw this.mapError(err, 'write', key, signal)
+      throw this.mapError(err, 'write', key, signal, 'IfNoneMatch' in condition)
     } finally {
       signal?.removeEventListener('abort', onAbort)
     }

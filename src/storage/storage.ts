@@ -6,7 +6,11 @@
 export interface StorageFeatures {
   /** Writes become durable on their own medium (fs: fsync of file and directory). */
   readonly fsync: boolean
-  /** `write(…, { ifAbsent: true })` is enforced atomically by the store itself. */
+  /**
+   * `write(…, { ifAbsent: true })` is enforced atomically by the store itself (fs: link(2); S3: `If-None-Match: *`
+   * on a store that honours it). When false, `ifAbsent` is a check before the write, and exclusive only as far as
+   * {@link WriteOptions.ifAbsent} says.
+   */
   readonly conditionalWrite: boolean
   /** The store is shared by machines (object store); local-only assumptions (pids, hosts) do not hold. */
   readonly remote: boolean
@@ -31,9 +35,30 @@ export interface ReadOptions extends OpOptions {
 }
 
 export interface WriteOptions extends OpOptions {
-  /** Fail with AlreadyExistsError when the key exists. Best effort where `features.conditionalWrite` is false. */
+  /**
+   * Fail with AlreadyExistsError when the key exists, leaving the existing object as it was. Atomic where
+   * `features.conditionalWrite` is true. Where it is false, the storage is either a driver that checks before it
+   * writes (a concurrent writer can race it), or the fallback of if-absent.ts (`withCheckedIfAbsent`), which checks,
+   * writes, waits and reads back, so that of two writers racing for one key exactly one succeeds as long as
+   * neither stalls, between its check and the end of its write, for longer than the other waits (docs/storage.md).
+   */
   ifAbsent?: boolean
+  /**
+   * With `ifAbsent`: no writer can ever put other bytes under this key, because the key is a hash of the bytes
+   * (packs, index and key objects) or a fresh random name (lock objects). An existing object is then as good as
+   * the one being written, and the fallback for stores without conditional writes skips its wait and read-back.
+   */
+  collisionFree?: boolean
 }
+
+/**
+ * What a store does with a conditional write (`If-None-Match: *` on S3) to a key that exists, as found by
+ * {@link Storage.probeConditionalWrite}:
+ * - `enforced`: refuses it (S3: 412 PreconditionFailed); `ifAbsent` can rely on the store.
+ * - `ignored`: overwrites the object as if the condition were not there (s3rver, older MinIO and Ceph builds).
+ * - `unsupported`: refuses every conditional write (S3: 501 NotImplemented; OpenStack Swift's S3 layer).
+ */
+export type ConditionalWriteSupport = 'enforced' | 'ignored' | 'unsupported'
 
 /**
  * A write body. It must be replayable so a retry can send it again: either bytes, or a factory that yields a fresh
@@ -47,6 +72,9 @@ export type Body = Uint8Array | (() => AsyncIterable<Uint8Array>)
  * Contract (the conformance suite in test/integration/storage-conformance checks every point):
  * - `write` is atomic: once it resolves, every reader sees the whole object; if it rejects or is aborted, nothing
  *   under that key became visible (a previous object under the key stays as it was).
+ * - `write` with `ifAbsent` rejects with AlreadyExistsError when the key holds an object, except when an earlier
+ *   attempt of the same call may have landed (its answer was lost: a timeout, a reset connection) and the object
+ *   holds exactly the bytes being written: that is this call's own object, and the write succeeds.
  * - `read` yields the object's bytes (or the requested range); a missing key rejects with NotFoundError no later than
  *   the first `next()`. A range past the end yields what exists.
  * - `stat` resolves `undefined` for a missing key.
@@ -64,5 +92,12 @@ export interface Storage {
   write(key: string, body: Body, o?: WriteOptions): Promise<void>
   list(prefix: string, o?: OpOptions): AsyncIterable<ObjectInfo>
   remove(key: string, o?: OpOptions): Promise<void>
+  /**
+   * Finds out by experiment how the store treats a conditional write to an existing key: writes `key`, writes it
+   * again if absent (a single request and, on S3, also a one-part multipart upload), and removes it. `init` runs
+   * it once and records the answer in the repository's config. Idempotent; leaves nothing under `key`. Optional
+   * for stores other than pgkeep's drivers: without it, `features.conditionalWrite` is taken as the answer.
+   */
+  probeConditionalWrite?(key: string, o?: OpOptions): Promise<ConditionalWriteSupport>
   close(): Promise<void>
 }

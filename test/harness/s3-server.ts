@@ -9,6 +9,7 @@ import { createRequire } from 'node:module'
 import os from 'node:os'
 import path from 'node:path'
 import readline from 'node:readline'
+import { startS3ConditionalProxy } from './s3-conditional-proxy.js'
 
 import {
   CreateBucketCommand,
@@ -66,8 +67,17 @@ process.stdin.on('data', (d) => { for (const c of d.toString()) if (c === '\\n')
 process.stdin.on('end', () => process.exit(0))
 `
 
+export interface StartS3Options {
+  /**
+   * `enforce` (default): s3rver behind a proxy that enforces `If-None-Match: *` as AWS S3 and recent MinIO do, so a
+   * repository's init records `enforced` and records need no read-back. `server`: s3rver as it is, which ignores
+   * the header (for the tests of stores without conditional writes).
+   */
+  conditionalWrites?: 'enforce' | 'server'
+}
+
 /** Starts s3rver (or connects to PGKEEP_TEST_S3_ENDPOINT) and makes sure the bucket exists. */
-export async function startS3Server(): Promise<S3TestServer> {
+export async function startS3Server(o: StartS3Options = {}): Promise<S3TestServer> {
   const externalEndpoint = process.env.PGKEEP_TEST_S3_ENDPOINT
   if (externalEndpoint !== undefined && externalEndpoint !== '') return await useExternal(externalEndpoint)
 
@@ -94,8 +104,9 @@ export async function startS3Server(): Promise<S3TestServer> {
     })
     child.once('exit', (code) => reject(new Error(`s3rver exited with code ${String(code)}: ${stderr}`)))
   })
+  const proxy = (o.conditionalWrites ?? 'enforce') === 'enforce' ? await startS3ConditionalProxy(`http://127.0.0.1:${port}`, 'enforce') : undefined
   return {
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint: proxy?.endpoint ?? `http://127.0.0.1:${port}`,
     bucket,
     region: 'us-east-1',
     accessKeyId: S3RVER_KEY,
@@ -113,6 +124,7 @@ export async function startS3Server(): Promise<S3TestServer> {
       return [...requests]
     },
     async stop() {
+      await proxy?.close()
       if (child.exitCode === null) {
         const exited = new Promise((resolve) => child.once('exit', resolve))
         child.stdin.end()

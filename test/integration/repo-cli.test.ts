@@ -2,7 +2,7 @@
 // the damaged object named in the output. On fs and on the S3 server (through AWS_* variables, as a user would).
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { writeFileSync } from 'node:fs'
+import { chmodSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { PassThrough } from 'node:stream'
 
@@ -66,13 +66,25 @@ describe.each(['fs', 's3'] as const)('init and verify commands on %s', (driver) 
     const spec = factory.spec()
     const { url, env } = location(spec)
     const file = path.join(files.dir, `pass-${driver}`)
-    writeFileSync(file, 'from a file\n')
+    writeFileSync(file, 'from a file\n', { mode: 0o600 })
     const made = await pgkeep(['init', '--repo', url, '--encrypt', '--passphrase-file', file, '--compress', 'zstd:7', '--pack-size', '4'], env)
+    // Both stores enforce conditional writes (a directory through link(2), the test S3 server as AWS S3 does), so
+    // nothing is said; stores that do not are tested in storage-conditional-write.test.ts.
     expect(made.stderr).toBe('')
     expect(made.code).toBe(0)
     expect(made.stdout).toContain('encrypted (AES-256-GCM), zstd level 7, packs of 4 MiB')
     const repo = await openRepository(await openSpec(spec), { passphrase: 'from a file' })
-    expect(repo.config).toMatchObject({ packTargetBytes: 4 * 1048576, compression: { algorithm: 'zstd', level: 7 } })
+    expect(repo.config).toMatchObject({
+      packTargetBytes: 4 * 1048576,
+      compression: { algorithm: 'zstd', level: 7 },
+      conditionalWrite: 'enforced',
+    })
+    // A passphrase file other users may read still works, with a warning and a safe hint.
+    chmodSync(file, 0o644)
+    const loose = await pgkeep(['verify', '--repo', url, '--passphrase-file', file], env)
+    expect(loose.code, loose.stderr).toBe(0)
+    expect(loose.stderr).toContain(`warning: passphrase file '${file}' can be read or written by other users (mode 0644)`)
+    expect(loose.stderr).toContain(`HINT: chmod 600 '${file}'`)
     const again = await pgkeep(['init', '--repo', url], env)
     expect(again.code).toBe(21)
     expect(again.stderr).toContain('already holds a pgkeep repository')

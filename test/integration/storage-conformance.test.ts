@@ -1,6 +1,8 @@
 // The storage conformance suite (restic's habit): one function checks every point of the contract in
 // src/storage/storage.ts, and runs against each driver (fs, s3 on s3rver or PGKEEP_TEST_S3_ENDPOINT) raw and
-// wrapped in the retry and concurrency-limit decorators (through openStorage, the production wiring).
+// wrapped in the retry and concurrency-limit decorators (through openStorage, the production wiring); and on S3
+// stores that refuse conditional writes (pgkeep's check-and-read-back fallback) or enforce them (a loopback proxy
+// in front of s3rver, test/harness/s3-conditional-proxy.ts).
 
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -11,9 +13,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { AlreadyExistsError, NotFoundError, StorageError, isPgkeepError } from '../../src/errors.js'
 import { openFsStorage } from '../../src/storage/fs.js'
+import { withCheckedIfAbsent } from '../../src/storage/if-absent.js'
 import { openStorage } from '../../src/storage/open.js'
-import { openS3Storage } from '../../src/storage/s3.js'
+import { openS3Storage, type S3StorageOptions } from '../../src/storage/s3.js'
 import type { Body, ObjectInfo, Storage } from '../../src/storage/storage.js'
+import { startS3ConditionalProxy, type S3ConditionalProxy } from '../harness/s3-conditional-proxy.js'
 import { startS3Server, type S3TestServer } from '../harness/s3-server.js'
 
 const MIB = 1 << 20
@@ -25,6 +29,11 @@ interface Subject {
   readonly partSizeBytes?: number
   /** Requests the S3 server saw (local s3rver only), to check that multipart really happened. */
   readonly requestLog?: () => Promise<string[]>
+  /**
+   * Of many concurrent `ifAbsent` writers of one key exactly one wins (default: `features.conditionalWrite`; true
+   * for the check-and-read-back fallback too, whose writers here never stall).
+   */
+  readonly exclusiveIfAbsent?: boolean
   close(): Promise<void>
 }
 
@@ -204,8 +213,8 @@ function storageConformance(label: string, open: () => Promise<Subject>): void {
       expect((await readAll(s, key)).equals(first)).toBe(true)
     })
 
-    it('lets exactly one of many concurrent ifAbsent writers win when conditionalWrite is enforced', async (ctx) => {
-      if (!s.features.conditionalWrite) {
+    it('lets exactly one of many concurrent ifAbsent writers win where ifAbsent is exclusive', async (ctx) => {
+      if (!(subject.exclusiveIfAbsent ?? s.features.conditionalWrite)) {
         ctx.skip('features.conditionalWrite is false: ifAbsent is a best-effort check here')
         return
       }
@@ -427,23 +436,28 @@ storageConformance('fs through openStorage (retry + limit)', async () => {
 describe('s3 variants', () => {
   let server: S3TestServer
   beforeAll(async () => {
-    server = await startS3Server()
+    server = await startS3Server({ conditionalWrites: 'server' })
   })
   afterAll(async () => {
     await server?.stop()
   })
 
-  storageConformance('s3', async () => {
-    const partSizeBytes = 5 * MIB
-    const storage = await openS3Storage({
+  /** The S3 driver on its own, under `server.prefix + label`, reaching the server through `endpoint`. */
+  const rawS3 = (endpoint: string, label: string, partSizeBytes: number, extra: Partial<S3StorageOptions> = {}): Promise<Storage> =>
+    openS3Storage({
       bucket: server.bucket,
-      prefix: `${server.prefix}raw`,
-      endpoint: server.endpoint,
+      prefix: `${server.prefix}${label}`,
+      endpoint,
       region: server.region,
       forcePathStyle: true,
       credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
       partSizeBytes,
+      ...extra,
     })
+
+  storageConformance('s3', async () => {
+    const partSizeBytes = 5 * MIB
+    const storage = await rawS3(server.endpoint, 'raw', partSizeBytes)
     return { storage, partSizeBytes, requestLog: server.requestLog, close: () => storage.close() }
   })
 
@@ -460,5 +474,55 @@ describe('s3 variants', () => {
     )
     // openStorage's default part size is 8 MiB.
     return { storage, partSizeBytes: 8 * MIB, requestLog: server.requestLog, close: () => storage.close() }
+  })
+
+  // A store that answers 501 to every conditional request (OpenStack Swift's S3 layer): pgkeep's fallback must
+  // give the whole contract, exclusive ifAbsent included.
+  describe('behind a store that refuses conditional writes', () => {
+    let proxy: S3ConditionalProxy
+    beforeAll(async () => {
+      proxy = await startS3ConditionalProxy(server.endpoint, 'refuse')
+    })
+    afterAll(async () => {
+      await proxy?.close()
+    })
+
+    storageConformance('s3 refusing conditional writes, with the check-and-read-back fallback', async () => {
+      const partSizeBytes = 5 * MIB
+      const storage = withCheckedIfAbsent(await rawS3(proxy.endpoint, 'refusing-raw', partSizeBytes))
+      return { storage, partSizeBytes, requestLog: server.requestLog, exclusiveIfAbsent: true, close: () => storage.close() }
+    })
+
+    storageConformance('s3 refusing conditional writes, through openStorage with PGKEEP_S3_CONDITIONAL_WRITE=false', async () => {
+      const storage = await openStorage(
+        `s3://${server.bucket}/${server.prefix}refusing-decorated`,
+        {
+          AWS_ACCESS_KEY_ID: server.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: server.secretAccessKey,
+          AWS_REGION: server.region,
+          AWS_ENDPOINT_URL: proxy.endpoint,
+          PGKEEP_S3_CONDITIONAL_WRITE: 'false',
+        },
+        { maxConcurrent: 4 },
+      )
+      return { storage, partSizeBytes: 8 * MIB, requestLog: server.requestLog, exclusiveIfAbsent: true, close: () => storage.close() }
+    })
+  })
+
+  // A store that enforces If-None-Match (as AWS S3 does): the driver relies on it alone.
+  describe('behind a store that enforces conditional writes', () => {
+    let proxy: S3ConditionalProxy
+    beforeAll(async () => {
+      proxy = await startS3ConditionalProxy(server.endpoint, 'enforce')
+    })
+    afterAll(async () => {
+      await proxy?.close()
+    })
+
+    storageConformance('s3 enforcing conditional writes', async () => {
+      const partSizeBytes = 5 * MIB
+      const storage = await rawS3(proxy.endpoint, 'enforcing', partSizeBytes, { conditionalWrite: true })
+      return { storage, partSizeBytes, requestLog: server.requestLog, close: () => storage.close() }
+    })
   })
 })

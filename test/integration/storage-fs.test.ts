@@ -10,7 +10,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import ts from 'typescript'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest'
 
 import { AlreadyExistsError, NotFoundError, StorageError } from '../../src/errors.js'
 import { openFsStorage } from '../../src/storage/fs.js'
@@ -54,17 +54,41 @@ async function listKeys(s: Storage, prefix = ''): Promise<string[]> {
 }
 
 describe('fs driver', () => {
-  it('creates directories 0700 (root included) and files 0600', async () => {
-    const root = path.join(tmp, 'modes', 'repo')
-    const s = await openFsStorage(root)
-    await s.write('a/b/c', randomBytes(10))
-    await s.write('a/d', randomBytes(10), { ifAbsent: true })
-    const mode = async (p: string): Promise<number> => (await stat(path.join(root, p))).mode & 0o777
-    expect((await mode('.')).toString(8)).toBe('700')
-    expect((await mode('a')).toString(8)).toBe('700')
-    expect((await mode('a/b')).toString(8)).toBe('700')
-    expect((await mode('a/b/c')).toString(8)).toBe('600')
-    expect((await mode('a/d')).toString(8)).toBe('600')
+  it('creates directories 0700 (root and missing parents included) and files 0600, whatever the umask', async () => {
+    // 022 is the usual umask; 000 would leave group and other bits on modes taken from it; 277 would make
+    // directories the driver cannot write into if it left mkdir(2) and open(2) to the umask.
+    for (const mask of [0o022, 0o000, 0o277]) {
+      const top = path.join(tmp, `modes-${mask.toString(8)}`)
+      const root = path.join(top, 'parent', 'repo')
+      const previous = process.umask(mask)
+      try {
+        const s = await openFsStorage(root)
+        await s.write('a/b/c', randomBytes(10))
+        await s.write('a/d', randomBytes(10), { ifAbsent: true })
+        await s.write('e', async function* () {
+          yield randomBytes(10)
+        })
+        await s.write('e', randomBytes(20)) // replaced by rename(2)
+        expect(await s.probeConditionalWrite!('probe')).toBe('enforced')
+      } finally {
+        process.umask(previous)
+      }
+      const modes: Record<string, string> = {}
+      for (const rel of ['', ...(await walk(top))]) {
+        const st = await stat(path.join(top, rel))
+        modes[rel || '.'] = `${st.isDirectory() ? 'd' : 'f'}${(st.mode & 0o7777).toString(8)}`
+      }
+      expect(modes, `umask ${mask.toString(8)}`).toEqual({
+        '.': 'd700',
+        parent: 'd700',
+        'parent/repo': 'd700',
+        'parent/repo/a': 'd700',
+        'parent/repo/a/b': 'd700',
+        'parent/repo/a/b/c': 'f600',
+        'parent/repo/a/d': 'f600',
+        'parent/repo/e': 'f600',
+      })
+    }
   })
 
   it('leaves no temporary file after aborted, failed and refused writes', async () => {
@@ -137,22 +161,34 @@ describe('fs driver', () => {
     const s = await openFsStorage(root)
     const previous = randomBytes(1000)
     await s.write('keep/old', previous)
-    const child = await compileChild(path.join(tmp, 'child'))
+    const child = await compileChild()
+    onTestFinished(() => rm(path.dirname(child), { recursive: true, force: true }))
     for (const key of ['new/object', 'keep/old']) {
-      const proc = spawn(process.execPath, [child, root, key], { stdio: ['ignore', 'pipe', 'inherit'] })
-      const exited = new Promise<NodeJS.Signals | null>((resolve) => proc.once('exit', (_code, signal) => resolve(signal)))
-      // The child says when it has written a few MiB into its temporary file; then it dies mid-body.
-      await new Promise<void>((resolve, reject) => {
-        proc.stdout.on('data', (d: Buffer) => {
-          if (d.toString().includes('writing')) resolve()
+      const proc = spawn(process.execPath, [child, root, key], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let stderr = ''
+      proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        proc.once('exit', (code, signal) => resolve({ code, signal })),
+      )
+      // The child reports once its body has handed the driver CHILD_CHUNKS chunks, all written into the
+      // temporary file, and then holds the write open (the body's next chunk never comes) until it is killed.
+      const reported = await new Promise<string>((resolve, reject) => {
+        let out = ''
+        proc.stdout.setEncoding('utf8').on('data', (d: string) => {
+          out += d
+          const line = /^mid-write (\d+)\n/m.exec(out)
+          if (line) resolve(line[1] ?? '')
         })
-        proc.once('exit', () => reject(new Error('child exited before writing')))
+        void exited.then(({ code, signal }) =>
+          reject(new Error(`child exited (code ${String(code)}, signal ${String(signal)}) before it was mid-write: ${stderr}`)),
+        )
       })
+      expect(Number(reported)).toBe(CHILD_CHUNKS * CHILD_CHUNK_BYTES)
       const temps = await tempFilesUnder(root)
       expect(temps.length, 'the child must be mid-write (a temporary file exists)').toBe(1)
-      expect((await stat(path.join(root, temps[0] ?? ''))).size).toBeGreaterThan(MIB)
+      expect((await stat(path.join(root, temps[0] ?? ''))).size).toBe(CHILD_CHUNKS * CHILD_CHUNK_BYTES)
       proc.kill('SIGKILL')
-      expect(await exited).toBe('SIGKILL')
+      expect(await exited).toEqual({ code: null, signal: 'SIGKILL' })
       await rm(path.join(root, temps[0] ?? ''))
     }
     expect(await s.stat('new/object')).toBeUndefined()
@@ -195,11 +231,21 @@ describe('fs driver', () => {
   })
 })
 
+/** What the child writes before it reports and holds its write open: 13 chunks of 256 KiB (3.25 MiB). */
+const CHILD_CHUNKS = 13
+const CHILD_CHUNK_BYTES = 256 * 1024
+
 /**
  * Builds a runnable copy of src/storage/fs.ts and its imports (TypeScript's transpileModule, no type check) plus a
- * child script that writes an endless, slow factory body to `argv[3]` under root `argv[2]`.
+ * child script that writes `argv[3]` under root `argv[2]` from a body that yields CHILD_CHUNKS chunks, prints
+ * `mid-write <bytes>` when the driver asks for the next one (so every chunk so far is in the temporary file), and
+ * then never yields again. The copy lives under the project's .tmp/ so that the packages the import closure needs
+ * (src/errors.ts reaches protocol/, which imports pg-protocol) resolve from the project's node_modules: from a
+ * directory under /tmp the child died at import with ERR_MODULE_NOT_FOUND, which is what "child exited before
+ * writing" was. Returns the script's path; the caller removes its directory.
  */
-async function compileChild(outDir: string): Promise<string> {
+async function compileChild(): Promise<string> {
+  const outDir = path.join(REPO_ROOT, '.tmp', `fs-child-${process.pid}-${randomBytes(4).toString('hex')}`)
   const seen = new Set<string>()
   const queue = [path.join(REPO_ROOT, 'src/storage/fs.ts')]
   for (let file = queue.pop(); file !== undefined; file = queue.pop()) {
@@ -222,13 +268,14 @@ async function compileChild(outDir: string): Promise<string> {
     child,
     `import { openFsStorage } from './src/storage/fs.js'
 const [root, key] = process.argv.slice(2)
+// Keeps the process alive while the write waits forever (an unsettled top-level await alone would exit).
+setInterval(() => {}, 1 << 30)
 const s = await openFsStorage(root)
 await s.write(key, async function* () {
-  for (let i = 0; ; i++) {
-    yield Buffer.alloc(256 * 1024, i & 255)
-    if (i === 12) process.stdout.write('writing\\n')
-    if (i >= 12) await new Promise((r) => setTimeout(r, 20))
-  }
+  for (let i = 0; i < ${CHILD_CHUNKS}; i++) yield Buffer.alloc(${CHILD_CHUNK_BYTES}, i + 1)
+  // The driver asks for the next chunk only after it wrote the previous one.
+  process.stdout.write('mid-write ${CHILD_CHUNKS * CHILD_CHUNK_BYTES}\\n')
+  await new Promise(() => {})
 })
 `,
   )

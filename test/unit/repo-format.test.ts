@@ -6,6 +6,8 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { createDecipheriv, createHash, createHmac, hkdfSync, scryptSync } from 'node:crypto'
 import { decompress } from 'zstd-napi'
 
+import { RepoFormatError } from '../../src/errors.js'
+import { conditionalWriteOf, decodeConfig, newConfig } from '../../src/repo/config.js'
 import { initRepository } from '../../src/repo/index.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 import type { Storage } from '../../src/storage/storage.js'
@@ -74,6 +76,9 @@ describe.each([false, true])('repository bytes follow the format document (encry
     const r = await makeRepo(encrypted)
     const config = JSON.parse(r.config.toString('utf8'))
     expect(config).toMatchObject({ format: 'pgkeep', version: 1, packTargetBytes: 1 << 20, compression: { algorithm: 'zstd', level: 3 } })
+    // §3: init probed the store (a local directory: link(2) refuses an existing name) and removed its probe object.
+    expect(config.conditionalWrite).toBe('enforced')
+    expect((await listKeys(r.storage, 'probe-')).length).toBe(0)
     expect(config.id).toMatch(/^[0-9a-f]{64}$/)
 
     // §4: unwrap the master key with scrypt + AES-GCM, derive the keys with HKDF.
@@ -193,5 +198,19 @@ describe.each([false, true])('repository bytes follow the format document (encry
     }
     const json = JSON.parse(decompress(payload).toString('utf8'))
     expect(json).toMatchObject({ kind: 'backup', key: 'c1/b1', blobRefs: [r.metaId], value: { label: 'x'.repeat(2000) } })
+  })
+})
+
+describe('config §3 conditionalWrite', () => {
+  const base = () => newConfig({ id: 'a'.repeat(64), encrypted: false })
+  const decode = (c: object) => decodeConfig(Buffer.from(JSON.stringify(c)), 'somewhere')
+
+  it('reads a config without the member as enforced, keeps the three known values, refuses others', () => {
+    const { conditionalWrite: _absent, ...old } = base()
+    expect(conditionalWriteOf(decode(old))).toBe('enforced')
+    for (const v of ['enforced', 'ignored', 'unsupported'] as const) expect(conditionalWriteOf(decode({ ...base(), conditionalWrite: v }))).toBe(v)
+    for (const v of ['ENFORCED', 'maybe', '', 1, null]) {
+      expect(() => decode({ ...base(), conditionalWrite: v }), String(v)).toThrow(RepoFormatError)
+    }
   })
 })

@@ -22,6 +22,8 @@ class FlakyStorage implements Storage {
   readonly writeBodies: Buffer[] = []
   /** Errors to throw, per operation, one per call (before any work). */
   readonly failBefore: Record<Op, unknown[]> = { stat: [], read: [], write: [], list: [], remove: [] }
+  /** For writes: errors thrown after the object was stored (its answer lost), one per call. */
+  readonly failAfterWrite: unknown[] = []
   /** For reads and lists: fail after this many chunks/entries, one entry per call (undefined = do not). */
   readonly failAfter: { items: number; error: unknown }[] = []
   readsReturned = 0
@@ -60,14 +62,17 @@ class FlakyStorage implements Storage {
     }
   }
 
-  async write(key: string, body: Body, _o?: WriteOptions): Promise<void> {
+  async write(key: string, body: Body, o?: WriteOptions): Promise<void> {
     this.calls.push({ op: 'write', key })
     const parts: Uint8Array[] = []
     if (body instanceof Uint8Array) parts.push(body)
     else for await (const c of body()) parts.push(c)
     this.writeBodies.push(Buffer.concat(parts))
     this.before('write')
+    if (o?.ifAbsent === true && this.objects.has(key)) throw new AlreadyExistsError(`object '${key}' already exists`)
     this.objects.set(key, Buffer.concat(parts))
+    const lost = this.failAfterWrite.shift()
+    if (lost !== undefined) throw lost
   }
 
   async *list(prefix: string, _o?: OpOptions): AsyncGenerator<ObjectInfo> {
@@ -267,6 +272,34 @@ describe('withRetry', () => {
     inner.failAfter.push({ items: 1, error: late })
     await expect(keys()).rejects.toBe(late)
     expect(inner.calls.length).toBe(1)
+  })
+
+  it('an ifAbsent write whose answer was lost succeeds when its own bytes are there, and only then', async () => {
+    const inner = new FlakyStorage()
+    const s = withRetry(inner, fast)
+    const body = randomBytes(2500)
+    inner.failAfterWrite.push(transient())
+    await s.write('k', body, { ifAbsent: true })
+    expect(inner.objects.get('k')?.equals(body)).toBe(true)
+    // write, write (AlreadyExists), read back
+    expect(inner.calls.map((c) => c.op)).toEqual(['write', 'write', 'read'])
+
+    // Someone else's bytes under the key: AlreadyExistsError stands.
+    inner.calls.length = 0
+    inner.objects.set('other', randomBytes(2500))
+    inner.failBefore.write.push(transient())
+    await expect(s.write('other', body, { ifAbsent: true })).rejects.toBeInstanceOf(AlreadyExistsError)
+
+    // No earlier failure: a plain AlreadyExistsError, nothing read.
+    inner.calls.length = 0
+    await expect(s.write('k', body, { ifAbsent: true })).rejects.toBeInstanceOf(AlreadyExistsError)
+    expect(inner.calls.map((c) => c.op)).toEqual(['write'])
+
+    // collisionFree: the key vouches for the bytes, nothing is read.
+    inner.calls.length = 0
+    inner.failAfterWrite.push(transient())
+    await s.write('cf', body, { ifAbsent: true, collisionFree: true })
+    expect(inner.calls.map((c) => c.op)).toEqual(['write', 'write'])
   })
 
   it('passes name and features through and refuses a bad attempts count', () => {

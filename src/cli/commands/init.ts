@@ -54,7 +54,13 @@ Without the passphrase an encrypted repository cannot be read: keep it safe, apa
     }
     const storage = await openStorage(values.repo, ctx.env)
     try {
-      const repo = await initRepository(storage, { encrypt, compression, packTargetBytes, signal: ctx.signal })
+      const repo = await initRepository(storage, {
+        encrypt,
+        compression,
+        packTargetBytes,
+        signal: ctx.signal,
+        onMessage: (m) => ctx.stderr.write(`pgkeep: ${m.level === 'warning' ? 'warning: ' : ''}${m.text}\n`),
+      })
       const c = repo.config
       await repo.close()
       const comp = c.compression.algorithm === 'zstd' ? `zstd level ${c.compression.level}` : 'no compression'
