@@ -87,7 +87,10 @@ it(`backup: pgkeep vs pg_basebackup, pgbench scale ${scale}`, async () => {
     ].join('\n')
     console.log(out)
     await mkdir(join(import.meta.dirname, 'results'), { recursive: true })
-    await appendFile(join(import.meta.dirname, 'results', 'backup.jsonl'), JSON.stringify({ at: new Date().toISOString(), scale, runs, full, incremental, stored }) + '\n')
+    await appendFile(
+      join(import.meta.dirname, 'results', 'backup.jsonl'),
+      JSON.stringify({ at: new Date().toISOString(), scale, runs, full, incremental, stored }) + '\n',
+    )
   } finally {
     await pg.destroy()
   }

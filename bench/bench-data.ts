@@ -43,7 +43,9 @@ export async function loadBenchData(c: Cluster, scale: number): Promise<BenchDat
   const batch = 200_000
   for (let from = 1; from <= rows; from += batch) {
     const to = Math.min(rows, from + batch - 1)
-    await c.sql(`insert into bench_random (id, payload) select g, gen_random_bytes(${RANDOM_ROW_BYTES / 2}) || gen_random_bytes(${RANDOM_ROW_BYTES / 2}) from generate_series(${from}, ${to}) g`)
+    await c.sql(
+      `insert into bench_random (id, payload) select g, gen_random_bytes(${RANDOM_ROW_BYTES / 2}) || gen_random_bytes(${RANDOM_ROW_BYTES / 2}) from generate_series(${from}, ${to}) g`,
+    )
   }
   await c.sql('vacuum freeze')
   await c.sql('checkpoint')

@@ -39,7 +39,10 @@ export async function summarizeCpuProfiles(dir: string, top = 12): Promise<strin
     '| self time | share of CPU | function |',
     '| ---: | ---: | --- |',
   ]
-  const busiest = [...selfUs].filter(([k]) => k !== '(idle)').sort((a, b) => b[1] - a[1]).slice(0, top)
+  const busiest = [...selfUs]
+    .filter(([k]) => k !== '(idle)')
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
   for (const [key, us] of busiest) lines.push(`| ${(us / 1000).toFixed(0)} ms | ${((100 * us) / Math.max(1, cpuUs)).toFixed(1)}% | \`${key}\` |`)
   return lines.join('\n') + '\n'
 }

@@ -48,7 +48,9 @@ export function table(rows: Record<string, Measured[]>, reference: string): stri
     const rss = ms.every((r) => r.maxRssKb !== null) ? `${(median(ms.map((r) => r.maxRssKb!)) / 1024).toFixed(0)} MB` : 'n/a'
     const user = ms.every((r) => r.userS !== null) ? `${median(ms.map((r) => r.userS!)).toFixed(2)} s` : 'n/a'
     const sys = ms.every((r) => r.sysS !== null) ? `${median(ms.map((r) => r.sysS!)).toFixed(2)} s` : 'n/a'
-    lines.push(`| ${name} | ${(wall / 1000).toFixed(2)} s | ${(wall / ref).toFixed(2)} | ${user} | ${sys} | ${rss} | ${ms.map((r) => (r.ms / 1000).toFixed(2)).join(' ')} |`)
+    lines.push(
+      `| ${name} | ${(wall / 1000).toFixed(2)} s | ${(wall / ref).toFixed(2)} | ${user} | ${sys} | ${rss} | ${ms.map((r) => (r.ms / 1000).toFixed(2)).join(' ')} |`,
+    )
   }
   return lines.join('\n')
 }

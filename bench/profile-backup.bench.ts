@@ -113,7 +113,11 @@ it(`backup with 0..n ingest workers, pgbench scale ${scale}`, async () => {
       `Main-thread CPU (median): incremental: ${mainCpu(incremental)}`,
       '',
       `1-minute load average at the start of each run (2 cores): full: ${loads(full)}`,
-      `median load: ${median(Object.values(full).flat().map((r) => r.load)).toFixed(1)}`,
+      `median load: ${median(
+        Object.values(full)
+          .flat()
+          .map((r) => r.load),
+      ).toFixed(1)}`,
     ]
     if (cpuProfile) {
       for (const v of variants) {

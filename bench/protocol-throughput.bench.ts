@@ -35,8 +35,10 @@ function viaPgBasebackup(port: number): Promise<{ ms: number }> {
   const tool = debianTool('pg_basebackup')!
   const t0 = performance.now()
   return new Promise((resolve, reject) => {
-    const child = spawn(tool, ['-h', '127.0.0.1', '-p', String(port), '-U', ROLES.repl, '-D', '-', '-Ft', '-X', 'none',
-      '--checkpoint=fast', '--no-manifest'], { env: { ...process.env, PGPASSWORD: PASSWORD }, stdio: ['ignore', 'ignore', 'pipe'] })
+    const child = spawn(tool, ['-h', '127.0.0.1', '-p', String(port), '-U', ROLES.repl, '-D', '-', '-Ft', '-X', 'none', '--checkpoint=fast', '--no-manifest'], {
+      env: { ...process.env, PGPASSWORD: PASSWORD },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
     let err = ''
     child.stderr.on('data', (d) => (err += d))
     child.on('close', (code) => (code === 0 ? resolve({ ms: performance.now() - t0 }) : reject(new Error(err))))
@@ -70,13 +72,17 @@ it(`BASE_BACKUP receive throughput, pgbench scale ${scale}`, async () => {
     const lines = [`BASE_BACKUP of ${(bytes / 1e6).toFixed(0)} MB (pgbench -s ${scale}, PG 15, one tablespace), ${runs} alternating runs, medians:`]
     for (const [name, ms] of Object.entries(rows)) {
       const m = median(ms)
-      lines.push(`  ${name.padEnd(46)} ${(m / 1000).toFixed(2)} s  ${(bytes / 1e6 / (m / 1000)).toFixed(0)} MB/s  ratio ${(m / ref).toFixed(2)}  runs ${ms.map((x) => (x / 1000).toFixed(2)).join(' ')}`)
+      lines.push(
+        `  ${name.padEnd(46)} ${(m / 1000).toFixed(2)} s  ${(bytes / 1e6 / (m / 1000)).toFixed(0)} MB/s  ratio ${(m / ref).toFixed(2)}  runs ${ms.map((x) => (x / 1000).toFixed(2)).join(' ')}`,
+      )
     }
     lines.push(`  CPU of the client process per protocol/ (discard) run: median ${(median(cpu) / 1000).toFixed(2)} s`)
     console.log(lines.join('\n'))
     await mkdir(join(import.meta.dirname, 'results'), { recursive: true })
-    await appendFile(join(import.meta.dirname, 'results', 'protocol-throughput.jsonl'),
-      JSON.stringify({ at: new Date().toISOString(), scale, bytes, runs: rows }) + '\n')
+    await appendFile(
+      join(import.meta.dirname, 'results', 'protocol-throughput.jsonl'),
+      JSON.stringify({ at: new Date().toISOString(), scale, bytes, runs: rows }) + '\n',
+    )
   } finally {
     await pg.destroy()
   }

@@ -28,7 +28,9 @@ function run(cmd: string, args: string[], env: Record<string, string> = {}): Pro
     let err = ''
     child.stdout.on('data', (d) => (out += d))
     child.stderr.on('data', (d) => (err += d))
-    child.on('close', (code) => (code === 0 ? resolve({ ms: performance.now() - t0, stdout: out }) : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}: ${err}`))))
+    child.on('close', (code) =>
+      code === 0 ? resolve({ ms: performance.now() - t0, stdout: out }) : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}: ${err}`)),
+    )
   })
 }
 
@@ -46,7 +48,9 @@ it(`restore wall time, pgbench scale ${scale}`, async () => {
     await mkdir(work)
     // pg_basebackup's tar files, made once: the reference extracts them.
     const tars = join(work, 'tars')
-    await run(pgBasebackup, ['-h', '127.0.0.1', '-p', String(pg.port), '-U', ROLES.repl, '-D', tars, '-Ft', '-X', 'stream', '--checkpoint=fast'], { PGPASSWORD: PASSWORD })
+    await run(pgBasebackup, ['-h', '127.0.0.1', '-p', String(pg.port), '-U', ROLES.repl, '-D', tars, '-Ft', '-X', 'stream', '--checkpoint=fast'], {
+      PGPASSWORD: PASSWORD,
+    })
     const { stdout: tarList } = await execFileP('ls', [tars])
     const tsTar = tarList.split('\n').find((n) => /^\d+\.tar$/.test(n))!
 
@@ -58,7 +62,18 @@ it(`restore wall time, pgbench scale ${scale}`, async () => {
       await syncDisks()
     }
     const pgkeep = (extra: string[]) =>
-      run(process.execPath, [join(ROOT, 'bin', 'pgkeep.js'), 'restore', '--repo', r.dir, '--pgdata', target, '--tablespace-mapping', `${pg.tablespaceDirs[0]}=${targetTs}`, '--json', ...extra])
+      run(process.execPath, [
+        join(ROOT, 'bin', 'pgkeep.js'),
+        'restore',
+        '--repo',
+        r.dir,
+        '--pgdata',
+        target,
+        '--tablespace-mapping',
+        `${pg.tablespaceDirs[0]}=${targetTs}`,
+        '--json',
+        ...extra,
+      ])
     const variants: Record<string, () => Promise<number>> = {
       'tar -xf (pg_basebackup -Ft, 2 tars)': async () => {
         await mkdir(target, { mode: 0o700 })
@@ -95,7 +110,10 @@ it(`restore wall time, pgbench scale ${scale}`, async () => {
     const back: number[] = []
     const deltaWritten: number[] = []
     for (let i = 0; i < runs; i++) {
-      for (const [id, into] of [[b2.id, forward], [b1.id, back]] as const) {
+      for (const [id, into] of [
+        [b2.id, forward],
+        [b1.id, back],
+      ] as const) {
         await syncDisks()
         const res = await pgkeep(['--backup', id, '--delta'])
         into.push(res.ms)
@@ -106,15 +124,24 @@ it(`restore wall time, pgbench scale ${scale}`, async () => {
     rows['pgkeep restore --delta, older over newer (1%)'] = back
 
     const ref = median(rows['tar -xf (pg_basebackup -Ft, 2 tars)']!)
-    const lines = [`restore of ${(bytes / 1e6).toFixed(0)} MB (pgbench -s ${scale}, PG 15, indexes in a second tablespace), fs repository, ${runs} alternating runs, medians:`]
+    const lines = [
+      `restore of ${(bytes / 1e6).toFixed(0)} MB (pgbench -s ${scale}, PG 15, indexes in a second tablespace), fs repository, ${runs} alternating runs, medians:`,
+    ]
     for (const [name, ms] of Object.entries(rows)) {
       const m = median(ms)
-      lines.push(`  ${name.padEnd(46)} ${(m / 1000).toFixed(2)} s  ${(bytes / 1e6 / (m / 1000)).toFixed(0)} MB/s  ratio to tar ${(m / ref).toFixed(2)}  runs ${ms.map((x) => (x / 1000).toFixed(2)).join(' ')}`)
+      lines.push(
+        `  ${name.padEnd(46)} ${(m / 1000).toFixed(2)} s  ${(bytes / 1e6 / (m / 1000)).toFixed(0)} MB/s  ratio to tar ${(m / ref).toFixed(2)}  runs ${ms.map((x) => (x / 1000).toFixed(2)).join(' ')}`,
+      )
     }
-    lines.push(`  delta: ${pages} of pgbench_accounts' pages touched; bytes written per delta restore: median ${(median(deltaWritten) / 1e6).toFixed(1)} MB of ${(bytes / 1e6).toFixed(0)} MB`)
+    lines.push(
+      `  delta: ${pages} of pgbench_accounts' pages touched; bytes written per delta restore: median ${(median(deltaWritten) / 1e6).toFixed(1)} MB of ${(bytes / 1e6).toFixed(0)} MB`,
+    )
     console.log(lines.join('\n'))
     await mkdir(join(import.meta.dirname, 'results'), { recursive: true })
-    await appendFile(join(import.meta.dirname, 'results', 'restore-throughput.jsonl'), JSON.stringify({ at: new Date().toISOString(), scale, bytes, runs: rows, deltaWritten, pages }) + '\n')
+    await appendFile(
+      join(import.meta.dirname, 'results', 'restore-throughput.jsonl'),
+      JSON.stringify({ at: new Date().toISOString(), scale, bytes, runs: rows, deltaWritten, pages }) + '\n',
+    )
   } finally {
     await pg.destroy()
     await r.close()

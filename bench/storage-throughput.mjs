@@ -43,7 +43,11 @@ async function startS3rver(dir) {
   })
   return {
     endpoint: `http://127.0.0.1:${port}`,
-    stop: () => new Promise((r) => { child.once('exit', r); child.stdin.end() }),
+    stop: () =>
+      new Promise((r) => {
+        child.once('exit', r)
+        child.stdin.end()
+      }),
   }
 }
 

@@ -17,7 +17,17 @@ import { handOver } from '../test/harness/server-user.js'
 import { loadBenchData, touchPages, zstdRatio } from './bench-data.js'
 import { dirBytes, S3Objects, s3Env, syncDisks } from './bench-fs.js'
 import { type Measured, measure } from './measure.js'
-import { type BarResult, formatBytes, formatMarkdown, type GroupSpec, type RunMeta, type Sample, summarize, type VariantSpec, type VariantSummary } from './report.js'
+import {
+  type BarResult,
+  formatBytes,
+  formatMarkdown,
+  type GroupSpec,
+  type RunMeta,
+  type Sample,
+  summarize,
+  type VariantSpec,
+  type VariantSummary,
+} from './report.js'
 import { formatSvg } from './svg-chart.js'
 import { summarizeCpuProfiles } from './cpu-profile.js'
 
@@ -36,7 +46,11 @@ const config = {
 const totalRuns = () => config.warmup + config.runs + (config.profile ? 1 : 0)
 const isProfileRun = (run: number) => run >= config.warmup + config.runs
 const runLabel = (run: number) => `${run + 1} of ${totalRuns()}${run < config.warmup ? ' (warm-up)' : isProfileRun(run) ? ' (profiled)' : ''}`
-const slug = (s: string) => s.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').toLowerCase()
+const slug = (s: string) =>
+  s
+    .replace(/[^A-Za-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '')
+    .toLowerCase()
 const profileDir = (spec: VariantSpec) => join(config.outDir, 'profiles', slug(`${spec.group} ${spec.name}`))
 type RepoKind = 'fs' | 's3'
 
@@ -162,7 +176,9 @@ async function measured(
       const dir = profileDir(spec)
       await rm(dir, { recursive: true, force: true })
       const wrapper = join(ctx.work, `profiled-${slug(spec.name)}.sh`)
-      await writeFile(wrapper, `#!/bin/sh\nexec "${process.execPath}" --max-semi-space-size=32 --cpu-prof --cpu-prof-dir="${dir}" "${BIN}" "$@"\n`, { mode: 0o755 })
+      await writeFile(wrapper, `#!/bin/sh\nexec "${process.execPath}" --max-semi-space-size=32 --cpu-prof --cpu-prof-dir="${dir}" "${BIN}" "$@"\n`, {
+        mode: 0o755,
+      })
       profiled = { cmd: cmd === BIN ? wrapper : cmd, env: { ...runEnv, PGKEEP: wrapper } }
     }
     const m = await measure(profiled.cmd, args, profiled.env)
@@ -172,8 +188,16 @@ async function measured(
   const m = await measure(cmd, args, runEnv)
   const extra = after ? await after(m) : {}
   await ctx.rec.add({
-    group: spec.group, variant: spec.name, side: spec.side, run, warmup: run < config.warmup,
-    wallMs: m.ms, userS: m.userS, sysS: m.sysS, maxRssKb: m.maxRssKb, ...extra,
+    group: spec.group,
+    variant: spec.name,
+    side: spec.side,
+    run,
+    warmup: run < config.warmup,
+    wallMs: m.ms,
+    userS: m.userS,
+    sysS: m.sysS,
+    maxRssKb: m.maxRssKb,
+    ...extra,
   })
   return m
 }
@@ -244,16 +268,27 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
     meta.databaseBytes = data.databaseBytes
     const ts = pg.tablespaceDirs[0]!
     meta.zstd = await zstdRatio([pg.dataDir, ts], ['./pg_wal'])
-    log(`PG 15 loaded in ${((performance.now() - t0) / 1000).toFixed(0)} s: ${(data.databaseBytes / 1e6).toFixed(0)} MB, zstd -1 ratio ${meta.zstd.ratio.toFixed(2)}`)
+    log(
+      `PG 15 loaded in ${((performance.now() - t0) / 1000).toFixed(0)} s: ${(data.databaseBytes / 1e6).toFixed(0)} MB, zstd -1 ratio ${meta.zstd.ratio.toFixed(2)}`,
+    )
     const segments = await archivedSegments(pg, archive, config.walSegments)
     log(`${segments.length} WAL segments archived`)
 
     for (let run = 0; run < totalRuns(); run++) {
       log(`PG 15 run ${runLabel(run)}`)
       // Physical limit: the server's BASE_BACKUP received and dropped, and reading the files themselves.
-      await measured(ctx, spec('limit', V.receive), run, process.execPath, [RECEIVE_LIMIT, pg.url()], baseEnv(), async (m) => ({ bytesRead: JSON.parse(m.stdout).bytes }))
-      await measured(ctx, spec('limit', V.tarRead), run, 'sh', ['-c', 'tar -cf - --exclude=./pg_wal -C "$1" . -C "$2" . | wc -c', 'sh', pg.dataDir, ts], baseEnv(),
-        async (m) => ({ bytesRead: Number(m.stdout.trim()) }))
+      await measured(ctx, spec('limit', V.receive), run, process.execPath, [RECEIVE_LIMIT, pg.url()], baseEnv(), async (m) => ({
+        bytesRead: JSON.parse(m.stdout).bytes,
+      }))
+      await measured(
+        ctx,
+        spec('limit', V.tarRead),
+        run,
+        'sh',
+        ['-c', 'tar -cf - --exclude=./pg_wal -C "$1" . -C "$2" . | wc -c', 'sh', pg.dataDir, ts],
+        baseEnv(),
+        async (m) => ({ bytesRead: Number(m.stdout.trim()) }),
+      )
 
       // Full backups, alternating.
       await rm(await basebackup(ctx, spec('full', V.basebackup), run, pg), { recursive: true, force: true })
@@ -296,7 +331,11 @@ async function restoreRuns(ctx: Ctx, specs: VariantSpec[], run: number, ts: stri
   const script = 'tar -xf "$1/base.tar" -C "$2" && tar -xf "$1/pg_wal.tar" -C "$2/pg_wal" && tar -xf "$1/$4" -C "$3"'
   await measured(ctx, spec(V.tarExtract), run, 'sh', ['-c', script, 'sh', tars, target, targetTs, tsTar], baseEnv(), written)
   for (const [k, repo] of Object.entries(repos) as [RepoKind, BenchRepo][]) {
-    for (const [name, extra] of [[V.restore1, ['--jobs', '1']], [V.restore4, ['--jobs', '4']], [V.restore4NoSync, ['--jobs', '4', '--no-sync']]] as const) {
+    for (const [name, extra] of [
+      [V.restore1, ['--jobs', '1']],
+      [V.restore4, ['--jobs', '4']],
+      [V.restore4NoSync, ['--jobs', '4', '--no-sync']],
+    ] as const) {
       await clean()
       const args = ['restore', '--repo', repo.url, '--pgdata', target, '--tablespace-mapping', `${ts}=${targetTs}`, '--json', ...extra]
       await measured(ctx, spec(kindName(name, k)), run, BIN, args, repo.env, written)
@@ -351,8 +390,13 @@ async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments
   const common = { SEGS: segments.join(' '), SRC: archive, PGKEEP: BIN }
   const cases: [string, string, NodeJS.ProcessEnv][] = [
     [V.cp, loop('cp "$SRC/$f" "$DEST/$f"'), baseEnv(common)],
-    [V.curl, loop('curl -sf --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -o "$DEST/$f" "$URL$f"'),
-      baseEnv({ ...common, ...s3Env(s3), URL: `${s3.endpoint}/${s3.bucket}/${rawPrefix}` })],
+    [
+      V.curl,
+      loop(
+        'curl -sf --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -o "$DEST/$f" "$URL$f"',
+      ),
+      baseEnv({ ...common, ...s3Env(s3), URL: `${s3.endpoint}/${s3.bucket}/${rawPrefix}` }),
+    ],
     [V.walGetFs, loop('"$PGKEEP" wal get --repo "$REPO" "$f" "$DEST/$f"'), { ...fsRepo.env, ...common, REPO: fsRepo.url }],
     [V.walGetS3, loop('"$PGKEEP" wal get --repo "$REPO" "$f" "$DEST/$f"'), { ...s3Repo.env, ...common, REPO: s3Repo.url }],
   ]
@@ -442,7 +486,13 @@ function bars(rows: VariantSummary[], databaseBytes: number): BarResult[] {
   const out: BarResult[] = []
   const ratioBar = (text: string, a: VariantSummary | undefined, b: VariantSummary | undefined, goal: number) => {
     const x = a && b ? a.wallMs / b.wallMs : null
-    out.push({ text, measured: x, goal: `≤ ${goal.toFixed(2)}`, display: x === null ? 'not measured' : `${x.toFixed(2)}`, holds: x === null ? null : x <= goal })
+    out.push({
+      text,
+      measured: x,
+      goal: `≤ ${goal.toFixed(2)}`,
+      display: x === null ? 'not measured' : `${x.toFixed(2)}`,
+      holds: x === null ? null : x <= goal,
+    })
   }
   for (const k of config.repoKinds) {
     const s = k === 's3' ? ' (S3)' : ''
@@ -450,18 +500,36 @@ function bars(rows: VariantSummary[], databaseBytes: number): BarResult[] {
     ratioBar(`full backup / physical limit (receive)${s}`, row('full', kindName(V.full, k)), row('limit', V.receive), 1.25)
     const inc = row('incremental', kindName(V.incremental, k))
     const pct = inc?.repoGrowthBytes != null ? (100 * inc.repoGrowthBytes) / databaseBytes : null
-    out.push({ text: `incremental after 1%: repository growth / database size${s}`, measured: pct, goal: '≤ 3%', display: pct === null ? 'not measured' : `${pct.toFixed(2)}%`, holds: pct === null ? null : pct <= 3 })
+    out.push({
+      text: `incremental after 1%: repository growth / database size${s}`,
+      measured: pct,
+      goal: '≤ 3%',
+      display: pct === null ? 'not measured' : `${pct.toFixed(2)}%`,
+      holds: pct === null ? null : pct <= 3,
+    })
     ratioBar(`incremental after 1% / pg_basebackup (PG 15)${s}`, inc, row('incremental', V.basebackup), 0.8)
     ratioBar(`server-side incremental / full (PG 17)${s}`, row('pg17', kindName(V.serverIncremental, k)), row('pg17', kindName(V.full, k)), 0.2)
     ratioBar(`restore --jobs 4 / tar -xf${s}`, row('restore', kindName(V.restore4, k)), row('restore', V.tarExtract), 1)
     const rss = rows.filter((r) => r.spec.repoKind === k && r.spec.group !== 'wal' && r.maxRssKb !== null)
     const peak = rss.length ? Math.max(...rss.map((r) => r.maxRssKb!)) / 1024 : null
-    out.push({ text: `peak RSS of backup and restore${s}`, measured: peak, goal: '≤ 200 MB', display: peak === null ? 'not measured' : `${peak.toFixed(0)} MB`, holds: peak === null ? null : peak <= 200 })
+    out.push({
+      text: `peak RSS of backup and restore${s}`,
+      measured: peak,
+      goal: '≤ 200 MB',
+      display: peak === null ? 'not measured' : `${peak.toFixed(0)} MB`,
+      holds: peak === null ? null : peak <= 200,
+    })
   }
   const get = row('wal', V.walGetS3)
   const curl = row('wal', V.curl)
   const speedup = get && curl ? curl.wallMs / get.wallMs : null
-  out.push({ text: `wal get of ${config.walSegments} segments: speed-up over one GET per segment from S3`, measured: speedup, goal: '≥ 3.00', display: speedup === null ? 'not measured' : speedup.toFixed(2), holds: speedup === null ? null : speedup >= 3 })
+  out.push({
+    text: `wal get of ${config.walSegments} segments: speed-up over one GET per segment from S3`,
+    measured: speedup,
+    goal: '≥ 3.00',
+    display: speedup === null ? 'not measured' : speedup.toFixed(2),
+    holds: speedup === null ? null : speedup >= 3,
+  })
   return out
 }
 
@@ -489,45 +557,82 @@ function requireTools(): void {
   if (missing.length) throw new Error(`the benchmark needs ${missing.join(', ')} (Debian: apt-get install postgresql-15 postgresql-client-15 time zstd curl)`)
 }
 
-it(`benchmark suite: pgbench scale ${config.scale}, ${config.runs} run(s), repository ${config.repoKinds.join('+')}`, async () => {
-  requireTools()
-  for (const k of config.repoKinds) if (k !== 'fs' && k !== 's3') throw new Error(`unknown repository kind '${k}' (fs or s3)`)
-  await mkdir(config.outDir, { recursive: true })
-  const at = new Date().toISOString()
-  const runId = at.replace(/[-:]/g, '').replace(/\..*/, '')
-  const cpus = os.cpus()
-  const meta: Partial<RunMeta> = {
-    runId, at, scale: config.scale, runs: config.runs, warmup: config.warmup, repoKinds: config.repoKinds, walSegments: config.walSegments,
-    node: process.version, pgkeepCommit: gitDescription(), postgres: {},
-    machine: { cpus: cpus.length, model: cpus[0]?.model.replace(/\s+/g, ' ').trim() ?? 'unknown', memGiB: Math.round(os.totalmem() / 2 ** 30), loadBefore: os.loadavg() },
-  }
-  const work = await mkdtemp(join(os.tmpdir(), 'pgkeep-bench-'))
-  await chmod(work, 0o755) // the server user writes the WAL archive below it
-  const s3 = await startS3Server()
-  const ctx: Ctx = { rec: new Recorder(join(config.outDir, 'suite.jsonl'), runId), work, s3, objects: new S3Objects(s3), runId }
-  const specs = variants(config.repoKinds)
-  try {
-    await suite15(ctx, specs, meta)
-    await suite17(ctx, specs, meta)
-  } finally {
-    ctx.objects.close()
-    await s3.stop()
-    await rm(work, { recursive: true, force: true })
-  }
-  meta.machine!.loadAfter = os.loadavg()
-  const rows = summarize(specs, ctx.rec.samples)
-  const barResults = bars(rows, meta.databaseBytes!)
-  const md = formatMarkdown(meta as RunMeta, groups(), rows, barResults)
-  const svg = formatSvg(`pgkeep benchmark, ${formatBytes(meta.databaseBytes!)} database, ${meta.at!.slice(0, 10)} (medians of ${config.runs})`, groups(), rows)
-  await writeFile(join(config.outDir, 'suite.md'), md)
-  if (config.profile) {
-    const sections = ['# Where pgkeep spends its time', '', `Profiled run of ${runId} (\`node --cpu-prof\`, self time summed over every process and thread of the command).`]
-    for (const spec of specs.filter((s) => s.side === 'pgkeep')) {
-      sections.push('', `## ${spec.group}: ${spec.name}`, '', await summarizeCpuProfiles(profileDir(spec)).catch((err) => `no profile: ${(err as Error).message}\n`))
+it(
+  `benchmark suite: pgbench scale ${config.scale}, ${config.runs} run(s), repository ${config.repoKinds.join('+')}`,
+  async () => {
+    requireTools()
+    for (const k of config.repoKinds) if (k !== 'fs' && k !== 's3') throw new Error(`unknown repository kind '${k}' (fs or s3)`)
+    await mkdir(config.outDir, { recursive: true })
+    const at = new Date().toISOString()
+    const runId = at.replace(/[-:]/g, '').replace(/\..*/, '')
+    const cpus = os.cpus()
+    const meta: Partial<RunMeta> = {
+      runId,
+      at,
+      scale: config.scale,
+      runs: config.runs,
+      warmup: config.warmup,
+      repoKinds: config.repoKinds,
+      walSegments: config.walSegments,
+      node: process.version,
+      pgkeepCommit: gitDescription(),
+      postgres: {},
+      machine: {
+        cpus: cpus.length,
+        model: cpus[0]?.model.replace(/\s+/g, ' ').trim() ?? 'unknown',
+        memGiB: Math.round(os.totalmem() / 2 ** 30),
+        loadBefore: os.loadavg(),
+      },
     }
-    await writeFile(join(config.outDir, 'profiles.md'), sections.join('\n'))
-  }
-  await writeFile(join(config.outDir, 'suite.svg'), svg)
-  await appendFile(ctx.rec.file, JSON.stringify({ suite: 'pgkeep-bench', runId, summary: { meta, bars: barResults, medians: rows.map((r) => ({ ...r, spec: undefined, group: r.spec.group, variant: r.spec.name })) } }) + '\n')
-  console.log('\n' + md)
-}, 6 * 3_600_000)
+    const work = await mkdtemp(join(os.tmpdir(), 'pgkeep-bench-'))
+    await chmod(work, 0o755) // the server user writes the WAL archive below it
+    const s3 = await startS3Server()
+    const ctx: Ctx = { rec: new Recorder(join(config.outDir, 'suite.jsonl'), runId), work, s3, objects: new S3Objects(s3), runId }
+    const specs = variants(config.repoKinds)
+    try {
+      await suite15(ctx, specs, meta)
+      await suite17(ctx, specs, meta)
+    } finally {
+      ctx.objects.close()
+      await s3.stop()
+      await rm(work, { recursive: true, force: true })
+    }
+    meta.machine!.loadAfter = os.loadavg()
+    const rows = summarize(specs, ctx.rec.samples)
+    const barResults = bars(rows, meta.databaseBytes!)
+    const md = formatMarkdown(meta as RunMeta, groups(), rows, barResults)
+    const svg = formatSvg(
+      `pgkeep benchmark, ${formatBytes(meta.databaseBytes!)} database, ${meta.at!.slice(0, 10)} (medians of ${config.runs})`,
+      groups(),
+      rows,
+    )
+    await writeFile(join(config.outDir, 'suite.md'), md)
+    if (config.profile) {
+      const sections = [
+        '# Where pgkeep spends its time',
+        '',
+        `Profiled run of ${runId} (\`node --cpu-prof\`, self time summed over every process and thread of the command).`,
+      ]
+      for (const spec of specs.filter((s) => s.side === 'pgkeep')) {
+        sections.push(
+          '',
+          `## ${spec.group}: ${spec.name}`,
+          '',
+          await summarizeCpuProfiles(profileDir(spec)).catch((err) => `no profile: ${(err as Error).message}\n`),
+        )
+      }
+      await writeFile(join(config.outDir, 'profiles.md'), sections.join('\n'))
+    }
+    await writeFile(join(config.outDir, 'suite.svg'), svg)
+    await appendFile(
+      ctx.rec.file,
+      JSON.stringify({
+        suite: 'pgkeep-bench',
+        runId,
+        summary: { meta, bars: barResults, medians: rows.map((r) => ({ ...r, spec: undefined, group: r.spec.group, variant: r.spec.name })) },
+      }) + '\n',
+    )
+    console.log('\n' + md)
+  },
+  6 * 3_600_000,
+)

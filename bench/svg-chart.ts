@@ -39,7 +39,9 @@ export function formatSvg(title: string, groups: GroupSpec[], rows: VariantSumma
       )
       if (goalX !== undefined) {
         const gx = LABEL_W + goalX
-        parts.push(`<line x1="${gx.toFixed(1)}" y1="${y + 1}" x2="${gx.toFixed(1)}" y2="${y + ROW_H - 1}" stroke="#d62728" stroke-width="2"><title>goal: ≤ ${r.spec.goalRatio} × ${escapeXml(r.spec.ref ?? '')}</title></line>`)
+        parts.push(
+          `<line x1="${gx.toFixed(1)}" y1="${y + 1}" x2="${gx.toFixed(1)}" y2="${y + ROW_H - 1}" stroke="#d62728" stroke-width="2"><title>goal: ≤ ${r.spec.goalRatio} × ${escapeXml(r.spec.ref ?? '')}</title></line>`,
+        )
       }
       y += ROW_H
     }

@@ -53,13 +53,22 @@ async function sampler(c: Cluster, appName: string | undefined) {
     while (running) {
       if (appName) {
         const { rows } = await client.query<{ lag: string | null }>(
-          `select (pg_current_wal_lsn() - flush_lsn)::text lag from pg_stat_replication where application_name = $1`, [appName])
+          `select (pg_current_wal_lsn() - flush_lsn)::text lag from pg_stat_replication where application_name = $1`,
+          [appName],
+        )
         if (rows[0]?.lag) maxLag = Math.max(maxLag, Number(rows[0].lag))
       }
       await new Promise((r) => setTimeout(r, 200))
     }
   })()
-  return { stop: async () => { running = false; await loop; await client.end(); return maxLag } }
+  return {
+    stop: async () => {
+      running = false
+      await loop
+      await client.end()
+      return maxLag
+    },
+  }
 }
 
 /** One burst: INSERT … SELECT of about WAL_MB MB of WAL; resolves with the WAL range and the time it took. */
@@ -80,7 +89,11 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
   const work = await mkdtemp(join(tmpdir(), 'pgkeep-walbench-'))
   const s3 = await startS3Server()
   try {
-    console.log(`load average at start: ${loadavg().map((x) => x.toFixed(1)).join(' ')} (2 cores)`)
+    console.log(
+      `load average at start: ${loadavg()
+        .map((x) => x.toFixed(1))
+        .join(' ')} (2 cores)`,
+    )
     const [{ sys }] = await c.sql<{ sys: string }>('select system_identifier::text sys from pg_control_system()')
 
     // 1. Bursts, alternating pgkeep wal stream / pg_receivewal / no streamer (ROUNDS rounds, medians: this machine is
@@ -91,11 +104,16 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
     const receivewal = debianTool('pg_receivewal')
     const rwDir = join(work, 'receivewal')
     await mkdir(rwDir)
-    if (receivewal) await execFileP(receivewal, ['-h', '127.0.0.1', '-p', String(c.port), '-U', ROLES.repl, '--slot', 'bench_rw', '--create-slot'], { env: { PGPASSWORD: PASSWORD } })
+    if (receivewal)
+      await execFileP(receivewal, ['-h', '127.0.0.1', '-p', String(c.port), '-U', ROLES.repl, '--slot', 'bench_rw', '--create-slot'], {
+        env: { PGPASSWORD: PASSWORD },
+      })
     const caughtUp = async (app: string) => {
       for (;;) {
         const rows = await c.sql<{ state: string; behind: string }>(
-          `select state, (pg_current_wal_flush_lsn() - write_lsn)::text behind from pg_stat_replication where application_name = $1`, [app])
+          `select state, (pg_current_wal_flush_lsn() - write_lsn)::text behind from pg_stat_replication where application_name = $1`,
+          [app],
+        )
         if (rows[0]?.state === 'streaming' && Number(rows[0].behind) < 1 << 20) return
         await new Promise((r) => setTimeout(r, 200))
       }
@@ -120,13 +138,14 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
           await proc.waitFor(/streaming cluster/)
         } else {
           rw = spawn(receivewal!, ['-h', '127.0.0.1', '-p', String(c.port), '-U', ROLES.repl, '--slot', 'bench_rw', '-D', rwDir, '-s', '1', '-n'], {
-            env: { PGPASSWORD: PASSWORD, PGAPPNAME: 'bench_rw' }, stdio: 'ignore',
+            env: { PGPASSWORD: PASSWORD, PGAPPNAME: 'bench_rw' },
+            stdio: 'ignore',
           })
         }
         const app = tool === 'pgkeep' ? 'bench' : 'bench_rw'
         await caughtUp(app)
         const storedAt = new Map<string, number>()
-        proc?.child.stderr!.on('data', (d: Buffer) => {
+        proc?.child.stderr?.on('data', (d: Buffer) => {
           for (const m of d.toString().matchAll(/stored segment ([0-9A-F]{24})/g)) storedAt.set(m[1]!, performance.now())
         })
         const sample = await sampler(c, app)
@@ -159,7 +178,9 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
       const med = (f: (r: (typeof rs)[number]) => number | undefined) => median(rs.map(f).filter((x): x is number => x !== undefined))
       report(
         `burst of ~${WAL_MB} MiB, ${rs.length} runs, ${tool}: server generates ${med((r) => r.serverMiBs).toFixed(0)} MiB/s (runs ${rs.map((r) => r.serverMiBs.toFixed(0)).join(' ')})` +
-          (tool === 'none' ? '' : `; last segment stored ${(med((r) => r.catchUpMs) / 1000).toFixed(2)} s after the commit; max lag ${mb(med((r) => r.lagBytes)).toFixed(0)} MiB`) +
+          (tool === 'none'
+            ? ''
+            : `; last segment stored ${(med((r) => r.catchUpMs) / 1000).toFixed(2)} s after the commit; max lag ${mb(med((r) => r.lagBytes)).toFixed(0)} MiB`) +
           (tool === 'pgkeep' ? `; streamer CPU ${(med((r) => r.cpuMs) / 1000).toFixed(1)} s per burst` : ''),
         { what: 'stream', tool, runs: rs },
       )
@@ -213,8 +234,12 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
       await mkdir(archive)
       for (const n of hundred) await copyFile(join(c.dataDir, 'pg_wal', n), join(archive, n))
       const s3Env = {
-        AWS_ENDPOINT_URL: s3.endpoint, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region,
-        AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', PGKEEP_PASSPHRASE: 'bench passphrase',
+        AWS_ENDPOINT_URL: s3.endpoint,
+        AWS_ACCESS_KEY_ID: s3.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
+        AWS_REGION: s3.region,
+        AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+        PGKEEP_PASSPHRASE: 'bench passphrase',
       }
       const s3Url = `s3://${s3.bucket}/${s3.prefix}walbench`
       {
@@ -238,20 +263,30 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
         }
         const daemonFile = join(spool ?? join(dest, '.pgkeep-prefetch'), 'daemon.json')
         if (existsSync(daemonFile)) {
-          try { process.kill(JSON.parse(await readFile(daemonFile, 'utf8')).pid, 'SIGTERM') } catch { /* gone */ }
+          try {
+            process.kill(JSON.parse(await readFile(daemonFile, 'utf8')).pid, 'SIGTERM')
+          } catch {
+            /* gone */
+          }
         }
-        report(`wal get ×100, ${label}: ${(total / 1000).toFixed(2)} s, ${(1600 / (total / 1000)).toFixed(0)} MiB/s, ${(total / 100).toFixed(0)} ms per segment`, {
-          what: 'get', label, ms: total,
-        })
+        report(
+          `wal get ×100, ${label}: ${(total / 1000).toFixed(2)} s, ${(1600 / (total / 1000)).toFixed(0)} MiB/s, ${(total / 100).toFixed(0)} ms per segment`,
+          {
+            what: 'get',
+            label,
+            ms: total,
+          },
+        )
       }
       await runGets('cp from a directory archive', (n, d) => ['cp', [join(archive, n), d]], {})
-      const get = (url: string, more: string[]) => (n: string, d: string): [string, string[]] => [process.execPath, [BIN, 'wal', 'get', '--repo', url, '--cluster', sys, ...more, n, d]]
+      const get =
+        (url: string, more: string[]) =>
+        (n: string, d: string): [string, string[]] => [process.execPath, [BIN, 'wal', 'get', '--repo', url, '--cluster', sys, ...more, n, d]]
       await runGets('pgkeep fs, prefetch 8', get(repoDir, ['--linger', '5']), {})
       await runGets('pgkeep fs, no prefetch', get(repoDir, ['--prefetch', '0']), {})
       await runGets('pgkeep s3 encrypted, prefetch 8', get(s3Url, ['--linger', '5']), s3Env)
       await runGets('pgkeep s3 encrypted, prefetch 16 concurrency 8', get(s3Url, ['--linger', '5', '--prefetch', '16', '--concurrency', '8']), s3Env)
       await runGets('pgkeep s3 encrypted, no prefetch', get(s3Url, ['--prefetch', '0']), s3Env)
-
     }
 
     async function syncPart() {
@@ -267,7 +302,20 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
         // A new slot starts at the last checkpoint's redo point: checkpoint first, and list the streamer as
         // synchronous only once it caught up (state 'streaming'), as one would in production.
         await c.sql('checkpoint')
-        const sync = spawnPgkeep(['wal', 'stream', '-d', c.url(), '--repo', join(work, 'repo-sync'), '--slot', 'bench_sync', '--create-slot', '--synchronous', '--status-interval', '1'])
+        const sync = spawnPgkeep([
+          'wal',
+          'stream',
+          '-d',
+          c.url(),
+          '--repo',
+          join(work, 'repo-sync'),
+          '--slot',
+          'bench_sync',
+          '--create-slot',
+          '--synchronous',
+          '--status-interval',
+          '1',
+        ])
         await sync.waitFor(/streaming cluster/)
         for (;;) {
           const rows = await c.sql<{ state: string }>(`select state from pg_stat_replication where application_name = 'bench_sync'`)
@@ -291,8 +339,10 @@ it(`WAL archiving: a ~${WAL_MB} MB burst, wal get of 100 segments, synchronous c
     }
   } finally {
     await mkdir(join(import.meta.dirname, 'results'), { recursive: true })
-    await appendFile(join(import.meta.dirname, 'results', 'wal-throughput.jsonl'),
-      JSON.stringify({ at: new Date().toISOString(), walMb: WAL_MB, loadavg: loadavg(), results }) + '\n')
+    await appendFile(
+      join(import.meta.dirname, 'results', 'wal-throughput.jsonl'),
+      JSON.stringify({ at: new Date().toISOString(), walMb: WAL_MB, loadavg: loadavg(), results }) + '\n',
+    )
     await s3.stop()
     await c.destroy()
     await rm(work, { recursive: true, force: true })

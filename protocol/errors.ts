@@ -29,8 +29,7 @@ export class BaseError extends Error {
   }
 }
 
-export const isPgkeepError = (e: unknown): e is BaseError =>
-  typeof e === 'object' && e !== null && (e as Record<symbol, unknown>)[BRAND] === true
+export const isPgkeepError = (e: unknown): e is BaseError => typeof e === 'object' && e !== null && (e as Record<symbol, unknown>)[BRAND] === true
 
 /** Error codes of the protocol layer. */
 export const ProtocolCodes = {
@@ -58,7 +57,11 @@ export class ConnectionError extends BaseError {
 
 /** Authentication failed or is not supported (wrong password, pg_hba.conf rejection, unknown method). */
 export class AuthError extends BaseError {
-  constructor(message: string, readonly sqlState?: string, o: ErrorOptions = {}) {
+  constructor(
+    message: string,
+    readonly sqlState?: string,
+    o: ErrorOptions = {},
+  ) {
     super(ProtocolCodes.AUTH, message, o)
   }
 }

@@ -36,9 +36,7 @@ export type ReplicationEvent =
   | { type: 'keepalive'; serverWalEnd: Lsn; sentAtUs: bigint }
 
 /** Why a stream ended without an error. */
-export type ReplicationEnd =
-  | { reason: 'stopped' }
-  | { reason: 'timeline-ended'; nextTimeline: number; nextTimelineStartLsn: Lsn }
+export type ReplicationEnd = { reason: 'stopped' } | { reason: 'timeline-ended'; nextTimeline: number; nextTimelineStartLsn: Lsn }
 
 /**
  * An active WAL stream. Iterate it once with `for await`; call `confirmFlushed` as WAL becomes durable; end it
@@ -90,11 +88,7 @@ export class ReplicationStream implements AsyncIterable<ReplicationEvent> {
   /** Sends a standby status update now. */
   sendStatus(replyRequested: boolean): void {
     if (this.finished || this.copyDoneSent || this.c.isClosed) return
-    this.c.send(
-      frontend.copyData(
-        encodeStandbyStatusUpdate({ written: this.receivedLsn, flushed: this.flushedLsn, applied: 0n, replyRequested }),
-      ),
-    )
+    this.c.send(frontend.copyData(encodeStandbyStatusUpdate({ written: this.receivedLsn, flushed: this.flushedLsn, applied: 0n, replyRequested })))
   }
 
   /** Ends streaming: sends CopyDone, drains what the server still sends, and resolves with why it ended. */

@@ -19,7 +19,7 @@ export function checkSlotName(name: string): string {
 /** The single row of a one-row result set, or throws. */
 export function onlyRow(sets: ResultSet[], command: string, index = 0): (Buffer | null)[] {
   const set = sets[index]
-  if (!set || set.rows.length !== 1) {
+  if (set?.rows.length !== 1) {
     throw new ProtocolError(`${command}: expected one row in result set ${index}, got ${set?.rows.length ?? 'none'}`)
   }
   return set.rows[0]

@@ -7,15 +7,7 @@ import { readFileSync, existsSync } from 'node:fs'
 import { connect as tlsConnect, type TLSSocket, type ConnectionOptions as TlsOptions } from 'node:tls'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
-import {
-  AbortedError,
-  AuthError,
-  ConnectionConfigError,
-  ConnectionError,
-  ProtocolError,
-  ServerError,
-  type ServerMessageFields,
-} from '../errors.js'
+import { AbortedError, AuthError, ConnectionConfigError, ConnectionError, ProtocolError, ServerError, type ServerMessageFields } from '../errors.js'
 import { type BackendMessage, decodeBackend, type FieldDescription } from '../messages/backend.js'
 import { type Frame, FrameReader } from '../wire/frame-reader.js'
 import { frontend, md5PasswordResponse } from '../wire/frontend.js'
@@ -112,7 +104,7 @@ export class ReplicationConnection {
           if (opts.sslmode === 'require' || opts.sslmode === 'verify-ca' || opts.sslmode === 'verify-full') {
             throw new ConnectionError(`server at ${describeHost(hp)} does not support SSL, but SSL was required`, {
               retryable: false,
-              hint: "enable ssl on the server, or connect with sslmode=prefer",
+              hint: 'enable ssl on the server, or connect with sslmode=prefer',
             })
           }
         } else {
@@ -489,9 +481,7 @@ const RESULT_HINT = 'PostgreSQL never answers a replication command like this: c
 
 function openSocket(hp: HostPort, timeoutMs: number | undefined, signal?: AbortSignal): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = hp.host.startsWith('/')
-      ? netConnect({ path: join(hp.host, `.s.PGSQL.${hp.port}`) })
-      : netConnect({ host: hp.host, port: hp.port })
+    const socket = hp.host.startsWith('/') ? netConnect({ path: join(hp.host, `.s.PGSQL.${hp.port}`) }) : netConnect({ host: hp.host, port: hp.port })
     let timer: NodeJS.Timeout | undefined
     const cleanup = () => {
       socket.off('connect', onConnect)

@@ -35,16 +35,46 @@ export interface ConnectOptions {
 
 /** Connection parameters pgkeep understands; anything else in a conninfo is an error, as in libpq. */
 const KNOWN = new Set([
-  'host', 'hostaddr', 'port', 'user', 'password', 'passfile', 'dbname', 'application_name',
-  'fallback_application_name', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey', 'connect_timeout', 'options',
-  'replication', 'target_session_attrs', 'keepalives', 'keepalives_idle', 'keepalives_interval', 'keepalives_count',
-  'gssencmode', 'sslcompression', 'channel_binding',
+  'host',
+  'hostaddr',
+  'port',
+  'user',
+  'password',
+  'passfile',
+  'dbname',
+  'application_name',
+  'fallback_application_name',
+  'sslmode',
+  'sslrootcert',
+  'sslcert',
+  'sslkey',
+  'connect_timeout',
+  'options',
+  'replication',
+  'target_session_attrs',
+  'keepalives',
+  'keepalives_idle',
+  'keepalives_interval',
+  'keepalives_count',
+  'gssencmode',
+  'sslcompression',
+  'channel_binding',
 ])
 
 const ENV: Record<string, string> = {
-  PGHOST: 'host', PGHOSTADDR: 'hostaddr', PGPORT: 'port', PGUSER: 'user', PGPASSWORD: 'password',
-  PGPASSFILE: 'passfile', PGAPPNAME: 'application_name', PGSSLMODE: 'sslmode', PGSSLROOTCERT: 'sslrootcert',
-  PGSSLCERT: 'sslcert', PGSSLKEY: 'sslkey', PGCONNECT_TIMEOUT: 'connect_timeout', PGOPTIONS: 'options',
+  PGHOST: 'host',
+  PGHOSTADDR: 'hostaddr',
+  PGPORT: 'port',
+  PGUSER: 'user',
+  PGPASSWORD: 'password',
+  PGPASSFILE: 'passfile',
+  PGAPPNAME: 'application_name',
+  PGSSLMODE: 'sslmode',
+  PGSSLROOTCERT: 'sslrootcert',
+  PGSSLCERT: 'sslcert',
+  PGSSLKEY: 'sslkey',
+  PGCONNECT_TIMEOUT: 'connect_timeout',
+  PGOPTIONS: 'options',
 }
 
 /** Parses a conninfo string: a URI (`postgres://…`, `postgresql://…`) or `key=value` pairs. */

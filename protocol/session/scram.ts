@@ -22,7 +22,10 @@ export class ScramClient {
   private readonly session: SaslSession
 
   /** Picks SCRAM-SHA-256-PLUS when the server offers it over TLS, as libpq's channel_binding=prefer does. */
-  constructor(mechanisms: string[], private readonly tls?: TLSSocket) {
+  constructor(
+    mechanisms: string[],
+    private readonly tls?: TLSSocket,
+  ) {
     this.session = impl.startSession(mechanisms, tls)
   }
 

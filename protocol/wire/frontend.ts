@@ -19,6 +19,13 @@ export const frontend = {
 
 /** The MD5 password response: "md5" + hex(md5(hex(md5(password ‖ user)) ‖ salt)). */
 export function md5PasswordResponse(user: string, password: string, salt: Buffer): string {
-  const inner = createHash('md5').update(password + user).digest('hex')
-  return 'md5' + createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex')
+  const inner = createHash('md5')
+    .update(password + user)
+    .digest('hex')
+  return (
+    'md5' +
+    createHash('md5')
+      .update(Buffer.concat([Buffer.from(inner), salt]))
+      .digest('hex')
+  )
 }

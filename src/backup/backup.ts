@@ -156,8 +156,10 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
       // files. Never base an incremental on them: the first backup after a major upgrade is a full one (its
       // blobs still dedup against the old backup's where the bytes are equal).
       if (parent && parent.server.major !== facts.major) {
-        say(o.type === 'incremental' ? 'warning' : 'info',
-          `the latest backup of cluster ${facts.systemId} (${parent.id}) is of PostgreSQL ${parent.server.major} and the server now runs ${facts.major}: taking a full backup`)
+        say(
+          o.type === 'incremental' ? 'warning' : 'info',
+          `the latest backup of cluster ${facts.systemId} (${parent.id}) is of PostgreSQL ${parent.server.major} and the server now runs ${facts.major}: taking a full backup`,
+        )
         parent = undefined
       }
     }
@@ -258,7 +260,12 @@ async function run(
 
     // Reusing the parent's blobs is safe only if their packs are still there: the index alone can be stale.
     store = await repo.openWindowStore({ workers: o.workers, checkPacks: parent !== undefined, signal })
-    const files = new BackupFiles(repo, store, parent && { backupId: parent.id, files: new FileListReader(repo, parent.files, undefined, `backup ${parent.id}`) }, signal)
+    const files = new BackupFiles(
+      repo,
+      store,
+      parent && { backupId: parent.id, files: new FileListReader(repo, parent.files, undefined, `backup ${parent.id}`) },
+      signal,
+    )
     const checksumFailures: BackupRecord['checksumFailures'] = []
     const manifest: Buffer[] = []
     let reader: TarArchiveReader | undefined
@@ -266,9 +273,7 @@ async function run(
     const archiveChecks: ArchiveEntryCheck[] = []
     let manifestBytesHeld = 0
     let bytesDone = 0
-    let bytesTotal: number | null = start.tablespaces.every((t) => t.sizeBytes !== null)
-      ? start.tablespaces.reduce((s, t) => s + t.sizeBytes!, 0)
-      : null
+    let bytesTotal: number | null = start.tablespaces.every((t) => t.sizeBytes !== null) ? start.tablespaces.reduce((s, t) => s + t.sizeBytes!, 0) : null
     let lastProgress = 0
     const progress = (force = false) => {
       const now = Date.now()
@@ -313,9 +318,12 @@ async function run(
           case 'manifest':
             manifestBytesHeld += ev.data.length
             if (manifestBytesHeld > MANIFEST_BASE_BYTES + files.received.size * MANIFEST_BYTES_PER_ENTRY) {
-              throw new ProtocolError(`the server's backup_manifest exceeds ${manifestBytesHeld - ev.data.length} bytes, more than ${files.received.size} files can need`, {
-                hint: 'PostgreSQL never sends such a manifest: check that the connection leads to a genuine PostgreSQL server; nothing was recorded',
-              })
+              throw new ProtocolError(
+                `the server's backup_manifest exceeds ${manifestBytesHeld - ev.data.length} bytes, more than ${files.received.size} files can need`,
+                {
+                  hint: 'PostgreSQL never sends such a manifest: check that the connection leads to a genuine PostgreSQL server; nothing was recorded',
+                },
+              )
             }
             manifest.push(Buffer.from(ev.data))
             break

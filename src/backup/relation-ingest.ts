@@ -6,7 +6,17 @@
 
 import { FormatError } from '../errors.js'
 import { crc32cCombine } from '../pg/crc32c.js'
-import { type FileMap, hashPages, PAGE_BYTES, PAGE_HASH_BYTES, pageCountOf, WINDOW_BYTES, type WindowFacts, type WindowHash, type WindowStore } from '../repo/index.js'
+import {
+  type FileMap,
+  hashPages,
+  PAGE_BYTES,
+  PAGE_HASH_BYTES,
+  pageCountOf,
+  WINDOW_BYTES,
+  type WindowFacts,
+  type WindowHash,
+  type WindowStore,
+} from '../repo/index.js'
 import { ExtentBuilder, type IngestStats } from './extent-builder.js'
 
 const ZERO_HASH = Buffer.alloc(PAGE_HASH_BYTES)

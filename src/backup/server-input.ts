@@ -45,7 +45,10 @@ export function checkTablespaceList(rows: readonly TablespaceRow[]): Map<number,
 export function checkArchive(name: string, oid: number | null, seen: Set<string>): void {
   const expected = archiveNameOf(oid)
   if (name !== expected) {
-    throw new ProtocolError(`the server sent archive '${printableName(name)}' for ${oid === null ? 'the data directory' : `tablespace ${oid}`}, not '${expected}'`, { hint: HINT })
+    throw new ProtocolError(
+      `the server sent archive '${printableName(name)}' for ${oid === null ? 'the data directory' : `tablespace ${oid}`}, not '${expected}'`,
+      { hint: HINT },
+    )
   }
   if (seen.has(name)) throw new ProtocolError(`the server sent archive '${name}' twice`, { hint: HINT })
   seen.add(name)
@@ -91,7 +94,10 @@ export class ArchiveEntryCheck {
   check(e: RawEntry): string {
     const problem = this.problem(e)
     if (problem) {
-      throw new ProtocolError(`archive '${printableName(this.scope.name)}' from the server has entry '${printableName(e.name)}' that pgkeep refuses: ${problem}`, { hint: HINT })
+      throw new ProtocolError(
+        `archive '${printableName(this.scope.name)}' from the server has entry '${printableName(e.name)}' that pgkeep refuses: ${problem}`,
+        { hint: HINT },
+      )
     }
     return this.pathOf(e.name)
   }

@@ -92,8 +92,9 @@ export class TarArchiveReader {
 
   /** Ends the archive and waits until every entry has been processed. */
   async end(): Promise<void> {
-    if (this.failure !== undefined) throw this.failure
-    // streamx's end() takes no callback; the typings (for Node's Writable) want one.
+    if (this.failure !== undefined)
+      throw this.failure
+      // streamx's end() takes no callback; the typings (for Node's Writable) want one.
     ;(this.extract as unknown as { end(): void }).end()
     await Promise.race([this.consumer, this.failed])
     if (this.failure !== undefined) throw this.failure

@@ -136,13 +136,21 @@ export async function checkServer(conninfo: string | undefined, o: CheckOptions 
         await second.close()
       } catch (err) {
         if (err instanceof ServerError && err.sqlState === '53300') {
-          problem('NO_FREE_WAL_SENDER', 'error', `no free WAL sender for a second replication connection: ${err.message}`,
-            'a backup needs two WAL senders at once; raise max_wal_senders (restart needed) or stop other replication clients')
+          problem(
+            'NO_FREE_WAL_SENDER',
+            'error',
+            `no free WAL sender for a second replication connection: ${err.message}`,
+            'a backup needs two WAL senders at once; raise max_wal_senders (restart needed) or stop other replication clients',
+          )
         } else throw err
       }
     } catch (err) {
-      problem('CONNECTION_FAILED', 'error', `inspecting the server failed: ${(err as Error).message}`,
-        isPgkeepError(err) && err.hint ? err.hint : 'check the server log')
+      problem(
+        'CONNECTION_FAILED',
+        'error',
+        `inspecting the server failed: ${(err as Error).message}`,
+        isPgkeepError(err) && err.hint ? err.hint : 'check the server log',
+      )
     } finally {
       await first.close()
     }
@@ -152,31 +160,53 @@ export async function checkServer(conninfo: string | undefined, o: CheckOptions 
 
   const major = report.serverVersionNum === null ? null : Math.floor(report.serverVersionNum / 10000)
   if (major !== null && (major < SUPPORTED_MAJORS.min || major > SUPPORTED_MAJORS.max)) {
-    problem('UNSUPPORTED_VERSION', major < SUPPORTED_MAJORS.min ? 'error' : 'warning',
+    problem(
+      'UNSUPPORTED_VERSION',
+      major < SUPPORTED_MAJORS.min ? 'error' : 'warning',
       `PostgreSQL ${report.serverVersion} is outside the versions pgkeep supports (${SUPPORTED_MAJORS.min} to ${SUPPORTED_MAJORS.max})`,
-      major < SUPPORTED_MAJORS.min ? 'upgrade the server, or use pg_basebackup of the same major' : 'newer versions are untested; check the release notes')
+      major < SUPPORTED_MAJORS.min ? 'upgrade the server, or use pg_basebackup of the same major' : 'newer versions are untested; check the release notes',
+    )
   }
   if (report.walLevel === 'minimal' && !report.problems.some((p) => p.code === 'WAL_LEVEL_MINIMAL')) {
-    problem('WAL_LEVEL_MINIMAL', 'error', 'wal_level is minimal: the server keeps no WAL for physical backups',
-      "set wal_level = 'replica' and max_wal_senders = 10 in postgresql.conf, then restart the server")
+    problem(
+      'WAL_LEVEL_MINIMAL',
+      'error',
+      'wal_level is minimal: the server keeps no WAL for physical backups',
+      "set wal_level = 'replica' and max_wal_senders = 10 in postgresql.conf, then restart the server",
+    )
   }
   if (report.maxWalSenders !== null && report.maxWalSenders < 2 && report.walLevel !== 'minimal') {
-    problem('TOO_FEW_WAL_SENDERS', 'error', `max_wal_senders is ${report.maxWalSenders}, but a backup uses two WAL senders at once`,
-      'set max_wal_senders = 10 in postgresql.conf and restart the server')
+    problem(
+      'TOO_FEW_WAL_SENDERS',
+      'error',
+      `max_wal_senders is ${report.maxWalSenders}, but a backup uses two WAL senders at once`,
+      'set max_wal_senders = 10 in postgresql.conf and restart the server',
+    )
   }
   if (checksumState !== null && checksumState !== 'on' && checksumState !== 'off') {
     // Online enabling of checksums (proposed for PostgreSQL 19, absent from 19rc1) shows `inprogress-on` while
     // pages are being rewritten: those without a checksum yet are not verified by the server during a backup.
-    problem('DATA_CHECKSUMS_OFF', 'warning',
+    problem(
+      'DATA_CHECKSUMS_OFF',
+      'warning',
       `data checksums are in state '${checksumState}': pages not yet rewritten carry no checksum, and the server verifies none until the state is on`,
-      'wait for checksum enabling to finish before relying on backup-time checksum checks')
+      'wait for checksum enabling to finish before relying on backup-time checksum checks',
+    )
   } else if (report.dataChecksums === false) {
-    problem('DATA_CHECKSUMS_OFF', 'warning', 'data checksums are off: corrupted pages cannot be detected during backups',
-      'enable them with pg_checksums --enable on the stopped cluster (or initdb --data-checksums for new clusters)')
+    problem(
+      'DATA_CHECKSUMS_OFF',
+      'warning',
+      'data checksums are off: corrupted pages cannot be detected during backups',
+      'enable them with pg_checksums --enable on the stopped cluster (or initdb --data-checksums for new clusters)',
+    )
   }
   if (report.summarizeWal === false) {
-    problem('SUMMARIZE_WAL_OFF', 'warning', 'summarize_wal is off: incremental backups will read every page from the server and compare on the client',
-      "set summarize_wal = on (reload is enough) so that incremental backups transfer only changed blocks")
+    problem(
+      'SUMMARIZE_WAL_OFF',
+      'warning',
+      'summarize_wal is off: incremental backups will read every page from the server and compare on the client',
+      'set summarize_wal = on (reload is enough) so that incremental backups transfer only changed blocks',
+    )
   }
   report.ready = report.systemIdentifier !== null && !report.problems.some((p) => p.severity === 'error')
   return report
@@ -193,8 +223,12 @@ function explainConnectFailure(err: unknown, opts: ConnectOptions, problem: Prob
     return problem('AUTH_FAILED', 'error', message, hint || 'check the user name and password')
   }
   if (err instanceof ServerError && err.sqlState === '53300') {
-    return problem('NO_FREE_WAL_SENDER', 'error', message,
-      'raise max_wal_senders (restart needed) or stop other replication clients; with wal_level = minimal it must be 0, so set wal_level = replica too')
+    return problem(
+      'NO_FREE_WAL_SENDER',
+      'error',
+      message,
+      'raise max_wal_senders (restart needed) or stop other replication clients; with wal_level = minimal it must be 0, so set wal_level = replica too',
+    )
   }
   if (err instanceof ConnectionError) {
     return problem('SERVER_UNREACHABLE', 'error', message, hint || `is the server running at ${opts.hosts.map(describeHost).join(', ')}?`)
@@ -234,9 +268,7 @@ async function addSqlFacts(report: CheckReport, opts: ConnectOptions, o: CheckOp
     report.serverVersionNum ??= Number(s.num)
     const [{ n }] = await q<{ n: string }>(`select count(*)::text n from pg_stat_activity where backend_type = 'walsender'`)
     report.walSendersFree = Math.max(0, Number(s.max_wal_senders) - Number(n))
-    const [role] = await q<{ rolreplication: boolean; rolsuper: boolean }>(
-      `select rolreplication, rolsuper from pg_roles where rolname = current_user`,
-    )
+    const [role] = await q<{ rolreplication: boolean; rolsuper: boolean }>(`select rolreplication, rolsuper from pg_roles where rolname = current_user`)
     if (role && report.role.mayReplicate === null) report.role.mayReplicate = role.rolreplication || role.rolsuper
     report.tablespaces = (
       await q<{ oid: number; spcname: string; location: string }>(

@@ -31,7 +31,16 @@ export function lockTable(locks: readonly LockStatus[], indent = '', now = Date.
     const i = l.info
     if (!i) return [l.state, '-', '-', '-', '-', '-', '-', l.key]
     const left = Date.parse(i.expiresAt) - now
-    return [l.state, i.kind, i.purpose, i.host, String(i.pid), formatLockAge(l.ageMs), left >= 0 ? `in ${formatLockAge(left)}` : `${formatLockAge(-left)} ago`, l.key]
+    return [
+      l.state,
+      i.kind,
+      i.purpose,
+      i.host,
+      String(i.pid),
+      formatLockAge(l.ageMs),
+      left >= 0 ? `in ${formatLockAge(left)}` : `${formatLockAge(-left)} ago`,
+      l.key,
+    ]
   })
   const header = ['STATE', 'KIND', 'HELD FOR', 'HOST', 'PID', 'AGE', 'EXPIRES', 'OBJECT']
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)))

@@ -8,10 +8,13 @@ export function parseCommandArgs<T extends ParseArgsConfig>(command: string, con
   try {
     return parseArgs<T>({ strict: true, ...config })
   } catch (err) {
-    throw new UsageError((err as Error).message.replace(/\.$/, '').replace(/^./, (c) => c.toLowerCase()), {
-      hint: `run 'pgkeep ${command} --help' for its options`,
-      cause: err,
-    })
+    throw new UsageError(
+      (err as Error).message.replace(/\.$/, '').replace(/^./, (c) => c.toLowerCase()),
+      {
+        hint: `run 'pgkeep ${command} --help' for its options`,
+        cause: err,
+      },
+    )
   }
 }
 

@@ -43,7 +43,9 @@ export async function readPassphrase(
     try {
       const mode = (await stat(path)).mode & 0o777
       if ((mode & 0o077) !== 0) {
-        stderr?.write(`pgkeep: warning: passphrase file '${path}' can be read or written by other users (mode ${mode.toString(8).padStart(4, '0')})\nHINT: chmod 600 '${path}'\n`)
+        stderr?.write(
+          `pgkeep: warning: passphrase file '${path}' can be read or written by other users (mode ${mode.toString(8).padStart(4, '0')})\nHINT: chmod 600 '${path}'\n`,
+        )
       }
       text = await readFile(path, 'utf8')
     } catch (cause) {

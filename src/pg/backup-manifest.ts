@@ -103,7 +103,9 @@ function checksummedLength(bytes: Uint8Array): number {
  * @throws FormatError when the bytes do not have the line structure of a manifest
  */
 export function computeManifestChecksum(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes.subarray(0, checksummedLength(bytes))).digest('hex')
+  return createHash('sha256')
+    .update(bytes.subarray(0, checksummedLength(bytes)))
+    .digest('hex')
 }
 
 /**
@@ -157,13 +159,13 @@ export function parseServerManifest(input: Uint8Array | string, o: ParseManifest
     throw bad('version 2 manifest without System-Identifier')
   }
 
-  const filesRaw = doc['Files']
+  const filesRaw = doc.Files
   if (!Array.isArray(filesRaw)) throw bad('Files is not an array')
   const seen = new Set<string>()
   const files = filesRaw.map((f: unknown, i): ManifestFile => {
     if (!isObject(f)) throw bad(`file ${i} is not an object`)
     for (const k of Object.keys(f)) if (!FILE_KEYS.has(k)) throw bad(`unexpected file field '${k}'`)
-    const path = f['Path']
+    const path = f.Path
     const encoded = f['Encoded-Path']
     let file: ManifestFile
     if (path !== undefined && encoded !== undefined) throw bad(`file ${i} has both Path and Encoded-Path`)
@@ -179,7 +181,7 @@ export function parseServerManifest(input: Uint8Array | string, o: ParseManifest
     const dupKey = file.pathBytes === undefined ? file.path : utf8OrHex(file.pathBytes)
     if (seen.has(dupKey)) throw bad(`duplicate path '${file.path}'`)
     seen.add(dupKey)
-    const size = f['Size']
+    const size = f.Size
     if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw bad(`file '${file.path}' has an invalid Size`)
     file.size = size
     const lastModified = f['Last-Modified']
@@ -188,7 +190,7 @@ export function parseServerManifest(input: Uint8Array | string, o: ParseManifest
       file.lastModified = lastModified
     }
     const algorithm = f['Checksum-Algorithm']
-    const checksum = f['Checksum']
+    const checksum = f.Checksum
     if (checksum !== undefined && algorithm === undefined) throw bad(`file '${file.path}' has a checksum but no algorithm`)
     if (algorithm !== undefined) {
       if (typeof algorithm !== 'string' || !(algorithm in CHECKSUM_HEX_LENGTH)) {
@@ -211,7 +213,7 @@ export function parseServerManifest(input: Uint8Array | string, o: ParseManifest
     for (const r of rangesRaw as unknown[]) {
       if (!isObject(r)) throw bad('a WAL range is not an object')
       for (const k of Object.keys(r)) if (!RANGE_KEYS.has(k)) throw bad(`unexpected WAL range field '${k}'`)
-      const tli = r['Timeline']
+      const tli = r.Timeline
       const start = r['Start-LSN']
       const end = r['End-LSN']
       if (typeof tli !== 'number' || !Number.isInteger(tli) || tli < 1 || tli > 0xffff_ffff) throw bad('invalid Timeline')

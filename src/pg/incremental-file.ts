@@ -61,10 +61,7 @@ export function incrementalHeaderBytesNeeded(prefix: Uint8Array, blockSizeBytes 
  * Returns undefined when `prefix` is shorter than the header (see {@link incrementalHeaderBytesNeeded}).
  * @throws FormatError on a bad magic, a count or length beyond the segment size, or unsorted block numbers
  */
-export function decodeIncrementalHeader(
-  prefix: Uint8Array,
-  o: { blockSizeBytes?: number; relsegSizeBlocks?: number } = {},
-): IncrementalHeader | undefined {
+export function decodeIncrementalHeader(prefix: Uint8Array, o: { blockSizeBytes?: number; relsegSizeBlocks?: number } = {}): IncrementalHeader | undefined {
   const blockSize = o.blockSizeBytes ?? BLOCK_SIZE_BYTES
   const relseg = o.relsegSizeBlocks ?? DEFAULT_RELSEG_SIZE_BLOCKS
   if (prefix.byteLength < INCREMENTAL_FIXED_HEADER_BYTES) return undefined
@@ -105,11 +102,7 @@ export interface IncrementalBlock {
  * the images. Blocks must be given in ascending block number order.
  * @throws FormatError on unsorted blocks, wrong page sizes or out-of-range numbers
  */
-export function encodeIncrementalFile(
-  blocks: readonly IncrementalBlock[],
-  truncationBlockLength: number,
-  blockSizeBytes = BLOCK_SIZE_BYTES,
-): Uint8Array {
+export function encodeIncrementalFile(blocks: readonly IncrementalBlock[], truncationBlockLength: number, blockSizeBytes = BLOCK_SIZE_BYTES): Uint8Array {
   const n = blocks.length
   const headerSize = incrementalHeaderSize(n, blockSizeBytes)
   const out = new Uint8Array(headerSize + n * blockSizeBytes)

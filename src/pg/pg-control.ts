@@ -47,9 +47,23 @@ interface ControlLayout {
 }
 
 const LAYOUT_13: ControlLayout = {
-  nextXid: 64, nextOid: 72, nextMulti: 76, nextMultiOffset: { off: 80, bytes: 4 }, oldestXid: 84, checkpointTime: 104,
-  oldestCommitTsXid: 112, oldestActiveXid: 120, unloggedLsn: 128, maxAlign: 204, floatFormat: 208, blcksz: 216,
-  relsegSize: 220, xlogBlcksz: 224, float8ByVal: 248, dataChecksumVersion: 252, crc: 288,
+  nextXid: 64,
+  nextOid: 72,
+  nextMulti: 76,
+  nextMultiOffset: { off: 80, bytes: 4 },
+  oldestXid: 84,
+  checkpointTime: 104,
+  oldestCommitTsXid: 112,
+  oldestActiveXid: 120,
+  unloggedLsn: 128,
+  maxAlign: 204,
+  floatFormat: 208,
+  blcksz: 216,
+  relsegSize: 220,
+  xlogBlcksz: 224,
+  float8ByVal: 248,
+  dataChecksumVersion: 252,
+  crc: 288,
 }
 
 /**
@@ -62,10 +76,27 @@ const LAYOUTS: Readonly<Record<number, ControlLayout>> = {
   1700: LAYOUT_13,
   1800: { ...LAYOUT_13, defaultCharSignedness: 256, crc: 292 },
   1905: {
-    nextXid: 72, nextOid: 80, nextMulti: 84, nextMultiOffset: { off: 88, bytes: 8 }, oldestXid: 96, checkpointTime: 112,
-    oldestCommitTsXid: 120, oldestActiveXid: 128, unloggedLsn: 136, maxAlign: 212, floatFormat: 216, blcksz: 224,
-    relsegSize: 228, slruPagesPerSegment: 232, xlogBlcksz: 236, float8ByVal: 260, dataChecksumVersionInit: 264,
-    dataChecksumVersion: 268, defaultCharSignedness: 272, logicalDecodingEnabled: 64, crc: 308,
+    nextXid: 72,
+    nextOid: 80,
+    nextMulti: 84,
+    nextMultiOffset: { off: 88, bytes: 8 },
+    oldestXid: 96,
+    checkpointTime: 112,
+    oldestCommitTsXid: 120,
+    oldestActiveXid: 128,
+    unloggedLsn: 136,
+    maxAlign: 212,
+    floatFormat: 216,
+    blcksz: 224,
+    relsegSize: 228,
+    slruPagesPerSegment: 232,
+    xlogBlcksz: 236,
+    float8ByVal: 260,
+    dataChecksumVersionInit: 264,
+    dataChecksumVersion: 268,
+    defaultCharSignedness: 272,
+    logicalDecodingEnabled: 64,
+    crc: 308,
   },
 }
 
@@ -192,8 +223,7 @@ export interface ControlFile {
  *   comes from a server with another byte order or float format
  */
 export function decodeControlFile(bytes: Uint8Array): ControlFile {
-  const tooShort = () =>
-    new FormatError(`pg_control is too short: ${bytes.byteLength} bytes`, { hint: `pg_control is ${PG_CONTROL_FILE_SIZE_BYTES} bytes` })
+  const tooShort = () => new FormatError(`pg_control is too short: ${bytes.byteLength} bytes`, { hint: `pg_control is ${PG_CONTROL_FILE_SIZE_BYTES} bytes` })
   if (bytes.byteLength < 16) throw tooShort()
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const u32 = (off: number): number => v.getUint32(off, true)
@@ -217,10 +247,9 @@ export function decodeControlFile(bytes: Uint8Array): ControlFile {
   const stored = u32(L.crc)
   const computed = crc32c(bytes.subarray(0, L.crc))
   if (stored !== computed) {
-    throw new FormatError(
-      `pg_control CRC mismatch: stored ${stored.toString(16).padStart(8, '0')}, computed ${computed.toString(16).padStart(8, '0')}`,
-      { hint: 'the file is corrupt or was copied while being written' },
-    )
+    throw new FormatError(`pg_control CRC mismatch: stored ${stored.toString(16).padStart(8, '0')}, computed ${computed.toString(16).padStart(8, '0')}`, {
+      hint: 'the file is corrupt or was copied while being written',
+    })
   }
   if (v.getFloat64(L.floatFormat, true) !== FLOAT_FORMAT) {
     throw new FormatError('pg_control float format check failed', {

@@ -56,8 +56,7 @@ export function formatConfigLine(name: string, value: string): string {
  * and `\` backslash-escaped. Pairs are joined by a space, in the given order.
  */
 export function formatConninfo(params: Iterable<readonly [string, string]> | Readonly<Record<string, string>>): string {
-  const entries: Iterable<readonly [string, string]> =
-    Symbol.iterator in params ? (params as Iterable<readonly [string, string]>) : Object.entries(params)
+  const entries: Iterable<readonly [string, string]> = Symbol.iterator in params ? (params as Iterable<readonly [string, string]>) : Object.entries(params)
   const parts: string[] = []
   for (const [key, value] of entries) {
     if (!/^[a-z_]+$/.test(key)) throw new UsageError(`invalid connection parameter name '${key}'`)

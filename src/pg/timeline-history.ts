@@ -99,11 +99,7 @@ export function timelineOfLsn(history: readonly TimelineHistoryEntry[], lsn: Lsn
  * undefined when `ancestor` is the current timeline itself.
  * @throws FormatError when `ancestor` is not in the history
  */
-export function timelineSwitchPoint(
-  history: readonly TimelineHistoryEntry[],
-  ancestor: TimelineId,
-  tli: TimelineId,
-): Lsn | undefined {
+export function timelineSwitchPoint(history: readonly TimelineHistoryEntry[], ancestor: TimelineId, tli: TimelineId): Lsn | undefined {
   if (ancestor === tli) return undefined
   const e = history.find((h) => h.parentTli === ancestor)
   if (e === undefined) {

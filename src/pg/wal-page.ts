@@ -167,10 +167,7 @@ export function checkSegmentHeader(bytes: Uint8Array, expect: SegmentExpectation
     if (want === undefined) problems.push(`unknown server major ${expect.major}`)
     else if (h.magic !== want) {
       const of = majorOfWalPageMagic(h.magic)
-      problems.push(
-        `magic ${hex(h.magic)} is not the PostgreSQL ${expect.major} magic ${hex(want)}` +
-          (of === undefined ? '' : ` (it is PostgreSQL ${of}'s)`),
-      )
+      problems.push(`magic ${hex(h.magic)} is not the PostgreSQL ${expect.major} magic ${hex(want)}` + (of === undefined ? '' : ` (it is PostgreSQL ${of}'s)`))
     }
   } else if (majorOfWalPageMagic(h.magic) === undefined) {
     problems.push(`unknown magic ${hex(h.magic)}`)

@@ -54,7 +54,10 @@ export interface ClusterRecord {
 
 /** A new backup id: UTC time to the second, then random hex (`20261121T055301Z-3fa9c2`). */
 export function newBackupId(now = new Date()): string {
-  const t = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
+  const t = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')
   return `${t}-${randomBytes(3).toString('hex')}`
 }
 
@@ -79,15 +82,23 @@ export async function findBackup(repo: Repository, idOrLatest: string, systemId?
   const all = await listBackups(repo, systemId, o)
   const found = idOrLatest === 'latest' ? all[all.length - 1] : all.find((b) => b.id === idOrLatest)
   if (!found) {
-    throw new NotFoundError(idOrLatest === 'latest' ? `repository '${repo.location}' has no backup` : `backup '${idOrLatest}' is not in repository '${repo.location}'`, {
-      hint: "run 'pgkeep info --repo …' to list the backups",
-    })
+    throw new NotFoundError(
+      idOrLatest === 'latest' ? `repository '${repo.location}' has no backup` : `backup '${idOrLatest}' is not in repository '${repo.location}'`,
+      {
+        hint: "run 'pgkeep info --repo …' to list the backups",
+      },
+    )
   }
   return found
 }
 
 /** The cluster record, written on the first backup of a cluster; the first name given sticks. */
-export async function ensureClusterRecord(repo: Repository, systemId: string, name: string | undefined, o: { signal?: AbortSignal } = {}): Promise<ClusterRecord> {
+export async function ensureClusterRecord(
+  repo: Repository,
+  systemId: string,
+  name: string | undefined,
+  o: { signal?: AbortSignal } = {},
+): Promise<ClusterRecord> {
   try {
     return (await repo.readRecord<ClusterRecord>(CLUSTER_RECORD_KIND, systemId, o)).value
   } catch (err) {
@@ -127,9 +138,11 @@ export function backupRecordProblems(rec: BackupRecord): string[] {
   if (!Number.isInteger(rec.timeline) || rec.timeline < 1 || rec.timeline > MAX_TIMELINE) problems.push(`its timeline ${String(rec.timeline)} is malformed`)
   const start = lsn(rec.startLsn)
   const end = lsn(rec.endLsn)
-  if (start === undefined || end === undefined || end < start) problems.push(`its WAL range '${printableName(rec.startLsn)}'..'${printableName(rec.endLsn)}' is malformed`)
+  if (start === undefined || end === undefined || end < start)
+    problems.push(`its WAL range '${printableName(rec.startLsn)}'..'${printableName(rec.endLsn)}' is malformed`)
   const seg = rec.walSegmentSizeBytes
-  if (!Number.isInteger(seg) || seg < 1 << 20 || seg > 1 << 30 || (seg & (seg - 1)) !== 0) problems.push(`its WAL segment size ${String(seg)} is not a power of two from 1 MiB to 1 GiB`)
+  if (!Number.isInteger(seg) || seg < 1 << 20 || seg > 1 << 30 || (seg & (seg - 1)) !== 0)
+    problems.push(`its WAL segment size ${String(seg)} is not a power of two from 1 MiB to 1 GiB`)
   if (!Array.isArray(rec.tablespaces)) problems.push('its tablespace list is malformed')
   else {
     const oids = new Set<number>()
@@ -154,7 +167,14 @@ export function backupRecordProblems(rec: BackupRecord): string[] {
     let count = 0
     let last: string | undefined
     for (const c of chunks) {
-      if (typeof c?.first !== 'string' || typeof c.last !== 'string' || !(c.first <= c.last) || !Number.isSafeInteger(c.count) || c.count < 1 || !BLOB_ID.test(String(c.blob))) {
+      if (
+        typeof c?.first !== 'string' ||
+        typeof c.last !== 'string' ||
+        !(c.first <= c.last) ||
+        !Number.isSafeInteger(c.count) ||
+        c.count < 1 ||
+        !BLOB_ID.test(String(c.blob))
+      ) {
         problems.push('a chunk of its file list summary is malformed')
         break
       }
@@ -180,8 +200,11 @@ export function backupRecordProblems(rec: BackupRecord): string[] {
 export function assertSoundBackupRecord(rec: BackupRecord): void {
   const problems = backupRecordProblems(rec)
   if (problems.length > 0) {
-    throw new IntegrityError(`backup record '${printableName(rec.id)}' is not usable: ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more problems)` : ''}`, {
-      hint: "the repository is damaged or was altered; run 'pgkeep verify' and restore another backup with --backup",
-    })
+    throw new IntegrityError(
+      `backup record '${printableName(rec.id)}' is not usable: ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more problems)` : ''}`,
+      {
+        hint: "the repository is damaged or was altered; run 'pgkeep verify' and restore another backup with --backup",
+      },
+    )
   }
 }

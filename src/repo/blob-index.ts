@@ -102,13 +102,7 @@ export class BlobIndex {
 
   /** Approximate bytes held by this index's arrays (for the measurements in the format document). */
   get retainedBytes(): number {
-    return (
-      this.#ids.byteLength +
-      this.#pack.byteLength * 4 +
-      this.#meta.byteLength +
-      this.#table.byteLength +
-      this.#packIds.length * 160
-    )
+    return this.#ids.byteLength + this.#pack.byteLength * 4 + this.#meta.byteLength + this.#table.byteLength + this.#packIds.length * 160
   }
 
   #location(n: number): BlobLocation {

@@ -131,7 +131,11 @@ export class BlobReader {
       for (const r of list) {
         const first = run[0]
         const last = run[run.length - 1]
-        if (first && last && (r.loc.offset - (last.loc.offset + last.loc.storedLength) > this.#maxGap || r.loc.offset + r.loc.storedLength - first.loc.offset > this.#maxRun)) {
+        if (
+          first &&
+          last &&
+          (r.loc.offset - (last.loc.offset + last.loc.storedLength) > this.#maxGap || r.loc.offset + r.loc.storedLength - first.loc.offset > this.#maxRun)
+        ) {
           void this.#readRun(packId, run)
           run = []
         }

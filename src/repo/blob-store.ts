@@ -134,14 +134,7 @@ export class BlobStore {
    * The id cannot be checked here without the plain bytes; every read re-hashes what it decodes (invariant 3),
    * so a wrong id is an integrity error at the first read, never wrong bytes.
    */
-  async putEncoded(
-    type: BlobType,
-    id: BlobId,
-    stored: Buffer,
-    flags: number,
-    plainLength: number,
-    o: { signal?: AbortSignal } = {},
-  ): Promise<PutBlobResult> {
+  async putEncoded(type: BlobType, id: BlobId, stored: Buffer, flags: number, plainLength: number, o: { signal?: AbortSignal } = {}): Promise<PutBlobResult> {
     assertBlobType(type)
     assertBlobId(id)
     o.signal?.throwIfAborted()
@@ -192,10 +185,7 @@ export class BlobStore {
     await this.#uploader.waitForRoom(signal)
     // Index durable packs when an index object is full, and at least every INDEX_COMMIT_INTERVAL_MS: a writer that
     // dies (SIGKILL) then leaves its uploaded blobs findable, so running it again does not store them twice.
-    if (
-      this.#awaitingIndexEntries >= MAX_INDEX_ENTRIES ||
-      (this.#awaitingIndexEntries > 0 && Date.now() - this.#lastIndexCommit >= INDEX_COMMIT_INTERVAL_MS)
-    ) {
+    if (this.#awaitingIndexEntries >= MAX_INDEX_ENTRIES || (this.#awaitingIndexEntries > 0 && Date.now() - this.#lastIndexCommit >= INDEX_COMMIT_INTERVAL_MS)) {
       this.#lastIndexCommit = Date.now()
       await this.#writeIndex(signal)
     }
@@ -294,30 +284,32 @@ export class BlobStore {
 
   /** Writes one index object per MAX_INDEX_ENTRIES entries of durable packs, then commits them to the index. */
   #writeIndex(signal: AbortSignal | undefined): Promise<void> {
-    const run = this.#indexWriting.catch(() => {}).then(async () => {
-      while (this.#awaitingIndex.length > 0) {
-        const batch: IndexPack[] = []
-        let n = 0
-        while (this.#awaitingIndex.length > 0 && (batch.length === 0 || n + this.#awaitingIndex[0]!.entries.length <= MAX_INDEX_ENTRIES)) {
-          const p = this.#awaitingIndex.shift()!
-          batch.push(p)
-          n += p.entries.length
-        }
-        const { id, bytes } = encodeIndex({ supersedes: [], packs: batch }, this.#keys)
-        try {
-          await this.#guard((s) => this.#storage.write(indexKey(id), bytes, { ifAbsent: true, collisionFree: true, signal: s }), signal)
-        } catch (err) {
-          if (!isAlreadyExists(err)) {
-            this.#awaitingIndex.unshift(...batch)
-            throw err
+    const run = this.#indexWriting
+      .catch(() => {})
+      .then(async () => {
+        while (this.#awaitingIndex.length > 0) {
+          const batch: IndexPack[] = []
+          let n = 0
+          while (this.#awaitingIndex.length > 0 && (batch.length === 0 || n + this.#awaitingIndex[0]!.entries.length <= MAX_INDEX_ENTRIES)) {
+            const p = this.#awaitingIndex.shift()!
+            batch.push(p)
+            n += p.entries.length
           }
+          const { id, bytes } = encodeIndex({ supersedes: [], packs: batch }, this.#keys)
+          try {
+            await this.#guard((s) => this.#storage.write(indexKey(id), bytes, { ifAbsent: true, collisionFree: true, signal: s }), signal)
+          } catch (err) {
+            if (!isAlreadyExists(err)) {
+              this.#awaitingIndex.unshift(...batch)
+              throw err
+            }
+          }
+          this.#awaitingIndexEntries -= n
+          this.#stats.indexObjectsWritten++
+          this.#index.committed(id, batch)
+          for (const p of batch) for (const e of p.entries) this.#pending.delete(e.id.toString('hex'))
         }
-        this.#awaitingIndexEntries -= n
-        this.#stats.indexObjectsWritten++
-        this.#index.committed(id, batch)
-        for (const p of batch) for (const e of p.entries) this.#pending.delete(e.id.toString('hex'))
-      }
-    })
+      })
     this.#indexWriting = run
     return run
   }

@@ -81,7 +81,15 @@ export type CodecJob =
 
 /** A worker's answer; `buffer` is the job's buffer, transferred back. */
 export type CodecJobResult =
-  | { op: 'analyze'; job: number; buffer: ArrayBuffer; allZero: boolean; crc32c: number | undefined; id: BlobId | undefined; pageHashes: ArrayBuffer | undefined }
+  | {
+      op: 'analyze'
+      job: number
+      buffer: ArrayBuffer
+      allZero: boolean
+      crc32c: number | undefined
+      id: BlobId | undefined
+      pageHashes: ArrayBuffer | undefined
+    }
   | { op: 'encode'; job: number; buffer: ArrayBuffer; stored: ArrayBuffer; flags: number }
   | { op: 'decode'; job: number; plain: ArrayBuffer }
   | { op: 'hash'; job: number; buffer: ArrayBuffer; hashes: ArrayBuffer }

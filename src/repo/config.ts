@@ -123,16 +123,15 @@ export function decodeConfig(bytes: Uint8Array, location: string): RepoConfig {
     throw notARepository(location, 'its config object is not valid JSON', cause)
   }
   if (c === null || typeof c !== 'object' || c.format !== 'pgkeep') {
-    throw notARepository(location, "its config object is not a pgkeep config")
+    throw notARepository(location, 'its config object is not a pgkeep config')
   }
   if (!Number.isInteger(c.version) || c.version < 1) {
     throw new RepoFormatError(`repository '${location}' has an invalid format version '${String(c.version)}'`)
   }
   if (c.version > FORMAT_VERSION) {
-    throw new RepoFormatError(
-      `repository '${location}' has format version ${c.version} but this pgkeep reads versions up to ${FORMAT_VERSION}`,
-      { hint: 'upgrade pgkeep to a release that supports this repository format' },
-    )
+    throw new RepoFormatError(`repository '${location}' has format version ${c.version} but this pgkeep reads versions up to ${FORMAT_VERSION}`, {
+      hint: 'upgrade pgkeep to a release that supports this repository format',
+    })
   }
   const comp = c.compression
   const enc = c.encryption
@@ -146,10 +145,7 @@ export function decodeConfig(bytes: Uint8Array, location: string): RepoConfig {
     Number.isInteger(c.chunking?.blobBytes) &&
     Number.isInteger(c.chunking?.pageBytes) &&
     (enc === null ||
-      (enc?.cipher === 'aes-256-gcm' &&
-        enc.blobId === 'hmac-sha256' &&
-        enc.keyDerivation === 'hkdf-sha256' &&
-        enc.kdf?.algorithm === 'scrypt')) &&
+      (enc?.cipher === 'aes-256-gcm' && enc.blobId === 'hmac-sha256' && enc.keyDerivation === 'hkdf-sha256' && enc.kdf?.algorithm === 'scrypt')) &&
     (c.conditionalWrite === undefined || CONDITIONAL_WRITE_VALUES.includes(c.conditionalWrite))
   if (!ok) {
     throw new RepoFormatError(`repository '${location}' has a damaged or unsupported config object`, {

@@ -2,16 +2,7 @@
 // passphrase wrapping of the master key in key objects (scrypt + AES-256-GCM), and sealing of any object or blob
 // (AES-256-GCM, `nonce(12) | ciphertext | tag(16)`). docs/repository-format.md §3 and §4 are normative.
 
-import {
-  createCipheriv,
-  createDecipheriv,
-  createHash,
-  createHmac,
-  hkdfSync,
-  randomBytes,
-  scrypt as scryptCallback,
-  type ScryptOptions,
-} from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, scrypt as scryptCallback, type ScryptOptions } from 'node:crypto'
 import { RepoFormatError } from '../errors.js'
 
 /** Bytes of the random master key. */
@@ -109,9 +100,7 @@ export interface KeyFile {
 export function deriveKek(passphrase: string, salt: Uint8Array, params: ScryptParams): Promise<Buffer> {
   const options: ScryptOptions = { N: params.N, r: params.r, p: params.p, maxmem: 128 * params.N * params.r * params.p + (32 << 20) }
   return new Promise((resolve, reject) => {
-    scryptCallback(Buffer.from(passphrase.normalize('NFC'), 'utf8'), salt, 32, options, (err, key) =>
-      err ? reject(err) : resolve(key),
-    )
+    scryptCallback(Buffer.from(passphrase.normalize('NFC'), 'utf8'), salt, 32, options, (err, key) => (err ? reject(err) : resolve(key)))
   })
 }
 
@@ -170,9 +159,7 @@ export function parseKeyFile(bytes: Uint8Array, name: string): KeyFile {
 }
 
 /** Result of opening a key object with a passphrase. */
-export type UnwrapResult =
-  | { readonly ok: true; readonly masterKey: Buffer; readonly configHash: Buffer }
-  | { readonly ok: false }
+export type UnwrapResult = { readonly ok: true; readonly masterKey: Buffer; readonly configHash: Buffer } | { readonly ok: false }
 
 /** Opens a key object with `passphrase`; `{ ok: false }` when the passphrase (or the object) does not match. */
 export async function unwrapKeyFile(file: KeyFile, repoId: string, passphrase: string): Promise<UnwrapResult> {

@@ -186,9 +186,12 @@ export function decodeChunk(bytes: Buffer, where: string, expected?: FileListChu
     out.push(e)
   }
   if (expected && (out.length !== expected.count || out[0]?.path !== expected.first || out[out.length - 1]?.path !== expected.last)) {
-    throw new IntegrityError(`${where}: holds ${out.length} entries from '${printableName(out[0]?.path)}' to '${printableName(out[out.length - 1]?.path)}', the backup record says ${expected.count} from '${printableName(expected.first)}' to '${printableName(expected.last)}'`, {
-      hint: DAMAGED_HINT,
-    })
+    throw new IntegrityError(
+      `${where}: holds ${out.length} entries from '${printableName(out[0]?.path)}' to '${printableName(out[out.length - 1]?.path)}', the backup record says ${expected.count} from '${printableName(expected.first)}' to '${printableName(expected.last)}'`,
+      {
+        hint: DAMAGED_HINT,
+      },
+    )
   }
   return out
 }

@@ -53,7 +53,13 @@ export async function createFirstKey(
  * @throws PassphraseError when none opens; RepoFormatError when there is no readable key object, or the config
  *   does not match the key that opened
  */
-export async function unlock(storage: Storage, config: RepoConfig, configBytes: Buffer, passphrase: string | undefined, signal?: AbortSignal): Promise<UnlockedKey> {
+export async function unlock(
+  storage: Storage,
+  config: RepoConfig,
+  configBytes: Buffer,
+  passphrase: string | undefined,
+  signal?: AbortSignal,
+): Promise<UnlockedKey> {
   if (passphrase === undefined || passphrase === '') {
     throw new PassphraseError(`repository '${storage.name}' is encrypted and no passphrase was given`, { hint: PASSPHRASE_HINT })
   }

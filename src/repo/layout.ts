@@ -71,11 +71,7 @@ export function assertRecordKind(kind: string): void {
  * (not starting with '.' or '-'), at most 512 characters.
  */
 export function assertRecordKey(key: string): void {
-  const ok =
-    typeof key === 'string' &&
-    key.length > 0 &&
-    key.length <= MAX_RECORD_KEY_CHARS &&
-    key.split('/').every((s) => KEY_SEGMENT.test(s))
+  const ok = typeof key === 'string' && key.length > 0 && key.length <= MAX_RECORD_KEY_CHARS && key.split('/').every((s) => KEY_SEGMENT.test(s))
   if (!ok) {
     throw new UsageError(`invalid record key '${String(key)}'`, {
       hint: "a record key is '/'-separated segments of letters, digits, '.', '_' and '-' (this is a bug in the caller)",

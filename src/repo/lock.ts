@@ -287,7 +287,16 @@ export class RepoLock {
   /** @internal use acquireLock */
   constructor(
     storage: Storage,
-    init: { kind: LockKind; purpose: string; session: string; key: string; createdAt: number; expiresAt: number; staleAfterMs: number; refreshIntervalMs: number },
+    init: {
+      kind: LockKind
+      purpose: string
+      session: string
+      key: string
+      createdAt: number
+      expiresAt: number
+      staleAfterMs: number
+      refreshIntervalMs: number
+    },
     seen: { stale: LockStatus[]; removed: LockStatus[] },
     hooks: { onRelease?: (lock: RepoLock) => void; onStateChange?: (change: LockStateChange) => void } = {},
   ) {
@@ -336,7 +345,10 @@ export class RepoLock {
   /** Throws the LockedError of a lost lock, or a LockedError once released; at risk or held, returns. */
   assertHeld(): void {
     if (this.#lost.signal.aborted) throw this.#lost.signal.reason
-    if (this.#released) throw new LockedError(`the ${this.kind} lock for '${this.purpose}' was released`, { hint: 'this is a bug in pgkeep: a write came after its lock was given back' })
+    if (this.#released)
+      throw new LockedError(`the ${this.kind} lock for '${this.purpose}' was released`, {
+        hint: 'this is a bug in pgkeep: a write came after its lock was given back',
+      })
   }
 
   /**
@@ -398,14 +410,18 @@ export class RepoLock {
     const started = Date.now()
     const giveUpAt = this.#expiresAt + this.#staleAfterMs
     if (started >= giveUpAt) {
-      this.#markLost(`it was neither refreshed nor re-taken in the ${formatLockAge(this.#staleAfterMs)} after it expired${this.#failure ? ` (last error: ${this.#failure.message})` : ''}`, this.#failure)
+      this.#markLost(
+        `it was neither refreshed nor re-taken in the ${formatLockAge(this.#staleAfterMs)} after it expired${this.#failure ? ` (last error: ${this.#failure.message})` : ''}`,
+        this.#failure,
+      )
     }
     const old = this.#key
     const expired = started >= this.#expiresAt
     try {
       // Our object must still be there: it is removed by nobody but us while live, and once expired only by an
       // exclusive holder breaking it or by `unlock --remove-stale`: either way the lock is gone.
-      if ((await this.#storage.stat(old)) === undefined) this.#markLost(`its lock object '${old}' was removed by another process (it had expired, or someone ran 'pgkeep unlock --remove-stale')`)
+      if ((await this.#storage.stat(old)) === undefined)
+        this.#markLost(`its lock object '${old}' was removed by another process (it had expired, or someone ran 'pgkeep unlock --remove-stale')`)
       const next = lockObject(this.kind, this.purpose, this.#session, Date.now(), this.#staleAfterMs, this.#createdAt)
       this.#strays.add(next.key)
       await this.#storage.write(next.key, next.bytes, { ifAbsent: true, collisionFree: true })
@@ -415,7 +431,10 @@ export class RepoLock {
         const scan = await scanLocks(this.#storage, this.kind, this.#session)
         const survived = (await this.#storage.stat(old)) !== undefined
         if (scan.blocker || !survived) {
-          await this.#storage.remove(next.key).then(() => this.#strays.delete(next.key), () => {})
+          await this.#storage.remove(next.key).then(
+            () => this.#strays.delete(next.key),
+            () => {},
+          )
           this.#markLost(
             scan.blocker
               ? `it expired, and meanwhile the repository was locked by ${scan.blocker.description}`
@@ -429,7 +448,8 @@ export class RepoLock {
       const recovered = this.#failure !== undefined || expired
       this.#failure = undefined
       this.#retryMs = this.#firstRetryMs
-      if (recovered && !this.#released) this.#say('held', `the ${this.#what()} is ${expired ? 're-taken after it expired' : 'refreshed again'}; it expires at ${this.expiresAt.toISOString()}`)
+      if (recovered && !this.#released)
+        this.#say('held', `the ${this.#what()} is ${expired ? 're-taken after it expired' : 'refreshed again'}; it expires at ${this.expiresAt.toISOString()}`)
       await this.#storage.remove(old).catch(() => this.#strays.add(old)) // ours and superseded: removed later if need be
       await this.#removeStrays()
     } catch (err) {
@@ -437,7 +457,11 @@ export class RepoLock {
       const error = err instanceof Error ? err : new Error(String(err))
       const first = this.#failure === undefined
       this.#failure = error
-      if (Date.now() >= giveUpAt) this.#markLost(`it was neither refreshed nor re-taken in the ${formatLockAge(this.#staleAfterMs)} after it expired (last error: ${error.message})`, error)
+      if (Date.now() >= giveUpAt)
+        this.#markLost(
+          `it was neither refreshed nor re-taken in the ${formatLockAge(this.#staleAfterMs)} after it expired (last error: ${error.message})`,
+          error,
+        )
       if (first) {
         this.#say(
           'at-risk',
@@ -480,7 +504,10 @@ export class RepoLock {
   async #removeStrays(): Promise<void> {
     for (const key of [...this.#strays]) {
       if (key === this.#key) continue
-      await this.#storage.remove(key).then(() => this.#strays.delete(key), () => {})
+      await this.#storage.remove(key).then(
+        () => this.#strays.delete(key),
+        () => {},
+      )
     }
   }
 
@@ -551,12 +578,7 @@ function lockObject(kind: LockKind, purpose: string, session: string, now: numbe
  * removes them once it holds its lock (before its holder removes anything), so that their owners, should they
  * come back, find them gone and cannot re-take them.
  */
-export async function acquireLock(
-  storage: Storage,
-  kind: LockKind,
-  o: AcquireLockOptions,
-  onRelease?: (lock: RepoLock) => void,
-): Promise<RepoLock> {
+export async function acquireLock(storage: Storage, kind: LockKind, o: AcquireLockOptions, onRelease?: (lock: RepoLock) => void): Promise<RepoLock> {
   if (kind !== 'shared' && kind !== 'exclusive') throw new UsageError(`invalid lock kind '${String(kind)}'`)
   const staleAfterMs = o.staleAfterMs ?? DEFAULT_STALE_AFTER_MS
   const refreshIntervalMs = Math.min(o.refreshIntervalMs ?? DEFAULT_REFRESH_MS, Math.floor(staleAfterMs / 3))
@@ -609,7 +631,16 @@ export async function acquireLock(
     }
     return new RepoLock(
       storage,
-      { kind, purpose: o.purpose, session, key: mine.key, createdAt: Date.parse(mine.info.createdAt), expiresAt: mine.expiresAt, staleAfterMs, refreshIntervalMs },
+      {
+        kind,
+        purpose: o.purpose,
+        session,
+        key: mine.key,
+        createdAt: Date.parse(mine.info.createdAt),
+        expiresAt: mine.expiresAt,
+        staleAfterMs,
+        refreshIntervalMs,
+      },
       { stale: after.stale.filter((l) => !removed.includes(l)), removed },
       { onRelease, onStateChange: o.onStateChange },
     )

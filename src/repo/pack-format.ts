@@ -59,7 +59,7 @@ export function encodePackHeader(entries: readonly PackEntry[], keys: RepoKeys |
   PACK_HEADER_MAGIC.copy(plain, 0)
   plain[4] = PACK_HEADER_VERSION
   plain.writeUInt32LE(entries.length, 8)
-  entries.forEach((e, i) => writeEntry(plain, PACK_HEADER_PREFIX_BYTES + i * ENTRY_BYTES, e))
+  for (const [i, e] of entries.entries()) writeEntry(plain, PACK_HEADER_PREFIX_BYTES + i * ENTRY_BYTES, e)
   return keys ? seal(keys.dataKey, plain) : Buffer.concat([plain, sha256(plain)])
 }
 
@@ -75,9 +75,10 @@ export function encodePackTrailer(headerLength: number): Buffer {
  * `[0, blobsEnd)` exactly. Throws IntegrityError naming `packName` on any inconsistency.
  */
 export function decodePackHeader(stored: Buffer, blobsEnd: number, keys: RepoKeys | undefined, packName: string): PackEntry[] {
-  const fail = (why: string) => new IntegrityError(`pack '${packName}' has a damaged header: ${why}`, {
-    hint: "run 'pgkeep verify' to list every damaged object",
-  })
+  const fail = (why: string) =>
+    new IntegrityError(`pack '${packName}' has a damaged header: ${why}`, {
+      hint: "run 'pgkeep verify' to list every damaged object",
+    })
   let plain: Buffer
   if (keys) {
     const opened = unseal(keys.dataKey, stored)
@@ -109,11 +110,7 @@ export function decodePackHeader(stored: Buffer, blobsEnd: number, keys: RepoKey
  * Splits a pack's tail into its stored header. `tail` is the last `tail.length` bytes of a pack of `packSize` bytes.
  * Returns the header and where it starts, or the number of tail bytes needed when `tail` is too short.
  */
-export function locatePackHeader(
-  tail: Buffer,
-  packSize: number,
-  packName: string,
-): { header: Buffer; headerStart: number } | { needTailBytes: number } {
+export function locatePackHeader(tail: Buffer, packSize: number, packName: string): { header: Buffer; headerStart: number } | { needTailBytes: number } {
   if (packSize < PACK_TRAILER_BYTES || tail.length < PACK_TRAILER_BYTES) {
     throw new IntegrityError(`pack '${packName}' is truncated: ${packSize} bytes`)
   }

@@ -61,7 +61,15 @@ export class Repository {
     this.#codec = new BlobCodec(keys, level)
     this.#index = new LoadedIndex(p.storage, keys)
     const guard = <T>(write: (signal: AbortSignal | undefined) => Promise<T>, signal: AbortSignal | undefined) => this.#underLock(write, signal)
-    this.#blobs = new BlobStore({ storage: p.storage, codec: this.#codec, keys, index: this.#index, guard, packTargetBytes: p.config.packTargetBytes, maxPackUploads: p.maxPackUploads })
+    this.#blobs = new BlobStore({
+      storage: p.storage,
+      codec: this.#codec,
+      keys,
+      index: this.#index,
+      guard,
+      packTargetBytes: p.config.packTargetBytes,
+      maxPackUploads: p.maxPackUploads,
+    })
     this.#records = new RecordStore({ storage: p.storage, keys, level, guard, hasBlob: (id) => this.hasBlob(id), flush: (signal) => this.flush({ signal }) })
   }
 

@@ -5,11 +5,7 @@ import { Codes, isPgkeepError } from '../errors.js'
 import type { Storage } from '../storage/storage.js'
 
 /** Reads an object (or the range `offset`/`length`) into one Buffer. A missing key rejects with NotFoundError. */
-export async function readObject(
-  storage: Storage,
-  key: string,
-  o: { offset?: number; length?: number; signal?: AbortSignal } = {},
-): Promise<Buffer> {
+export async function readObject(storage: Storage, key: string, o: { offset?: number; length?: number; signal?: AbortSignal } = {}): Promise<Buffer> {
   const chunks: Uint8Array[] = []
   let total = 0
   for await (const chunk of storage.read(key, o)) {
@@ -27,11 +23,7 @@ export async function readObject(
  * Calls `fn` for every item of `items` with at most `concurrency` calls running; rejects with the first failure
  * after the running calls settle. Items are pulled lazily, so a long async source is never buffered.
  */
-export async function forEachConcurrent<T>(
-  items: Iterable<T> | AsyncIterable<T>,
-  concurrency: number,
-  fn: (item: T) => Promise<void>,
-): Promise<void> {
+export async function forEachConcurrent<T>(items: Iterable<T> | AsyncIterable<T>, concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
   const running = new Set<Promise<void>>()
   let failure: { error: unknown } | undefined
   for await (const item of items as AsyncIterable<T>) {

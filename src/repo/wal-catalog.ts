@@ -232,7 +232,12 @@ function damaged(rec: WalRecord): IntegrityError {
 }
 
 /** The longest partial record of segment `name`, or undefined. */
-export async function findLongestPartial(repo: Repository, systemId: bigint | string, name: string, o: { signal?: AbortSignal } = {}): Promise<WalSegmentRecord | undefined> {
+export async function findLongestPartial(
+  repo: Repository,
+  systemId: bigint | string,
+  name: string,
+  o: { signal?: AbortSignal } = {},
+): Promise<WalSegmentRecord | undefined> {
   for (let attempt = 0; attempt < 4; attempt++) {
     // Keys end in the valid length as fixed-width hex, so the last sorts longest.
     const partials = await listWalKeys(repo, systemId, `${name}.partial.`, o)
@@ -248,7 +253,12 @@ export async function findLongestPartial(repo: Repository, systemId: bigint | st
  * The stored record for segment `name`: the complete one if stored, else the longest partial one; undefined if
  * neither.
  */
-export async function findSegmentRecord(repo: Repository, systemId: bigint | string, name: string, o: { signal?: AbortSignal } = {}): Promise<WalSegmentRecord | undefined> {
+export async function findSegmentRecord(
+  repo: Repository,
+  systemId: bigint | string,
+  name: string,
+  o: { signal?: AbortSignal } = {},
+): Promise<WalSegmentRecord | undefined> {
   const complete = await readWalRecord<WalSegmentRecord>(repo, segmentKey(systemId, name), o)
   if (complete) return complete
   const partial = await findLongestPartial(repo, systemId, name, o)

@@ -183,7 +183,13 @@ export class WalSegmentWriter {
     const a = this.syncA
     if (this.syncB === undefined || this.filled - this.syncB.endBytes > step) {
       const from = a?.endBytes ?? 0
-      const key = await this.writePartial({ validBytes: this.filled, crcState: this.crcState, pieces: [], base: a?.key, tail: this.buf.subarray(from, this.filled) })
+      const key = await this.writePartial({
+        validBytes: this.filled,
+        crcState: this.crcState,
+        pieces: [],
+        base: a?.key,
+        tail: this.buf.subarray(from, this.filled),
+      })
       this.syncB = { key, endBytes: this.filled }
     } else {
       const b = this.syncB

@@ -51,9 +51,12 @@ export async function chooseBackup(repo: Repository, o: ChooseBackupOptions): Pr
     if (o.cluster !== undefined) {
       const cluster = await resolveCluster(repo, o.cluster, { signal: o.signal })
       if (cluster.systemId !== backup.systemId) {
-        throw new UsageError(`backup ${backup.id} is of cluster ${backup.systemId} ('${backup.clusterName}'), not of --cluster ${o.cluster} (${cluster.systemId})`, {
-          hint: "check --backup and --cluster ('pgkeep info' lists the backups of each cluster)",
-        })
+        throw new UsageError(
+          `backup ${backup.id} is of cluster ${backup.systemId} ('${backup.clusterName}'), not of --cluster ${o.cluster} (${cluster.systemId})`,
+          {
+            hint: "check --backup and --cluster ('pgkeep info' lists the backups of each cluster)",
+          },
+        )
       }
     }
     return { backup, reason: 'named on the command line' }

@@ -84,7 +84,7 @@ export async function removeExtraneous(o: CleanupOptions): Promise<CleanupResult
       const rel = `pg_tblspc/${oid}/${name}`
       const entry = await o.lookup(rel)
       // Only directories of this backup are ours to clean; anything else in the location is left alone.
-      if (!entry || entry.type !== 'directory') continue
+      if (entry?.type !== 'directory') continue
       const abs = join(location, name)
       const st = await lstat(abs)
       if (st.isDirectory()) await walk(abs, rel)

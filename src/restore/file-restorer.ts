@@ -155,7 +155,8 @@ export class FileRestorer {
       }
       if (file.remaining === 0) {
         let whole = file.pieceCrcs[0]!
-        for (let i = 1; i < file.pieceCrcs.length; i++) whole = crc32cCombine(whole, file.pieceCrcs[i]!, Math.min(PIECE_BYTES, file.entry.sizeBytes - i * PIECE_BYTES))
+        for (let i = 1; i < file.pieceCrcs.length; i++)
+          whole = crc32cCombine(whole, file.pieceCrcs[i]!, Math.min(PIECE_BYTES, file.entry.sizeBytes - i * PIECE_BYTES))
         await this.#complete(fh, file.entry, whole, file.bytesWritten, file.map ? file.bytesWritten > 0 || file.changed : true)
       }
     } finally {
@@ -346,7 +347,9 @@ export class FileRestorer {
   async #bytesOf(entry: FileEntry, x: Extent): Promise<Buffer> {
     const blob = await this.#read(entry, x.blob!, () => this.ctx.cache.get(x.blob!))
     if (x.blobOffset + x.length > blob.length) {
-      throw new IntegrityError(`'${entry.path}' of backup ${this.ctx.backupId} refers to bytes ${x.blobOffset}..${x.blobOffset + x.length} of blob '${x.blob}', which has ${blob.length}`)
+      throw new IntegrityError(
+        `'${entry.path}' of backup ${this.ctx.backupId} refers to bytes ${x.blobOffset}..${x.blobOffset + x.length} of blob '${x.blob}', which has ${blob.length}`,
+      )
     }
     return blob.subarray(x.blobOffset, x.blobOffset + x.length)
   }

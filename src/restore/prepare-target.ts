@@ -104,13 +104,11 @@ async function assertLocationIsOurs(oid: number, location: string, isOwnLink: bo
     const prefix = `PG_${backup.server.major}_`
     const names = await readdir(location)
     if (names.some((n) => n.startsWith(prefix))) return
-    throw new UsageError(
-      `tablespace ${oid}: '${pgdata}' links to '${location}', which holds no ${prefix}… directory of PostgreSQL ${backup.server.major}`,
-      { hint: MAP_HINT(oid) },
-    )
+    throw new UsageError(`tablespace ${oid}: '${pgdata}' links to '${location}', which holds no ${prefix}… directory of PostgreSQL ${backup.server.major}`, {
+      hint: MAP_HINT(oid),
+    })
   }
-  throw new UsageError(
-    `the location of tablespace ${oid} '${location}' is not empty, and it is not where '${pgdata}'s own pg_tblspc/${oid} link points`,
-    { hint: `it may hold another server's data, so pgkeep will not write there; ${MAP_HINT(oid)}` },
-  )
+  throw new UsageError(`the location of tablespace ${oid} '${location}' is not empty, and it is not where '${pgdata}'s own pg_tblspc/${oid} link points`, {
+    hint: `it may hold another server's data, so pgkeep will not write there; ${MAP_HINT(oid)}`,
+  })
 }

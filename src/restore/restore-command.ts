@@ -43,7 +43,8 @@ function escapePlaceholders(arg: string): string {
 export function walGetRestoreCommand(o: WalGetCommandOptions): string {
   if (o.pgkeep.length === 0) throw new UsageError('no pgkeep command to put into restore_command')
   for (const p of o.pgkeep) {
-    if (!isAbsolute(p)) throw new UsageError(`'${p}' in restore_command is not an absolute path`, { hint: 'the server runs restore_command from its data directory' })
+    if (!isAbsolute(p))
+      throw new UsageError(`'${p}' in restore_command is not an absolute path`, { hint: 'the server runs restore_command from its data directory' })
   }
   const url = o.repoUrl
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !isAbsolute(url)) {

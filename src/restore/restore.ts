@@ -142,7 +142,11 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     signal: o.signal,
     onStateChange: (c) => c.state === 'at-risk' && say('warning', c.message),
   })
-  if (!lock) say('warning', `no write access to repository '${repo.location}': restoring without a lock, so maintenance (gc, expire) started meanwhile would not wait for this restore`)
+  if (!lock)
+    say(
+      'warning',
+      `no write access to repository '${repo.location}': restoring without a lock, so maintenance (gc, expire) started meanwhile would not wait for this restore`,
+    )
   const signal = AbortSignal.any([o.signal, lock?.signal].filter((x): x is AbortSignal => x !== undefined))
   // Every blob read in flight listens on it (jobs × read-ahead of them): not a leak.
   setMaxListeners(0, signal)
@@ -185,7 +189,8 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       const r = await removeExtraneous({ pgdata, tablespaces: locations, lookup: (p) => reader.get(p, { signal }), keep: new Set([RESTORE_MARKER]), signal })
       removed = r.removed
       if (r.walLinkRemoved) say('info', `pg_wal was a link to '${r.walLinkRemoved}'; it is restored as a directory (nothing was removed there)`)
-      if (r.removed > 0) say('info', `removed ${r.removed} entries the backup does not have${r.removedPaths.length ? `, e.g. ${r.removedPaths.slice(0, 5).join(', ')}` : ''}`)
+      if (r.removed > 0)
+        say('info', `removed ${r.removed} entries the backup does not have${r.removedPaths.length ? `, e.g. ${r.removedPaths.slice(0, 5).join(', ')}` : ''}`)
     }
 
     await linkTablespaces(pgdata, locations)
@@ -215,7 +220,13 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
         progress.fileDone()
         if (d.changed) filesWritten++
         else filesUnchanged++
-        await m.add({ path: d.entry.path, size: d.entry.sizeBytes, lastModified: new Date(d.entry.mtime * 1000), checksumAlgorithm: 'CRC32C', checksum: d.crc32c })
+        await m.add({
+          path: d.entry.path,
+          size: d.entry.sizeBytes,
+          lastModified: new Date(d.entry.mtime * 1000),
+          checksumAlgorithm: 'CRC32C',
+          checksum: d.crc32c,
+        })
       },
     })
     // Entries are taken up to LOOKAHEAD_ENTRIES ahead of the workers, refilled in batches, and what the coming
@@ -227,7 +238,10 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
         for (const x of extents) if (x.blob !== null) cache.get(x.blob).catch(() => {})
       }
       if (e.fileMap) {
-        cache.get(e.fileMap).then((bytes) => want(decodeFileMap(bytes).extents), () => {})
+        cache.get(e.fileMap).then(
+          (bytes) => want(decodeFileMap(bytes).extents),
+          () => {},
+        )
       } else want(e.extents ?? [])
     }
     async function* lookahead(): AsyncGenerator<FileEntry> {
@@ -332,7 +346,13 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     // From here the directory is complete: a later failure (the manifest) must not take the signal file away.
     signalWritten = null
     if (sync) await syncDirectory(join(pgdata, 'global'))
-    await m.add({ path: CONTROL_FILE, size: controlBytes.length, lastModified: new Date(control.mtime * 1000), checksumAlgorithm: 'CRC32C', checksum: crc32cHexLE(crc32c(controlBytes)) })
+    await m.add({
+      path: CONTROL_FILE,
+      size: controlBytes.length,
+      lastModified: new Date(control.mtime * 1000),
+      checksumAlgorithm: 'CRC32C',
+      checksum: crc32cHexLE(crc32c(controlBytes)),
+    })
     progress.add(controlBytes.length, controlBytes.length)
     progress.fileDone()
     filesWritten += deferred.size
@@ -382,7 +402,10 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     // A failure after the signal file was written (syncing, pg_control itself): take it away again.
     if (signalWritten) await rm(join(pgdata, signalWritten), { force: true }).catch(() => {})
     if (touched) {
-      say('warning', `the restore into '${pgdata}' did not finish: the directory is incomplete and will not start (it has no ${CONTROL_FILE}); run the restore again (--delta reuses what was written) or remove it`)
+      say(
+        'warning',
+        `the restore into '${pgdata}' did not finish: the directory is incomplete and will not start (it has no ${CONTROL_FILE}); run the restore again (--delta reuses what was written) or remove it`,
+      )
     }
     throw err
   } finally {
@@ -409,9 +432,12 @@ async function checkEntries(reader: FileListReader, tree: TargetTree, backup: Ba
     const oid = tablespaceLinkOid(e.path)
     if (oid !== undefined && original.has(oid)) {
       if (e.type === 'symlink' && e.linkTarget !== original.get(oid)) {
-        throw new IntegrityError(`backup ${backup.id} links '${e.path}' to '${printableName(e.linkTarget)}', but lists tablespace ${oid} at '${original.get(oid)}'`, {
-          hint: "the backup is damaged or was altered; run 'pgkeep verify' and restore another backup with --backup",
-        })
+        throw new IntegrityError(
+          `backup ${backup.id} links '${e.path}' to '${printableName(e.linkTarget)}', but lists tablespace ${oid} at '${original.get(oid)}'`,
+          {
+            hint: "the backup is damaged or was altered; run 'pgkeep verify' and restore another backup with --backup",
+          },
+        )
       }
       continue
     }

@@ -44,12 +44,7 @@ const STORED_AT_GRANULARITY_MS = 1000
  * `immediate` need nothing beyond the backup's own WAL.
  * @throws UsageError naming the target and the reachable range
  */
-export async function checkTargetReachable(
-  repo: Repository,
-  backup: BackupRecord,
-  recovery: RecoveryOptions,
-  o: { signal?: AbortSignal } = {},
-): Promise<void> {
+export async function checkTargetReachable(repo: Repository, backup: BackupRecord, recovery: RecoveryOptions, o: { signal?: AbortSignal } = {}): Promise<void> {
   const target = recovery.target
   if (target === undefined || target.type === 'immediate') return
   const mode = recovery.mode ?? 'recovery'
@@ -61,7 +56,10 @@ export async function checkTargetReachable(
   if (target.type === 'lsn') {
     const lsn = typeof target.lsn === 'bigint' ? target.lsn : parseLsn(target.lsn)
     if (lsn < end) {
-      throw new UsageError(`recovery target LSN ${formatLsn(lsn)} is before the end of backup ${backup.id} (${backup.endLsn}): recovery cannot stop before the backup is consistent`, { hint: earlier })
+      throw new UsageError(
+        `recovery target LSN ${formatLsn(lsn)} is before the end of backup ${backup.id} (${backup.endLsn}): recovery cannot stop before the backup is consistent`,
+        { hint: earlier },
+      )
     }
     if (mode !== 'recovery') return
     const reach = await reachableWal(repo, backup, recovery.targetTimeline, o)
@@ -69,12 +67,20 @@ export async function checkTargetReachable(
   } else if (target.type === 'time') {
     const when = parseRecoveryTargetTime(target.time)
     if (when.ms < finished) {
-      throw new UsageError(`recovery target time ${when.text} is before backup ${backup.id} finished (${backup.finishedAt}): recovery cannot stop before the backup is consistent`, { hint: earlier })
+      throw new UsageError(
+        `recovery target time ${when.text} is before backup ${backup.id} finished (${backup.finishedAt}): recovery cannot stop before the backup is consistent`,
+        { hint: earlier },
+      )
     }
     if (mode !== 'recovery') return
     const reach = await reachableWal(repo, backup, recovery.targetTimeline, o)
     if (when.ms > reach.storedBy + STORED_AT_GRANULARITY_MS) {
-      throw beyond(`recovery target time ${when.text}`, backup, reach, `the newest of that WAL was stored at ${new Date(reach.storedBy).toISOString()}, so none of it is later than that`)
+      throw beyond(
+        `recovery target time ${when.text}`,
+        backup,
+        reach,
+        `the newest of that WAL was stored at ${new Date(reach.storedBy).toISOString()}, so none of it is later than that`,
+      )
     }
   } else {
     if (mode !== 'recovery') return

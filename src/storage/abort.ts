@@ -59,5 +59,5 @@ export function anySignal(...signals: (AbortSignal | undefined)[]): AbortSignal 
 
 /** True when `err` is the reason of an aborted `signal` (so it must be rethrown as is, never wrapped). */
 export function isAbortReason(err: unknown, signal: AbortSignal | undefined): boolean {
-  return signal !== undefined && signal.aborted && err === signal.reason
+  return signal?.aborted === true && err === signal.reason
 }

@@ -64,7 +64,10 @@ export function assertValidPrefix(prefix: string): void {
 
 /** Throws a non-retryable StorageError unless `offset`/`length` of a ranged read are non-negative safe integers. */
 export function assertValidRange(offset: number | undefined, length: number | undefined): void {
-  for (const [name, v] of [['offset', offset], ['length', length]] as const) {
+  for (const [name, v] of [
+    ['offset', offset],
+    ['length', length],
+  ] as const) {
     if (v !== undefined && !(Number.isSafeInteger(v) && v >= 0)) {
       throw new StorageError(`invalid read ${name} '${String(v)}': must be a non-negative integer`)
     }

@@ -43,11 +43,7 @@ const S3_DEFAULTS = { attempts: 5, baseDelayMs: 250, maxDelayMs: 8_000, maxConcu
  * write is what gets retried.
  * Unknown schemes are a UsageError; malformed variables a ConfigError.
  */
-export async function openStorage(
-  url: string,
-  env: Readonly<Record<string, string | undefined>>,
-  o: OpenStorageOptions = {},
-): Promise<Storage> {
+export async function openStorage(url: string, env: Readonly<Record<string, string | undefined>>, o: OpenStorageOptions = {}): Promise<Storage> {
   if (url.trim() === '') throw new UsageError('empty repository location', { hint: USAGE_HINT })
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase()
   if (scheme === 's3') {
@@ -85,11 +81,7 @@ function decorate(
   })
 }
 
-async function openS3FromUrl(
-  url: string,
-  env: Readonly<Record<string, string | undefined>>,
-  conditionalWrite: boolean | undefined,
-): Promise<Storage> {
+async function openS3FromUrl(url: string, env: Readonly<Record<string, string | undefined>>, conditionalWrite: boolean | undefined): Promise<Storage> {
   // Loaded on demand: the AWS SDK takes most of a CLI start (~0.6 s of ~0.9 s measured), and `wal get` / `wal push`
   // start once per WAL file.
   const { isValidBucketName, openS3Storage } = await import('./s3.js')
@@ -116,9 +108,7 @@ async function openS3FromUrl(
     )
   }
   const credentials: S3Credentials | undefined =
-    accessKeyId !== undefined && secretAccessKey !== undefined
-      ? { accessKeyId, secretAccessKey, sessionToken: get('AWS_SESSION_TOKEN') }
-      : undefined
+    accessKeyId !== undefined && secretAccessKey !== undefined ? { accessKeyId, secretAccessKey, sessionToken: get('AWS_SESSION_TOKEN') } : undefined
   const endpoint = get('AWS_ENDPOINT_URL_S3') ?? get('AWS_ENDPOINT_URL')
   if (endpoint !== undefined && !/^https?:\/\/[^/]/i.test(endpoint)) {
     throw new ConfigError(`invalid S3 endpoint URL in ${get('AWS_ENDPOINT_URL_S3') !== undefined ? 'AWS_ENDPOINT_URL_S3' : 'AWS_ENDPOINT_URL'}`, {

@@ -185,13 +185,7 @@ class RetryingStorage implements Storage {
   }
 
   /** Rethrows `err` unless it deserves another attempt; otherwise waits the backoff delay. */
-  private async backoff(
-    op: RetryEvent['op'],
-    key: string,
-    attempt: number,
-    err: unknown,
-    signal: AbortSignal | undefined,
-  ): Promise<void> {
+  private async backoff(op: RetryEvent['op'], key: string, attempt: number, err: unknown, signal: AbortSignal | undefined): Promise<void> {
     if (signal?.aborted === true) throw signal.reason
     if (!isRetryable(err) || attempt >= this.o.attempts) throw err
     const capMs = Math.min(this.o.maxDelayMs, this.o.baseDelayMs * 2 ** (attempt - 1))

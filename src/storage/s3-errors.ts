@@ -145,12 +145,15 @@ export function mapS3Error(err: unknown, ctx: S3ErrorContext): unknown {
   // Before the 5xx rule: retrying cannot make a store implement something, and "unavailable" would mislead.
   if (isNotImplemented(err)) {
     return ctx.conditional === true
-      ? new StorageError(`unable to ${what}: ${at} does not implement conditional writes (If-None-Match: *, answered ${name ?? 'NotImplemented'}, HTTP ${status ?? 501})`, {
-          cause,
-          hint:
-            "repositories created by 'pgkeep init' on such a store record it and use a check-and-read-back protocol instead; " +
-            'for a repository created on another store, set PGKEEP_S3_CONDITIONAL_WRITE=false (docs/storage.md, "Stores without conditional writes")',
-        })
+      ? new StorageError(
+          `unable to ${what}: ${at} does not implement conditional writes (If-None-Match: *, answered ${name ?? 'NotImplemented'}, HTTP ${status ?? 501})`,
+          {
+            cause,
+            hint:
+              "repositories created by 'pgkeep init' on such a store record it and use a check-and-read-back protocol instead; " +
+              'for a repository created on another store, set PGKEEP_S3_CONDITIONAL_WRITE=false (docs/storage.md, "Stores without conditional writes")',
+          },
+        )
       : new StorageError(`unable to ${what}: ${at} does not implement this request (${name ?? 'NotImplemented'}, HTTP ${status ?? 501})`, {
           cause,
           hint: 'the store lacks a part of the S3 API that pgkeep uses (docs/storage.md lists the requests); check what the store supports',
@@ -172,12 +175,15 @@ export function mapS3Error(err: unknown, ctx: S3ErrorContext): unknown {
     // A valid credential refused this operation (403 AccessDenied, e.g. no s3:PutObject): recognisable, so that
     // readers with read-only access can go on without a lock. Bad or expired credentials stay a StorageError.
     const refused = name === 'AccessDenied' || name === 'AllAccessDisabled' || (status === 403 && (name === undefined || !CREDENTIAL_ERRORS.has(name)))
-    return new (refused ? AccessDeniedError : StorageError)(`unable to ${what}: access denied by ${at} (${name === undefined || name === 'Unknown' ? `HTTP ${status ?? '?'}` : name})`, {
-      cause,
-      hint:
-        'check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, and that the policy allows ' +
-        's3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on the bucket',
-    })
+    return new (refused ? AccessDeniedError : StorageError)(
+      `unable to ${what}: access denied by ${at} (${name === undefined || name === 'Unknown' ? `HTTP ${status ?? '?'}` : name})`,
+      {
+        cause,
+        hint:
+          'check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, and that the policy allows ' +
+          's3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on the bucket',
+      },
+    )
   }
   if (status === undefined && isNetworkError(err)) {
     return new StorageError(`unable to ${what}: connection to ${at} failed (${describeNetworkError(err)})`, {

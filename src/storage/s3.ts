@@ -282,10 +282,9 @@ class S3Storage implements Storage {
       let multi: ConditionalWriteSupport | undefined
       try {
         multi = await outcome(async () => {
-          const part = await this.client.send(
-            new UploadPartCommand({ Bucket: this.s.bucket, Key, UploadId, PartNumber: 1, Body: bytes(3) }),
-            { abortSignal: signal },
-          )
+          const part = await this.client.send(new UploadPartCommand({ Bucket: this.s.bucket, Key, UploadId, PartNumber: 1, Body: bytes(3) }), {
+            abortSignal: signal,
+          })
           await this.client.send(
             new CompleteMultipartUploadCommand({
               Bucket: this.s.bucket,
@@ -367,10 +366,9 @@ class S3Storage implements Storage {
       signal?.throwIfAborted()
       let page
       try {
-        page = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.s.bucket, Prefix: this.fullKey(prefix), ContinuationToken: token }),
-          { abortSignal: signal },
-        )
+        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.s.bucket, Prefix: this.fullKey(prefix), ContinuationToken: token }), {
+          abortSignal: signal,
+        })
       } catch (err) {
         throw this.mapError(err, 'list', prefix, signal)
       }
@@ -477,10 +475,7 @@ class S3Storage implements Storage {
 
   private async put(key: string, bytes: Uint8Array, condition: object, signal: AbortSignal | undefined): Promise<void> {
     try {
-      await this.client.send(
-        new PutObjectCommand({ Bucket: this.s.bucket, Key: this.fullKey(key), Body: bytes, ...condition }),
-        { abortSignal: signal },
-      )
+      await this.client.send(new PutObjectCommand({ Bucket: this.s.bucket, Key: this.fullKey(key), Body: bytes, ...condition }), { abortSignal: signal })
     } catch (err) {
       throw this.mapError(err, 'write', key, signal, 'IfNoneMatch' in condition)
     }

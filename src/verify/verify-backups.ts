@@ -63,7 +63,10 @@ export async function verifyBackups(repo: Repository, o: { signal?: AbortSignal 
           problems.push({ object: where(e.path), message: `the entry lies in tablespace ${ts}, which the backup does not list` })
         }
         if (e.type === 'symlink' && ts !== undefined && tablespaces.has(Number(ts)) && e.linkTarget !== tablespaces.get(Number(ts))) {
-          problems.push({ object: where(e.path), message: `the link points to '${printableName(e.linkTarget)}', the backup lists the tablespace at '${tablespaces.get(Number(ts))}'` })
+          problems.push({
+            object: where(e.path),
+            message: `the link points to '${printableName(e.linkTarget)}', the backup lists the tablespace at '${tablespaces.get(Number(ts))}'`,
+          })
         }
         for (const x of e.extents ?? []) if (x.blob !== null && !present(x.blob)) missing(e.path, 'data', x.blob)
         if (!e.fileMap || checkedMaps.has(e.fileMap)) continue

@@ -59,10 +59,7 @@ export async function resolveClusterId(repo: Repository, o: ClusterIdOptions): P
  * A selector naming another cluster than the data directory's is refused: its WAL would not fit.
  * @throws UsageError or NotFoundError when the repository does not know the cluster (never "not there")
  */
-export async function resolveWalGetCluster(
-  repo: Repository,
-  o: { selector?: string; localSystemId?: string; signal?: AbortSignal },
-): Promise<RepoCluster> {
+export async function resolveWalGetCluster(repo: Repository, o: { selector?: string; localSystemId?: string; signal?: AbortSignal }): Promise<RepoCluster> {
   const cluster = await resolveCluster(repo, o.selector ?? o.localSystemId, { signal: o.signal })
   assertSameCluster(cluster.systemId, o)
   return cluster

@@ -171,7 +171,9 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     systemId: o.systemId,
   }
   await writeAtomic(p.daemonFile, JSON.stringify(info), p.tmpDir)
-  log(`daemon ${process.pid} serving cluster ${o.systemId} of repository ${o.repo.config.id} at ${o.binding.repo}, prefetch ${prefetchCount}, concurrency ${concurrency}, linger ${lingerMs / 1000} s`)
+  log(
+    `daemon ${process.pid} serving cluster ${o.systemId} of repository ${o.repo.config.id} at ${o.binding.repo}, prefetch ${prefetchCount}, concurrency ${concurrency}, linger ${lingerMs / 1000} s`,
+  )
 
   const fetch = (name: string): Promise<'ok' | 'missing' | 'error'> => {
     const running = inFlight.get(name)
@@ -208,10 +210,11 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     handling.delete(id)
   }
 
-  const exists = (name: string) => stat(join(p.dir, name)).then(
-    () => true,
-    () => false,
-  )
+  const exists = (name: string) =>
+    stat(join(p.dir, name)).then(
+      () => true,
+      () => false,
+    )
 
   /** The request for another repository or cluster than this daemon's, described; undefined when it is ours. */
   const foreign = (req: SpoolRequest): string | undefined => {
@@ -243,7 +246,12 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
       } catch {
         continue // removed by its client meanwhile
       }
-      if (typeof req?.name !== 'string' || !isFetchableWalName(req.name) || typeof req.repo !== 'string' || (req.cluster !== null && typeof req.cluster !== 'string')) {
+      if (
+        typeof req?.name !== 'string' ||
+        !isFetchableWalName(req.name) ||
+        typeof req.repo !== 'string' ||
+        (req.cluster !== null && typeof req.cluster !== 'string')
+      ) {
         handling.add(id)
         await answer(id, { status: 'error', message: 'malformed request' })
         continue

@@ -87,7 +87,7 @@ export async function prepareSpool(p: SpoolPaths): Promise<void> {
 }
 
 const SPOOL_HINT =
-  "the spool must be a directory of the user running restore_command with mode 0700: remove it (it is created as needed), point --spool at such a directory, or use --prefetch 0"
+  'the spool must be a directory of the user running restore_command with mode 0700: remove it (it is created as needed), point --spool at such a directory, or use --prefetch 0'
 
 /** What daemon.json holds. */
 export interface DaemonInfo {
@@ -386,7 +386,11 @@ export async function getViaSpool(o: SpoolGetOptions): Promise<'served' | 'missi
         } else {
           // A daemon that ended without answering (it retired, or its spool was replaced) may have taken the
           // request along: post it again for the next one.
-          const exists = (path: string) => stat(path).then(() => true, () => false)
+          const exists = (path: string) =>
+            stat(path).then(
+              () => true,
+              () => false,
+            )
           if (!(await exists(join(p.reqDir, id)))) {
             if (await exists(join(p.respDir, id))) continue // answered just before it left
             id = await postRequest(p, request)

@@ -32,7 +32,12 @@ interface Best {
 }
 
 /** Per segment number, the best stored copy: higher timeline first, then complete over partial (pg_receivewal's rule). */
-export async function catalogSegments(repo: Repository, systemId: bigint, segmentSizeBytes: number, o: { signal?: AbortSignal } = {}): Promise<Map<bigint, Best>> {
+export async function catalogSegments(
+  repo: Repository,
+  systemId: bigint,
+  segmentSizeBytes: number,
+  o: { signal?: AbortSignal } = {},
+): Promise<Map<bigint, Best>> {
   const perId = segmentsPerXlogId(segmentSizeBytes)
   const best = new Map<bigint, Best>()
   for (const key of await listWalKeys(repo, systemId, '', o)) {

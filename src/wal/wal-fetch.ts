@@ -3,14 +3,7 @@
 
 import { isBackupHistoryFileName, isHistoryFileName, isPartialWalName, isWalSegmentName } from '../pg/wal-names.js'
 import type { Repository } from '../repo/index.js'
-import {
-  backupHistoryKey,
-  readSegmentByName,
-  readWalContent,
-  readWalRecord,
-  segmentKey,
-  type WalFileRecord,
-} from '../repo/index.js'
+import { backupHistoryKey, readSegmentByName, readWalContent, readWalRecord, segmentKey, type WalFileRecord } from '../repo/index.js'
 import { UsageError } from '../errors.js'
 
 /** True for the names `wal get` serves. */

@@ -59,7 +59,16 @@ export interface WalStreamOptions {
 
 /** What the streamer reports while it runs (the CLI prints these). */
 export type WalStreamEvent =
-  | { type: 'started'; systemId: string; timeline: number; startLsn: Lsn; resumedFrom: ResumePoint['source'] | 'reconnect'; slot: string; serverVersion: string; applicationName: string }
+  | {
+      type: 'started'
+      systemId: string
+      timeline: number
+      startLsn: Lsn
+      resumedFrom: ResumePoint['source'] | 'reconnect'
+      slot: string
+      serverVersion: string
+      applicationName: string
+    }
   | { type: 'slot-created'; slot: string }
   | { type: 'stored'; timeline: number; segment: StoredSegment }
   | { type: 'history-stored'; timeline: number; result: 'stored' | 'exists' }
@@ -174,7 +183,11 @@ export class WalStreamer {
   /** One connection: streams timeline after timeline; resolves with the result once aborted. */
   private async session(lock: RepoLock, onStreaming: () => void): Promise<WalStreamResult | undefined> {
     const { repo, signal } = this.o
-    const conn = await connect(this.o.conninfo, { ...this.o.connection, fallbackApplicationName: this.o.connection?.fallbackApplicationName ?? this.o.slot, signal })
+    const conn = await connect(this.o.conninfo, {
+      ...this.o.connection,
+      fallbackApplicationName: this.o.connection?.fallbackApplicationName ?? this.o.slot,
+      signal,
+    })
     // Losing the lock cuts the connection at once: the socket and storing loops stop, nothing more is confirmed.
     const onLost = () => conn.destroy(lock.signal.reason as Error)
     lock.signal.addEventListener('abort', onLost, { once: true })
@@ -192,7 +205,13 @@ export class WalStreamer {
       const slot = await this.ensureSlot(conn)
       let resumedFrom: ResumePoint['source'] | 'reconnect' = 'reconnect'
       if (!this.writer) {
-        const point = await findResumePoint(repo, { systemId: id.systemId, segmentSizeBytes: segSize, slot, server: { timeline: id.timeline, xlogPos: id.xlogPos }, signal })
+        const point = await findResumePoint(repo, {
+          systemId: id.systemId,
+          segmentSizeBytes: segSize,
+          slot,
+          server: { timeline: id.timeline, xlogPos: id.xlogPos },
+          signal,
+        })
         this.writer = this.newWriter(point.timeline, point.startLsn)
         resumedFrom = point.source
       }
@@ -263,9 +282,12 @@ export class WalStreamer {
         info = await readReplicationSlot(conn, slot, { signal })
       }
       if (info === null) {
-        throw new ServerError({ sqlState: '42704', message: `replication slot "${slot}" does not exist` }, {
-          hint: `create it with --create-slot, or SELECT pg_create_physical_replication_slot('${slot}', true)`,
-        })
+        throw new ServerError(
+          { sqlState: '42704', message: `replication slot "${slot}" does not exist` },
+          {
+            hint: `create it with --create-slot, or SELECT pg_create_physical_replication_slot('${slot}', true)`,
+          },
+        )
       }
       if (info.slotType !== 'physical') {
         throw new UsageError(`replication slot "${slot}" is a ${info.slotType} slot`, { hint: 'wal stream needs a physical slot; choose another --slot' })
@@ -289,7 +311,10 @@ export class WalStreamer {
     const key = historyKey(this.systemId!, timeline)
     if (await readWalRecord(this.o.repo, key, { signal: this.o.signal })) return
     const file = await timelineHistory(conn, timeline, { signal: this.o.signal })
-    const pieces = file.content.length > 0 ? [[(await this.o.repo.putBlob('data', file.content, { signal: this.o.signal })).id, file.content.length] as [string, number]] : []
+    const pieces =
+      file.content.length > 0
+        ? [[(await this.o.repo.putBlob('data', file.content, { signal: this.o.signal })).id, file.content.length] as [string, number]]
+        : []
     const record: WalHistoryRecord = {
       name: file.fileName,
       timeline,

@@ -128,8 +128,18 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   await handOver(pwFile)
 
   await runAsServer(bins.initdb, [
-    '-D', dataDir, '-k', '-U', 'postgres', `--pwfile=${pwFile}`,
-    '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C', '--no-sync',
+    '-D',
+    dataDir,
+    '-k',
+    '-U',
+    'postgres',
+    `--pwfile=${pwFile}`,
+    '--auth-local=trust',
+    '--auth-host=scram-sha-256',
+    '-E',
+    'UTF8',
+    '--locale=C',
+    '--no-sync',
   ])
   const port = await freePort()
   const conf: Record<string, string | number | boolean> = {
@@ -171,7 +181,6 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   }
   return cluster
 }
-
 
 /** A Cluster handle over a data directory; `start()` runs it. */
 function makeCluster(major: Major, baseDir: string, dataDir: string, socketDir: string, port: number): Cluster {
@@ -294,10 +303,7 @@ export async function startOnDataDir(
   await mkdir(socketDir, { recursive: true, mode: 0o700 })
   await handOver(socketDir)
   const port = await freePort()
-  await appendFile(
-    join(dataDir, 'postgresql.auto.conf'),
-    formatConf({ port, unix_socket_directories: socketDir, listen_addresses: '127.0.0.1', ...o.conf }),
-  )
+  await appendFile(join(dataDir, 'postgresql.auto.conf'), formatConf({ port, unix_socket_directories: socketDir, listen_addresses: '127.0.0.1', ...o.conf }))
   const cluster = makeCluster(major, o.baseDir, dataDir, socketDir, port)
   try {
     await cluster.start()

@@ -90,19 +90,21 @@ export function debianPgTool(major: number, name: string): string | undefined {
 
 /** Why the unpacked tree is missing (for `[skip]` lines). */
 export function debianPgMissingReason(): string {
-  return process.env[DEBIAN_PG_SKIP_ENV] ?? `Debian's PostgreSQL 17–19 packages are not unpacked at ${DEBIAN_PG_ROOT} (the integration tests' global setup installs them)`
+  return (
+    process.env[DEBIAN_PG_SKIP_ENV] ??
+    `Debian's PostgreSQL 17–19 packages are not unpacked at ${DEBIAN_PG_ROOT} (the integration tests' global setup installs them)`
+  )
 }
 
-export type EnsureResult =
-  | { ok: true; root: string; versions: Record<string, string>; installedMs: number | null }
-  | { ok: false; reason: string }
+export type EnsureResult = { ok: true; root: string; versions: Record<string, string>; installedMs: number | null } | { ok: false; reason: string }
 
 /**
  * Makes sure the unpacked tree exists and works: reuses a valid cached one, else downloads and unpacks the
  * packages (about 45 MB). Never throws: a missing network, apt or dpkg-deb becomes `{ ok: false, reason }`.
  */
 export async function ensureDebianPg(log: (line: string) => void = () => {}): Promise<EnsureResult> {
-  if (process.platform !== 'linux' || process.arch !== 'x64') return { ok: false, reason: `Debian's amd64 packages do not run on ${process.platform}/${process.arch}` }
+  if (process.platform !== 'linux' || process.arch !== 'x64')
+    return { ok: false, reason: `Debian's amd64 packages do not run on ${process.platform}/${process.arch}` }
   if (existsSync(DEBIAN_PG_ROOT)) {
     const problem = await selfTest(DEBIAN_PG_ROOT)
     if (problem === undefined) return { ok: true, root: DEBIAN_PG_ROOT, versions: await readVersions(DEBIAN_PG_ROOT), installedMs: null }
@@ -166,7 +168,9 @@ async function build(work: string, log: (line: string) => void): Promise<Record<
   await writeFile(join(work, 'sources.list'), SOURCES.join('\n') + '\n')
   await writeFile(
     join(work, 'status'),
-    PROVIDED.map((p) => `Package: ${p}\nStatus: install ok installed\nVersion: 9999\nArchitecture: all\nMaintainer: none\nDescription: not needed by the pgkeep tests\n`).join('\n'),
+    PROVIDED.map(
+      (p) => `Package: ${p}\nStatus: install ok installed\nVersion: 9999\nArchitecture: all\nMaintainer: none\nDescription: not needed by the pgkeep tests\n`,
+    ).join('\n'),
   )
   const opts = aptOptions(work)
   const apt = (tool: string, args: string[], cwd = work) =>
@@ -180,11 +184,18 @@ async function build(work: string, log: (line: string) => void): Promise<Record<
   for (const pkg of [...WITH_DEPENDENCIES, ...WITHOUT_DEPENDENCIES]) {
     const { stdout } = await apt('apt-cache', ['madison', pkg])
     // madison lists the version table newest first: "pkg | version | source".
-    const newest = stdout.split('\n').map((l) => l.split('|').map((s) => s.trim())).find((f) => f[0] === pkg && f[1])
+    const newest = stdout
+      .split('\n')
+      .map((l) => l.split('|').map((s) => s.trim()))
+      .find((f) => f[0] === pkg && f[1])
     if (!newest) throw new Error(`package ${pkg} not found in ${SOURCES.map((s) => s.split(' ')[2]).join(', ')}`)
     versions[pkg] = newest[1]!
   }
-  log(`resolved ${Object.entries(versions).map(([p, v]) => `${p}=${v}`).join(' ')}`)
+  log(
+    `resolved ${Object.entries(versions)
+      .map(([p, v]) => `${p}=${v}`)
+      .join(' ')}`,
+  )
   await apt('apt-get', ['-q', '-y', '-d', 'install', ...WITH_DEPENDENCIES.map((p) => `${p}=${versions[p]}`)])
   await apt('apt-get', ['-q', 'download', ...WITHOUT_DEPENDENCIES.map((p) => `${p}=${versions[p]}`)], join(work, 'debs'))
 
@@ -196,7 +207,10 @@ async function build(work: string, log: (line: string) => void): Promise<Record<
   for (const deb of debs) await execFileP('dpkg-deb', ['-x', deb, root])
   for (const deb of debs) {
     const { stdout } = await execFileP('dpkg-deb', ['-f', deb, 'Package', 'Version'])
-    const [p, v] = stdout.trim().split('\n').map((l) => l.replace(/^[^:]+:\s*/, ''))
+    const [p, v] = stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.replace(/^[^:]+:\s*/, ''))
     if (p && v && !(p in versions)) versions[p] = v
   }
   // Documentation, manual pages, translations and JIT bitcode are not needed; they are most of the size.
@@ -239,15 +253,25 @@ async function wrapPrograms(root: string, finalRoot: string): Promise<void> {
 async function selfTest(root: string, finalRoot = root): Promise<string | undefined> {
   const libDir = join(root, 'usr', 'lib', 'x86_64-linux-gnu')
   const checks: Array<[number, string]> = [
-    [19, 'postgres'], [19, 'initdb'], [19, 'pg_ctl'], [19, 'pg_verifybackup'], [19, 'pg_waldump'], [19, 'pg_upgrade'],
-    [18, 'postgres'], [18, 'pg_controldata'], [18, 'pg_verifybackup'], [18, 'pg_waldump'],
-    [17, 'pg_verifybackup'], [17, 'pg_waldump'],
+    [19, 'postgres'],
+    [19, 'initdb'],
+    [19, 'pg_ctl'],
+    [19, 'pg_verifybackup'],
+    [19, 'pg_waldump'],
+    [19, 'pg_upgrade'],
+    [18, 'postgres'],
+    [18, 'pg_controldata'],
+    [18, 'pg_verifybackup'],
+    [18, 'pg_waldump'],
+    [17, 'pg_verifybackup'],
+    [17, 'pg_waldump'],
   ]
   for (const [major, name] of checks) {
     const rel = join('usr', 'lib', 'postgresql', String(major), 'bin')
-    const args = root === finalRoot
-      ? { file: join(root, rel, name), argv: ['--version'] }
-      : { file: join(libDir, 'ld-linux-x86-64.so.2'), argv: ['--library-path', libDir, join(root, rel, '.elf', name), '--version'] }
+    const args =
+      root === finalRoot
+        ? { file: join(root, rel, name), argv: ['--version'] }
+        : { file: join(libDir, 'ld-linux-x86-64.so.2'), argv: ['--library-path', libDir, join(root, rel, '.elf', name), '--version'] }
     try {
       const { stdout } = await execFileP(args.file, args.argv, { timeout: 30_000 })
       if (!stdout.includes(`PostgreSQL) ${major}`)) return `${name} ${major} printed ${JSON.stringify(stdout.trim())}`
@@ -272,5 +296,9 @@ function onPath(tool: string): boolean {
 }
 
 function firstLines(s: string): string {
-  return s.split('\n').filter((l) => l.trim()).slice(0, 6).join(' | ')
+  return s
+    .split('\n')
+    .filter((l) => l.trim())
+    .slice(0, 6)
+    .join(' | ')
 }

@@ -32,8 +32,7 @@ export async function craftTar(entries: readonly CraftedEntry[]): Promise<Buffer
     if (type === 'file') {
       const content = Buffer.from(e.content ?? '')
       pack.entry({ ...header, size: content.length }, content)
-    }
-    else pack.entry(header)
+    } else pack.entry(header)
   }
   pack.finalize()
   await done
@@ -71,9 +70,17 @@ export const wire = {
   parameterStatus: (name: string, value: string) => wire.frame('S', wire.cstr(name), wire.cstr(value)),
   readyForQuery: () => wire.frame('Z', Buffer.from('I')),
   rowDescription: (names: string[]) =>
-    wire.frame('T', wire.i16(names.length), ...names.map((n) => Buffer.concat([wire.cstr(n), wire.i32(0), wire.i16(0), wire.i32(25), wire.i16(-1), wire.i32(-1), wire.i16(0)]))),
+    wire.frame(
+      'T',
+      wire.i16(names.length),
+      ...names.map((n) => Buffer.concat([wire.cstr(n), wire.i32(0), wire.i16(0), wire.i32(25), wire.i16(-1), wire.i32(-1), wire.i16(0)])),
+    ),
   dataRow: (values: (string | null)[]) =>
-    wire.frame('D', wire.i16(values.length), ...values.map((v) => (v === null ? wire.i32(-1) : Buffer.concat([wire.i32(Buffer.byteLength(v)), Buffer.from(v)])))),
+    wire.frame(
+      'D',
+      wire.i16(values.length),
+      ...values.map((v) => (v === null ? wire.i32(-1) : Buffer.concat([wire.i32(Buffer.byteLength(v)), Buffer.from(v)]))),
+    ),
   commandComplete: (tag: string) => wire.frame('C', wire.cstr(tag)),
   copyData: (payload: Buffer) => wire.frame('d', payload),
   copyDone: () => wire.frame('c'),
@@ -203,7 +210,14 @@ class ClientReader {
 }
 
 const BENIGN_BASE: () => Promise<{ name: string; location: string; tar: Buffer }[]> = async () => [
-  { name: 'base.tar', location: '', tar: await craftTar([{ name: 'base', type: 'directory' }, { name: 'base/1/1234', content: 'not a relation' }]) },
+  {
+    name: 'base.tar',
+    location: '',
+    tar: await craftTar([
+      { name: 'base', type: 'directory' },
+      { name: 'base/1/1234', content: 'not a relation' },
+    ]),
+  },
 ]
 
 /** Starts the fake server on 127.0.0.1 (a free port). */
@@ -242,13 +256,23 @@ export async function startHostileServer(scenario: HostileScenario = {}): Promis
     if (await scenario.query?.(query, c)) return
     if (query === 'IDENTIFY_SYSTEM') {
       if (scenario.identifySystem) return scenario.identifySystem(c)
-      await c.send(wire.resultSet(['systemid', 'timeline', 'xlogpos', 'dbname'], [['7000000000000000001', '1', '0/3000000', null]], 'IDENTIFY_SYSTEM'), wire.readyForQuery())
+      await c.send(
+        wire.resultSet(['systemid', 'timeline', 'xlogpos', 'dbname'], [['7000000000000000001', '1', '0/3000000', null]], 'IDENTIFY_SYSTEM'),
+        wire.readyForQuery(),
+      )
     } else if (word === 'SHOW') {
       const name = query.slice(5)
       const value = { block_size: '8192', wal_segment_size: '16MB', summarize_wal: 'off' }[name] ?? 'off'
       await c.send(wire.resultSet([name], [[value]], 'SHOW'), wire.readyForQuery())
     } else if (word === 'CREATE_REPLICATION_SLOT') {
-      await c.send(wire.resultSet(['slot_name', 'consistent_point', 'snapshot_name', 'output_plugin'], [[query.split(/\s/)[1]!, '0/0', null, null]], 'CREATE_REPLICATION_SLOT'), wire.readyForQuery())
+      await c.send(
+        wire.resultSet(
+          ['slot_name', 'consistent_point', 'snapshot_name', 'output_plugin'],
+          [[query.split(/\s/)[1]!, '0/0', null, null]],
+          'CREATE_REPLICATION_SLOT',
+        ),
+        wire.readyForQuery(),
+      )
     } else if (word === 'START_REPLICATION') {
       // Streams nothing: the backup fails on its archives long before it needs WAL.
       await c.send(wire.copyResponse('W'))

@@ -28,7 +28,11 @@ export function startPgbench(c: Cluster, clients = 2): { stop: () => Promise<voi
     noteSkip('concurrent pgbench load', 'pgbench not installed')
     return { stop: async () => {} }
   }
-  const child: ChildProcess = spawn(pgbench, ['-n', '-c', String(clients), '-T', '600', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', 'postgres'], { stdio: 'ignore' })
+  const child: ChildProcess = spawn(
+    pgbench,
+    ['-n', '-c', String(clients), '-T', '600', '-h', c.socketDir, '-p', String(c.port), '-U', 'postgres', 'postgres'],
+    { stdio: 'ignore' },
+  )
   return {
     stop: async () => {
       // Already gone (exited, or killed by a signal): nothing to wait for.

@@ -35,7 +35,11 @@ export function verifyBackupPlan(major: number): VerifyPlan {
   if (own) return { tool: own, args: [] }
   const tool = debianTool('pg_verifybackup')
   if (!tool) return { args: [], note: `pg_verifybackup not installed at ${DEBIAN_BIN}` }
-  if (major >= 17) return { args: [], note: `pg_verifybackup ${TOOL_MAJOR} cannot read the version 2 manifest of PostgreSQL ${major}, and pg_verifybackup ${major} is missing: ${debianPgMissingReason()}` }
+  if (major >= 17)
+    return {
+      args: [],
+      note: `pg_verifybackup ${TOOL_MAJOR} cannot read the version 2 manifest of PostgreSQL ${major}, and pg_verifybackup ${major} is missing: ${debianPgMissingReason()}`,
+    }
   if (major !== TOOL_MAJOR) return { tool, args: ['-n'], note: `WAL not parsed: pg_waldump ${TOOL_MAJOR} cannot read PostgreSQL ${major} WAL` }
   return { tool, args: [] }
 }

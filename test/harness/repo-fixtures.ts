@@ -143,8 +143,20 @@ export function compileForChildren(): { dir: string; remove: () => void } {
   const tsc = path.join(PROJECT_ROOT, 'node_modules/typescript/bin/tsc')
   const args = [
     tsc,
-    '--outDir', dir, '--rootDir', PROJECT_ROOT, '--module', 'nodenext', '--moduleResolution', 'nodenext',
-    '--target', 'es2022', '--esModuleInterop', '--skipLibCheck', '--types', 'node',
+    '--outDir',
+    dir,
+    '--rootDir',
+    PROJECT_ROOT,
+    '--module',
+    'nodenext',
+    '--moduleResolution',
+    'nodenext',
+    '--target',
+    'es2022',
+    '--esModuleInterop',
+    '--skipLibCheck',
+    '--types',
+    'node',
     ...entries.map((e) => path.join(PROJECT_ROOT, e)),
   ]
   // Type errors do not stop the emit; only missing output does (others' work in progress may not typecheck).
@@ -152,10 +164,7 @@ export function compileForChildren(): { dir: string; remove: () => void } {
   if (!existsSync(path.join(dir, 'src/repo/index.js')) || !existsSync(path.join(dir, 'test/harness/repo-fixtures.js'))) {
     throw new Error(`tsc did not compile the child processes:\n${r.stdout}\n${r.stderr}`)
   }
-  writeFileSync(
-    path.join(dir, 'child.mjs'),
-    "import { runChild } from './test/harness/repo-fixtures.js'\nawait runChild(process.argv.slice(2))\n",
-  )
+  writeFileSync(path.join(dir, 'child.mjs'), "import { runChild } from './test/harness/repo-fixtures.js'\nawait runChild(process.argv.slice(2))\n")
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) }
 }
 

@@ -78,7 +78,14 @@ export async function startS3ConditionalProxy(upstream: string, mode: Conditiona
       up.end()
     })
 
-  const replyError = async (req: http.IncomingMessage, res: http.ServerResponse, status: number, code: string, message: string, resource: string): Promise<void> => {
+  const replyError = async (
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    status: number,
+    code: string,
+    message: string,
+    resource: string,
+  ): Promise<void> => {
     // Read the whole body first, so the client is not cut off while it still sends.
     for await (const _ of req) {
       // discard
@@ -98,8 +105,7 @@ export async function startS3ConditionalProxy(upstream: string, mode: Conditiona
       await replyError(req, res, 501, 'NotImplemented', 'A header you provided implies functionality that is not implemented', url.pathname)
       return
     }
-    const makesVisible =
-      (req.method === 'PUT' && !url.searchParams.has('partNumber')) || (req.method === 'POST' && url.searchParams.has('uploadId'))
+    const makesVisible = (req.method === 'PUT' && !url.searchParams.has('partNumber')) || (req.method === 'POST' && url.searchParams.has('uploadId'))
     if (condition === '*' && makesVisible && proxy.mode === 'enforce') {
       const key = url.pathname
       const before = keyChains.get(key) ?? Promise.resolve()

@@ -11,12 +11,7 @@ import path from 'node:path'
 import readline from 'node:readline'
 import { startS3ConditionalProxy } from './s3-conditional-proxy.js'
 
-import {
-  CreateBucketCommand,
-  DeleteObjectCommand,
-  ListObjectsV2Command,
-  S3Client,
-} from '@aws-sdk/client-s3'
+import { CreateBucketCommand, DeleteObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 
 // The SDK warns once per process that releases after January 2027 need Node 22 (we pin the version); the warning
 // is noise in test output. The library itself never touches process.env; this is the test process.
@@ -167,9 +162,7 @@ async function useExternal(endpoint: string): Promise<S3TestServer> {
       let token: string | undefined
       do {
         const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }))
-        await Promise.all(
-          (page.Contents ?? []).map((c) => client.send(new DeleteObjectCommand({ Bucket: bucket, Key: c.Key }))),
-        )
+        await Promise.all((page.Contents ?? []).map((c) => client.send(new DeleteObjectCommand({ Bucket: bucket, Key: c.Key }))))
         token = page.IsTruncated === true ? page.NextContinuationToken : undefined
       } while (token !== undefined)
       client.destroy()

@@ -102,8 +102,17 @@ export async function takeTarBackup(url: string, dir: string, o: TarBackupOption
     await writeFile(manifestPath, Buffer.concat(manifest))
     const { segments, complete } = await wal!
     return {
-      dir, startLsn, endLsn: endLsn!, timeline, archives, manifestPath, walDir, walSegments: segments,
-      completeSegments: complete, notices, bytes,
+      dir,
+      startLsn,
+      endLsn: endLsn!,
+      timeline,
+      archives,
+      manifestPath,
+      walDir,
+      walSegments: segments,
+      completeSegments: complete,
+      notices,
+      bytes,
     }
   } finally {
     await a.close()

@@ -12,10 +12,27 @@ export function tlsFiles(): Promise<{ certFile: string; keyFile: string }> {
     const dir = await mkdtemp(join(tmpdir(), 'pgkeep-tls-'))
     const certFile = join(dir, 'server.crt')
     const keyFile = join(dir, 'server.key')
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost',
-      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', keyFile, '-out', certFile,
-    ], { stdio: 'ignore' })
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        '-keyout',
+        keyFile,
+        '-out',
+        certFile,
+      ],
+      { stdio: 'ignore' },
+    )
     return { certFile, keyFile }
   })()
   return made

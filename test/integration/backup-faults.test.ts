@@ -142,9 +142,13 @@ describe('pgkeep backup faults (PG 16)', () => {
   it('SIGINT: exit 14 with "interrupted", nothing listed, no slot left; running again succeeds', async () => {
     const dir = join(pg.baseDir, 'int-repo')
     await mkdir(dir)
-    const child = spawn(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'pgkeep.js'), 'backup', '-d', pg.url(), '--repo', dir, '--init', '--max-rate', '8M'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    const child = spawn(
+      process.execPath,
+      [join(import.meta.dirname, '..', '..', 'bin', 'pgkeep.js'), 'backup', '-d', pg.url(), '--repo', dir, '--init', '--max-rate', '8M'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    )
     let stderr = ''
     child.stderr.on('data', (d) => (stderr += d))
     await new Promise((res) => setTimeout(res, 2500))

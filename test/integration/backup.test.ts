@@ -127,7 +127,11 @@ describe.each(MAJORS)('pgkeep backup on PG %i', (major) => {
     const t2 = join(pg.baseDir, 'incr')
     const ts2 = await extractAndVerify(r.dir, major, incRec, t2)
     const c2 = await startOnDataDir(major, t2, { baseDir: pg.baseDir, tablespaceDirs: [ts2] })
-    for (const [table, key] of [['pgbench_accounts', 'aid'], ['pgbench_branches', 'bid'], ['pgbench_tellers', 'tid']]) {
+    for (const [table, key] of [
+      ['pgbench_accounts', 'aid'],
+      ['pgbench_branches', 'bid'],
+      ['pgbench_tellers', 'tid'],
+    ]) {
       const [want] = await pg.sql(tableChecksum(table, key))
       const [got] = await c2.sql(tableChecksum(table, key))
       expect(got, table).toEqual(want)

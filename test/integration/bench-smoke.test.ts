@@ -74,7 +74,10 @@ describe('npm run bench (tiny scale)', () => {
     const res = await runLauncher(['--scale', '1', '--runs', '1', '--warmup', '0', '--wal-segments', String(WAL_SEGMENTS), '--out', out, '--no-build'])
     expect(res.code, res.output.slice(-4000)).toBe(0)
 
-    const lines = (await readFile(join(out, 'suite.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Line)
+    const lines = (await readFile(join(out, 'suite.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Line)
     const samples = lines.filter((l) => l.variant !== undefined)
     const summary = lines.find((l) => l.summary)?.summary
     expect([...new Set(samples.map((s) => `${s.group}/${s.variant}`))].sort()).toEqual([...EXPECTED].sort())

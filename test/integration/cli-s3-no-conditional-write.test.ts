@@ -59,7 +59,18 @@ describe('S3 store without conditional writes, through the CLI', () => {
 
     const dir = join(pg.baseDir, 'restored')
     const restore = await runBin(
-      ['restore', '--repo', url, '--pgdata', dir, '--tablespace-mapping', `${pg.tablespaceDirs[0]}=${dir}-ts`, '--target-immediate', '--target-action', 'promote'],
+      [
+        'restore',
+        '--repo',
+        url,
+        '--pgdata',
+        dir,
+        '--tablespace-mapping',
+        `${pg.tablespaceDirs[0]}=${dir}-ts`,
+        '--target-immediate',
+        '--target-action',
+        'promote',
+      ],
       env,
     )
     expect(restore.code, restore.stderr).toBe(0)

@@ -143,9 +143,14 @@ describe('docker/ files', () => {
     for (const name of ['pgkeep-init', 'pgkeep-wal', 'pgkeep-backup', 'drill']) {
       expect(s[name]!.image, name).toBe('pgkeep:local')
       expect(s[name]!.build, name).toEqual({ context: '..', dockerfile: 'docker/Dockerfile' })
-      expect(Object.keys(s[name]!.environment ?? {}).sort(), name).toEqual(
-        ['AWS_ACCESS_KEY_ID', 'AWS_ENDPOINT_URL', 'AWS_REGION', 'AWS_SECRET_ACCESS_KEY', 'BACKUP_INTERVAL_S', 'PGPASSWORD'],
-      )
+      expect(Object.keys(s[name]!.environment ?? {}).sort(), name).toEqual([
+        'AWS_ACCESS_KEY_ID',
+        'AWS_ENDPOINT_URL',
+        'AWS_REGION',
+        'AWS_SECRET_ACCESS_KEY',
+        'BACKUP_INTERVAL_S',
+        'PGPASSWORD',
+      ])
     }
     for (const v of Object.values(s).flatMap((x) => x.volumes ?? [])) {
       const source = v.split(':')[0]!
@@ -268,7 +273,10 @@ describe('the pgkeep command lines of compose.yaml and docker/README.md', () => 
         expect(res.code, `pgkeep ${args.join(' ')}\n${res.stdout}\n${res.stderr}`).toBe(0)
         if (args[0] === 'restore') {
           expect(existsSync(join(drill, 'data', 'global', 'pg_control'))).toBe(true)
-          expect((await readdir(join(drill, 'ts1'))).some((n) => n.startsWith('PG_17_')), 'the tablespace restored where mapped').toBe(true)
+          expect(
+            (await readdir(join(drill, 'ts1'))).some((n) => n.startsWith('PG_17_')),
+            'the tablespace restored where mapped',
+          ).toBe(true)
         }
         if (args[0] === 'info') expect(res.stdout).toMatch(/incremental/)
         if (args.includes('--target-time')) await expectTableBack(join(drill, 'data'), join(drill, 'ts1'), env)

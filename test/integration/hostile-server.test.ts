@@ -20,7 +20,15 @@ import { listBackups } from '../../src/repo/backup-record.js'
 import { initRepository, type Repository } from '../../src/repo/index.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 import { runBin } from '../harness/cli.js'
-import { craftTar, type CraftedEntry, type FakeConnection, type HostileScenario, type HostileServer, startHostileServer, wire } from '../harness/hostile-server.js'
+import {
+  craftTar,
+  type CraftedEntry,
+  type FakeConnection,
+  type HostileScenario,
+  type HostileServer,
+  startHostileServer,
+  wire,
+} from '../harness/hostile-server.js'
 import { ensureBuilt } from './wal-helpers.js'
 
 beforeAll(() => ensureBuilt(), 120_000)
@@ -51,10 +59,12 @@ const realBase: CraftedEntry[] = [
   { name: 'pg_tblspc/16385', type: 'symlink', mode: 0o777, linkname: TS.location },
 ]
 const baseTar = (entries: CraftedEntry[]) => async () => [{ name: 'base.tar', location: '', tar: await craftTar(entries) }]
-const withTablespace = (tsEntries: CraftedEntry[], baseEntries: CraftedEntry[] = [{ name: 'base', type: 'directory' }]) => async () => [
-  { name: '16385.tar', location: TS.location, tar: await craftTar(tsEntries) },
-  { name: 'base.tar', location: '', tar: await craftTar(baseEntries) },
-]
+const withTablespace =
+  (tsEntries: CraftedEntry[], baseEntries: CraftedEntry[] = [{ name: 'base', type: 'directory' }]) =>
+  async () => [
+    { name: '16385.tar', location: TS.location, tar: await craftTar(tsEntries) },
+    { name: 'base.tar', location: '', tar: await craftTar(baseEntries) },
+  ]
 /** A 64 KiB piece of zeros sent again and again, up to 256 MiB, after a header declaring 1 GiB. */
 const FLOOD = Buffer.alloc(64 << 10)
 const FLOOD_MAX = 256 << 20
@@ -76,11 +86,27 @@ interface Case {
 }
 
 const CASES: Case[] = [
-  { name: "tar name '../x'", scenario: () => ({ archives: baseTar([{ name: '../x' }]) }), refused: /archive 'base\.tar' from the server has entry '\.\.\/x' that pgkeep refuses: the path has a '\.\.' segment/ },
-  { name: "tar name '/etc/x'", scenario: () => ({ archives: baseTar([{ name: '/etc/x' }]) }), refused: /entry '\/etc\/x' that pgkeep refuses: the path is absolute/ },
+  {
+    name: "tar name '../x'",
+    scenario: () => ({ archives: baseTar([{ name: '../x' }]) }),
+    refused: /archive 'base\.tar' from the server has entry '\.\.\/x' that pgkeep refuses: the path has a '\.\.' segment/,
+  },
+  {
+    name: "tar name '/etc/x'",
+    scenario: () => ({ archives: baseTar([{ name: '/etc/x' }]) }),
+    refused: /entry '\/etc\/x' that pgkeep refuses: the path is absolute/,
+  },
   { name: 'absolute tar name into the sentinel', scenario: (s) => ({ archives: baseTar([{ name: `${s}/abs-x` }]) }), refused: /the path is absolute/ },
-  { name: "tar name 'base/../../x'", scenario: () => ({ archives: baseTar([{ name: 'base', type: 'directory' }, { name: 'base/../../x' }]) }), refused: /entry 'base\/\.\.\/\.\.\/x' that pgkeep refuses: the path has a '\.\.' segment/ },
-  { name: 'symlink outside pg_tblspc', scenario: () => ({ archives: baseTar([{ name: 'base/1/evil', type: 'symlink', mode: 0o777, linkname: '/etc' }]) }), refused: /entry 'base\/1\/evil' that pgkeep refuses: a symlink is only allowed at pg_tblspc\/<oid>/ },
+  {
+    name: "tar name 'base/../../x'",
+    scenario: () => ({ archives: baseTar([{ name: 'base', type: 'directory' }, { name: 'base/../../x' }]) }),
+    refused: /entry 'base\/\.\.\/\.\.\/x' that pgkeep refuses: the path has a '\.\.' segment/,
+  },
+  {
+    name: 'symlink outside pg_tblspc',
+    scenario: () => ({ archives: baseTar([{ name: 'base/1/evil', type: 'symlink', mode: 0o777, linkname: '/etc' }]) }),
+    refused: /entry 'base\/1\/evil' that pgkeep refuses: a symlink is only allowed at pg_tblspc\/<oid>/,
+  },
   {
     name: 'pg_tblspc link to a place that is not the tablespace',
     scenario: () => ({
@@ -89,17 +115,42 @@ const CASES: Case[] = [
     }),
     refused: /entry 'pg_tblspc\/16385' that pgkeep refuses: it links to '\/etc', but tablespace 16385 is at '\/srv\/pgkeep-hostile-ts'/,
   },
-  { name: 'hard link', scenario: () => ({ archives: baseTar([{ name: 'base/1/hard', type: 'link', linkname: 'base/1/1' }]) }), refused: /entry 'base\/1\/hard' that pgkeep refuses: entries of type 'link' are not allowed/ },
+  {
+    name: 'hard link',
+    scenario: () => ({ archives: baseTar([{ name: 'base/1/hard', type: 'link', linkname: 'base/1/1' }]) }),
+    refused: /entry 'base\/1\/hard' that pgkeep refuses: entries of type 'link' are not allowed/,
+  },
   { name: 'fifo', scenario: () => ({ archives: baseTar([{ name: 'base/1/fifo', type: 'fifo' }]) }), refused: /entry 'base\/1\/fifo'.*type 'fifo'/ },
-  { name: 'character device', scenario: () => ({ archives: baseTar([{ name: 'dev/null', type: 'character-device' }]) }), refused: /entry 'dev\/null'.*type 'character-device'/ },
-  { name: 'setuid mode', scenario: () => ({ archives: baseTar([{ name: 'base/1/suid', mode: 0o4755, content: '#!/bin/sh\n' }]) }), refused: /entry 'base\/1\/suid' that pgkeep refuses: mode 4755 has bits beyond 0777/ },
-  { name: 'tablespace row with oid 0', scenario: () => ({ tablespaces: [{ oid: '0', location: TS.location }] }), refused: /tablespace list is not acceptable: tablespace 0 at '\/srv\/pgkeep-hostile-ts': tablespace oid 0 is not a positive 32-bit integer/ },
-  { name: 'tablespace row with an oid that is a path', scenario: () => ({ tablespaces: [{ oid: '16385/../..', location: TS.location }] }), refused: /tablespace oid '16385\/\.\.\/\.\.' is not a decimal number/ },
-  { name: 'tablespace row with a relative location', scenario: () => ({ tablespaces: [{ oid: '16385', location: 'relative/ts' }] }), refused: /tablespace 16385 at 'relative\/ts': the location is not an absolute path/ },
+  {
+    name: 'character device',
+    scenario: () => ({ archives: baseTar([{ name: 'dev/null', type: 'character-device' }]) }),
+    refused: /entry 'dev\/null'.*type 'character-device'/,
+  },
+  {
+    name: 'setuid mode',
+    scenario: () => ({ archives: baseTar([{ name: 'base/1/suid', mode: 0o4755, content: '#!/bin/sh\n' }]) }),
+    refused: /entry 'base\/1\/suid' that pgkeep refuses: mode 4755 has bits beyond 0777/,
+  },
+  {
+    name: 'tablespace row with oid 0',
+    scenario: () => ({ tablespaces: [{ oid: '0', location: TS.location }] }),
+    refused: /tablespace list is not acceptable: tablespace 0 at '\/srv\/pgkeep-hostile-ts': tablespace oid 0 is not a positive 32-bit integer/,
+  },
+  {
+    name: 'tablespace row with an oid that is a path',
+    scenario: () => ({ tablespaces: [{ oid: '16385/../..', location: TS.location }] }),
+    refused: /tablespace oid '16385\/\.\.\/\.\.' is not a decimal number/,
+  },
+  {
+    name: 'tablespace row with a relative location',
+    scenario: () => ({ tablespaces: [{ oid: '16385', location: 'relative/ts' }] }),
+    refused: /tablespace 16385 at 'relative\/ts': the location is not an absolute path/,
+  },
   {
     name: 'tablespace archive entry outside its version directory',
     scenario: () => ({ tablespaces: [TS], archives: withTablespace([{ name: 'base/1/x' }]) }),
-    refused: /archive '16385\.tar' from the server has entry 'base\/1\/x' that pgkeep refuses: a tablespace archive holds only its PG_16_<catversion> directory/,
+    refused:
+      /archive '16385\.tar' from the server has entry 'base\/1\/x' that pgkeep refuses: a tablespace archive holds only its PG_16_<catversion> directory/,
   },
   {
     name: "tablespace directory of another catalog version than pg_control's",
@@ -214,7 +265,11 @@ describe('pgkeep backup from a hostile server', () => {
     const server = await startHostileServer({
       tablespaces: [TS],
       archives: withTablespace(
-        [{ name: 'PG_16_202307071', type: 'directory' }, { name: 'PG_16_202307071/1', type: 'directory' }, { name: 'PG_16_202307071/1/16400', content: 'x' }],
+        [
+          { name: 'PG_16_202307071', type: 'directory' },
+          { name: 'PG_16_202307071/1', type: 'directory' },
+          { name: 'PG_16_202307071/1/16400', content: 'x' },
+        ],
         [...realBase, { name: 'base', type: 'directory' }, { name: 'base/1/1234', content: 'x' }],
       ),
     })
@@ -274,7 +329,9 @@ describe('replication commands against a hostile server', () => {
 
   it('endless SHOW rows and endless notices are cut off at the bound', async () => {
     const rows = await failure(
-      async (q, c) => q.startsWith('SHOW') && (await c.send(wire.rowDescription(['x'])), await c.flood(Buffer.concat(Array(256).fill(wire.dataRow(['8192']))), FLOOD_MAX), true),
+      async (q, c) =>
+        q.startsWith('SHOW') &&
+        (await c.send(wire.rowDescription(['x'])), await c.flood(Buffer.concat(Array(256).fill(wire.dataRow(['8192']))), FLOOD_MAX), true),
       (c) => show(c, 'block_size'),
     )
     expect(rows.message).toMatch(/the server answered SHOW with more than 16 rows/)

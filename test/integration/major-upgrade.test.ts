@@ -23,7 +23,11 @@ const oldControldata = debianPgTool(18, 'pg_controldata')
 const canRun = MAJORS.includes(19) && oldControldata !== undefined
 if (!canRun) noteSkip('backups across a pg_upgrade from 18 to 19', debianPgMissingReason())
 
-interface Result { id: string; type: string; parent: string | null }
+interface Result {
+  id: string
+  type: string
+  parent: string | null
+}
 
 async function backup(c: Cluster, repoDir: string, extra: string[] = []): Promise<{ result: Result; stderr: string }> {
   const r = await runMain(['backup', '-d', c.url(), '--repo', repoDir, '--json', ...extra])
@@ -58,10 +62,27 @@ describe.skipIf(!canRun)('backups across a pg_upgrade from PostgreSQL 18 to 19',
     await mkdir(sock, { mode: 0o700 })
     await handOver(sock)
     const bin19 = pgBinaries(19).bin
-    await runAsServer(join(bin19, 'pg_upgrade'), [
-      '-b', join(oldControldata!, '..'), '-B', bin19, '-d', old.dataDir, '-D', upgraded.dataDir,
-      '-p', String(await freePort()), '-P', String(await freePort()), '-s', sock, '--no-sync',
-    ], { cwd: upgraded.baseDir })
+    await runAsServer(
+      join(bin19, 'pg_upgrade'),
+      [
+        '-b',
+        join(oldControldata!, '..'),
+        '-B',
+        bin19,
+        '-d',
+        old.dataDir,
+        '-D',
+        upgraded.dataDir,
+        '-p',
+        String(await freePort()),
+        '-P',
+        String(await freePort()),
+        '-s',
+        sock,
+        '--no-sync',
+      ],
+      { cwd: upgraded.baseDir },
+    )
     await upgraded.start()
     // The old cluster's tablespace now also holds a PG_19_<catversion> directory beside PG_18_<catversion>.
     ;(upgraded.tablespaceDirs as string[]).push(old.tablespaceDirs[0]!)
@@ -98,7 +119,21 @@ describe.skipIf(!canRun)('backups across a pg_upgrade from PostgreSQL 18 to 19',
     const target = join(upgraded.baseDir, 'restored')
     const ts = join(upgraded.baseDir, 'restored-ts1')
     const tsOid = (await upgraded.sql<{ oid: number }>(`select oid from pg_tablespace where spcname = 'ts1'`))[0]!.oid
-    const cli = await runMain(['restore', '--repo', r.dir, '--pgdata', target, '--backup', result.id, '--tablespace-mapping', `${tsOid}=${ts}`, '--target-immediate', '--target-action', 'promote', '--json'])
+    const cli = await runMain([
+      'restore',
+      '--repo',
+      r.dir,
+      '--pgdata',
+      target,
+      '--backup',
+      result.id,
+      '--tablespace-mapping',
+      `${tsOid}=${ts}`,
+      '--target-immediate',
+      '--target-action',
+      'promote',
+      '--json',
+    ])
     expect(cli.code, cli.stderr).toBe(0)
     const v = await verifyRestored(19, target)
     if (!v.ran) noteSkip('pg_verifybackup of the restored upgraded cluster', v.output)

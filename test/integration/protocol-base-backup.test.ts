@@ -130,7 +130,9 @@ describe.each(MAJORS)('base backup with streamed WAL from PG %i', (major) => {
     const target = join(src.baseDir, 'restored')
     const tablespaceDirs = await extract(b, target)
     const files = await verifyAgainstServerManifest(b, target)
-    console.log(`PG ${major}: ${files} files match the server's manifest; WAL ${formatLsn(b.startLsn)}..${formatLsn(b.endLsn)} in ${b.walSegments.length} segments, ${b.completeSegments.length} compared with pg_wal`)
+    console.log(
+      `PG ${major}: ${files} files match the server's manifest; WAL ${formatLsn(b.startLsn)}..${formatLsn(b.endLsn)} in ${b.walSegments.length} segments, ${b.completeSegments.length} compared with pg_wal`,
+    )
     await verifyWithTool(major, target)
 
     restored = await startOnDataDir(major, target, { baseDir: src.baseDir, tablespaceDirs })

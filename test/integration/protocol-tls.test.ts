@@ -21,10 +21,7 @@ describe.each(MAJORS)('TLS to PG %i', (major) => {
     const c = await connect(pg.url({ params }), { env: {} })
     try {
       expect((await identifySystem(c)).timeline).toBe(1)
-      const [row] = await pg.sql<{ ssl: boolean }>(
-        `select ssl from pg_stat_ssl join pg_stat_replication using (pid) where pid = $1`,
-        [c.backendPid],
-      )
+      const [row] = await pg.sql<{ ssl: boolean }>(`select ssl from pg_stat_ssl join pg_stat_replication using (pid) where pid = $1`, [c.backendPid])
       return { tls: c.tls, serverSaysSsl: row?.ssl }
     } finally {
       await c.close()
@@ -50,8 +47,11 @@ describe.each(MAJORS)('TLS to PG %i', (major) => {
     // Any other certificate as root: the chain cannot be verified.
     const { execFileSync } = await import('node:child_process')
     const other = `${pg.baseDir}/other.crt`
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=other',
-      '-keyout', `${pg.baseDir}/other.key`, '-out', other], { stdio: 'ignore' })
+    execFileSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=other', '-keyout', `${pg.baseDir}/other.key`, '-out', other],
+      { stdio: 'ignore' },
+    )
     const untrusted = await connect(pg.url({ params: { sslmode: 'verify-ca', sslrootcert: other } })).catch((e) => e)
     expect(untrusted).toBeInstanceOf(ConnectionError)
     expect(untrusted.message).toMatch(/SSL/)

@@ -6,15 +6,7 @@ import { writeFile } from 'node:fs/promises'
 import { createServer, connect as netConnect, type Server } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'vitest'
-import {
-  baseBackup,
-  connect,
-  createReplicationSlot,
-  identifySystem,
-  show,
-  startReplication,
-  timelineHistory,
-} from '../../protocol/index.js'
+import { baseBackup, connect, createReplicationSlot, identifySystem, show, startReplication, timelineHistory } from '../../protocol/index.js'
 import { FrameReader } from '../../protocol/wire/frame-reader.js'
 import { startCluster } from '../harness/cluster.js'
 

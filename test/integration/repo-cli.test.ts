@@ -8,17 +8,7 @@ import { PassThrough } from 'node:stream'
 
 import { main } from '../../src/cli/main.js'
 import { openRepository } from '../../src/repo/index.js'
-import {
-  blobContent,
-  damage,
-  flipByte,
-  listKeys,
-  openSpec,
-  specLocation,
-  startStorageFactory,
-  tempDir,
-  type StorageFactory,
-} from '../harness/repo-fixtures.js'
+import { blobContent, damage, flipByte, listKeys, openSpec, specLocation, startStorageFactory, tempDir, type StorageFactory } from '../harness/repo-fixtures.js'
 
 interface Run {
   code: number

@@ -6,15 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { initRepository, openRepository, verifyRepository } from '../../src/repo/index.js'
-import {
-  blobContent,
-  compileForChildren,
-  openSpec,
-  sha256Hex,
-  startChild,
-  startStorageFactory,
-  type StorageFactory,
-} from '../harness/repo-fixtures.js'
+import { blobContent, compileForChildren, openSpec, sha256Hex, startChild, startStorageFactory, type StorageFactory } from '../harness/repo-fixtures.js'
 
 let compiled: { dir: string; remove: () => void }
 beforeAll(() => {
@@ -47,7 +39,11 @@ describe.each(['fs', 's3'] as const)('two concurrent writers on %s', (driver) =>
     expect((await c.exited).code).toBe(0)
 
     const ids = new Map<string, Buffer>()
-    for (const [child, seed] of [[a, 4], [b, 4], [c, 5]] as const) {
+    for (const [child, seed] of [
+      [a, 4],
+      [b, 4],
+      [c, 5],
+    ] as const) {
       for (const line of child.lines.filter((l) => l.startsWith('COMMITTED '))) {
         for (const pair of line.slice(10).split(' ')) {
           const [i, id] = pair.split(':')

@@ -299,11 +299,17 @@ describe.each(['fs', 's3'] as const)('locks on %s', (driver) => {
     dead.process.kill('SIGKILL')
     await dead.exited
     await repo.storage.write('locks/0123456789abcdef0123456789abcdef', Buffer.from('not a lock\n'))
-    await waitUntil('the stopped holder\'s lock expired', async () => (await repo.listLocks()).some((l) => l.key === expiredKey && l.state === 'expired'), 20_000)
+    await waitUntil(
+      "the stopped holder's lock expired",
+      async () => (await repo.listLocks()).some((l) => l.key === expiredKey && l.state === 'expired'),
+      20_000,
+    )
 
     const listed = await runMain(['unlock', '--repo', url, '--json'], env)
     expect(listed.code, listed.stderr).toBe(0)
-    const states = Object.fromEntries((JSON.parse(listed.stdout) as { locks: { key: string; state: string; pid: number | null }[] }).locks.map((l) => [l.key, [l.state, l.pid]]))
+    const states = Object.fromEntries(
+      (JSON.parse(listed.stdout) as { locks: { key: string; state: string; pid: number | null }[] }).locks.map((l) => [l.key, [l.state, l.pid]]),
+    )
     expect(states).toEqual({
       [deadKey]: ['dead', dead.process.pid],
       [liveKey]: ['live', live.process.pid],

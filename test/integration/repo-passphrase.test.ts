@@ -6,15 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 import { initRepository, openRepository, verifyRepository } from '../../src/repo/index.js'
 import type { Storage } from '../../src/storage/storage.js'
-import {
-  blobContent,
-  listKeys,
-  openSpec,
-  readAll,
-  sha256Hex,
-  startStorageFactory,
-  type StorageFactory,
-} from '../harness/repo-fixtures.js'
+import { blobContent, listKeys, openSpec, readAll, sha256Hex, startStorageFactory, type StorageFactory } from '../harness/repo-fixtures.js'
 
 const FAST_SCRYPT = { N: 1 << 12, r: 8, p: 1 }
 const MARKER = Buffer.from('SECRET-CUSTOMER-ROW-8c1f')

@@ -78,7 +78,7 @@ describe('read-only access to an fs repository (PG 17)', () => {
     expect(verify.stderr.match(/no write access to repository/g)).toHaveLength(1)
   })
 
-  it('wal get hands out the server\'s own segment byte for byte', async () => {
+  it("wal get hands out the server's own segment byte for byte", async () => {
     const out = join(pg.baseDir, `wal-get-${pushed.name}`)
     const get = await asReader(['wal', 'get', '--repo', repo, '--prefetch', '0', pushed.name, out])
     expect(get.code, get.stderr).toBe(0)

@@ -7,15 +7,7 @@ import { randomBytes } from 'node:crypto'
 
 import { initRepository, openRepository, verifyRepository, type InitRepositoryOptions } from '../../src/repo/index.js'
 import type { Storage } from '../../src/storage/storage.js'
-import {
-  blobContent,
-  listKeys,
-  openSpec,
-  readAll,
-  sha256Hex,
-  startStorageFactory,
-  type StorageFactory,
-} from '../harness/repo-fixtures.js'
+import { blobContent, listKeys, openSpec, readAll, sha256Hex, startStorageFactory, type StorageFactory } from '../harness/repo-fixtures.js'
 
 const FAST_SCRYPT = { N: 1 << 12, r: 8, p: 1 }
 const PASSPHRASE = 'correct horse battery staple'
@@ -89,7 +81,7 @@ describe.each(['fs', 's3'] as const)('repository round trips on %s', (driver) =>
       await storage2.close()
     })
 
-    it('owns its bytes: changing the caller\'s buffer after put, or a buffer read back, changes nothing stored', async () => {
+    it("owns its bytes: changing the caller's buffer after put, or a buffer read back, changes nothing stored", async () => {
       const spec = factory.spec()
       const storage = await openSpec(spec)
       const repo = await initRepository(storage, init)

@@ -29,7 +29,10 @@ describe('restore from a repository of two clusters', () => {
     repo = join(work, 'repo')
     alpha = await startCluster({ major: MAJOR, tablespaces: 0 })
     beta = await startCluster({ major: MAJOR, tablespaces: 0 })
-    for (const [name, c] of [['alpha', alpha], ['beta', beta]] as const) {
+    for (const [name, c] of [
+      ['alpha', alpha],
+      ['beta', beta],
+    ] as const) {
       await c.sql(`create table which as select '${name}'::text v`)
       const res = await runMain(['backup', '-d', c.url(), '--repo', repo, '--init', '--cluster', name, '--json'])
       expect(res.code, res.stderr).toBe(0)
@@ -47,10 +50,7 @@ describe('restore from a repository of two clusters', () => {
     if (work) await rm(work, { recursive: true, force: true })
   })
 
-  const both = () => [
-    new RegExp(`'alpha' \\(system identifier ${ids.alpha.systemId}\\)`),
-    new RegExp(`'beta' \\(system identifier ${ids.beta.systemId}\\)`),
-  ]
+  const both = () => [new RegExp(`'alpha' \\(system identifier ${ids.alpha.systemId}\\)`), new RegExp(`'beta' \\(system identifier ${ids.beta.systemId}\\)`)]
 
   it('refuses a restore without --cluster, or with one that matches none, naming both clusters; nothing is written', async () => {
     for (const extra of [[], ['--cluster', 'gamma'], ['--cluster', '7000000000000000001'], ['--target-lsn', '0/3000000']]) {
@@ -87,7 +87,7 @@ describe('restore from a repository of two clusters', () => {
     expect(out).toMatch(new RegExp(`Database system identifier:\\s+${ids.beta.systemId}\\n`))
   })
 
-  it('wal get outside a data directory needs --cluster too, and serves that cluster\'s WAL with it', async () => {
+  it("wal get outside a data directory needs --cluster too, and serves that cluster's WAL with it", async () => {
     const walKeys = await readdir(join(repo, 'records', 'wal', ids.beta.systemId))
     const segment = walKeys.map((k) => k.slice(0, 24)).find((k) => /^[0-9A-F]{24}$/.test(k))!
     const dest = join(work, 'fetched')

@@ -34,7 +34,10 @@ async function snapshot(dir: string, skip: (rel: string) => boolean): Promise<Ma
         out.set(r, `link`)
         await walk(await readlink(p), r) // tablespace links: compare what they hold
       } else {
-        const sum = (await import('node:crypto')).createHash('sha256').update(await readFile(p)).digest('hex')
+        const sum = (await import('node:crypto'))
+          .createHash('sha256')
+          .update(await readFile(p))
+          .digest('hex')
         // Files pgkeep writes itself at restore time (WAL, its status, the recovery settings) carry that time.
         const written = /^(pg_wal\/|postgresql\.auto\.conf$|recovery\.signal$)/.test(r)
         out.set(r, `file ${(st.mode & 0o7777).toString(8)} ${st.size} ${written ? '-' : Math.floor(st.mtimeMs / 1000)} ${sum}`)

@@ -48,8 +48,16 @@ describe('restore faults', () => {
   })
 
   const restoreArgs = (repoDir: string, target: string) => [
-    'restore', '--repo', repoDir, '--pgdata', target, '--tablespace-mapping', `${pg.tablespaceDirs[0]}=${target}-ts`,
-    '--target-immediate', '--target-action', 'promote',
+    'restore',
+    '--repo',
+    repoDir,
+    '--pgdata',
+    target,
+    '--tablespace-mapping',
+    `${pg.tablespaceDirs[0]}=${target}-ts`,
+    '--target-immediate',
+    '--target-action',
+    'promote',
   ]
 
   /** A copy of the repository to damage. */
@@ -170,7 +178,16 @@ describe('restore faults', () => {
     // --delta over a directory of another cluster is refused too.
     const other = await startCluster({ major: MAJOR, noStart: true, tablespaces: 0 })
     try {
-      const res3 = await runMain(['restore', '--repo', r.dir, '--pgdata', other.dataDir, '--delta', '--tablespace-mapping', `${pg.tablespaceDirs[0]}=${other.baseDir}/ts`])
+      const res3 = await runMain([
+        'restore',
+        '--repo',
+        r.dir,
+        '--pgdata',
+        other.dataDir,
+        '--delta',
+        '--tablespace-mapping',
+        `${pg.tablespaceDirs[0]}=${other.baseDir}/ts`,
+      ])
       expect(res3.code, res3.stderr).toBe(2)
       expect(res3.stderr).toMatch(/holds cluster \d+, but backup \S+ is of cluster \d+/)
     } finally {

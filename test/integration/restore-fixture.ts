@@ -59,7 +59,9 @@ export async function tableChecksums(c: Cluster): Promise<Record<string, string>
   )
   const out: Record<string, string> = {}
   for (const { name } of tables) {
-    const [row] = await c.sql<{ sum: string | null; n: string }>(`select md5(string_agg(t::text, ',' order by t::text)) as sum, count(*)::text as n from ${name} t`)
+    const [row] = await c.sql<{ sum: string | null; n: string }>(
+      `select md5(string_agg(t::text, ',' order by t::text)) as sum, count(*)::text as n from ${name} t`,
+    )
     out[name] = `${row!.n} rows, md5 ${row!.sum ?? 'empty'}`
   }
   return out
@@ -138,7 +140,8 @@ export async function checkAgainstServerManifest(repo: Repository, b: BackupReco
 export async function checkOwnManifest(dir: string): Promise<number> {
   const m = parseServerManifest(await readFile(join(dir, 'backup_manifest')), { verifyChecksum: true })
   const listed = new Map(m.files.map((f) => [f.path, f]))
-  const skip = (rel: string) => ['backup_manifest', 'postgresql.auto.conf', 'recovery.signal', 'standby.signal'].includes(rel) || rel === 'pg_wal' || rel.startsWith('pg_wal/')
+  const skip = (rel: string) =>
+    ['backup_manifest', 'postgresql.auto.conf', 'recovery.signal', 'standby.signal'].includes(rel) || rel === 'pg_wal' || rel.startsWith('pg_wal/')
   let seen = 0
   const walk = async (abs: string, rel: string): Promise<void> => {
     for (const name of await readdir(abs)) {
@@ -159,7 +162,10 @@ export async function checkOwnManifest(dir: string): Promise<number> {
     }
   }
   await walk(dir, '')
-  expect([...listed.keys()].filter((p) => !skip(p)), 'listed in the manifest but missing').toEqual([])
+  expect(
+    [...listed.keys()].filter((p) => !skip(p)),
+    'listed in the manifest but missing',
+  ).toEqual([])
   return seen
 }
 

@@ -114,7 +114,9 @@ describe('restore and verify of hostile repositories', () => {
     await variant('extents that do not tile the file', /do not tile|covering/, {
       edit: (e) => (e.path === 'PG_VERSION' ? { ...e, extents: e.extents!.map((x) => ({ ...x, offset: x.offset + 1 })) } : e),
     })
-    await variant('a tablespace oid that is a path', /tablespace oid/, { record: (rec) => void (rec.tablespaces[0]!.oid = '../../outside' as unknown as number) })
+    await variant('a tablespace oid that is a path', /tablespace oid/, {
+      record: (rec) => void (rec.tablespaces[0]!.oid = '../../outside' as unknown as number),
+    })
     await variant('a negative tablespace oid', /tablespace oid/, { record: (rec) => void (rec.tablespaces[0]!.oid = -1) })
     await variant('a relative tablespace location', /not an absolute path/, { record: (rec) => void (rec.tablespaces[0]!.location = '../outside') })
     await variant('a tablespace location with ..', /'\.\.' segment/, { record: (rec) => void (rec.tablespaces[0]!.location = `${ts.location}/../../outside`) })
@@ -133,7 +135,17 @@ describe('restore and verify of hostile repositories', () => {
     for (const [name, h] of hostile) {
       const target = join(sentinel, `target-${h.id}`)
       const before = await listTree(outside)
-      const res = await runBin(['restore', '--repo', r.dir, '--backup', h.id, '--pgdata', target, '--tablespace-mapping', `${pg.tablespaceDirs[0]}=${target}-ts`])
+      const res = await runBin([
+        'restore',
+        '--repo',
+        r.dir,
+        '--backup',
+        h.id,
+        '--pgdata',
+        target,
+        '--tablespace-mapping',
+        `${pg.tablespaceDirs[0]}=${target}-ts`,
+      ])
       expect(res.code, `${name}: ${res.stderr}`).toBe(30)
       expect(res.stderr, name).toMatch(h.expect)
       expect(await listTree(outside), name).toEqual(before)
@@ -157,7 +169,17 @@ describe('restore and verify of hostile repositories', () => {
 
   it('a delta restore over a target whose directories were replaced by links writes nothing through them', async () => {
     const target = join(sentinel, 'target-delta')
-    const first = await runBin(['restore', '--repo', r.dir, '--backup', b.id, '--pgdata', target, '--tablespace-mapping', `${pg.tablespaceDirs[0]}=${target}-ts`])
+    const first = await runBin([
+      'restore',
+      '--repo',
+      r.dir,
+      '--backup',
+      b.id,
+      '--pgdata',
+      target,
+      '--tablespace-mapping',
+      `${pg.tablespaceDirs[0]}=${target}-ts`,
+    ])
     expect(first.code, first.stderr).toBe(0)
     // Someone replaces a database directory and pg_wal by links to the sentinel's directory.
     const db = (await readdir(join(target, 'base'))).find((n) => n !== '1')!

@@ -122,7 +122,21 @@ describe.each(MAJORS)('restore on PG %i', (major) => {
       // The incremental, through the CLI; the tablespace mapped by oid.
       const t2 = join(pg.baseDir, 'restored-incr')
       const ts2 = join(pg.baseDir, 'restored-incr-ts1')
-      const cli = await runMain(['restore', '--repo', r.dir, '--pgdata', t2, '--tablespace-mapping', `${tsOid}=${ts2}`, '--target-immediate', '--target-action', 'promote', '--jobs', '2', '--json'])
+      const cli = await runMain([
+        'restore',
+        '--repo',
+        r.dir,
+        '--pgdata',
+        t2,
+        '--tablespace-mapping',
+        `${tsOid}=${ts2}`,
+        '--target-immediate',
+        '--target-action',
+        'promote',
+        '--jobs',
+        '2',
+        '--json',
+      ])
       expect(cli.code, cli.stderr).toBe(0)
       const out = JSON.parse(cli.stdout)
       expect(out.backupId).toBe(incr.b.id)

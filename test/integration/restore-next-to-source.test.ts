@@ -61,7 +61,9 @@ for (const major of [15, 17] as const) {
       await rm(link)
       const noLink = await runBin(['restore', '--repo', r.dir, '--pgdata', target, '--delta'])
       expect(noLink.code, noLink.stderr).toBe(2)
-      expect(noLink.stderr).toMatch(new RegExp(`'${pg.tablespaceDirs[0]}' overlaps the (data directory|tablespace location) '[^']+' of the server running with pid \\d+`))
+      expect(noLink.stderr).toMatch(
+        new RegExp(`'${pg.tablespaceDirs[0]}' overlaps the (data directory|tablespace location) '[^']+' of the server running with pid \\d+`),
+      )
       expect(noLink.stderr).toMatch(/HINT: map the tablespace to a new, empty directory with --tablespace-mapping \d+=/)
       expect(noLink.stderr).not.toContain('--delta')
       await sourceIntact()

@@ -117,14 +117,29 @@ describe.each<Major>([14, NEWEST_MAJOR])('point-in-time restore on PG %i', (majo
   it('as a standby of the primary', async () => {
     const dir = join(pg.baseDir, 'standby')
     const conninfo = `host=127.0.0.1 port=${pg.port} user=${ROLES.repl} password='${PASSWORD.replace(/'/g, "\\'")}' application_name=restored_standby`
-    const res = await runMain(['restore', '--repo', r.dir, '--pgdata', dir, '--tablespace-mapping', `${pg.tablespaceDirs[0]}=${dir}-ts`, '--standby', '--primary-conninfo', conninfo])
+    const res = await runMain([
+      'restore',
+      '--repo',
+      r.dir,
+      '--pgdata',
+      dir,
+      '--tablespace-mapping',
+      `${pg.tablespaceDirs[0]}=${dir}-ts`,
+      '--standby',
+      '--primary-conninfo',
+      conninfo,
+    ])
     expect(res.code, res.stderr).toBe(0)
     expect(res.stdout).toMatch(/standby\.signal: the server starts as a standby/)
     const c = await startRestored(major, dir, pg.baseDir, [`${dir}-ts`], { repoDir: r.dir })
     try {
       expect((await c.sql<{ r: boolean }>('select pg_is_in_recovery() r'))[0]!.r).toBe(true)
       await pg.sql(`insert into t values (7777, 'streamed')`)
-      await waitUntil('the standby has the new row', async () => (await c.sql<{ n: number }>(`select count(*)::int n from t where id = 7777`))[0]!.n === 1, 30_000)
+      await waitUntil(
+        'the standby has the new row',
+        async () => (await c.sql<{ n: number }>(`select count(*)::int n from t where id = 7777`))[0]!.n === 1,
+        30_000,
+      )
     } finally {
       await stopRestored(c)
     }

@@ -32,7 +32,14 @@ describe('restore from S3', () => {
   beforeAll(async () => {
     pg = await startCluster({ major: MAJOR })
     s3 = await startS3Server()
-    spec = { kind: 's3', endpoint: s3.endpoint, bucket: s3.bucket, prefix: `${s3.prefix}restore/`, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey }
+    spec = {
+      kind: 's3',
+      endpoint: s3.endpoint,
+      bucket: s3.bucket,
+      prefix: `${s3.prefix}restore/`,
+      accessKeyId: s3.accessKeyId,
+      secretAccessKey: s3.secretAccessKey,
+    }
     repo = await initRepository(await openSpec(spec), { encrypt: { passphrase: PASSPHRASE } })
     await loadPgbench(pg, 3)
     await addOwnTables(pg)
@@ -58,14 +65,31 @@ describe('restore from S3', () => {
     const { url, env } = specLocation(spec)
     const dir = join(pg.baseDir, 'from-s3')
     const before = (await s3.requestLog?.())?.length ?? 0
-    const res = await runMain(['restore', '--repo', url, '--pgdata', dir, '--tablespace-mapping', `${pg.tablespaceDirs[0]}=${dir}-ts`, '--target-immediate', '--target-action', 'promote', '--json'], { ...env, PGKEEP_PASSPHRASE: PASSPHRASE })
+    const res = await runMain(
+      [
+        'restore',
+        '--repo',
+        url,
+        '--pgdata',
+        dir,
+        '--tablespace-mapping',
+        `${pg.tablespaceDirs[0]}=${dir}-ts`,
+        '--target-immediate',
+        '--target-action',
+        'promote',
+        '--json',
+      ],
+      { ...env, PGKEEP_PASSPHRASE: PASSPHRASE },
+    )
     expect(res.code, res.stderr).toBe(0)
     const out = JSON.parse(res.stdout)
     expect(out.hints.join('\n')).toMatch(/PGKEEP_PASSPHRASE/)
     expect(out.hints.join('\n')).toMatch(/AWS_\* variables/)
     if (s3.requestLog) {
       const packGets = (await s3.requestLog()).slice(before).filter((r) => r.startsWith('GET ') && r.includes('/packs/'))
-      console.log(`restore from S3: ${blobs.size} blobs (data and file maps) arrived in ${packGets.length} pack GET requests; reader: ${JSON.stringify(out.reads)}`)
+      console.log(
+        `restore from S3: ${blobs.size} blobs (data and file maps) arrived in ${packGets.length} pack GET requests; reader: ${JSON.stringify(out.reads)}`,
+      )
       expect(packGets.length).toBeLessThan(blobs.size / 4)
     }
 

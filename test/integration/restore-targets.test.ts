@@ -62,7 +62,9 @@ describe('restore refuses recovery targets the stored WAL cannot reach (PG 16)',
   it('a target LSN in the gap: refused with the range info shows, nothing created', async () => {
     const res = await restore(['--target-lsn', inGap])
     expect(res.code, res.stderr).toBe(2)
-    expect(res.stderr).toContain(`recovery target LSN ${inGap} cannot be reached from backup ${b1.id}: the repository's WAL takes recovery from ${b1.endLsn}..${wal.ranges[0]!.end} (timeline 1); a gap follows on timeline 1, up to ${wal.gaps[0]!.to}`)
+    expect(res.stderr).toContain(
+      `recovery target LSN ${inGap} cannot be reached from backup ${b1.id}: the repository's WAL takes recovery from ${b1.endLsn}..${wal.ranges[0]!.end} (timeline 1); a gap follows on timeline 1, up to ${wal.gaps[0]!.to}`,
+    )
     expect(wal.gaps[0]!.from).toBe(wal.ranges[0]!.end)
     expect(res.stderr).toMatch(/HINT: choose a target in that range, or a backup taken after the gap/)
     expect(res.created).toBe(false)
@@ -78,7 +80,9 @@ describe('restore refuses recovery targets the stored WAL cannot reach (PG 16)',
   it('a target LSN past the end of the stored WAL', async () => {
     const res = await restore(['--target-lsn', pastEnd])
     expect(res.code, res.stderr).toBe(2)
-    expect(res.stderr).toContain(`cannot be reached from backup ${b2.id}: the repository's WAL takes recovery from ${b2.endLsn}..${wal.ranges[1]!.end} (timeline 1)\n`)
+    expect(res.stderr).toContain(
+      `cannot be reached from backup ${b2.id}: the repository's WAL takes recovery from ${b2.endLsn}..${wal.ranges[1]!.end} (timeline 1)\n`,
+    )
     expect(res.stderr).toMatch(/HINT: .*pg_switch_wal\(\)/)
     expect(res.created).toBe(false)
   })

@@ -199,10 +199,7 @@ describe('a store that refuses conditional writes', () => {
       const before = refusing.answered.notImplemented
       for (let round = 0; round < 3; round++) {
         const key = `race-${round}`
-        const results = await Promise.allSettled([
-          a.writeRecord('test', key, { writer: 'a', round }),
-          b.writeRecord('test', key, { writer: 'b', round }),
-        ])
+        const results = await Promise.allSettled([a.writeRecord('test', key, { writer: 'a', round }), b.writeRecord('test', key, { writer: 'b', round })])
         const won = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i === 0 ? 'a' : 'b'] : []))
         expect(won.length, `round ${round}: ${JSON.stringify(results)}`).toBe(1)
         for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(AlreadyExistsError)
@@ -249,9 +246,15 @@ describe('a store that refuses conditional writes', () => {
         let aWrite: Promise<string | unknown> | undefined
         onStall = () => {
           onStall = undefined
-          aWrite = a.writeRecord('test', key, { writer: 'a', round }).then(() => 'a', (e: unknown) => e)
+          aWrite = a.writeRecord('test', key, { writer: 'a', round }).then(
+            () => 'a',
+            (e: unknown) => e,
+          )
         }
-        const bOutcome = await b.writeRecord('test', key, { writer: 'b', round }).then(() => 'b', (e: unknown) => e)
+        const bOutcome = await b.writeRecord('test', key, { writer: 'b', round }).then(
+          () => 'b',
+          (e: unknown) => e,
+        )
         expect(aWrite, 'B stalled after its check').toBeDefined()
         const outcomes = [await aWrite, bOutcome]
         const won = outcomes.filter((x) => typeof x === 'string')
@@ -328,10 +331,13 @@ describe('an if-absent write whose answer was lost', () => {
       const data = randomBytes(10_000)
       for (const [key, body] of [
         ['a', data],
-        ['b', async function* () {
-          yield data.subarray(0, 3000)
-          yield data.subarray(3000)
-        }],
+        [
+          'b',
+          async function* () {
+            yield data.subarray(0, 3000)
+            yield data.subarray(3000)
+          },
+        ],
       ] as const) {
         const cut = loseNextAnswer()
         const refusedBefore = enforcing.answered.preconditionFailed

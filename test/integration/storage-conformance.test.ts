@@ -54,11 +54,7 @@ async function listAll(s: Storage, prefix: string): Promise<ObjectInfo[]> {
 }
 
 /** A factory body yielding `data` in chunks of `chunkBytes` (odd sizes on purpose), optionally with a hook. */
-function chunked(
-  data: Uint8Array,
-  chunkBytes: number,
-  onChunk?: (sentBytes: number) => void | Promise<void>,
-): () => AsyncIterable<Uint8Array> {
+function chunked(data: Uint8Array, chunkBytes: number, onChunk?: (sentBytes: number) => void | Promise<void>): () => AsyncIterable<Uint8Array> {
   return async function* () {
     for (let off = 0; off < data.byteLength; off += chunkBytes) {
       // Copies: the driver may keep chunks across awaits, and each replay must yield fresh buffers.
@@ -207,9 +203,7 @@ function storageConformance(label: string, open: () => Promise<Subject>): void {
         expect(e).toBeInstanceOf(AlreadyExistsError)
         expect((e as AlreadyExistsError).retryable).toBe(false)
       })
-      await expectRejects(s.write(key, chunked(randomBytes(300), 100), { ifAbsent: true }), (e) =>
-        expect(e).toBeInstanceOf(AlreadyExistsError),
-      )
+      await expectRejects(s.write(key, chunked(randomBytes(300), 100), { ifAbsent: true }), (e) => expect(e).toBeInstanceOf(AlreadyExistsError))
       expect((await readAll(s, key)).equals(first)).toBe(true)
     })
 
@@ -240,8 +234,7 @@ function storageConformance(label: string, open: () => Promise<Subject>): void {
       const p = ns()
       const keys = ['a/1', 'a/2', 'a/b/3', 'a/b/c/4', 'ab', 'abc/5', 'b/6', 'zz']
       await Promise.all(keys.map((k, i) => s.write(p + k, randomBytes(i + 1))))
-      const keysOf = async (prefix: string): Promise<string[]> =>
-        (await listAll(s, p + prefix)).map((i) => i.key.slice(p.length)).sort()
+      const keysOf = async (prefix: string): Promise<string[]> => (await listAll(s, p + prefix)).map((i) => i.key.slice(p.length)).sort()
       expect(await keysOf('')).toEqual([...keys].sort())
       expect(await keysOf('a/')).toEqual(['a/1', 'a/2', 'a/b/3', 'a/b/c/4'])
       expect(await keysOf('a')).toEqual(['a/1', 'a/2', 'a/b/3', 'a/b/c/4', 'ab', 'abc/5'])

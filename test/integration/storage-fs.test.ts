@@ -38,8 +38,7 @@ async function walk(dir: string): Promise<string[]> {
   return out
 }
 
-const tempFilesUnder = async (dir: string): Promise<string[]> =>
-  (await walk(dir)).filter((p) => path.basename(p).startsWith('.tmp-'))
+const tempFilesUnder = async (dir: string): Promise<string[]> => (await walk(dir)).filter((p) => path.basename(p).startsWith('.tmp-'))
 
 async function readAll(s: Storage, key: string): Promise<Buffer> {
   const parts: Uint8Array[] = []

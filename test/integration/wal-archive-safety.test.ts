@@ -161,7 +161,9 @@ describe(`archiving into a location without a repository, recovery of a cluster 
         const log = await readFile(`${dataDir}.log`, 'utf8')
         expect(started, log).toBe(false)
         expect(log).toMatch(/FATAL: {2}could not restore file "[^"]+" from archive: child process exited with exit code 255/)
-        expect(log).toMatch(new RegExp(`pgkeep: error: repository '${empty}' holds no cluster '${await systemIdOf(other)}'; it holds ${await systemIdOf(primary)}`))
+        expect(log).toMatch(
+          new RegExp(`pgkeep: error: repository '${empty}' holds no cluster '${await systemIdOf(other)}'; it holds ${await systemIdOf(primary)}`),
+        )
         expect(log).not.toMatch(/archive recovery complete|selected new timeline ID|database system is ready to accept connections/)
         expect(log).not.toMatch(/is not in the repository/)
       } finally {
@@ -174,7 +176,18 @@ describe(`archiving into a location without a repository, recovery of a cluster 
 
     // The same from the command line: --cluster naming no cluster of the repository is exit 255 and names what
     // there is, never exit 1.
-    const res = await runMain(['wal', 'get', '--repo', empty, '--prefetch', '0', '--cluster', '7000000000000000001', '000000010000000000000001', join(work, 'x')])
+    const res = await runMain([
+      'wal',
+      'get',
+      '--repo',
+      empty,
+      '--prefetch',
+      '0',
+      '--cluster',
+      '7000000000000000001',
+      '000000010000000000000001',
+      join(work, 'x'),
+    ])
     expect(res.code).toBe(255)
     expect(res.stderr).toMatch(new RegExp(`holds no cluster '7000000000000000001'; it holds ${await systemIdOf(primary)}`))
   })

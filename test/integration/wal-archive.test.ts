@@ -22,7 +22,10 @@ import { BIN, ensureBuilt, waitUntil } from './wal-helpers.js'
 beforeAll(() => ensureBuilt(), 120_000)
 
 const PASSPHRASE = 'archive test passphrase'
-const shellEnv = (env: Record<string, string>) => Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')
+const shellEnv = (env: Record<string, string>) =>
+  Object.entries(env)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ')
 const rows = async (c: Cluster, where: string) => Number((await c.sql<{ n: string }>(`select count(*)::text n from t where ${where}`))[0]!.n)
 
 describe.each([
@@ -75,11 +78,15 @@ describe.each([
     await primary.sql('select pg_switch_wal()')
     await primary.sql(`insert into t select g, 'archived' from generate_series(30001, 40000) g`)
     const [{ w }] = await primary.sql<{ w: string }>('select pg_walfile_name(pg_switch_wal()) w')
-    await waitUntil('the primary archived its last segment', async () => {
-      const [r] = await primary.sql<{ last: string | null; failed: string }>('select last_archived_wal last, failed_count::text failed from pg_stat_archiver')
-      if (r!.failed !== '0') throw new Error(`archive_command failed:\n${await primary.log()}`)
-      return r!.last !== null && r!.last >= w
-    }, 60_000)
+    await waitUntil(
+      'the primary archived its last segment',
+      async () => {
+        const [r] = await primary.sql<{ last: string | null; failed: string }>('select last_archived_wal last, failed_count::text failed from pg_stat_archiver')
+        if (r!.failed !== '0') throw new Error(`archive_command failed:\n${await primary.log()}`)
+        return r!.last !== null && r!.last >= w
+      },
+      60_000,
+    )
     // Committed after the last archived segment: must not be in the restored copy.
     await primary.sql(`insert into t select g, 'not archived' from generate_series(50001, 50100) g`)
 

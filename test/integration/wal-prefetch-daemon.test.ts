@@ -120,7 +120,10 @@ describe(`wal get prefetch daemon across recoveries (PostgreSQL ${MAJOR})`, () =
       const log = await r2.log()
       expect(await rows(r2, 'b'), log).toBe(20000)
       const replayed = new Set([...log.matchAll(/restored log file "([0-9A-F]{24})" from archive/g)].map((m) => m[1]))
-      expect(held.filter((s) => !replayed.has(s)), 'segments of the new repository not replayed').toEqual([])
+      expect(
+        held.filter((s) => !replayed.has(s)),
+        'segments of the new repository not replayed',
+      ).toEqual([])
       expect(daemons.max(), 'prefetch daemons alive at once for one spool').toBeLessThanOrEqual(1)
 
       // The daemon's spool and files are private.
@@ -165,7 +168,10 @@ describe(`wal get prefetch daemon across recoveries (PostgreSQL ${MAJOR})`, () =
       const log = await r4.log()
       expect(await rows(r4, 'a3'), log).toBe(10000)
       const replayed = new Set([...log.matchAll(/restored log file "([0-9A-F]{24})" from archive/g)].map((m) => m[1]))
-      expect(held.filter((s) => !replayed.has(s)), 'segments of the new repository not replayed').toEqual([])
+      expect(
+        held.filter((s) => !replayed.has(s)),
+        'segments of the new repository not replayed',
+      ).toEqual([])
       expect(daemons.max(), 'prefetch daemons alive at once for one spool').toBeLessThanOrEqual(1)
       expect(await readFile(join(shared, 'daemon.log'), 'utf8')).toMatch(/retired: the repository at .* is no longer the one it opened/)
       expect((await stat(join(shared, 'daemon.log'))).mode & 0o777).toBe(0o600)

@@ -92,7 +92,8 @@ describe('wal stream faults on PostgreSQL 16', () => {
     await s.waitFor(/stored segment/)
     s.kill('SIGTERM')
     expect(await s.exited).toBe(0)
-    for (const slot of ['gone', 'busy', 'restart']) await pg.sql(`select pg_drop_replication_slot('${slot}') from pg_replication_slots where slot_name = '${slot}'`)
+    for (const slot of ['gone', 'busy', 'restart'])
+      await pg.sql(`select pg_drop_replication_slot('${slot}') from pg_replication_slots where slot_name = '${slot}'`)
     await pg.sql(`alter system set wal_keep_size = 0`)
     await pg.reload()
     for (let i = 0; i < 4; i++) {

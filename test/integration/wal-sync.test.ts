@@ -46,10 +46,13 @@ describe.each([
   let client: pg.Client
   const streamers: PgkeepProcess[] = []
   const stream = () => {
-    const s = spawnPgkeep(['wal', 'stream', '-d', server.url(), '--repo', location.url, '--slot', SLOT, '--create-slot', '--synchronous', '--status-interval', '1'], {
-      ...location.env,
-      ...(passphrase ? { PGKEEP_PASSPHRASE: passphrase } : {}),
-    })
+    const s = spawnPgkeep(
+      ['wal', 'stream', '-d', server.url(), '--repo', location.url, '--slot', SLOT, '--create-slot', '--synchronous', '--status-interval', '1'],
+      {
+        ...location.env,
+        ...(passphrase ? { PGKEEP_PASSPHRASE: passphrase } : {}),
+      },
+    )
     streamers.push(s)
     return s
   }
@@ -60,7 +63,10 @@ describe.each([
     factory = await startStorageFactory(driver)
     spec = factory.spec()
     location = specLocation(spec)
-    const init = await runMain(['init', '--repo', location.url, ...(passphrase ? ['--encrypt'] : [])], { ...location.env, ...(passphrase ? { PGKEEP_PASSPHRASE: passphrase } : {}) })
+    const init = await runMain(['init', '--repo', location.url, ...(passphrase ? ['--encrypt'] : [])], {
+      ...location.env,
+      ...(passphrase ? { PGKEEP_PASSPHRASE: passphrase } : {}),
+    })
     expect(init.code, init.stderr).toBe(0)
     client = new pg.Client({ host: server.socketDir, port: server.port, user: 'postgres', database: 'postgres' })
     await client.connect()

@@ -55,7 +55,10 @@ describe.each<Major>([14, 17, ...MAJORS.filter((m) => m > 18)])('wal stream acro
     await handOver(baseDir)
     standby = await startOnDataDir(major, dataDir, { baseDir, conf: { primary_conninfo: conninfo, hot_standby: true, wal_keep_size: '1GB' } })
     const sb = standby
-    await waitUntil('the standby streams from the primary', async () => (await sb.sql('select 1 from pg_stat_wal_receiver where status = $1', ['streaming'])).length === 1)
+    await waitUntil(
+      'the standby streams from the primary',
+      async () => (await sb.sql('select 1 from pg_stat_wal_receiver where status = $1', ['streaming'])).length === 1,
+    )
 
     const streamer = spawnPgkeep(['wal', 'stream', '-d', sb.url(), '--repo', repoDir, '--slot', 'pgkeep_tl', '--create-slot', '--status-interval', '1'])
     try {

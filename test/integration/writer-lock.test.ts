@@ -66,7 +66,7 @@ describe('writers and their repository lock (PG 16)', () => {
   async function breakExpiredLock(r: TestRepo, faults: { refused: number }) {
     const maintenance = await r.second()
     await waitUntil('a refresh was refused', () => faults.refused > 0, 30_000, 20)
-    await waitUntil('the writer\'s lock expired', async () => (await r.repo.listLocks()).some((l) => l.state === 'expired'), 30_000, 50)
+    await waitUntil("the writer's lock expired", async () => (await r.repo.listLocks()).some((l) => l.state === 'expired'), 30_000, 50)
     const gc = await maintenance.acquireLock('exclusive', { purpose: 'gc' })
     expect(gc.removedLocks.map((l) => [l.state, l.info?.purpose])).toContainEqual(['expired', expect.any(String)])
     return gc
@@ -153,7 +153,9 @@ describe('writers and their repository lock (PG 16)', () => {
       // What the repository lists is exactly what the streamer reported stored (superseded partials aside), and
       // the segment switched while the lock was at risk is not among it.
       const systemId = (events.find((e) => e.type === 'started') as { systemId: string }).systemId
-      const reported = new Set(stored().map((e) => (e.segment.partial ? partialKey(systemId, e.segment.name, e.segment.validBytes) : segmentKey(systemId, e.segment.name))))
+      const reported = new Set(
+        stored().map((e) => (e.segment.partial ? partialKey(systemId, e.segment.name, e.segment.validBytes) : segmentKey(systemId, e.segment.name))),
+      )
       const listed = await listWalKeys(r.repo, systemId)
       expect(listed.filter((k) => !reported.has(k))).toEqual([])
       expect(listed.some((k) => k.includes(unstored))).toBe(false)
@@ -185,7 +187,7 @@ describe('writers and their repository lock (PG 16)', () => {
     expect(await listWalKeys(r.repo, systemId)).toEqual([])
   })
 
-  it('pgkeep unlock --remove-stale removes the lock of a SIGKILLed wal stream and keeps a running one\'s', async () => {
+  it("pgkeep unlock --remove-stale removes the lock of a SIGKILLed wal stream and keeps a running one's", async () => {
     const r = await freshRepo()
     const stream = (slot: string) => {
       const p = spawnPgkeep(['wal', 'stream', '-d', pg.url(), '--repo', r.dir, '--slot', slot, '--create-slot'])

@@ -76,7 +76,10 @@ describe('relation file ingest', () => {
     expect(fileMap.windowHashes[1]).toBeNull() // pages 128..255 are zeros
     expect(fileMap.extents.some((e) => e.blob === null && e.offset === 128 * PAGE && e.length === 128 * PAGE)).toBe(true)
     for (const i of [0, 5, 299]) {
-      const want = createHash('sha256').update(bytes.subarray(i * PAGE, (i + 1) * PAGE)).digest().subarray(0, 8)
+      const want = createHash('sha256')
+        .update(bytes.subarray(i * PAGE, (i + 1) * PAGE))
+        .digest()
+        .subarray(0, 8)
       expect(fileMap.pageHashes.subarray(i * 8, i * 8 + 8)).toEqual(want)
     }
     expect(fileMap.pageHashes.subarray(130 * 8, 131 * 8)).toEqual(Buffer.alloc(8))
@@ -106,13 +109,20 @@ describe('relation file ingest', () => {
     }
   })
 
-  it('merges a PG 17 INCREMENTAL file into the parent: changed blocks new, the rest the parent\'s, past truncation zeros', async () => {
+  it("merges a PG 17 INCREMENTAL file into the parent: changed blocks new, the rest the parent's, past truncation zeros", async () => {
     const pages = 260
     const base = Buffer.concat(Array.from({ length: pages }, (_, i) => page(i)))
     const parent = (await ingestRelation(store, base)).fileMap
     // The server sends blocks 3, 130 and 261 (a new one past the end); the file is now 262 blocks long.
-    const blocks = new Map([[3, page(7003)], [130, page(7130)], [261, page(7261)]])
-    const inc = encodeIncrementalFile([...blocks].map(([n, data]) => ({ blockNumber: n, page: data })), 262)
+    const blocks = new Map([
+      [3, page(7003)],
+      [130, page(7130)],
+      [261, page(7261)],
+    ])
+    const inc = encodeIncrementalFile(
+      [...blocks].map(([n, data]) => ({ blockNumber: n, page: data })),
+      262,
+    )
     const ing = new IncrementalFileIngest(store, 'base/5/16390', parent)
     for (let off = 0; off < inc.length; off += 5000) await ing.push(Buffer.from(inc.subarray(off, off + 5000)))
     const r = await ing.finish()

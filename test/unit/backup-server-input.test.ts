@@ -123,7 +123,9 @@ describe('tar entries', () => {
     const t = tsCheck()
     t.check(dir('PG_16_202307071'))
     expect(() => checkVersionDirectories([baseCheck(), t], 16, () => 202307071)).not.toThrow()
-    expect(() => checkVersionDirectories([t], 16, () => 202307072)).toThrow(/holds directory PG_16_202307071, but the cluster's pg_control says PG_16_202307072/)
+    expect(() => checkVersionDirectories([t], 16, () => 202307072)).toThrow(
+      /holds directory PG_16_202307071, but the cluster's pg_control says PG_16_202307072/,
+    )
     expect(() => checkVersionDirectories([t], 16, () => undefined)).toThrow(/base\.tar has no global\/pg_control/)
     expect(() => checkVersionDirectories([t], 16, () => null)).not.toThrow()
     let read = false

@@ -26,7 +26,6 @@ import { openFsStorage } from '../../src/storage/fs.js'
 
 const PAGE = 8192
 const WINDOW = 128 * PAGE
-const ROOT = join(import.meta.dirname, '..', '..')
 
 /** A seeded generator (mulberry32), so every run sees the same content. */
 function prng(seed: number): () => number {
@@ -178,7 +177,8 @@ describe.each([
     map1 = o.fileMap!
     expect(o.crc32c).toBe(crc32c(v1))
     expect(map1.windowHashes).toEqual([idOf(v1.subarray(0, WINDOW)), null, idOf(v1.subarray(2 * WINDOW, 3 * WINDOW)), idOf(v1.subarray(3 * WINDOW))])
-    for (let i = 0; i * PAGE < v1.length; i++) expect(map1.pageHashes.subarray(i * 8, i * 8 + 8), `page ${i}`).toEqual(pageHash(v1.subarray(i * PAGE, (i + 1) * PAGE)))
+    for (let i = 0; i * PAGE < v1.length; i++)
+      expect(map1.pageHashes.subarray(i * 8, i * 8 + 8), `page ${i}`).toEqual(pageHash(v1.subarray(i * PAGE, (i + 1) * PAGE)))
     expect(stored).toBe(3)
     expect(encodes).toBe(stored)
     await pooled.flush()
@@ -199,7 +199,8 @@ describe.each([
     expect(encodes).toBe(stored)
     expect(stored).toBeLessThanOrEqual(3) // changed pages of windows 0 and 3, and the new window 3's tail
     expect(map3.windowHashes[1]).toBeNull()
-    for (let i = 0; i * PAGE < v3.length; i++) expect(map3.pageHashes.subarray(i * 8, i * 8 + 8), `page ${i}`).toEqual(pageHash(v3.subarray(i * PAGE, (i + 1) * PAGE)))
+    for (let i = 0; i * PAGE < v3.length; i++)
+      expect(map3.pageHashes.subarray(i * 8, i * 8 + 8), `page ${i}`).toEqual(pageHash(v3.subarray(i * PAGE, (i + 1) * PAGE)))
     await pooled.flush()
     expect((await rebuild(pooled, o.extents)).equals(v3)).toBe(true)
   })
@@ -232,14 +233,24 @@ describe.each([
 
   it('a PG 17 INCREMENTAL file merged into its parent', async () => {
     // Blocks 3 and 130 change, 140 becomes zeros, 520 and 521 lie past the parent's 512; truncation at 522.
-    const blocks = new Map<number, Buffer>([[3, page(7003)], [130, page(7130)], [140, Buffer.alloc(PAGE)], [520, page(7520)], [521, page(7521)]])
-    const inc = encodeIncrementalFile([...blocks].map(([blockNumber, p]) => ({ blockNumber, page: p })), 522)
+    const blocks = new Map<number, Buffer>([
+      [3, page(7003)],
+      [130, page(7130)],
+      [140, Buffer.alloc(PAGE)],
+      [520, page(7520)],
+      [521, page(7521)],
+    ])
+    const inc = encodeIncrementalFile(
+      [...blocks].map(([blockNumber, p]) => ({ blockNumber, page: p })),
+      522,
+    )
     const { o } = await both((st) => incremental(st, inc, map3))
     expect(o.crc32c).toBe(crc32c(inc))
     expect(v3.length).toBe(512 * PAGE)
     const want = Buffer.concat([v3, Buffer.alloc(10 * PAGE)])
     for (const [n, p] of blocks) p.copy(want, n * PAGE)
-    for (let i = 0; i < 522; i++) expect(o.fileMap!.pageHashes.subarray(i * 8, i * 8 + 8), `page ${i}`).toEqual(pageHash(want.subarray(i * PAGE, (i + 1) * PAGE)))
+    for (let i = 0; i < 522; i++)
+      expect(o.fileMap!.pageHashes.subarray(i * 8, i * 8 + 8), `page ${i}`).toEqual(pageHash(want.subarray(i * PAGE, (i + 1) * PAGE)))
     await pooled.flush()
     expect((await rebuild(pooled, o.extents)).equals(want)).toBe(true)
   })
@@ -310,7 +321,7 @@ describe('CodecPool', () => {
           return pool.analyze(w.subarray(0, c.length), { crc: true, pageHashes: false })
         }),
       )
-      results.forEach((f, i) => expect(f.crc32c).toBe(crc32c(contents[i]!)))
+      for (const [i, f] of results.entries()) expect(f.crc32c).toBe(crc32c(contents[i]!))
       expect(pool.jobCounts.analyze).toBe(12)
     } finally {
       await pool.close()

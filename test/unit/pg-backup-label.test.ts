@@ -36,7 +36,12 @@ describe('backup_label', () => {
     expect(l.incrementalFromLsn! < l.startLsn).toBe(true)
     expect(formatBackupLabel(l)).toBe(text)
     const stripped = stripIncrementalLines(text)
-    expect(stripped).toBe(text.split('\n').filter((line) => !line.startsWith('INCREMENTAL FROM ')).join('\n'))
+    expect(stripped).toBe(
+      text
+        .split('\n')
+        .filter((line) => !line.startsWith('INCREMENTAL FROM '))
+        .join('\n'),
+    )
     expect(stripped).not.toMatch(/INCREMENTAL/)
     const s = parseBackupLabel(stripped)
     expect(s.incrementalFromLsn).toBeUndefined()
@@ -62,9 +67,7 @@ describe('backup_label', () => {
   it('is lenient about order and keeps unknown lines, strict about the rest', () => {
     const l = parseBackupLabel('CHECKPOINT LOCATION: 0/3000060\nNEW KEY: x\nSTART WAL LOCATION: 0/3000028 (file 000000010000000000000003)\n')
     expect(l.extraLines).toEqual(['NEW KEY: x'])
-    expect(formatBackupLabel(l)).toBe(
-      'START WAL LOCATION: 0/3000028 (file 000000010000000000000003)\nCHECKPOINT LOCATION: 0/3000060\nNEW KEY: x\n',
-    )
+    expect(formatBackupLabel(l)).toBe('START WAL LOCATION: 0/3000028 (file 000000010000000000000003)\nCHECKPOINT LOCATION: 0/3000060\nNEW KEY: x\n')
     for (const bad of [
       '',
       'START WAL LOCATION: 0/3000028 (file 000000010000000000000003)\n',

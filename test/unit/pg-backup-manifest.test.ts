@@ -27,11 +27,17 @@ describe('parseServerManifest', () => {
     const m = parseServerManifest(bytes)
     expect(m.version).toBe(1)
     expect(m.systemId).toBeUndefined()
-    expect(m.files.length).toBe(text(bytes).split('\n').filter((l) => l.startsWith('{ "Path"') || l.startsWith('{ "Encoded-Path"')).length)
+    expect(m.files.length).toBe(
+      text(bytes)
+        .split('\n')
+        .filter((l) => l.startsWith('{ "Path"') || l.startsWith('{ "Encoded-Path"')).length,
+    )
     // The manifest checksum is the SHA-256 of everything before the last line.
     const all = text(bytes)
     const lastLine = all.slice(all.lastIndexOf('\n', all.length - 2) + 1)
-    const sha = createHash('sha256').update(all.slice(0, all.length - lastLine.length)).digest('hex')
+    const sha = createHash('sha256')
+      .update(all.slice(0, all.length - lastLine.length))
+      .digest('hex')
     expect(m.manifestChecksum).toBe(sha)
     expect(computeManifestChecksum(bytes)).toBe(sha)
     // WAL range: the backup's start on its timeline, as backup_label says.
@@ -110,7 +116,13 @@ describe('manifest writer', () => {
   it('writes Date timestamps, CRC checksums, escapes and Encoded-Path as the server does', () => {
     const w = new ManifestWriter({ version: 2, systemId: 7710495661608007203n })
     const parts = [
-      w.addFile({ path: 'a"b\\c\b\f\n\r\t\x01\x1f\x7f é', size: 0, lastModified: new Date(Date.UTC(2026, 10, 21, 5, 27, 37, 999)), checksumAlgorithm: 'CRC32C', checksum: crc32cHexLE(0x87208743) }),
+      w.addFile({
+        path: 'a"b\\c\b\f\n\r\t\x01\x1f\x7f é',
+        size: 0,
+        lastModified: new Date(Date.UTC(2026, 10, 21, 5, 27, 37, 999)),
+        checksumAlgorithm: 'CRC32C',
+        checksum: crc32cHexLE(0x87208743),
+      }),
       w.addFile({ path: Uint8Array.from([0x62, 0xff]), size: 12, lastModified: '2026-11-21 05:27:37 GMT' }),
       w.addFile({ path: 'x', pathBytes: Uint8Array.from([0x78]), size: 1, lastModified: '2026-11-21 05:27:37 GMT' }),
       w.finish([
@@ -139,7 +151,9 @@ describe('manifest writer', () => {
     const empty = text(formatManifest({ version: 1, files: [], walRanges: [] }))
     expect(empty.startsWith('{ "PostgreSQL-Backup-Manifest-Version": 1,\n"Files": [\n],\n"WAL-Ranges": [\n\n],\n"Manifest-Checksum": ')).toBe(true)
     expect(parseServerManifest(empty).files).toEqual([])
-    const forced = text(formatManifest({ version: 1, forceEncode: true, files: [{ path: 'base/1', size: 0, lastModified: '2026-11-21 05:27:37 GMT' }], walRanges: [] }))
+    const forced = text(
+      formatManifest({ version: 1, forceEncode: true, files: [{ path: 'base/1', size: 0, lastModified: '2026-11-21 05:27:37 GMT' }], walRanges: [] }),
+    )
     expect(forced).toContain('{ "Encoded-Path": "626173652f31", "Size": 0,')
     expect(parseServerManifest(forced).files[0]!.path).toBe('base/1')
   })

@@ -133,8 +133,7 @@ describe('crc32c', () => {
       crc32cFinal(s)
     })
     console.log(
-      `crc32c throughput: ${(buf.length / 1e6 / whole).toFixed(0)} MB/s (64 MiB buffer), ` +
-        `${(buf.length / 1e6 / perPage).toFixed(0)} MB/s (8 KiB updates)`,
+      `crc32c throughput: ${(buf.length / 1e6 / whole).toFixed(0)} MB/s (64 MiB buffer), ` + `${(buf.length / 1e6 / perPage).toFixed(0)} MB/s (8 KiB updates)`,
     )
   })
 })

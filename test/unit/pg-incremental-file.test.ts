@@ -90,7 +90,13 @@ describe('header sizes, streaming decode and the encoder', () => {
   })
 
   it('rejects what pg_combinebackup rejects', () => {
-    const good = encodeIncrementalFile([{ blockNumber: 1, page: new Uint8Array(8192) }, { blockNumber: 4, page: new Uint8Array(8192) }], 5)
+    const good = encodeIncrementalFile(
+      [
+        { blockNumber: 1, page: new Uint8Array(8192) },
+        { blockNumber: 4, page: new Uint8Array(8192) },
+      ],
+      5,
+    )
     const mutate = (off: number, value: number): Uint8Array => {
       const b = Uint8Array.from(good)
       new DataView(b.buffer).setUint32(off, value, true)
@@ -101,7 +107,15 @@ describe('header sizes, streaming decode and the encoder', () => {
     expect(() => decodeIncrementalHeader(mutate(8, 131073))).toThrow(/truncation/)
     expect(() => decodeIncrementalHeader(mutate(16, 1))).toThrow(/ascending/)
     expect(() => decodeIncrementalHeader(mutate(16, 131072))).toThrow(/beyond/)
-    expect(() => encodeIncrementalFile([{ blockNumber: 2, page: new Uint8Array(8192) }, { blockNumber: 2, page: new Uint8Array(8192) }], 3)).toThrow(FormatError)
+    expect(() =>
+      encodeIncrementalFile(
+        [
+          { blockNumber: 2, page: new Uint8Array(8192) },
+          { blockNumber: 2, page: new Uint8Array(8192) },
+        ],
+        3,
+      ),
+    ).toThrow(FormatError)
     expect(() => encodeIncrementalFile([{ blockNumber: 2, page: new Uint8Array(100) }], 3)).toThrow(FormatError)
   })
 })

@@ -3,16 +3,7 @@
 import { randomBytes } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { FormatError } from '../../src/errors.js'
-import {
-  formatLsn,
-  parseLsn,
-  parseSizeSetting,
-  segmentNumber,
-  segmentOffset,
-  segmentStart,
-  segmentStartLsn,
-  tryParseLsn,
-} from '../../src/pg/lsn.js'
+import { formatLsn, parseLsn, parseSizeSetting, segmentNumber, segmentOffset, segmentStart, segmentStartLsn, tryParseLsn } from '../../src/pg/lsn.js'
 import { walFileNameOfLsn } from '../../src/pg/wal-names.js'
 import { MAJORS, facts, fixtureText, need } from '../fixtures/pg/fixtures.js'
 
@@ -110,7 +101,6 @@ describe('parseSizeSetting', () => {
   })
 
   it('rejects unknown units (case-sensitive, as in PostgreSQL) and garbage', () => {
-    for (const bad of ['16mb', '16 M', 'MB', '16', '-1MB', '1.5GB', '16KB', ''])
-      expect(() => parseSizeSetting(bad), bad).toThrow(FormatError)
+    for (const bad of ['16mb', '16 M', 'MB', '16', '-1MB', '1.5GB', '16KB', '']) expect(() => parseSizeSetting(bad), bad).toThrow(FormatError)
   })
 })

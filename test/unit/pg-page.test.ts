@@ -6,23 +6,13 @@ import { describe, expect, it } from 'vitest'
 import { FormatError } from '../../src/errors.js'
 import { decodeIncrementalHeader } from '../../src/pg/incremental-file.js'
 import { parseLsn } from '../../src/pg/lsn.js'
-import {
-  BLOCK_SIZE_BYTES,
-  decodePageHeader,
-  isAllZero,
-  isNewPage,
-  pageChecksum,
-  pageLsn,
-  verifyPageChecksum,
-} from '../../src/pg/page.js'
+import { BLOCK_SIZE_BYTES, decodePageHeader, isAllZero, isNewPage, pageChecksum, pageLsn, verifyPageChecksum } from '../../src/pg/page.js'
 import { classifyRelationPath, blockNumberBase } from '../../src/pg/relation-path.js'
 import { fixture, fixtureText, keyValues, need } from '../fixtures/pg/fixtures.js'
 
 function pages(bytes: Uint8Array): Uint8Array[] {
   expect(bytes.byteLength % BLOCK_SIZE_BYTES).toBe(0)
-  return Array.from({ length: bytes.byteLength / BLOCK_SIZE_BYTES }, (_, i) =>
-    bytes.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES),
-  )
+  return Array.from({ length: bytes.byteLength / BLOCK_SIZE_BYTES }, (_, i) => bytes.subarray(i * BLOCK_SIZE_BYTES, (i + 1) * BLOCK_SIZE_BYTES))
 }
 
 const stored = (page: Uint8Array): number => decodePageHeader(page).checksum

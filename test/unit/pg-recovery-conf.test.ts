@@ -58,7 +58,7 @@ describe('formatRecoverySettings', () => {
         primarySlotName: 'pgkeep_1',
       }),
     ).toBe(
-      "restore_command = 'pgkeep wal get %f \"%p\"'\n" +
+      'restore_command = \'pgkeep wal get %f "%p"\'\n' +
         "recovery_target_timeline = 'latest'\n" +
         "recovery_target_lsn = '0/3000028'\n" +
         "recovery_target_inclusive = 'off'\n" +
@@ -108,7 +108,10 @@ describe('formatRecoverySettings', () => {
       { primaryConninfo: 'host=a\nport=1' },
     ]
     for (const s of bad) {
-      expect(() => formatRecoverySettings(s), JSON.stringify(s, (_, v) => (typeof v === 'bigint' ? String(v) : v))).toThrow(UsageError)
+      expect(
+        () => formatRecoverySettings(s),
+        JSON.stringify(s, (_, v) => (typeof v === 'bigint' ? String(v) : v)),
+      ).toThrow(UsageError)
     }
     try {
       formatRecoverySettings({ target: { type: 'lsn', lsn: 'x' } })

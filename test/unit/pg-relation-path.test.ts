@@ -16,16 +16,37 @@ import { facts, fixture, keyValues, need } from '../fixtures/pg/fixtures.js'
 describe('classifyRelationPath', () => {
   it('decodes the documented shapes', () => {
     expect(classifyRelationPath('base/5/16384')).toEqual({
-      kind: 'relation', tablespaceOid: null, tablespaceVersionDir: null, dbOid: 5, relfilenode: 16384, fork: 'main', segno: 0, incremental: false,
+      kind: 'relation',
+      tablespaceOid: null,
+      tablespaceVersionDir: null,
+      dbOid: 5,
+      relfilenode: 16384,
+      fork: 'main',
+      segno: 0,
+      incremental: false,
     })
     expect(classifyRelationPath('base/5/16384_vm.2')).toMatchObject({ fork: 'vm', segno: 2, relfilenode: 16384 })
     expect(classifyRelationPath('base/5/16384_fsm')).toMatchObject({ fork: 'fsm', segno: 0 })
     expect(classifyRelationPath('base/5/16384_init')).toMatchObject({ fork: 'init', segno: 0 })
     expect(classifyRelationPath('global/1262')).toEqual({
-      kind: 'relation', tablespaceOid: null, tablespaceVersionDir: null, dbOid: null, relfilenode: 1262, fork: 'main', segno: 0, incremental: false,
+      kind: 'relation',
+      tablespaceOid: null,
+      tablespaceVersionDir: null,
+      dbOid: null,
+      relfilenode: 1262,
+      fork: 'main',
+      segno: 0,
+      incremental: false,
     })
     expect(classifyRelationPath('pg_tblspc/16385/PG_17_202406281/5/16390.1')).toEqual({
-      kind: 'relation', tablespaceOid: 16385, tablespaceVersionDir: 'PG_17_202406281', dbOid: 5, relfilenode: 16390, fork: 'main', segno: 1, incremental: false,
+      kind: 'relation',
+      tablespaceOid: 16385,
+      tablespaceVersionDir: 'PG_17_202406281',
+      dbOid: 5,
+      relfilenode: 16390,
+      fork: 'main',
+      segno: 1,
+      incremental: false,
     })
     expect(classifyRelationPath('base/5/INCREMENTAL.16390')).toMatchObject({ relfilenode: 16390, incremental: true })
     expect(classifyRelationPath('base/5/INCREMENTAL.16390_vm.3')).toMatchObject({ fork: 'vm', segno: 3, incremental: true })

@@ -29,11 +29,7 @@ describe('tablespace_map', () => {
     const v13 = formatTablespaceMap(entries, { major: 13 })
     expect(v13).toBe('16384 /a b/c\\d\n16385 /x\\\ny\\\rz\n16386   /leading spaces\n')
     // PostgreSQL 13 reads "<oid> <path>" with sscanf("%s %n"), which skips leading spaces of the path.
-    expect(parseTablespaceMap(v13, { major: 13 })).toEqual([
-      entries[0],
-      entries[1],
-      { oid: 16386, path: '/leading spaces' },
-    ])
+    expect(parseTablespaceMap(v13, { major: 13 })).toEqual([entries[0], entries[1], { oid: 16386, path: '/leading spaces' }])
   })
 
   it('accepts CRLF and an empty file, rejects malformed lines', () => {

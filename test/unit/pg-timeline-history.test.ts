@@ -2,13 +2,7 @@
 
 import { describe, expect, it } from 'vitest'
 import { FormatError } from '../../src/errors.js'
-import {
-  formatTimelineHistory,
-  parseTimelineHistory,
-  timelineOfLsn,
-  timelineRanges,
-  timelineSwitchPoint,
-} from '../../src/pg/timeline-history.js'
+import { formatTimelineHistory, parseTimelineHistory, timelineOfLsn, timelineRanges, timelineSwitchPoint } from '../../src/pg/timeline-history.js'
 import { parseWalFileName } from '../../src/pg/wal-names.js'
 import { segmentNumber } from '../../src/pg/lsn.js'
 import { fixture, fixtureText } from '../fixtures/pg/fixtures.js'

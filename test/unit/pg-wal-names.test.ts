@@ -32,7 +32,9 @@ describe('WAL file names', () => {
   })
 
   it('classifies every name of a real pg_wal after two timeline switches', () => {
-    const names = fixtureText('pg_wal-listing-15.txt').split('\n').filter((n) => n !== '' && n !== 'archive_status')
+    const names = fixtureText('pg_wal-listing-15.txt')
+      .split('\n')
+      .filter((n) => n !== '' && n !== 'archive_status')
     const parsed = names.map((n) => parseWalFileName(n, MB16))
     expect(parsed).toContainEqual({ kind: 'history', tli: 2 })
     expect(parsed).toContainEqual({ kind: 'history', tli: 3 })

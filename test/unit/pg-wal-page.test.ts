@@ -75,9 +75,7 @@ describe('WAL long page header of real segments', () => {
     const h = decodeWalLongPageHeader(page)
     const good = { segno: 1n, segSizeBytes: 16 << 20, systemId: h.systemId, major: 17, tli: 1 }
     expect(parseWalFileName(name, 16 << 20)).toMatchObject({ segno: 1n })
-    expect(checkSegmentHeader(page, { ...good, major: 16 })).toEqual([
-      "magic 0xD116 is not the PostgreSQL 16 magic 0xD113 (it is PostgreSQL 17's)",
-    ])
+    expect(checkSegmentHeader(page, { ...good, major: 16 })).toEqual(["magic 0xD116 is not the PostgreSQL 16 magic 0xD113 (it is PostgreSQL 17's)"])
     expect(checkSegmentHeader(page, { ...good, segno: 2n })[0]).toMatch(/page address/)
     expect(checkSegmentHeader(page, { ...good, systemId: 1n })[0]).toMatch(/system identifier/)
     expect(checkSegmentHeader(page, { ...good, segSizeBytes: 1 << 30 }).join()).toMatch(/segment size/)

@@ -10,7 +10,13 @@ import { lookupPgpass, parseConninfo, resolveConnectOptions } from '../../protoc
 describe('parseConninfo', () => {
   it('reads URIs with user, password, hosts, ports, database and parameters', () => {
     expect(parseConninfo('postgresql://bob:p%40ss@db1:5433,db2/appdb?sslmode=require&application_name=x')).toEqual({
-      user: 'bob', password: 'p@ss', host: 'db1,db2', port: '5433,', dbname: 'appdb', sslmode: 'require', application_name: 'x',
+      user: 'bob',
+      password: 'p@ss',
+      host: 'db1,db2',
+      port: '5433,',
+      dbname: 'appdb',
+      sslmode: 'require',
+      application_name: 'x',
     })
     expect(parseConninfo('postgres://%2Fvar%2Frun%2Fpostgresql:5432/')).toEqual({ host: '/var/run/postgresql', port: '5432' })
     expect(parseConninfo('postgres://[::1]:6000/?ssl=true')).toEqual({ host: '::1', port: '6000', sslmode: 'require' })
@@ -19,7 +25,10 @@ describe('parseConninfo', () => {
 
   it("reads key=value pairs with quotes, escapes and spaces around '='", () => {
     expect(parseConninfo(`host=h1 port = 5432 password='it\\'s a pw' user=me\\ x`)).toEqual({
-      host: 'h1', port: '5432', password: "it's a pw", user: 'me x',
+      host: 'h1',
+      port: '5432',
+      password: "it's a pw",
+      user: 'me x',
     })
     expect(() => parseConninfo('host')).toThrow(ConnectionConfigError)
     expect(() => parseConninfo("password='open")).toThrow(/unterminated/)
@@ -51,8 +60,14 @@ describe('resolveConnectOptions', () => {
   })
 
   it('pairs host and port lists', () => {
-    expect(resolveConnectOptions('host=a,b port=1,2', { env }).hosts).toEqual([{ host: 'a', port: 1 }, { host: 'b', port: 2 }])
-    expect(resolveConnectOptions('host=a,b port=9', { env }).hosts).toEqual([{ host: 'a', port: 9 }, { host: 'b', port: 9 }])
+    expect(resolveConnectOptions('host=a,b port=1,2', { env }).hosts).toEqual([
+      { host: 'a', port: 1 },
+      { host: 'b', port: 2 },
+    ])
+    expect(resolveConnectOptions('host=a,b port=9', { env }).hosts).toEqual([
+      { host: 'a', port: 9 },
+      { host: 'b', port: 9 },
+    ])
     expect(() => resolveConnectOptions('host=a,b,c port=1,2', { env })).toThrow(/could not match/)
   })
 

@@ -30,9 +30,7 @@ describe.each([14, 15])('recorded PG %i replication session', (major) => {
   const known = facts(`session-pg${major}.json`)
 
   it('decodes SCRAM authentication, startup parameters and ReadyForQuery', () => {
-    expect(msgs.slice(0, 4).map((m) => m.type)).toEqual([
-      'AuthenticationSASL', 'AuthenticationSASLContinue', 'AuthenticationSASLFinal', 'AuthenticationOk',
-    ])
+    expect(msgs.slice(0, 4).map((m) => m.type)).toEqual(['AuthenticationSASL', 'AuthenticationSASLContinue', 'AuthenticationSASLFinal', 'AuthenticationOk'])
     expect((msgs[0] as Extract<BackendMessage, { type: 'AuthenticationSASL' }>).mechanisms).toContain('SCRAM-SHA-256')
     const params = new Map(msgs.filter((m) => m.type === 'ParameterStatus').map((m) => [(m as { name: string }).name, (m as { value: string }).value]))
     expect(params.get('server_version')).toMatch(new RegExp(`^${major}\\.`))
@@ -65,11 +63,11 @@ describe.each([14, 15])('recorded PG %i replication session', (major) => {
     expect(wal.length).toBeGreaterThan(1)
     expect(wal[0].walStart % (16n << 20n)).toBe(0n)
     for (let i = 1; i < wal.length; i++) {
-      const prev = wal[i - 1] as Extract<typeof wal[number], { type: 'XLogData' }>
+      const prev = wal[i - 1] as Extract<(typeof wal)[number], { type: 'XLogData' }>
       expect(wal[i].walStart).toBe(prev.walStart + BigInt(prev.data.length))
     }
     // The first page of a segment carries the long header: magic, LONG_HEADER flag, page address = segment start.
-    const first = wal[0] as Extract<typeof wal[number], { type: 'XLogData' }>
+    const first = wal[0] as Extract<(typeof wal)[number], { type: 'XLogData' }>
     expect(first.data.readUInt16LE(0)).toBe(major === 14 ? 0xd10d : 0xd110)
     expect(first.data.readUInt16LE(2) & 0x2).toBe(0x2)
     expect(first.data.readBigUInt64LE(8)).toBe(first.walStart)
@@ -148,9 +146,7 @@ describe.each([14, 15])('recorded PG %i BASE_BACKUP response', (major) => {
 describe('replication messages', () => {
   it('encodes a standby status update byte for byte', () => {
     const b = encodeStandbyStatusUpdate({ written: 0x1_0000_0010n, flushed: 0x20n, applied: 0n, replyRequested: true, nowMs: 946_684_800_001 })
-    expect(b.toString('hex')).toBe(
-      '72' + '0000000100000010' + '0000000000000020' + '0000000000000000' + '00000000000003e8' + '01',
-    )
+    expect(b.toString('hex')).toBe('72' + '0000000100000010' + '0000000000000020' + '0000000000000000' + '00000000000003e8' + '01')
   })
 
   it('rejects unknown tags and short messages', () => {

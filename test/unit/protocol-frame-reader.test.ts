@@ -30,8 +30,7 @@ function walk(buf: Buffer): Frame[] {
   return out
 }
 
-const same = (a: Frame[], b: Frame[]) =>
-  a.length === b.length && a.every((f, i) => f.type === b[i].type && f.payload.equals(b[i].payload))
+const same = (a: Frame[], b: Frame[]) => a.length === b.length && a.every((f, i) => f.type === b[i].type && f.payload.equals(b[i].payload))
 
 describe('FrameReader', () => {
   const session = fixture('session-pg15.bin')
@@ -73,7 +72,12 @@ describe('FrameReader', () => {
     for (let i = 0; i < 20_000; i++) ones.push(bb.subarray(i, i + 1))
     ones.push(bb.subarray(20_000))
     expect(same(frames(ones), want)).toBe(true)
-    for (const [a, b] of [[1, 2], [4, 5], [100, 70_000], [65_536, 65_541]]) {
+    for (const [a, b] of [
+      [1, 2],
+      [4, 5],
+      [100, 70_000],
+      [65_536, 65_541],
+    ]) {
       expect(same(frames([bb.subarray(0, a), bb.subarray(a, b), bb.subarray(b)]), want)).toBe(true)
     }
   })

@@ -47,7 +47,12 @@ describe('BlobIndex', () => {
   it('keeps the copy in the smallest pack id, whatever the order of adds', () => {
     const id = randomBytes(32)
     const copies = ['ff'.repeat(32), '0a'.repeat(32), '7f'.repeat(32)].map((packId, i) => ({ packId, e: entry(id, i) }))
-    const orders = [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]]
+    const orders = [
+      [0, 1, 2],
+      [2, 1, 0],
+      [1, 0, 2],
+      [1, 2, 0],
+    ]
     for (const order of orders) {
       const index = new BlobIndex()
       for (const k of order) index.add(copies[k]!.packId, copies[k]!.e)

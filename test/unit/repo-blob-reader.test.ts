@@ -32,7 +32,7 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
     try {
       const reader = repo.openBlobReader({ workers: 0 })
       const got = await Promise.all(ids.map((id) => reader.read(id)))
-      got.forEach((g, i) => expect(g.equals(contents[i]!), `blob ${i}`).toBe(true))
+      for (const [i, g] of got.entries()) expect(g.equals(contents[i]!), `blob ${i}`).toBe(true)
       expect(reader.stats.blobs).toBe(24)
       expect(reader.stats.fallbacks).toBe(0)
       expect(reader.stats.runs).toBeLessThanOrEqual(3)
@@ -40,7 +40,7 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
       const pooled = repo.openBlobReader({ workers: 2 })
       try {
         const again = await Promise.all(ids.map((id) => pooled.read(id)))
-        again.forEach((g, i) => expect(g.equals(contents[i]!), `blob ${i} through workers`).toBe(true))
+        for (const [i, g] of again.entries()) expect(g.equals(contents[i]!), `blob ${i} through workers`).toBe(true)
         expect(pooled.workers).toBe(2)
       } finally {
         await pooled.close()

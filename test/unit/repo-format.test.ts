@@ -105,8 +105,7 @@ describe.each([false, true])('repository bytes follow the format document (encry
       expect(config.encryption).toBeNull()
       expect(keyNames).toEqual([])
     }
-    const blobId = (plain: Buffer) =>
-      (idKey ? createHmac('sha256', idKey).update(plain).digest() : sha256(plain)).toString('hex')
+    const blobId = (plain: Buffer) => (idKey ? createHmac('sha256', idKey).update(plain).digest() : sha256(plain)).toString('hex')
     expect(r.ids).toEqual(r.contents.map(blobId))
 
     // §6: every pack, from its trailing header alone.

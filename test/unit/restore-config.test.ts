@@ -32,7 +32,14 @@ describe('walGetRestoreCommand', () => {
     const run = substitute(cmd, '000000010000000000000007', 'pg_wal/RECOVERYXLOG')
     const out = execFileSync('/bin/sh', ['-c', run], { encoding: 'utf8' })
     expect(out.split('\n').slice(0, -1)).toEqual([
-      'wal', 'get', '--repo', repo, '--passphrase-file', '/etc/pgkeep pass', '000000010000000000000007', 'pg_wal/RECOVERYXLOG',
+      'wal',
+      'get',
+      '--repo',
+      repo,
+      '--passphrase-file',
+      '/etc/pgkeep pass',
+      '000000010000000000000007',
+      'pg_wal/RECOVERYXLOG',
     ])
   })
 
@@ -57,14 +64,25 @@ describe('walGetRestoreCommand', () => {
 })
 
 describe('recovery settings', () => {
-  const cmd = "/n /p wal get --repo /r %f \"%p\""
+  const cmd = '/n /p wal get --repo /r %f "%p"'
 
   it('formats the lines in postgresql.auto.conf syntax', () => {
-    const text = formatRecoveryLines({ restoreCommand: cmd, target: { type: 'lsn', lsn: '0/3000028' }, targetAction: 'promote', targetExclusive: true, targetTimeline: 'current' })
-    const settings = Object.fromEntries(text.trim().split('\n').map((l) => {
-      const m = /^(\w+) = ('.*')$/.exec(l)!
-      return [m[1], unquoteConfigValue(m[2]!)]
-    }))
+    const text = formatRecoveryLines({
+      restoreCommand: cmd,
+      target: { type: 'lsn', lsn: '0/3000028' },
+      targetAction: 'promote',
+      targetExclusive: true,
+      targetTimeline: 'current',
+    })
+    const settings = Object.fromEntries(
+      text
+        .trim()
+        .split('\n')
+        .map((l) => {
+          const m = /^(\w+) = ('.*')$/.exec(l)!
+          return [m[1], unquoteConfigValue(m[2]!)]
+        }),
+    )
     expect(settings).toEqual({
       restore_command: cmd,
       recovery_target_lsn: '0/3000028',
@@ -81,7 +99,7 @@ describe('recovery settings', () => {
     expect(() => formatRecoveryLines({ restoreCommand: cmd, targetAction: 'promote' })).toThrow(/target/)
     expect(() => formatRecoveryLines({ mode: 'none', target: { type: 'immediate' } })).toThrow(/recovery is off/)
     expect(formatRecoveryLines({ mode: 'none' })).toBe('')
-    expect(formatRecoveryLines({ mode: 'standby', restoreCommand: cmd, primaryConninfo: "host=a user=b" })).toContain("primary_conninfo = 'host=a user=b'")
+    expect(formatRecoveryLines({ mode: 'standby', restoreCommand: cmd, primaryConninfo: 'host=a user=b' })).toContain("primary_conninfo = 'host=a user=b'")
     expect(signalFileOf('standby')).toBe('standby.signal')
     expect(signalFileOf('none')).toBeNull()
   })

@@ -15,17 +15,35 @@ describe('tablespace mapping', () => {
     for (const bad of ['/a', '=/b', '/a=', '/a=/b=/c', '/a=relative', 'relative=/b']) expect(() => parseTablespaceMapping(bad), bad).toThrow()
   })
 
-  const ts = [{ oid: 16385, location: '/srv/ts1' }, { oid: 16386, location: '/srv/ts2/' }]
+  const ts = [
+    { oid: 16385, location: '/srv/ts1' },
+    { oid: 16386, location: '/srv/ts2/' },
+  ]
   it('maps by location or oid and leaves the rest where they were', () => {
     const m = resolveTablespaceLocations(ts, [{ from: '/srv/ts1/', to: '/new/1' }], '/data')
-    expect([...m]).toEqual([[16385, '/new/1'], [16386, '/srv/ts2']])
-    expect([...resolveTablespaceLocations(ts, [{ from: '16386', to: '/new/2' }], '/data')]).toEqual([[16385, '/srv/ts1'], [16386, '/new/2']])
+    expect([...m]).toEqual([
+      [16385, '/new/1'],
+      [16386, '/srv/ts2'],
+    ])
+    expect([...resolveTablespaceLocations(ts, [{ from: '16386', to: '/new/2' }], '/data')]).toEqual([
+      [16385, '/srv/ts1'],
+      [16386, '/new/2'],
+    ])
   })
   it('refuses mappings that match nothing, overlap, or collide with the data directory', () => {
     expect(() => resolveTablespaceLocations(ts, [{ from: '/srv/other', to: '/x' }], '/data')).toThrow(
       expect.objectContaining({ message: expect.stringMatching(/matches no tablespace/), hint: expect.stringMatching(/16385 at '\/srv\/ts1'/) }),
     )
-    expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/x' }, { from: '/srv/ts1', to: '/y' }], '/data')).toThrow(/more than once/)
+    expect(() =>
+      resolveTablespaceLocations(
+        ts,
+        [
+          { from: '16385', to: '/x' },
+          { from: '/srv/ts1', to: '/y' },
+        ],
+        '/data',
+      ),
+    ).toThrow(/more than once/)
     expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/srv/ts2/sub' }], '/data')).toThrow(/overlapping/)
     expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/data/ts' }], '/data')).toThrow(/overlaps the data directory/)
     expect(() => resolveTablespaceLocations(ts, [], '/srv/ts1/data')).toThrow(/overlaps the data directory/)
@@ -49,7 +67,7 @@ describe('extentsIn', () => {
 
   it('cuts a file map to any range, byte for byte the same content', () => {
     let seed = 7
-    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n)
+    const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n
     for (let round = 0; round < 200; round++) {
       const extents: Extent[] = []
       let at = 0
@@ -137,10 +155,15 @@ describe('runTaskPool', () => {
     await expect(runTaskPool(bad, 2, async () => {})).rejects.toThrow('source broke')
     const ac = new AbortController()
     let done = 0
-    const p = runTaskPool(items(1000), 2, async () => {
-      await tick()
-      if (++done === 10) ac.abort(new Error('stop'))
-    }, ac.signal)
+    const p = runTaskPool(
+      items(1000),
+      2,
+      async () => {
+        await tick()
+        if (++done === 10) ac.abort(new Error('stop'))
+      },
+      ac.signal,
+    )
     await expect(p).rejects.toThrow('stop')
     expect(done).toBeLessThan(15)
   })

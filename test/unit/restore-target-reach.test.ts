@@ -32,7 +32,16 @@ async function segment(tli: number, segno: number, o: { valid?: number; storedAt
   const name = walFileName(tli, BigInt(segno), SEG)
   const partial = o.valid !== undefined
   const key = partial ? partialKey(SYS, name, o.valid!) : segmentKey(SYS, name)
-  await writeWalRecord(r!.repo, key, { name, timeline: tli, segno: String(segno), segmentSizeBytes: SEG, validBytes: o.valid ?? SEG, partial, crc32c: '00000000', pieces: [] })
+  await writeWalRecord(r!.repo, key, {
+    name,
+    timeline: tli,
+    segno: String(segno),
+    segmentSizeBytes: SEG,
+    validBytes: o.valid ?? SEG,
+    partial,
+    crc32c: '00000000',
+    pieces: [],
+  })
   const at = new Date(o.storedAt ?? T0)
   await utimes(join(r!.dir, recordKey(WAL_RECORD_KIND, key)), at, at)
 }
@@ -43,13 +52,32 @@ async function history(tli: number, text: string): Promise<void> {
   const { id } = await r!.repo.putBlob('meta', bytes)
   await r!.repo.flush()
   const name = historyFileName(tli)
-  await writeWalRecord(r!.repo, historyKey(SYS, tli), { name, timeline: tli, sizeBytes: bytes.length, crc32c: crc32cHexLE(crc32c(bytes)), pieces: [[id, bytes.length]] } as never)
+  await writeWalRecord(r!.repo, historyKey(SYS, tli), {
+    name,
+    timeline: tli,
+    sizeBytes: bytes.length,
+    crc32c: crc32cHexLE(crc32c(bytes)),
+    pieces: [[id, bytes.length]],
+  } as never)
 }
 
 const backupAt = (endLsn: string, timeline = 1, finishedAt = T0 - 60_000) =>
-  ({ id: 'B1', systemId: SYS, timeline, startLsn: '0/2000028', endLsn, finishedAt: new Date(finishedAt).toISOString(), walSegmentSizeBytes: SEG }) as BackupRecord
+  ({
+    id: 'B1',
+    systemId: SYS,
+    timeline,
+    startLsn: '0/2000028',
+    endLsn,
+    finishedAt: new Date(finishedAt).toISOString(),
+    walSegmentSizeBytes: SEG,
+  }) as BackupRecord
 
-const recovery = (target: RecoveryOptions['target'], more: Partial<RecoveryOptions> = {}): RecoveryOptions => ({ mode: 'recovery', restoreCommand: 'x', target, ...more })
+const recovery = (target: RecoveryOptions['target'], more: Partial<RecoveryOptions> = {}): RecoveryOptions => ({
+  mode: 'recovery',
+  restoreCommand: 'x',
+  target,
+  ...more,
+})
 
 async function refusal(backup: BackupRecord, rec: RecoveryOptions): Promise<UsageError> {
   const err = await checkTargetReachable(r!.repo, backup, rec).then(
@@ -69,7 +97,11 @@ describe('the WAL a backup can reach', () => {
     const b = backupAt('0/2000100')
     const reach = await reachableWal(r.repo, b, undefined)
     expect({ ...reach, from: formatLsn(reach.from), to: formatLsn(reach.to), resumesAt: formatLsn(reach.resumesAt!) }).toMatchObject({
-      from: '0/2000100', to: '0/4100000', timeline: 1, timelines: [1], resumesAt: '0/6000000',
+      from: '0/2000100',
+      to: '0/4100000',
+      timeline: 1,
+      timelines: [1],
+      resumesAt: '0/6000000',
     })
 
     await expect(checkTargetReachable(r.repo, b, recovery({ type: 'lsn', lsn: '0/4100000' }))).resolves.toBeUndefined()
@@ -113,7 +145,9 @@ describe('the WAL a backup can reach', () => {
     expect(formatLsn((await reachableWal(r.repo, b, 2)).to)).toBe('0/6010000')
     const err = await refusal(b, recovery({ type: 'lsn', lsn: '0/6010001' }))
     expect(err.message).toMatch(/from 0\/2000100\.\.0\/6010000 \(timeline 1 → 2\)$/)
-    await expect(checkTargetReachable(r.repo, b, recovery({ type: 'lsn', lsn: '0/6000000' }, { targetTimeline: 'current' }))).rejects.toThrow(/0\/2000100\.\.0\/5800000 \(timeline 1\)/)
+    await expect(checkTargetReachable(r.repo, b, recovery({ type: 'lsn', lsn: '0/6000000' }, { targetTimeline: 'current' }))).rejects.toThrow(
+      /0\/2000100\.\.0\/5800000 \(timeline 1\)/,
+    )
   })
 
   it('stops at a switch whose first segment on the new timeline is missing', async () => {
@@ -131,7 +165,9 @@ describe('the WAL a backup can reach', () => {
     for (const s of [2, 3]) await segment(1, s)
     await history(2, '1\t0/2000000\tbranched early\n')
     const b = backupAt('0/2000100')
-    await expect(reachableWal(r.repo, b, 2)).rejects.toThrow(/recovery target timeline 2 branched off timeline 1 at 0\/2000000, before the end of backup B1 \(0\/2000100\)/)
+    await expect(reachableWal(r.repo, b, 2)).rejects.toThrow(
+      /recovery target timeline 2 branched off timeline 1 at 0\/2000000, before the end of backup B1 \(0\/2000100\)/,
+    )
     await expect(reachableWal(r.repo, b, 5)).rejects.toThrow(/recovery target timeline 5 has no history file in the repository/)
     await expect(reachableWal(r.repo, backupAt('0/2000100', 3), 2)).rejects.toThrow(/timeline 2 does not descend from timeline 3/)
     await expect(checkTargetReachable(r.repo, b, recovery({ type: 'lsn', lsn: '0/3000000' }, { targetTimeline: 2 }))).rejects.toThrow(UsageError)
@@ -149,9 +185,13 @@ describe('the WAL a backup can reach', () => {
     // A second of slack: object stores keep whole seconds.
     await expect(checkTargetReachable(r.repo, b, at(T0 + 1000))).resolves.toBeUndefined()
     const early = await refusal(b, at(T0 - 61_000))
-    expect(early.message).toBe('recovery target time 2026-11-21 04:58:59+00 is before backup B1 finished (2026-11-21T04:59:00.000Z): recovery cannot stop before the backup is consistent')
+    expect(early.message).toBe(
+      'recovery target time 2026-11-21 04:58:59+00 is before backup B1 finished (2026-11-21T04:59:00.000Z): recovery cannot stop before the backup is consistent',
+    )
     const late = await refusal(b, at(T0 + 1001))
-    expect(late.message).toMatch(/^recovery target time 2026-11-21 05:00:01\.001\+00 cannot be reached from backup B1: .*0\/2000100\.\.0\/4000000 \(timeline 1\); a gap follows on timeline 1, up to 0\/5000000; the newest of that WAL was stored at 2026-11-21T05:00:00\.000Z/)
+    expect(late.message).toMatch(
+      /^recovery target time 2026-11-21 05:00:01\.001\+00 cannot be reached from backup B1: .*0\/2000100\.\.0\/4000000 \(timeline 1\); a gap follows on timeline 1, up to 0\/5000000; the newest of that WAL was stored at 2026-11-21T05:00:00\.000Z/,
+    )
     // A standby may get later WAL from its primary: only "before the backup's end" applies.
     await expect(checkTargetReachable(r.repo, b, { ...at(T0 + 1001), mode: 'standby' })).resolves.toBeUndefined()
     await expect(checkTargetReachable(r.repo, b, { ...at(T0 - 61_000), mode: 'standby' })).rejects.toThrow(/before backup B1 finished/)
@@ -162,8 +202,12 @@ describe('the WAL a backup can reach', () => {
     await segment(1, 2, { valid: 0x10_0000 })
     const b = backupAt('0/2100000')
     const xid = await refusal(b, recovery({ type: 'xid', xid: 1234 }))
-    expect(xid.message).toMatch(/^recovery target transaction 1234 cannot be reached from backup B1: .*0\/2100000\.\.0\/2100000 .*no WAL after the end of the backup is stored/)
-    await expect(checkTargetReachable(r.repo, b, recovery({ type: 'name', name: 'before_drop' }))).rejects.toThrow(/restore point 'before_drop' cannot be reached/)
+    expect(xid.message).toMatch(
+      /^recovery target transaction 1234 cannot be reached from backup B1: .*0\/2100000\.\.0\/2100000 .*no WAL after the end of the backup is stored/,
+    )
+    await expect(checkTargetReachable(r.repo, b, recovery({ type: 'name', name: 'before_drop' }))).rejects.toThrow(
+      /restore point 'before_drop' cannot be reached/,
+    )
     await expect(checkTargetReachable(r.repo, b, recovery(undefined))).resolves.toBeUndefined()
     await expect(checkTargetReachable(r.repo, b, recovery({ type: 'immediate' }))).resolves.toBeUndefined()
     await segment(1, 2)

@@ -46,7 +46,13 @@ describe('storage keys', () => {
     expect(() => assertValidRange(undefined, undefined)).not.toThrow()
     expect(() => assertValidRange(0, 0)).not.toThrow()
     expect(() => assertValidRange(10, 5)).not.toThrow()
-    for (const [o, l] of [[-1, undefined], [undefined, -1], [1.5, undefined], [Number.NaN, 1], [Infinity, 1]] as const) {
+    for (const [o, l] of [
+      [-1, undefined],
+      [undefined, -1],
+      [1.5, undefined],
+      [Number.NaN, 1],
+      [Infinity, 1],
+    ] as const) {
       expect(() => assertValidRange(o, l), `${o} ${l}`).toThrow(StorageError)
     }
   })

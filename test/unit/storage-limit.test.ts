@@ -68,9 +68,7 @@ describe('withConcurrencyLimit', () => {
   it('never runs more than maxConcurrent operations at once', async () => {
     const inner = new GatedStorage()
     const s = withConcurrencyLimit(inner, { maxConcurrent: 3 })
-    const all = Array.from({ length: 20 }, (_, i) =>
-      i % 3 === 0 ? s.stat(`k${i}`) : i % 3 === 1 ? s.write(`k${i}`, new Uint8Array(1)) : s.remove(`k${i}`),
-    )
+    const all = Array.from({ length: 20 }, (_, i) => (i % 3 === 0 ? s.stat(`k${i}`) : i % 3 === 1 ? s.write(`k${i}`, new Uint8Array(1)) : s.remove(`k${i}`)))
     for (let round = 0; round < 20; round++) {
       await tick()
       expect(inner.inFlight).toBeLessThanOrEqual(3)

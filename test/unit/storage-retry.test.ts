@@ -128,7 +128,10 @@ describe('withRetry', () => {
       expect(inner.writeBodies.length, name).toBe(3)
       for (const b of inner.writeBodies) expect(sha(b), name).toBe(sha(data))
       expect(sha(inner.objects.get('k') ?? Buffer.alloc(0)), name).toBe(sha(data))
-      expect(events.map((e) => [e.op, e.key, e.attempt]), name).toEqual([
+      expect(
+        events.map((e) => [e.op, e.key, e.attempt]),
+        name,
+      ).toEqual([
         ['write', 'k', 1],
         ['write', 'k', 2],
       ])

@@ -6,7 +6,8 @@ import { AccessDeniedError, StorageError } from '../../src/errors.js'
 import { mapS3Error } from '../../src/storage/s3-errors.js'
 
 const ctx = { action: 'write', location: 's3://bucket/repo/locks/x', bucket: 'bucket', endpoint: 'http://127.0.0.1:9000' }
-const sdkError = (name: string | undefined, status: number) => Object.assign(new Error(`${name ?? 'UnknownError'} answer`), { name: name ?? 'Unknown', $metadata: { httpStatusCode: status } })
+const sdkError = (name: string | undefined, status: number) =>
+  Object.assign(new Error(`${name ?? 'UnknownError'} answer`), { name: name ?? 'Unknown', $metadata: { httpStatusCode: status } })
 
 describe('S3 permission errors', () => {
   it.each([

@@ -26,12 +26,21 @@ describe('WAL catalog keys', () => {
     expect(historyKey(SYS, 0x1a)).toBe(`${SYS}/0000001A.history`)
     expect(parseWalKey(`${SYS}/000000020000000000000003`)).toEqual({ kind: 'segment', systemId: SYS, name: '000000020000000000000003', tli: 2 })
     expect(parseWalKey(`${SYS}/000000010000000000000003.partial.00FF0000`)).toEqual({
-      kind: 'partial', systemId: SYS, name: '000000010000000000000003', tli: 1, validBytes: 0xff0000,
+      kind: 'partial',
+      systemId: SYS,
+      name: '000000010000000000000003',
+      tli: 1,
+      validBytes: 0xff0000,
     })
     expect(parseWalKey(`${SYS}/0000001A.history`)).toEqual({ kind: 'history', systemId: SYS, name: '0000001A.history', tli: 26 })
     const b = backupHistoryKey(SYS, '000000010000000000000002.00000028.backup')
     expect(parseWalKey(b)).toEqual({ kind: 'backup', systemId: SYS, name: '000000010000000000000002.00000028.backup', tli: 1 })
-    for (const foreign of [`${SYS}/00000001000000000000000`, `${SYS}/000000010000000000000003.partial`, 'x/000000010000000000000003', `${SYS}/000000010000000000000003.tmp`]) {
+    for (const foreign of [
+      `${SYS}/00000001000000000000000`,
+      `${SYS}/000000010000000000000003.partial`,
+      'x/000000010000000000000003',
+      `${SYS}/000000010000000000000003.tmp`,
+    ]) {
       expect(parseWalKey(foreign), foreign).toBeUndefined()
     }
   })
@@ -47,8 +56,14 @@ describe('WAL records', () => {
     const head = valid.subarray(0, cut)
     const pieces: WalSegmentRecord['pieces'] = head.length > 0 ? [[(await r.repo.putBlob('data', head)).id, head.length]] : []
     return {
-      name: '000000010000000000000003', timeline: 1, segno: '3', segmentSizeBytes: 1 << 20, validBytes: valid.length, partial: true,
-      crc32c: crc32cHexLE(crc32c(valid)), pieces,
+      name: '000000010000000000000003',
+      timeline: 1,
+      segno: '3',
+      segmentSizeBytes: 1 << 20,
+      validBytes: valid.length,
+      partial: true,
+      crc32c: crc32cHexLE(crc32c(valid)),
+      pieces,
       ...(cut < valid.length ? { tail: valid.subarray(cut).toString('base64') } : {}),
     }
   }
@@ -76,8 +91,12 @@ describe('WAL records', () => {
     // A record built on another (a synchronous streamer's levels): content = the base's, then its own tail.
     const more = bytesOf(9000, 3)
     const built: WalSegmentRecord = {
-      ...found, validBytes: 9000, crc32c: crc32cHexLE(crc32c(more)), pieces: [],
-      base: partialKey(SYS, '000000010000000000000003', 7000), tail: more.subarray(7000).toString('base64'),
+      ...found,
+      validBytes: 9000,
+      crc32c: crc32cHexLE(crc32c(more)),
+      pieces: [],
+      base: partialKey(SYS, '000000010000000000000003', 7000),
+      tail: more.subarray(7000).toString('base64'),
     }
     expect((await readWalContent(r.repo, built)).equals(more)).toBe(true)
     const orphan = { ...built, base: partialKey(SYS, '000000010000000000000003', 7001) }

@@ -110,7 +110,17 @@ describe('wal get prefetch spool', () => {
         const lock = await acquireSpool(paths, binding)
         if (!lock) return 'lost'
         try {
-          return await runPrefetchDaemon({ repo: repo(), paths, binding, systemId: String(SYS), prefetchCount: 4, concurrency: 2, lingerMs: o.lingerMs ?? 60_000, signal: stop.signal, log: o.log })
+          return await runPrefetchDaemon({
+            repo: repo(),
+            paths,
+            binding,
+            systemId: String(SYS),
+            prefetchCount: 4,
+            concurrency: 2,
+            lingerMs: o.lingerMs ?? 60_000,
+            signal: stop.signal,
+            log: o.log,
+          })
         } finally {
           await lock.release()
         }
@@ -137,7 +147,15 @@ describe('wal get prefetch spool', () => {
     const d = daemonStarter(paths, () => repo, { repo: 'R', cluster: String(SYS) }, { lingerMs: 2000, log: (l) => lines.push(l) })
     const get = async (segno: number) => {
       const dest = join(dir, `RECOVERYXLOG-${segno}`)
-      const result = await getViaSpool({ paths, name: name(segno), dest, repo: 'R', cluster: String(SYS), localSystemId: String(SYS), spawnDaemon: d.spawnDaemon })
+      const result = await getViaSpool({
+        paths,
+        name: name(segno),
+        dest,
+        repo: 'R',
+        cluster: String(SYS),
+        localSystemId: String(SYS),
+        spawnDaemon: d.spawnDaemon,
+      })
       return { result, bytes: result === 'served' ? await readFile(dest) : undefined, mode: result === 'served' ? (await stat(dest)).mode & 0o777 : 0 }
     }
 
@@ -181,7 +199,15 @@ describe('wal get prefetch spool', () => {
     await prepareSpool(paths)
     const d = daemonStarter(paths, () => repo, { repo: 'R', cluster: String(SYS) })
     const get = (segno: number, localSystemId = String(SYS)) =>
-      getViaSpool({ paths, name: name(segno), dest: join(dir, `RECOVERYXLOG-${segno}`), repo: 'R', cluster: String(SYS), localSystemId, spawnDaemon: d.spawnDaemon })
+      getViaSpool({
+        paths,
+        name: name(segno),
+        dest: join(dir, `RECOVERYXLOG-${segno}`),
+        repo: 'R',
+        cluster: String(SYS),
+        localSystemId,
+        spawnDaemon: d.spawnDaemon,
+      })
     expect(await get(1)).toBe('served')
     await waitFor(async () => (await spooledNames(paths)).length === 4)
 
@@ -200,7 +226,16 @@ describe('wal get prefetch spool', () => {
     expect((await readFile(join(dir, 'RECOVERYXLOG-3'))).equals(stream.subarray(3 * SEG, 4 * SEG))).toBe(true)
 
     // A history file (no header to check) is checked by its CRC-32C: served once, then a same-size impostor is not.
-    const getHistory = () => getViaSpool({ paths, name: HISTORY, dest: join(dir, 'RECOVERYHISTORY'), repo: 'R', cluster: String(SYS), localSystemId: String(SYS), spawnDaemon: d.spawnDaemon })
+    const getHistory = () =>
+      getViaSpool({
+        paths,
+        name: HISTORY,
+        dest: join(dir, 'RECOVERYHISTORY'),
+        repo: 'R',
+        cluster: String(SYS),
+        localSystemId: String(SYS),
+        spawnDaemon: d.spawnDaemon,
+      })
     expect(await getHistory()).toBe('served')
     expect(await readFile(join(dir, 'RECOVERYHISTORY'), 'utf8')).toBe(HISTORY_TEXT)
     await rm(join(dir, 'RECOVERYHISTORY'))
@@ -229,7 +264,15 @@ describe('wal get prefetch spool', () => {
     const lines: string[] = []
     const d = daemonStarter(paths, () => current, { repo: at, cluster: String(SYS) }, { log: (l) => lines.push(l) })
     const get = (segno: number, repo = at) =>
-      getViaSpool({ paths, name: name(segno), dest: join(dir, 'RECOVERYXLOG'), repo, cluster: String(SYS), localSystemId: String(SYS), spawnDaemon: d.spawnDaemon })
+      getViaSpool({
+        paths,
+        name: name(segno),
+        dest: join(dir, 'RECOVERYXLOG'),
+        repo,
+        cluster: String(SYS),
+        localSystemId: String(SYS),
+        spawnDaemon: d.spawnDaemon,
+      })
     expect(await get(1)).toBe('served')
     expect(d.spawned()).toBe(1)
 
@@ -248,7 +291,7 @@ describe('wal get prefetch spool', () => {
     expect(lines.some((l) => /retired: asked for repository/.test(l))).toBe(true)
   })
 
-  it('refuses a spool that is not the user\'s own private directory, and creates a missing one 0700', async () => {
+  it("refuses a spool that is not the user's own private directory, and creates a missing one 0700", async () => {
     dir = await mkdtemp(join(tmpdir(), 'pgkeep-spool-'))
     const created = spoolPaths(join(dir, 'a', 'spool'))
     await prepareSpool(created)

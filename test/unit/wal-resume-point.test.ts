@@ -17,8 +17,14 @@ describe('findResumePoint', () => {
   async function store(tli: number, segno: number, validBytes = SEG): Promise<void> {
     const name = walFileName(tli, BigInt(segno), SEG)
     const rec: WalSegmentRecord = {
-      name, timeline: tli, segno: String(segno), segmentSizeBytes: SEG, validBytes, partial: validBytes < SEG,
-      crc32c: '00000000', pieces: [[null, validBytes]],
+      name,
+      timeline: tli,
+      segno: String(segno),
+      segmentSizeBytes: SEG,
+      validBytes,
+      partial: validBytes < SEG,
+      crc32c: '00000000',
+      pieces: [[null, validBytes]],
     }
     await writeWalRecord(r.repo, validBytes < SEG ? partialKey(SYS, name, validBytes) : segmentKey(SYS, name), rec)
   }
@@ -27,7 +33,9 @@ describe('findResumePoint', () => {
   it('starts where the slot stands, else where the server stands, when the catalog is empty', async () => {
     r = await freshFsRepo()
     expect(await findResumePoint(r.repo, { systemId: SYS, segmentSizeBytes: SEG, server, slot: { restartLsn: 7n * S + 99n, timeline: 2 } })).toEqual({
-      startLsn: 7n * S, timeline: 2, source: 'slot',
+      startLsn: 7n * S,
+      timeline: 2,
+      source: 'slot',
     })
     expect(await findResumePoint(r.repo, { systemId: SYS, segmentSizeBytes: SEG, server })).toEqual({ startLsn: 40n * S, timeline: 3, source: 'server' })
   })
@@ -49,7 +57,11 @@ describe('findResumePoint', () => {
     r = await freshFsRepo()
     for (const s of [3, 4, 5, 9, 10]) await store(1, s) // 9-10 from a backup's WAL stream while the streamer was away
     const slot = { restartLsn: 4n * S, timeline: 1 }
-    expect(await findResumePoint(r.repo, { systemId: SYS, segmentSizeBytes: SEG, server, slot })).toEqual({ startLsn: 6n * S, timeline: 1, source: 'catalog-gap' })
+    expect(await findResumePoint(r.repo, { systemId: SYS, segmentSizeBytes: SEG, server, slot })).toEqual({
+      startLsn: 6n * S,
+      timeline: 1,
+      source: 'catalog-gap',
+    })
     for (const s of [6, 7, 8]) await store(1, s)
     expect(await findResumePoint(r.repo, { systemId: SYS, segmentSizeBytes: SEG, server, slot })).toEqual({ startLsn: 11n * S, timeline: 1, source: 'catalog' })
   })

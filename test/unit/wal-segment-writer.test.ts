@@ -30,7 +30,10 @@ describe('WalSegmentWriter', () => {
     const events: StoredSegment[] = []
     const checks: Promise<void>[] = []
     const w = new WalSegmentWriter(r.repo, {
-      systemId: SYS, timeline: 1, segmentSizeBytes: SEG, startLsn: start,
+      systemId: SYS,
+      timeline: 1,
+      segmentSizeBytes: SEG,
+      startLsn: start,
       onStored: (e) => {
         events.push(e)
         // Invariant 6: when reported, the record is in the repository (read through a second instance).

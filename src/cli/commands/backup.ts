@@ -68,7 +68,9 @@ ${CONNECTION_USAGE}
     const maxRateKbps = values['max-rate'] === undefined ? undefined : parseRate(values['max-rate'])
     const workers = parseWorkers(values.workers)
     if (values.compress !== undefined && !values.init) {
-      throw new UsageError('--compress applies only to a repository this backup creates', { hint: "add --init, or leave --compress out (it is chosen at 'pgkeep init')" })
+      throw new UsageError('--compress applies only to a repository this backup creates', {
+        hint: "add --init, or leave --compress out (it is chosen at 'pgkeep init')",
+      })
     }
     const { conninfo, overrides } = connectionFrom(values)
     const opened = await openRepoForCommand(values, ctx, 'backup', { init: values.init === true, compress: values.compress })
@@ -108,7 +110,10 @@ ${CONNECTION_USAGE}
 }
 
 function describe(r: BackupResult): string {
-  const how = r.type === 'full' ? 'full' : `incremental on ${r.parent} (changes found by ${r.incrementalMode === 'server' ? "the server's WAL summaries" : 'comparing pages'})`
+  const how =
+    r.type === 'full'
+      ? 'full'
+      : `incremental on ${r.parent} (changes found by ${r.incrementalMode === 'server' ? "the server's WAL summaries" : 'comparing pages'})`
   return [
     `backup ${r.id} of cluster ${r.clusterName}${r.clusterName !== r.cluster ? ` (${r.cluster})` : ''}: ${how}`,
     `  ${r.files} files, ${formatBytes(r.sizeBytes)}; the repository grew by ${formatBytes(r.storedBytes)} (+ ${formatBytes(r.walStoredBytes)} WAL)`,

@@ -12,4 +12,15 @@ import { walGetCommand } from './wal-get.js'
 import { walPushCommand } from './wal-push.js'
 import { walStreamCommand } from './wal-stream.js'
 
-export const commands: readonly Command[] = [checkCommand, initCommand, backupCommand, restoreCommand, infoCommand, verifyCommand, walStreamCommand, walPushCommand, walGetCommand, unlockCommand]
+export const commands: readonly Command[] = [
+  checkCommand,
+  initCommand,
+  backupCommand,
+  restoreCommand,
+  infoCommand,
+  verifyCommand,
+  walStreamCommand,
+  walPushCommand,
+  walGetCommand,
+  unlockCommand,
+]

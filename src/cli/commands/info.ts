@@ -30,7 +30,9 @@ ${REPO_USAGE}
       const locks = await repo.listLocks({ signal: ctx.signal })
       const now = Date.now()
       if (values.json) {
-        ctx.stdout.write(JSON.stringify({ repository: repo.location, clusters: clusters.map(forJson), locks: locks.map((l) => lockForJson(l, now)) }, null, 2) + '\n')
+        ctx.stdout.write(
+          JSON.stringify({ repository: repo.location, clusters: clusters.map(forJson), locks: locks.map((l) => lockForJson(l, now)) }, null, 2) + '\n',
+        )
       } else {
         ctx.stdout.write(clusters.length === 0 ? `repository ${repo.location} is empty\n` : clusters.map(describe).join('\n'))
         if (locks.length > 0) ctx.stdout.write(['locks:', ...lockTable(locks, '  ', now)].join('\n') + '\n')

@@ -138,7 +138,7 @@ ${REPO_USAGE}
     if (opened.repo.encrypted && values['passphrase-file'] === undefined) {
       hints.push('the repository is encrypted: the server needs PGKEEP_PASSPHRASE or PGKEEP_PASSPHRASE_FILE in its environment to run restore_command')
     }
-    if (/^s3:\/\//.test(values.repo!)) hints.push("restore_command reads an s3:// repository: the server needs the AWS_* variables in its environment")
+    if (/^s3:\/\//.test(values.repo!)) hints.push('restore_command reads an s3:// repository: the server needs the AWS_* variables in its environment')
     if (values.json) {
       ctx.stdout.write(JSON.stringify({ ...result, restoreCommand: recovery.restoreCommand, hints }, null, 2) + '\n')
       return 0
@@ -160,7 +160,10 @@ function recoveryFrom(v: Values): RecoveryOptions {
   if (v['target-xid'] !== undefined) targets.push({ type: 'xid', xid: v['target-xid'] as string })
   if (v['target-name'] !== undefined) targets.push({ type: 'name', name: v['target-name'] as string })
   if (v['target-immediate']) targets.push({ type: 'immediate' })
-  if (targets.length > 1) throw new UsageError('more than one recovery target given', { hint: 'give at most one of --target-time, --target-lsn, --target-xid, --target-name, --target-immediate' })
+  if (targets.length > 1)
+    throw new UsageError('more than one recovery target given', {
+      hint: 'give at most one of --target-time, --target-lsn, --target-xid, --target-name, --target-immediate',
+    })
   const action = v['target-action'] as string | undefined
   if (action !== undefined && !['pause', 'promote', 'shutdown'].includes(action)) {
     throw new UsageError(`invalid --target-action '${action}'`, { hint: 'use pause, promote or shutdown' })
@@ -203,22 +206,36 @@ function absoluteRepoUrl(url: string): string {
 function ownershipHints(r: RestoreResult): string[] {
   if (process.getuid?.() !== 0) return []
   const dirs = [r.pgdata, ...r.tablespaces.map((t) => t.location)].map((d) => `'${d}'`).join(' ')
-  return [`the files belong to root, and PostgreSQL refuses to run as root: before starting the server, run  chown -R postgres:postgres ${dirs}  (or the user that will run it)`]
+  return [
+    `the files belong to root, and PostgreSQL refuses to run as root: before starting the server, run  chown -R postgres:postgres ${dirs}  (or the user that will run it)`,
+  ]
 }
 
 function formatResult(r: RestoreResult, recovery: RecoveryOptions, messages: string[], hints: string[]): string {
   const lines: string[] = [...messages]
-  lines.push(`restored backup ${r.backupId} (${r.backupType}, PostgreSQL ${r.serverVersion}, ${r.startLsn}..${r.endLsn}) into '${r.pgdata}' in ${formatDuration(r.durationMs)}`)
+  lines.push(
+    `restored backup ${r.backupId} (${r.backupType}, PostgreSQL ${r.serverVersion}, ${r.startLsn}..${r.endLsn}) into '${r.pgdata}' in ${formatDuration(r.durationMs)}`,
+  )
   if (r.delta) {
-    lines.push(`  delta: ${r.filesWritten} files written, ${r.filesUnchanged} already right, ${r.removed} entries removed; ${formatBytes(r.bytesWritten)} written of ${formatBytes(r.sizeBytes)}`)
+    lines.push(
+      `  delta: ${r.filesWritten} files written, ${r.filesUnchanged} already right, ${r.removed} entries removed; ${formatBytes(r.bytesWritten)} written of ${formatBytes(r.sizeBytes)}`,
+    )
   } else {
     lines.push(`  ${r.files} files, ${formatBytes(r.bytesWritten)} written (${formatBytes(r.sizeBytes)} with holes)`)
   }
   for (const t of r.tablespaces) lines.push(`  tablespace ${t.oid} in '${t.location}'`)
-  lines.push(`  pg_wal: ${r.walSegments.length} segment${r.walSegments.length === 1 ? '' : 's'} (${r.walSegments[0] ?? ''}${r.walSegments.length > 1 ? ` .. ${r.walSegments[r.walSegments.length - 1]}` : ''}), enough to reach consistency`)
+  lines.push(
+    `  pg_wal: ${r.walSegments.length} segment${r.walSegments.length === 1 ? '' : 's'} (${r.walSegments[0] ?? ''}${r.walSegments.length > 1 ? ` .. ${r.walSegments[r.walSegments.length - 1]}` : ''}), enough to reach consistency`,
+  )
   const t = recovery.target
-  const target = !t ? 'to the end of the archived WAL' : t.type === 'immediate' ? 'until the backup is consistent' : `to ${t.type} ${String(t.type === 'time' ? t.time : t.type === 'lsn' ? t.lsn : t.type === 'xid' ? t.xid : t.name)}`
-  lines.push(`  ${r.signalFile}: the server ${r.signalFile === 'standby.signal' ? 'starts as a standby' : `recovers ${target}`}${recovery.targetAction ? `, then ${recovery.targetAction}s` : ''}`)
+  const target = !t
+    ? 'to the end of the archived WAL'
+    : t.type === 'immediate'
+      ? 'until the backup is consistent'
+      : `to ${t.type} ${String(t.type === 'time' ? t.time : t.type === 'lsn' ? t.lsn : t.type === 'xid' ? t.xid : t.name)}`
+  lines.push(
+    `  ${r.signalFile}: the server ${r.signalFile === 'standby.signal' ? 'starts as a standby' : `recovers ${target}`}${recovery.targetAction ? `, then ${recovery.targetAction}s` : ''}`,
+  )
   if (r.disabledSettings.length > 0) lines.push(`  postgresql.auto.conf: the backup's ${r.disabledSettings.join(', ')} commented out`)
   for (const h of hints) lines.push(`hint: ${h}`)
   return lines.join('\n') + '\n'

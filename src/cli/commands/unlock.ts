@@ -39,7 +39,11 @@ ${REPO_USAGE}
       const now = Date.now()
       if (values.json) {
         ctx.stdout.write(
-          JSON.stringify({ repository: repo.location, locks: locks.map((l) => lockForJson(l, now)), removed: removed.map((l) => lockForJson(l, now)) }, null, 2) + '\n',
+          JSON.stringify(
+            { repository: repo.location, locks: locks.map((l) => lockForJson(l, now)), removed: removed.map((l) => lockForJson(l, now)) },
+            null,
+            2,
+          ) + '\n',
         )
         return 0
       }

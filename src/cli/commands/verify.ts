@@ -50,7 +50,10 @@ ${PASSPHRASE_USAGE}
       const repo = await openRepository(storage, { passphrase, signal: ctx.signal })
       // With read-only access the lock cannot be written: verify reads only, so it goes on without one.
       const lock = await repo.acquireReaderLock({ purpose: 'verify', signal: ctx.signal })
-      if (!lock) ctx.stderr.write(`pgkeep: warning: no write access to repository '${storage.name}': verifying without a lock (maintenance started meanwhile would not wait for it)\n`)
+      if (!lock)
+        ctx.stderr.write(
+          `pgkeep: warning: no write access to repository '${storage.name}': verifying without a lock (maintenance started meanwhile would not wait for it)\n`,
+        )
       let result: VerifyResult & { stats: { backups: number; backupFiles: number } }
       try {
         const signal = lock ? AbortSignal.any([ctx.signal, lock.signal]) : ctx.signal

@@ -169,8 +169,20 @@ function spawnDaemon(
   o: { cluster: string | null; prefetch: number; concurrency: number; lingerMs: number },
 ): Promise<void> {
   const args = [
-    pgkeepEntry(), 'wal', 'get', '--daemon', '--repo', values.repo ?? '', '--spool', paths.dir,
-    '--prefetch', String(o.prefetch), '--concurrency', String(o.concurrency), '--linger', String(Math.round(o.lingerMs / 1000)),
+    pgkeepEntry(),
+    'wal',
+    'get',
+    '--daemon',
+    '--repo',
+    values.repo ?? '',
+    '--spool',
+    paths.dir,
+    '--prefetch',
+    String(o.prefetch),
+    '--concurrency',
+    String(o.concurrency),
+    '--linger',
+    String(Math.round(o.lingerMs / 1000)),
     ...(o.cluster !== null ? ['--cluster', o.cluster] : []),
     ...(values['passphrase-file'] !== undefined ? ['--passphrase-file', resolve(values['passphrase-file'])] : []),
   ]

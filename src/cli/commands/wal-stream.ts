@@ -59,12 +59,15 @@ ${CONNECTION_USAGE}
         json: { type: 'boolean' },
       },
     })
-    if (!values.slot) throw new UsageError('pgkeep wal stream needs --slot', { hint: 'name a physical replication slot: --slot pgkeep (add --create-slot to create it)' })
+    if (!values.slot)
+      throw new UsageError('pgkeep wal stream needs --slot', { hint: 'name a physical replication slot: --slot pgkeep (add --create-slot to create it)' })
     let statusIntervalMs = 10_000
     if (values['status-interval'] !== undefined) {
       const s = Number(values['status-interval'])
       if (!Number.isFinite(s) || s <= 0 || s > 3600) {
-        throw new UsageError(`invalid --status-interval '${values['status-interval']}'`, { hint: 'give seconds, more than 0 and at most 3600 (keep it below wal_sender_timeout)' })
+        throw new UsageError(`invalid --status-interval '${values['status-interval']}'`, {
+          hint: 'give seconds, more than 0 and at most 3600 (keep it below wal_sender_timeout)',
+        })
       }
       statusIntervalMs = Math.round(s * 1000)
     }
@@ -108,7 +111,8 @@ const mib = (n: number) => `${(n / (1 << 20)).toFixed(1)} MiB`
 
 function sayer(ctx: CliContext, json: boolean) {
   const line = (text: string) => ctx.stderr.write(`pgkeep: ${text}\n`)
-  const out = (o: Record<string, unknown>) => ctx.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...o }, (_k, v) => (typeof v === 'bigint' ? formatLsn(v) : v)) + '\n')
+  const out = (o: Record<string, unknown>) =>
+    ctx.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...o }, (_k, v) => (typeof v === 'bigint' ? formatLsn(v) : v)) + '\n')
   return {
     event(e: WalStreamEvent) {
       if (json) {
@@ -128,7 +132,8 @@ function sayer(ctx: CliContext, json: boolean) {
           line(`created replication slot ${e.slot}`)
           break
         case 'stored':
-          if (e.segment.partial) line(`stored partial segment ${e.segment.name} (${e.segment.validBytes} bytes)${e.segment.result === 'exists' ? ', already stored' : ''}`)
+          if (e.segment.partial)
+            line(`stored partial segment ${e.segment.name} (${e.segment.validBytes} bytes)${e.segment.result === 'exists' ? ', already stored' : ''}`)
           else line(`stored segment ${e.segment.name}${e.segment.result === 'exists' ? ' (already stored)' : ''}`)
           break
         case 'history-stored':
