@@ -20,6 +20,8 @@ export {
   listBackups,
   findBackup,
   summarizeRepository,
+  listClusters,
+  type RepoCluster,
   verifyRepository,
   type VerifyOptions,
   type VerifyResult,
@@ -27,7 +29,8 @@ export {
 } from './repo/index.js'
 
 // Operations
-export { checkServer, SUPPORTED_MAJORS, type CheckOptions, type CheckReport, type CheckProblem, CheckProblemCodes } from './check/check-server.js'
+export { checkServer, type CheckOptions, type CheckReport, type CheckProblem, CheckProblemCodes } from './check/check-server.js'
+export { SUPPORTED_MAJORS } from './pg/versions.js'
 export { takeBackup, type BackupOptions, type BackupResult, type BackupType } from './backup/backup.js'
 export { restoreBackup, type RestoreOptions, type RestoreResult } from './restore/restore.js'
 export type { RecoveryOptions } from './restore/recovery-config.js'
@@ -45,6 +48,7 @@ export type { OperationOptions, PgkeepEvent, ProgressEvent, MessageEvent, Operat
 export {
   BaseError,
   isPgkeepError,
+  hasErrorCode,
   Codes,
   ProtocolCodes,
   StorageError,

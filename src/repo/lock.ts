@@ -4,6 +4,8 @@
 // are never broken; dead ones are removed on sight; expired ones are removed on explicit request, and by an
 // exclusive holder before it removes anything. A holder keeps retrying a failed refresh and re-takes its lock after
 // expiry only when provably nobody else took a conflicting one meanwhile; otherwise the lock is lost for good.
+// Longer than 400 lines on purpose: acquiring, refreshing, re-taking and losing a lock are one protocol whose
+// rules only make sense read together (and are written down as such in repository-format.md §10).
 
 import { randomBytes } from 'node:crypto'
 import { readFileSync, readlinkSync } from 'node:fs'

@@ -30,6 +30,8 @@ export interface RepositoryParts {
   configBytes: Buffer
   unlocked: UnlockedKey | undefined
   maxPackUploads: number
+  /** The index of another instance to share (a twin). */
+  index?: LoadedIndex
 }
 
 /**
@@ -45,6 +47,7 @@ export class Repository {
   readonly #index: LoadedIndex
   readonly #blobs: BlobStore
   readonly #records: RecordStore
+  readonly #parts: RepositoryParts
   readonly #locks = new Set<RepoLock>()
   /** Locks that index objects and records are written under (the newest one not released), see `writeUnder`. */
   readonly #writeLocks: RepoLock[] = []
@@ -52,6 +55,7 @@ export class Repository {
 
   /** @internal use openRepository or initRepository */
   constructor(p: RepositoryParts) {
+    this.#parts = p
     this.storage = p.storage
     this.config = p.config
     this.#configBytes = p.configBytes
@@ -59,7 +63,7 @@ export class Repository {
     const level = p.config.compression.algorithm === 'zstd' ? p.config.compression.level : undefined
     const keys = p.unlocked?.keys
     this.#codec = new BlobCodec(keys, level)
-    this.#index = new LoadedIndex(p.storage, keys)
+    this.#index = p.index ?? new LoadedIndex(p.storage, keys)
     const guard = <T>(write: (signal: AbortSignal | undefined) => Promise<T>, signal: AbortSignal | undefined) => this.#underLock(write, signal)
     this.#blobs = new BlobStore({
       storage: p.storage,
@@ -71,6 +75,18 @@ export class Repository {
       maxPackUploads: p.maxPackUploads,
     })
     this.#records = new RecordStore({ storage: p.storage, keys, level, guard, hasBlob: (id) => this.hasBlob(id), flush: (signal) => this.flush({ signal }) })
+  }
+
+  /**
+   * A second handle on this repository for another stream of writes in the same operation (a backup's WAL beside
+   * its files): its own packs and flushes, so that frequent WAL flushes do not cut file packs short, but the same
+   * index, keys and locks. Closing it does not close this one.
+   */
+  twin(): Repository {
+    this.#assertWritable()
+    const twin = new Repository({ ...this.#parts, index: this.#index })
+    for (const lock of this.#writeLocks) twin.writeUnder(lock)
+    return twin
   }
 
   /** A printable name of the repository's location. */

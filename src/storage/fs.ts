@@ -1,6 +1,8 @@
 // The local-directory Storage driver, pgkeep's embedded default: one file per key under a root directory.
 // Writes are atomic and durable: a temporary file in the target directory, fdatasync, rename (or link for
 // `ifAbsent`), fsync of the directory. Reads stream fixed-size chunks; nothing loads a whole file in memory.
+// Longer than 400 lines on purpose: it is the whole Storage contract on a directory, each operation with its own
+// durability steps (temp file, fdatasync, rename or link, directory fsync) spelled out where they happen.
 
 import { randomBytes } from 'node:crypto'
 import { promises as fsp } from 'node:fs'

@@ -10,6 +10,8 @@
 // One daemon per spool: it holds the spool's lock, an abstract Unix socket named after the spool's real path and
 // the user. The kernel releases it when the process ends, however it ends, so there is no stale lock to break
 // and no moment where two daemons both believe they hold it. Every file is 0600.
+// Longer than 400 lines on purpose: the spool's layout, its ownership checks and the client's protocol with the
+// daemon (requests, answers, the lock socket) are one contract with prefetch-daemon.ts.
 
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'

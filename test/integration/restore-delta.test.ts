@@ -58,7 +58,7 @@ describe('delta restore', () => {
     r = await freshFsRepo()
     await loadPgbench(pg, 5)
     await addOwnTables(pg)
-    b = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second() })
+    b = await takeBackup({ server: { conninfo: pg.url() }, repo: r.repo })
     want = await tableChecksums(pg)
   })
   afterAll(async () => {

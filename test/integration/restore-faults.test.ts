@@ -39,7 +39,7 @@ describe('restore faults', () => {
     r = await freshFsRepo()
     await loadPgbench(pg, 4)
     await addOwnTables(pg)
-    b = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second() })
+    b = await takeBackup({ server: { conninfo: pg.url() }, repo: r.repo })
     want = await tableChecksums(pg)
   })
   afterAll(async () => {
@@ -126,7 +126,7 @@ describe('restore faults', () => {
   it('a wrong passphrase: refused before anything is written', async () => {
     const enc = await freshFsRepo({ passphrase: 'the right one' })
     try {
-      await takeBackup({ conninfo: pg.url(), repo: enc.repo, walRepo: await enc.second() })
+      await takeBackup({ server: { conninfo: pg.url() }, repo: enc.repo })
       const target = join(pg.baseDir, 'target-passphrase')
       const res = await runMain(restoreArgs(enc.dir, target), { PGKEEP_PASSPHRASE: 'the wrong one' })
       expect(res.code, res.stderr).toBe(23)

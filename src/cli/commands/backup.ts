@@ -6,7 +6,7 @@ import type { Command } from '../command.js'
 import { CONNECTION_USAGE, connectionFrom, connectionOptions } from '../connection-args.js'
 import { formatBytes, formatDuration } from '../format.js'
 import { parseCommandArgs, parseWorkers } from '../parse.js'
-import { ProgressLine } from '../progress.js'
+import { eventView } from '../progress.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
@@ -75,15 +75,14 @@ ${CONNECTION_USAGE}
     const { conninfo, overrides } = connectionFrom(values)
     const opened = await openRepoForCommand(values, ctx, 'backup', { init: values.init === true, compress: values.compress })
     if (opened.created) ctx.stderr.write(`pgkeep: created ${opened.repo.encrypted ? 'an encrypted' : 'an unencrypted'} repository at ${opened.repo.location}\n`)
-    const walRepo = await opened.openAnother()
-    const bar = ProgressLine.for(ctx.stderr, values.progress === true, 'backup')
+    const view = eventView(ctx.stderr, {
+      progress: values.progress === true,
+      describe: (p) => (typeof p.detail?.storedBytes === 'number' ? `tablespace ${p.detail.tablespace}  stored ${formatBytes(p.detail.storedBytes)}` : ''),
+    })
     try {
       const result = await takeBackup({
-        conninfo,
-        env: ctx.env,
-        overrides,
+        server: { conninfo, overrides, env: ctx.env },
         repo: opened.repo,
-        walRepo,
         type,
         label: values.label,
         slot: values.slot,
@@ -92,18 +91,13 @@ ${CONNECTION_USAGE}
         clusterName: values.cluster,
         workers,
         signal: ctx.signal,
-        onProgress: (p) => bar.update(p.bytesDone, p.bytesTotal, `stored ${formatBytes(p.storedBytes)}`),
-        onMessage: (m) => {
-          bar.done()
-          ctx.stderr.write(`pgkeep: ${m.level === 'warning' ? 'warning: ' : ''}${m.text}\n`)
-        },
+        onEvent: view.onEvent,
       })
-      bar.done()
+      view.done()
       ctx.stdout.write(values.json ? JSON.stringify(result, null, 2) + '\n' : describe(result))
       return 0
     } finally {
-      bar.done()
-      await walRepo.close().catch(() => {})
+      view.done()
       await opened.repo.close().catch(() => {})
     }
   },
