@@ -70,6 +70,8 @@ export interface BackupResult {
   startLsn: string
   endLsn: string
   timeline: number
+  /** The cluster's tablespaces: oid and location on the server. */
+  tablespaces: { oid: number; location: string }[]
   /** Logical size of the data directory and tablespaces. */
   sizeBytes: number
   /** Tar bytes the server sent: everything for a full or client-side incremental, changed blocks for a server-side one. */
@@ -362,6 +364,7 @@ async function run(
       startLsn: record.startLsn,
       endLsn: record.endLsn,
       timeline: record.timeline,
+      tablespaces: record.tablespaces,
       sizeBytes: fileList.sizeBytes,
       receivedBytes: bytesDone,
       storedBytes: repo.sessionStats.storedBytes - storedAtStart,

@@ -25,9 +25,9 @@ beforeAll(async () => {
   const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', project], { cwd: ROOT })
   const tarball = (JSON.parse(stdout) as { filename: string }[])[0]!.filename
   await writeFile(join(project, 'package.json'), JSON.stringify({ name: 'library-user', private: true, type: 'module' }))
-  // Its dependencies come from npm's cache (filled by the install of this checkout). Install scripts are skipped:
-  // zstd-napi would compile its addon again (~25 s); the one this checkout built is the same version, copied over.
-  await run('npm', ['install', '--offline', '--ignore-scripts', '--no-audit', '--no-fund', join(project, tarball)], { cwd: project })
+  // A real install from the registry (npm's cache serves what it holds). Install scripts are skipped: zstd-napi
+  // would compile its addon again (~25 s); the one this checkout built is the same version, copied over.
+  await run('npm', ['install', '--prefer-offline', '--ignore-scripts', '--no-audit', '--no-fund', join(project, tarball)], { cwd: project })
   await cp(join(ROOT, 'node_modules', 'zstd-napi', 'build'), join(project, 'node_modules', 'zstd-napi', 'build'), { recursive: true })
 }, 240_000)
 

@@ -75,13 +75,12 @@ describe('writers and their repository lock (PG 16)', () => {
 
   it('a backup whose lock is taken from it stops with LOCKED and lists nothing', async () => {
     const r = await freshRepo()
-    // The first pack upload starts the fault: lock refreshes are refused, and uploads wait until the lock is broken.
+    // Pack uploads wait until the lock is broken, so the backup cannot finish before; lock refreshes are refused
+    // from the moment the backup holds its lock (not from some later upload, whose timing a loaded machine moves).
     let openGate!: () => void
     const gate = new Promise<void>((resolve) => (openGate = resolve))
     const f = await faulty(r.dir, async (key) => {
-      if (!key.startsWith('packs/')) return
-      f.faults.failing = true
-      await gate
+      if (key.startsWith('packs/')) await gate
     })
     const messages: string[] = []
     const backup = takeBackup({
@@ -95,6 +94,8 @@ describe('writers and their repository lock (PG 16)', () => {
       () => undefined,
       (e: unknown) => e as Error & { code?: string },
     )
+    await waitUntil('the backup holds its lock', async () => (await r.repo.listLocks()).some((l) => l.info?.purpose === 'backup'), 60_000, 20)
+    f.faults.failing = true
     const gc = await breakExpiredLock(r, f.faults)
     f.faults.failing = false
     openGate()
