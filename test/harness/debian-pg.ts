@@ -238,6 +238,7 @@ async function wrapPrograms(root: string): Promise<void> {
       const wrapper = [
         '#!/bin/sh',
         'd=$(cd "$(dirname "$0")" && pwd -P)',
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a template
         'r=${d%/usr/lib/postgresql/*/bin}',
         `exec "$r/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$r/usr/lib/x86_64-linux-gnu" --argv0 "$d/${name}" "$d/.elf/${name}" "$@"`,
         '',
