@@ -4,7 +4,7 @@
 // file; everything is synced; global/pg_control goes last of all (written under a temporary name and renamed), then
 // the backup_manifest, the markers go, and directories get their modes and times.
 
-import { chmod, open, rename, utimes } from 'node:fs/promises'
+import { chmod, rename, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
 import { UsageError } from '../errors.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
@@ -17,7 +17,8 @@ import { formatRecoveryLines, type RecoveryOptions, restoredAutoConf, signalFile
 import type { RestoredManifest } from './restored-manifest.js'
 import type { RestoredDirectory } from './restore-files.js'
 import type { RestoreProgress } from './restore-progress.js'
-import { CONTROL_FILE, removeMarker, syncDirectory } from './target-directory.js'
+import { syncDirectory, syncFile } from '../storage/durable-file.js'
+import { CONTROL_FILE, removeMarker } from './target-directory.js'
 import type { TargetTree } from './target-tree.js'
 import { writeTimelineHistory } from './timeline-history.js'
 import { writeBackupWal } from './wal-files.js'
@@ -147,15 +148,6 @@ async function writeSmallFile(tree: TargetTree, path: string, bytes: Buffer, mod
     if (sync) await fh.sync()
     await fh.chmod(restoredMode('file', mode))
     if (mtime !== undefined) await fh.utimes(mtime, mtime)
-  } finally {
-    await fh.close()
-  }
-}
-
-async function syncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r')
-  try {
-    await fh.sync()
   } finally {
     await fh.close()
   }
