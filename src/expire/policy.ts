@@ -40,9 +40,12 @@ export async function setRetentionPolicy(options: PolicyOptions & { policy: Rete
   return underLock(options, (scope) => storePolicy(options.repo, scope, options.policy, { signal: options.signal }))
 }
 
-/** Removes the policy stored for a cluster, or the default one; resolves with how many records went (0: none was set). */
-export async function clearRetentionPolicy(options: PolicyOptions): Promise<number> {
-  return underLock(options, (scope) => clearStoredPolicy(options.repo, scope, { signal: options.signal }))
+/**
+ * Removes the policy stored for a cluster, or the default one; resolves with its scope (a system identifier or
+ * `default`) and how many records went (0: none was set).
+ */
+export async function clearRetentionPolicy(options: PolicyOptions): Promise<{ scope: string; removed: number }> {
+  return underLock(options, async (scope) => ({ scope, removed: await clearStoredPolicy(options.repo, scope, { signal: options.signal }) }))
 }
 
 async function underLock<T>(options: PolicyOptions, fn: (scope: string) => Promise<T>): Promise<T> {

@@ -93,10 +93,18 @@ export function decideBackups(backups: readonly RetentionBackup[], policy: Reten
         left--
         last = bucket
       } else if (left > 0 && oldest) {
-        kept.get(b.id)!.push({ rule, text: `${name} ${n}: the oldest backup, kept because only ${n - left} ${unit}s have a backup` })
+        kept
+          .get(b.id)!
+          .push({ rule, text: `${name} ${n}: the oldest backup, kept because only ${units(n - left, unit)} ${n - left === 1 ? 'has' : 'have'} a backup` })
         left--
       } else {
-        why.get(b.id)!.push(left === 0 ? `${name} ${n}: ${n} newer ${unit}s already have a backup kept` : `${name} ${n}: ${unit} ${bucket} has a newer backup`)
+        why
+          .get(b.id)!
+          .push(
+            left === 0
+              ? `${name} ${n}: ${units(n, `newer ${unit}`)} already ${n === 1 ? 'has' : 'have'} a backup kept`
+              : `${name} ${n}: ${unit} ${bucket} has a newer backup`,
+          )
       }
     })
   }
@@ -302,6 +310,9 @@ function isoWeek(t: LocalTime): string {
   const week = 1 + Math.floor((thursday.getTime() - Date.UTC(year, 0, 1)) / (7 * 86_400_000))
   return `${year}-W${pad(week)}`
 }
+
+/** `1 day`, `3 days`. */
+const units = (n: number, unit: string) => `${n} ${unit}${n === 1 ? '' : 's'}`
 
 function ordinal(n: number): string {
   const s = n % 100 >= 11 && n % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th')

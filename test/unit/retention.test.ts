@@ -177,7 +177,7 @@ describe('backup rules', () => {
     expect(kept(sunday, { keepWeekly: 2, keepDaily: 1, timeZone: '+02:00' })).toEqual(['mon', 'sun'])
     expect(decideBackups(Object.values(sunday), { keepWeekly: 2, timeZone: '+02:00' }).map((d) => d.keptBy[0]?.text)).toEqual([
       'keep-weekly 2: the newest backup of week 2026-W02',
-      'keep-weekly 2: the oldest backup, kept because only 1 weeks have a backup',
+      'keep-weekly 2: the oldest backup, kept because only 1 week has a backup',
     ])
     // The repeated hour of a DST change is one bucket, as in restic (local wall clock).
     const dst = { first: bk('2026-10-25T00:30:00Z'), second: bk('2026-10-25T01:30:00Z'), later: bk('2026-10-25T03:10:00Z') }

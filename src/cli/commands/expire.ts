@@ -4,6 +4,7 @@
 import { type ExpireClusterResult, type ExpireResult, expireBackups } from '../../expire/expire.js'
 import { describePolicy } from '../../repo/index.js'
 import type { Command } from '../command.js'
+import { plural } from '../format.js'
 import { parseCommandArgs } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
@@ -104,8 +105,8 @@ function describeCluster(c: ExpireClusterResult, dryRun: boolean): string {
   const kept = c.backups.length - going
   lines.push(
     dryRun
-      ? `  would remove ${going} of ${c.backups.length} backups and ${w.deferred ? 0 : w.removedFiles} WAL files (dry run: nothing removed)`
-      : `  removed ${c.removedBackups} backups and ${c.removedWalFiles} WAL files; ${kept} backups kept${c.removedBackups + c.removedWalFiles > 0 ? "; 'pgkeep gc' frees their space" : ''}`,
+      ? `  would remove ${going} of ${plural(c.backups.length, 'backup')} and ${plural(w.deferred ? 0 : w.removedFiles, 'WAL file')} (dry run: nothing removed)`
+      : `  removed ${plural(c.removedBackups, 'backup')} and ${plural(c.removedWalFiles, 'WAL file')}; ${plural(kept, 'backup')} kept${c.removedBackups + c.removedWalFiles > 0 ? "; 'pgkeep gc' frees their space" : ''}`,
   )
   return lines.join('\n') + '\n'
 }

@@ -17,7 +17,7 @@ import {
   summarizeRepository,
 } from '../../repo/index.js'
 import type { Command } from '../command.js'
-import { formatBytes, formatDuration } from '../format.js'
+import { formatBytes, formatDuration, plural } from '../format.js'
 import { lockForJson, lockTable } from '../lock-list.js'
 import { parseCommandArgs } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
@@ -187,8 +187,8 @@ function describe(c: ClusterInfo, space: ReadonlyMap<string, BackupSpace> | unde
     const wal = p.wal.files.filter((f) => !f.keep).length
     lines.push(
       `  retention (${r.scope === s.systemId ? "this cluster's policy" : 'the default policy'}: ${describePolicy(p.policy)}): ` +
-        `keeps ${p.backups.length - going.length} of ${p.backups.length} backups` +
-        (going.length > 0 || wal > 0 ? `; 'pgkeep expire' would remove ${going.length} backups and ${wal} WAL files` : ''),
+        `keeps ${p.backups.length - going.length} of ${plural(p.backups.length, 'backup')}` +
+        (going.length > 0 || wal > 0 ? `; 'pgkeep expire' would remove ${plural(going.length, 'backup')} and ${plural(wal, 'WAL file')}` : ''),
     )
     for (const b of going) lines.push(`    would remove ${b.record.id}: ${b.decision.why.join('; ')}`)
   }

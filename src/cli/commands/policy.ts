@@ -98,23 +98,25 @@ ${REPO_USAGE}
 export const policyClearCommand: Command = {
   path: ['policy', 'clear'],
   summary: 'remove a stored retention policy',
-  usage: `usage: pgkeep policy clear --repo URL [--cluster NAME|SYSTEMID]
+  usage: `usage: pgkeep policy clear --repo URL [--cluster NAME|SYSTEMID] [--json]
 
 Removes the retention policy stored for a cluster (it then follows the default one, if any), or the default one.
 Takes a shared lock.
 
 ${SCOPE_USAGE}
+  --json                  print { scope, removedRecords }
 
 ${REPO_USAGE}
 `,
   async run(args, ctx) {
     rejectPassphraseArgument(args)
-    const { values } = parseCommandArgs('policy clear', { args, options: { ...repoOptions, cluster: { type: 'string' } } })
+    const { values } = parseCommandArgs('policy clear', { args, options: { ...repoOptions, cluster: { type: 'string' }, json: { type: 'boolean' } } })
     const { repo } = await openRepoForCommand(values, ctx, 'policy clear')
     try {
-      const n = await clearRetentionPolicy({ repo, cluster: values.cluster, signal: ctx.signal })
+      const { scope, removed } = await clearRetentionPolicy({ repo, cluster: values.cluster, signal: ctx.signal })
       const what = values.cluster === undefined ? 'default policy' : `policy of cluster ${values.cluster}`
-      ctx.stdout.write(n === 0 ? `no ${what} was stored\n` : `removed the ${what}\n`)
+      if (values.json) ctx.stdout.write(JSON.stringify({ scope, removedRecords: removed }, null, 2) + '\n')
+      else ctx.stdout.write(removed === 0 ? `no ${what} was stored\n` : `removed the ${what}\n`)
       return 0
     } finally {
       await repo.close().catch(() => {})
