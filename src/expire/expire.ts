@@ -118,8 +118,10 @@ export async function expireBackups(options: ExpireOptions): Promise<ExpireResul
     const withoutPolicy: RepoCluster[] = []
     for (const cluster of clusters) {
       const chosen = await policyFor(repo, cluster, options.policy, signal)
-      if (!chosen) withoutPolicy.push(cluster)
-      else plans.push({ plan: await planRetention(repo, cluster, chosen.policy, { signal }), source: chosen.source })
+      if (chosen) plans.push({ plan: await planRetention(repo, cluster, chosen.policy, { signal }), source: chosen.source })
+      // A cluster without backups has nothing a policy removes (its WAL stays until it has a kept backup).
+      else if (await hasBackups(repo, cluster, signal)) withoutPolicy.push(cluster)
+      else events.say('info', `cluster ${describeClusters([cluster])} has no backups and no stored policy: skipped`)
     }
     if (withoutPolicy.length > 0) {
       throw new UsageError(`no retention policy is stored for ${describeClusters(withoutPolicy)}, and no rules were given`, {
@@ -209,6 +211,11 @@ async function policyFor(
   if (given) return { policy: given, source: 'given' }
   const stored = await policyInForce(repo, cluster.systemId, { signal })
   return stored && { policy: stored.policy, source: stored.scope === cluster.systemId ? 'cluster' : 'default' }
+}
+
+async function hasBackups(repo: Repository, cluster: RepoCluster, signal: AbortSignal | undefined): Promise<boolean> {
+  for await (const _ of repo.listRecords(BACKUP_RECORD_KIND, `${cluster.systemId}/`, { signal })) return true
+  return false
 }
 
 /** A policy must keep at least one backup of a cluster that has backups, unless the caller allows it. */
