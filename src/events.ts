@@ -3,7 +3,7 @@
 // the CLI renders events, a library user gets them as plain objects. Progress is throttled here, once for all.
 
 /** The operations that report events. */
-export type OperationName = 'backup' | 'restore' | 'verify' | 'wal-stream' | 'wal-push' | 'wal-get' | 'expire' | 'gc' | 'copy' | 'drill' | 'check'
+export type OperationName = 'backup' | 'restore' | 'verify' | 'wal-stream' | 'wal-push' | 'wal-get' | 'expire' | 'forget' | 'gc' | 'copy' | 'drill' | 'check'
 
 /** How far an operation is. Each operation documents its phases. */
 export interface ProgressEvent {

@@ -26,6 +26,34 @@ export {
   type VerifyOptions,
   type VerifyResult,
   type VerifyProblem,
+  // Retention: the policy type and its parsing (flags, config files), the pure decisions, plans, stored policies
+  type RetentionPolicy,
+  type RetentionRuleText,
+  type Duration,
+  parseRetentionPolicy,
+  retentionPolicyProblems,
+  parseDuration,
+  describePolicy,
+  decideBackups,
+  decideWal,
+  type RetentionBackup,
+  type BackupDecision,
+  type KeepReason,
+  type KeepRule,
+  type WalDecision,
+  type WalReason,
+  type WalRetention,
+  type WalRun,
+  planRetention,
+  type RetentionPlan,
+  type StoredPolicy,
+  listStoredPolicies,
+  policyInForce,
+  recoverableWindow,
+  type RecoverableWindow,
+  backupSpace,
+  type BackupSpace,
+  type BackupSpaceResult,
 } from './repo/index.js'
 
 // Operations
@@ -38,6 +66,15 @@ export type { TablespaceMapping } from './restore/tablespace-mapping.js'
 export { WalStreamer, type WalStreamOptions, type WalStreamResult, type WalStreamStatus } from './wal/wal-streamer.js'
 export { pushWalFile, type PushWalOptions, type PushWalResult } from './wal/wal-push.js'
 export { fetchWalFile } from './wal/wal-fetch.js'
+export {
+  expireBackups,
+  type ExpireOptions,
+  type ExpireResult,
+  type ExpireClusterResult,
+  type ExpiredBackup,
+} from './expire/expire.js'
+export { forgetBackups, type ForgetOptions, type ForgetResult, type ForgottenBackup } from './expire/forget.js'
+export { setRetentionPolicy, clearRetentionPolicy, type PolicyOptions } from './expire/policy.js'
 export { verifyBackups, type VerifyBackupsResult, type BackupProblem } from './verify/verify-backups.js'
 
 // Shared shapes

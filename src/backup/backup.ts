@@ -13,6 +13,8 @@ import { decodeControlFile } from '../pg/pg-control.js'
 import {
   assertSoundBackupRecord,
   BACKUP_FORMAT_VERSION,
+  BACKUP_LOCK_PURPOSE,
+  EXPIRE_LOCK_PURPOSE,
   type BackupRecord,
   type BlobId,
   ensureClusterRecord,
@@ -85,6 +87,8 @@ export interface BackupResult {
   files: number
 }
 
+/** How long a backup waits for a running expire at most (the default stale interval of a lock). */
+const EXPIRE_WAIT_MS = 30 * 60_000
 /** Notices with this text are the server's page checksum warnings during BASE_BACKUP. */
 const CHECKSUM_NOTICE = /checksum verification failed|checksum verification failure/i
 /** The server manifest is kept as meta blobs of this size. */
@@ -101,11 +105,19 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
   const say = (level: 'info' | 'warning', text: string, code?: string) => events.say(level, text, code)
   events.phase('connect')
   const lock = await options.repo.acquireLock('shared', {
-    purpose: 'backup',
+    purpose: BACKUP_LOCK_PURPOSE,
     signal: options.signal,
     ...options.lockTiming,
     // A lost lock ends the backup with its error: only the way there is worth a message.
     onStateChange: (c) => c.state !== 'lost' && say(c.state === 'held' ? 'info' : 'warning', c.message, 'lock'),
+  })
+  // An expire that started before our lock was written may not have seen it, and may still remove WAL this backup
+  // would find stored and rely on: wait until it is done (docs/repository-format.md §10). Expire is short.
+  await options.repo.waitWhileLocked(EXPIRE_LOCK_PURPOSE, {
+    except: lock,
+    maxWaitMs: options.lockTiming?.staleAfterMs ?? EXPIRE_WAIT_MS,
+    signal: options.signal,
+    onWait: (l) => say('info', `waiting for an expire to finish before storing WAL: ${l.description}`),
   })
   // Everything the backup does stops when the lock is lost: connections, uploads, the WAL stream.
   const o: BackupOptions = { ...options, signal: anySignal(options.signal, lock.signal) }

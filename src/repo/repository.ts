@@ -15,13 +15,35 @@ import type { RepoKeys, ScryptParams } from './crypto.js'
 import { changePassphrase, type UnlockedKey } from './key-ring.js'
 import { CONFIG_KEY, packIdOfKey, PACKS_PREFIX } from './layout.js'
 import { type DamagedObject, LoadedIndex, type RebuildIndexResult } from './loaded-index.js'
-import { acquireLock, acquireReaderLock, listLocks, removeStaleLocks, type AcquireLockOptions, type LockKind, type LockStatus, type RepoLock } from './lock.js'
+import {
+  acquireLock,
+  acquireReaderLock,
+  listLocks,
+  liveLocksFor,
+  removeStaleLocks,
+  waitWhileLocked,
+  type AcquireLockOptions,
+  type LockKind,
+  type LockStatus,
+  type RepoLock,
+} from './lock.js'
 import type { RepoRecord } from './record-format.js'
 import { type RecordInfo, RecordStore } from './records.js'
 import { isNotFound, readObject } from './storage-io.js'
 import { WindowStore } from './window-store.js'
 
 export type { DamagedObject, PutBlobResult, RebuildIndexResult, RecordInfo, SessionStats }
+
+/** Dense numbers of the blobs indexed when it was made (Repository.blobNumbering). */
+export interface BlobNumbering {
+  /** How many: numbers run from 0 to size − 1. */
+  readonly size: number
+  /** The number of a blob, or undefined when it was not indexed then. */
+  numberOf(id: BlobId): number | undefined
+  idOf(n: number): BlobId
+  /** Bytes its chosen copy takes in its pack. */
+  storedBytesOf(n: number): number
+}
 
 /** What open.ts hands the constructor. */
 export interface RepositoryParts {
@@ -190,6 +212,25 @@ export class Repository {
   }
 
   /**
+   * The blobs indexed now, numbered densely from 0 (`size` of them): for maintenance passes that keep a few bytes
+   * per blob in typed arrays rather than sets of ids (what each backup holds alone, GC). Numbers stay valid while
+   * no index is rebuilt; blobs loaded by a later refresh get higher numbers than `size`.
+   */
+  blobNumbering(): BlobNumbering {
+    const index = this.#index.current
+    const size = index.size
+    return {
+      size,
+      numberOf: (id) => {
+        const n = /^[0-9a-f]{64}$/.test(id) ? index.numberOf(Buffer.from(id, 'hex')) : -1
+        return n < 0 || n >= size ? undefined : n
+      },
+      idOf: (n) => index.idOf(n).toString('hex'),
+      storedBytesOf: (n) => index.storedLengthOf(n),
+    }
+  }
+
+  /**
    * Loads index objects written since the last load (by other processes), so their blobs dedup and read.
    * Long-running writers (WAL streaming) call this now and then.
    */
@@ -333,6 +374,19 @@ export class Repository {
   /** Every lock object with its state (live, expired, dead, unreadable). */
   listLocks(o: { signal?: AbortSignal } = {}): Promise<LockStatus[]> {
     return listLocks(this.storage, o)
+  }
+
+  /** Live locks that other sessions than `except`'s hold for `purpose` (e.g. 'backup', 'expire'). */
+  liveLocksFor(purpose: string, o: { except?: RepoLock; signal?: AbortSignal } = {}): Promise<LockStatus[]> {
+    return liveLocksFor(this.storage, purpose, o.except?.session, o)
+  }
+
+  /**
+   * Waits while another session than `except`'s holds a live lock for `purpose`, for at most `maxWaitMs` (then a
+   * LockedError); `onWait` hears once what it waits for.
+   */
+  waitWhileLocked(purpose: string, o: { except?: RepoLock; maxWaitMs: number; signal?: AbortSignal; onWait?: (lock: LockStatus) => void }): Promise<void> {
+    return waitWhileLocked(this.storage, purpose, { ...o, exceptSession: o.except?.session })
   }
 
   /** Removes expired, dead and unreadable locks (what `unlock --remove-stale` does); live locks stay. */

@@ -3,8 +3,11 @@
 import type { Command } from '../command.js'
 import { backupCommand } from './backup.js'
 import { checkCommand } from './check.js'
+import { expireCommand } from './expire.js'
+import { forgetCommand } from './forget.js'
 import { infoCommand } from './info.js'
 import { initCommand } from './init.js'
+import { policyClearCommand, policySetCommand, policyShowCommand } from './policy.js'
 import { restoreCommand } from './restore.js'
 import { unlockCommand } from './unlock.js'
 import { verifyCommand } from './verify.js'
@@ -19,6 +22,11 @@ export const commands: readonly Command[] = [
   restoreCommand,
   infoCommand,
   verifyCommand,
+  expireCommand,
+  forgetCommand,
+  policyShowCommand,
+  policySetCommand,
+  policyClearCommand,
   walStreamCommand,
   walPushCommand,
   walGetCommand,
