@@ -3,7 +3,7 @@
 // docs/repository-format.md describes the bytes; this module the API.
 
 export { conditionalWriteNotice, initRepository, locationIsEmpty, openRepository, type InitRepositoryOptions, type OpenRepositoryOptions } from './open.js'
-export { Repository, type DamagedObject, type PutBlobResult, type RebuildIndexResult, type RecordInfo, type SessionStats } from './repository.js'
+export { Repository, type DamagedObject, type KeyInfo, type PutBlobResult, type RebuildIndexResult, type RecordInfo, type SessionStats } from './repository.js'
 export { verifyRepository, type VerifyOptions, type VerifyProblem, type VerifyProgress, type VerifyResult, type VerifyStats } from './verify.js'
 export { MAX_BLOB_BYTES, type BlobId, type BlobType } from './blob.js'
 export type { BlobLocation } from './blob-index.js'
@@ -22,6 +22,6 @@ export * from './backup-record.js'
 export * from './file-list.js'
 export * from './file-map.js'
 export * from './wal-catalog.js'
-export { WAL_PIECE_BYTES, WalSegmentWriter, type SegmentWriterOptions, type StoredSegment } from './wal-segment-writer.js'
+export { putWalPieces, WAL_PIECE_BYTES, WalSegmentWriter, type SegmentWriterOptions, type StoredSegment } from './wal-segment-writer.js'
 export * from './summary.js'
 export * from './clusters.js'
