@@ -15,6 +15,7 @@ export {
   type OpenRepositoryOptions,
   type BackupRecord,
   type ClusterSummary,
+  type KeyInfo,
   type LockStatus,
   type RepoConfig,
   listBackups,
@@ -36,6 +37,7 @@ export { WalStreamer, type WalStreamOptions, type WalStreamResult, type WalStrea
 export { pushWalFile, type PushWalOptions, type PushWalResult } from './wal/wal-push.js'
 export { fetchWalFile } from './wal/wal-fetch.js'
 export { verifyBackups, type VerifyBackupsResult, type BackupProblem } from './verify/verify-backups.js'
+export { copyBackups, type CopyOptions, type CopyResult, type CopiedBackup } from './copy/copy-backups.js'
 
 // Shared shapes
 export type { ServerTarget, ConnectionOverrides } from './server-target.js'

@@ -49,6 +49,20 @@ export async function openRepoForCommand(
 ): Promise<OpenedRepo> {
   const url = requireRepo(values, command)
   const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env, ctx.stderr))?.passphrase
+  return openRepoAt(url, passphrase, ctx, command, o)
+}
+
+/**
+ * Opens the repository at `url` with `passphrase` (see openRepoForCommand): for a command's second repository
+ * (`copy --to`), whose location and passphrase come from options of their own.
+ */
+export async function openRepoAt(
+  url: string,
+  passphrase: string | undefined,
+  ctx: CliContext,
+  command: string,
+  o: { init?: boolean; compress?: string } = {},
+): Promise<OpenedRepo> {
   const storage = await openStorage(url, ctx.env)
   let created = false
   let repo: Repository

@@ -3,8 +3,13 @@
 import type { Command } from '../command.js'
 import { backupCommand } from './backup.js'
 import { checkCommand } from './check.js'
+import { copyCommand } from './copy.js'
 import { infoCommand } from './info.js'
 import { initCommand } from './init.js'
+import { keyAddCommand } from './key-add.js'
+import { keyListCommand } from './key-list.js'
+import { keyPasswdCommand } from './key-passwd.js'
+import { keyRemoveCommand } from './key-remove.js'
 import { restoreCommand } from './restore.js'
 import { unlockCommand } from './unlock.js'
 import { verifyCommand } from './verify.js'
@@ -22,5 +27,10 @@ export const commands: readonly Command[] = [
   walStreamCommand,
   walPushCommand,
   walGetCommand,
+  copyCommand,
+  keyListCommand,
+  keyAddCommand,
+  keyRemoveCommand,
+  keyPasswdCommand,
   unlockCommand,
 ]
