@@ -10,8 +10,10 @@ import { OperationEvents, type OperationOptions } from '../events.js'
 import {
   assertSoundBackupRecord,
   type BackupRecord,
+  type BlobId,
   CLUSTER_RECORD_KIND,
   type ClusterRecord,
+  type FileListSummary,
   listBackups,
   listClusters,
   type LockTiming,
@@ -116,6 +118,10 @@ export async function copyBackups(o: CopyOptions): Promise<CopyResult> {
 
     const inTarget = new Map<string, BackupRecord>()
     for (const b of await listBackups(target, undefined, { signal })) inTarget.set(`${b.systemId}/${b.id}`, b)
+    // A record is written after the index objects of its blobs: loaded now, the indexes cover every backup listed
+    // above, also those written since the repositories were opened.
+    await source.refreshIndex({ signal })
+    await target.refreshIndex({ signal })
     const inSource = new Map(sourceBackups.map((b) => [`${b.systemId}/${b.id}`, b]))
     mapper = await BlobMapper.open(source, target, { signal, maxReads: o.maxReads, workers: o.workers })
     const wal = new WalCopier(source, target, { signal, onFile: () => events.progress(walCounters()) })
@@ -158,7 +164,7 @@ export async function copyBackups(o: CopyOptions): Promise<CopyResult> {
       })
       const { files, serverManifest } = await copier.copy()
       events.flush()
-      const rec: BackupRecord = { ...b, files, serverManifest }
+      const rec = targetRecord(b, files, serverManifest, events)
       // Written last: it flushes first, so every blob it references (and the WAL above) is durable before it.
       await writeBackupRecord(target, rec, { signal })
       inTarget.set(key, rec)
@@ -186,6 +192,43 @@ export async function copyBackups(o: CopyOptions): Promise<CopyResult> {
     await sourceLock?.release().catch(() => {})
     await targetLock.release().catch(() => {})
   }
+}
+
+/**
+ * The record of the copy: the source's, field by field as docs/backup-format.md §2 defines them, with the target's
+ * ids. Members this version does not know are left out (and said): they might name blobs by their source ids.
+ * `storedBytes` stays what the backup stored when it was taken.
+ */
+function targetRecord(b: BackupRecord, files: FileListSummary, serverManifest: BlobId[], events: OperationEvents): BackupRecord {
+  const rec: BackupRecord = {
+    formatVersion: b.formatVersion,
+    id: b.id,
+    systemId: b.systemId,
+    clusterName: b.clusterName,
+    type: b.type,
+    parent: b.parent,
+    incrementalMode: b.incrementalMode,
+    label: b.label,
+    server: b.server,
+    timeline: b.timeline,
+    startLsn: b.startLsn,
+    endLsn: b.endLsn,
+    startedAt: b.startedAt,
+    finishedAt: b.finishedAt,
+    durationMs: b.durationMs,
+    walSegmentSizeBytes: b.walSegmentSizeBytes,
+    tablespaces: b.tablespaces,
+    files,
+    serverManifest,
+    backupLabel: b.backupLabel,
+    tablespaceMap: b.tablespaceMap,
+    storedBytes: b.storedBytes,
+    checksumFailures: b.checksumFailures,
+  }
+  const unknown = Object.keys(b).filter((k) => !(k in rec))
+  if (unknown.length > 0)
+    events.say('warning', `backup ${b.id}: its record's members ${unknown.map((k) => `'${k}'`).join(', ')} are unknown to this pgkeep and not copied`)
+  return rec
 }
 
 /** The backups `o` selects in `source`, sorted by cluster and then by id (so a parent comes before its children). */
