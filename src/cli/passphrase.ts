@@ -18,9 +18,12 @@ export const PASSPHRASE_USAGE = `  --passphrase-file F     read the repository p
  * parsing, with a hint naming the safe sources.
  */
 export function rejectPassphraseArgument(args: readonly string[]): void {
-  if (args.some((a) => /^--(?:[a-z]+-)?passphrase(?:=|$)/.test(a))) {
+  for (const a of args) {
+    const m = /^--(?:([a-z]+)-)?passphrase(?:=|$)/.exec(a)
+    if (!m) continue
+    const which = m[1] === undefined ? '' : `${m[1]}-`
     throw new UsageError('the passphrase cannot be given on the command line', {
-      hint: 'other users can read command lines (ps, shell history): set PGKEEP_PASSPHRASE or use --passphrase-file',
+      hint: `other users can read command lines (ps, shell history): set PGKEEP_${which.replace('-', '_').toUpperCase()}PASSPHRASE or use --${which}passphrase-file`,
     })
   }
 }

@@ -112,8 +112,7 @@ export async function copyBackups(o: CopyOptions): Promise<CopyResult> {
     // Every blob read in flight listens on it: not a leak.
     setMaxListeners(0, signal)
     const sourceBackups = await listBackups(source, undefined, { signal })
-    const selected = await selectBackups(source, sourceBackups, o, signal)
-    const clusters = o.all ? (await listClusters(source, { signal })).map((c) => c.systemId) : [...new Set(selected.map((b) => b.systemId))]
+    const { backups: selected, clusters } = await selectBackups(source, sourceBackups, o, signal)
     if (selected.length === 0 && !o.withWal) events.say('info', `repository '${source.location}' holds no backup to copy`)
 
     const inTarget = new Map<string, BackupRecord>()
@@ -231,9 +230,18 @@ function targetRecord(b: BackupRecord, files: FileListSummary, serverManifest: B
   return rec
 }
 
-/** The backups `o` selects in `source`, sorted by cluster and then by id (so a parent comes before its children). */
-async function selectBackups(source: Repository, all: readonly BackupRecord[], o: CopyOptions, signal: AbortSignal): Promise<BackupRecord[]> {
+/**
+ * The backups `o` selects in `source`, sorted by cluster and then by id (so a parent comes before its children),
+ * and the clusters concerned (whose WAL `withWal` copies: with --cluster or none, also a cluster that has WAL only).
+ */
+async function selectBackups(
+  source: Repository,
+  all: readonly BackupRecord[],
+  o: CopyOptions,
+  signal: AbortSignal,
+): Promise<{ backups: BackupRecord[]; clusters: string[] }> {
   let out: BackupRecord[]
+  let clusters: string[] | undefined
   if (o.backups !== undefined && o.backups.length > 0) {
     out = []
     for (const id of new Set(o.backups)) {
@@ -245,11 +253,14 @@ async function selectBackups(source: Repository, all: readonly BackupRecord[], o
     }
   } else if (o.all) {
     out = [...all]
+    clusters = (await listClusters(source, { signal })).map((c) => c.systemId)
   } else {
     const cluster = await resolveCluster(source, o.cluster, { signal })
     out = all.filter((b) => b.systemId === cluster.systemId)
+    clusters = [cluster.systemId]
   }
-  return out.sort((a, b) => (a.systemId !== b.systemId ? (a.systemId < b.systemId ? -1 : 1) : a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  out.sort((a, b) => (a.systemId !== b.systemId ? (a.systemId < b.systemId ? -1 : 1) : a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  return { backups: out, clusters: clusters ?? [...new Set(out.map((b) => b.systemId))] }
 }
 
 /**

@@ -62,9 +62,9 @@ ${REPO_USAGE}
     const workers = parseWorkers(values.workers)
     const toPassphrase = (await readPassphrase(values['to-passphrase-file'], ctx.env, ctx.stderr, TO_PASSPHRASE))?.passphrase
     const source = await openRepoForCommand(values, ctx, 'copy')
-    const bar = ProgressLine.for(ctx.stderr, values.progress === true, 'copy')
+    const bar = ProgressLine.for(ctx.stderr, values.progress === true, 'copy: read')
     try {
-      const target = await openRepoAt(values.to, toPassphrase, ctx, 'copy')
+      const target = await openRepoAt(values.to, toPassphrase, ctx, 'copy', { option: '--to' })
       try {
         const result = await copyBackups({
           source: source.repo,
@@ -83,7 +83,7 @@ ${REPO_USAGE}
             }
             const what =
               e.phase === 'files' ? `backup ${String(e.detail?.backup)}: ${e.itemsDone ?? 0} of ${e.itemsTotal ?? '?'} files` : `WAL: ${e.itemsDone ?? 0} files`
-            bar.update(e.bytesDone, null, `read  ${what}`)
+            bar.update(e.bytesDone, null, what)
           },
         })
         bar.done()
