@@ -15,6 +15,7 @@ import {
   decodeFileMap,
   extentsIn,
   FileListReader,
+  initRepository,
   listBackups,
   listWalKeys,
   openRepository,
@@ -32,6 +33,7 @@ import { addOwnTables, startRestored, stopRestored, tableChecksums, waitForPromo
 import { ensureBuilt, spawnPgkeep, waitUntil } from './wal-helpers.js'
 
 const MAJOR = 17
+const FAST_SCRYPT = { N: 1 << 12, r: 8, p: 1 }
 
 beforeAll(() => ensureBuilt(), 120_000)
 
@@ -197,7 +199,10 @@ describe('copy', () => {
   }, 240_000)
 
   it('an interrupted copy lists nothing half-copied, and the next run finishes it', async () => {
-    await ok(['init', '--repo', D, '--encrypt', '--pack-size', '0.0625'], { PGKEEP_PASSPHRASE: PD })
+    // Small packs, so a kill finds some; a low scrypt cost (through the library), so the many opens below are quick.
+    const dStorage = await openStorage(D, {})
+    await (await initRepository(dStorage, { encrypt: { passphrase: PD, scrypt: FAST_SCRYPT }, packTargetBytes: 65536 })).close()
+    await dStorage.close()
     const count = (prefix: string) => filesUnder(join(D, prefix)).length
     const listed: string[][] = []
     let kills = 0
@@ -322,7 +327,7 @@ describe('copy', () => {
         scrypt: { N: number }
       }[]
     const [k1] = await list(PD)
-    expect(k1).toMatchObject({ current: true, scrypt: { N: 65536 }, createdAt: expect.stringMatching(/^\d{4}-/) })
+    expect(k1).toMatchObject({ current: true, scrypt: FAST_SCRYPT, createdAt: expect.stringMatching(/^\d{4}-/) })
 
     // passwd: a new key replaces the current one.
     const passwd = JSON.parse((await ok(['key', 'passwd', '--repo', D, '--json'], { PGKEEP_PASSPHRASE: PD, PGKEEP_NEW_PASSPHRASE: 'second' })).stdout)
