@@ -41,7 +41,6 @@ export interface BackupFilesCopierOptions {
 
 /** Copies one backup's files and server manifest; `copy()` resolves with what the target's record references. */
 export class BackupFilesCopier {
-  readonly #source: Repository
   readonly #target: Repository
   readonly #mapper: BlobMapper
   readonly #rec: BackupRecord
@@ -49,7 +48,6 @@ export class BackupFilesCopier {
   readonly #o: BackupFilesCopierOptions
 
   constructor(source: Repository, target: Repository, mapper: BlobMapper, rec: BackupRecord, base: CopyBase | undefined, o: BackupFilesCopierOptions = {}) {
-    this.#source = source
     this.#target = target
     this.#mapper = mapper
     this.#rec = rec
@@ -115,8 +113,10 @@ export class BackupFilesCopier {
   }
 
   /** Copies a relation file's map (and every blob it names); resolves with the map's id in the target. */
-  async #copyFileMap(e: FileEntry, base: [FileEntry, FileEntry] | undefined): Promise<BlobId> {
+  async #copyFileMap(e: FileEntry, entries: [FileEntry, FileEntry] | undefined): Promise<BlobId> {
     const id = e.fileMap!
+    // The base's maps of the file, when it was a relation file there too.
+    const base = entries?.[0].fileMap && entries[1].fileMap ? entries : undefined
     // The file did not change since the base: the base's copy of its map serves.
     if (base && base[0].fileMap === id && this.#mapper.inTarget(base[1].fileMap!)) return base[1].fileMap!
     // A map the target holds outside a complete backup may name blobs that never got there (a copy killed

@@ -81,6 +81,7 @@ export async function copyBackups(o: CopyOptions): Promise<CopyResult> {
   const started = Date.now()
   const { source, target } = o
   const events = new OperationEvents('copy', o.onEvent)
+  const statsBefore = target.sessionStats
   if (source.config.id === target.config.id) {
     throw new UsageError(`'${source.location}' and '${target.location}' are the same repository`, { hint: 'copy to another repository: --to URL' })
   }
@@ -151,7 +152,7 @@ export async function copyBackups(o: CopyOptions): Promise<CopyResult> {
         bytesTotal: null,
         itemsDone: entries,
         itemsTotal: b.files.count,
-        detail: { backup: b.id, storedBytes: target.sessionStats.storedBytes },
+        detail: { backup: b.id, storedBytes: target.sessionStats.storedBytes - statsBefore.storedBytes },
       })
       events.phase('files', filesCounters())
       const copier = new BackupFilesCopier(source, target, mapper, b, base, {
@@ -183,11 +184,19 @@ export async function copyBackups(o: CopyOptions): Promise<CopyResult> {
       backups: copied,
       wal: { copied: wal.stats.copied, present: wal.stats.present },
       read: { blobs: mapper.stats.blobsRead, bytes: mapper.stats.bytesRead + wal.stats.bytesRead },
-      stored: { blobs: s.blobsStored, plainBytes: s.plainBytesStored, storedBytes: s.storedBytes, packs: s.packsWritten },
+      stored: {
+        blobs: s.blobsStored - statsBefore.blobsStored,
+        plainBytes: s.plainBytesStored - statsBefore.plainBytesStored,
+        storedBytes: s.storedBytes - statsBefore.storedBytes,
+        packs: s.packsWritten - statsBefore.packsWritten,
+      },
       durationMs: Date.now() - started,
     }
   } finally {
     await mapper?.close().catch(() => {})
+    // What reached the target is indexed while the lock still guards it (a run that failed or was stopped leaves
+    // its blobs findable for the next one); once released, an index object could race a gc.
+    await target.flush().catch(() => {})
     await sourceLock?.release().catch(() => {})
     await targetLock.release().catch(() => {})
   }
