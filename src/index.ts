@@ -15,6 +15,7 @@ export {
   type OpenRepositoryOptions,
   type BackupRecord,
   type ClusterSummary,
+  type KeyInfo,
   type LockStatus,
   type RepoConfig,
   listBackups,
@@ -76,6 +77,7 @@ export {
 export { forgetBackups, type ForgetOptions, type ForgetResult, type ForgottenBackup } from './expire/forget.js'
 export { setRetentionPolicy, clearRetentionPolicy, type PolicyOptions } from './expire/policy.js'
 export { verifyBackups, type VerifyBackupsResult, type BackupProblem } from './verify/verify-backups.js'
+export { copyBackups, type CopyOptions, type CopyResult, type CopiedBackup } from './copy/copy-backups.js'
 
 // Shared shapes
 export type { ServerTarget, ConnectionOverrides } from './server-target.js'

@@ -72,6 +72,8 @@ export class BlobStore {
   #indexWriting: Promise<void> = Promise.resolve()
   #lastIndexCommit = Date.now()
   #flushing: Promise<void> = Promise.resolve()
+  /** Packs this session wrote (durable): a blob located in one is present though its pack was listed before. */
+  readonly #packsWritten = new Set<string>()
   readonly #stats: SessionStats = { blobsPut: 0, blobsStored: 0, plainBytesStored: 0, storedBytes: 0, packsWritten: 0, indexObjectsWritten: 0 }
 
   constructor(o: BlobStoreOptions) {
@@ -93,6 +95,11 @@ export class BlobStore {
   has(id: BlobId): boolean {
     assertBlobId(id)
     return this.#pending.has(id) || this.#index.has(Buffer.from(id, 'hex'))
+  }
+
+  /** True when this session wrote pack `packId` (and it is durable). */
+  wrotePack(packId: string): boolean {
+    return this.#packsWritten.has(packId)
   }
 
   /** Where blob `id` is stored, or undefined when it is not indexed (blobs not yet flushed are not located). */
@@ -271,6 +278,7 @@ export class BlobStore {
 
   #onPackDurable(pack: SealedPack): void {
     this.#stats.packsWritten++
+    this.#packsWritten.add(pack.packId)
     for (const e of pack.entries) {
       const p = this.#pending.get(e.id.toString('hex'))
       if (p) {

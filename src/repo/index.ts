@@ -7,6 +7,7 @@ export {
   Repository,
   type BlobNumbering,
   type DamagedObject,
+  type KeyInfo,
   type PutBlobResult,
   type RebuildIndexResult,
   type RecordInfo,
@@ -30,7 +31,7 @@ export * from './backup-record.js'
 export * from './file-list.js'
 export * from './file-map.js'
 export * from './wal-catalog.js'
-export { WAL_PIECE_BYTES, WalSegmentWriter, type SegmentWriterOptions, type StoredSegment } from './wal-segment-writer.js'
+export { putWalPieces, WAL_PIECE_BYTES, WalSegmentWriter, type SegmentWriterOptions, type StoredSegment } from './wal-segment-writer.js'
 export * from './summary.js'
 export * from './wal-reach.js'
 export * from './retention-policy.js'

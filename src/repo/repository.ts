@@ -12,7 +12,7 @@ import { BlobStore, type PutBlobResult, type SessionStats } from './blob-store.j
 import { CodecPool, defaultWorkers, workerModuleUrl } from './codec-pool.js'
 import type { RepoConfig } from './config.js'
 import type { RepoKeys, ScryptParams } from './crypto.js'
-import { changePassphrase, type UnlockedKey } from './key-ring.js'
+import { addKey, changePassphrase, type KeyInfo, listKeyObjects, removeKey, type UnlockedKey } from './key-ring.js'
 import { CONFIG_KEY, packIdOfKey, PACKS_PREFIX } from './layout.js'
 import { type DamagedObject, LoadedIndex, type RebuildIndexResult } from './loaded-index.js'
 import {
@@ -32,7 +32,7 @@ import { type RecordInfo, RecordStore } from './records.js'
 import { isNotFound, readObject } from './storage-io.js'
 import { WindowStore } from './window-store.js'
 
-export type { DamagedObject, PutBlobResult, RebuildIndexResult, RecordInfo, SessionStats }
+export type { DamagedObject, KeyInfo, PutBlobResult, RebuildIndexResult, RecordInfo, SessionStats }
 
 /** Dense numbers of the blobs indexed when it was made (Repository.blobNumbering). */
 export interface BlobNumbering {
@@ -309,7 +309,7 @@ export class Repository {
 
   /**
    * A test of whether a blob is present now: put in this session, or indexed with its pack in storage (packs are
-   * listed once, when this is called).
+   * listed once, when this is called; packs this session writes later count too).
    */
   async presentBlobs(o: { signal?: AbortSignal } = {}): Promise<(id: BlobId) => boolean> {
     const packs = new Set<string>()
@@ -320,7 +320,7 @@ export class Repository {
     return (id) => {
       // A blob not located yet was put in this session (not flushed): it is there.
       const loc = this.locateBlob(id)
-      return loc === undefined ? this.hasBlob(id) : packs.has(loc.packId)
+      return loc === undefined ? this.hasBlob(id) : packs.has(loc.packId) || this.#blobs.wrotePack(loc.packId)
     }
   }
 
@@ -401,6 +401,30 @@ export class Repository {
   changePassphrase(newPassphrase: string, o: { signal?: AbortSignal; scrypt?: ScryptParams } = {}): Promise<{ keyId: string; removedKeyId: string }> {
     this.#assertWritable()
     return changePassphrase(this.storage, this.config, this.#configBytes, this.#unlocked, newPassphrase, o)
+  }
+
+  /**
+   * Every key object (passphrase) of an encrypted repository with its id, creation time and scrypt cost, and which
+   * one this session opened with; damaged ones with their problem. Empty for a plain repository. Reads only.
+   */
+  listKeys(o: { signal?: AbortSignal } = {}): Promise<KeyInfo[]> {
+    return listKeyObjects(this.storage, this.#unlocked, o.signal)
+  }
+
+  /** Adds a passphrase: a new key object wrapping the same master key. No data is touched; every other key still opens. */
+  addKey(newPassphrase: string, o: { signal?: AbortSignal; scrypt?: ScryptParams } = {}): Promise<{ keyId: string }> {
+    this.#assertWritable()
+    return addKey(this.storage, this.config, this.#configBytes, this.#unlocked, newPassphrase, o)
+  }
+
+  /**
+   * Removes a key object, so its passphrase no longer opens the repository (no data is touched). Never removes the
+   * last readable key; the key this session opened with only with `force` (see key-ring.ts removeKey).
+   * @param keyId the whole id or a unique prefix of at least 8 hex digits
+   */
+  removeKey(keyId: string, o: { force?: boolean; signal?: AbortSignal } = {}): Promise<{ removedKeyId: string }> {
+    this.#assertWritable()
+    return removeKey(this.storage, this.#unlocked, keyId, o)
   }
 
   /**
