@@ -3,6 +3,7 @@
 import type { Command } from '../command.js'
 import { backupCommand } from './backup.js'
 import { checkCommand } from './check.js'
+import { drillCommand } from './drill.js'
 import { infoCommand } from './info.js'
 import { initCommand } from './init.js'
 import { restoreCommand } from './restore.js'
@@ -17,6 +18,7 @@ export const commands: readonly Command[] = [
   initCommand,
   backupCommand,
   restoreCommand,
+  drillCommand,
   infoCommand,
   verifyCommand,
   walStreamCommand,

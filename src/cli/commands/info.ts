@@ -1,6 +1,6 @@
 // `pgkeep info`: the clusters in a repository, their backups, the WAL stored for each timeline, and its locks.
 
-import { summarizeRepository, type ClusterSummary } from '../../repo/index.js'
+import { type ClusterSummary, type DrillRecord, summarizeRepository } from '../../repo/index.js'
 import type { Command } from '../command.js'
 import { formatBytes, formatDuration } from '../format.js'
 import { lockForJson, lockTable } from '../lock-list.js'
@@ -13,9 +13,9 @@ export const infoCommand: Command = {
   summary: 'list the clusters, backups and WAL in a repository',
   usage: `usage: pgkeep info --repo URL [--json]
 
-Lists every cluster in the repository with its backups (id, type, parent, times, LSNs, sizes, stored bytes) and
-the WAL stored for each timeline as ranges, with the gaps between them (recovery cannot cross a gap), then the
-repository's locks with their state (see 'pgkeep unlock --help'). Reads only: read-only access is enough.
+Lists every cluster in the repository with its backups (id, type, parent, times, LSNs, sizes, stored bytes),
+the WAL stored for each timeline as ranges, with the gaps between them (recovery cannot cross a gap), and the last
+restore drill (and the last good one, when the last failed), then the repository's locks with their state (see 'pgkeep unlock --help'). Reads only: read-only access is enough.
 
   --json                  print { repository, clusters: [...], locks: [...] } as JSON
 
@@ -67,7 +67,33 @@ function forJson(c: ClusterSummary) {
       checksumFailures: b.checksumFailures.length,
     })),
     wal: c.wal,
+    drills: { count: c.drills.count, last: drillForJson(c.drills.last), lastPassed: drillForJson(c.drills.lastPassed) },
   }
+}
+
+function drillForJson(d: DrillRecord | null) {
+  if (!d) return null
+  return {
+    id: d.id,
+    passed: d.passed,
+    failure: d.failure,
+    backupId: d.backupId,
+    target: d.target,
+    serverVersion: d.serverVersion,
+    startedAt: d.startedAt,
+    finishedAt: d.finishedAt,
+    rtoMs: d.timings.rtoMs,
+    restoreMs: d.timings.restoreMs,
+    recoveryMs: d.timings.recoveryMs,
+    checksMs: d.timings.checksMs,
+  }
+}
+
+/** One line of a drill for `info`: when, the result, the backup and the RTO. */
+function describeDrill(d: DrillRecord): string {
+  const when = d.finishedAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
+  const rto = d.timings.rtoMs === null ? '' : `, RTO ${formatDuration(d.timings.rtoMs)}`
+  return `${when} ${d.passed ? 'passed' : `FAILED (${d.failure})`}: backup ${d.backupId ?? '?'} to ${d.target}${rto}`
 }
 
 function describe(c: ClusterSummary): string {
@@ -85,6 +111,12 @@ function describe(c: ClusterSummary): string {
     const ranges = t.ranges.map((r) => `${r.start}..${r.end}${r.endsPartial ? ' (partial)' : ''} [${r.segments} seg]`).join(', ')
     lines.push(`  WAL timeline ${t.timeline}: ${ranges}${t.historyStored ? '' : t.timeline > 1 ? ' (history file missing)' : ''}`)
     for (const g of t.gaps) lines.push(`    GAP ${g.from} .. ${g.to}: recovery cannot pass here`)
+  }
+  const { last, lastPassed } = c.drills
+  if (!last) lines.push('  restore drills: none (pgkeep drill)')
+  else {
+    lines.push(`  last drill: ${describeDrill(last)}`)
+    if (!last.passed) lines.push(`  last good drill: ${lastPassed ? describeDrill(lastPassed) : 'none'}`)
   }
   return lines.join('\n') + '\n'
 }

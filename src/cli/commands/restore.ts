@@ -71,14 +71,8 @@ ${REPO_USAGE}
         backup: { type: 'string' },
         cluster: { type: 'string' },
         'tablespace-mapping': { type: 'string', multiple: true },
-        'target-time': { type: 'string' },
-        'target-lsn': { type: 'string' },
-        'target-xid': { type: 'string' },
-        'target-name': { type: 'string' },
-        'target-immediate': { type: 'boolean' },
+        ...recoveryTargetOptions,
         'target-action': { type: 'string' },
-        'target-timeline': { type: 'string' },
-        'target-exclusive': { type: 'boolean' },
         standby: { type: 'boolean' },
         'primary-conninfo': { type: 'string' },
         delta: { type: 'boolean' },
@@ -150,8 +144,19 @@ ${REPO_USAGE}
 
 type Values = Record<string, string | boolean | string[] | undefined>
 
-/** The recovery options from the command line; exactly one target at most. */
-function recoveryFrom(v: Values): RecoveryOptions {
+/** The recovery target options restore and drill share (parseArgs). */
+export const recoveryTargetOptions = {
+  'target-time': { type: 'string' },
+  'target-lsn': { type: 'string' },
+  'target-xid': { type: 'string' },
+  'target-name': { type: 'string' },
+  'target-immediate': { type: 'boolean' },
+  'target-timeline': { type: 'string' },
+  'target-exclusive': { type: 'boolean' },
+} as const
+
+/** The recovery options from the command line (restore, drill); exactly one target at most. */
+export function recoveryFrom(v: Values): RecoveryOptions {
   const targets: RecoveryTarget[] = []
   // Read (and refused when it has no zone or is no real date) before the repository is opened; the UTC form is
   // what pgkeep compares and what the server gets.
@@ -187,7 +192,7 @@ function recoveryFrom(v: Values): RecoveryOptions {
 }
 
 /** bin/pgkeep.js of this installation: found upwards from this file (src/ when run from sources, dist/src/ when built). */
-function pgkeepBin(): string {
+export function pgkeepBin(): string {
   let dir = dirname(fileURLToPath(import.meta.url))
   for (let i = 0; i < 6; i++) {
     const candidate = join(dir, 'bin', 'pgkeep.js')
@@ -198,7 +203,7 @@ function pgkeepBin(): string {
 }
 
 /** The repository as the restored server's restore_command must name it: absolute. */
-function absoluteRepoUrl(url: string): string {
+export function absoluteRepoUrl(url: string): string {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return url
   return isAbsolute(url) ? url : resolve(url)
 }
