@@ -132,3 +132,22 @@ export async function unreachableBy(path: string, user: OsUser, o: { execute?: b
 function modeText(mode: number): string {
   return (mode & 0o7777).toString(8).padStart(4, '0')
 }
+
+/**
+ * The user `name`, created (a system user with its own group and a home directory, as distributions create
+ * `postgres`) when missing. Only for root; says whether it was created.
+ */
+export async function ensureOsUser(name: string): Promise<{ user: OsUser; created: boolean }> {
+  const found = await findOsUser(name)
+  if (found) return { user: found, created: false }
+  try {
+    await run('useradd', ['--system', '--user-group', '--create-home', '--shell', '/bin/sh', '--', name], { timeout: 60_000 })
+  } catch (err) {
+    throw new UsageError(`cannot create user '${name}': ${(err as Error).message.split('\n')[0]}`, {
+      hint: `create it yourself (useradd --system --user-group --create-home ${name}) and run this again`,
+    })
+  }
+  const user = await findOsUser(name)
+  if (!user) throw new UsageError(`user '${name}' was created but cannot be found`)
+  return { user, created: true }
+}

@@ -3,6 +3,7 @@
 import type { Command } from '../command.js'
 import { backupCommand } from './backup.js'
 import { checkCommand } from './check.js'
+import { demoCommand } from './demo.js'
 import { drillCommand } from './drill.js'
 import { infoCommand } from './info.js'
 import { initCommand } from './init.js'
@@ -14,6 +15,7 @@ import { walPushCommand } from './wal-push.js'
 import { walStreamCommand } from './wal-stream.js'
 
 export const commands: readonly Command[] = [
+  demoCommand,
   checkCommand,
   initCommand,
   backupCommand,

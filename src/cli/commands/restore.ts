@@ -16,6 +16,7 @@ import { parseCommandArgs, parseWorkers } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { ProgressLine } from '../progress.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
+import { handOverRestored, probeRestoreCommand, resolveOwner, startCommandLine } from '../restore-start.js'
 
 export const restoreCommand: Command = {
   path: ['restore'],
@@ -25,7 +26,8 @@ export const restoreCommand: Command = {
 Writes a backup into DIR (which must be missing or empty, unless --delta), with the WAL it needs in pg_wal, a
 backup_manifest for pg_verifybackup, and recovery settings in postgresql.auto.conf: recovery.signal and a
 restore_command that runs 'pgkeep wal get' on this repository. Without a target the server replays all the WAL
-the repository holds. Files are written as the current user: chown them to the server's user before starting.
+the repository holds. Files are written as the current user (as root, --owner gives them to the server's user).
+At the end it prints a command line that starts the copy on a free port with archiving off.
 An interrupted or failed restore leaves DIR without global/pg_control, so no server starts on it; run the same
 command again with --delta to finish it.
 
@@ -47,6 +49,9 @@ options:
   --target-exclusive                stop just before the target instead of just after it
   --standby                         write standby.signal instead of recovery.signal
   --primary-conninfo CONNINFO       with --standby: the primary to stream from
+  --owner USER                      when run as root: give the restored files to USER (the user the server
+                                    runs as, e.g. postgres) and check that USER can run restore_command; as USER
+                                    itself it changes nothing (so the same line works for root and for USER)
   --delta                           update an existing copy of the same cluster in place, writing only the
                                     files and pages that differ and removing what the backup does not have
   --jobs N                          files written at once (default 4)
@@ -75,6 +80,7 @@ ${REPO_USAGE}
         'target-action': { type: 'string' },
         standby: { type: 'boolean' },
         'primary-conninfo': { type: 'string' },
+        owner: { type: 'string' },
         delta: { type: 'boolean' },
         jobs: { type: 'string' },
         workers: { type: 'string' },
@@ -90,6 +96,7 @@ ${REPO_USAGE}
     const recovery = recoveryFrom(values)
     const tablespaceMapping = (values['tablespace-mapping'] ?? []).map(parseTablespaceMapping)
 
+    const owner = await resolveOwner(values.owner)
     const opened = await openRepoForCommand(values, ctx, 'restore')
     recovery.restoreCommand = walGetRestoreCommand({
       pgkeep: [process.execPath, pgkeepBin()],
@@ -128,16 +135,38 @@ ${REPO_USAGE}
       await opened.storage.close().catch(() => {})
     }
     progress.done()
-    const hints = ownershipHints(result)
+    const hints: string[] = []
+    if (owner) {
+      await handOverRestored(
+        result.pgdata,
+        result.tablespaces.map((t) => t.location),
+        owner,
+      )
+      const first = result.walSegments[0]
+      const failed = recovery.restoreCommand && first ? await probeRestoreCommand(recovery.restoreCommand, first, result.pgdata, owner, ctx.env) : undefined
+      if (failed) {
+        hints.push(
+          `restore_command fails when run as ${owner.name}, as the server will run it: ${failed}; ${owner.name} must be able to run this node and pgkeep, ` +
+            `read the repository (pgkeep init --group ${owner.name} makes a new one readable) and get its passphrase (see docs/restore.md)`,
+        )
+      }
+    } else hints.push(...ownershipHints(result))
     if (opened.repo.encrypted && values['passphrase-file'] === undefined) {
       hints.push('the repository is encrypted: the server needs PGKEEP_PASSPHRASE or PGKEEP_PASSPHRASE_FILE in its environment to run restore_command')
     }
     if (/^s3:\/\//.test(values.repo!)) hints.push('restore_command reads an s3:// repository: the server needs the AWS_* variables in its environment')
+    const startCommand = await startCommandLine({
+      pgdata: result.pgdata,
+      major: Number.parseInt(result.serverVersion, 10),
+      owner: owner?.name ?? 'postgres',
+      searchPath: ctx.env.PATH,
+    })
     if (values.json) {
-      ctx.stdout.write(JSON.stringify({ ...result, restoreCommand: recovery.restoreCommand, hints }, null, 2) + '\n')
+      ctx.stdout.write(JSON.stringify({ ...result, restoreCommand: recovery.restoreCommand, owner: owner?.name ?? null, startCommand, hints }, null, 2) + '\n')
       return 0
     }
     ctx.stdout.write(formatResult(result, recovery, messages, hints))
+    ctx.stdout.write(`start the copy: ${startCommand}\n`)
     return 0
   },
 }
@@ -212,7 +241,7 @@ function ownershipHints(r: RestoreResult): string[] {
   if (process.getuid?.() !== 0) return []
   const dirs = [r.pgdata, ...r.tablespaces.map((t) => t.location)].map((d) => `'${d}'`).join(' ')
   return [
-    `the files belong to root, and PostgreSQL refuses to run as root: before starting the server, run  chown -R postgres:postgres ${dirs}  (or the user that will run it)`,
+    `the files belong to root, and PostgreSQL refuses to run as root: before starting the server, run  chown -R postgres:postgres ${dirs}  (or the user that will run it), or restore with --owner postgres`,
   ]
 }
 
