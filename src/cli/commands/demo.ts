@@ -12,7 +12,7 @@ import { appendFile, chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { PassThrough } from 'node:stream'
-import pg from 'pg'
+import type pg from 'pg'
 import { ConfigError, UsageError } from '../../errors.js'
 import { freePort, LocalServer } from '../../local-server/local-server.js'
 import { chownTree, currentUser, ensureOsUser, isRoot, type OsUser } from '../../local-server/os-user.js'
