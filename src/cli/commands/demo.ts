@@ -223,7 +223,7 @@ async function demoBinaries(pgBin: string | undefined): Promise<PgBinaries> {
       source: 'pg-bin',
     }
   }
-  const found = (await embeddedServers())[0]
+  const [found] = await embeddedServers({ first: true })
   if (found) return found
   throw new UsageError(`the demo needs a PostgreSQL server, and the embedded one (${embeddedPackageName()}) is not installed here`, {
     hint:

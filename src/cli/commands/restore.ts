@@ -16,6 +16,7 @@ import { parseCommandArgs, parseWorkers } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { ProgressLine } from '../progress.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
+import { unreachableBy } from '../../local-server/os-user.js'
 import { handOverRestored, probeRestoreCommand, resolveOwner, startCommandLine } from '../restore-start.js'
 
 export const restoreCommand: Command = {
