@@ -143,6 +143,10 @@ ${REPO_USAGE}
         result.tablespaces.map((t) => t.location),
         owner,
       )
+      for (const dir of [result.pgdata, ...result.tablespaces.map((t) => t.location)]) {
+        const why = await unreachableBy(dir, owner)
+        if (why) hints.push(`${owner.name} cannot reach '${dir}', so the server will not start: ${why}`)
+      }
       const first = result.walSegments[0]
       const failed = recovery.restoreCommand && first ? await probeRestoreCommand(recovery.restoreCommand, first, result.pgdata, owner, ctx.env) : undefined
       if (failed) {
