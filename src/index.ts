@@ -38,6 +38,7 @@ export type { DrillOptions, DrillResult, DrillRestoreFunction } from './drill/dr
 export type { DrillRecord, DrillCheckRecord } from './repo/index.js'
 export { findPgBinaries, embeddedServers, type PgBinaries, type FindPgBinariesOptions } from './local-server/pg-binaries.js'
 export type { RecoveryOptions } from './restore/recovery-config.js'
+export { walGetRestoreCommand, type WalGetCommandOptions } from './restore/restore-command.js'
 export type { TablespaceMapping } from './restore/tablespace-mapping.js'
 export { WalStreamer, type WalStreamOptions, type WalStreamResult, type WalStreamStatus } from './wal/wal-streamer.js'
 export { pushWalFile, type PushWalOptions, type PushWalResult } from './wal/wal-push.js'

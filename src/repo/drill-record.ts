@@ -1,7 +1,7 @@
 // Drill records: one immutable record per restore drill (`pgkeep drill`), keyed `drill` /
 // `<systemId>/<drillId>.<passed|failed>`: which backup was restored to what target, how long restore, recovery and
 // the checks took, and what each check found. The result is part of the key, so the newest drill and the newest
-// good one are found from a listing, reading only those two records (docs/backup-format.md §6).
+// good one are found from a listing, reading only those two records (docs/backup-format.md §7).
 
 import { randomBytes } from 'node:crypto'
 import type { Repository } from './repository.js'
