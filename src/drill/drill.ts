@@ -182,7 +182,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillResult> {
   let server: LocalServer | undefined
   let port: number | null = null
   let socketDir: string | undefined
-  let wrote = false
+  let mayHaveWritten = false
   const fail = (name: string, detail: string, durationMs: number | null = null) => {
     checks.push({ name, status: 'failed', detail, durationMs })
   }
@@ -212,7 +212,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillResult> {
         onBackupChosen: async (b) => {
           chosen = b
           if (b.server.major !== binaries.major) binaries = await find(b.server.major)
-          wrote = true
+          mayHaveWritten = true
         },
         onProgress: (p) => events.progress({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, detail: { phase: p.phase } }),
         onMessage: (m) => events.say(m.level, m.text),
@@ -228,11 +228,11 @@ export async function runDrill(o: DrillOptions): Promise<DrillResult> {
     } catch (err) {
       // Damaged or missing data is what a drill is there to find: a failed drill. Anything else (options, a
       // location refused, storage, passphrase, an abort) is an error of this run and is thrown.
-      if (!wrote || !isPgkeepError(err) || (err.code !== Codes.INTEGRITY && err.code !== Codes.FORMAT)) throw err
+      if (!mayHaveWritten || !isPgkeepError(err) || (err.code !== Codes.INTEGRITY && err.code !== Codes.FORMAT)) throw err
       fail('restore', err.message, Date.now() - restoreStarted)
     }
     // The scratch directory is the restore's work: a real directory that did not exist before.
-    if (wrote && !(await lstat(scratch).catch(() => undefined))?.isDirectory()) {
+    if (mayHaveWritten && !(await lstat(scratch).catch(() => undefined))?.isDirectory()) {
       throw new UsageError(`'${scratch}' is not the directory the restore made`, { hint: 'run the drill again' })
     }
 
@@ -369,7 +369,7 @@ export async function runDrill(o: DrillOptions): Promise<DrillResult> {
     if (server && !server.exit) await server.stop().catch(() => {})
     if (!o.keep) {
       // The wal get prefetch process the copy's restore_command started leaves when its spool is gone.
-      if (wrote) await rm(scratch, { recursive: true, force: true, maxRetries: 5 }).catch(() => {})
+      if (mayHaveWritten) await rm(scratch, { recursive: true, force: true, maxRetries: 5 }).catch(() => {})
       if (socketDir && !socketDir.startsWith(scratch)) await rm(socketDir, { recursive: true, force: true }).catch(() => {})
     }
   }

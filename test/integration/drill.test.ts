@@ -19,7 +19,7 @@ import { runBin } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { type Major, pgBinaries } from '../harness/pg-binaries.js'
 import { freshFsRepo, type TestRepo } from '../harness/repo.js'
-import { handOver } from '../harness/server-user.js'
+import { handOver, serverUser } from '../harness/server-user.js'
 import { shareWithServer } from './restore-fixture.js'
 import { ensureBuilt } from './wal-helpers.js'
 
@@ -88,6 +88,33 @@ describe.each<Major>([14, 18])('pgkeep drill on PG %i', (major) => {
     expect(file).toBe(1260)
     await pg.sql('checkpoint')
     expect(bootstrapSuperuserNames(await readFile(join(pg.dataDir, 'global', String(file))))).toEqual(['postgres'])
+  })
+
+  it.runIf(major === 18)('refuses, before writing anything, a scratch location in a running server and binaries of another major', async () => {
+    const inServer = await runBin(['drill', '--repo', r.dir, '--scratch', pg.dataDir])
+    expect(inServer.code, inServer.stderr).toBe(2)
+    expect(inServer.stderr).toMatch(
+      /^pgkeep: error: data directory '.*\/pgkeep-drill-[^/]+\/data' overlaps the data directory '.*' of the server running with pid \d+$/m,
+    )
+    expect((await readdir(pg.dataDir)).filter((n) => n.startsWith('pgkeep-drill-'))).toEqual([])
+
+    const other = await runBin(['drill', '--repo', r.dir, '--scratch', scratch, '--pg-bin', pgBinaries(14).bin])
+    expect(other.code, other.stderr).toBe(2)
+    expect(other.stderr).toMatch(/^pgkeep: error: --pg-bin '.*pg14.*' holds no PostgreSQL 18 server; looked at .*: PostgreSQL 14\.\d+$/m)
+    expect(other.stderr).toMatch(/^HINT: install PostgreSQL 18's server .* --pg-bin DIR/m)
+    expect(readdirSync(scratch).filter((n) => n.startsWith('pgkeep-drill-'))).toEqual([])
+
+    if (serverUser().drop) {
+      // A repository private to root: the copy's restore_command (as postgres) could not read it.
+      const priv = join(scratch, 'private-repo')
+      expect((await runBin(['init', '--repo', priv])).code).toBe(0)
+      const denied = await runBin(['drill', '--repo', priv, '--scratch', scratch])
+      expect(denied.code, denied.stderr).toBe(2)
+      expect(denied.stderr).toMatch(
+        /^pgkeep: error: user 'postgres', who runs the copy and its restore_command, cannot read repository '.*private-repo': it may not enter .*\(owner 0:0, mode 0700\)$/m,
+      )
+      expect(denied.stderr).toMatch(/^HINT: share the repository with that user's group: 'pgkeep init --group postgres'/m)
+    }
   })
 
   it('drills the full backup (binaries found without --pg-bin) and cleans up', async () => {

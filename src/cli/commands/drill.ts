@@ -5,6 +5,7 @@
 import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { Codes, UsageError } from '../../errors.js'
+import { serverUserForRoot, unreachableBy } from '../../local-server/os-user.js'
 import { parseCheckFile } from '../../drill/check-file.js'
 import { type DrillResult, runDrill } from '../../drill/drill.js'
 import { restoreBackup } from '../../restore/restore.js'
@@ -101,6 +102,17 @@ ${REPO_USAGE}
         throw new UsageError(`cannot read check file '${values.check}': ${err.code ?? err.message}`, { hint: 'give a readable file with --check' })
       })
       checks = parseCheckFile(text, `check file '${values.check}'`)
+    }
+    // As root the copy runs as another user, whose restore_command must read a directory repository: say so now
+    // rather than as a failed recovery after the whole restore.
+    const owner = await serverUserForRoot(values.owner ?? 'postgres')
+    if (owner && !/^[a-z][a-z0-9+.-]*:\/\//i.test(values.repo ?? 'x://')) {
+      const why = await unreachableBy(absoluteRepoUrl(values.repo!), owner)
+      if (why) {
+        throw new UsageError(`user '${owner.name}', who runs the copy and its restore_command, cannot read repository '${values.repo}': ${why}`, {
+          hint: `share the repository with that user's group: 'pgkeep init --group ${owner.name}' for a new one (docs/storage.md), or give another user with --owner`,
+        })
+      }
     }
     const opened = await openRepoForCommand(values, ctx, 'drill')
     const progress = ProgressLine.for(ctx.stderr, values.progress === true, 'drill: restore')
