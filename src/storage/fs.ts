@@ -34,13 +34,14 @@ const PRIVATE: FsModes = { file: 0o600, dir: 0o700 }
 
 /**
  * The modes a repository's new objects get, from its top directory's mode: private (0600, 0700), or, when the top
- * directory grants its group read and search (`init --group G` makes it 02750), readable by that group (0640,
- * 0750, and the setgid bit on directories so that new ones keep the group): the server's user reads the
- * repository in restore_command that way, while backups run as another user.
+ * directory has the setgid bit and grants its group read and search (`init --group G` makes it 02750), readable by
+ * that group (0640, and 02750 for directories so that new ones keep the group): the server's user reads the
+ * repository in restore_command that way, while backups run as another user. The setgid bit is the deliberate
+ * sign: a directory that is group-readable only because of a umask keeps the repository private.
  */
 export function fsModesFor(rootMode: number | undefined): FsModes {
-  if (rootMode === undefined || (rootMode & 0o050) !== 0o050) return PRIVATE
-  return { file: 0o640, dir: 0o750 | (rootMode & 0o2000) }
+  if (rootMode === undefined || (rootMode & 0o2000) === 0 || (rootMode & 0o050) !== 0o050) return PRIVATE
+  return { file: 0o640, dir: 0o2750 }
 }
 
 /** Error codes after which the same operation may well succeed (descriptor exhaustion, NFS hiccups). */
@@ -52,8 +53,8 @@ const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EINTR',
  * Semantics, on top of the contract in storage.ts:
  * - Keys map to files: `packs/ab/ab12` is `<root>/packs/ab/ab12`. Directories are created on demand with mode 0700
  *   (the root too, on the first write) and their parents are fsynced; files get mode 0600. When the root exists
- *   and grants its group read and search, the repository is shared with that group: files get 0640, directories
- *   0750 (with the root's setgid bit, so they keep its group); see {@link fsModesFor}. Modes are set explicitly,
+ *   with the setgid bit and grants its group read and search, the repository is shared with that group: files
+ *   get 0640, directories 02750 (so they keep its group); see {@link fsModesFor}. Modes are set explicitly,
  *   whatever the process's umask (a umask can only take bits away; an odd one such as 0277 would otherwise make
  *   directories the driver cannot write into).
  * - `write` streams into `<dir>/.tmp-<random>` (exclusive create), fdatasyncs it, then renames it over the key,

@@ -104,7 +104,7 @@ async function shareDirectory(url: string, group: string): Promise<void> {
   if (st && !st.isDirectory()) throw new UsageError(`'${dir}' exists and is not a directory`)
   if (st && (await readdir(dir)).length > 0) {
     throw new UsageError(`--group needs a new or empty directory, and '${dir}' is not empty`, {
-      hint: `for an existing repository: chgrp -R ${group} '${dir}' && chmod -R g+rX,g-w '${dir}' && find '${dir}' -type d -exec chmod g+s {} +`,
+      hint: `to share an existing repository: chgrp -R ${group} '${dir}' && chmod -R g+rX,g-w '${dir}' && find '${dir}' -type d -exec chmod g+s {} +`,
     })
   }
   try {
