@@ -31,6 +31,8 @@ export const Codes = {
   USAGE: 'USAGE',
   CONFIG: 'CONFIG',
   NOT_READY: 'NOT_READY',
+  /** A restore drill ran and failed a check (the report names it). */
+  DRILL_FAILED: 'DRILL_FAILED',
   ASSERTION: 'ASSERTION',
 } as const
 

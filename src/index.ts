@@ -4,6 +4,9 @@
 // complete program. Every operation takes an AbortSignal (`signal`) and reports through `onEvent`; none reads
 // process.env or prints.
 
+import { type DrillOptions, type DrillResult, runDrill } from './drill/drill.js'
+import { restoreBackup } from './restore/restore.js'
+
 // Storage and repositories
 export { openStorage, type OpenStorageOptions } from './storage/open.js'
 export type { Storage, ObjectInfo } from './storage/storage.js'
@@ -62,7 +65,12 @@ export { checkServer, type CheckOptions, type CheckReport, type CheckProblem, Ch
 export { SUPPORTED_MAJORS } from './pg/versions.js'
 export { takeBackup, type BackupOptions, type BackupResult, type BackupType } from './backup/backup.js'
 export { restoreBackup, type RestoreOptions, type RestoreResult } from './restore/restore.js'
+export { parseCheckFile, type UserCheck } from './drill/check-file.js'
+export type { DrillOptions, DrillResult, DrillRestoreFunction } from './drill/drill.js'
+export type { DrillRecord, DrillCheckRecord } from './repo/index.js'
+export { findPgBinaries, embeddedServers, type PgBinaries, type FindPgBinariesOptions } from './local-server/pg-binaries.js'
 export type { RecoveryOptions } from './restore/recovery-config.js'
+export { walGetRestoreCommand, type WalGetCommandOptions } from './restore/restore-command.js'
 export type { TablespaceMapping } from './restore/tablespace-mapping.js'
 export { WalStreamer, type WalStreamOptions, type WalStreamResult, type WalStreamStatus } from './wal/wal-streamer.js'
 export { pushWalFile, type PushWalOptions, type PushWalResult } from './wal/wal-push.js'
@@ -78,6 +86,15 @@ export { forgetBackups, type ForgetOptions, type ForgetResult, type ForgottenBac
 export { setRetentionPolicy, clearRetentionPolicy, type PolicyOptions } from './expire/policy.js'
 export { verifyBackups, type VerifyBackupsResult, type BackupProblem } from './verify/verify-backups.js'
 export { copyBackups, type CopyOptions, type CopyResult, type CopiedBackup } from './copy/copy-backups.js'
+
+/**
+ * Runs a restore drill (docs/drill.md): restores a backup into a scratch directory with {@link restoreBackup},
+ * starts the copy, waits for recovery, checks it, records the drill in the repository and cleans up. Resolves with
+ * the report whether the drill passed or not (`passed`, `failure`).
+ */
+export function drillBackup(o: Omit<DrillOptions, 'restore'>): Promise<DrillResult> {
+  return runDrill({ ...o, restore: restoreBackup })
+}
 
 // Shared shapes
 export type { ServerTarget, ConnectionOverrides } from './server-target.js'

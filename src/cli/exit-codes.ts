@@ -20,6 +20,7 @@ export const ExitCodes: Readonly<Record<string, number>> = {
   [Codes.LOCKED]: 24,
   [Codes.INTEGRITY]: 30,
   [Codes.FORMAT]: 31,
+  [Codes.DRILL_FAILED]: 40,
   [Codes.ASSERTION]: 70,
 }
 

@@ -3,6 +3,7 @@
 
 import { formatLsn } from '../pg/lsn.js'
 import { type BackupRecord, CLUSTER_RECORD_KIND, type ClusterRecord, listBackups } from './backup-record.js'
+import { type DrillRecord, latestDrills } from './drill-record.js'
 import type { Repository } from './repository.js'
 import { readWalRecord, segmentKey, WAL_RECORD_KIND, type WalSegmentRecord } from './wal-catalog.js'
 
@@ -34,6 +35,8 @@ export interface ClusterSummary {
   name: string
   backups: BackupRecord[]
   wal: TimelineWal[]
+  /** Restore drills (`pgkeep drill`): the newest, the newest that passed, and how many are recorded. */
+  drills: { last: DrillRecord | null; lastPassed: DrillRecord | null; count: number }
 }
 
 export async function summarizeRepository(repo: Repository, o: { signal?: AbortSignal } = {}): Promise<ClusterSummary[]> {
@@ -49,7 +52,8 @@ export async function summarizeRepository(repo: Repository, o: { signal?: AbortS
       // WAL pushed before any backup: the cluster has no record yet.
     }
     const backups = await listBackups(repo, systemId, o)
-    out.push({ systemId, name, backups, wal: await summarizeClusterWal(repo, systemId, backups[0]?.walSegmentSizeBytes, o) })
+    const wal = await summarizeClusterWal(repo, systemId, backups[0]?.walSegmentSizeBytes, o)
+    out.push({ systemId, name, backups, wal, drills: await latestDrills(repo, systemId, o) })
   }
   return out
 }

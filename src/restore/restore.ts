@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path'
 import { UsageError } from '../errors.js'
 import { OperationEvents, type OperationOptions } from '../events.js'
 import { majorSupport } from '../pg/versions.js'
-import { assertSoundBackupRecord, type BlobReader, defaultWorkers, FileListReader, type Repository } from '../repo/index.js'
+import { assertSoundBackupRecord, type BackupRecord, type BlobReader, defaultWorkers, FileListReader, type Repository } from '../repo/index.js'
 import { chooseBackup } from './choose-backup.js'
 import { removeExtraneous } from './delta-cleanup.js'
 import { finishDirectory } from './finish-directory.js'
@@ -39,6 +39,16 @@ export interface RestoreOptions extends OperationOptions {
   /** The cluster, by name or system identifier; needed when the repository holds more than one (choose-backup.ts). */
   cluster?: string
   tablespaceMapping?: readonly TablespaceMapping[]
+  /**
+   * Every tablespace no mapping names goes to `<tablespaceRoot>/<oid>` instead of its original location (a drill
+   * restores into a scratch directory this way, whatever the chosen backup's tablespaces are).
+   */
+  tablespaceRoot?: string
+  /**
+   * Called with the backup chosen, before anything is written; a rejection ends the restore there (a drill
+   * checks that it has server binaries of the backup's major).
+   */
+  onBackupChosen?: (backup: BackupRecord) => void | Promise<void>
   /** How the server recovers; default `{ mode: 'none' }` (replay pg_wal, open on the backup's timeline). */
   recovery?: RecoveryOptions
   /** Update an existing copy of the same cluster, writing only what differs. */
@@ -132,8 +142,11 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       say('warning', `backup ${backup.id} is of PostgreSQL ${backup.server.version}, newer than the majors pgkeep is tested against`)
     }
     await checkTargetReachable(repo, backup, recovery, { signal })
+    await o.onBackupChosen?.(backup)
+
     const delta = o.delta === true
-    const { locations, state } = await prepareTarget({ pgdata, backup, mappings: o.tablespaceMapping ?? [], delta })
+    const mappings = withTablespaceRoot(backup, o.tablespaceMapping ?? [], o.tablespaceRoot)
+    const { locations, state } = await prepareTarget({ pgdata, backup, mappings, delta })
     const tree = new TargetTree(pgdata, locations, `backup ${backup.id}`)
     const reader = new FileListReader(repo, backup.files, undefined, `backup ${backup.id}`)
     // Every entry is checked before the first byte is written: a damaged or hostile list is refused whole.
@@ -247,4 +260,12 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     await blobs?.close().catch(() => {})
     await lock?.release().catch(() => {})
   }
+}
+
+/** The mappings given, and one to `<root>/<oid>` for every tablespace of the backup they leave unmapped. */
+function withTablespaceRoot(backup: BackupRecord, mappings: readonly TablespaceMapping[], root: string | undefined): TablespaceMapping[] {
+  if (root === undefined) return [...mappings]
+  const base = resolve(root)
+  const named = (t: { oid: number; location: string }) => mappings.some((m) => m.from === String(t.oid) || resolve(m.from) === resolve(t.location))
+  return [...mappings, ...backup.tablespaces.filter((t) => !named(t)).map((t) => ({ from: String(t.oid), to: join(base, String(t.oid)) }))]
 }

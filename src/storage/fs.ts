@@ -28,8 +28,24 @@ export interface FsStorageOptions {
 }
 
 const DEFAULT_READ_CHUNK_BYTES = 1 << 20
-const FILE_MODE = 0o600
-const DIR_MODE = 0o700
+/** Modes of new files and directories: private, or group-readable in a repository shared with a group. */
+interface FsModes {
+  readonly file: number
+  readonly dir: number
+}
+const PRIVATE: FsModes = { file: 0o600, dir: 0o700 }
+
+/**
+ * The modes a repository's new objects get, from its top directory's mode: private (0600, 0700), or, when the top
+ * directory has the setgid bit and grants its group read and search (`init --group G` makes it 02750), readable by
+ * that group (0640, and 02750 for directories so that new ones keep the group): the server's user reads the
+ * repository in restore_command that way, while backups run as another user. The setgid bit is the deliberate
+ * sign: a directory that is group-readable only because of a umask keeps the repository private.
+ */
+export function fsModesFor(rootMode: number | undefined): FsModes {
+  if (rootMode === undefined || (rootMode & 0o2000) === 0 || (rootMode & 0o050) !== 0o050) return PRIVATE
+  return { file: 0o640, dir: 0o2750 }
+}
 
 /** Error codes after which the same operation may well succeed (descriptor exhaustion, NFS hiccups). */
 const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EINTR', 'ETIMEDOUT', 'ESTALE'])
@@ -39,9 +55,11 @@ const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EINTR',
  *
  * Semantics, on top of the contract in storage.ts:
  * - Keys map to files: `packs/ab/ab12` is `<root>/packs/ab/ab12`. Directories are created on demand with mode 0700
- *   (the root too, on the first write) and their parents are fsynced; files get mode 0600. Both modes are set
- *   explicitly, whatever the process's umask (a umask can only take bits away; an odd one such as 0277 would
- *   otherwise make directories the driver cannot write into).
+ *   (the root too, on the first write) and their parents are fsynced; files get mode 0600. When the root exists
+ *   with the setgid bit and grants its group read and search, the repository is shared with that group: files
+ *   get 0640, directories 02750 (so they keep its group); see {@link fsModesFor}. Modes are set explicitly,
+ *   whatever the process's umask (a umask can only take bits away; an odd one such as 0277 would otherwise make
+ *   directories the driver cannot write into).
  * - `write` streams into `<dir>/.tmp-<random>` (exclusive create), fdatasyncs it, then renames it over the key,
  *   then fsyncs the directory: once it resolves the object survives a crash, and no reader ever sees a partial
  *   file. With `ifAbsent` it uses link(2) instead of rename(2), which fails atomically when the key exists, so
@@ -64,8 +82,10 @@ export async function openFsStorage(root: string, o: FsStorageOptions = {}): Pro
   if (!(Number.isSafeInteger(chunkBytes) && chunkBytes > 0)) {
     throw new StorageError(`invalid read chunk size '${String(chunkBytes)}': must be a positive integer`)
   }
+  let rootMode: number | undefined
   try {
     const st = await fsp.stat(abs)
+    rootMode = st.mode
     if (!st.isDirectory()) {
       throw new StorageError(`repository path '${abs}' is not a directory`, {
         hint: 'point the repository at a directory (it is created on the first write when missing)',
@@ -75,7 +95,7 @@ export async function openFsStorage(root: string, o: FsStorageOptions = {}): Pro
     // A missing root is fine: reads find nothing and the first write creates it.
     if (errnoCode(err) !== 'ENOENT') throw mapFsError(err, 'open', abs, abs)
   }
-  return new FsStorage(abs, chunkBytes, o.fsync ?? true)
+  return new FsStorage(abs, chunkBytes, o.fsync ?? true, fsModesFor(rootMode))
 }
 
 class FsStorage implements Storage {
@@ -86,6 +106,7 @@ class FsStorage implements Storage {
     private readonly root: string,
     private readonly chunkBytes: number,
     private readonly sync: boolean,
+    private readonly modes: FsModes,
   ) {
     this.name = root
     this.features = { fsync: sync, conditionalWrite: true, remote: false }
@@ -277,15 +298,15 @@ class FsStorage implements Storage {
   private async createTemp(tmp: string, dir: string): Promise<FileHandle> {
     let fh: FileHandle
     try {
-      fh = await fsp.open(tmp, 'wx', FILE_MODE)
+      fh = await fsp.open(tmp, 'wx', this.modes.file)
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw err
       await this.makeDirs(dir)
-      fh = await fsp.open(tmp, 'wx', FILE_MODE)
+      fh = await fsp.open(tmp, 'wx', this.modes.file)
     }
     try {
       // open(2) applies the umask; the mode must not depend on it.
-      await fh.chmod(FILE_MODE)
+      await fh.chmod(this.modes.file)
     } catch (err) {
       await fh.close().catch(() => {})
       await fsp.unlink(tmp).catch(() => {})
@@ -294,18 +315,18 @@ class FsStorage implements Storage {
     return fh
   }
 
-  /** mkdir -p with mode 0700, fsyncing the parent of every directory it creates so the new entry is durable. */
+  /** mkdir -p with the directory mode (0700, or 02750 shared), fsyncing the parent of every directory it creates so the new entry is durable. */
   private async makeDirs(dir: string): Promise<void> {
     try {
-      await fsp.mkdir(dir, { mode: DIR_MODE })
-      await fsp.chmod(dir, DIR_MODE) // mkdir(2) applies the umask
+      await fsp.mkdir(dir, { mode: this.modes.dir })
+      await fsp.chmod(dir, this.modes.dir) // mkdir(2) applies the umask
     } catch (err) {
       const code = errnoCode(err)
       if (code === 'ENOENT' && path.dirname(dir) !== dir) {
         await this.makeDirs(path.dirname(dir))
         try {
-          await fsp.mkdir(dir, { mode: DIR_MODE })
-          await fsp.chmod(dir, DIR_MODE)
+          await fsp.mkdir(dir, { mode: this.modes.dir })
+          await fsp.chmod(dir, this.modes.dir)
         } catch (err2) {
           if (errnoCode(err2) !== 'EEXIST') throw err2
         }
@@ -383,7 +404,7 @@ function mapFsError(err: unknown, action: string, file: string, root: string): E
     case 'EPERM':
       return new AccessDeniedError(`unable to ${action} '${file}': permission denied`, {
         cause: err,
-        hint: `check the owner and mode of '${root}' and the directories below it (pgkeep creates them 0700)`,
+        hint: `check the owner and mode of '${root}' and the directories below it (pgkeep creates them 0700, or 02750 in a repository shared with a group)`,
       })
     case 'EROFS':
       return new AccessDeniedError(`unable to ${action} '${file}': read-only file system`, {

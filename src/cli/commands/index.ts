@@ -4,6 +4,8 @@ import type { Command } from '../command.js'
 import { backupCommand } from './backup.js'
 import { checkCommand } from './check.js'
 import { copyCommand } from './copy.js'
+import { demoCommand } from './demo.js'
+import { drillCommand } from './drill.js'
 import { expireCommand } from './expire.js'
 import { forgetCommand } from './forget.js'
 import { infoCommand } from './info.js'
@@ -21,10 +23,12 @@ import { walPushCommand } from './wal-push.js'
 import { walStreamCommand } from './wal-stream.js'
 
 export const commands: readonly Command[] = [
+  demoCommand,
   checkCommand,
   initCommand,
   backupCommand,
   restoreCommand,
+  drillCommand,
   infoCommand,
   verifyCommand,
   expireCommand,

@@ -8,6 +8,7 @@ import {
   backupSpace,
   type ClusterSummary,
   describePolicy,
+  type DrillRecord,
   planRetention,
   policyInForce,
   type RecoverableWindow,
@@ -34,7 +35,8 @@ space each holds alone: the stored bytes of blobs no other backup references, wh
 would give back), the WAL stored for each timeline as ranges with the gaps between them (recovery cannot cross a
 gap), the recoverable window (the earliest and latest point restore can reach: from the oldest backup's end to
 where the WAL after the newest backup stops, with any holes), and what the stored retention policy would keep
-('pgkeep policy set'); then the repository's locks with their state (see 'pgkeep unlock --help'). Reads only:
+('pgkeep policy set'), and the last restore drill (and the last good one, when the last
+failed); then the repository's locks with their state (see 'pgkeep unlock --help'). Reads only:
 read-only access is enough.
 
   --no-space              skip the space each backup holds alone (it reads every file list and file map once:
@@ -148,7 +150,33 @@ function forJson(c: ClusterInfo, space: ReadonlyMap<string, BackupSpace> | undef
               walWindowStart: r.plan.wal.windowStart ?? null,
               walFilesRemoved: r.plan.wal.files.filter((f) => !f.keep).length,
             },
+    drills: { count: s.drills.count, last: drillForJson(s.drills.last), lastPassed: drillForJson(s.drills.lastPassed) },
   }
+}
+
+function drillForJson(d: DrillRecord | null) {
+  if (!d) return null
+  return {
+    id: d.id,
+    passed: d.passed,
+    failure: d.failure,
+    backupId: d.backupId,
+    target: d.target,
+    serverVersion: d.serverVersion,
+    startedAt: d.startedAt,
+    finishedAt: d.finishedAt,
+    rtoMs: d.timings.rtoMs,
+    restoreMs: d.timings.restoreMs,
+    recoveryMs: d.timings.recoveryMs,
+    checksMs: d.timings.checksMs,
+  }
+}
+
+/** One line of a drill for `info`: when, the result, the backup and the RTO. */
+function describeDrill(d: DrillRecord): string {
+  const when = d.finishedAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
+  const rto = d.timings.rtoMs === null ? '' : `, RTO ${formatDuration(d.timings.rtoMs)}`
+  return `${when} ${d.passed ? 'passed' : `FAILED (${d.failure})`}: backup ${d.backupId ?? '?'} to ${d.target}${rto}`
 }
 
 function describe(c: ClusterInfo, space: ReadonlyMap<string, BackupSpace> | undefined): string {
@@ -191,6 +219,12 @@ function describe(c: ClusterInfo, space: ReadonlyMap<string, BackupSpace> | unde
         (going.length > 0 || wal > 0 ? `; 'pgkeep expire' would remove ${plural(going.length, 'backup')} and ${plural(wal, 'WAL file')}` : ''),
     )
     for (const b of going) lines.push(`    would remove ${b.record.id}: ${b.decision.why.join('; ')}`)
+  }
+  const { last, lastPassed } = s.drills
+  if (!last) lines.push('  restore drills: none (pgkeep drill)')
+  else {
+    lines.push(`  last drill: ${describeDrill(last)}`)
+    if (!last.passed) lines.push(`  last good drill: ${lastPassed ? describeDrill(lastPassed) : 'none'}`)
   }
   return lines.join('\n') + '\n'
 }

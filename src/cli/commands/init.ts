@@ -1,6 +1,10 @@
 // `pgkeep init`: creates a repository (plain or encrypted) at a directory or S3 location.
 
-import { UsageError } from '../../errors.js'
+import { chmod, chown, lstat, mkdir, readdir } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { ConfigError, UsageError } from '../../errors.js'
+import { findGroupId } from '../../local-server/os-user.js'
 import { initRepository } from '../../repo/index.js'
 import { openStorage } from '../../storage/open.js'
 import type { Command } from '../command.js'
@@ -12,6 +16,7 @@ export const initCommand: Command = {
   path: ['init'],
   summary: 'create a repository in a directory or an S3 bucket',
   usage: `usage: pgkeep init --repo URL [--encrypt] [--passphrase-file F] [--compress zstd[:LEVEL]|none] [--pack-size MIB]
+                   [--group GROUP]
 
 Creates an empty repository. The location must not hold one already. This is the only command that creates a
 repository (besides 'backup --init'): every other one refuses a location that holds none, so a file system that
@@ -22,6 +27,11 @@ is not mounted or a mistyped path never silently gets a new, empty repository.
 ${PASSPHRASE_USAGE}
   --compress METHOD       zstd (level 3, the default), zstd:LEVEL (1-19) or none
   --pack-size MIB         target size of pack objects in MiB (default 16)
+  --group GROUP           a directory repository readable by GROUP (e.g. postgres): the directory gets that group
+                          and mode 02750, and every file and directory pgkeep writes there later is readable by the
+                          group (0640, 02750), so that a server running as a member of GROUP can run 'pgkeep wal
+                          get' in its restore_command while backups run as another user (root); without it the
+                          repository is private to its owner (0600, 0700)
 
 Without the passphrase an encrypted repository cannot be read: keep it safe, apart from the repository.
 `,
@@ -34,6 +44,7 @@ Without the passphrase an encrypted repository cannot be read: keep it safe, apa
         encrypt: { type: 'boolean' },
         compress: { type: 'string' },
         'pack-size': { type: 'string' },
+        group: { type: 'string' },
         ...passphraseOptions,
       },
     })
@@ -52,6 +63,7 @@ Without the passphrase an encrypted repository cannot be read: keep it safe, apa
     } else if (ctx.env.PGKEEP_PASSPHRASE || ctx.env.PGKEEP_PASSPHRASE_FILE) {
       ctx.stderr.write('pgkeep: warning: a passphrase is set in the environment but --encrypt was not given: the repository is not encrypted\n')
     }
+    if (values.group !== undefined) await shareDirectory(values.repo, values.group)
     const storage = await openStorage(values.repo, ctx.env)
     try {
       const repo = await initRepository(storage, {
@@ -74,6 +86,40 @@ Without the passphrase an encrypted repository cannot be read: keep it safe, apa
       await storage.close()
     }
   },
+}
+
+/**
+ * Makes the repository directory (missing or empty) belong to `group` with mode 02750 before the repository is
+ * created in it: the fs driver then writes everything group-readable (src/storage/fs.ts, fsModesFor). Missing
+ * parent directories are created with mode 0755, so that the group can reach the repository.
+ */
+async function shareDirectory(url: string, group: string): Promise<void> {
+  if (/^s3:/i.test(url)) {
+    throw new UsageError('--group is for a directory repository', { hint: "an s3:// repository's readers are set by the bucket's policy" })
+  }
+  const dir = resolve(/^file:/i.test(url) ? fileURLToPath(url) : url)
+  const gid = await findGroupId(group)
+  if (gid === undefined) throw new UsageError(`there is no group '${group}'`, { hint: 'give the group of the user PostgreSQL runs as, e.g. --group postgres' })
+  const st = await lstat(dir).catch(() => undefined)
+  if (st && !st.isDirectory()) throw new UsageError(`'${dir}' exists and is not a directory`)
+  if (st && (await readdir(dir)).length > 0) {
+    throw new UsageError(`--group needs a new or empty directory, and '${dir}' is not empty`, {
+      hint: `to share an existing repository: chgrp -R ${group} '${dir}' && chmod -R g+rX,g-w '${dir}' && find '${dir}' -type d -exec chmod g+s {} +`,
+    })
+  }
+  try {
+    if (!st) {
+      await mkdir(dirname(dir), { recursive: true, mode: 0o755 })
+      await mkdir(dir, { mode: 0o700 })
+    }
+    await chown(dir, -1, gid)
+    await chmod(dir, 0o2750)
+  } catch (err) {
+    throw new ConfigError(`cannot give '${dir}' to group '${group}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+      cause: err,
+      hint: `run init as root, or as a member of group '${group}'`,
+    })
+  }
 }
 
 function parsePackSize(v: string | undefined): number | undefined {

@@ -16,6 +16,8 @@ import { parseCommandArgs, parseWorkers } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { eventView } from '../progress.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
+import { unreachableBy } from '../../local-server/os-user.js'
+import { handOverRestored, probeRestoreCommand, resolveOwner, startCommandLine } from '../restore-start.js'
 
 export const restoreCommand: Command = {
   path: ['restore'],
@@ -25,7 +27,8 @@ export const restoreCommand: Command = {
 Writes a backup into DIR (which must be missing or empty, unless --delta), with the WAL it needs in pg_wal, a
 backup_manifest for pg_verifybackup, and recovery settings in postgresql.auto.conf: recovery.signal and a
 restore_command that runs 'pgkeep wal get' on this repository. Without a target the server replays all the WAL
-the repository holds. Files are written as the current user: chown them to the server's user before starting.
+the repository holds. Files are written as the current user (as root, --owner gives them to the server's user).
+At the end it prints a command line that starts the copy on a free port with archiving off.
 An interrupted or failed restore leaves DIR without global/pg_control, so no server starts on it; run the same
 command again with --delta to finish it.
 
@@ -47,6 +50,9 @@ options:
   --target-exclusive                stop just before the target instead of just after it
   --standby                         write standby.signal instead of recovery.signal
   --primary-conninfo CONNINFO       with --standby: the primary to stream from
+  --owner USER                      when run as root: give the restored files to USER (the user the server
+                                    runs as, e.g. postgres) and check that USER can run restore_command; as USER
+                                    itself it changes nothing (so the same line works for root and for USER)
   --delta                           update an existing copy of the same cluster in place, writing only the
                                     files and pages that differ and removing what the backup does not have
   --jobs N                          files written at once (default 4)
@@ -71,16 +77,11 @@ ${REPO_USAGE}
         backup: { type: 'string' },
         cluster: { type: 'string' },
         'tablespace-mapping': { type: 'string', multiple: true },
-        'target-time': { type: 'string' },
-        'target-lsn': { type: 'string' },
-        'target-xid': { type: 'string' },
-        'target-name': { type: 'string' },
-        'target-immediate': { type: 'boolean' },
+        ...recoveryTargetOptions,
         'target-action': { type: 'string' },
-        'target-timeline': { type: 'string' },
-        'target-exclusive': { type: 'boolean' },
         standby: { type: 'boolean' },
         'primary-conninfo': { type: 'string' },
+        owner: { type: 'string' },
         delta: { type: 'boolean' },
         jobs: { type: 'string' },
         workers: { type: 'string' },
@@ -96,6 +97,7 @@ ${REPO_USAGE}
     const recovery = recoveryFrom(values)
     const tablespaceMapping = (values['tablespace-mapping'] ?? []).map(parseTablespaceMapping)
 
+    const owner = await resolveOwner(values.owner)
     const opened = await openRepoForCommand(values, ctx, 'restore')
     recovery.restoreCommand = walGetRestoreCommand({
       pgkeep: [process.execPath, pgkeepBin()],
@@ -136,24 +138,61 @@ ${REPO_USAGE}
       await opened.storage.close().catch(() => {})
     }
     progress.done()
-    const hints = ownershipHints(result)
+    const hints: string[] = []
+    if (owner) {
+      await handOverRestored(
+        result.pgdata,
+        result.tablespaces.map((t) => t.location),
+        owner,
+      )
+      for (const dir of [result.pgdata, ...result.tablespaces.map((t) => t.location)]) {
+        const why = await unreachableBy(dir, owner)
+        if (why) hints.push(`${owner.name} cannot reach '${dir}', so the server will not start: ${why}`)
+      }
+      const first = result.walSegments[0]
+      const failed = recovery.restoreCommand && first ? await probeRestoreCommand(recovery.restoreCommand, first, result.pgdata, owner, ctx.env) : undefined
+      if (failed) {
+        hints.push(
+          `restore_command fails when run as ${owner.name}, as the server will run it: ${failed}; ${owner.name} must be able to run this node and pgkeep, ` +
+            `read the repository (pgkeep init --group ${owner.name} makes a new one readable) and get its passphrase (see docs/restore.md)`,
+        )
+      }
+    } else hints.push(...ownershipHints(result))
     if (opened.repo.encrypted && values['passphrase-file'] === undefined) {
       hints.push('the repository is encrypted: the server needs PGKEEP_PASSPHRASE or PGKEEP_PASSPHRASE_FILE in its environment to run restore_command')
     }
     if (/^s3:\/\//.test(values.repo!)) hints.push('restore_command reads an s3:// repository: the server needs the AWS_* variables in its environment')
+    const startCommand = await startCommandLine({
+      pgdata: result.pgdata,
+      major: Number.parseInt(result.serverVersion, 10),
+      owner: owner?.name ?? 'postgres',
+      searchPath: ctx.env.PATH,
+    })
     if (values.json) {
-      ctx.stdout.write(JSON.stringify({ ...result, restoreCommand: recovery.restoreCommand, hints }, null, 2) + '\n')
+      ctx.stdout.write(JSON.stringify({ ...result, restoreCommand: recovery.restoreCommand, owner: owner?.name ?? null, startCommand, hints }, null, 2) + '\n')
       return 0
     }
     ctx.stdout.write(formatResult(result, recovery, messages, hints))
+    ctx.stdout.write(`start the copy: ${startCommand}\n`)
     return 0
   },
 }
 
 type Values = Record<string, string | boolean | string[] | undefined>
 
-/** The recovery options from the command line; exactly one target at most. */
-function recoveryFrom(v: Values): RecoveryOptions {
+/** The recovery target options restore and drill share (parseArgs). */
+export const recoveryTargetOptions = {
+  'target-time': { type: 'string' },
+  'target-lsn': { type: 'string' },
+  'target-xid': { type: 'string' },
+  'target-name': { type: 'string' },
+  'target-immediate': { type: 'boolean' },
+  'target-timeline': { type: 'string' },
+  'target-exclusive': { type: 'boolean' },
+} as const
+
+/** The recovery options from the command line (restore, drill); exactly one target at most. */
+export function recoveryFrom(v: Values): RecoveryOptions {
   const targets: RecoveryTarget[] = []
   // Read (and refused when it has no zone or is no real date) before the repository is opened; the UTC form is
   // what pgkeep compares and what the server gets.
@@ -189,7 +228,7 @@ function recoveryFrom(v: Values): RecoveryOptions {
 }
 
 /** bin/pgkeep.js of this installation: found upwards from this file (src/ when run from sources, dist/src/ when built). */
-function pgkeepBin(): string {
+export function pgkeepBin(): string {
   let dir = dirname(fileURLToPath(import.meta.url))
   for (let i = 0; i < 6; i++) {
     const candidate = join(dir, 'bin', 'pgkeep.js')
@@ -200,7 +239,7 @@ function pgkeepBin(): string {
 }
 
 /** The repository as the restored server's restore_command must name it: absolute. */
-function absoluteRepoUrl(url: string): string {
+export function absoluteRepoUrl(url: string): string {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return url
   return isAbsolute(url) ? url : resolve(url)
 }
@@ -209,7 +248,7 @@ function ownershipHints(r: RestoreResult): string[] {
   if (process.getuid?.() !== 0) return []
   const dirs = [r.pgdata, ...r.tablespaces.map((t) => t.location)].map((d) => `'${d}'`).join(' ')
   return [
-    `the files belong to root, and PostgreSQL refuses to run as root: before starting the server, run  chown -R postgres:postgres ${dirs}  (or the user that will run it)`,
+    `the files belong to root, and PostgreSQL refuses to run as root: before starting the server, run  chown -R postgres:postgres ${dirs}  (or the user that will run it), or restore with --owner postgres`,
   ]
 }
 
