@@ -2,6 +2,8 @@
 // repository. Every relation file is tracked page by page so that a backup with a parent stores only what changed
 // (found by the server's WAL summaries on 17+, or by comparing page hashes here). The backup record is written last,
 // once every blob and all WAL from start to end LSN are durable (invariant 1).
+// Longer than 400 lines on purpose: takeBackup is one sequence (connections, slot, WAL, BASE_BACKUP, files, record)
+// whose steps share the two connections and one cleanup path; what stands alone lives beside it.
 
 import { type BaseBackupEvent, formatLsn, type ReplicationConnection, type ServerMessageFields } from '../../protocol/index.js'
 import { AbortedError, FormatError, UsageError } from '../errors.js'

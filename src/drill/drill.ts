@@ -5,6 +5,9 @@
 // checks (server-checks.ts), stops the copy, records the drill in the repository and removes the scratch
 // directory. Restore and recovery are timed apart from the checks: their sum is the recovery time objective
 // measured. docs/drill.md describes it.
+// Longer than 400 lines on purpose: a drill is one sequence whose steps share the scratch directory, the copy's
+// server process, the timings and the cleanup; the checks and the check file live apart (server-checks.ts,
+// check-file.ts).
 
 import { existsSync } from 'node:fs'
 import { chmod, lstat, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'

@@ -2,6 +2,8 @@
 // blobs, packs and index commits; loaded-index.ts: the index as loaded; records.ts; key-ring.ts; lock.ts) and
 // hands out what engines need without showing them storage keys, the codec or key material: window stores for
 // backups, blob readers for restores. open.ts creates and opens repositories.
+// Longer than 400 lines on purpose: it is the facade, each method a few lines handing the work to the part that owns
+// it; splitting it would only add a second door.
 
 import { AssertionError, UsageError } from '../errors.js'
 import type { Storage } from '../storage/storage.js'

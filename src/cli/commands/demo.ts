@@ -5,6 +5,7 @@
 // DELETE, whose copy it starts to show the rows back. Then the figures (sizes, stored bytes, RTO, RPO), and it
 // removes everything (--keep leaves it). As root the servers run as user postgres (created when missing), and
 // the repository is shared with that group (init --group), as the README's root flow does.
+// Longer than 400 lines on purpose: it is a script meant to be read top to bottom beside its output.
 
 import { type ChildProcess, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
