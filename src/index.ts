@@ -26,6 +26,19 @@ export {
   type VerifyOptions,
   type VerifyResult,
   type VerifyProblem,
+  readRepositoryStatus,
+  type RepositoryStatus,
+  type RepositoryStatusOptions,
+  type ClusterStatus,
+  type LastBackupStatus,
+  measureRepository,
+  type RepositoryUsage,
+  readDrillStatus,
+  type DrillStatus,
+  type DrillSummary,
+  recoverableWindow,
+  type RecoverableWindow,
+  type WindowPoint,
 } from './repo/index.js'
 
 // Operations
@@ -39,6 +52,19 @@ export { WalStreamer, type WalStreamOptions, type WalStreamResult, type WalStrea
 export { pushWalFile, type PushWalOptions, type PushWalResult } from './wal/wal-push.js'
 export { fetchWalFile } from './wal/wal-fetch.js'
 export { verifyBackups, type VerifyBackupsResult, type BackupProblem } from './verify/verify-backups.js'
+export {
+  checkFreshness,
+  FreshnessCodes,
+  type FreshnessOptions,
+  type FreshnessLimits,
+  type FreshnessReport,
+  type FreshnessViolation,
+  type ClusterFreshness,
+} from './check/check-freshness.js'
+
+// Monitoring: Prometheus metrics of a repository (and of a running WalStreamer), printed or served over HTTP
+export { formatMetrics, repositoryMetrics, METRICS_CONTENT_TYPE, type FormatMetricsOptions, type StreamMetricsSource } from './metrics/prometheus.js'
+export { serveMetrics, type ServeMetricsOptions, type MetricsServer } from './metrics/metrics-server.js'
 
 // Shared shapes
 export type { ServerTarget, ConnectionOverrides } from './server-target.js'

@@ -25,3 +25,8 @@ export * from './wal-catalog.js'
 export { WAL_PIECE_BYTES, WalSegmentWriter, type SegmentWriterOptions, type StoredSegment } from './wal-segment-writer.js'
 export * from './summary.js'
 export * from './clusters.js'
+export * from './wal-reach.js'
+// What monitoring reads (`pgkeep metrics`, `pgkeep check --max-*-age`).
+export * from './drill-status.js'
+export * from './repository-usage.js'
+export * from './repository-status.js'
