@@ -3,8 +3,10 @@
 import type { Command } from '../command.js'
 import { backupCommand } from './backup.js'
 import { checkCommand } from './check.js'
+import { configShowCommand } from './config-show.js'
 import { infoCommand } from './info.js'
 import { initCommand } from './init.js'
+import { metricsCommand } from './metrics.js'
 import { restoreCommand } from './restore.js'
 import { unlockCommand } from './unlock.js'
 import { verifyCommand } from './verify.js'
@@ -19,8 +21,10 @@ export const commands: readonly Command[] = [
   restoreCommand,
   infoCommand,
   verifyCommand,
+  metricsCommand,
   walStreamCommand,
   walPushCommand,
   walGetCommand,
   unlockCommand,
+  configShowCommand,
 ]

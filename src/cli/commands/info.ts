@@ -71,7 +71,7 @@ function forJson(c: ClusterSummary) {
 }
 
 function describe(c: ClusterSummary): string {
-  const lines = [`cluster ${c.name}${c.name !== c.systemId ? ` (system identifier ${c.systemId})` : ''}`]
+  const lines = [`cluster ${c.systemId}${c.name !== c.systemId ? ` (${c.name})` : ''}`]
   if (c.backups.length === 0) lines.push('  no backups')
   for (const b of c.backups) {
     lines.push(
