@@ -54,6 +54,7 @@ export { fetchWalFile } from './wal/wal-fetch.js'
 export { verifyBackups, type VerifyBackupsResult, type BackupProblem } from './verify/verify-backups.js'
 export {
   checkFreshness,
+  judgeFreshness,
   FreshnessCodes,
   type FreshnessOptions,
   type FreshnessLimits,

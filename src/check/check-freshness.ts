@@ -3,7 +3,7 @@
 // (readRepositoryStatus, without measuring the store), one violation per late or missing thing.
 
 import type { OperationOptions } from '../events.js'
-import { formatLockAge as formatAge, type Repository, readRepositoryStatus, resolveCluster } from '../repo/index.js'
+import { formatLockAge as formatAge, type Repository, type RepositoryStatus, readRepositoryStatus, resolveCluster } from '../repo/index.js'
 
 /** Stable codes of freshness violations; scripts may branch on them. */
 export const FreshnessCodes = {
@@ -75,12 +75,20 @@ export interface FreshnessReport {
  * @throws UsageError when `cluster` names no cluster of the repository
  */
 export async function checkFreshness(o: FreshnessOptions): Promise<FreshnessReport> {
-  const now = o.now ?? Date.now()
   const selected = o.cluster === undefined ? undefined : (await resolveCluster(o.repo, o.cluster, { signal: o.signal })).systemId
   const status = await readRepositoryStatus(o.repo, { signal: o.signal, usage: false })
-  const clusters = status.clusters.filter((c) => selected === undefined || c.systemId === selected)
+  return judgeFreshness(status, o, { systemId: selected, now: o.now })
+}
+
+/**
+ * The judgement itself, on a repository state already read (readRepositoryStatus): one violation per late or
+ * missing thing of each cluster (or only of the cluster `o.systemId`), for each limit given.
+ */
+export function judgeFreshness(status: RepositoryStatus, limitsGiven: FreshnessLimits, o: { systemId?: string; now?: number } = {}): FreshnessReport {
+  const now = o.now ?? Date.now()
+  const clusters = status.clusters.filter((c) => o.systemId === undefined || c.systemId === o.systemId)
   const violations: FreshnessViolation[] = []
-  const limits: FreshnessLimits = { maxBackupAgeMs: o.maxBackupAgeMs, maxWalAgeMs: o.maxWalAgeMs, maxDrillAgeMs: o.maxDrillAgeMs }
+  const limits: FreshnessLimits = { maxBackupAgeMs: limitsGiven.maxBackupAgeMs, maxWalAgeMs: limitsGiven.maxWalAgeMs, maxDrillAgeMs: limitsGiven.maxDrillAgeMs }
   const anyLimit = Object.values(limits).some((v) => v !== undefined)
   if (clusters.length === 0 && anyLimit) {
     violations.push({
@@ -112,18 +120,18 @@ export async function checkFreshness(o: FreshnessOptions): Promise<FreshnessRepo
       violations.push({ code, systemId: c.systemId, clusterName: c.name, message: `${who}: ${text}`, ageMs, limitMs })
     const late = (what: string, at: string, ageMs: number, limitMs: number) =>
       `${what} ${formatAge(ageMs)} ago (${at}), more than the ${formatAge(limitMs)} allowed`
-    if (o.maxBackupAgeMs !== undefined) {
-      const limit = o.maxBackupAgeMs
+    if (limits.maxBackupAgeMs !== undefined) {
+      const limit = limits.maxBackupAgeMs
       if (f.backupAgeMs === null) add('NO_BACKUP', null, limit, 'has no backup')
       else if (f.backupAgeMs > limit) add('BACKUP_STALE', f.backupAgeMs, limit, late('last backup finished', f.lastBackupAt!, f.backupAgeMs, limit))
     }
-    if (o.maxWalAgeMs !== undefined) {
-      const limit = o.maxWalAgeMs
+    if (limits.maxWalAgeMs !== undefined) {
+      const limit = limits.maxWalAgeMs
       if (f.walAgeMs === null) add('NO_WAL', null, limit, 'has no WAL stored')
       else if (f.walAgeMs > limit) add('WAL_STALE', f.walAgeMs, limit, late('newest WAL was stored', f.newestWalAt!, f.walAgeMs, limit))
     }
-    if (o.maxDrillAgeMs !== undefined) {
-      const limit = o.maxDrillAgeMs
+    if (limits.maxDrillAgeMs !== undefined) {
+      const limit = limits.maxDrillAgeMs
       const last = c.drills.last
       if (last && !last.passed) add('DRILL_FAILED', age(last.finishedAt), limit, `the last restore drill failed (${last.finishedAt})`)
       if (f.drillAgeMs === null) add('NO_DRILL', null, limit, 'has no restore drill that passed')

@@ -28,8 +28,8 @@ when every cluster (or the one --cluster names) has a backup that finished at mo
 stored at most --max-wal-age ago and a restore drill that passed at most --max-drill-age ago (and a newest drill
 that passed); else exits 1 with one line per violation, 'CODE: cluster …: what is late, by how much' (codes
 NO_CLUSTER, NO_BACKUP, BACKUP_STALE, NO_WAL, WAL_STALE, NO_DRILL, DRILL_STALE, DRILL_FAILED). Ages are like 90s, 5m,
-26h, 8d, 1w, 1h30m. Without these options the limits of the config file's [check] table apply when no connection
-option is given.
+26h, 8d, 1w, 1h30m. A limit not given as an option comes from the config file's [check] table (unless connection
+options are given without any --max-*-age: that checks the server only).
 
 Given both connection options and --max-*-age, it does both and exits 0 only when the server is ready and the
 repository fresh. Errors (a repository that cannot be opened, a server that cannot be reached in freshness mode)
@@ -85,17 +85,20 @@ ${CONNECTION_USAGE}
 
 type Values = { [k: string]: string | boolean | undefined }
 
-/** The limits from the options; without any, the config file's [check] table when no connection option is given. */
+/**
+ * The limits: each --max-*-age option, else the same key of the config file's [check] table. The file's limits are
+ * left out when connection options are given without any --max-*-age (that asks about a server only).
+ */
 async function limitsFrom(values: Values, ctx: CliContext, connectionGiven: boolean): Promise<FreshnessLimits> {
   const flag = (name: string) => (typeof values[name] === 'string' ? parseDuration(values[name] as string, `--${name}`) : undefined)
   const given: FreshnessLimits = { maxBackupAgeMs: flag('max-backup-age'), maxWalAgeMs: flag('max-wal-age'), maxDrillAgeMs: flag('max-drill-age') }
-  if (Object.values(given).some((v) => v !== undefined) || connectionGiven) return given
+  if (connectionGiven && Object.values(given).every((v) => v === undefined)) return given
   const file = (await cliConfig(ctx)).file
   const key = (text: string | undefined, name: string) => (text === undefined ? undefined : parseDuration(text, `${name} in config file '${file!.path}'`))
   return {
-    maxBackupAgeMs: key(file?.check.maxBackupAge, 'max_backup_age'),
-    maxWalAgeMs: key(file?.check.maxWalAge, 'max_wal_age'),
-    maxDrillAgeMs: key(file?.check.maxDrillAge, 'max_drill_age'),
+    maxBackupAgeMs: given.maxBackupAgeMs ?? key(file?.check.maxBackupAge, 'max_backup_age'),
+    maxWalAgeMs: given.maxWalAgeMs ?? key(file?.check.maxWalAge, 'max_wal_age'),
+    maxDrillAgeMs: given.maxDrillAgeMs ?? key(file?.check.maxDrillAge, 'max_drill_age'),
   }
 }
 
