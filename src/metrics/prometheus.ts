@@ -60,6 +60,8 @@ export async function formatMetrics(status: RepositoryStatus | null, o: FormatMe
     }
   }
   const seconds = (iso: string) => Date.parse(iso) / 1000
+  // Ages in whole milliseconds, then seconds: `now / 1000 - end` would print float noise (1.7209999561309814).
+  const ageSeconds = (iso: string) => Math.max(0, now - Date.parse(iso)) / 1000
 
   const readable = gauge('pgkeep_repository_readable', 'Whether the repository could be read for these metrics (1) or not (0)', [])
   readable.set(status ? 1 : 0)
@@ -78,7 +80,7 @@ export async function formatMetrics(status: RepositoryStatus | null, o: FormatMe
       gauge('pgkeep_repository_dedup_ratio', "All backups' logical bytes over the plain bytes they stored (deduplication)", []).set(status.dedupRatio)
     }
   }
-  clusterMetrics(status?.clusters ?? [], { gauge, now, seconds, stream })
+  clusterMetrics(status?.clusters ?? [], { gauge, seconds, ageSeconds, stream })
   if (stream) {
     const labels = { cluster: stream.systemId ?? '', slot: stream.slot }
     const sg = (name: string, help: string, value: number | bigint | undefined) => {
@@ -102,9 +104,9 @@ type GaugeOf = (name: string, help: string, labelNames?: readonly string[]) => {
 
 function clusterMetrics(
   clusters: readonly ClusterStatus[],
-  o: { gauge: GaugeOf; now: number; seconds: (iso: string) => number; stream: StreamMetricsSource | undefined },
+  o: { gauge: GaugeOf; seconds: (iso: string) => number; ageSeconds: (iso: string) => number; stream: StreamMetricsSource | undefined },
 ): void {
-  const { now, seconds } = o
+  const { seconds, ageSeconds } = o
   // Every metric is registered once; clusters that lack a value get no series for it.
   const defs = {
     backups: ['pgkeep_backups', 'Backups of the cluster in the repository'],
@@ -134,9 +136,8 @@ function clusterMetrics(
     g.logical.set(l, c.logicalBytes)
     g.stored.set(l, c.storedBytes)
     if (c.lastBackup) {
-      const end = seconds(c.lastBackup.finishedAt)
-      g.lastEnd.set(l, end)
-      g.lastAge.set(l, Math.max(0, now / 1000 - end))
+      g.lastEnd.set(l, seconds(c.lastBackup.finishedAt))
+      g.lastAge.set(l, ageSeconds(c.lastBackup.finishedAt))
       g.lastDuration.set(l, c.lastBackup.durationMs / 1000)
       g.lastSize.set(l, c.lastBackup.sizeBytes)
       g.lastStored.set(l, c.lastBackup.storedBytes)
@@ -145,9 +146,8 @@ function clusterMetrics(
     g.walGaps.set(l, c.wal.gaps)
     const streamed = o.stream?.systemId === c.systemId ? o.stream : undefined
     if (c.wal.newestStoredAt !== null) {
-      const newest = seconds(c.wal.newestStoredAt)
-      g.walNewest.set(l, newest)
-      if (!streamed) g.walLag.set(l, Math.max(0, now / 1000 - newest))
+      g.walNewest.set(l, seconds(c.wal.newestStoredAt))
+      if (!streamed) g.walLag.set(l, ageSeconds(c.wal.newestStoredAt))
     }
     if (streamed?.lagSeconds !== undefined) g.walLag.set(l, streamed.lagSeconds)
     if (streamed?.lagBytes !== undefined) g.walLagBytes.set(l, streamed.lagBytes)

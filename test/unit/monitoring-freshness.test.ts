@@ -231,6 +231,12 @@ describe('formatMetrics', () => {
     expect(alone.types.has('pgkeep_backups')).toBe(false)
   })
 
+  it('prints ages in whole milliseconds, without float noise', async () => {
+    const m = parseMetrics(await formatMetrics(status([cluster({ backupAgo: 1721, walAgo: 1732 })]), { now: NOW }))
+    expect(m.value('pgkeep_last_backup_age_seconds', { cluster: SYS })).toBe(1.721)
+    expect(m.value('pgkeep_wal_archive_lag_seconds', { cluster: SYS })).toBe(1.732)
+  })
+
   it('escapes label values a parser must read back intact', async () => {
     const name = 'a "quoted"\\name'
     const m = parseMetrics(await formatMetrics(status([cluster({ name })]), { now: NOW }))
