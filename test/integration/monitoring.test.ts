@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { parseLsn } from '../../src/pg/lsn.js'
-import { runMain } from '../harness/cli.js'
+import { runBin, runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { type ParsedMetrics, parseMetrics } from '../harness/prometheus.js'
 import { ensureBuilt, type PgkeepProcess, spawnPgkeep, waitUntil } from './wal-helpers.js'
@@ -237,7 +237,9 @@ describe('monitoring a repository of a real PostgreSQL 17 server', () => {
     stream = undefined
     const newest = newestWalAt((await info()).clusters[0]!)
     await sleep(Math.max(0, newest + 3000 - Date.now()))
-    const staleWal = await check('--max-backup-age', '1h', '--max-wal-age', '2s')
+    // The installed binary, as cron and probes run it: the process's exit status.
+    const staleWal = await runBin(['check', '--repo', repoDir, '--max-backup-age', '1h', '--max-wal-age', '2s'])
+    expect(staleWal.stderr).toBe('')
     expect(staleWal.code).toBe(1)
     expect(staleWal.stdout).toMatch(new RegExp(`^WAL_STALE: ${who}: newest WAL was stored \\S+ ago \\(.+Z\\), more than the \\S+ allowed\\n$`))
     const json = await check('--max-backup-age', '1h', '--max-wal-age', '2s', '--json')
