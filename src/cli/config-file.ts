@@ -74,7 +74,9 @@ async function loadConfig(ctx: CliContext): Promise<LoadedConfig> {
   const searched = defaultConfigPaths(ctx.env)
   for (const path of searched) {
     const found = await stat(path).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined
+      // A default location this user may not even look into (HOME still naming root's home in a command the
+      // server runs as postgres: restore_command, archive_command) holds no file of this user's: passed over.
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR' || err.code === 'EACCES' || err.code === 'EPERM') return undefined
       throw new ConfigError(`cannot read config file '${path}': ${err.code ?? err.message}`, { cause: err, hint: 'check its permissions' })
     })
     if (found) return { file: await readConfigFile(path, ctx.stderr), source: 'default location', searched }
