@@ -58,6 +58,17 @@ export {
   backupSpace,
   type BackupSpace,
   type BackupSpaceResult,
+  // Monitoring: what a repository says about its clusters' freshness, size and drills
+  readRepositoryStatus,
+  type RepositoryStatus,
+  type RepositoryStatusOptions,
+  type ClusterStatus,
+  type LastBackupStatus,
+  measureRepository,
+  type RepositoryUsage,
+  readDrillStatus,
+  type DrillStatus,
+  type DrillSummary,
 } from './repo/index.js'
 
 // Operations
@@ -95,6 +106,21 @@ export { copyBackups, type CopyOptions, type CopyResult, type CopiedBackup } fro
 export function drillBackup(o: Omit<DrillOptions, 'restore'>): Promise<DrillResult> {
   return runDrill({ ...o, restore: restoreBackup })
 }
+
+export {
+  checkFreshness,
+  judgeFreshness,
+  FreshnessCodes,
+  type FreshnessOptions,
+  type FreshnessLimits,
+  type FreshnessReport,
+  type FreshnessViolation,
+  type ClusterFreshness,
+} from './check/check-freshness.js'
+
+// Monitoring: Prometheus metrics of a repository (and of a running WalStreamer), printed or served over HTTP
+export { formatMetrics, repositoryMetrics, METRICS_CONTENT_TYPE, type FormatMetricsOptions, type StreamMetricsSource } from './metrics/prometheus.js'
+export { serveMetrics, type ServeMetricsOptions, type MetricsServer } from './metrics/metrics-server.js'
 
 // Shared shapes
 export type { ServerTarget, ConnectionOverrides } from './server-target.js'

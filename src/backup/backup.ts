@@ -66,7 +66,8 @@ export interface BackupOptions extends OperationOptions {
 
 export interface BackupResult {
   id: string
-  cluster: string
+  /** The cluster's system identifier (decimal). */
+  systemId: string
   clusterName: string
   type: 'full' | 'incremental'
   parent: string | null
@@ -370,7 +371,7 @@ async function run(
     progress(true)
     return {
       id,
-      cluster: facts.systemId,
+      systemId: facts.systemId,
       clusterName,
       type: record.type,
       parent: record.parent,

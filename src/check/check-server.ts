@@ -53,8 +53,14 @@ export interface CheckReport {
   target: string
   serverVersion: string | null
   serverVersionNum: number | null
-  systemIdentifier: string | null
+  /** The cluster's system identifier (decimal). */
+  systemId: string | null
   timeline: number | null
+  /**
+   * True when the server is a standby (in recovery): `in_hot_standby` as it reports it (14+), or
+   * pg_is_in_recovery() over SQL; null when neither could be learned.
+   */
+  standby: boolean | null
   walLevel: string | null
   maxWalSenders: number | null
   /** Free WAL senders, when an SQL connection could count them; null when unknown. */
@@ -85,8 +91,9 @@ export async function checkServer(o: CheckOptions): Promise<CheckReport> {
     target: opts.hosts.map(describeHost).join(', '),
     serverVersion: null,
     serverVersionNum: null,
-    systemIdentifier: null,
+    systemId: null,
     timeline: null,
+    standby: null,
     walLevel: null,
     maxWalSenders: null,
     walSendersFree: null,
@@ -122,8 +129,10 @@ export async function checkServer(o: CheckOptions): Promise<CheckReport> {
       report.serverVersion = first.parameters.get('server_version') ?? null
       report.serverVersionNum = first.serverVersionNum
       const id = await identifySystem(first, o)
-      report.systemIdentifier = id.systemId.toString()
+      report.systemId = id.systemId.toString()
       report.timeline = id.timeline
+      const hotStandby = first.parameters.get('in_hot_standby')
+      if (hotStandby !== undefined) report.standby = hotStandby === 'on'
       const setting = (name: string) => show(first!, name, o).catch(() => null)
       report.walLevel = await setting('wal_level')
       const senders = await setting('max_wal_senders')
@@ -213,7 +222,7 @@ export async function checkServer(o: CheckOptions): Promise<CheckReport> {
       'set summarize_wal = on (reload is enough) so that incremental backups transfer only changed blocks',
     )
   }
-  report.ready = report.systemIdentifier !== null && !report.problems.some((p) => p.severity === 'error')
+  report.ready = report.systemId !== null && !report.problems.some((p) => p.severity === 'error')
   return report
 }
 
@@ -263,10 +272,14 @@ async function addSqlFacts(report: CheckReport, opts: ConnectOptions, o: CheckOp
     o.signal?.throwIfAborted()
     await client.connect()
     const q = async <T>(text: string) => (await client.query(text)).rows as T[]
-    const [s] = await q<{ wal_level: string; max_wal_senders: string; version: string; num: string }>(
+    const [s] = await q<{ wal_level: string; max_wal_senders: string; version: string; num: string; in_recovery: boolean }>(
       `select current_setting('wal_level') wal_level, current_setting('max_wal_senders') max_wal_senders,
-              current_setting('server_version') version, current_setting('server_version_num') num`,
+              current_setting('server_version') version, current_setting('server_version_num') num,
+              pg_is_in_recovery() in_recovery`,
     )
+    // A standby without hot_standby reports in_hot_standby off, yet it is in recovery: SQL says so when it can.
+    if (s.in_recovery) report.standby = true
+    else report.standby ??= false
     report.walLevel ??= s.wal_level
     report.maxWalSenders ??= Number(s.max_wal_senders)
     report.serverVersion ??= s.version

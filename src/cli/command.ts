@@ -10,6 +10,11 @@ export interface CliContext {
   readonly stderr: Writable & { isTTY?: boolean }
   /** Aborted on SIGINT/SIGTERM. */
   readonly signal: AbortSignal
+  /**
+   * The configuration file `--config F` named (main takes it off the arguments), false for `--no-config`;
+   * undefined: PGKEEP_CONFIG, else the default locations (config-file.ts).
+   */
+  readonly configFile?: string | false
 }
 
 export interface Command {

@@ -8,7 +8,8 @@ export function formatBytes(n: number): string {
     v /= 1000
     u++
   }
-  return `${u === 0 ? v : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`
+  // Whole bytes below 1 kB (a rate is rarely whole); three significant digits above.
+  return `${u === 0 ? Math.round(v) : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`
 }
 
 export function formatDuration(ms: number): string {

@@ -1,26 +1,33 @@
-// The repository options every repository command shares (--repo URL, --passphrase-file F), and opening the
-// repository they name. Only `init` creates a repository (and `backup --init`, which says so): a location that holds
+// The repository options every repository command shares (--repo URL, --passphrase-file F), with their fallbacks
+// (PGKEEP_REPO, the passphrase variables, the configuration file), and opening the repository they name. Only `init` creates a repository (and `backup --init`, which says so): a location that holds
 // none is an error, never a new repository created on the spot, because an unmounted file system, a mistyped
 // prefix or a passphrase missing from an archiver's environment would otherwise get a fresh (even unencrypted)
 // repository, and PostgreSQL would recycle WAL that never reached the real one.
 
+import { resolve } from 'node:path'
 import { RepoFormatError, UsageError } from '../errors.js'
 import { initRepository, locationIsEmpty, openRepository, type Repository } from '../repo/index.js'
 import { openStorage } from '../storage/open.js'
 import type { Storage } from '../storage/storage.js'
 import type { CliContext } from './command.js'
+import { cliConfig } from './config-file.js'
 import { PASSPHRASE_USAGE, passphraseOptions, readPassphrase } from './passphrase.js'
 
 export const repoOptions = { repo: { type: 'string' }, ...passphraseOptions } as const
 
 export const REPO_USAGE = `repository options:
   --repo URL              a directory (/path or file:///path) or s3://bucket/prefix (AWS_* variables,
-                          AWS_ENDPOINT_URL for MinIO, Ceph and other S3-compatible stores)
-${PASSPHRASE_USAGE}`
+                          AWS_ENDPOINT_URL for MinIO, Ceph and other S3-compatible stores); without it:
+                          PGKEEP_REPO, else 'repository' of the config file ('pgkeep config show')
+${PASSPHRASE_USAGE}; else 'passphrase_file' of the config file`
 
 export interface OpenedRepo {
   repo: Repository
   storage: Storage
+  /** The repository's location as given (--repo, PGKEEP_REPO or the config file). */
+  url: string
+  /** The passphrase file used, when one was (--passphrase-file or the config file), as an absolute path. */
+  passphraseFile?: string
   /** The passphrase, to open a second instance; never printed. */
   passphrase?: string
   /** True when this call created the repository. */
@@ -29,11 +36,28 @@ export interface OpenedRepo {
   openAnother(): Promise<Repository>
 }
 
-export function requireRepo(values: { repo?: string }, command: string): string {
-  if (!values.repo) {
-    throw new UsageError(`pgkeep ${command} needs --repo`, { hint: `give the repository: --repo /path/to/repo or --repo s3://bucket/prefix` })
-  }
-  return values.repo
+/**
+ * The repository location: --repo, else PGKEEP_REPO, else the config file's `repository`.
+ * @throws UsageError when none is set
+ */
+export async function resolveRepo(values: { repo?: string }, ctx: CliContext, command: string): Promise<{ url: string; source: string }> {
+  if (values.repo) return { url: values.repo, source: '--repo' }
+  if (ctx.env.PGKEEP_REPO) return { url: ctx.env.PGKEEP_REPO, source: 'PGKEEP_REPO' }
+  const config = await cliConfig(ctx)
+  if (config.file?.repository) return { url: config.file.repository, source: `config file '${config.file.path}'` }
+  throw new UsageError(`pgkeep ${command} needs a repository`, {
+    hint: "give --repo /path/to/repo or --repo s3://bucket/prefix, set PGKEEP_REPO, or set 'repository' in the config file",
+  })
+}
+
+/**
+ * The passphrase file to read: --passphrase-file, else (when neither PGKEEP_PASSPHRASE_FILE nor PGKEEP_PASSPHRASE
+ * is set: they come before it) the config file's `passphrase_file`.
+ */
+export async function resolvePassphraseFile(values: { 'passphrase-file'?: string }, ctx: CliContext): Promise<string | undefined> {
+  if (values['passphrase-file'] !== undefined) return values['passphrase-file']
+  if (ctx.env.PGKEEP_PASSPHRASE_FILE || ctx.env.PGKEEP_PASSPHRASE) return undefined
+  return (await cliConfig(ctx)).file?.passphraseFile
 }
 
 /**
@@ -47,9 +71,10 @@ export async function openRepoForCommand(
   command: string,
   o: { init?: boolean; compress?: string } = {},
 ): Promise<OpenedRepo> {
-  const url = requireRepo(values, command)
-  const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env, ctx.stderr))?.passphrase
-  return openRepoAt(url, passphrase, ctx, command, o)
+  const { url } = await resolveRepo(values, ctx, command)
+  const passphraseFile = await resolvePassphraseFile(values, ctx)
+  const passphrase = (await readPassphrase(passphraseFile, ctx.env, ctx.stderr))?.passphrase
+  return openRepoAt(url, passphrase, ctx, command, { ...o, passphraseFile })
 }
 
 /**
@@ -61,7 +86,7 @@ export async function openRepoAt(
   passphrase: string | undefined,
   ctx: CliContext,
   command: string,
-  o: { init?: boolean; compress?: string; option?: string } = {},
+  o: { init?: boolean; compress?: string; option?: string; passphraseFile?: string } = {},
 ): Promise<OpenedRepo> {
   const storage = await openStorage(url, ctx.env)
   let created = false
@@ -87,6 +112,8 @@ export async function openRepoAt(
   return {
     repo,
     storage,
+    url,
+    passphraseFile: o.passphraseFile === undefined ? undefined : resolve(o.passphraseFile),
     passphrase,
     created,
     openAnother: () => openRepository(storage, { passphrase, signal: ctx.signal }),

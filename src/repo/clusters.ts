@@ -33,9 +33,9 @@ export async function findCluster(repo: Repository, systemId: string, o: { signa
   return undefined
 }
 
-/** How a list of clusters reads in a message: `main (system identifier 7…), 7…`. */
+/** How a list of clusters reads in a message: `cluster 7… ('main'), cluster 7…` (the one way outputs name a cluster). */
 export function describeClusters(clusters: readonly RepoCluster[]): string {
-  return clusters.map((c) => (c.name === c.systemId ? c.systemId : `'${c.name}' (system identifier ${c.systemId})`)).join(', ')
+  return clusters.map((c) => `cluster ${c.systemId}${c.name === c.systemId ? '' : ` ('${c.name}')`}`).join(', ')
 }
 
 /**

@@ -57,7 +57,15 @@ export async function writeDrillRecord(repo: Repository, rec: DrillRecord, o: { 
   await repo.writeRecord(DRILL_RECORD_KIND, drillKey(rec.systemId, rec.id, rec.passed), rec, { signal: o.signal })
 }
 
-/** The newest drill of a cluster and the newest that passed (null when there is none), reading only those two. */
+/** Records read at most while looking for the newest good drill (older failures beyond it are not read). */
+const MAX_READS = 20
+
+/**
+ * The newest drill of a cluster and the newest that passed (null when there is none). Keys sort by time and say
+ * their result, so usually only those two records are read. Records are read defensively: one that cannot be read
+ * or lacks the fields `info` and monitoring show is passed over (`verify` reports it), so a damaged or foreign record
+ * never breaks `info` or the metrics.
+ */
 export async function latestDrills(
   repo: Repository,
   systemId: string,
@@ -69,10 +77,42 @@ export async function latestDrills(
     if (m && m[1] === systemId) keys.push({ key: r.key, id: m[2]!, passed: m[3] === 'passed' })
   }
   keys.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
-  const read = async (k: { key: string } | undefined) => (k ? (await repo.readRecord<DrillRecord>(DRILL_RECORD_KIND, k.key, o)).value : null)
-  const newest = keys[0]
-  const newestPassed = keys.find((k) => k.passed)
-  const last = await read(newest)
-  const lastPassed = newestPassed === newest ? last : await read(newestPassed)
+  let last: DrillRecord | null = null
+  let lastPassed: DrillRecord | null = null
+  let reads = 0
+  for (const k of keys) {
+    if (lastPassed || reads >= MAX_READS) break
+    if (last && !k.passed) continue
+    reads++
+    const drill = await readSoundDrill(repo, k.key, k.passed, o)
+    if (!drill) continue
+    last ??= drill
+    if (drill.passed) lastPassed = drill
+  }
   return { last, lastPassed, count: keys.length }
+}
+
+/** A drill record whose shown fields have their types and whose result agrees with its key; null otherwise. */
+async function readSoundDrill(repo: Repository, key: string, passed: boolean, o: { signal?: AbortSignal }): Promise<DrillRecord | null> {
+  let value: unknown
+  try {
+    value = (await repo.readRecord(DRILL_RECORD_KIND, key, o)).value
+  } catch (err) {
+    if (o.signal?.aborted) throw err
+    return null
+  }
+  if (typeof value !== 'object' || value === null) return null
+  const v = value as Partial<Record<keyof DrillRecord, unknown>>
+  const t = (typeof v.timings === 'object' && v.timings !== null ? v.timings : {}) as Record<string, unknown>
+  const msOrNull = (x: unknown) => x === null || (typeof x === 'number' && Number.isFinite(x) && x >= 0)
+  const sound =
+    v.passed === passed &&
+    typeof v.id === 'string' &&
+    typeof v.target === 'string' &&
+    typeof v.finishedAt === 'string' &&
+    Number.isFinite(Date.parse(v.finishedAt)) &&
+    (v.backupId === null || typeof v.backupId === 'string') &&
+    (v.failure === null || typeof v.failure === 'string') &&
+    ['restoreMs', 'recoveryMs', 'checksMs', 'rtoMs'].every((n) => msOrNull(t[n]))
+  return sound ? (value as DrillRecord) : null
 }

@@ -41,3 +41,7 @@ export * from './policy-store.js'
 export * from './backup-space.js'
 export * from './clusters.js'
 export * from './drill-record.js'
+// What monitoring reads (`pgkeep metrics`, `pgkeep check --max-*-age`).
+export * from './drill-status.js'
+export * from './repository-usage.js'
+export * from './repository-status.js'

@@ -106,7 +106,7 @@ export interface RestoreResult {
 export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const started = Date.now()
   const events = new OperationEvents('restore', o.onEvent)
-  const say = (level: 'info' | 'warning', text: string) => events.say(level, text)
+  const say = (level: 'info' | 'warning', text: string, code?: string, data?: Record<string, unknown>) => events.say(level, text, code, data)
   const pgdata = resolve(o.pgdata)
   const jobs = o.jobs ?? 4
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 128) throw new UsageError(`invalid number of jobs ${String(jobs)}`, { hint: 'use 1 to 128' })
@@ -137,7 +137,17 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     // Prepare: which backup, whether its target can be reached, where it goes, whether every entry may be written.
     const { backup, reason } = await chooseBackup(repo, { backup: o.backup, cluster: o.cluster, target: recovery.target, signal })
     assertSoundBackupRecord(backup)
-    say('info', `restoring backup ${backup.id} (${backup.type}, PostgreSQL ${backup.server.version}, ${backup.startLsn}..${backup.endLsn}): ${reason}`)
+    // Said before anything is written (code 'backup-chosen'): a person sees at once which backup is coming back.
+    say(
+      'info',
+      `restoring backup ${backup.id} (${backup.type}, PostgreSQL ${backup.server.version}, ${backup.startLsn}..${backup.endLsn}): ${reason}`,
+      'backup-chosen',
+      {
+        backupId: backup.id,
+        systemId: backup.systemId,
+        reason,
+      },
+    )
     if (majorSupport(backup.server.major) === 'untested') {
       say('warning', `backup ${backup.id} is of PostgreSQL ${backup.server.version}, newer than the majors pgkeep is tested against`)
     }

@@ -64,6 +64,14 @@ export type WalStreamMessageCode = 'started' | 'slot-created' | 'segment-stored'
 
 /** A snapshot of the streamer's progress (for `lag and rate on demand`). */
 export interface WalStreamStatus {
+  /** The slot streamed from. */
+  slot: string
+  /** The cluster's system identifier, once connected. */
+  systemId: string | undefined
+  /** True while a replication stream is running (false while connecting or reconnecting). */
+  connected: boolean
+  /** Reconnections after a lost connection since the streamer started. */
+  restarts: number
   timeline: number | undefined
   receivedLsn: Lsn | undefined
   durableLsn: Lsn | undefined
@@ -71,6 +79,11 @@ export interface WalStreamStatus {
   serverWalEnd: Lsn | undefined
   /** serverWalEnd − durableLsn. */
   lagBytes: number | undefined
+  /**
+   * How long the oldest WAL not yet durable in the repository has been on the server (as its WAL end positions
+   * told us): 0 when all of it is durable; undefined before the server told us its position.
+   */
+  lagSeconds: number | undefined
   queuedBytes: number
   /** WAL received per second over the last ~10 s. */
   receiveBytesPerSec: number
@@ -98,7 +111,11 @@ export class WalStreamer {
   private segSize = 0
   private segmentsStored = 0
   private inSyncPoint = false
+  private connected = false
+  private restarts = 0
   private readonly samples: { atMs: number; lsn: Lsn }[] = []
+  /** When the server's WAL end passed each position (sparse, ascending): what archive lag in seconds is read from. */
+  private readonly serverEnds: { atMs: number; lsn: Lsn }[] = []
 
   constructor(private readonly o: WalStreamOptions) {}
 
@@ -107,12 +124,20 @@ export class WalStreamer {
     const now = Date.now()
     const first = this.samples.find((s) => now - s.atMs <= 10_000)
     const rate = first && w && now > first.atMs ? Number(w.receivedLsn - first.lsn) / ((now - first.atMs) / 1000) : 0
+    const lagBytes = w && this.serverWalEnd !== undefined ? Math.max(0, Number(this.serverWalEnd - w.durableLsn)) : undefined
+    // The first time the server had WAL beyond what is durable now: that WAL has waited since then.
+    const waiting = w ? this.serverEnds.find((e) => e.lsn > w.durableLsn) : undefined
     return {
+      slot: this.o.slot,
+      systemId: this.systemId?.toString(),
+      connected: this.connected,
+      restarts: this.restarts,
       timeline: w?.timeline,
       receivedLsn: w?.receivedLsn,
       durableLsn: w?.durableLsn,
       serverWalEnd: this.serverWalEnd,
-      lagBytes: w && this.serverWalEnd !== undefined ? Math.max(0, Number(this.serverWalEnd - w.durableLsn)) : undefined,
+      lagBytes,
+      lagSeconds: lagBytes === undefined ? undefined : lagBytes === 0 || !waiting ? 0 : Math.max(0, now - waiting.atMs) / 1000,
       queuedBytes: this.queue?.sizeBytes ?? 0,
       receiveBytesPerSec: rate,
       segmentsStored: this.segmentsStored,
@@ -147,6 +172,7 @@ export class WalStreamer {
           if (!connected || this.o.reconnect === false || !isTransient(err)) throw err
           const message = (err as Error).message
           this.#say('warning', `connection lost (${message}); reconnecting in ${Math.round(delayMs / 1000)} s`, 'reconnecting', { error: message, delayMs })
+          this.restarts++
           try {
             await sleep(delayMs, anySignal(signal, lock.signal))
           } catch {
@@ -184,7 +210,7 @@ export class WalStreamer {
       const id = await identifySystem(conn, { signal })
       const segSize = parseSizeSetting(await show(conn, 'wal_segment_size', { signal }))
       if (this.systemId !== undefined && (id.systemId !== this.systemId || segSize !== this.segSize)) {
-        throw new UsageError(`the server now has system identifier ${id.systemId}, not ${this.systemId}`, {
+        throw new UsageError(`the server is now cluster ${id.systemId}, not cluster ${this.systemId}`, {
           hint: 'the connection string points at another cluster; each cluster needs its own streamer',
         })
       }
@@ -208,6 +234,7 @@ export class WalStreamer {
         const writer = this.writer
         await this.ensureHistory(conn, writer.timeline)
         const stream = await this.startStream(conn, writer)
+        this.connected = true
         onStreaming()
         if (!announced) {
           announced = true
@@ -249,6 +276,7 @@ export class WalStreamer {
         this.writer = next
       }
     } finally {
+      this.connected = false
       lock.signal.removeEventListener('abort', onLost)
       this.stream = undefined
       await conn.close().catch(() => conn.destroy())
@@ -374,7 +402,10 @@ export class WalStreamer {
           const r = await it.next()
           if (r.done) return 'ended'
           const ev = r.value
-          if (this.serverWalEnd === undefined || ev.serverWalEnd > this.serverWalEnd) this.serverWalEnd = ev.serverWalEnd
+          if (this.serverWalEnd === undefined || ev.serverWalEnd > this.serverWalEnd) {
+            this.serverWalEnd = ev.serverWalEnd
+            this.serverEndAt(ev.serverWalEnd)
+          }
           if (ev.type === 'xlogdata' && ev.data.length > 0) {
             if (!(await queue.push({ walStart: ev.walStart, data: ev.data }))) return 'stopping'
           } else if (ev.type === 'keepalive') {
@@ -449,6 +480,27 @@ export class WalStreamer {
     const now = Date.now()
     this.samples.push({ atMs: now, lsn })
     while (this.samples.length > 1 && now - this.samples[0]!.atMs > 15_000) this.samples.shift()
+    // Positions the repository has reached are no longer waiting; the newest of them stays as a floor.
+    const durable = this.writer?.durableLsn ?? 0n
+    while (this.serverEnds.length > 1 && this.serverEnds[1]!.lsn <= durable) this.serverEnds.shift()
+  }
+
+  /**
+   * Notes when the server's WAL end reached `lsn`: one entry a second at most (a later position within the second
+   * moves the last entry up, so the lag read is up to a second older than it is, never younger), and at most 512.
+   */
+  private serverEndAt(lsn: Lsn): void {
+    const now = Date.now()
+    const last = this.serverEnds.at(-1)
+    if (last && now - last.atMs < 1000) {
+      last.lsn = lsn
+      return
+    }
+    this.serverEnds.push({ atMs: now, lsn })
+    if (this.serverEnds.length > 512) {
+      // Keep every other entry: the lag read from them is then at most a little older than it is, never younger.
+      for (let i = this.serverEnds.length - 2; i > 0; i -= 2) this.serverEnds.splice(i, 1)
+    }
   }
 }
 

@@ -27,7 +27,7 @@ describe.each(MAJORS)('pgkeep check on a ready PG %i', (major) => {
     )
     expect(report.ready).toBe(true)
     expect(report.serverVersion).toBe(facts.ver)
-    expect(report.systemIdentifier).toBe(facts.sid)
+    expect(report.systemId).toBe(facts.sid)
     expect(report.timeline).toBe(1)
     expect(report.walLevel).toBe('replica')
     expect(report.maxWalSenders).toBe(10)

@@ -100,7 +100,7 @@ describe.each<Major>([15, 17])('expire and forget on PG %i', (major) => {
   const segments = async (repo: TestRepo['repo'], systemId: string) => (await listWalKeys(repo, systemId)).filter((k) => parseWalKey(k)?.kind === 'segment')
 
   it('lists what --keep-last 2 would remove without removing anything (--dry-run)', async () => {
-    const keysBefore = await segments(r.repo, b[0]!.cluster)
+    const keysBefore = await segments(r.repo, b[0]!.systemId)
     const res = await runMain(['expire', '--repo', r.dir, '--keep-last', '2', '--dry-run', '--json'])
     expect(res.code, res.stderr).toBe(0)
     const out = JSON.parse(res.stdout)
@@ -115,15 +115,15 @@ describe.each<Major>([15, 17])('expire and forget on PG %i', (major) => {
     expect(c.backups[3].why).toEqual(['keep-last 2: it is the 4th newest'])
     expect(c.wal.windowStart).toEqual({ lsn: b[2]!.startLsn, backupId: b[2]!.id })
     expect(c.wal.removedFiles).toBeGreaterThan(0)
-    expect((await listBackups(r.repo, b[0]!.cluster)).length).toBe(4)
-    expect(await segments(r.repo, b[0]!.cluster)).toEqual(expect.arrayContaining(keysBefore))
+    expect((await listBackups(r.repo, b[0]!.systemId)).length).toBe(4)
+    expect(await segments(r.repo, b[0]!.systemId)).toEqual(expect.arrayContaining(keysBefore))
     const human = await runMain(['expire', '--repo', r.dir, '--keep-last', '2', '--dry-run'])
     expect(human.stdout).toMatch(new RegExp(`would remove ${b[0]!.id} .*keep-last 2: it is the 4th newest`))
     expect(human.stdout).toMatch(/dry run: nothing removed/)
   })
 
   it('expires with --keep-last 2 while wal stream stores new WAL: backups and WAL before the window go, nothing else', async () => {
-    const systemId = b[0]!.cluster
+    const systemId = b[0]!.systemId
     // WAL keeps switching while expire runs: new segments are stored meanwhile.
     let switching = true
     const switcher = (async () => {
@@ -194,10 +194,10 @@ describe.each<Major>([15, 17])('expire and forget on PG %i', (major) => {
     const dry = await runMain(['forget', '--repo', r.dir, '--force', '--dry-run', b[3]!.id])
     expect(dry.code, dry.stderr).toBe(0)
     expect(dry.stdout).toMatch(/would remove backup .*its newest/)
-    expect((await listBackups(r.repo, b[0]!.cluster)).length).toBe(2)
+    expect((await listBackups(r.repo, b[0]!.systemId)).length).toBe(2)
     const res = await runMain(['forget', '--repo', r.dir, b[2]!.id])
     expect(res.code, res.stderr).toBe(0)
-    expect((await listBackups(r.repo, b[0]!.cluster)).map((x) => x.id)).toEqual([b[3]!.id])
+    expect((await listBackups(r.repo, b[0]!.systemId)).map((x) => x.id)).toEqual([b[3]!.id])
   })
 
   describe.runIf(major === 17)('rules, snapshots, locks and info', () => {
@@ -324,7 +324,7 @@ describe.each<Major>([15, 17])('expire and forget on PG %i', (major) => {
       const done = await running
       // While a backup lock is live, expire removes backups but no WAL.
       const backupLock = await other.acquireLock('shared', { purpose: 'backup' })
-      const before = await segments(r.repo, done.cluster)
+      const before = await segments(r.repo, done.systemId)
       const res = await runMain(['expire', '--repo', r.dir, '--keep-last', '1', '--json'])
       await backupLock.release()
       expect(res.code, res.stderr).toBe(0)
@@ -334,7 +334,7 @@ describe.each<Major>([15, 17])('expire and forget on PG %i', (major) => {
       expect(c.removedWalFiles).toBe(0)
       expect(c.wal.removedFiles).toBeGreaterThan(0)
       expect(c.wal.deferred).toMatch(/a backup is running/)
-      expect(await segments(r.repo, done.cluster)).toEqual(expect.arrayContaining(before))
+      expect(await segments(r.repo, done.systemId)).toEqual(expect.arrayContaining(before))
     })
 
     it('backup --expire applies the stored policy; info shows window, retention and the space each backup holds alone', async () => {
@@ -344,7 +344,7 @@ describe.each<Major>([15, 17])('expire and forget on PG %i', (major) => {
       expect(res.code, res.stderr).toBe(0)
       const out = JSON.parse(res.stdout)
       expect(out.expire.clusters[0].policySource).toBe('default')
-      const left = await listBackups(r.repo, out.cluster)
+      const left = await listBackups(r.repo, out.systemId)
       expect(left.map((x) => x.id)).toEqual(
         out.expire.clusters[0].backups
           .filter((x: { keep: boolean }) => x.keep)

@@ -36,9 +36,9 @@ describe('restore from a repository of two clusters', () => {
       await c.sql(`create table which as select '${name}'::text v`)
       const res = await runMain(['backup', '-d', c.url(), '--repo', repo, '--init', '--cluster', name, '--json'])
       expect(res.code, res.stderr).toBe(0)
-      const r = JSON.parse(res.stdout) as { id: string; cluster: string }
-      ids[name] = { systemId: r.cluster, backup: r.id }
-      expect((await c.sql<{ s: string }>('select system_identifier::text s from pg_control_system()'))[0]!.s).toBe(r.cluster)
+      const r = JSON.parse(res.stdout) as { id: string; systemId: string }
+      ids[name] = { systemId: r.systemId, backup: r.id }
+      expect((await c.sql<{ s: string }>('select system_identifier::text s from pg_control_system()'))[0]!.s).toBe(r.systemId)
     }
     expect(ids.alpha.systemId).not.toBe(ids.beta.systemId)
   })
@@ -50,7 +50,7 @@ describe('restore from a repository of two clusters', () => {
     if (work) await rm(work, { recursive: true, force: true })
   })
 
-  const both = () => [new RegExp(`'alpha' \\(system identifier ${ids.alpha.systemId}\\)`), new RegExp(`'beta' \\(system identifier ${ids.beta.systemId}\\)`)]
+  const both = () => [new RegExp(`cluster ${ids.alpha.systemId} \\('alpha'\\)`), new RegExp(`cluster ${ids.beta.systemId} \\('beta'\\)`)]
 
   it('refuses a restore without --cluster, or with one that matches none, naming both clusters; nothing is written', async () => {
     for (const extra of [[], ['--cluster', 'gamma'], ['--cluster', '7000000000000000001'], ['--target-lsn', '0/3000000']]) {

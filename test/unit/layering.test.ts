@@ -48,7 +48,7 @@ describe('layering', () => {
     }
   })
 
-  const ENGINES = ['backup', 'restore', 'wal', 'verify', 'check', 'expire', 'copy', 'drill']
+  const ENGINES = ['backup', 'restore', 'wal', 'verify', 'check', 'expire', 'copy', 'drill', 'metrics']
   const engineOf = (file: string) => ENGINES.find((e) => file.startsWith(`src/${e}/`))
 
   it('the repository is one door: outside src/repo/ nothing imports a repo/ module other than repo/index.ts', () => {
@@ -76,7 +76,7 @@ describe('layering', () => {
   it('the layers below the engines never import an engine or the CLI', () => {
     // local-server/ (finding server binaries, starting a server of one's own) serves the drill engine and the CLI.
     for (const f of sources('src').filter((f) => /^src\/(repo|storage|pg|local-server)\//.test(f))) {
-      for (const i of imports(f)) expect(i, `${f} imports ${i}`).not.toMatch(/(^|\/)(backup|restore|wal|verify|check|expire|copy|drill|cli)\//)
+      for (const i of imports(f)) expect(i, `${f} imports ${i}`).not.toMatch(/(^|\/)(backup|restore|wal|verify|check|expire|copy|drill|metrics|cli)\//)
     }
   })
 

@@ -5,7 +5,7 @@ import { UsageError } from '../../errors.js'
 import { type ExpireResult, expireBackups } from '../../expire/expire.js'
 import { listStoredPolicies } from '../../repo/index.js'
 import type { Command } from '../command.js'
-import { CONNECTION_USAGE, connectionFrom, connectionOptions } from '../connection-args.js'
+import { CONNECTION_USAGE, connectionOptions, serverFrom } from '../connection-args.js'
 import { formatBytes, formatDuration } from '../format.js'
 import { parseCommandArgs, parseWorkers } from '../parse.js'
 import { eventView } from '../progress.js'
@@ -32,7 +32,8 @@ options:
   --slot NAME             stream WAL through this physical slot (created when missing) instead of a temporary one
   --checkpoint fast|spread   fast (default) starts at once; spread waits for a paced checkpoint
   --max-rate RATE         limit the server's send rate, e.g. 50M or 800k (bytes per second; 32k to 1G)
-  --cluster NAME          a readable name for this cluster, recorded with its first backup
+  --cluster NAME          a readable name for this cluster, recorded with its first backup; with a config file,
+                          also the cluster whose conninfo to use when -d is not given
   --init                  create the repository if the location holds none (encrypted when a passphrase is set);
                           without it, a location without a repository is an error, as for every command but init
   --compress zstd[:LEVEL]|none   with --init: the compression of the repository it creates (default zstd:3)
@@ -78,7 +79,7 @@ ${CONNECTION_USAGE}
         hint: "add --init, or leave --compress out (it is chosen at 'pgkeep init')",
       })
     }
-    const { conninfo, overrides } = connectionFrom(values)
+    const { server } = await serverFrom(values, ctx, 'backup')
     const opened = await openRepoForCommand(values, ctx, 'backup', { init: values.init === true, compress: values.compress })
     if (opened.created) ctx.stderr.write(`pgkeep: created ${opened.repo.encrypted ? 'an encrypted' : 'an unencrypted'} repository at ${opened.repo.location}\n`)
     // --expire needs a stored policy: say so before the backup rather than after it.
@@ -90,11 +91,11 @@ ${CONNECTION_USAGE}
     }
     const view = eventView(ctx.stderr, {
       progress: values.progress === true,
-      describe: (p) => (typeof p.detail?.storedBytes === 'number' ? `tablespace ${p.detail.tablespace}  stored ${formatBytes(p.detail.storedBytes)}` : ''),
+      describe: (p) => (typeof p.detail?.storedBytes === 'number' && p.detail.storedBytes > 0 ? `stored ${formatBytes(p.detail.storedBytes)}` : ''),
     })
     try {
       const result = await takeBackup({
-        server: { conninfo, overrides, env: ctx.env },
+        server,
         repo: opened.repo,
         type,
         label: values.label,
@@ -114,7 +115,7 @@ ${CONNECTION_USAGE}
       if (!values.json) ctx.stdout.write(describe(result))
       let expired: ExpireResult
       try {
-        expired = await expireBackups({ repo: opened.repo, cluster: result.cluster, signal: ctx.signal, onEvent: view.onEvent })
+        expired = await expireBackups({ repo: opened.repo, cluster: result.systemId, signal: ctx.signal, onEvent: view.onEvent })
       } catch (err) {
         if (values.json) ctx.stdout.write(JSON.stringify(result, null, 2) + '\n')
         ctx.stderr.write(`pgkeep: backup ${result.id} is stored, but expiring after it failed:\n`)
@@ -136,7 +137,7 @@ function describe(r: BackupResult): string {
       ? 'full'
       : `incremental on ${r.parent} (changes found by ${r.incrementalMode === 'server' ? "the server's WAL summaries" : 'comparing pages'})`
   return [
-    `backup ${r.id} of cluster ${r.clusterName}${r.clusterName !== r.cluster ? ` (${r.cluster})` : ''}: ${how}`,
+    `backup ${r.id} of cluster ${r.systemId}${r.clusterName !== r.systemId ? ` (${r.clusterName})` : ''}: ${how}`,
     `  ${r.files} files, ${formatBytes(r.sizeBytes)}; the repository grew by ${formatBytes(r.storedBytes)} (+ ${formatBytes(r.walStoredBytes)} WAL)`,
     `  WAL ${r.startLsn} .. ${r.endLsn} on timeline ${r.timeline}; took ${formatDuration(r.durationMs)}`,
     ...(r.checksumFailures > 0 ? [`  WARNING: the server reported ${r.checksumFailures} page checksum failure(s); see the messages above`] : []),

@@ -3,6 +3,7 @@
 import type { Command } from '../command.js'
 import { backupCommand } from './backup.js'
 import { checkCommand } from './check.js'
+import { configShowCommand } from './config-show.js'
 import { copyCommand } from './copy.js'
 import { demoCommand } from './demo.js'
 import { drillCommand } from './drill.js'
@@ -14,6 +15,7 @@ import { keyAddCommand } from './key-add.js'
 import { keyListCommand } from './key-list.js'
 import { keyPasswdCommand } from './key-passwd.js'
 import { keyRemoveCommand } from './key-remove.js'
+import { metricsCommand } from './metrics.js'
 import { policyClearCommand, policySetCommand, policyShowCommand } from './policy.js'
 import { restoreCommand } from './restore.js'
 import { unlockCommand } from './unlock.js'
@@ -36,6 +38,7 @@ export const commands: readonly Command[] = [
   policyShowCommand,
   policySetCommand,
   policyClearCommand,
+  metricsCommand,
   walStreamCommand,
   walPushCommand,
   walGetCommand,
@@ -45,4 +48,5 @@ export const commands: readonly Command[] = [
   keyRemoveCommand,
   keyPasswdCommand,
   unlockCommand,
+  configShowCommand,
 ]

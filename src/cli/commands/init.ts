@@ -10,7 +10,7 @@ import { openStorage } from '../../storage/open.js'
 import type { Command } from '../command.js'
 import { parseCommandArgs } from '../parse.js'
 import { PASSPHRASE_USAGE, passphraseOptions, readPassphrase, rejectPassphraseArgument } from '../passphrase.js'
-import { parseCompression } from '../repo-args.js'
+import { parseCompression, resolvePassphraseFile, resolveRepo } from '../repo-args.js'
 
 export const initCommand: Command = {
   path: ['init'],
@@ -22,7 +22,8 @@ Creates an empty repository. The location must not hold one already. This is the
 repository (besides 'backup --init'): every other one refuses a location that holds none, so a file system that
 is not mounted or a mistyped path never silently gets a new, empty repository.
 
-  --repo URL              a directory (/var/lib/pgkeep, file:///…) or s3://bucket/prefix (AWS_* variables apply)
+  --repo URL              a directory (/var/lib/pgkeep, file:///…) or s3://bucket/prefix (AWS_* variables apply);
+                          without it: PGKEEP_REPO, else 'repository' of the config file
   --encrypt               encrypt everything with AES-256-GCM under a random master key wrapped by the passphrase
 ${PASSPHRASE_USAGE}
   --compress METHOD       zstd (level 3, the default), zstd:LEVEL (1-19) or none
@@ -32,6 +33,7 @@ ${PASSPHRASE_USAGE}
                           group (0640, 02750), so that a server running as a member of GROUP can run 'pgkeep wal
                           get' in its restore_command while backups run as another user (root); without it the
                           repository is private to its owner (0600, 0700)
+  --json                  print { repository, formatVersion, encrypted, compression, packTargetBytes }
 
 Without the passphrase an encrypted repository cannot be read: keep it safe, apart from the repository.
 `,
@@ -45,26 +47,27 @@ Without the passphrase an encrypted repository cannot be read: keep it safe, apa
         compress: { type: 'string' },
         'pack-size': { type: 'string' },
         group: { type: 'string' },
+        json: { type: 'boolean' },
         ...passphraseOptions,
       },
     })
-    if (!values.repo) throw new UsageError('missing --repo', { hint: "give the repository location, e.g. '--repo /var/lib/pgkeep'" })
+    const { url } = await resolveRepo(values, ctx, 'init')
     const compression = values.compress === undefined ? undefined : parseCompression(values.compress)
     const packTargetBytes = parsePackSize(values['pack-size'])
     let encrypt: { passphrase: string } | undefined
     if (values.encrypt) {
-      const found = await readPassphrase(values['passphrase-file'], ctx.env, ctx.stderr)
+      const found = await readPassphrase(await resolvePassphraseFile(values, ctx), ctx.env, ctx.stderr)
       if (!found) {
         throw new UsageError('--encrypt needs a passphrase', { hint: 'set PGKEEP_PASSPHRASE or use --passphrase-file' })
       }
       encrypt = { passphrase: found.passphrase }
     } else if (values['passphrase-file'] !== undefined) {
       throw new UsageError('--passphrase-file without --encrypt', { hint: 'add --encrypt to create an encrypted repository' })
-    } else if (ctx.env.PGKEEP_PASSPHRASE || ctx.env.PGKEEP_PASSPHRASE_FILE) {
-      ctx.stderr.write('pgkeep: warning: a passphrase is set in the environment but --encrypt was not given: the repository is not encrypted\n')
+    } else if (ctx.env.PGKEEP_PASSPHRASE || ctx.env.PGKEEP_PASSPHRASE_FILE || (await resolvePassphraseFile(values, ctx))) {
+      ctx.stderr.write('pgkeep: warning: a passphrase is set (environment or config file) but --encrypt was not given: the repository is not encrypted\n')
     }
-    if (values.group !== undefined) await shareDirectory(values.repo, values.group)
-    const storage = await openStorage(values.repo, ctx.env)
+    if (values.group !== undefined) await shareDirectory(url, values.group)
+    const storage = await openStorage(url, ctx.env)
     try {
       const repo = await initRepository(storage, {
         encrypt,
@@ -75,6 +78,22 @@ Without the passphrase an encrypted repository cannot be read: keep it safe, apa
       })
       const c = repo.config
       await repo.close()
+      if (values.json) {
+        ctx.stdout.write(
+          JSON.stringify(
+            {
+              repository: storage.name,
+              formatVersion: c.version,
+              encrypted: c.encryption !== null,
+              compression: c.compression,
+              packTargetBytes: c.packTargetBytes,
+            },
+            null,
+            2,
+          ) + '\n',
+        )
+        return 0
+      }
       const comp = c.compression.algorithm === 'zstd' ? `zstd level ${c.compression.level}` : 'no compression'
       ctx.stdout.write(
         `created repository '${storage.name}': format ${c.version}, ${c.encryption ? 'encrypted (AES-256-GCM)' : 'not encrypted'}, ` +

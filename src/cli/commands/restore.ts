@@ -101,15 +101,19 @@ ${REPO_USAGE}
     const opened = await openRepoForCommand(values, ctx, 'restore')
     recovery.restoreCommand = walGetRestoreCommand({
       pgkeep: [process.execPath, pgkeepBin()],
-      repoUrl: absoluteRepoUrl(values.repo!),
-      passphraseFile: values['passphrase-file'] === undefined ? undefined : resolve(values['passphrase-file']),
+      repoUrl: absoluteRepoUrl(opened.url),
+      passphraseFile: opened.passphraseFile,
     })
     const messages: string[] = []
     const progress = eventView(ctx.stderr, {
       progress: values.progress === true,
-      // Info (which backup, what was disabled) goes into the summary; with --json, into nothing.
+      // Which backup is said at once, before anything is written; other info (what was disabled) goes into the
+      // summary, and with --json into nothing.
       onInfo: (m) => {
-        if (!values.json) messages.push(m.text)
+        if (m.code === 'backup-chosen') {
+          progress.done()
+          ctx.stderr.write(`pgkeep: ${m.text}\n`)
+        } else if (!values.json) messages.push(m.text)
       },
       describe: (p) => (values.delta && typeof p.detail?.bytesWritten === 'number' ? `${formatBytes(p.detail.bytesWritten)} written` : ''),
     })
@@ -158,10 +162,10 @@ ${REPO_USAGE}
         )
       }
     } else hints.push(...ownershipHints(result))
-    if (opened.repo.encrypted && values['passphrase-file'] === undefined) {
+    if (opened.repo.encrypted && opened.passphraseFile === undefined) {
       hints.push('the repository is encrypted: the server needs PGKEEP_PASSPHRASE or PGKEEP_PASSPHRASE_FILE in its environment to run restore_command')
     }
-    if (/^s3:\/\//.test(values.repo!)) hints.push('restore_command reads an s3:// repository: the server needs the AWS_* variables in its environment')
+    if (/^s3:\/\//.test(opened.url)) hints.push('restore_command reads an s3:// repository: the server needs the AWS_* variables in its environment')
     const startCommand = await startCommandLine({
       pgdata: result.pgdata,
       major: Number.parseInt(result.serverVersion, 10),

@@ -8,12 +8,13 @@ import { verifyBackups } from '../../verify/verify-backups.js'
 import type { Command } from '../command.js'
 import { exitCodeFor } from '../exit-codes.js'
 import { parseCommandArgs } from '../parse.js'
-import { PASSPHRASE_USAGE, passphraseOptions, readPassphrase, rejectPassphraseArgument } from '../passphrase.js'
+import { readPassphrase, rejectPassphraseArgument } from '../passphrase.js'
+import { REPO_USAGE, repoOptions, resolvePassphraseFile, resolveRepo } from '../repo-args.js'
 
 export const verifyCommand: Command = {
   path: ['verify'],
   summary: 'check a repository for damage (structure, and data on request)',
-  usage: `usage: pgkeep verify --repo URL [--read-data[=PERCENT]] [--json] [--passphrase-file F]
+  usage: `usage: pgkeep verify --repo URL [--read-data[=PERCENT]] [--json]
 
 Checks that every index object matches the packs it lists, every pack header is intact, every record decodes and
 references only indexed blobs, and that every backup is whole: each blob its files use is present, and so is the
@@ -23,10 +24,11 @@ during garbage collection; with read-only access to the repository it runs witho
 nothing.
 Exits 0 when the repository is sound, ${exitCodeFor('INTEGRITY')} when something is damaged (each damaged object is listed).
 
-  --repo URL              the repository (directory or s3://bucket/prefix)
   --read-data[=PERCENT]   also read and re-hash data: all of it, or PERCENT (0-100) of the packs
-  --json                  print one JSON object: { ok, problems: [{ object, message }], stats }
-${PASSPHRASE_USAGE}
+  --json                  print one JSON object: { ok, problems: [{ object, message }], stats } (and error when
+                          something is damaged)
+
+${REPO_USAGE}
 `,
   async run(args, ctx) {
     rejectPassphraseArgument(args)
@@ -34,9 +36,8 @@ ${PASSPHRASE_USAGE}
     const normalized = args.map((a) => (a === '--read-data' ? '--read-data=100' : a))
     const { values } = parseCommandArgs('verify', {
       args: normalized,
-      options: { repo: { type: 'string' }, 'read-data': { type: 'string' }, json: { type: 'boolean' }, ...passphraseOptions },
+      options: { ...repoOptions, 'read-data': { type: 'string' }, json: { type: 'boolean' } },
     })
-    if (!values.repo) throw new UsageError('missing --repo', { hint: "give the repository location, e.g. '--repo /var/lib/pgkeep'" })
     let percent = 0
     if (values['read-data'] !== undefined) {
       percent = Number(values['read-data'].replace(/%$/, ''))
@@ -44,8 +45,9 @@ ${PASSPHRASE_USAGE}
         throw new UsageError(`invalid --read-data '${values['read-data']}'`, { hint: 'give a percentage from 0 to 100, or no value for all data' })
       }
     }
-    const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env, ctx.stderr))?.passphrase
-    const storage = await openStorage(values.repo, ctx.env)
+    const { url } = await resolveRepo(values, ctx, 'verify')
+    const passphrase = (await readPassphrase(await resolvePassphraseFile(values, ctx), ctx.env, ctx.stderr))?.passphrase
+    const storage = await openStorage(url, ctx.env)
     try {
       const repo = await openRepository(storage, { passphrase, signal: ctx.signal })
       // With read-only access the lock cannot be written: verify reads only, so it goes on without one.
@@ -68,14 +70,20 @@ ${PASSPHRASE_USAGE}
       } finally {
         await repo.close()
       }
-      if (values.json) ctx.stdout.write(JSON.stringify(result, null, 2) + '\n')
-      else ctx.stdout.write(formatResult(storage.name, percent, result))
-      if (result.ok) return 0
-      // main() prints it and exits with the INTEGRITY status; the list went to stdout above.
       const n = result.problems.length
-      throw new IntegrityError(`repository '${storage.name}' has ${n} problem${n === 1 ? '' : 's'}`, {
+      const damaged = new IntegrityError(`repository '${storage.name}' has ${n} problem${n === 1 ? '' : 's'}`, {
         hint: 'the objects listed are damaged or missing; restore them from a copy of the repository if there is one',
       })
+      if (values.json) {
+        // One object on stdout, the problems and the error in it; the exit status is the INTEGRITY one.
+        const error = result.ok ? {} : { error: { code: damaged.code, message: damaged.message, hint: damaged.hint } }
+        ctx.stdout.write(JSON.stringify({ ...result, ...error }, null, 2) + '\n')
+        return result.ok ? 0 : exitCodeFor(damaged.code)
+      }
+      ctx.stdout.write(formatResult(storage.name, percent, result))
+      if (result.ok) return 0
+      // main() prints it and exits with the INTEGRITY status; the list went to stdout above.
+      throw damaged
     } finally {
       await storage.close()
     }

@@ -17,7 +17,7 @@ import { fetchWalFile, isFetchableWalName } from '../../wal/wal-fetch.js'
 import type { CliContext, Command } from '../command.js'
 import { parseCommandArgs } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
-import { openRepoForCommand, REPO_USAGE, repoOptions, requireRepo } from '../repo-args.js'
+import { openRepoForCommand, REPO_USAGE, repoOptions, resolvePassphraseFile, resolveRepo } from '../repo-args.js'
 
 /** Exit status for failures other than "not in the repository": above 125, PostgreSQL stops recovery (FATAL). */
 export const WAL_GET_FAILURE_EXIT = 255
@@ -54,6 +54,7 @@ options:
   --spool DIR             spool directory, the user's own with mode 0700 (default: .pgkeep-prefetch beside DEST,
                           i.e. in pg_wal; created when missing)
   --linger S              the background process exits S seconds after the last request (default ${DEFAULT_LINGER_S})
+  --json                  print { name, found, dest } (or { error }) on stdout
 
 ${REPO_USAGE}
 `,
@@ -64,8 +65,12 @@ ${REPO_USAGE}
       // Every failure but "not in the repository", usage errors included: a misconfigured restore_command must
       // stop recovery, not end it as if the archive were exhausted. Printed as main() prints errors (main is not
       // imported here: it imports every command).
-      const e = err as Error & { hint?: string; detail?: string }
-      ctx.stderr.write(`pgkeep: error: ${e.message}\n${e.detail ? `DETAIL: ${e.detail}\n` : ''}${isPgkeepError(err) && e.hint ? `HINT: ${e.hint}\n` : ''}`)
+      const e = err as Error & { code?: string; hint?: string; detail?: string }
+      if (args.includes('--json')) {
+        const error = { code: isPgkeepError(err) ? e.code : 'UNEXPECTED', message: e.message, hint: (isPgkeepError(err) && e.hint) || null }
+        ctx.stdout.write(`${JSON.stringify({ error })}\n`)
+      } else
+        ctx.stderr.write(`pgkeep: error: ${e.message}\n${e.detail ? `DETAIL: ${e.detail}\n` : ''}${isPgkeepError(err) && e.hint ? `HINT: ${e.hint}\n` : ''}`)
       // The daemon exits 0 or 1 only (see runDaemon).
       return args.includes('--daemon') ? 1 : WAL_GET_FAILURE_EXIT
     }
@@ -85,6 +90,7 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
       spool: { type: 'string' },
       linger: { type: 'string' },
       daemon: { type: 'boolean' },
+      json: { type: 'boolean' },
     },
   })
   const prefetch = count(values.prefetch, 'prefetch', 8, 0, 256)
@@ -100,12 +106,17 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
   if (!isFetchableWalName(name)) {
     throw new UsageError(`'${name}' is not a WAL file name`, { hint: "use restore_command = 'pgkeep wal get --repo URL %f %p'" })
   }
-  const url = requireRepo(values, 'wal get')
+  const { url } = await resolveRepo(values, ctx, 'wal get')
   // The cluster of the data directory restore_command runs in: a --cluster must resolve to that one.
   const localSystemId = await systemIdNearWalPath(dest)
   const notFound = () => {
-    ctx.stderr.write(`pgkeep: ${name} is not in the repository\n`)
+    if (values.json) ctx.stdout.write(`${JSON.stringify({ name, found: false })}\n`)
+    else ctx.stderr.write(`pgkeep: ${name} is not in the repository\n`)
     return 1
+  }
+  const served = () => {
+    if (values.json) ctx.stdout.write(`${JSON.stringify({ name, found: true, dest })}\n`)
+    return 0
   }
   // The spool's lock is an abstract Unix socket, which only Linux has; elsewhere every call fetches directly.
   if (prefetch > 0 && process.platform === 'linux') {
@@ -119,10 +130,11 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
       repo: url,
       cluster,
       localSystemId,
-      spawnDaemon: () => spawnDaemon(paths, values, ctx, { cluster, prefetch, concurrency, lingerMs }),
+      spawnDaemon: async () =>
+        spawnDaemon(paths, { repo: url, 'passphrase-file': await resolvePassphraseFile(values, ctx) }, ctx, { cluster, prefetch, concurrency, lingerMs }),
       onWarning: (text) => ctx.stderr.write(`pgkeep: warning: ${text}\n`),
     })
-    if (r === 'served') return 0
+    if (r === 'served') return served()
     if (r === 'missing') return notFound()
   }
   const opened = await openRepoForCommand(values, ctx, 'wal get')
@@ -136,7 +148,7 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
       await unlink(tmp).catch(() => {})
       throw err
     })
-    return 0
+    return served()
   } finally {
     await opened.repo.close().catch(() => {})
   }
@@ -174,6 +186,9 @@ function spawnDaemon(
     'wal',
     'get',
     '--daemon',
+    // Everything it needs is on its command line (the repository and passphrase file resolved here): it reads no
+    // config file, which might have changed meanwhile.
+    '--no-config',
     '--repo',
     values.repo ?? '',
     '--spool',

@@ -30,6 +30,7 @@ path or prefix) is an error, so PostgreSQL keeps the file and tries again instea
 options:
   --cluster SYSTEMID      the cluster's system identifier (see 'pgkeep check' or pg_controldata)
   --verbose               print one line per file stored
+  --json                  print { name, systemId, result: stored|exists } on stdout
 
 ${REPO_USAGE}
 `,
@@ -38,7 +39,7 @@ ${REPO_USAGE}
     const { values, positionals } = parseCommandArgs('wal push', {
       args,
       allowPositionals: true,
-      options: { ...repoOptions, cluster: { type: 'string' }, verbose: { type: 'boolean' } },
+      options: { ...repoOptions, cluster: { type: 'string' }, verbose: { type: 'boolean' }, json: { type: 'boolean' } },
     })
     if (positionals.length !== 1) {
       throw new UsageError(`pgkeep wal push takes one PATH, got ${positionals.length}`, { hint: "use archive_command = 'pgkeep wal push --repo URL %p'" })
@@ -59,6 +60,7 @@ ${REPO_USAGE}
         const signal = AbortSignal.any([ctx.signal, lock.signal])
         const r = await pushWalFile(opened.repo, positionals[0]!, { cluster: values.cluster, signal })
         if (values.verbose) ctx.stderr.write(`pgkeep: ${r.result === 'stored' ? 'stored' : 'already stored'} ${r.name} of cluster ${r.systemId}\n`)
+        if (values.json) ctx.stdout.write(`${JSON.stringify({ name: r.name, systemId: r.systemId, result: r.result })}\n`)
       } finally {
         await lock.release().catch(() => {})
       }

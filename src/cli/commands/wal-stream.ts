@@ -4,10 +4,11 @@ import { constants, setPriority } from 'node:os'
 import { formatLsn } from '../../../protocol/index.js'
 import { UsageError } from '../../errors.js'
 import type { PgkeepEvent } from '../../events.js'
+import { type MetricsServer, serveMetrics } from '../../metrics/metrics-server.js'
 import { WalStreamer, type WalStreamStatus } from '../../wal/wal-streamer.js'
 import type { CliContext, Command } from '../command.js'
-import { CONNECTION_USAGE, connectionFrom, connectionOptions } from '../connection-args.js'
-import { parseCommandArgs } from '../parse.js'
+import { CONNECTION_USAGE, connectionOptions, serverFrom } from '../connection-args.js'
+import { parseCommandArgs, parseListenAddress } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
@@ -15,7 +16,7 @@ import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 export const walStreamCommand: Command = {
   path: ['wal', 'stream'],
   summary: 'stream WAL from a replication slot into the repository, continuously',
-  usage: `usage: pgkeep wal stream -d CONNINFO --repo URL --slot NAME [options]
+  usage: `usage: pgkeep wal stream -d CONNINFO --repo URL --slot NAME [--metrics-listen ADDR] [options]
 
 Streams WAL from a physical replication slot and stores each completed segment in the repository, until SIGINT
 or SIGTERM; then it stores the segment in progress as a partial segment and exits 0. Run again, it resumes after
@@ -27,10 +28,16 @@ It holds a shared repository lock; when it cannot keep it (refreshes failing unt
 took a conflicting lock, or broke it), it stops at once with exit status 24 and reports nothing more as flushed:
 the slot keeps the WAL for the next run.
 
-Send SIGUSR1 to print the current lag and receive rate.
+Send SIGUSR1 to print the current lag and receive rate. With --metrics-listen it serves Prometheus metrics on
+http://ADDR/metrics: the repository's (as 'pgkeep metrics' prints them, read at most every 30 s) and its own:
+connected, timeline, received and durable positions, archive lag in bytes and seconds, restarts, segments stored.
 
 options:
-  --slot NAME             physical replication slot to stream from (required)
+  --slot NAME             physical replication slot to stream from (required, unless the config file's cluster
+                          names one: 'slot' of [clusters.NAME])
+  --cluster NAME          the config file's cluster to stream from (its conninfo and slot)
+  --metrics-listen ADDR   serve /metrics on ADDR: HOST:PORT (127.0.0.1:9187), [IPV6]:PORT, or :PORT for every
+                          interface; port 0 picks a free one (the log says which)
   --create-slot           create the slot (reserving WAL) if it does not exist
   --synchronous           make every received batch durable at once and report it immediately, so the server can
                           list this streamer in synchronous_standby_names (by its application_name, which
@@ -53,6 +60,8 @@ ${CONNECTION_USAGE}
         ...connectionOptions,
         ...repoOptions,
         slot: { type: 'string' },
+        cluster: { type: 'string' },
+        'metrics-listen': { type: 'string' },
         'create-slot': { type: 'boolean' },
         synchronous: { type: 'boolean' },
         'status-interval': { type: 'string' },
@@ -60,7 +69,10 @@ ${CONNECTION_USAGE}
         json: { type: 'boolean' },
       },
     })
-    if (!values.slot)
+    const listen = values['metrics-listen'] === undefined ? undefined : parseListenAddress(values['metrics-listen'], '--metrics-listen')
+    const { server, configCluster } = await serverFrom(values, ctx, 'wal stream')
+    const slot = values.slot ?? configCluster?.slot
+    if (!slot)
       throw new UsageError('pgkeep wal stream needs --slot', { hint: 'name a physical replication slot: --slot pgkeep (add --create-slot to create it)' })
     let statusIntervalMs = 10_000
     if (values['status-interval'] !== undefined) {
@@ -81,13 +93,12 @@ ${CONNECTION_USAGE}
         // Not permitted here: run at the priority we have.
       }
     }
-    const { conninfo, overrides } = connectionFrom(values)
     const opened = await openRepoForCommand(values, ctx, 'wal stream')
     const say = sayer(ctx, values.json === true)
     const streamer = new WalStreamer({
       repo: opened.repo,
-      server: { conninfo, overrides, env: ctx.env },
-      slot: values.slot,
+      server,
+      slot,
       createSlot: values['create-slot'],
       synchronous: values.synchronous,
       statusIntervalMs,
@@ -96,12 +107,31 @@ ${CONNECTION_USAGE}
     })
     const onUsr1 = () => say.status(streamer.status())
     process.on('SIGUSR1', onUsr1)
+    let metrics: MetricsServer | undefined
     try {
+      if (listen) {
+        metrics = await serveMetrics({
+          ...listen,
+          repo: opened.repo,
+          stream: () => streamer.status(),
+          signal: ctx.signal,
+          onEvent: (e) => say.event(e),
+        })
+        say.event({
+          type: 'message',
+          operation: 'wal-stream',
+          level: 'info',
+          text: `serving metrics at ${metrics.url}`,
+          code: 'metrics-listening',
+          data: { url: metrics.url },
+        })
+      }
       const result = await streamer.run()
       say.stopped(result.timeline, result.durableLsn)
       return 0
     } finally {
       process.off('SIGUSR1', onUsr1)
+      await metrics?.close()
       await opened.repo.close().catch(() => {})
     }
   },
@@ -125,7 +155,7 @@ function sayer(ctx: CliContext, json: boolean) {
       line(
         `timeline ${s.timeline ?? '-'}: received ${s.receivedLsn !== undefined ? formatLsn(s.receivedLsn) : '-'}, durable ` +
           `${s.durableLsn !== undefined ? formatLsn(s.durableLsn) : '-'}, server at ${s.serverWalEnd !== undefined ? formatLsn(s.serverWalEnd) : '-'}; ` +
-          `lag ${s.lagBytes !== undefined ? mib(s.lagBytes) : '-'}, queued ${mib(s.queuedBytes)}, receiving ${mib(s.receiveBytesPerSec)}/s, ` +
+          `lag ${s.lagBytes !== undefined ? mib(s.lagBytes) : '-'}${s.lagSeconds ? ` (${s.lagSeconds.toFixed(0)} s)` : ''}, queued ${mib(s.queuedBytes)}, receiving ${mib(s.receiveBytesPerSec)}/s, ` +
           `${s.segmentsStored} segments stored`,
       )
     },
