@@ -48,7 +48,10 @@ export interface RestoreOptions extends OperationOptions {
   cacheBytes?: number
   /** Worker threads decoding blobs and hashing pages; default: one fewer than the cores, at most `jobs`. */
   workers?: number
-  /** fsync every file and directory before pg_control is written (default true). */
+  /**
+   * Make everything written durable before pg_control is written: syncfs of the target's file systems, else an
+   * fsync of every file and directory (docs/restore.md, "Durability"; default true).
+   */
   sync?: boolean
 }
 
@@ -132,7 +135,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     }
     await checkTargetReachable(repo, backup, recovery, { signal })
     const delta = o.delta === true
-    const { locations, state } = await prepareTarget({ pgdata, backup, mappings: o.tablespaceMapping ?? [], delta })
+    const { locations } = await prepareTarget({ pgdata, backup, mappings: o.tablespaceMapping ?? [], delta })
     const tree = new TargetTree(pgdata, locations, `backup ${backup.id}`)
     const reader = new FileListReader(repo, backup.files, undefined, `backup ${backup.id}`)
     // Every entry is checked before the first byte is written: a damaged or hostile list is refused whole.
@@ -180,8 +183,6 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       jobs,
       cacheBytes: o.cacheBytes,
       delta,
-      sync,
-      syncUnchanged: state.marker !== undefined,
       signal,
     })
 
