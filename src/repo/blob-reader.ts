@@ -5,22 +5,30 @@
 // instead of per blob) and system calls. Anything unusual (a blob not in the index, a short read, a blob that does
 // not verify) goes through the repository's readBlob, which reads it again on its own and says precisely what is
 // wrong. The reader also hashes the pages of files on disk for a delta restore, on the same workers.
+//
+// Memory: a run is decoded as its bytes stream in (a blob lying in one chunk of the read is decoded from that
+// chunk, one spanning chunks is gathered first), and window-sized blobs go into buffers the reader lends and takes
+// back (`giveBack`). A restore that gives its blobs back allocates almost nothing per blob: no fresh pages to fault
+// in, no external memory for the garbage collector to chase (bench/results/profiles.md measured both). Small blobs
+// (file maps, small files) get buffers of their own size: a window-sized buffer each would cost far more memory
+// than the cache counts.
 
 import type { Storage } from '../storage/storage.js'
 import { BlobCodec, type BlobId } from './blob.js'
 import type { BlobLocation } from './blob-index.js'
 import { pageHashesOf } from './codec-work.js'
 import type { CodecPool } from './codec-pool.js'
-import type { RepoKeys } from './crypto.js'
+import { type RepoKeys, SEAL_OVERHEAD_BYTES } from './crypto.js'
 import { WINDOW_BYTES } from './file-map.js'
 import { packKey } from './layout.js'
-import { readObject } from './storage-io.js'
 
 export interface BlobReaderOptions {
   /** Blobs whose stored bytes are at most this far apart in a pack are read together (default 256 KiB). */
   maxGapBytes?: number
   /** A run is cut at this many stored bytes (default 8 MiB). */
   maxRunBytes?: number
+  /** Blob buffers given back and kept for the next blobs, at most (default 32; more are left to the GC). */
+  spareBuffers?: number
   signal?: AbortSignal
 }
 
@@ -39,17 +47,42 @@ interface Request {
   reject: (err: unknown) => void
 }
 
+/** Stored bytes of one blob waiting for a worker: a view into a read chunk, or a buffer of the reader's own. */
+interface PendingDecode {
+  r: Request
+  stored: Uint8Array
+  own: ArrayBuffer | undefined
+}
+
+/**
+ * The size of the reader's blob buffers: a window's plain bytes, or its stored bytes (plus what encryption adds;
+ * zstd is kept only when smaller). A size nothing else allocates: giveBack() takes only buffers of this size.
+ */
+const POOL_BUFFER_BYTES = WINDOW_BYTES + SEAL_OVERHEAD_BYTES
+/**
+ * Plain bytes of more than half a buffer go into the reader's buffers (a smaller blob would hold a whole buffer as
+ * long as the cache keeps it); stored bytes travel in them from 64 KiB (they come back as soon as decoded).
+ */
+const POOLED_PLAIN_MIN = POOL_BUFFER_BYTES / 2
+const POOLED_STORED_MIN = 64 << 10
+
 export class BlobReader {
   readonly #codec: BlobCodec
   readonly #maxGap: number
   readonly #maxRun: number
+  readonly #spare: number
   #queue: Request[] = []
   #scheduled = false
   #runs = 0
   #blobs = 0
   #fallbacks = 0
 
+  /** Free blob buffers (POOL_BUFFER_BYTES: plain or stored bytes), and free hashing windows without a pool. */
   readonly #free: ArrayBuffer[] = []
+  readonly #freeWindows: ArrayBuffer[] = []
+  /** Blobs waiting for a worker, and jobs posted (at most the pool's maxInFlight, so buffers are taken late). */
+  readonly #waiting: PendingDecode[] = []
+  #posted = 0
 
   /** @internal made by Repository.openBlobReader */
   constructor(
@@ -61,6 +94,7 @@ export class BlobReader {
     this.#codec = new BlobCodec(repo.keys, undefined)
     this.#maxGap = o.maxGapBytes ?? 256 << 10
     this.#maxRun = o.maxRunBytes ?? 8 << 20
+    this.#spare = o.spareBuffers ?? 32
   }
 
   /** Worker threads behind this reader (0: the calling thread decodes). */
@@ -71,14 +105,22 @@ export class BlobReader {
   /** A window buffer (WINDOW_BYTES) for hashPages, owned by the caller until it passes it there. */
   takeBuffer(): Buffer {
     if (this.pool) return this.pool.takeBuffer()
-    return Buffer.from(this.#free.pop() ?? new ArrayBuffer(WINDOW_BYTES))
+    return Buffer.from(this.#freeWindows.pop() ?? new ArrayBuffer(WINDOW_BYTES))
   }
 
   /** Gives back a buffer from takeBuffer (or a view over one); the caller must not use it again. */
   recycle(window: Buffer): void {
     if (this.pool) return this.pool.recycle(window)
     const ab = window.buffer
-    if (ab instanceof ArrayBuffer && ab.byteLength === WINDOW_BYTES && this.#free.length < 8) this.#free.push(ab)
+    if (ab instanceof ArrayBuffer && ab.byteLength === WINDOW_BYTES && this.#freeWindows.length < 8) this.#freeWindows.push(ab)
+  }
+
+  /**
+   * Gives back a blob from read() (or a view over one) once nothing uses it any more, so that a later blob is
+   * decoded into its buffer; the caller must not use it again. A blob in a buffer of its own is left to the GC.
+   */
+  giveBack(blob: Buffer): void {
+    this.#putBack(blob.buffer)
   }
 
   /**
@@ -95,7 +137,10 @@ export class BlobReader {
     await this.pool?.close()
   }
 
-  /** The verified plain bytes of a blob; requests made in the same turn of the event loop share storage reads. */
+  /**
+   * The verified plain bytes of a blob; requests made in the same turn of the event loop share storage reads. A
+   * window-sized blob comes in a buffer of the reader's: give it back with giveBack() once done with it.
+   */
   read(id: BlobId): Promise<Buffer> {
     const loc = this.repo.locateBlob(id)
     if (!loc) return this.repo.readBlob(id, { signal: this.o.signal })
@@ -113,6 +158,21 @@ export class BlobReader {
   /** Storage reads made, blobs asked of them, and blobs read again through Repository.readBlob. */
   get stats(): { runs: number; blobs: number; fallbacks: number } {
     return { runs: this.#runs, blobs: this.#blobs, fallbacks: this.#fallbacks }
+  }
+
+  /** A buffer of the reader's for `length` plain bytes, or undefined when the blob is not window-sized. */
+  #take(length: number, min = POOLED_PLAIN_MIN): ArrayBuffer | undefined {
+    if (length <= min || length > POOL_BUFFER_BYTES) return undefined
+    return this.#free.pop() ?? Buffer.allocUnsafeSlow(POOL_BUFFER_BYTES).buffer
+  }
+
+  /** A buffer of its own (transferable) for `length` stored bytes: one of the reader's unless small or large. */
+  #takeStored(length: number): ArrayBuffer {
+    return this.#take(length, POOLED_STORED_MIN) ?? Buffer.allocUnsafeSlow(length).buffer
+  }
+
+  #putBack(ab: ArrayBufferLike | undefined): void {
+    if (ab instanceof ArrayBuffer && ab.byteLength === POOL_BUFFER_BYTES && this.#free.length < this.#spare) this.#free.push(ab)
   }
 
   #flush(): void {
@@ -145,36 +205,103 @@ export class BlobReader {
     }
   }
 
+  /** One storage read for `run` (sorted by offset); each blob is decoded as soon as its bytes are in. */
   async #readRun(packId: string, run: Request[]): Promise<void> {
     const start = run[0]!.loc.offset
     const end = Math.max(...run.map((r) => r.loc.offset + r.loc.storedLength))
-    let bytes: Buffer | undefined
+    this.#runs++
+    let next = 0
+    // The stored bytes of run[next] when they span chunks: gathered here until complete.
+    let gathering: { buffer: ArrayBuffer; filled: number } | undefined
     try {
-      this.#runs++
-      bytes = await readObject(this.repo.storage, packKey(packId), { offset: start, length: end - start, signal: this.o.signal })
+      let at = start
+      for await (const chunk of this.repo.storage.read(packKey(packId), { offset: start, length: end - start, signal: this.o.signal })) {
+        const chunkEnd = at + chunk.length
+        while (next < run.length) {
+          const r = run[next]!
+          const from = r.loc.offset
+          const to = from + r.loc.storedLength
+          if (from >= chunkEnd) break
+          if (!gathering && from < at) {
+            // It began in an earlier chunk (the same blob asked for twice in one turn): read on its own.
+            this.#blobs++
+            this.#fallback(r)
+            next++
+            continue
+          }
+          if (!gathering && to <= chunkEnd) {
+            this.#decode({ r, stored: chunk.subarray(from - at, to - at), own: undefined })
+            next++
+            continue
+          }
+          gathering ??= { buffer: this.#takeStored(r.loc.storedLength), filled: 0 }
+          const copyFrom = Math.max(from + gathering.filled, at)
+          const copyTo = Math.min(to, chunkEnd)
+          new Uint8Array(gathering.buffer, copyFrom - from, copyTo - copyFrom).set(chunk.subarray(copyFrom - at, copyTo - at))
+          gathering.filled = copyTo - from
+          if (copyTo < to) break // the rest is in the next chunk
+          this.#decode({ r, stored: new Uint8Array(gathering.buffer, 0, r.loc.storedLength), own: gathering.buffer })
+          gathering = undefined
+          next++
+        }
+        at = chunkEnd
+      }
     } catch {
       // Missing pack, I/O error, abort: each blob's own read reports it the repository's way.
     }
-    for (const r of run) {
+    this.#putBack(gathering?.buffer)
+    // What the read did not deliver (a short read, a failure) is read again blob by blob.
+    for (; next < run.length; next++) {
       this.#blobs++
-      const at = r.loc.offset - start
-      if (!bytes || bytes.length < at + r.loc.storedLength) {
-        this.#fallback(r)
-        continue
+      this.#fallback(run[next]!)
+    }
+  }
+
+  #decode(d: PendingDecode): void {
+    this.#blobs++
+    if (this.pool) {
+      this.#waiting.push(d)
+      this.#post()
+      return
+    }
+    const { r, stored, own } = d
+    const plain = this.#take(r.loc.plainLength)
+    try {
+      const out = this.#codec.decode(stored, r.loc.flags, r.loc.plainLength, Buffer.from(r.id, 'hex'), `blob '${r.id}'`, plain && Buffer.from(plain))
+      // Without a buffer of ours, an uncompressed blob is a view into the read: copied, so the read can be freed.
+      r.resolve(plain || out.buffer !== stored.buffer ? out : Buffer.from(out))
+    } catch {
+      this.#putBack(plain)
+      this.#fallback(r)
+    } finally {
+      this.#putBack(own)
+    }
+  }
+
+  /** Posts waiting blobs to the workers while fewer than the pool takes at once are out. */
+  #post(): void {
+    while (this.pool && this.#posted < this.pool.maxInFlight && this.#waiting.length > 0) {
+      const { r, stored, own } = this.#waiting.shift()!
+      let travel = own
+      if (!travel) {
+        travel = this.#takeStored(stored.length)
+        new Uint8Array(travel, 0, stored.length).set(stored)
       }
-      const stored = bytes.subarray(at, at + r.loc.storedLength)
-      if (this.pool) {
-        this.pool.decode(stored, r.loc.flags, r.loc.plainLength, r.id).then(r.resolve, () => this.#fallback(r))
-        continue
-      }
-      try {
-        let plain = this.#codec.decode(stored, r.loc.flags, r.loc.plainLength, Buffer.from(r.id, 'hex'), `blob '${r.id}'`)
-        // An uncompressed blob comes back as a view into the whole run: copy it so the run can be freed.
-        if (plain.buffer === bytes.buffer) plain = Buffer.from(plain)
-        r.resolve(plain)
-      } catch {
-        this.#fallback(r)
-      }
+      const plain = this.#take(r.loc.plainLength)
+      this.#posted++
+      this.pool.decodeInto({ buffer: travel, length: stored.length }, plain, r.loc.flags, r.loc.plainLength, r.id).then(
+        (out) => {
+          this.#posted--
+          this.#putBack(out.stored)
+          r.resolve(out.plain)
+          this.#post()
+        },
+        () => {
+          this.#posted--
+          this.#fallback(r)
+          this.#post()
+        },
+      )
     }
   }
 

@@ -171,9 +171,29 @@ export class CodecPool {
   async decode(stored: Uint8Array, flags: number, plainLength: number, id: BlobId): Promise<Buffer> {
     const copy = new ArrayBuffer(stored.byteLength)
     new Uint8Array(copy).set(stored)
-    const r = await this.#run({ op: 'decode', job: this.#nextJob++, stored: copy, flags, plainLength, id }, [copy])
+    return (await this.decodeInto({ buffer: copy, length: copy.byteLength }, undefined, flags, plainLength, id)).plain
+  }
+
+  /**
+   * Decodes and verifies the first `stored.length` bytes of `stored.buffer` into `plain` (at least `plainLength`
+   * bytes; a new buffer when undefined). Both buffers pass to the pool and come back in the result (`plain` as the
+   * view over the plain bytes, `stored` for reuse), so a caller with its own free list allocates nothing per blob.
+   * Rejects with the worker's reason; a lent `plain` buffer is not given back then.
+   */
+  async decodeInto(
+    stored: { buffer: ArrayBuffer; length: number },
+    plain: ArrayBuffer | undefined,
+    flags: number,
+    plainLength: number,
+    id: BlobId,
+  ): Promise<{ plain: Buffer; stored: ArrayBuffer | undefined }> {
+    const transfer = plain ? [stored.buffer, plain] : [stored.buffer]
+    const r = await this.#run(
+      { op: 'decode', job: this.#nextJob++, stored: stored.buffer, storedLength: stored.length, plain, flags, plainLength, id },
+      transfer,
+    )
     if (r.op !== 'decode') throw unexpected('decode', r)
-    return Buffer.from(r.plain)
+    return { plain: Buffer.from(r.plain, 0, plainLength), stored: r.stored }
   }
 
   /** Page hashes of `window` (a view over a buffer from takeBuffer, which passes to the pool and comes back). */

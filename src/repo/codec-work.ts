@@ -71,12 +71,13 @@ export interface CodecWorkerData {
 
 /**
  * A job sent to a worker. Windows travel as `buffer` (transferred) with the bytes at `offset`, `length`; stored
- * bytes to decode travel as a copy of their own.
+ * bytes to decode travel in `stored` (its first `storedLength` bytes, transferred), and the plain bytes are written
+ * into `plain` when the caller lends a buffer (transferred; both come back with the answer).
  */
 export type CodecJob =
   | { op: 'analyze'; job: number; buffer: ArrayBuffer; offset: number; length: number; request: AnalyzeRequest }
   | { op: 'encode'; job: number; buffer: ArrayBuffer; offset: number; length: number }
-  | { op: 'decode'; job: number; stored: ArrayBuffer; flags: number; plainLength: number; id: BlobId }
+  | { op: 'decode'; job: number; stored: ArrayBuffer; storedLength: number; plain: ArrayBuffer | undefined; flags: number; plainLength: number; id: BlobId }
   | { op: 'hash'; job: number; buffer: ArrayBuffer; offset: number; length: number }
 
 /** A worker's answer; `buffer` is the job's buffer, transferred back. */
@@ -91,7 +92,7 @@ export type CodecJobResult =
       pageHashes: ArrayBuffer | undefined
     }
   | { op: 'encode'; job: number; buffer: ArrayBuffer; stored: ArrayBuffer; flags: number }
-  | { op: 'decode'; job: number; plain: ArrayBuffer }
+  | { op: 'decode'; job: number; plain: ArrayBuffer; stored: ArrayBuffer | undefined }
   | { op: 'hash'; job: number; buffer: ArrayBuffer; hashes: ArrayBuffer }
   | { op: 'error'; job: number; buffer: ArrayBuffer | undefined; message: string }
 
@@ -120,8 +121,19 @@ export function runCodecJob(m: CodecJob, codec: BlobCodec): { result: CodecJobRe
       return { result: { op: 'encode', job: m.job, buffer: m.buffer, stored, flags: e.flags }, transfer: [m.buffer, stored] }
     }
     case 'decode': {
-      const plain = ownArrayBuffer(codec.decode(Buffer.from(m.stored), m.flags, m.plainLength, Buffer.from(m.id, 'hex'), `blob '${m.id}'`))
-      return { result: { op: 'decode', job: m.job, plain }, transfer: [plain] }
+      const lent = m.plain !== undefined && m.plain.byteLength >= m.plainLength ? m.plain : undefined
+      const decoded = codec.decode(
+        Buffer.from(m.stored, 0, m.storedLength),
+        m.flags,
+        m.plainLength,
+        Buffer.from(m.id, 'hex'),
+        `blob '${m.id}'`,
+        lent && Buffer.from(lent),
+      )
+      // Without a lent buffer an uncompressed blob is a view over `stored`: then it goes back alone, as the plain bytes.
+      const plain = lent ?? ownArrayBuffer(decoded)
+      const stored = plain === m.stored ? undefined : m.stored
+      return { result: { op: 'decode', job: m.job, plain, stored }, transfer: stored ? [plain, stored] : [plain] }
     }
     case 'hash': {
       const hashes = ownArrayBuffer(pageHashesOf(Buffer.from(m.buffer, m.offset, m.length)))

@@ -17,8 +17,8 @@ parentPort!.on('message', (m: CodecJob) => {
   try {
     out = runCodecJob(m, codec)
   } catch (err) {
-    // A window goes back either way, so the pool can reuse it.
-    const buffer = m.op === 'decode' ? undefined : m.buffer
+    // A window (or the buffer lent for plain bytes) goes back either way, so the pool can reuse it.
+    const buffer = m.op === 'decode' ? m.plain : m.buffer
     out = { result: { op: 'error', job: m.job, buffer, message: (err as Error)?.message ?? String(err) }, transfer: buffer ? [buffer] : [] }
   }
   parentPort!.postMessage(out.result, out.transfer)

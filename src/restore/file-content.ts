@@ -10,7 +10,7 @@ import { type BlobId, decodeFileMap, type FileEntry, type Repository } from '../
  * Runs a blob read; a failure other than an abort or a storage error (which says what it is itself) becomes an
  * IntegrityError naming the file and the backup: a missing blob is as much damage as a corrupt one.
  */
-export async function readNamingFile(entry: FileEntry, id: BlobId, backupId: string, read: () => Promise<Buffer>, signal?: AbortSignal): Promise<Buffer> {
+export async function readNamingFile<T>(entry: FileEntry, id: BlobId, backupId: string, read: () => Promise<T>, signal?: AbortSignal): Promise<T> {
   try {
     return await read()
   } catch (err) {

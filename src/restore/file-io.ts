@@ -12,17 +12,22 @@ export async function writeAll(fh: FileHandle, bufs: Buffer[], position: number)
   while (pending.length > 0) {
     const { bytesWritten } = await fh.writev(pending, pos)
     pos += bytesWritten
-    let skip = bytesWritten
-    const rest: Buffer[] = []
-    for (const b of pending) {
-      if (skip >= b.length) skip -= b.length
-      else {
-        rest.push(skip > 0 ? b.subarray(skip) : b)
-        skip = 0
-      }
-    }
-    pending = rest
+    pending = skipBytes(pending, bytesWritten)
   }
+}
+
+/** What is left of `bufs` after the first `n` bytes (a short write's remainder). */
+export function skipBytes(bufs: Buffer[], n: number): Buffer[] {
+  let skip = n
+  const rest: Buffer[] = []
+  for (const b of bufs) {
+    if (skip >= b.length) skip -= b.length
+    else {
+      rest.push(skip > 0 ? b.subarray(skip) : b)
+      skip = 0
+    }
+  }
+  return rest
 }
 
 /** Reads exactly `n` bytes at `position`; past the end of the file the rest is zeros. */

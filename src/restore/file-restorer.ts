@@ -3,8 +3,16 @@
 // is on disk is computed as it is written (pieces apart, then combined) and compared with the one the backup
 // recorded. In delta mode it first compares what is there: relation files page by page against the backup's page
 // hashes (rewriting only differing pages), other files by CRC-32C when the backup knows it. Files are reached
-// only through the target tree: never through a link.
+// only through the target tree: never through a link. Nothing is fsynced here: the finish phase makes the whole
+// target durable at once before pg_control is written (docs/restore.md, "Durability").
+//
+// Small files (most files of a cluster with many relations) are written with synchronous system calls once their
+// blobs are in memory: open, one gathered write, mode, times, close, with no trip through libuv's thread pool and
+// no await between them. Each call only copies into the page cache, a few microseconds, so holding the event loop
+// that long costs the other workers nothing, and a file then costs about what it costs tar. Larger files keep
+// asynchronous writes, which overlap decoding the next blobs.
 
+import { closeSync, constants, fchmodSync, ftruncateSync, futimesSync, openSync, writevSync } from 'node:fs'
 import { lstat, rm, type FileHandle } from 'node:fs/promises'
 import { IntegrityError } from '../errors.js'
 import { crc32cCombine, crc32cFinal, crc32cHexLE, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
@@ -22,12 +30,14 @@ import {
   type Repository,
   WINDOW_BYTES,
 } from '../repo/index.js'
-import type { BlobCache } from './blob-cache.js'
+import type { BlobCache, BlobLease } from './blob-cache.js'
 import { readNamingFile } from './file-content.js'
-import { crcOfHandle, readFully, writeAll, WriteQueue } from './file-io.js'
+import { crcOfHandle, readFully, skipBytes, writeAll, WriteQueue } from './file-io.js'
 import { openNoFollow, type TargetTree } from './target-tree.js'
 import type { Spawn } from './task-pool.js'
 
+/** Files up to this size are written in one go with synchronous calls, their blobs fetched ahead with the list. */
+export const SMALL_FILE_BYTES = 256 << 10
 /** Files larger than this are cut into pieces that several workers write at once. */
 export const SPLIT_BYTES = 32 << 20
 /** Size of one piece (a multiple of the 1 MiB window, so delta pieces align with pages). */
@@ -36,7 +46,7 @@ export const PIECE_BYTES = 16 << 20
 const GATHER_BYTES = 1 << 20
 const GATHER_BUFFERS = 32
 /** Extents whose blobs are fetched ahead of the one being written (about 1 MiB each). */
-export const READ_AHEAD_EXTENTS = 16
+export const READ_AHEAD_EXTENTS = 8
 /** Gathered writes of one file in flight at once. */
 const WRITES_IN_FLIGHT = 4
 const ZEROS = Buffer.alloc(WINDOW_BYTES)
@@ -60,9 +70,6 @@ export interface FileRestorerContext {
   backupId: string
   cache: BlobCache
   delta: boolean
-  sync: boolean
-  /** Delta: fsync files found already right too (the target holds an interrupted restore). */
-  syncUnchanged: boolean
   /** Hashes pages of files on disk (delta), on its workers when it has them. */
   reader: BlobReader
   signal?: AbortSignal
@@ -112,10 +119,11 @@ export class FileRestorer {
     }
     const map = entry.fileMap ? await this.#fileMap(entry) : undefined
     const extents = map?.extents ?? entry.extents ?? []
+    if (entry.sizeBytes <= SMALL_FILE_BYTES) return this.#smallFile(entry, path, extents)
     const fh = await openNoFollow(path, 'create', restoredMode('file', entry.mode))
     try {
       // The file gets its final size first: holes stay sparse, and pieces can be written in any order.
-      await fh.truncate(entry.sizeBytes)
+      ftruncateSync(fh.fd, entry.sizeBytes)
       if (entry.sizeBytes > SPLIT_BYTES) {
         await fh.close()
         this.#split(entry, path, extents, undefined, spawn)
@@ -166,40 +174,82 @@ export class FileRestorer {
   }
 
   /**
-   * Checks the CRC-32C of what is on disk against the backup's, then sync, mode, times and the report. `fh` is any
-   * open handle of the file (fsync covers the whole inode).
+   * A small file in one go: every blob it needs (fetched ahead with the coming entries), the CRC-32C checked before
+   * a byte is written, then written with synchronous calls (see the file header).
    */
-  async #complete(fh: FileHandle, entry: FileEntry, crc: number, bytesWritten: number, changed: boolean): Promise<void> {
+  async #smallFile(entry: FileEntry, path: string, extents: readonly Extent[]): Promise<void> {
+    const leases: BlobLease[] = []
+    try {
+      const parts: Buffer[] = []
+      const offsets: number[] = []
+      let crc = crc32cInit()
+      for (const x of extents) {
+        if (x.blob === null) {
+          crc = crc32cZeros(crc, x.length)
+          continue
+        }
+        const lease = await this.#lease(entry, x.blob)
+        leases.push(lease)
+        const bytes = this.#extentBytes(entry, x, lease.bytes)
+        crc = crc32cUpdate(crc, bytes)
+        parts.push(bytes)
+        offsets.push(x.offset)
+      }
+      const crc32c = this.#checkCrc(entry, crc32cFinal(crc))
+      this.ctx.signal?.throwIfAborted()
+      const written = writeSmallFileSync(path, restoredMode('file', entry.mode), entry.mtime, entry.sizeBytes, parts, offsets)
+      this.ctx.onBytes(entry.sizeBytes, written)
+      await this.ctx.onDone({ entry, crc32c, bytesWritten: written, changed: true })
+    } finally {
+      for (const l of leases) l.release()
+    }
+  }
+
+  /** The CRC-32C as the manifest writes it, after checking it against the backup's. */
+  #checkCrc(entry: FileEntry, crc: number): string {
     const crc32c = crc32cHexLE(crc)
     if (entry.crc32c !== undefined && crc32c !== entry.crc32c) {
       throw new IntegrityError(`'${entry.path}' of backup ${this.ctx.backupId} was restored with CRC-32C ${crc32c}, the backup recorded ${entry.crc32c}`, {
         hint: "the backup's blobs and its file list disagree; run 'pgkeep verify --read-data' to find damaged objects, or restore another backup with --backup",
       })
     }
-    // An unchanged file was made durable by whoever wrote it (a server checkpoint, a finished restore), except
-    // after an interrupted restore, whose writes may still sit in the page cache.
-    if (this.ctx.sync && (changed || this.ctx.syncUnchanged)) await fh.sync()
-    await fh.chmod(restoredMode('file', entry.mode))
-    await fh.utimes(entry.mtime, entry.mtime)
+    return crc32c
+  }
+
+  /**
+   * Checks the CRC-32C of what is on disk against the backup's, then mode, times and the report. `fh` is any open
+   * handle of the file. Both are metadata-only calls, made synchronously (see the file header).
+   */
+  async #complete(fh: FileHandle, entry: FileEntry, crc: number, bytesWritten: number, changed: boolean): Promise<void> {
+    const crc32c = this.#checkCrc(entry, crc)
+    fchmodSync(fh.fd, restoredMode('file', entry.mode))
+    futimesSync(fh.fd, entry.mtime, entry.mtime)
     await this.ctx.onDone({ entry, crc32c, bytesWritten, changed })
   }
 
   /** Writes [offset, offset + length) of the file from its extents; holes are skipped (already zeros). */
   async #writeRange(fh: FileHandle, entry: FileEntry, extents: Extent[], offset: number, lengthBytes: number, crc: CrcState): Promise<number> {
     let bufs: Buffer[] = []
+    let leases: BlobLease[] = []
     let at = 0
     let gathered = 0
     let written = 0
     // Writes go out without waiting for the previous one (positional, so order does not matter), at most
-    // WRITES_IN_FLIGHT at once: decoding the next blobs overlaps the disk.
+    // WRITES_IN_FLIGHT at once: decoding the next blobs overlaps the disk. The blobs of a write are released
+    // only once it completed: until then the kernel may still read from their buffers.
     const writes = new WriteQueue(WRITES_IN_FLIGHT)
     const flush = async () => {
       if (bufs.length === 0) return
       const n = gathered
-      await writes.add(writeAll(fh, bufs, at).then(() => this.ctx.onBytes(0, n)))
-      written += n
+      const held = leases
+      const done = writeAll(fh, bufs, at).finally(() => {
+        for (const l of held) l.release()
+      })
       bufs = []
+      leases = []
       gathered = 0
+      await writes.add(done.then(() => this.ctx.onBytes(0, n)))
+      written += n
     }
     const slice = extentsIn(extents, offset, lengthBytes)
     // Read ahead: blobs are requested in batches (read together when they lie close in a pack) while earlier ones
@@ -209,29 +259,37 @@ export class FileRestorer {
       if (ahead - i > READ_AHEAD_EXTENTS / 2) return
       for (ahead = Math.max(ahead, i + 1); ahead < slice.length && ahead <= i + READ_AHEAD_EXTENTS; ahead++) {
         const b = slice[ahead]!.blob
-        if (b !== null) this.ctx.cache.get(b).catch(() => {})
+        if (b !== null) this.ctx.cache.prefetch(b)
       }
     }
-    for (let i = 0; i < slice.length; i++) {
-      const x = slice[i]!
-      this.ctx.signal?.throwIfAborted()
-      prefetch(i)
-      if (x.blob === null) {
-        await flush()
-        for (let left = x.length; left > 0; left -= ZEROS.length) crc.value = crc32cUpdate(crc.value, ZEROS.subarray(0, Math.min(left, ZEROS.length)))
-        this.ctx.onBytes(x.length, 0)
-        continue
+    try {
+      for (let i = 0; i < slice.length; i++) {
+        const x = slice[i]!
+        this.ctx.signal?.throwIfAborted()
+        prefetch(i)
+        if (x.blob === null) {
+          await flush()
+          crc.value = crc32cZeros(crc.value, x.length)
+          this.ctx.onBytes(x.length, 0)
+          continue
+        }
+        const lease = await this.#lease(entry, x.blob)
+        const bytes = this.#extentBytes(entry, x, lease.bytes)
+        crc.value = crc32cUpdate(crc.value, bytes)
+        if (bufs.length > 0 && at + gathered !== x.offset) await flush()
+        if (bufs.length === 0) at = x.offset
+        bufs.push(bytes)
+        leases.push(lease)
+        gathered += bytes.length
+        this.ctx.onBytes(bytes.length, 0)
+        if (gathered >= GATHER_BYTES || bufs.length >= GATHER_BUFFERS) await flush()
       }
-      const bytes = await this.#bytesOf(entry, x)
-      crc.value = crc32cUpdate(crc.value, bytes)
-      if (bufs.length > 0 && at + gathered !== x.offset) await flush()
-      if (bufs.length === 0) at = x.offset
-      bufs.push(bytes)
-      gathered += bytes.length
-      this.ctx.onBytes(bytes.length, 0)
-      if (gathered >= GATHER_BYTES || bufs.length >= GATHER_BUFFERS) await flush()
+      await flush()
+    } finally {
+      // A failure before a gathered write went out: its blobs were never handed to the kernel.
+      for (const l of leases) l.release()
+      await writes.drain().catch(() => {})
     }
-    await flush()
     await writes.drain()
     return written
   }
@@ -306,8 +364,16 @@ export class FileRestorer {
         // Pages [from, to) of this window differ: fill them with the backup's bytes, then write them.
         for (const x of extentsIn(map.extents, w + from, to - from)) {
           const dst = x.offset - w
-          if (x.blob === null) buf.fill(0, dst, dst + x.length)
-          else (await this.#bytesOf(entry, x)).copy(buf, dst)
+          if (x.blob === null) {
+            buf.fill(0, dst, dst + x.length)
+            continue
+          }
+          const lease = await this.#lease(entry, x.blob)
+          try {
+            this.#extentBytes(entry, x, lease.bytes).copy(buf, dst)
+          } finally {
+            lease.release()
+          }
         }
         await writeAll(fh, [buf.subarray(from, to)], w + from)
         written += to - from
@@ -336,17 +402,22 @@ export class FileRestorer {
 
   async #fileMap(entry: FileEntry): Promise<FileMap> {
     // Through the cache: the task source asks for the maps of the files coming next, so they arrive in runs.
-    const bytes = await this.#read(entry, entry.fileMap!, () => this.ctx.cache.get(entry.fileMap!))
-    const map = decodeFileMap(bytes, `file map of '${entry.path}' in backup ${this.ctx.backupId}`)
+    const lease = await this.#lease(entry, entry.fileMap!)
+    let map: FileMap
+    try {
+      // The map is decoded into objects of its own (no views into the blob), so the blob can go at once.
+      map = decodeFileMap(lease.bytes, `file map of '${entry.path}' in backup ${this.ctx.backupId}`)
+    } finally {
+      lease.release()
+    }
     if (map.sizeBytes !== entry.sizeBytes) {
       throw new IntegrityError(`file map of '${entry.path}' in backup ${this.ctx.backupId} describes ${map.sizeBytes} bytes, the file has ${entry.sizeBytes}`)
     }
     return map
   }
 
-  /** The bytes of one extent, from the shared cache. */
-  async #bytesOf(entry: FileEntry, x: Extent): Promise<Buffer> {
-    const blob = await this.#read(entry, x.blob!, () => this.ctx.cache.get(x.blob!))
+  /** The bytes of one extent within its blob's bytes. */
+  #extentBytes(entry: FileEntry, x: Extent, blob: Buffer): Buffer {
     if (x.blobOffset + x.length > blob.length) {
       throw new IntegrityError(
         `'${entry.path}' of backup ${this.ctx.backupId} refers to bytes ${x.blobOffset}..${x.blobOffset + x.length} of blob '${x.blob}', which has ${blob.length}`,
@@ -355,8 +426,53 @@ export class FileRestorer {
     return blob.subarray(x.blobOffset, x.blobOffset + x.length)
   }
 
-  /** A blob read whose failure names the file and the backup (a missing blob included). */
-  #read(entry: FileEntry, id: BlobId, read: () => Promise<Buffer>): Promise<Buffer> {
-    return readNamingFile(entry, id, this.ctx.backupId, read, this.ctx.signal)
+  /** A blob from the shared cache, leased; a failure names the file and the backup (a missing blob included). */
+  #lease(entry: FileEntry, id: BlobId): Promise<BlobLease> {
+    return readNamingFile(entry, id, this.ctx.backupId, () => this.ctx.cache.get(id), this.ctx.signal)
+  }
+}
+
+/** The running CRC-32C state after `length` zero bytes (a hole). */
+function crc32cZeros(state: number, length: number): number {
+  let crc = state
+  for (let left = length; left > 0; left -= ZEROS.length) crc = crc32cUpdate(crc, ZEROS.subarray(0, Math.min(left, ZEROS.length)))
+  return crc
+}
+
+const { O_CREAT, O_NOFOLLOW, O_TRUNC, O_WRONLY } = constants
+
+/**
+ * Writes a small file with synchronous calls, never through a link in its last component (its directories are
+ * the target tree's to check): `parts` at `offsets` (ascending; what lies between stays a hole), the size, the
+ * mode and the time. Returns the bytes written.
+ */
+function writeSmallFileSync(path: string, mode: number, mtime: number, sizeBytes: number, parts: Buffer[], offsets: number[]): number {
+  const fd = openSync(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode)
+  try {
+    let written = 0
+    let end = 0
+    for (let i = 0; i < parts.length; ) {
+      // Consecutive parts go out in one writev.
+      const at = offsets[i]!
+      let bufs = [parts[i]!]
+      end = at + parts[i]!.length
+      for (i++; i < parts.length && offsets[i] === end; i++) {
+        bufs.push(parts[i]!)
+        end += parts[i]!.length
+      }
+      // A regular file takes a short write only when the disk is full (the next call then fails with ENOSPC).
+      for (let pos = at; bufs.length > 0; ) {
+        const n = writevSync(fd, bufs, pos)
+        pos += n
+        written += n
+        bufs = skipBytes(bufs, n)
+      }
+    }
+    if (end < sizeBytes) ftruncateSync(fd, sizeBytes)
+    fchmodSync(fd, mode)
+    futimesSync(fd, mtime, mtime)
+    return written
+  } finally {
+    closeSync(fd)
   }
 }

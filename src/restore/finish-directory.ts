@@ -1,8 +1,9 @@
 // The last phase of a restore: what makes the directory start. The WAL the backup needs goes into pg_wal (marked
 // archived); the held-back small files are read and verified before the first of them is written, then written:
 // postgresql.auto.conf with the recovery settings, tablespace_map with the mapped locations, backup_label, the signal
-// file; everything is synced; global/pg_control goes last of all (written under a temporary name and renamed), then
-// the backup_manifest, the markers go, and directories get their modes and times.
+// file; everything is made durable at once (target-sync.ts); global/pg_control goes last of all (written under a
+// temporary name, fsynced and renamed), then the backup_manifest, the markers go, and directories get their modes
+// and times.
 
 import { chmod, rename, utimes } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -17,8 +18,9 @@ import { formatRecoveryLines, type RecoveryOptions, restoredAutoConf, signalFile
 import type { RestoredManifest } from './restored-manifest.js'
 import type { RestoredDirectory } from './restore-files.js'
 import type { RestoreProgress } from './restore-progress.js'
-import { syncDirectory, syncFile } from '../storage/durable-file.js'
+import { syncDirectory } from '../storage/durable-file.js'
 import { CONTROL_FILE, removeMarker } from './target-directory.js'
+import { syncTarget, type TargetSyncMethod } from './target-sync.js'
 import type { TargetTree } from './target-tree.js'
 import { writeTimelineHistory } from './timeline-history.js'
 import { writeBackupWal } from './wal-files.js'
@@ -46,6 +48,8 @@ export interface Finished {
   walBytes: number
   signalFile: 'recovery.signal' | 'standby.signal' | null
   disabledSettings: string[]
+  /** How the target was made durable before pg_control (undefined without sync). */
+  syncMethod: TargetSyncMethod | undefined
 }
 
 export async function finishDirectory(p: FinishPhase): Promise<Finished> {
@@ -58,15 +62,14 @@ export async function finishDirectory(p: FinishPhase): Promise<Finished> {
   const history = await writeTimelineHistory(p.repo, backup.systemId, backup.timeline, pgWal, { signal })
   for (const name of history ? [...walSegments, history] : walSegments) {
     // Marked archived: the restored server must not archive the backup's WAL again.
-    await writeSmallFile(tree, `pg_wal/archive_status/${name}.done`, Buffer.alloc(0), 0o600, undefined, sync)
-    if (sync) await syncFile(join(pgWal, name))
+    await writeSmallFile(tree, `pg_wal/archive_status/${name}.done`, Buffer.alloc(0), 0o600, undefined)
   }
 
   // The small files that make the directory startable, pg_control last.
   progress.phase('finish')
   const readEntry = (e: FileEntry): Promise<Buffer> => readWholeFile(p.repo, backup.id, e, signal)
   const writeListed = async (path: string, bytes: Buffer, mode: number, mtime: number | undefined) => {
-    await writeSmallFile(tree, path, bytes, mode, mtime, sync)
+    await writeSmallFile(tree, path, bytes, mode, mtime)
     const at = mtime === undefined ? new Date() : new Date(mtime * 1000)
     await m.add({ path, size: bytes.length, lastModified: at, checksumAlgorithm: 'CRC32C', checksum: crc32cHexLE(crc32c(bytes)) })
     progress.add(bytes.length, bytes.length)
@@ -104,10 +107,9 @@ export async function finishDirectory(p: FinishPhase): Promise<Finished> {
     await writeListed(signalFile, Buffer.alloc(0), 0o600, undefined)
   }
 
-  if (sync) {
-    for (const d of p.dirs) await syncDirectory(d.path)
-    for (const dir of [pgdata, pgWal, join(pgWal, 'archive_status'), join(pgdata, 'pg_tblspc'), ...p.locations.values()]) await syncDirectory(dir)
-  }
+  // Every file and directory written so far is durable before pg_control exists: a crash leaves either a
+  // complete directory or one no server starts on.
+  const syncMethod = sync ? await syncTarget([pgdata, ...p.locations.values()], { signal }) : undefined
   const controlTemp = `${CONTROL_FILE}.pgkeep-partial`
   await writeSmallFile(tree, controlTemp, controlBytes, control.mode, control.mtime, sync)
   await rename(join(pgdata, controlTemp), join(pgdata, CONTROL_FILE))
@@ -137,11 +139,11 @@ export async function finishDirectory(p: FinishPhase): Promise<Finished> {
   // The server accepts a data directory of mode 0700, or 0750 when the cluster allows group access.
   await chmod(pgdata, global && (global.mode & 0o050) === 0o050 ? 0o750 : 0o700)
   progress.flush()
-  return { walSegments, walBytes: walSegments.length * backup.walSegmentSizeBytes, signalFile, disabledSettings }
+  return { walSegments, walBytes: walSegments.length * backup.walSegmentSizeBytes, signalFile, disabledSettings, syncMethod }
 }
 
-/** Writes a whole small file of the backup with its mode and time, durably when asked. */
-async function writeSmallFile(tree: TargetTree, path: string, bytes: Buffer, mode: number, mtime: number | undefined, sync: boolean): Promise<void> {
+/** Writes a whole small file of the backup with its mode and time, fsynced when asked. */
+async function writeSmallFile(tree: TargetTree, path: string, bytes: Buffer, mode: number, mtime: number | undefined, sync = false): Promise<void> {
   const fh = await tree.open(path, 'create', restoredMode('file', mode))
   try {
     await fh.writeFile(bytes)

@@ -9,7 +9,7 @@ import { IntegrityError } from '../errors.js'
 import { printableName, restoredMode, tablespaceLinkOid } from '../pg/data-dir-entry.js'
 import { type BackupRecord, type BlobReader, decodeFileMap, type FileEntry, type FileListReader, type Repository } from '../repo/index.js'
 import { BlobCache } from './blob-cache.js'
-import { FileRestorer, type FileTask, READ_AHEAD_EXTENTS } from './file-restorer.js'
+import { FileRestorer, type FileTask, READ_AHEAD_EXTENTS, SMALL_FILE_BYTES } from './file-restorer.js'
 import type { RestoredManifest } from './restored-manifest.js'
 import type { RestoreProgress } from './restore-progress.js'
 import { CONTROL_FILE, RESTORE_MARKER } from './target-directory.js'
@@ -23,8 +23,6 @@ export const DEFERRED = new Set(['postgresql.auto.conf', 'tablespace_map', 'back
 const SKIPPED = new Set([MANIFEST_NAME, MANIFEST_TEMP_NAME, RESTORE_MARKER, 'recovery.signal', 'standby.signal'])
 /** File entries read ahead of the workers (what they need is fetched together). */
 const LOOKAHEAD_ENTRIES = 64
-/** Files up to this size have their data fetched ahead too (at most LOOKAHEAD_ENTRIES × this in flight). */
-const SMALL_FILE_BYTES = 256 << 10
 
 /** A directory restored, to get its mode and time at the very end (writing into it changes its time). */
 export interface RestoredDirectory {
@@ -45,9 +43,6 @@ export interface FilesPhase {
   jobs: number
   cacheBytes: number | undefined
   delta: boolean
-  sync: boolean
-  /** Delta over an interrupted restore: fsync files found right too (its writes may not be durable). */
-  syncUnchanged: boolean
   signal: AbortSignal
 }
 
@@ -65,14 +60,17 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
   const out: FilesWritten = { files: 0, filesWritten: 0, filesUnchanged: 0, dirs: [], deferred: new Map() }
   const { signal, progress, manifest } = p
   // Room for every job's read-ahead and the blobs it is writing, so nothing fetched ahead is evicted unused.
-  const cache = new BlobCache((id) => p.blobs.read(id), p.cacheBytes ?? Math.max(32 << 20, p.jobs * (READ_AHEAD_EXTENTS + 4) * (1 << 20)))
+  // Blobs nobody uses any more go back to the reader, whose next blobs are decoded into them.
+  const cache = new BlobCache(
+    (id) => p.blobs.read(id),
+    p.cacheBytes ?? Math.max(32 << 20, p.jobs * (READ_AHEAD_EXTENTS + 4) * (1 << 20)),
+    (bytes) => p.blobs.giveBack(bytes),
+  )
   const restorer = new FileRestorer({
     repo: p.repo,
     backupId: p.backup.id,
     cache,
     delta: p.delta,
-    sync: p.sync,
-    syncUnchanged: p.syncUnchanged,
     reader: p.blobs,
     signal,
     target: p.tree,
@@ -96,11 +94,19 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
   const prefetchSmall = (e: FileEntry) => {
     if (e.type !== 'file' || e.sizeBytes > SMALL_FILE_BYTES) return
     const want = (extents: readonly { blob: string | null }[]) => {
-      for (const x of extents) if (x.blob !== null) cache.get(x.blob).catch(() => {})
+      for (const x of extents) if (x.blob !== null) cache.prefetch(x.blob)
     }
     if (e.fileMap) {
       cache.get(e.fileMap).then(
-        (bytes) => want(decodeFileMap(bytes).extents),
+        (lease) => {
+          try {
+            want(decodeFileMap(lease.bytes).extents)
+          } catch {
+            // Damaged: the file's own read of its map says so.
+          } finally {
+            lease.release()
+          }
+        },
         () => {},
       )
     } else want(e.extents ?? [])
@@ -115,7 +121,7 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
           const r = await it.next()
           if (r.done) done = true
           else {
-            if (r.value.fileMap) cache.get(r.value.fileMap).catch(() => {})
+            if (r.value.fileMap) cache.prefetch(r.value.fileMap)
             prefetchSmall(r.value)
             queue.push(r.value)
           }

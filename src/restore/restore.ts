@@ -59,7 +59,10 @@ export interface RestoreOptions extends OperationOptions {
   cacheBytes?: number
   /** Worker threads decoding blobs and hashing pages; default: one fewer than the cores, at most `jobs`. */
   workers?: number
-  /** fsync every file and directory before pg_control is written (default true). */
+  /**
+   * Make everything written durable before pg_control is written: syncfs of the target's file systems, else an
+   * fsync of every file and directory (docs/restore.md, "Durability"; default true).
+   */
   sync?: boolean
 }
 
@@ -156,7 +159,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
 
     const delta = o.delta === true
     const mappings = withTablespaceRoot(backup, o.tablespaceMapping ?? [], o.tablespaceRoot)
-    const { locations, state } = await prepareTarget({ pgdata, backup, mappings, delta })
+    const { locations } = await prepareTarget({ pgdata, backup, mappings, delta })
     const tree = new TargetTree(pgdata, locations, `backup ${backup.id}`)
     const reader = new FileListReader(repo, backup.files, undefined, `backup ${backup.id}`)
     // Every entry is checked before the first byte is written: a damaged or hostile list is refused whole.
@@ -204,8 +207,6 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       jobs,
       cacheBytes: o.cacheBytes,
       delta,
-      sync,
-      syncUnchanged: state.marker !== undefined,
       signal,
     })
 

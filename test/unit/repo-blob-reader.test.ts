@@ -54,6 +54,35 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
     }
   })
 
+  it('window-sized blobs given back are decoded into again, byte for byte; a blob asked for twice at once arrives twice', async () => {
+    r = await freshFsRepo({ passphrase })
+    // 1 MiB windows, stored compressed and not (random bytes do not compress), spanning chunks of the pack read.
+    const contents = Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? randomBytes(1 << 20) : Buffer.alloc(1 << 20, i)))
+    const ids: string[] = []
+    for (const c of contents) ids.push((await r.repo.putBlob('data', c)).id)
+    await r.repo.flush()
+    const repo = await openRepository(await openFsStorage(r.dir), { passphrase })
+    try {
+      for (const workers of [0, 2]) {
+        const reader = repo.openBlobReader({ workers, spareBuffers: 2 })
+        try {
+          for (let round = 0; round < 3; round++) {
+            const got = await Promise.all([...ids, ids[3]!, ids[0]!].map((id) => reader.read(id)))
+            for (const [i, g] of got.entries()) {
+              expect(g.equals(contents[i < 8 ? i : i === 8 ? 3 : 0]!), `blob ${i}, round ${round}, ${workers} workers`).toBe(true)
+            }
+            // Given back: the next round's blobs are decoded into these buffers.
+            for (const g of got.slice(0, 8)) reader.giveBack(g)
+          }
+        } finally {
+          await reader.close()
+        }
+      }
+    } finally {
+      await repo.close()
+    }
+  })
+
   it('a damaged blob fails with the repository message; its neighbours still arrive', async () => {
     const { ids, contents } = await repoWithBlobs(passphrase)
     const repo = await openRepository(await openFsStorage(r!.dir), { passphrase })

@@ -182,7 +182,7 @@ describe('BlobCache', () => {
       return Buffer.alloc(100, b.slice(-1))
     }, 250)
     const [a, b] = await Promise.all([cache.get(id(1)), cache.get(id(1))])
-    expect(a).toBe(b)
+    expect(a.bytes).toBe(b.bytes)
     expect(reads).toEqual([id(1)])
     await cache.get(id(2))
     await cache.get(id(1)) // now most recent
@@ -199,6 +199,30 @@ describe('BlobCache', () => {
       return Buffer.alloc(1)
     }, 100)
     await expect(cache.get(id(9))).rejects.toThrow('transient')
-    await expect(cache.get(id(9))).resolves.toHaveLength(1)
+    expect((await cache.get(id(9))).bytes).toHaveLength(1)
+  })
+  it('gives a buffer back only once it left the cache and every lease on it is released', async () => {
+    const recycled: string[] = []
+    const cache = new BlobCache(
+      async (b) => Buffer.alloc(100, b.slice(-1)),
+      150,
+      (bytes) => recycled.push(bytes.toString('latin1', 0, 1)),
+    )
+    const one = await cache.get(id(1))
+    const again = await cache.get(id(1))
+    await cache.get(id(2)) // 200 bytes > 150: 1 leaves the cache, still leased twice
+    expect(recycled).toEqual([])
+    one.release()
+    one.release() // a second release of the same lease counts once
+    expect(recycled).toEqual([])
+    again.release()
+    expect(recycled).toEqual(['1'])
+    const three = await cache.get(id(3)) // 2 leaves the cache: its lease was never released
+    expect(recycled).toEqual(['1'])
+    three.release() // 3 is still cached: nothing goes back
+    expect(recycled).toEqual(['1'])
+    cache.prefetch(id(4)) // read ahead, no lease: 3 leaves and goes back at once
+    await new Promise((r) => setTimeout(r, 1))
+    expect(recycled).toEqual(['1', '3'])
   })
 })
