@@ -24,6 +24,9 @@ export {
   type VerifyOptions,
   type VerifyResult,
   type VerifyProblem,
+  collectGarbage,
+  type GcOptions,
+  type GcResult,
 } from './repo/index.js'
 
 // Operations

@@ -131,7 +131,7 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
     // A lost lock ends the backup with its error: only the way there is worth a message.
     onStateChange: (c) => c.state !== 'lost' && say(c.state === 'held' ? 'info' : 'warning', c.message),
   })
-  options.walRepo?.writeUnder(lock)
+  await options.walRepo?.writeUnder(lock, { signal: options.signal })
   // Everything the backup does stops when the lock is lost: connections, uploads, the WAL stream.
   const o: BackupOptions = { ...options, signal: anySignal(options.signal, lock.signal) }
   try {

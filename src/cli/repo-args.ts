@@ -45,7 +45,7 @@ export async function openRepoForCommand(
   values: { repo?: string; 'passphrase-file'?: string },
   ctx: CliContext,
   command: string,
-  o: { init?: boolean; compress?: string } = {},
+  o: { init?: boolean; compress?: string; index?: 'all' | 'meta' } = {},
 ): Promise<OpenedRepo> {
   const url = requireRepo(values, command)
   const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env, ctx.stderr))?.passphrase
@@ -63,7 +63,7 @@ export async function openRepoForCommand(
     created = true
   } else {
     try {
-      repo = await openRepository(storage, { passphrase, signal: ctx.signal })
+      repo = await openRepository(storage, { passphrase, signal: ctx.signal, index: o.index })
     } catch (err) {
       // Not a repository: say so plainly when there is nothing at all (the usual cause is the location, not damage).
       if (err instanceof RepoFormatError && (await holdsNothing())) throw noRepository(storage.name, url, command)

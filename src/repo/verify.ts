@@ -248,7 +248,7 @@ export async function verifyRepository(repo: Repository, o: VerifyOptions = {}):
       stats.records++
       for (const ref of record.blobRefs) {
         stats.referencedBlobs++
-        if (!repo.hasBlob(ref)) {
+        if (!repo.isBlobKnown(ref)) {
           problems.push({ object: storageKey, message: `record '${storageKey}' references blob '${ref}', which is not in the index` })
         }
       }
@@ -264,7 +264,7 @@ export async function verifyRepository(repo: Repository, o: VerifyOptions = {}):
     let n = 0
     for await (const ref of o.referencedBlobs as AsyncIterable<string>) {
       stats.referencedBlobs++
-      if (!/^[0-9a-f]{64}$/.test(ref) || !repo.hasBlob(ref)) {
+      if (!/^[0-9a-f]{64}$/.test(ref) || !repo.isBlobKnown(ref)) {
         problems.push({ object: `blob ${ref}`, message: `referenced blob '${ref}' is not in the index` })
       }
       if (++n % 1000 === 0) progress('references', n, n)

@@ -3,6 +3,7 @@
 import type { Command } from '../command.js'
 import { backupCommand } from './backup.js'
 import { checkCommand } from './check.js'
+import { gcCommand } from './gc.js'
 import { infoCommand } from './info.js'
 import { initCommand } from './init.js'
 import { restoreCommand } from './restore.js'
@@ -19,6 +20,7 @@ export const commands: readonly Command[] = [
   restoreCommand,
   infoCommand,
   verifyCommand,
+  gcCommand,
   walStreamCommand,
   walPushCommand,
   walGetCommand,
