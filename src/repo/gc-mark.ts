@@ -16,6 +16,7 @@ import { decodeFileMap } from './file-map.js'
 import { IdTable } from './id-table.js'
 import { isHexId, RECORDS_PREFIX } from './layout.js'
 import type { Repository } from './repository.js'
+import type { ObjectInfo } from '../storage/storage.js'
 import { forEachConcurrent } from './storage-io.js'
 import { WAL_RECORD_KIND, type WalRecord } from './wal-catalog.js'
 
@@ -39,6 +40,11 @@ export interface MarkerOptions {
 }
 
 const FINGERPRINT_BYTES = 16
+/**
+ * Stored bytes of records being read at once (at least one record): a record holds up to 16 MiB of JSON, which
+ * parses into several times that, so large ones are read one at a time rather than `concurrency` at a time.
+ */
+const RECORD_BYTES_IN_FLIGHT = 4 << 20
 
 /**
  * Walks the records of a repository and reports every blob id they reference. Structure blobs (file list chunks,
@@ -63,55 +69,77 @@ export class Marker {
   }
 
   /**
-   * Lists every record and reports, through `onRef`, each blob id it references. With `onlyNew`, records already
-   * marked by this Marker (same key, size and time) are skipped.
+   * Lists every record and reports, through `onRef`, each blob id it references (in a buffer that is reused: copy
+   * what you keep). With `onlyNew`, records already marked by this Marker (same key, size and time) are skipped.
    * @throws IntegrityError when a record, file list chunk or file map cannot be read or does not parse
    */
   async mark(onRef: (id: Buffer) => void, o: { onlyNew?: boolean } = {}): Promise<MarkStats> {
     const stats: MarkStats = { records: 0, backups: 0, references: 0, structureBlobs: 0 }
+    const signal = this.#o.signal
+    let inFlight = 0
+    let wake: (() => void) | undefined
+    const storage = this.#repo.storage
+    const listing = (async function* () {
+      for await (const obj of storage.list(RECORDS_PREFIX, { signal })) {
+        while (inFlight > 0 && inFlight + obj.sizeBytes > RECORD_BYTES_IN_FLIGHT) await new Promise<void>((r) => (wake = r))
+        inFlight += obj.sizeBytes
+        yield obj
+      }
+    })()
+    await forEachConcurrent(listing, this.#o.concurrency, async (obj) => {
+      try {
+        await this.#markRecord(obj, onRef, stats, o.onlyNew === true)
+      } finally {
+        inFlight -= obj.sizeBytes
+        wake?.()
+      }
+    })
+    return stats
+  }
+
+  async #markRecord(obj: ObjectInfo, onRef: (id: Buffer) => void, stats: MarkStats, onlyNew: boolean): Promise<void> {
+    const signal = this.#o.signal
+    // One buffer for every id reported: `onRef` copies what it keeps (a mark sees millions of references).
+    const scratch = Buffer.alloc(32)
     const ref = (id: unknown, where: string) => {
       if (typeof id !== 'string' || !isHexId(id)) throw unusable(where, `it names a malformed blob id '${printableName(id)}'`)
       stats.references++
-      onRef(Buffer.from(id, 'hex'))
+      scratch.write(id, 'hex')
+      onRef(scratch)
     }
-    const signal = this.#o.signal
-    const listing = this.#repo.storage.list(RECORDS_PREFIX, { signal })
-    await forEachConcurrent(listing, this.#o.concurrency, async (obj) => {
-      const rest = obj.key.slice(RECORDS_PREFIX.length)
-      const slash = rest.indexOf('/')
-      if (slash <= 0) return // not a record name: not part of the repository
-      const kind = rest.slice(0, slash)
-      const key = rest.slice(slash + 1)
-      if (kind === CONDEMNED_RECORD_KIND) return
-      const fp = fingerprint(obj.key, obj.sizeBytes, obj.modifiedAt)
-      if (o.onlyNew && this.seen.has(fp)) return
-      const where = `record '${obj.key}'`
+    const rest = obj.key.slice(RECORDS_PREFIX.length)
+    const slash = rest.indexOf('/')
+    if (slash <= 0) return // not a record name: not part of the repository
+    const kind = rest.slice(0, slash)
+    const key = rest.slice(slash + 1)
+    if (kind === CONDEMNED_RECORD_KIND) return
+    const fp = fingerprint(obj.key, obj.sizeBytes, obj.modifiedAt)
+    if (onlyNew && this.seen.has(fp)) return
+    const where = `record '${obj.key}'`
+    try {
+      let record
       try {
-        let record
-        try {
-          record = await this.#repo.readRecord(kind, key, { signal })
-        } catch (err) {
-          if (err instanceof NotFoundError) return // removed since it was listed: it references nothing any more
-          throw err
-        }
-        for (const id of record.blobRefs) ref(id, where)
-        if (kind === BACKUP_RECORD_KIND) {
-          await this.#walkBackup(record.value as BackupRecord, where, ref, stats)
-          stats.backups++
-        } else if (kind === WAL_RECORD_KIND) {
-          // `blobRefs` lists the pieces already; reading them from the value too costs nothing and needs no trust.
-          const pieces = (record.value as WalRecord)?.pieces
-          if (!Array.isArray(pieces)) throw unusable(where, 'it has no list of pieces')
-          for (const p of pieces) if (Array.isArray(p) && p[0] !== null) ref(p[0], where)
-        }
+        record = await this.#repo.readRecord(kind, key, { signal })
       } catch (err) {
-        throw this.#explain(err, where)
+        if (err instanceof NotFoundError) return // removed since it was listed: it references nothing any more
+        throw err
       }
-      this.seen.add(fp)
-      stats.records++
-      this.#o.onProgress?.(stats)
-    })
-    return stats
+      for (const id of record.blobRefs) ref(id, where)
+      if (kind === BACKUP_RECORD_KIND) {
+        await this.#walkBackup(record.value as BackupRecord, where, ref, stats)
+        stats.backups++
+      } else if (kind === WAL_RECORD_KIND) {
+        // `blobRefs` lists the pieces already; reading them from the value too costs nothing and needs no trust.
+        const pieces = (record.value as WalRecord)?.pieces
+        if (!Array.isArray(pieces)) throw unusable(where, 'it has no list of pieces')
+        for (const p of pieces) if (Array.isArray(p) && p[0] !== null) ref(p[0], where)
+      }
+    } catch (err) {
+      throw this.#explain(err, where)
+    }
+    this.seen.add(fp)
+    stats.records++
+    this.#o.onProgress?.(stats)
   }
 
   async #walkBackup(b: BackupRecord, where: string, ref: (id: unknown, where: string) => void, stats: MarkStats): Promise<void> {

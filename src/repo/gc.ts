@@ -38,7 +38,11 @@ const MAX_REPACK_BLOBS = 1_000_000
 /** Blobs whose entries are held in memory at once while repacking (one pass over the index per group). */
 const REPACK_GROUP_BLOBS = 200_000
 
-/** Options of {@link collectGarbage}. */
+/**
+ * Options of {@link collectGarbage}. Progress phases, in order: `list`, `index` (index objects read: items),
+ * `mark` (records walked: items), `live`, `repack` (bytes copied; packs: items), `condemn`, `acknowledgements`,
+ * `recheck`, `compact`, `delete` (packs deleted: items, bytes), `leftovers`; a dry run stops after `live`.
+ */
 export interface GcOptions extends OperationOptions {
   /** Report what would be freed; write and delete nothing (takes a reader's lock). */
   dryRun?: boolean

@@ -1,6 +1,6 @@
-// Repository locks (`locks/<id>`, docs/repository-format.md §10): shared (backup, WAL, restore) and exclusive (GC,
-// expire) lock objects that their owner refreshes by writing a new object and removing the old one. A lock not
-// refreshed by its `expiresAt` is stale; one whose process is provably gone on this very host is dead. Live locks
+// Repository locks (`locks/<id>`, docs/repository-format.md §10): shared (backup, WAL, restore, gc) and exclusive
+// (expire, index rebuild) lock objects that their owner refreshes by writing a new object and removing the old one.
+// A lock not refreshed by its `expiresAt` is stale; one whose process is provably gone on this very host is dead. Live locks
 // are never broken; dead ones are removed on sight; expired ones are removed on explicit request, and by an
 // exclusive holder before it removes anything. A holder keeps retrying a failed refresh and re-takes its lock after
 // expiry only when provably nobody else took a conflicting one meanwhile; otherwise the lock is lost for good.

@@ -65,6 +65,8 @@ export class Repository {
   readonly #watch: CondemnedWatch
   /** What this instance adds to every lock it works under: its acknowledgements of condemned packs. */
   readonly #contribution: LockContributor
+  /** While above 0 this instance acknowledges no condemnation (see holdPacks). */
+  #holds = 0
   #closed = false
 
   /** @internal use openRepository or initRepository */
@@ -107,7 +109,7 @@ export class Repository {
       mayReference: (packs) => this.#blobs.mayReference(packs),
     })
     this.#contribution = {
-      acknowledged: () => (this.#closed ? undefined : this.#watch.acknowledged()),
+      acknowledged: () => (this.#closed ? undefined : this.#holds > 0 ? [] : this.#watch.acknowledged()),
       beforeRefresh: (signal) => this.#watch.poll(signal),
     }
   }
@@ -420,6 +422,20 @@ export class Repository {
     for (let i = this.#writeLocks.length - 1; i >= 0; i--) if (this.#writeLocks[i]!.state === 'released') this.#writeLocks.splice(i, 1)
     const lock = this.#writeLocks.at(-1)
     return lock ? lock.runHeld(write, { signal }) : write(signal)
+  }
+
+  /**
+   * Until the returned function is called, this instance acknowledges no condemned pack, so garbage collection
+   * deletes no pack while it works under its lock: for a reader that lists packs and reads them later (verify).
+   * Call it before taking the lock: an acknowledgement already written stands until the next refresh.
+   */
+  holdPacks(): () => void {
+    this.#holds++
+    let released = false
+    return () => {
+      if (!released) this.#holds--
+      released = true
+    }
   }
 
   /** Every lock object with its state (live, expired, dead, unreadable). */
