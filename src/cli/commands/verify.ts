@@ -18,9 +18,9 @@ export const verifyCommand: Command = {
 Checks that every index object matches the packs it lists, every pack header is intact, every record decodes and
 references only indexed blobs, and that every backup is whole: each blob its files use is present, and so is the
 WAL from its start to its end LSN. With --read-data it also reads packs and re-hashes every blob in them: all packs,
-or a random PERCENT of them (whole packs). Takes a shared lock, so it waits for no backup but refuses to run
-during garbage collection; with read-only access to the repository it runs without one (and says so), writing
-nothing.
+or a random PERCENT of them (whole packs). Takes a shared lock, so it waits for no backup and garbage collection
+deletes nothing it still uses (it refuses to run beside an exclusive lock: expire); with read-only access to the
+repository it runs without one (and says so), writing nothing.
 Exits 0 when the repository is sound, ${exitCodeFor('INTEGRITY')} when something is damaged (each damaged object is listed).
 
   --repo URL              the repository (directory or s3://bucket/prefix)
@@ -48,6 +48,9 @@ ${PASSPHRASE_USAGE}
     const storage = await openStorage(values.repo, ctx.env)
     try {
       const repo = await openRepository(storage, { passphrase, signal: ctx.signal })
+      // Packs are listed first and read later: garbage collection must delete none while verify runs, so this
+      // instance acknowledges no condemned pack, from its very first lock object on.
+      const release = repo.holdPacks()
       // With read-only access the lock cannot be written: verify reads only, so it goes on without one.
       const lock = await repo.acquireReaderLock({ purpose: 'verify', signal: ctx.signal })
       if (!lock)
@@ -66,6 +69,7 @@ ${PASSPHRASE_USAGE}
           stats: { ...structure.stats, backups: backups.backups, backupFiles: backups.files },
         }
       } finally {
+        release()
         await repo.close()
       }
       if (values.json) ctx.stdout.write(JSON.stringify(result, null, 2) + '\n')
