@@ -43,7 +43,7 @@ it(`restore wall time, pgbench scale ${scale}`, async () => {
     const pgBasebackup = debianTool('pg_basebackup')
     if (!pgBasebackup) throw new Error('pg_basebackup from Debian PostgreSQL 15 is needed')
     await loadPgbench(pg, scale)
-    const b1 = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second(), type: 'full' })
+    const b1 = await takeBackup({ server: { conninfo: pg.url() }, repo: r.repo, type: 'full' })
     const work = join(pg.baseDir, 'bench')
     await mkdir(work)
     // pg_basebackup's tar files, made once: the reference extracts them.
@@ -100,7 +100,7 @@ it(`restore wall time, pgbench scale ${scale}`, async () => {
     // Delta: a copy restored from b1; 1% of pgbench_accounts' pages change; b2; then --delta b2 over the copy and
     // back to b1, alternately (each direction is a 1% change).
     const pages = await touchPages(pg, 1)
-    const b2 = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second() })
+    const b2 = await takeBackup({ server: { conninfo: pg.url() }, repo: r.repo })
     await clean()
     await pgkeep(['--backup', b1.id])
     // Forward (the newer backup over a copy of the older: the case of refreshing a copy) and back. Back costs more:

@@ -29,7 +29,14 @@ export class BaseError extends Error {
   }
 }
 
+/** True for every error pgkeep throws on purpose, also when it comes from another copy of the package. */
 export const isPgkeepError = (e: unknown): e is BaseError => typeof e === 'object' && e !== null && (e as Record<symbol, unknown>)[BRAND] === true
+
+/**
+ * True when `e` is a pgkeep error with this stable code (`Codes.INTEGRITY`, `'LOCKED'`, …). Use it rather than
+ * `instanceof`: it holds across two copies of the package.
+ */
+export const hasErrorCode = (e: unknown, code: string): e is BaseError => isPgkeepError(e) && e.code === code
 
 /** Error codes of the protocol layer. */
 export const ProtocolCodes = {

@@ -6,6 +6,7 @@ import { BaseError, type ErrorOptions } from '../protocol/index.js'
 export {
   BaseError,
   isPgkeepError,
+  hasErrorCode,
   ProtocolError,
   ConnectionError,
   AuthError,

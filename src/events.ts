@@ -3,7 +3,7 @@
 // the CLI renders events, a library user gets them as plain objects. Progress is throttled here, once for all.
 
 /** The operations that report events. */
-export type OperationName = 'backup' | 'restore' | 'verify' | 'wal-stream' | 'wal-push' | 'wal-get' | 'expire' | 'gc' | 'copy' | 'drill' | 'check'
+export type OperationName = 'backup' | 'restore' | 'verify' | 'wal-stream' | 'wal-push' | 'wal-get' | 'expire' | 'forget' | 'gc' | 'copy' | 'drill' | 'check'
 
 /** How far an operation is. Each operation documents its phases. */
 export interface ProgressEvent {
@@ -21,12 +21,16 @@ export interface ProgressEvent {
   readonly detail?: Readonly<Record<string, string | number | null>>
 }
 
-/** Something a person should read. */
+/** Something a person should read; `code` and `data` say the same for programs. */
 export interface MessageEvent {
   readonly type: 'message'
   readonly operation: OperationName
   readonly level: 'info' | 'warning'
   readonly text: string
+  /** What happened, stable for programs to match, e.g. 'segment-stored', 'full-instead-of-incremental'. */
+  readonly code?: string
+  /** The facts of the message, for programs. */
+  readonly data?: Readonly<Record<string, unknown>>
 }
 
 export type PgkeepEvent = ProgressEvent | MessageEvent
@@ -54,8 +58,8 @@ export class OperationEvents {
     private readonly listener: EventListener | undefined,
   ) {}
 
-  say(level: MessageEvent['level'], text: string): void {
-    this.listener?.({ type: 'message', operation: this.operation, level, text })
+  say(level: MessageEvent['level'], text: string, code?: string, data?: MessageEvent['data']): void {
+    this.listener?.({ type: 'message', operation: this.operation, level, text, ...(code ? { code } : {}), ...(data ? { data } : {}) })
   }
 
   /** Enters a phase: reported at once, with the counters given. */

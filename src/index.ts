@@ -15,11 +15,14 @@ export {
   type OpenRepositoryOptions,
   type BackupRecord,
   type ClusterSummary,
+  type KeyInfo,
   type LockStatus,
   type RepoConfig,
   listBackups,
   findBackup,
   summarizeRepository,
+  listClusters,
+  type RepoCluster,
   verifyRepository,
   type VerifyOptions,
   type VerifyResult,
@@ -27,10 +30,39 @@ export {
   collectGarbage,
   type GcOptions,
   type GcResult,
+  // Retention: the policy type and its parsing (flags, config files), the pure decisions, plans, stored policies
+  type RetentionPolicy,
+  type RetentionRuleText,
+  type Duration,
+  parseRetentionPolicy,
+  retentionPolicyProblems,
+  parseDuration,
+  describePolicy,
+  decideBackups,
+  decideWal,
+  type RetentionBackup,
+  type BackupDecision,
+  type KeepReason,
+  type KeepRule,
+  type WalDecision,
+  type WalReason,
+  type WalRetention,
+  type WalRun,
+  planRetention,
+  type RetentionPlan,
+  type StoredPolicy,
+  listStoredPolicies,
+  policyInForce,
+  recoverableWindow,
+  type RecoverableWindow,
+  backupSpace,
+  type BackupSpace,
+  type BackupSpaceResult,
 } from './repo/index.js'
 
 // Operations
-export { checkServer, SUPPORTED_MAJORS, type CheckOptions, type CheckReport, type CheckProblem, CheckProblemCodes } from './check/check-server.js'
+export { checkServer, type CheckOptions, type CheckReport, type CheckProblem, CheckProblemCodes } from './check/check-server.js'
+export { SUPPORTED_MAJORS } from './pg/versions.js'
 export { takeBackup, type BackupOptions, type BackupResult, type BackupType } from './backup/backup.js'
 export { restoreBackup, type RestoreOptions, type RestoreResult } from './restore/restore.js'
 export type { RecoveryOptions } from './restore/recovery-config.js'
@@ -38,7 +70,17 @@ export type { TablespaceMapping } from './restore/tablespace-mapping.js'
 export { WalStreamer, type WalStreamOptions, type WalStreamResult, type WalStreamStatus } from './wal/wal-streamer.js'
 export { pushWalFile, type PushWalOptions, type PushWalResult } from './wal/wal-push.js'
 export { fetchWalFile } from './wal/wal-fetch.js'
+export {
+  expireBackups,
+  type ExpireOptions,
+  type ExpireResult,
+  type ExpireClusterResult,
+  type ExpiredBackup,
+} from './expire/expire.js'
+export { forgetBackups, type ForgetOptions, type ForgetResult, type ForgottenBackup } from './expire/forget.js'
+export { setRetentionPolicy, clearRetentionPolicy, type PolicyOptions } from './expire/policy.js'
 export { verifyBackups, type VerifyBackupsResult, type BackupProblem } from './verify/verify-backups.js'
+export { copyBackups, type CopyOptions, type CopyResult, type CopiedBackup } from './copy/copy-backups.js'
 
 // Shared shapes
 export type { ServerTarget, ConnectionOverrides } from './server-target.js'
@@ -48,6 +90,7 @@ export type { OperationOptions, PgkeepEvent, ProgressEvent, MessageEvent, Operat
 export {
   BaseError,
   isPgkeepError,
+  hasErrorCode,
   Codes,
   ProtocolCodes,
   StorageError,

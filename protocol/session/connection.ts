@@ -1,6 +1,8 @@
 // A physical replication connection: transport (TCP or Unix socket, optional TLS), startup and authentication,
 // and the pull-based message pump every command reads from. The socket is read only when a command asks for
 // the next message, so a slow consumer pauses the socket (backpressure) and memory stays bounded.
+// Longer than 400 lines on purpose: the state of one socket (TLS upgrade, authentication exchange, the framer, who
+// waits for the next message) is shared by every step; split, each part would reach into the others' fields.
 
 import { connect as netConnect, type Socket } from 'node:net'
 import { readFileSync, existsSync } from 'node:fs'

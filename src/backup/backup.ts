@@ -2,27 +2,21 @@
 // repository. Every relation file is tracked page by page so that a backup with a parent stores only what changed
 // (found by the server's WAL summaries on 17+, or by comparing page hashes here). The backup record is written last,
 // once every blob and all WAL from start to end LSN are durable (invariant 1).
+// Longer than 400 lines on purpose: the order of a backup's steps (lock, WAL, files, record last) is what makes it
+// correct, and is read top to bottom.
 
-import {
-  baseBackup,
-  type BaseBackupEvent,
-  connect,
-  createReplicationSlot,
-  formatLsn,
-  identifySystem,
-  type ReplicationConnection,
-  ServerError,
-  type ServerMessageFields,
-  show,
-  uploadManifest,
-} from '../../protocol/index.js'
-import { AbortedError, FormatError, ProtocolError, UsageError } from '../errors.js'
+import { type BaseBackupEvent, formatLsn, type ReplicationConnection, type ServerMessageFields } from '../../protocol/index.js'
+import { AbortedError, FormatError, UsageError } from '../errors.js'
 import { anySignal } from '../storage/abort.js'
-import { parseSizeSetting } from '../pg/lsn.js'
+import { OperationEvents, type OperationOptions } from '../events.js'
+import type { ServerTarget } from '../server-target.js'
+import { majorSupport, SUPPORTED_MAJORS } from '../pg/versions.js'
 import { decodeControlFile } from '../pg/pg-control.js'
 import {
   assertSoundBackupRecord,
   BACKUP_FORMAT_VERSION,
+  BACKUP_LOCK_PURPOSE,
+  EXPIRE_LOCK_PURPOSE,
   type BackupRecord,
   type BlobId,
   ensureClusterRecord,
@@ -38,21 +32,24 @@ import { BackupFiles } from './backup-files.js'
 import { BackupWal } from './backup-wal.js'
 import { ParentBlobMissingError } from './extent-builder.js'
 import { ParentFileMissingError } from './incremental-ingest.js'
-import { checkAgainstManifest } from './manifest-check.js'
+import { assertManifestBound, checkAgainstManifest } from './manifest-check.js'
 import { checkArchive, checkTablespaceList, checkVersionDirectories, type ArchiveEntryCheck } from './server-input.js'
+import { beginBaseBackup, ensureSlot, openReplication, type ServerFacts, serverFacts } from './server-session.js'
 import { TarArchiveReader } from './tar-entries.js'
 
 export type BackupType = 'auto' | 'full' | 'incremental'
 
-export interface BackupOptions {
-  /** libpq connection string (URI or key=value); PG* variables from `env` fill the rest. */
-  conninfo?: string
-  env?: Record<string, string | undefined>
-  overrides?: Partial<Record<'host' | 'port' | 'user' | 'password', string>>
-  /** Where file data goes. */
+/**
+ * Options of {@link takeBackup}. Progress phases: `connect`, `checkpoint` (waiting for the server to start the
+ * backup), `files` (the archives; detail: `tablespace` as `n/m`, `storedBytes`, `walDurableLsn`), `wal` (waiting for
+ * the WAL up to the backup's end), `finish` (the record). Messages: fallbacks (`full-instead-of-incremental`,
+ * `client-side-incremental`) and the server's warnings (`server-warning`, `checksum-failure`).
+ */
+export interface BackupOptions extends OperationOptions {
+  /** The server to back up (a role with the REPLICATION attribute). */
+  server: ServerTarget
+  /** Where the backup goes. */
   repo: Repository
-  /** Where streamed WAL goes: a second instance on the same storage, so WAL commits do not cut data packs short. */
-  walRepo?: Repository
   type?: BackupType
   label?: string
   /** Stream WAL through this physical slot (created when missing) instead of a temporary one. */
@@ -65,21 +62,6 @@ export interface BackupOptions {
   workers?: number
   /** Timing of the backup's shared repository lock (defaults: stale after 30 min, refreshed every 5 min). */
   lockTiming?: LockTiming
-  signal?: AbortSignal
-  onProgress?: (p: BackupProgress) => void
-  /** Things the user should read: fallbacks, server warnings (checksum failures). */
-  onMessage?: (m: { level: 'info' | 'warning'; text: string }) => void
-}
-
-export interface BackupProgress {
-  /** Bytes received from the server so far, of all archives. */
-  bytesDone: number
-  /** The server's estimate of the total (null until known). */
-  bytesTotal: number | null
-  /** Bytes added to the repository so far. */
-  storedBytes: number
-  /** End of the WAL stored so far. */
-  walDurableLsn: string | null
 }
 
 export interface BackupResult {
@@ -92,6 +74,8 @@ export interface BackupResult {
   startLsn: string
   endLsn: string
   timeline: number
+  /** The cluster's tablespaces: oid and location on the server. */
+  tablespaces: { oid: number; location: string }[]
   /** Logical size of the data directory and tablespaces. */
   sizeBytes: number
   /** Tar bytes the server sent: everything for a full or client-side incremental, changed blocks for a server-side one. */
@@ -105,16 +89,12 @@ export interface BackupResult {
   files: number
 }
 
+/** How long a backup waits for a running expire at most (the default stale interval of a lock). */
+const EXPIRE_WAIT_MS = 30 * 60_000
 /** Notices with this text are the server's page checksum warnings during BASE_BACKUP. */
 const CHECKSUM_NOTICE = /checksum verification failed|checksum verification failure/i
 /** The server manifest is kept as meta blobs of this size. */
 const MANIFEST_PIECE_BYTES = 4 << 20
-/**
- * The server's manifest is held in memory until it is checked, so its size is bounded by what it can describe: a
- * line per file of at most a hex-encoded 4095-byte path plus size, time and checksum, and a header and WAL ranges.
- */
-const MANIFEST_BYTES_PER_ENTRY = 8192 + 512
-const MANIFEST_BASE_BYTES = 1 << 20
 
 /**
  * Takes a full or incremental backup of the server into the repository, under a shared repository lock. When the
@@ -123,24 +103,40 @@ const MANIFEST_BASE_BYTES = 1 << 20
  */
 export async function takeBackup(options: BackupOptions): Promise<BackupResult> {
   const started = Date.now()
-  const say = (level: 'info' | 'warning', text: string) => options.onMessage?.({ level, text })
+  const events = new OperationEvents('backup', options.onEvent)
+  const say = (level: 'info' | 'warning', text: string, code?: string) => events.say(level, text, code)
+  events.phase('connect')
   const lock = await options.repo.acquireLock('shared', {
-    purpose: 'backup',
+    purpose: BACKUP_LOCK_PURPOSE,
     signal: options.signal,
     ...options.lockTiming,
     // A lost lock ends the backup with its error: only the way there is worth a message.
-    onStateChange: (c) => c.state !== 'lost' && say(c.state === 'held' ? 'info' : 'warning', c.message),
+    onStateChange: (c) => c.state !== 'lost' && say(c.state === 'held' ? 'info' : 'warning', c.message, 'lock'),
   })
-  await options.walRepo?.writeUnder(lock, { signal: options.signal })
+  // An expire that started before our lock was written may not have seen it, and may still remove WAL this backup
+  // would find stored and rely on: wait until it is done (docs/repository-format.md §10). Expire is short.
+  await options.repo.waitWhileLocked(EXPIRE_LOCK_PURPOSE, {
+    except: lock,
+    maxWaitMs: options.lockTiming?.staleAfterMs ?? EXPIRE_WAIT_MS,
+    signal: options.signal,
+    onWait: (l) => say('info', `waiting for an expire to finish before storing WAL: ${l.description}`),
+  })
   // Everything the backup does stops when the lock is lost: connections, uploads, the WAL stream.
   const o: BackupOptions = { ...options, signal: anySignal(options.signal, lock.signal) }
   try {
-    const probe = await open(o, 'pgkeep backup')
+    const probe = await openReplication(o, 'pgkeep backup')
     let facts: ServerFacts
     try {
       facts = await serverFacts(probe, o.signal)
     } finally {
       await probe.close()
+    }
+    if (majorSupport(facts.major) === 'untested') {
+      say(
+        'warning',
+        `PostgreSQL ${facts.version} is newer than the majors pgkeep is tested against (${SUPPORTED_MAJORS.min} to ${SUPPORTED_MAJORS.max})`,
+        'untested-major',
+      )
     }
     const cluster = await ensureClusterRecord(o.repo, facts.systemId, o.clusterName, { signal: o.signal })
     let parent: BackupRecord | undefined
@@ -159,16 +155,17 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
         say(
           o.type === 'incremental' ? 'warning' : 'info',
           `the latest backup of cluster ${facts.systemId} (${parent.id}) is of PostgreSQL ${parent.server.major} and the server now runs ${facts.major}: taking a full backup`,
+          'full-instead-of-incremental',
         )
         parent = undefined
       }
     }
     for (;;) {
       try {
-        return await run(o, facts, cluster.name, parent, started, say)
+        return await run(o, facts, cluster.name, parent, started, events)
       } catch (err) {
         if (parent && (err instanceof ParentBlobMissingError || err instanceof ParentFileMissingError)) {
-          say('warning', `${err.message}; taking a full backup instead of an incremental one`)
+          say('warning', `${err.message}; taking a full backup instead of an incremental one`, 'full-instead-of-incremental')
           parent = undefined
           continue
         }
@@ -180,39 +177,6 @@ export async function takeBackup(options: BackupOptions): Promise<BackupResult> 
   }
 }
 
-interface ServerFacts {
-  systemId: string
-  major: number
-  versionNum: number
-  version: string
-  segmentSizeBytes: number
-  summarizeWal: boolean
-}
-
-async function open(o: BackupOptions, applicationName: string): Promise<ReplicationConnection> {
-  return connect(o.conninfo, { env: o.env, overrides: o.overrides, fallbackApplicationName: applicationName, signal: o.signal })
-}
-
-async function serverFacts(c: ReplicationConnection, signal?: AbortSignal): Promise<ServerFacts> {
-  const id = await identifySystem(c, { signal })
-  const major = c.serverMajor
-  if (major < 13) {
-    throw new UsageError(`PostgreSQL ${c.parameters.get('server_version')} is too old for pgkeep`, { hint: 'pgkeep supports PostgreSQL 13 and later' })
-  }
-  const blockSize = await show(c, 'block_size', { signal })
-  if (blockSize !== '8192') {
-    throw new UsageError(`the server uses ${blockSize}-byte pages; pgkeep supports only 8192`, { hint: 'use pg_basebackup for this cluster' })
-  }
-  return {
-    systemId: id.systemId.toString(),
-    major,
-    versionNum: c.serverVersionNum,
-    version: c.parameters.get('server_version') ?? String(major),
-    segmentSizeBytes: parseSizeSetting(await show(c, 'wal_segment_size', { signal })),
-    summarizeWal: major >= 17 && (await show(c, 'summarize_wal', { signal })) === 'on',
-  }
-}
-
 /** One attempt at a backup with the given parent (undefined: full). */
 async function run(
   o: BackupOptions,
@@ -220,27 +184,30 @@ async function run(
   clusterName: string,
   parent: BackupRecord | undefined,
   started: number,
-  say: (level: 'info' | 'warning', text: string) => void,
+  events: OperationEvents,
 ): Promise<BackupResult> {
+  const say = (level: 'info' | 'warning', text: string, code?: string) => events.say(level, text, code)
   const repo = o.repo
-  const walRepo = o.walRepo ?? repo
   const signal = o.signal
+  // The WAL goes through a twin: its frequent flushes then do not cut the file packs short.
+  const walRepo = await repo.twin({ signal })
   const storedAtStart = repo.sessionStats.storedBytes
   const walStoredAtStart = walRepo.sessionStats.storedBytes
   const id = newBackupId(new Date(started))
 
   // The WAL connection and its slot come first: a slot created before BASE_BACKUP reserves WAL from the last
   // checkpoint, which is at or before the backup's start, so nothing the backup needs can be recycled meanwhile.
-  const walConn = await open(o, 'pgkeep backup wal')
+  const walConn = await openReplication(o, 'pgkeep backup wal')
   let backupConn: ReplicationConnection | undefined
   let store: WindowStore | undefined
   try {
     const slot = o.slot ?? `pgkeep_${walConn.backendPid}`
     await ensureSlot(walConn, slot, o.slot === undefined, signal)
 
+    events.phase('checkpoint')
     const begun = await beginBaseBackup(o, facts, parent, say)
     backupConn = begun.conn
-    const { events, start, mode } = begun
+    const { events: stream, start, mode } = begun
     // Before anything of the backup is stored: every tablespace oid and location as PostgreSQL has them.
     const tablespaceLocations = checkTablespaceList(start.tablespaces)
     const wal = await BackupWal.start(walConn, walRepo, {
@@ -274,26 +241,31 @@ async function run(
     let manifestBytesHeld = 0
     let bytesDone = 0
     let bytesTotal: number | null = start.tablespaces.every((t) => t.sizeBytes !== null) ? start.tablespaces.reduce((s, t) => s + t.sizeBytes!, 0) : null
-    let lastProgress = 0
-    const progress = (force = false) => {
-      const now = Date.now()
-      if (!o.onProgress || (!force && now - lastProgress < 250)) return
-      lastProgress = now
-      o.onProgress({
-        bytesDone,
-        bytesTotal,
-        storedBytes: repo.sessionStats.storedBytes - storedAtStart,
-        walDurableLsn: wal.durableLsn > start.startLsn ? formatLsn(wal.durableLsn) : null,
-      })
-    }
+    const archives = start.tablespaces.length
+    let archive = 0
+    const progress = (force = false) =>
+      events.progress(
+        {
+          bytesDone,
+          bytesTotal,
+          detail: {
+            tablespace: `${archive}/${archives}`,
+            storedBytes: repo.sessionStats.storedBytes - storedAtStart,
+            walDurableLsn: wal.durableLsn > start.startLsn ? formatLsn(wal.durableLsn) : null,
+          },
+        },
+        force,
+      )
+    events.phase('files', { bytesDone: 0, bytesTotal, detail: { tablespace: `0/${archives}` } })
 
     let end: Extract<BaseBackupEvent, { type: 'end' }> | undefined
     try {
-      for (let r = await events.next(); !r.done; r = await events.next()) {
+      for (let r = await stream.next(); !r.done; r = await stream.next()) {
         const ev = r.value
         switch (ev.type) {
           case 'archive': {
             checkArchive(ev.name, ev.tablespace.oid, archivesSeen)
+            archive++
             const scope = { name: ev.name, tablespaceOid: ev.tablespace.oid, tablespaces: tablespaceLocations, major: facts.major }
             reader = new TarArchiveReader(scope, async (entry) => {
               await files.add(entry)
@@ -317,14 +289,7 @@ async function run(
             break
           case 'manifest':
             manifestBytesHeld += ev.data.length
-            if (manifestBytesHeld > MANIFEST_BASE_BYTES + files.received.size * MANIFEST_BYTES_PER_ENTRY) {
-              throw new ProtocolError(
-                `the server's backup_manifest exceeds ${manifestBytesHeld - ev.data.length} bytes, more than ${files.received.size} files can need`,
-                {
-                  hint: 'PostgreSQL never sends such a manifest: check that the connection leads to a genuine PostgreSQL server; nothing was recorded',
-                },
-              )
-            }
+            assertManifestBound(manifestBytesHeld, files.received.size)
             manifest.push(Buffer.from(ev.data))
             break
           case 'notice':
@@ -368,7 +333,9 @@ async function run(
       manifestBlobs.push((await repo.putBlob('meta', manifestBytes.subarray(off, off + MANIFEST_PIECE_BYTES), { signal })).id)
     }
     const fileList = await files.finish()
+    events.phase('wal', { bytesDone, bytesTotal: bytesDone, detail: { endLsn: formatLsn(end.endLsn) } })
     await wal.finishAt(end.endLsn)
+    events.phase('finish', { bytesDone, bytesTotal: bytesDone })
     await repo.flush({ signal })
 
     const record: BackupRecord = {
@@ -411,10 +378,11 @@ async function run(
       startLsn: record.startLsn,
       endLsn: record.endLsn,
       timeline: record.timeline,
+      tablespaces: record.tablespaces,
       sizeBytes: fileList.sizeBytes,
       receivedBytes: bytesDone,
       storedBytes: repo.sessionStats.storedBytes - storedAtStart,
-      walStoredBytes: walRepo === repo ? 0 : walRepo.sessionStats.storedBytes - walStoredAtStart,
+      walStoredBytes: walRepo.sessionStats.storedBytes - walStoredAtStart,
       durationMs: Date.now() - started,
       checksumFailures: checksumFailures.length,
       files: fileList.count,
@@ -429,50 +397,7 @@ async function run(
     backupConn?.destroy()
     await store?.close().catch(() => {})
     await walConn.close().catch(() => walConn.destroy())
-  }
-}
-
-/**
- * Starts BASE_BACKUP and reads its start position. With a parent on PostgreSQL 17+ and summarize_wal on, it first
- * uploads the parent's manifest and asks for an incremental backup; when the server cannot, it falls back to a
- * plain BASE_BACKUP whose pages are compared on the client, and says so.
- */
-async function beginBaseBackup(o: BackupOptions, facts: ServerFacts, parent: BackupRecord | undefined, say: (level: 'info' | 'warning', text: string) => void) {
-  let mode: BackupRecord['incrementalMode'] = parent ? 'client' : null
-  let conn = await open(o, 'pgkeep backup')
-  try {
-    if (parent && facts.major >= 17 && parent.server.major >= 17) {
-      if (!facts.summarizeWal) {
-        say('info', 'summarize_wal is off on the server: the incremental backup reads every page and compares on the client')
-      } else {
-        try {
-          await uploadManifest(conn, await readManifestBytes(o.repo, parent, o.signal), { signal: o.signal })
-          mode = 'server'
-        } catch (err) {
-          say('info', `the server cannot take an incremental backup (${(err as Error).message}); comparing pages on the client instead`)
-          conn.destroy()
-          conn = await open(o, 'pgkeep backup')
-        }
-      }
-    }
-    let events = startBaseBackup(conn, o, mode === 'server')
-    let first: IteratorResult<BaseBackupEvent>
-    try {
-      first = await events.next()
-    } catch (err) {
-      if (mode !== 'server' || !(err instanceof ServerError)) throw err
-      // For example "WAL summaries are required on timeline …": fall back to comparing on the client.
-      say('info', `the server refused the incremental backup (${err.message}); comparing pages on the client instead`)
-      mode = 'client'
-      conn = await open(o, 'pgkeep backup')
-      events = startBaseBackup(conn, o, false)
-      first = await events.next()
-    }
-    if (first.done || first.value.type !== 'start') throw new FormatError('BASE_BACKUP did not begin with its start position')
-    return { conn, events, start: first.value, mode }
-  } catch (err) {
-    conn.destroy()
-    throw err
+    await walRepo.close().catch(() => {})
   }
 }
 
@@ -480,36 +405,6 @@ async function beginBaseBackup(o: BackupOptions, facts: ServerFacts, parent: Bac
 async function commitWhatWasStored(repos: Repository[]): Promise<void> {
   const timeout = new Promise<void>((resolve) => setTimeout(resolve, 10_000).unref())
   await Promise.race([Promise.all(repos.map((r) => r.flush().catch(() => {}))), timeout])
-}
-
-function startBaseBackup(c: ReplicationConnection, o: BackupOptions, incremental: boolean) {
-  return baseBackup(c, {
-    label: o.label ?? 'pgkeep',
-    checkpoint: o.checkpoint ?? 'fast',
-    progress: true,
-    maxRateKbps: o.maxRateKbps,
-    manifest: true,
-    manifestChecksums: 'CRC32C',
-    incremental,
-    signal: o.signal,
-  })
-}
-
-/** A temporary slot dies with its session; a named one is created when missing and kept. */
-async function ensureSlot(c: ReplicationConnection, slot: string, temporary: boolean, signal?: AbortSignal): Promise<void> {
-  try {
-    await createReplicationSlot(c, slot, { temporary, reserveWal: true, signal })
-  } catch (err) {
-    // 42710: the named slot exists already, which is what --slot expects.
-    if (!temporary && err instanceof ServerError && err.sqlState === '42710') return
-    throw err
-  }
-}
-
-async function readManifestBytes(repo: Repository, b: BackupRecord, signal?: AbortSignal): Promise<Buffer> {
-  const parts: Buffer[] = []
-  for (const id of b.serverManifest) parts.push(await repo.readBlob(id, { signal }))
-  return Buffer.concat(parts)
 }
 
 const noticeOf = (n: ServerMessageFields) => (n.detail ? { message: n.message, detail: n.detail } : { message: n.message })

@@ -3,7 +3,7 @@
 // must be the backup's.
 
 import { formatLsn, type Lsn } from '../../protocol/index.js'
-import { IntegrityError } from '../errors.js'
+import { IntegrityError, ProtocolError } from '../errors.js'
 import { parseServerManifest } from '../pg/backup-manifest.js'
 import type { ReceivedFiles } from './backup-files.js'
 
@@ -31,4 +31,19 @@ export function checkAgainstManifest(bytes: Buffer, received: ReceivedFiles, sta
       hint: 'the data was damaged in transit or by a bug; nothing was recorded, run the backup again',
     })
   }
+}
+
+/**
+ * The server's manifest is held in memory until it is checked, so its size is bounded by what it can describe: a
+ * line per file of at most a hex-encoded 4095-byte path plus size, time and checksum, and a header and WAL ranges.
+ */
+const MANIFEST_BYTES_PER_ENTRY = 8192 + 512
+const MANIFEST_BASE_BYTES = 1 << 20
+
+/** @throws ProtocolError when `heldBytes` of manifest exceed what `files` received files can need */
+export function assertManifestBound(heldBytes: number, files: number): void {
+  if (heldBytes <= MANIFEST_BASE_BYTES + files * MANIFEST_BYTES_PER_ENTRY) return
+  throw new ProtocolError(`the server's backup_manifest exceeds ${heldBytes} bytes, more than ${files} files can need`, {
+    hint: 'PostgreSQL never sends such a manifest: check that the connection leads to a genuine PostgreSQL server; nothing was recorded',
+  })
 }

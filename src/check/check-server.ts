@@ -18,7 +18,10 @@ import {
   ServerError,
   show,
 } from '../../protocol/index.js'
+import type { OperationOptions } from '../events.js'
 import { parseSizeSetting } from '../pg/lsn.js'
+import { SUPPORTED_MAJORS } from '../pg/versions.js'
+import type { ServerTarget } from '../server-target.js'
 
 /** Stable codes of the problems `check` reports; scripts may branch on them. */
 export const CheckProblemCodes = {
@@ -68,18 +71,15 @@ export interface CheckReport {
   problems: CheckProblem[]
 }
 
-export interface CheckOptions {
-  env?: Record<string, string | undefined>
-  overrides?: Partial<Record<'host' | 'port' | 'user' | 'password', string>>
-  signal?: AbortSignal
+export interface CheckOptions extends OperationOptions {
+  /** The server to inspect (the role pgkeep would back up with). */
+  server: ServerTarget
 }
 
-/** Oldest and newest majors pgkeep is tested against. */
-export const SUPPORTED_MAJORS = { min: 14, max: 19 } as const
-
 /** Inspects a server. Resolves with a report for every server-side problem; rejects only for bad options. */
-export async function checkServer(conninfo: string | undefined, o: CheckOptions = {}): Promise<CheckReport> {
-  const opts = resolveConnectOptions(conninfo, { env: o.env, overrides: o.overrides, fallbackApplicationName: 'pgkeep check' })
+export async function checkServer(o: CheckOptions): Promise<CheckReport> {
+  const s = o.server
+  const opts = resolveConnectOptions(s.conninfo, { env: s.env ? { ...s.env } : undefined, overrides: s.overrides, fallbackApplicationName: 'pgkeep check' })
   const report: CheckReport = {
     ready: false,
     target: opts.hosts.map(describeHost).join(', '),
@@ -106,7 +106,12 @@ export async function checkServer(conninfo: string | undefined, o: CheckOptions 
   /** SHOW data_checksums: `on`/`off`, or a transition state when checksums are being turned on or off online. */
   let checksumState: string | null = null
   try {
-    first = await connect(conninfo, { env: o.env, overrides: o.overrides, fallbackApplicationName: 'pgkeep check', signal: o.signal })
+    first = await connect(s.conninfo, {
+      env: s.env ? { ...s.env } : undefined,
+      overrides: s.overrides,
+      fallbackApplicationName: 'pgkeep check',
+      signal: o.signal,
+    })
   } catch (err) {
     explainConnectFailure(err, opts, problem)
   }
@@ -132,7 +137,7 @@ export async function checkServer(conninfo: string | undefined, o: CheckOptions 
 
       // A backup needs two WAL senders at once: one for BASE_BACKUP, one for the WAL stream. Prove a second one.
       try {
-        const second = await connect(conninfo, { env: o.env, overrides: o.overrides, signal: o.signal })
+        const second = await connect(s.conninfo, { env: s.env ? { ...s.env } : undefined, overrides: s.overrides, signal: o.signal })
         await second.close()
       } catch (err) {
         if (err instanceof ServerError && err.sqlState === '53300') {

@@ -18,3 +18,8 @@ export function formatDuration(ms: number): string {
   const m = Math.floor(s / 60)
   return m < 60 ? `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`
 }
+
+/** `1 backup`, `3 backups`. */
+export function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? '' : 's'}`
+}

@@ -49,6 +49,20 @@ export async function openRepoForCommand(
 ): Promise<OpenedRepo> {
   const url = requireRepo(values, command)
   const passphrase = (await readPassphrase(values['passphrase-file'], ctx.env, ctx.stderr))?.passphrase
+  return openRepoAt(url, passphrase, ctx, command, o)
+}
+
+/**
+ * Opens the repository at `url` with `passphrase` (see openRepoForCommand): for a command's second repository
+ * (`copy --to`), whose location and passphrase come from options of their own (`option` names it in messages).
+ */
+export async function openRepoAt(
+  url: string,
+  passphrase: string | undefined,
+  ctx: CliContext,
+  command: string,
+  o: { init?: boolean; compress?: string; option?: string; index?: 'all' | 'meta' } = {},
+): Promise<OpenedRepo> {
   const storage = await openStorage(url, ctx.env)
   let created = false
   let repo: Repository
@@ -66,7 +80,7 @@ export async function openRepoForCommand(
       repo = await openRepository(storage, { passphrase, signal: ctx.signal, index: o.index })
     } catch (err) {
       // Not a repository: say so plainly when there is nothing at all (the usual cause is the location, not damage).
-      if (err instanceof RepoFormatError && (await holdsNothing())) throw noRepository(storage.name, url, command)
+      if (err instanceof RepoFormatError && (await holdsNothing())) throw noRepository(storage.name, url, command, o.option)
       throw err
     }
   }
@@ -80,10 +94,10 @@ export async function openRepoForCommand(
 }
 
 /** The error for a location that holds no repository at all (empty, or not there). */
-function noRepository(location: string, url: string, command: string): RepoFormatError {
+function noRepository(location: string, url: string, command: string, option = '--repo'): RepoFormatError {
   return new RepoFormatError(`there is no repository at '${location}': the location is empty or does not exist`, {
     hint:
-      `check --repo and that this user, with this environment, sees the repository there (a file system that is not ` +
+      `check ${option} and that this user, with this environment, sees the repository there (a file system that is not ` +
       `mounted, a mistyped path or prefix, other AWS_* variables); only if you mean to start a new repository there, ` +
       `create it with 'pgkeep init --repo ${url}'${command === 'backup' ? ' (or give this backup --init)' : ''}`,
   })

@@ -1,14 +1,14 @@
 // Log sequence numbers (LSNs): text form, arithmetic on WAL segments, and PostgreSQL's size settings ('16MB').
 // An LSN is a byte position in the WAL stream, a u64 carried as a bigint.
 
-import { formatLsn as formatLsnText, tryParseLsn } from '../../protocol/index.js'
+import { formatLsn as formatLsnText, type Lsn, tryParseLsn } from '../../protocol/index.js'
 import { FormatError } from '../errors.js'
 
 /**
- * A WAL position (XLogRecPtr, a u64). A plain bigint alias, deliberately not branded, so that literals such as
- * `0x3000028n` and arithmetic need no casts.
+ * A WAL position (XLogRecPtr, a u64): the protocol's own type, one for the whole program. A plain bigint alias,
+ * deliberately not branded, so that literals such as `0x3000028n` and arithmetic need no casts.
  */
-export type Lsn = bigint
+export type { Lsn }
 
 /** InvalidXLogRecPtr: PostgreSQL's "no position" (prints as `0/0`). */
 export const INVALID_LSN: Lsn = 0n

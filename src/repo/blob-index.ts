@@ -148,6 +148,25 @@ export class BlobIndex {
     return this.#packNumbers.has(packId)
   }
 
+  /**
+   * The number of entry `id`: dense from 0 to `size` − 1 in the order ids were first added, stable while this index
+   * lives (a later copy of the same id keeps the number); −1 when absent. Maintenance passes keep a few bytes per
+   * blob in typed arrays indexed by it instead of sets of ids.
+   */
+  numberOf(id: Uint8Array): number {
+    return this.#find(id)
+  }
+
+  /** The id of entry number `n` (a copy). */
+  idOf(n: number): Buffer {
+    return Buffer.from(this.#ids.subarray(n * 32, n * 32 + 32))
+  }
+
+  /** The stored length of entry number `n`'s chosen copy. */
+  storedLengthOf(n: number): number {
+    return this.#stored[n]!
+  }
+
   /** Every entry, in insertion order, as `[packId, entry]`. */
   *entries(): IterableIterator<[string, PackEntry]> {
     for (let n = 0; n < this.#count; n++) {

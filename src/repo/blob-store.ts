@@ -2,6 +2,8 @@
 // index objects committed as packs become durable (at least every few seconds, so a killed writer's uploads are
 // found again), and verified reads. Write order is packs → index, so a crash leaves at worst unindexed packs
 // (docs/repository-format.md §10).
+// Longer than 400 lines on purpose: storing, deduplication and the tracking of references that garbage collection
+// relies on (§10a) are one set of invariants.
 
 import { IntegrityError, NotFoundError, UsageError } from '../errors.js'
 import type { Storage } from '../storage/storage.js'
@@ -77,6 +79,8 @@ export class BlobStore {
   #indexWriting: Promise<void> = Promise.resolve()
   #lastIndexCommit = Date.now()
   #flushing: Promise<void> = Promise.resolve()
+  /** Packs this session wrote (durable): a blob located in one is present though its pack was listed before. */
+  readonly #packsWritten = new Set<string>()
   readonly #stats: SessionStats = { blobsPut: 0, blobsStored: 0, plainBytesStored: 0, storedBytes: 0, packsWritten: 0, indexObjectsWritten: 0 }
   /** Packs sealed by this session and not yet listed in an index object it wrote (uploading or uploaded). */
   readonly #unindexedPacks = new Set<string>()
@@ -150,6 +154,11 @@ export class BlobStore {
     if (!this.#openReferences) return
     this.#openReferences.add(id)
     if (this.#openReferences.size > MAX_TRACKED_REFERENCES) this.#openReferences = undefined
+  }
+
+  /** True when this session wrote pack `packId` (and it is durable). */
+  wrotePack(packId: string): boolean {
+    return this.#packsWritten.has(packId)
   }
 
   /** Where blob `id` is stored, or undefined when it is not indexed (blobs not yet flushed are not located). */
@@ -355,6 +364,7 @@ export class BlobStore {
 
   #onPackDurable(pack: SealedPack): void {
     this.#stats.packsWritten++
+    this.#packsWritten.add(pack.packId)
     for (const e of pack.entries) {
       const p = this.#pending.get(e.id.toString('hex'))
       if (p) {

@@ -155,12 +155,16 @@ export class FileListWriter {
         if (part[k].path === part[k - 1].path) throw new FormatError(`file '${part[k].path}' appears twice in the backup`)
       }
       for (const e of part) sizeBytes += e.type === 'file' ? e.sizeBytes : 0
-      const text = part.map((e) => JSON.stringify(pack(e))).join('\n') + '\n'
-      const { id } = await sink.putBlob('meta', Buffer.from(text), o)
+      const { id } = await sink.putBlob('meta', encodeChunk(part), o)
       chunks.push({ first: part[0].path, last: part[part.length - 1].path, count: part.length, blob: id })
     }
     return { count: this.entries.length, sizeBytes, chunks }
   }
+}
+
+/** The bytes of a file list chunk holding `entries` (in path order, at most FILE_LIST_CHUNK_ENTRIES): JSON lines. */
+export function encodeChunk(entries: readonly FileEntry[]): Buffer {
+  return Buffer.from(entries.map((e) => JSON.stringify(pack(e))).join('\n') + '\n')
 }
 
 /**

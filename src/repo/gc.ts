@@ -4,6 +4,8 @@
 // other session has acknowledged them and a last look at the records written meanwhile still finds nothing live in
 // them. Index objects are compacted on the way, crash leftovers removed. Killed at any point, it leaves a sound
 // repository; the next run finishes the job.
+// Longer than 400 lines on purpose: the phases of one run share its state (the pack table, the filters, the exact
+// sets) and must be read in order against the safety argument of repository-format.md §10a.
 
 import { LockedError, UsageError } from '../errors.js'
 import { OperationEvents, type OperationOptions } from '../events.js'

@@ -100,6 +100,11 @@ export class LoadedIndex {
     this.#index.setCondemned(this.#avoided())
   }
 
+  /** The index as loaded now, for passes over blob numbers (see BlobIndex.numberOf); a rebuild replaces it. */
+  get current(): BlobIndex {
+    return this.#index
+  }
+
   /** Index objects that could not be read at the last load and are not superseded. */
   get damaged(): readonly DamagedObject[] {
     return this.#damaged

@@ -1,9 +1,12 @@
-// Repository locks (`locks/<id>`, docs/repository-format.md §10): shared (backup, WAL, restore, gc) and exclusive
-// (expire, index rebuild) lock objects that their owner refreshes by writing a new object and removing the old one.
-// A lock not refreshed by its `expiresAt` is stale; one whose process is provably gone on this very host is dead. Live locks
-// are never broken; dead ones are removed on sight; expired ones are removed on explicit request, and by an
-// exclusive holder before it removes anything. A holder keeps retrying a failed refresh and re-takes its lock after
-// expiry only when provably nobody else took a conflicting one meanwhile; otherwise the lock is lost for good.
+// Repository locks (`locks/<id>`, docs/repository-format.md §10): shared (backup, WAL, restore, verify, expire,
+// forget, copy, gc) and exclusive (index rebuild) lock objects that their owner refreshes by writing a new object
+// and removing the old one. A lock not refreshed by its `expiresAt` is stale; one whose process is provably gone on
+// this very host is dead. Live locks are never broken; dead ones are removed on sight; expired ones are removed on
+// explicit request, and by an exclusive holder before it removes anything. A holder keeps retrying a failed refresh
+// and re-takes its lock after expiry only when provably nobody else took a conflicting one meanwhile; otherwise the
+// lock is lost for good.
+// Longer than 400 lines on purpose: acquiring, refreshing, re-taking and losing a lock are one protocol whose
+// rules only make sense read together (and are written down as such in repository-format.md §10).
 
 import { randomBytes } from 'node:crypto'
 import { readFileSync, readlinkSync } from 'node:fs'
@@ -15,6 +18,11 @@ import { lockKey, LOCKS_PREFIX } from './layout.js'
 import { isNotFound, readObject } from './storage-io.js'
 
 export type LockKind = 'shared' | 'exclusive'
+
+/** The purpose a backup's lock carries: expire looks for it before it removes WAL. */
+export const BACKUP_LOCK_PURPOSE = 'backup'
+/** The purpose expire's lock carries: a backup waits while one is live before it stores WAL (§10). */
+export const EXPIRE_LOCK_PURPOSE = 'expire'
 
 /** The content of a lock object (UTF-8 JSON, not encrypted: it holds no secret and must be readable without a key). */
 export interface LockInfo {
@@ -217,6 +225,41 @@ export async function listLocks(storage: Storage, o: { signal?: AbortSignal } = 
 }
 
 /**
+ * Live locks held for `purpose` by other sessions than `exceptSession`. Operations that must not overlap although
+ * both take shared locks (a backup's WAL and expire's WAL removal, docs/repository-format.md §10) write their own
+ * lock first and then look for the other's: of two that start together, at least one sees the other.
+ */
+export async function liveLocksFor(storage: Storage, purpose: string, exceptSession?: string, o: { signal?: AbortSignal } = {}): Promise<LockStatus[]> {
+  return (await listLocks(storage, o)).filter((l) => l.state === 'live' && l.info?.purpose === purpose && l.info.session !== exceptSession)
+}
+
+/**
+ * Waits while another session than `exceptSession` holds a live lock for `purpose`, checking every second, for at
+ * most `maxWaitMs`; `onWait` hears once what it waits for.
+ * @throws LockedError when such a lock is still live after `maxWaitMs`
+ */
+export async function waitWhileLocked(
+  storage: Storage,
+  purpose: string,
+  o: { exceptSession?: string; maxWaitMs: number; signal?: AbortSignal; onWait?: (lock: LockStatus) => void },
+): Promise<void> {
+  const deadline = Date.now() + o.maxWaitMs
+  let told = false
+  for (;;) {
+    const live = await liveLocksFor(storage, purpose, o.exceptSession, o)
+    if (live.length === 0) return
+    if (!told) o.onWait?.(live[0]!)
+    told = true
+    if (Date.now() >= deadline) {
+      throw new LockedError(`gave up waiting for the ${live[0]!.description} to finish`, {
+        hint: `retry once it has finished; if that process is gone, its lock stops counting once it expires at ${live[0]!.info!.expiresAt} ('pgkeep unlock --repo URL' lists the locks)`,
+      })
+    }
+    await sleep(Math.min(RETRY_MS, Math.max(0, deadline - Date.now())), o.signal)
+  }
+}
+
+/**
  * Removes every stale lock (expired, dead or unreadable) and returns what it removed. Live locks are kept. An
  * expired lock's owner that comes back finds its lock gone and knows it lost it.
  */
@@ -347,7 +390,7 @@ export class RepoLock {
     return this.#key
   }
 
-  /** Random per holder; every object this lock writes carries it. */
+  /** The holder's session: every object this lock writes while refreshing carries it. */
   get session(): string {
     return this.#session
   }

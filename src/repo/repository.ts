@@ -2,6 +2,8 @@
 // blobs, packs and index commits; loaded-index.ts: the index as loaded; records.ts; key-ring.ts; lock.ts) and
 // hands out what engines need without showing them storage keys, the codec or key material: window stores for
 // backups, blob readers for restores. open.ts creates and opens repositories.
+// Longer than 400 lines on purpose: it is the facade every engine goes through; each method delegates in a few
+// lines to the part that owns the work.
 
 import { AssertionError, UsageError } from '../errors.js'
 import type { Storage } from '../storage/storage.js'
@@ -13,14 +15,16 @@ import { BlobStore, type PutBlobResult, type SessionStats } from './blob-store.j
 import { CodecPool, defaultWorkers, workerModuleUrl } from './codec-pool.js'
 import type { RepoConfig } from './config.js'
 import type { RepoKeys, ScryptParams } from './crypto.js'
-import { changePassphrase, type UnlockedKey } from './key-ring.js'
+import { addKey, changePassphrase, type KeyInfo, listKeyObjects, removeKey, type UnlockedKey } from './key-ring.js'
 import { CONFIG_KEY, packIdOfKey, PACKS_PREFIX } from './layout.js'
 import { type DamagedObject, LoadedIndex, type RebuildIndexResult } from './loaded-index.js'
 import {
   acquireLock,
   acquireReaderLock,
   listLocks,
+  liveLocksFor,
   removeStaleLocks,
+  waitWhileLocked,
   type AcquireLockOptions,
   type LockContributor,
   type LockKind,
@@ -32,7 +36,18 @@ import { type RecordInfo, RecordStore } from './records.js'
 import { isNotFound, readObject } from './storage-io.js'
 import { WindowStore } from './window-store.js'
 
-export type { DamagedObject, PutBlobResult, RebuildIndexResult, RecordInfo, SessionStats }
+export type { DamagedObject, KeyInfo, PutBlobResult, RebuildIndexResult, RecordInfo, SessionStats }
+
+/** Dense numbers of the blobs indexed when it was made (Repository.blobNumbering). */
+export interface BlobNumbering {
+  /** How many: numbers run from 0 to size − 1. */
+  readonly size: number
+  /** The number of a blob, or undefined when it was not indexed then. */
+  numberOf(id: BlobId): number | undefined
+  idOf(n: number): BlobId
+  /** Bytes its chosen copy takes in its pack. */
+  storedBytesOf(n: number): number
+}
 
 /** What open.ts hands the constructor. */
 export interface RepositoryParts {
@@ -43,6 +58,8 @@ export interface RepositoryParts {
   maxPackUploads: number
   /** Load only these blob types into the index (garbage collection: `meta`); undefined loads all. */
   indexTypes?: ReadonlySet<BlobType>
+  /** The index of another instance to share (a twin). */
+  index?: LoadedIndex
 }
 
 /**
@@ -58,6 +75,7 @@ export class Repository {
   readonly #index: LoadedIndex
   readonly #blobs: BlobStore
   readonly #records: RecordStore
+  readonly #parts: RepositoryParts
   readonly #locks = new Set<RepoLock>()
   /** Locks that index objects and records are written under (the newest one not released), see `writeUnder`. */
   readonly #writeLocks: RepoLock[] = []
@@ -71,6 +89,7 @@ export class Repository {
 
   /** @internal use openRepository or initRepository */
   constructor(p: RepositoryParts) {
+    this.#parts = p
     this.storage = p.storage
     this.config = p.config
     this.#configBytes = p.configBytes
@@ -78,7 +97,7 @@ export class Repository {
     const level = p.config.compression.algorithm === 'zstd' ? p.config.compression.level : undefined
     const keys = p.unlocked?.keys
     this.#codec = new BlobCodec(keys, level)
-    this.#index = new LoadedIndex(p.storage, keys, p.indexTypes)
+    this.#index = p.index ?? new LoadedIndex(p.storage, keys, p.indexTypes)
     const guard = <T>(write: (signal: AbortSignal | undefined) => Promise<T>, signal: AbortSignal | undefined) => this.#underLock(write, signal)
     this.#blobs = new BlobStore({
       storage: p.storage,
@@ -112,6 +131,20 @@ export class Repository {
       acknowledged: () => (this.#closed ? undefined : this.#holds > 0 ? [] : this.#watch.acknowledged()),
       beforeRefresh: (signal) => this.#watch.poll(signal),
     }
+  }
+
+  /**
+   * A second handle on this repository for another stream of writes in the same operation (a backup's WAL beside
+   * its files): its own packs and flushes, so that frequent WAL flushes do not cut file packs short, but the same
+   * index, keys and locks. Closing it does not close this one. It joins this instance's locks as writeUnder does
+   * (it reads garbage collection's condemnation records and acknowledges them for its own references), so it
+   * resolves once it may store and reference blobs.
+   */
+  async twin(o: { signal?: AbortSignal } = {}): Promise<Repository> {
+    this.#assertWritable()
+    const twin = new Repository({ ...this.#parts, index: this.#index })
+    for (const lock of this.#writeLocks) await twin.writeUnder(lock, o)
+    return twin
   }
 
   /** A printable name of the repository's location. */
@@ -237,6 +270,25 @@ export class Repository {
   }
 
   /**
+   * The blobs indexed now, numbered densely from 0 (`size` of them): for maintenance passes that keep a few bytes
+   * per blob in typed arrays rather than sets of ids (what each backup holds alone, GC). Numbers stay valid while
+   * no index is rebuilt; blobs loaded by a later refresh get higher numbers than `size`.
+   */
+  blobNumbering(): BlobNumbering {
+    const index = this.#index.current
+    const size = index.size
+    return {
+      size,
+      numberOf: (id) => {
+        const n = /^[0-9a-f]{64}$/.test(id) ? index.numberOf(Buffer.from(id, 'hex')) : -1
+        return n < 0 || n >= size ? undefined : n
+      },
+      idOf: (n) => index.idOf(n).toString('hex'),
+      storedBytesOf: (n) => index.storedLengthOf(n),
+    }
+  }
+
+  /**
    * Reads garbage collection's condemnation records, then loads index objects written since the last load (by other
    * processes), so their blobs dedup and read. Long-running writers (WAL streaming) call this now and then.
    */
@@ -318,14 +370,15 @@ export class Repository {
 
   /**
    * A test of whether a blob is present now: put in this session, or indexed with its pack in storage (packs are
-   * listed once, when this is called). A check (verify); it takes no reference, and counts blobs in condemned packs.
+   * listed once, when this is called; packs this session writes later count too). A check (verify); it takes no
+   * reference, and counts blobs in condemned packs.
    */
   async presentBlobs(o: { signal?: AbortSignal } = {}): Promise<(id: BlobId) => boolean> {
     const packs = await this.#listPacks(o.signal)
     return (id) => {
       // A blob not located yet was put in this session (not flushed): it is there.
       const loc = this.locateBlob(id)
-      return loc === undefined ? this.isBlobKnown(id) : packs.has(loc.packId)
+      return loc === undefined ? this.isBlobKnown(id) : packs.has(loc.packId) || this.#blobs.wrotePack(loc.packId)
     }
   }
 
@@ -443,6 +496,19 @@ export class Repository {
     return listLocks(this.storage, o)
   }
 
+  /** Live locks that other sessions than `except`'s hold for `purpose` (e.g. 'backup', 'expire'). */
+  liveLocksFor(purpose: string, o: { except?: RepoLock; signal?: AbortSignal } = {}): Promise<LockStatus[]> {
+    return liveLocksFor(this.storage, purpose, o.except?.session, o)
+  }
+
+  /**
+   * Waits while another session than `except`'s holds a live lock for `purpose`, for at most `maxWaitMs` (then a
+   * LockedError); `onWait` hears once what it waits for.
+   */
+  waitWhileLocked(purpose: string, o: { except?: RepoLock; maxWaitMs: number; signal?: AbortSignal; onWait?: (lock: LockStatus) => void }): Promise<void> {
+    return waitWhileLocked(this.storage, purpose, { ...o, exceptSession: o.except?.session })
+  }
+
   /** Removes expired, dead and unreadable locks (what `unlock --remove-stale` does); live locks stay. */
   removeStaleLocks(o: { signal?: AbortSignal } = {}): Promise<LockStatus[]> {
     return removeStaleLocks(this.storage, o)
@@ -455,6 +521,30 @@ export class Repository {
   changePassphrase(newPassphrase: string, o: { signal?: AbortSignal; scrypt?: ScryptParams } = {}): Promise<{ keyId: string; removedKeyId: string }> {
     this.#assertWritable()
     return changePassphrase(this.storage, this.config, this.#configBytes, this.#unlocked, newPassphrase, o)
+  }
+
+  /**
+   * Every key object (passphrase) of an encrypted repository with its id, creation time and scrypt cost, and which
+   * one this session opened with; damaged ones with their problem. Empty for a plain repository. Reads only.
+   */
+  listKeys(o: { signal?: AbortSignal } = {}): Promise<KeyInfo[]> {
+    return listKeyObjects(this.storage, this.#unlocked, o.signal)
+  }
+
+  /** Adds a passphrase: a new key object wrapping the same master key. No data is touched; every other key still opens. */
+  addKey(newPassphrase: string, o: { signal?: AbortSignal; scrypt?: ScryptParams } = {}): Promise<{ keyId: string }> {
+    this.#assertWritable()
+    return addKey(this.storage, this.config, this.#configBytes, this.#unlocked, newPassphrase, o)
+  }
+
+  /**
+   * Removes a key object, so its passphrase no longer opens the repository (no data is touched). Never removes the
+   * last readable key; the key this session opened with only with `force` (see key-ring.ts removeKey).
+   * @param keyId the whole id or a unique prefix of at least 8 hex digits
+   */
+  removeKey(keyId: string, o: { force?: boolean; signal?: AbortSignal } = {}): Promise<{ removedKeyId: string }> {
+    this.#assertWritable()
+    return removeKey(this.storage, this.#unlocked, keyId, o)
   }
 
   /**

@@ -9,24 +9,21 @@ import { decodeIndex, type IndexContent } from './index-file.js'
 import { INDEX_PREFIX, indexIdOfKey, indexKey, KEYS_PREFIX, packIdOfKey, packKey, PACKS_PREFIX, RECORDS_PREFIX } from './layout.js'
 import type { PackEntry } from './pack-format.js'
 import { decodeWholePackHeader, readPackBytes, readPackHeader } from './pack-reader.js'
+import { OperationEvents, type OperationOptions } from '../events.js'
 import type { Repository } from './repository.js'
 import { forEachConcurrent, isNotFound, readObject } from './storage-io.js'
 
-export interface VerifyOptions {
+/**
+ * Options of {@link verifyRepository}. Progress phases: `keys`, `packs`, `index`, `records`, `references`; items are
+ * the objects of the phase checked so far.
+ */
+export interface VerifyOptions extends OperationOptions {
   /** Also read data: `true` reads every pack; a number reads that percentage of packs (whole packs, at random). */
   readData?: boolean | number
   /** Blob ids referenced by the layers above (backup manifests, WAL catalog); each must be indexed. */
   referencedBlobs?: Iterable<string> | AsyncIterable<string>
-  signal?: AbortSignal
-  onProgress?: (p: VerifyProgress) => void
   /** Packs checked at once (default 4 for headers, 2 when reading data). */
   concurrency?: number
-}
-
-export interface VerifyProgress {
-  readonly phase: 'keys' | 'index' | 'packs' | 'records' | 'references'
-  readonly done: number
-  readonly total: number
 }
 
 export interface VerifyProblem {
@@ -138,7 +135,12 @@ async function verify(repo: Repository, o: VerifyOptions): Promise<VerifyResult>
     if (!isPgkeepError(err) || !['INTEGRITY', 'NOT_FOUND', 'REPO_FORMAT'].includes(err.code)) throw err
     problems.push({ object, message: err.message })
   }
-  const progress = (phase: VerifyProgress['phase'], done: number, total: number) => o.onProgress?.({ phase, done, total })
+  const events = new OperationEvents('verify', o.onEvent)
+  let phase = ''
+  const progress = (name: 'keys' | 'index' | 'packs' | 'records' | 'references', done: number, total: number) => {
+    if (name !== phase) events.phase((phase = name), { bytesDone: 0, bytesTotal: null, itemsDone: done, itemsTotal: total })
+    else events.progress({ bytesDone: 0, bytesTotal: null, itemsDone: done, itemsTotal: total })
+  }
 
   // Keys: each is named by its hash and parses (opening them needs their passphrases).
   if (repo.config.encryption) {

@@ -16,6 +16,24 @@ const SUPERSEDED_BATCH = 64
 /** WAL is stored in pieces of 1 MiB: page runs compress well, and a partial segment shares its leading pieces. */
 export const WAL_PIECE_BYTES = 1 << 20
 
+/**
+ * Puts `bytes[from, to)` (offsets in the file: the whole of `bytes` by default) as data blobs cut at absolute
+ * multiples of WAL_PIECE_BYTES, all-zero pieces as holes: every writer of the same WAL (streamer, `wal push`, a
+ * copy from another repository) gets the same blobs. The blobs are durable after the repository's next flush.
+ */
+export async function putWalPieces(repo: Repository, bytes: Buffer, o: { from?: number; to?: number; signal?: AbortSignal } = {}): Promise<WalPiece[]> {
+  const pieces: WalPiece[] = []
+  const to = o.to ?? bytes.length
+  for (let off = o.from ?? 0; off < to; ) {
+    const end = Math.min(to, (Math.floor(off / WAL_PIECE_BYTES) + 1) * WAL_PIECE_BYTES)
+    const piece = bytes.subarray(off, end)
+    if (isAllZero(piece)) pieces.push([null, piece.length])
+    else pieces.push([(await repo.putBlob('data', piece, { signal: o.signal })).id, piece.length])
+    off = end
+  }
+  return pieces
+}
+
 /** What `onStored` reports. */
 export interface StoredSegment {
   name: string
@@ -331,17 +349,8 @@ export class WalSegmentWriter {
     }
   }
 
-  /** Puts `bytes[from, to)` as 1 MiB pieces (cut at absolute multiples of the piece size; zero pieces are holes). */
-  private async putPieces(bytes: Buffer, from: number, to: number): Promise<WalPiece[]> {
-    const pieces: WalPiece[] = []
-    for (let off = from; off < to; ) {
-      const end = Math.min(to, (Math.floor(off / WAL_PIECE_BYTES) + 1) * WAL_PIECE_BYTES)
-      const piece = bytes.subarray(off, end)
-      if (isAllZero(piece)) pieces.push([null, piece.length])
-      else pieces.push([(await this.repo.putBlob('data', piece, { signal: this.o.signal })).id, piece.length])
-      off = end
-    }
-    return pieces
+  private putPieces(bytes: Buffer, from: number, to: number): Promise<WalPiece[]> {
+    return putWalPieces(this.repo, bytes, { from, to, signal: this.o.signal })
   }
 
   private throwIfFailed(): void {

@@ -4,7 +4,8 @@
 
 import { rename, rm, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { ManifestWriter, type ManifestFileInput, type ManifestHeader, type ManifestWalRange } from '../pg/backup-manifest.js'
+import type { ManifestWalRange } from '../pg/backup-manifest.js'
+import { ManifestWriter, type ManifestFileInput, type ManifestHeader } from '../pg/backup-manifest-writer.js'
 import { openNoFollow } from './target-tree.js'
 
 export const MANIFEST_NAME = 'backup_manifest'

@@ -2,11 +2,11 @@
 // an interrupted pgkeep restore), whether a server runs on it; and the marker that a restore writes first and
 // removes last. A directory with the marker has no global/pg_control, so no server starts on it by mistake.
 
-import { constants } from 'node:fs'
-import { open, readFile, readdir, rm, stat } from 'node:fs/promises'
+import { readFile, readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { UsageError } from '../errors.js'
 import { decodeControlFile } from '../pg/pg-control.js'
+import { syncDirectory } from '../storage/durable-file.js'
 import { openNoFollow } from './target-tree.js'
 
 /** Present while a restore runs or after one failed; its absence plus global/pg_control marks a usable copy. */
@@ -106,14 +106,4 @@ export async function writeMarker(dir: string, marker: RestoreMarker): Promise<v
 export async function removeMarker(dir: string, sync: boolean): Promise<void> {
   await rm(join(dir, RESTORE_MARKER), { force: true })
   if (sync) await syncDirectory(dir)
-}
-
-/** fsync of a directory, so the entries created or removed in it are durable. */
-export async function syncDirectory(dir: string): Promise<void> {
-  const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY)
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
 }

@@ -1,6 +1,8 @@
 // The local-directory Storage driver, pgkeep's embedded default: one file per key under a root directory.
 // Writes are atomic and durable: a temporary file in the target directory, fdatasync, rename (or link for
 // `ifAbsent`), fsync of the directory. Reads stream fixed-size chunks; nothing loads a whole file in memory.
+// Longer than 400 lines on purpose: it is the whole Storage contract on a directory, each operation with its own
+// durability steps (temp file, fdatasync, rename or link, directory fsync) spelled out where they happen.
 
 import { randomBytes } from 'node:crypto'
 import { promises as fsp } from 'node:fs'
@@ -8,6 +10,7 @@ import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 
 import { AccessDeniedError, AlreadyExistsError, NotFoundError, StorageError, isPgkeepError } from '../errors.js'
+import { syncDirectory } from './durable-file.js'
 import { isAbortReason } from './abort.js'
 import { pullBody } from './body.js'
 import { TEMP_PREFIX, assertValidKey, assertValidPrefix, assertValidRange } from './keys.js'
@@ -179,7 +182,7 @@ class FsStorage implements Storage {
         await fsp.rename(tmp, final)
         tmpExists = false
       }
-      if (this.sync) await fsyncDir(dir)
+      if (this.sync) await syncDirectory(dir)
     } catch (err) {
       if (fh !== undefined) await fh.close().catch(() => {})
       if (tmpExists) await fsp.unlink(tmp).catch(() => {})
@@ -210,7 +213,7 @@ class FsStorage implements Storage {
     }
     // Make the removal durable too: lock release and GC rely on it not coming back after a crash.
     if (this.sync) {
-      await fsyncDir(path.dirname(file)).catch((err: unknown) => {
+      await syncDirectory(path.dirname(file)).catch((err: unknown) => {
         throw mapFsError(err, 'remove', file, this.root)
       })
     }
@@ -341,7 +344,7 @@ class FsStorage implements Storage {
       // EEXIST: a concurrent writer created it and may not have fsynced the parent yet; fsync it ourselves so
       // our write cannot resolve before the directory entry is durable. This path is rare, so it is cheap.
     }
-    if (this.sync) await fsyncDir(path.dirname(dir))
+    if (this.sync) await syncDirectory(path.dirname(dir))
   }
 }
 
@@ -376,15 +379,6 @@ async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
   while (off < chunk.byteLength) {
     const { bytesWritten } = await fh.write(chunk, off, chunk.byteLength - off)
     off += bytesWritten
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const h = await fsp.open(dir, 'r')
-  try {
-    await h.sync()
-  } finally {
-    await h.close()
   }
 }
 

@@ -14,17 +14,9 @@ import { createServer, type Server } from 'node:net'
 import { join } from 'node:path'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import { isWalSegmentName, segmentsPerXlogId } from '../pg/wal-names.js'
+import { writeFileAtomic } from '../storage/durable-file.js'
 import type { Repository } from '../repo/index.js'
-import {
-  bootId,
-  type DaemonInfo,
-  readDaemonInfo,
-  spoolLockName,
-  type SpoolPaths,
-  type SpoolRequest,
-  type SpoolResponse,
-  writeAtomic,
-} from './prefetch-spool.js'
+import { bootId, type DaemonInfo, readDaemonInfo, spoolLockName, type SpoolPaths, type SpoolRequest, type SpoolResponse } from './prefetch-spool.js'
 import { fetchWalFile, isFetchableWalName } from './wal-fetch.js'
 
 /** What the daemon was started for: a request for anything else makes it retire. */
@@ -60,7 +52,7 @@ export async function acquireSpool(p: SpoolPaths, binding: DaemonBinding): Promi
   if (!listening) return undefined
   server.unref()
   const info: DaemonInfo = { pid: process.pid, bootId: bootId(), startedAt: new Date().toISOString(), ...binding }
-  await writeAtomic(p.daemonFile, JSON.stringify(info), p.tmpDir)
+  await writeFileAtomic(p.daemonFile, JSON.stringify(info), { tmpDir: p.tmpDir })
   return {
     async release(o = {}) {
       // daemon.json first: once the lock is free, the next daemon writes its own.
@@ -170,7 +162,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     repoId: o.repo.config.id,
     systemId: o.systemId,
   }
-  await writeAtomic(p.daemonFile, JSON.stringify(info), p.tmpDir)
+  await writeFileAtomic(p.daemonFile, JSON.stringify(info), { tmpDir: p.tmpDir })
   log(
     `daemon ${process.pid} serving cluster ${o.systemId} of repository ${o.repo.config.id} at ${o.binding.repo}, prefetch ${prefetchCount}, concurrency ${concurrency}, linger ${lingerMs / 1000} s`,
   )
@@ -187,7 +179,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
           return 'missing'
         }
         if (isWalSegmentName(name)) segSize ??= bytes.length
-        await writeAtomic(join(p.dir, name), bytes, p.tmpDir)
+        await writeFileAtomic(join(p.dir, name), bytes, { tmpDir: p.tmpDir })
         spooled.set(name, isWalSegmentName(name) ? { sizeBytes: bytes.length } : { sizeBytes: bytes.length, crc32c: crc32cHexLE(crc32c(bytes)) })
         missingAt.delete(name)
         log(`fetched ${name} in ${Date.now() - t0} ms`)
@@ -205,7 +197,9 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
   }
 
   const answer = async (id: string, r: SpoolResponse) => {
-    await writeAtomic(join(p.respDir, id), JSON.stringify(r), p.tmpDir).catch((err) => log(`cannot answer ${id}: ${(err as Error).message}`))
+    await writeFileAtomic(join(p.respDir, id), JSON.stringify(r), { tmpDir: p.tmpDir }).catch((err: unknown) =>
+      log(`cannot answer ${id}: ${(err as Error).message}`),
+    )
     await unlink(join(p.reqDir, id)).catch(() => {})
     handling.delete(id)
   }

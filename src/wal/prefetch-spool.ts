@@ -10,16 +10,19 @@
 // One daemon per spool: it holds the spool's lock, an abstract Unix socket named after the spool's real path and
 // the user. The kernel releases it when the process ends, however it ends, so there is no stale lock to break
 // and no moment where two daemons both believe they hold it. Every file is 0600.
+// Longer than 400 lines on purpose: the spool's layout, its ownership checks and the client's protocol with the
+// daemon (requests, answers, the lock socket) are one contract with prefetch-daemon.ts.
 
 import { createHash, randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { copyFile, lstat, mkdir, open, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises'
+import { copyFile, lstat, mkdir, open, readFile, realpath, rename, stat, unlink } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { dirname, join, resolve } from 'node:path'
 import { ConfigError } from '../errors.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import { checkSegmentHeader, WAL_LONG_PAGE_HEADER_BYTES } from '../pg/wal-page.js'
 import { isPartialWalName, isWalSegmentName, parseWalFileName } from '../pg/wal-names.js'
+import { writeFileAtomic } from '../storage/durable-file.js'
 import { assertSameCluster } from './cluster-id.js'
 
 /** Name of the default spool directory, created beside the destination (in pg_wal). */
@@ -176,18 +179,6 @@ export function spoolLockHeld(lockName: string): Promise<boolean> {
   })
 }
 
-/** Writes `data` to `path` through a temporary file and a rename: readers see all of it or nothing. Mode 0600. */
-export async function writeAtomic(path: string, data: string | Uint8Array, tmpDir = dirname(path)): Promise<void> {
-  const tmp = join(tmpDir, `.${randomBytes(6).toString('hex')}.tmp`)
-  await writeFile(tmp, data, { mode: 0o600 })
-  try {
-    await rename(tmp, path)
-  } catch (err) {
-    await unlink(tmp).catch(() => {})
-    throw err
-  }
-}
-
 /** Moves `src` to `dest`: a rename on the same file system, else a copy to a temporary file beside dest and a rename. */
 async function moveInto(src: string, dest: string): Promise<void> {
   try {
@@ -229,7 +220,7 @@ export interface SpoolResponse {
 /** Posts a request; resolves with its id. Ids sort in posting order (time first). */
 export async function postRequest(p: SpoolPaths, req: SpoolRequest): Promise<string> {
   const id = `${Date.now().toString(36).padStart(9, '0')}-${process.pid}-${randomBytes(4).toString('hex')}`
-  await writeAtomic(join(p.reqDir, id), JSON.stringify(req), p.reqDir)
+  await writeFileAtomic(join(p.reqDir, id), JSON.stringify(req), { tmpDir: p.reqDir })
   return id
 }
 

@@ -18,12 +18,11 @@ import {
   segmentKey,
   type WalFileRecord,
   type WalHistoryRecord,
-  type WalPiece,
   type WalSegmentRecord,
   writeWalRecord,
 } from '../repo/index.js'
 import { parseSystemId, resolveClusterId } from './cluster-id.js'
-import { WAL_PIECE_BYTES } from '../repo/index.js'
+import { putWalPieces } from '../repo/index.js'
 
 /** Options of {@link pushWalFile}. */
 export interface PushWalOptions {
@@ -62,7 +61,7 @@ export async function pushWalFile(repo: Repository, path: string, o: PushWalOpti
   }
   if (isSegment || isPartialWalName(name)) return pushSegment(repo, name, bytes, o)
   const systemId = await resolveClusterId(repo, { explicit: o.cluster, walPath: path, signal: o.signal })
-  const pieces = await putPieces(repo, bytes, o.signal)
+  const pieces = await putWalPieces(repo, bytes, { signal: o.signal })
   const common: WalFileRecord = { name, sizeBytes: bytes.length, crc32c: crc32cHexLE(crc32c(bytes)), pieces }
   if (isHistoryFileName(name)) {
     const parsed = parseWalFileName(name, 16 << 20)
@@ -107,19 +106,10 @@ async function pushSegment(repo: Repository, name: string, bytes: Buffer, o: Pus
     validBytes,
     partial,
     crc32c: crc32cHexLE(crc32c(valid)),
-    pieces: await putPieces(repo, valid, o.signal),
+    // The same 1 MiB pieces the streamer cuts, so a pushed segment and a streamed one share their blobs.
+    pieces: await putWalPieces(repo, valid, { signal: o.signal }),
   }
   const key = partial ? partialKey(systemId, segName, validBytes) : segmentKey(systemId, segName)
   const result = await writeWalRecord(repo, key, record, o)
   return { name, kind: partial ? 'partial' : 'segment', systemId: systemId.toString(), key, result, sizeBytes: bytes.length }
-}
-
-/** The same 1 MiB pieces the streamer cuts, so a pushed segment and a streamed one share their blobs. */
-async function putPieces(repo: Repository, bytes: Buffer, signal: AbortSignal | undefined): Promise<WalPiece[]> {
-  const pieces: WalPiece[] = []
-  for (let off = 0; off < bytes.length; off += WAL_PIECE_BYTES) {
-    const piece = bytes.subarray(off, Math.min(bytes.length, off + WAL_PIECE_BYTES))
-    pieces.push(isAllZero(piece) ? [null, piece.length] : [(await repo.putBlob('data', piece, { signal })).id, piece.length])
-  }
-  return pieces
 }

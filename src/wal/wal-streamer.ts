@@ -2,6 +2,8 @@
 // storing loop joined by a bounded queue; flush reports only for durable WAL (invariant 6); timeline switches
 // followed; resumes after the newest stored WAL; reconnects after a lost connection; stops cleanly on abort, and
 // at once (with the lock's LockedError, reporting nothing more) when its repository lock is lost.
+// Longer than 400 lines on purpose: the socket loop, the storing loop, reconnection and timeline following share
+// the streamer's state (writer, queue, positions); status() reads it all.
 
 import {
   ConnectionError,
@@ -12,30 +14,28 @@ import {
   readReplicationSlot,
   type ReplicationConnection,
   type ReplicationStream,
-  type ResolveOptions,
+  formatLsn,
   ServerError,
   show,
   startReplication,
   timelineHistory,
 } from '../../protocol/index.js'
-import { AbortedError, UsageError } from '../errors.js'
+import { UsageError } from '../errors.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import { parseSizeSetting } from '../pg/lsn.js'
-import { anySignal } from '../storage/abort.js'
-import type { LockHoldState, LockTiming, RepoLock } from '../repo/index.js'
-import type { Repository } from '../repo/index.js'
-import { historyKey, readWalRecord, type WalHistoryRecord, writeWalRecord } from '../repo/index.js'
+import { anySignal, sleep } from '../storage/abort.js'
+import type { OperationOptions } from '../events.js'
+import type { ServerTarget } from '../server-target.js'
+import { historyKey, type LockTiming, readWalRecord, type RepoLock, type Repository, type WalHistoryRecord, writeWalRecord } from '../repo/index.js'
 import { findResumePoint, type ResumePoint } from './resume-point.js'
 import { type StoredSegment, WalSegmentWriter } from '../repo/index.js'
 import { WalQueue } from './wal-queue.js'
 
 /** Options of {@link WalStreamer}. */
-export interface WalStreamOptions {
+export interface WalStreamOptions extends OperationOptions {
   repo: Repository
-  /** libpq connection string or URI (the replication role); undefined uses PG* variables and defaults. */
-  conninfo?: string
-  /** Environment for PG* variables and ~/.pgpass, and command-line overrides (-h, -p, -U). */
-  connection?: ResolveOptions
+  /** The server to stream from (a role with the REPLICATION attribute). */
+  server: ServerTarget
   /** Physical replication slot to stream from. */
   slot: string
   /** Create the slot (reserving WAL) when it does not exist. */
@@ -52,30 +52,15 @@ export interface WalStreamOptions {
   reconnect?: boolean
   /** Timing of the streamer's shared repository lock (defaults: stale after 30 min, refreshed every 5 min). */
   lockTiming?: LockTiming
-  /** Stops streaming: received WAL is stored (the last segment as partial), then run() resolves. */
-  signal?: AbortSignal
-  onEvent?: (e: WalStreamEvent) => void
 }
 
-/** What the streamer reports while it runs (the CLI prints these). */
-export type WalStreamEvent =
-  | {
-      type: 'started'
-      systemId: string
-      timeline: number
-      startLsn: Lsn
-      resumedFrom: ResumePoint['source'] | 'reconnect'
-      slot: string
-      serverVersion: string
-      applicationName: string
-    }
-  | { type: 'slot-created'; slot: string }
-  | { type: 'stored'; timeline: number; segment: StoredSegment }
-  | { type: 'history-stored'; timeline: number; result: 'stored' | 'exists' }
-  | { type: 'timeline-switch'; from: number; to: number; switchLsn: Lsn }
-  | { type: 'reconnecting'; error: Error; delayMs: number }
-  /** The repository lock could not be refreshed (at-risk: storing waits) or is held again; losing it ends run(). */
-  | { type: 'lock'; state: Exclude<LockHoldState, 'lost' | 'released'>; message: string }
+/**
+ * The codes of the streamer's messages (MessageEvent.code), each with its `data`: `started` (systemId, timeline,
+ * startLsn, resumedFrom, slot, serverVersion, applicationName), `slot-created` (slot), `segment-stored` (timeline
+ * and the StoredSegment's fields), `history-stored` (timeline, result), `timeline-switch` (from, to, switchLsn),
+ * `reconnecting` (error, delayMs), `lock` (state: at-risk or held). LSNs in `data` are text.
+ */
+export type WalStreamMessageCode = 'started' | 'slot-created' | 'segment-stored' | 'history-stored' | 'timeline-switch' | 'reconnecting' | 'lock'
 
 /** A snapshot of the streamer's progress (for `lag and rate on demand`). */
 export interface WalStreamStatus {
@@ -142,7 +127,7 @@ export class WalStreamer {
       signal,
       ...this.o.lockTiming,
       onStateChange: (c) => {
-        if (c.state === 'held' || c.state === 'at-risk') this.o.onEvent?.({ type: 'lock', state: c.state, message: c.message })
+        if (c.state === 'held' || c.state === 'at-risk') this.#say(c.state === 'at-risk' ? 'warning' : 'info', c.message, 'lock', { state: c.state })
       },
     })
     try {
@@ -160,7 +145,8 @@ export class WalStreamer {
           lock.assertHeld()
           if (signal?.aborted) return this.result()
           if (!connected || this.o.reconnect === false || !isTransient(err)) throw err
-          this.o.onEvent?.({ type: 'reconnecting', error: err as Error, delayMs })
+          const message = (err as Error).message
+          this.#say('warning', `connection lost (${message}); reconnecting in ${Math.round(delayMs / 1000)} s`, 'reconnecting', { error: message, delayMs })
           try {
             await sleep(delayMs, anySignal(signal, lock.signal))
           } catch {
@@ -183,9 +169,11 @@ export class WalStreamer {
   /** One connection: streams timeline after timeline; resolves with the result once aborted. */
   private async session(lock: RepoLock, onStreaming: () => void): Promise<WalStreamResult | undefined> {
     const { repo, signal } = this.o
-    const conn = await connect(this.o.conninfo, {
-      ...this.o.connection,
-      fallbackApplicationName: this.o.connection?.fallbackApplicationName ?? this.o.slot,
+    const server = this.o.server
+    const conn = await connect(server.conninfo, {
+      env: server.env ? { ...server.env } : undefined,
+      overrides: server.overrides,
+      fallbackApplicationName: this.o.slot,
       signal,
     })
     // Losing the lock cuts the connection at once: the socket and storing loops stop, nothing more is confirmed.
@@ -223,16 +211,23 @@ export class WalStreamer {
         onStreaming()
         if (!announced) {
           announced = true
-          this.o.onEvent?.({
-            type: 'started',
-            systemId: id.systemId.toString(),
-            timeline: writer.timeline,
-            startLsn: writer.receivedLsn,
-            resumedFrom,
-            slot: this.o.slot,
-            serverVersion: conn.parameters.get('server_version') ?? String(conn.serverVersionNum),
-            applicationName: conn.parameters.get('application_name') ?? this.o.slot,
-          })
+          const serverVersion = conn.parameters.get('server_version') ?? String(conn.serverVersionNum)
+          const applicationName = conn.parameters.get('application_name') ?? this.o.slot
+          this.#say(
+            'info',
+            `streaming cluster ${id.systemId} (PostgreSQL ${serverVersion}) from slot ${this.o.slot} as '${applicationName}', ` +
+              `timeline ${writer.timeline} from ${formatLsn(writer.receivedLsn)} (${describeSource(resumedFrom)})`,
+            'started',
+            {
+              systemId: id.systemId.toString(),
+              timeline: writer.timeline,
+              startLsn: formatLsn(writer.receivedLsn),
+              resumedFrom,
+              slot: this.o.slot,
+              serverVersion,
+              applicationName,
+            },
+          )
         }
         const ended = await this.pump(conn, stream, writer)
         if (ended === 'aborted') return this.result()
@@ -245,7 +240,12 @@ export class WalStreamer {
         await writer.storePartial()
         await writer.close()
         const next = this.newWriter(end.nextTimeline, end.nextTimelineStartLsn - (end.nextTimelineStartLsn % BigInt(segSize)))
-        this.o.onEvent?.({ type: 'timeline-switch', from: writer.timeline, to: end.nextTimeline, switchLsn: end.nextTimelineStartLsn })
+        const switchLsn = formatLsn(end.nextTimelineStartLsn)
+        this.#say('info', `timeline ${writer.timeline} ended at ${switchLsn}; following timeline ${end.nextTimeline}`, 'timeline-switch', {
+          from: writer.timeline,
+          to: end.nextTimeline,
+          switchLsn,
+        })
         this.writer = next
       }
     } finally {
@@ -266,7 +266,7 @@ export class WalStreamer {
         // Reported in stream order; the slot may now release this WAL.
         this.stream?.confirmFlushed(segment.endLsn)
         if (!segment.partial) this.segmentsStored++
-        if (!this.inSyncPoint) this.o.onEvent?.({ type: 'stored', timeline, segment })
+        if (!this.inSyncPoint) this.#stored(timeline, segment)
       },
     })
   }
@@ -278,7 +278,7 @@ export class WalStreamer {
       let info = await readReplicationSlot(conn, slot, { signal })
       if (info === null && this.o.createSlot) {
         await createReplicationSlot(conn, slot, { reserveWal: true, signal })
-        this.o.onEvent?.({ type: 'slot-created', slot })
+        this.#say('info', `created replication slot ${slot}`, 'slot-created', { slot })
         info = await readReplicationSlot(conn, slot, { signal })
       }
       if (info === null) {
@@ -297,7 +297,7 @@ export class WalStreamer {
     if (this.o.createSlot) {
       try {
         await createReplicationSlot(conn, slot, { reserveWal: true, signal })
-        this.o.onEvent?.({ type: 'slot-created', slot })
+        this.#say('info', `created replication slot ${slot}`, 'slot-created', { slot })
       } catch (err) {
         if (!(err instanceof ServerError && err.sqlState === '42710')) throw err // 42710: it exists already
       }
@@ -323,7 +323,10 @@ export class WalStreamer {
       pieces,
     }
     const result = await writeWalRecord(this.o.repo, key, record, { signal: this.o.signal })
-    this.o.onEvent?.({ type: 'history-stored', timeline, result })
+    this.#say('info', `stored the history file of timeline ${timeline}${result === 'exists' ? ' (already stored)' : ''}`, 'history-stored', {
+      timeline,
+      result,
+    })
   }
 
   /** START_REPLICATION at the writer's position; a slot still held by a killed predecessor is retried briefly. */
@@ -423,6 +426,25 @@ export class WalStreamer {
     }
   }
 
+  #say(level: 'info' | 'warning', text: string, code: WalStreamMessageCode, data: Record<string, unknown>): void {
+    this.o.onEvent?.({ type: 'message', operation: 'wal-stream', level, text, code, data })
+  }
+
+  #stored(timeline: number, segment: StoredSegment): void {
+    const text = segment.partial
+      ? `stored partial segment ${segment.name} (${segment.validBytes} bytes)${segment.result === 'exists' ? ', already stored' : ''}`
+      : `stored segment ${segment.name}${segment.result === 'exists' ? ' (already stored)' : ''}`
+    this.#say('info', text, 'segment-stored', { timeline, ...segment, endLsn: formatLsn(segment.endLsn) })
+    this.o.onEvent?.({
+      type: 'progress',
+      operation: 'wal-stream',
+      phase: 'streaming',
+      bytesDone: 0,
+      bytesTotal: null,
+      detail: { durableLsn: formatLsn(segment.endLsn), timeline },
+    })
+  }
+
   private sample(lsn: Lsn): void {
     const now = Date.now()
     this.samples.push({ atMs: now, lsn })
@@ -437,17 +459,18 @@ function isTransient(err: unknown): boolean {
   return err instanceof ServerError && (/^57P0[123]$/.test(err.sqlState) || err.sqlState.startsWith('08'))
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason ?? new AbortedError('aborted'))
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    const onAbort = () => {
-      clearTimeout(t)
-      reject(signal!.reason ?? new AbortedError('aborted'))
-    }
-    signal?.addEventListener('abort', onAbort, { once: true })
-  })
+/** How the streamer found where to start, for people. */
+function describeSource(s: ResumePoint['source'] | 'reconnect'): string {
+  switch (s) {
+    case 'catalog':
+      return 'after the newest WAL in the repository'
+    case 'catalog-gap':
+      return 'the first segment missing in the repository after the slot position'
+    case 'slot':
+      return "the slot's position"
+    case 'server':
+      return "the server's current position"
+    default:
+      return s
+  }
 }

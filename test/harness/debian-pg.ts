@@ -4,9 +4,10 @@
 //
 // How: apt-get with private source lists and private state directories resolves the packages and the closure of
 // their libraries (glibc included) in sid/experimental/trixie and downloads them; `dpkg-deb -x` unpacks them into
-// one directory; every program in usr/lib/postgresql/<major>/bin is replaced by a two-line shell wrapper that
+// one directory; every program in usr/lib/postgresql/<major>/bin is replaced by a small shell wrapper that
 // runs the real program (moved to bin/.elf/) through the unpacked, newer `ld-linux-x86-64.so.2` with
-// `--library-path` pointing at the unpacked libraries and `--argv0` set to the wrapper's own path. PostgreSQL finds
+// `--library-path` pointing at the unpacked libraries and `--argv0` set to the wrapper's own path (all found from the
+// wrapper's real location, so the tree works from any path that reaches it). PostgreSQL finds
 // its share/ and lib/ directories relative to argv[0], and initdb/pg_ctl/pg_upgrade exec `postgres` and friends
 // from the directory of their own argv[0], so they find the wrappers. `--library-path` is not inherited by
 // children, so archive_command and restore_command run on the system's own C library.
@@ -53,7 +54,7 @@ const WITHOUT_DEPENDENCIES = ['postgresql-17']
 const PROVIDED = ['postgresql-common', 'postgresql-client-common', 'locales', 'locales-all', 'ssl-cert', 'tzdata', 'debconf', 'sensible-utils']
 
 /** Bump when the layout of the cache changes. */
-const LAYOUT_VERSION = 1
+const LAYOUT_VERSION = 2
 
 /** The majors whose programs this provides, and which of them have a usable server. */
 export const DEBIAN_TOOL_MAJORS = [17, 18, 19] as const
@@ -125,7 +126,7 @@ export async function ensureDebianPg(log: (line: string) => void = () => {}): Pr
     const versions = await build(work, log)
     const root = join(work, 'root')
     await writeFile(join(root, 'versions.json'), JSON.stringify(versions, null, 2) + '\n')
-    const problem = await selfTest(root, DEBIAN_PG_ROOT)
+    const problem = await selfTest(root)
     if (problem !== undefined) return { ok: false, reason: `the unpacked Debian PostgreSQL packages do not run here: ${problem}` }
     try {
       await rename(root, DEBIAN_PG_ROOT)
@@ -216,19 +217,14 @@ async function build(work: string, log: (line: string) => void): Promise<Record<
   // Documentation, manual pages, translations and JIT bitcode are not needed; they are most of the size.
   for (const d of ['usr/share/doc', 'usr/share/man', 'usr/share/locale', 'usr/share/lintian']) await rm(join(root, d), { recursive: true, force: true })
   for (const m of DEBIAN_TOOL_MAJORS) await rm(join(root, 'usr/lib/postgresql', String(m), 'lib/bitcode'), { recursive: true, force: true })
-  await wrapPrograms(root, DEBIAN_PG_ROOT)
+  await wrapPrograms(root)
   // mkdtemp made the build directory 0700; the server user must read and traverse the tree.
   await chmod(root, 0o755)
   return versions
 }
 
-/**
- * Replaces each program of usr/lib/postgresql/<major>/bin in `root` by a wrapper that runs it through the
- * unpacked loader. The wrappers name `finalRoot`, where the tree will live after the rename.
- */
-async function wrapPrograms(root: string, finalRoot: string): Promise<void> {
-  const libDir = join(finalRoot, 'usr', 'lib', 'x86_64-linux-gnu')
-  const loader = join(libDir, 'ld-linux-x86-64.so.2')
+/** Replaces each program of usr/lib/postgresql/<major>/bin in `root` by a wrapper that runs it through the unpacked loader. */
+async function wrapPrograms(root: string): Promise<void> {
   for (const major of DEBIAN_TOOL_MAJORS) {
     const rel = join('usr', 'lib', 'postgresql', String(major), 'bin')
     const bin = join(root, rel)
@@ -237,21 +233,23 @@ async function wrapPrograms(root: string, finalRoot: string): Promise<void> {
     for (const name of await readdir(bin)) {
       if (name === '.elf' || !statSync(join(bin, name)).isFile()) continue
       await rename(join(bin, name), join(bin, '.elf', name))
-      const wrapper = join(finalRoot, rel, name)
-      const real = join(finalRoot, rel, '.elf', name)
-      const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
-      await writeFile(join(bin, name), `#!/bin/sh\nexec ${q(loader)} --library-path ${q(libDir)} --argv0 ${q(wrapper)} ${q(real)} "$@"\n`, { mode: 0o755 })
+      // Paths from the wrapper's own real location, not absolute ones: the tree works wherever it is reached from
+      // (a checkout's node_modules may be a link) and wherever it is moved.
+      const wrapper = [
+        '#!/bin/sh',
+        'd=$(cd "$(dirname "$0")" && pwd -P)',
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a template
+        'r=${d%/usr/lib/postgresql/*/bin}',
+        `exec "$r/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "$r/usr/lib/x86_64-linux-gnu" --argv0 "$d/${name}" "$d/.elf/${name}" "$@"`,
+        '',
+      ].join('\n')
+      await writeFile(join(bin, name), wrapper, { mode: 0o755 })
     }
   }
 }
 
-/**
- * Runs `--version` of the programs the tests use, from `root` (which may still be the build directory: then the
- * wrappers, which name `finalRoot`, cannot run yet, so the real programs are run through the loader directly).
- * Returns what went wrong, or undefined.
- */
-async function selfTest(root: string, finalRoot = root): Promise<string | undefined> {
-  const libDir = join(root, 'usr', 'lib', 'x86_64-linux-gnu')
+/** Runs `--version` of the programs the tests use, through their wrappers in `root`. Returns what went wrong, or undefined. */
+async function selfTest(root: string): Promise<string | undefined> {
   const checks: Array<[number, string]> = [
     [19, 'postgres'],
     [19, 'initdb'],
@@ -268,12 +266,8 @@ async function selfTest(root: string, finalRoot = root): Promise<string | undefi
   ]
   for (const [major, name] of checks) {
     const rel = join('usr', 'lib', 'postgresql', String(major), 'bin')
-    const args =
-      root === finalRoot
-        ? { file: join(root, rel, name), argv: ['--version'] }
-        : { file: join(libDir, 'ld-linux-x86-64.so.2'), argv: ['--library-path', libDir, join(root, rel, '.elf', name), '--version'] }
     try {
-      const { stdout } = await execFileP(args.file, args.argv, { timeout: 30_000 })
+      const { stdout } = await execFileP(join(root, rel, name), ['--version'], { timeout: 30_000 })
       if (!stdout.includes(`PostgreSQL) ${major}`)) return `${name} ${major} printed ${JSON.stringify(stdout.trim())}`
     } catch (err) {
       return `${name} ${major}: ${firstLines((err as Error).message)}`

@@ -151,7 +151,14 @@ describe('pgkeep backup faults (PG 16)', () => {
     )
     let stderr = ''
     child.stderr.on('data', (d) => (stderr += d))
-    await new Promise((res) => setTimeout(res, 2500))
+    // Interrupt once the server is streaming files to it (not after a fixed time: a loaded machine may not
+    // even have loaded the CLI by then, and a fast one may have finished).
+    await expect
+      .poll(async () => (await pg.sql(`select 1 from pg_stat_progress_basebackup where phase = 'streaming database files'`)).length, {
+        timeout: 60_000,
+        interval: 100,
+      })
+      .toBe(1)
     child.kill('SIGINT')
     const code = await new Promise<number>((res) => child.once('exit', (c) => res(c ?? -1)))
     expect(code, stderr).toBe(14)

@@ -170,7 +170,7 @@ describe('docker/ files', () => {
     }
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
     expect(pkg.scripts.prepare).toBe('npm run build')
-    expect(pkg.scripts.build).toBe('tsc -p tsconfig.build.json')
+    expect(pkg.scripts.build).toContain('tsc -p tsconfig.build.json')
   })
 })
 
@@ -285,7 +285,9 @@ describe('the pgkeep command lines of compose.yaml and docker/README.md', () => 
       streamer.kill('SIGTERM')
     }
     expect(await streamerExit, streamed).toBe(0)
-  }, 170_000)
+    // A guard against a hang, not a speed bar: about two minutes on an idle two-core machine, several times that
+    // while the machine is shared.
+  }, 600_000)
 })
 
 /**

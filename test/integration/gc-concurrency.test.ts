@@ -20,7 +20,8 @@ import {
   type Repository,
 } from '../../src/repo/index.js'
 import { openFsStorage } from '../../src/storage/fs.js'
-import { WalStreamer, type WalStreamEvent } from '../../src/wal/wal-streamer.js'
+import type { MessageEvent, PgkeepEvent } from '../../src/events.js'
+import { WalStreamer } from '../../src/wal/wal-streamer.js'
 import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { loadPgbench, touchPages } from '../harness/load.js'
@@ -89,10 +90,10 @@ describe(`gc beside a backup and a WAL streamer (PG ${MAJOR})`, () => {
     const repo = await initRepository(await openFsStorage(root), { packTargetBytes: 256 << 10 })
     // Garbage to collect: a table only the first backup holds, and that backup removed.
     await pg.sql('create table junk as select g, md5(random()::text) || md5(random()::text) as v from generate_series(1, 60000) g')
-    const b1 = await takeBackup({ conninfo: pg.url(), repo, walRepo: await open() })
+    const b1 = await takeBackup({ server: { conninfo: pg.url() }, repo })
     await pg.sql('drop table junk')
     await touchPages(pg, 30)
-    const b2 = await takeBackup({ conninfo: pg.url(), repo, walRepo: await open() })
+    const b2 = await takeBackup({ server: { conninfo: pg.url() }, repo })
     const want2 = await tableChecksums(pg)
     const [first] = await listBackups(repo)
     expect(first!.id).toBe(b1.id)
@@ -101,11 +102,11 @@ describe(`gc beside a backup and a WAL streamer (PG ${MAJOR})`, () => {
 
     // A WAL streamer, running throughout.
     await pg.sql('create table ticks (at timestamptz default now(), v text)')
-    const events: WalStreamEvent[] = []
+    const events: PgkeepEvent[] = []
     const stop = new AbortController()
     const streamer = new WalStreamer({
       repo: await open(),
-      conninfo: pg.url(),
+      server: { conninfo: pg.url() },
       slot: 'gc_stream',
       createSlot: true,
       statusIntervalMs: 200,
@@ -114,8 +115,13 @@ describe(`gc beside a backup and a WAL streamer (PG ${MAJOR})`, () => {
       onEvent: (e) => events.push(e),
     })
     const streaming = streamer.run()
-    const stored = () => events.filter((e): e is Extract<WalStreamEvent, { type: 'stored' }> => e.type === 'stored' && !e.segment.partial)
-    await waitUntil('the streamer started', () => events.some((e) => e.type === 'started'), 60_000)
+    const messages = () => events.filter((e): e is MessageEvent => e.type === 'message')
+    /** Complete segments the streamer stored: the `segment-stored` messages' facts. */
+    const stored = () =>
+      messages()
+        .filter((e) => e.code === 'segment-stored' && e.data?.partial === false)
+        .map((e) => ({ segment: e.data as { name: string; partial: boolean } }))
+    await waitUntil('the streamer started', () => messages().some((e) => e.code === 'started'), 60_000)
     const firstSegment = segnoOfName((await pg.sql<{ n: string }>('select pg_walfile_name(pg_current_wal_lsn()) n'))[0]!.n)
     await pg.sql("insert into ticks (v) select repeat('x', 200) from generate_series(1, 20000)")
     await pg.sql('select pg_switch_wal()')
@@ -123,7 +129,7 @@ describe(`gc beside a backup and a WAL streamer (PG ${MAJOR})`, () => {
 
     // A backup that takes a while (its rate is limited), started before anything is condemned.
     let b3done = false
-    const backup = takeBackup({ conninfo: pg.url(), repo: await open(), walRepo: await open(), maxRateKbps: 1500, lockTiming: LOCK_TIMING }).finally(() => {
+    const backup = takeBackup({ server: { conninfo: pg.url() }, repo: await open(), maxRateKbps: 1500, lockTiming: LOCK_TIMING }).finally(() => {
       b3done = true
     })
     await waitUntil('the backup holds its lock', async () => (await (await open()).listLocks()).some((l) => l.info?.purpose === 'backup'), 60_000)

@@ -1,13 +1,13 @@
-// `pgkeep gc` on real backups of a PostgreSQL 17 cluster, after backups were removed (through the library: expire is
-// another command): on a file system, the real binary is SIGKILLed at several phases and the repository verifies
-// (`pgkeep verify --read-data`) after every kill; a last run finishes the job, the space is returned (measured on the
-// storage, not taken from gc's report), and the remaining backup restores, starts, and has the source's tables. On
-// S3 (encrypted), one run does the same.
+// `pgkeep gc` on real backups of a PostgreSQL 17 cluster, after `pgkeep expire --keep-last 1` removed two of three:
+// on a file system, the real binary is SIGKILLed at several phases and the repository verifies (`pgkeep verify
+// --read-data`) after every kill; a last run finishes the job, the space is returned (measured on the storage, not
+// taken from gc's report), and the remaining backup restores, starts, and has the source's tables. On S3
+// (encrypted), one run does the same.
 
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { takeBackup } from '../../src/backup/backup.js'
-import { BACKUP_RECORD_KIND, backupKey, type BackupRecord, findBackup, initRepository, listBackups, openRepository } from '../../src/repo/index.js'
+import { type BackupRecord, findBackup, initRepository, listBackups, openRepository } from '../../src/repo/index.js'
 import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { loadPgbench, touchPages } from '../harness/load.js'
@@ -43,7 +43,7 @@ async function verifyCli(spec: StorageSpec, passphrase?: string): Promise<void> 
   expect(JSON.parse(r.stdout).ok).toBe(true)
 }
 
-describe(`gc after removed backups (PG ${MAJOR})`, () => {
+describe(`gc after expire (PG ${MAJOR})`, () => {
   let pg: Cluster
   const factories: StorageFactory[] = []
   beforeAll(async () => {
@@ -63,21 +63,29 @@ describe(`gc after removed backups (PG ${MAJOR})`, () => {
    */
   async function backupsWithGarbage(spec: StorageSpec, passphrase?: string): Promise<{ kept: BackupRecord; want: Record<string, string> }> {
     const repo = await initRepository(await openSpec(spec), { packTargetBytes: 256 << 10, ...(passphrase ? { encrypt: { passphrase } } : {}) })
-    const walRepo = async () => openRepository(await openSpec(spec), { passphrase })
     await pg.sql('create table junk as select g, md5(random()::text) || md5(random()::text) as v from generate_series(1, 80000) g')
     const ids: string[] = []
     for (let i = 0; i < 3; i++) {
       if (i > 0) await touchPages(pg, 40)
       if (i === 2) await pg.sql('drop table junk')
-      ids.push((await takeBackup({ conninfo: pg.url(), repo, walRepo: await walRepo() })).id)
+      ids.push((await takeBackup({ server: { conninfo: pg.url() }, repo })).id)
     }
     const want = await tableChecksums(pg)
     const all = await listBackups(repo)
     expect(all.map((b) => b.id)).toEqual(ids)
-    for (const b of all.slice(0, 2)) await repo.removeRecord(BACKUP_RECORD_KIND, backupKey(b.systemId, b.id))
-    const kept = await findBackup(repo, ids[2]!)
     await repo.close()
-    return { kept, want }
+    // The first two go by a retention policy, through the real command: records only, the space stays until gc.
+    const { url, env } = specLocation(spec)
+    const expired = await runMain(['expire', '--repo', url, '--keep-last', '1', '--json'], { ...env, ...(passphrase ? { PGKEEP_PASSPHRASE: passphrase } : {}) })
+    expect(expired.code, expired.stderr).toBe(0)
+    expect(JSON.parse(expired.stdout).clusters[0].removedBackups).toBe(2)
+    const check = await openRepository(await openSpec(spec), { passphrase })
+    try {
+      expect((await listBackups(check)).map((b) => b.id)).toEqual([ids[2]])
+      return { kept: await findBackup(check, ids[2]!), want }
+    } finally {
+      await check.close()
+    }
   }
 
   async function restoreAndCompare(spec: StorageSpec, b: BackupRecord, want: Record<string, string>, name: string, passphrase?: string) {

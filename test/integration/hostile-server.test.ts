@@ -238,7 +238,7 @@ describe('pgkeep backup from a hostile server', () => {
     it(`${c.name}: the library refuses it and records nothing`, async () => {
       await against(c, async (server) => {
         const buffersBefore = process.memoryUsage().arrayBuffers
-        const err = await takeBackup({ conninfo: server.conninfo, env: {}, repo }).then(
+        const err = await takeBackup({ server: { conninfo: server.conninfo, env: {} }, repo }).then(
           () => undefined,
           (e: unknown) => e,
         )
@@ -274,7 +274,7 @@ describe('pgkeep backup from a hostile server', () => {
       ),
     })
     try {
-      const err = await takeBackup({ conninfo: server.conninfo, env: {}, repo }).then(
+      const err = await takeBackup({ server: { conninfo: server.conninfo, env: {} }, repo }).then(
         () => undefined,
         (e: unknown) => e,
       )

@@ -106,6 +106,9 @@ describe.each(MAJORS)('base backup with streamed WAL from PG %i', (major) => {
   })
 
   it('writes tars that verify, start as a server with equal tables, and WAL equal to the server pg_wal', async () => {
+    // The server must keep its own copy of every segment until they are compared: without a slot, a checkpoint
+    // that the writer's WAL volume triggers (slower machines write more of it) may recycle them first.
+    await src.sql(`select pg_create_physical_replication_slot('keep_for_comparison', true)`)
     const writer = startWriter(src)
     let b: TarBackup
     try {
@@ -126,6 +129,7 @@ describe.each(MAJORS)('base backup with streamed WAL from PG %i', (major) => {
       const theirs = await readFile(join(src.dataDir, 'pg_wal', name))
       expect(ours.equals(theirs), `segment ${name} differs from the server's`).toBe(true)
     }
+    await src.sql(`select pg_drop_replication_slot('keep_for_comparison')`)
 
     const target = join(src.baseDir, 'restored')
     const tablespaceDirs = await extract(b, target)

@@ -6,15 +6,16 @@
 import { lstat, readFile, readdir, readlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { takeBackup, type BackupResult } from '../../src/backup/backup.js'
+import type { BackupResult } from '../../src/backup/backup.js'
 import { parseServerManifest } from '../../src/pg/backup-manifest.js'
 import { openRepository, type Repository } from '../../src/repo/index.js'
 import { restoreBackup, type RestoreResult } from '../../src/restore/restore.js'
 import { openFsStorage } from '../../src/storage/fs.js'
-import { type Cluster, startCluster } from '../harness/cluster.js'
-import { loadPgbench, touchPages } from '../harness/load.js'
-import { freshFsRepo, type TestRepo } from '../harness/repo.js'
-import { addOwnTables, checkOwnManifest, startRestored, stopRestored, tableChecksums, testRestoreCommand, waitForPromotion } from './restore-fixture.js'
+import type { Cluster } from '../harness/cluster.js'
+import { touchPages } from '../harness/load.js'
+import { type BackedUpCluster, backedUpCluster } from '../harness/backed-up-cluster.js'
+import type { TestRepo } from '../harness/repo.js'
+import { checkOwnManifest, startRestored, stopRestored, tableChecksums, testRestoreCommand, waitForPromotion } from './restore-fixture.js'
 
 const MAJOR = 16
 
@@ -53,17 +54,14 @@ describe('delta restore', () => {
   let r: TestRepo
   let b: BackupResult
   let want: Record<string, string>
+  let fixture: BackedUpCluster
   beforeAll(async () => {
-    pg = await startCluster({ major: MAJOR })
-    r = await freshFsRepo()
-    await loadPgbench(pg, 5)
-    await addOwnTables(pg)
-    b = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second() })
-    want = await tableChecksums(pg)
+    fixture = await backedUpCluster({ major: MAJOR, pgbenchScale: 5 })
+    ;({ pg, r, want } = fixture)
+    b = fixture.backup!
   })
   afterAll(async () => {
-    await pg?.destroy()
-    await r?.close()
+    await fixture?.destroy()
   })
 
   const restore = (repo: Repository, pgdata: string, ts: string, delta: boolean): Promise<RestoreResult> =>

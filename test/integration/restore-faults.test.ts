@@ -17,12 +17,12 @@ import { RESTORE_MARKER } from '../../src/restore/target-directory.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 import { runBin, runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
-import { loadPgbench } from '../harness/load.js'
+import { type BackedUpCluster, backedUpCluster } from '../harness/backed-up-cluster.js'
 import { freshFsRepo, type TestRepo } from '../harness/repo.js'
 import { damage, flipByte } from '../harness/repo-fixtures.js'
 import { cp, rm } from 'node:fs/promises'
 import { ensureBuilt } from './wal-helpers.js'
-import { addOwnTables, startRestored, stopRestored, tableChecksums, waitForPromotion } from './restore-fixture.js'
+import { startRestored, stopRestored, tableChecksums, waitForPromotion } from './restore-fixture.js'
 
 const MAJOR = 15
 const ROOT = join(import.meta.dirname, '..', '..')
@@ -34,17 +34,14 @@ describe('restore faults', () => {
   let r: TestRepo
   let b: BackupResult
   let want: Record<string, string>
+  let fixture: BackedUpCluster
   beforeAll(async () => {
-    pg = await startCluster({ major: MAJOR })
-    r = await freshFsRepo()
-    await loadPgbench(pg, 4)
-    await addOwnTables(pg)
-    b = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second() })
-    want = await tableChecksums(pg)
+    fixture = await backedUpCluster({ major: MAJOR, pgbenchScale: 4 })
+    ;({ pg, r, want } = fixture)
+    b = fixture.backup!
   })
   afterAll(async () => {
-    await pg?.destroy()
-    await r?.close()
+    await fixture?.destroy()
   })
 
   const restoreArgs = (repoDir: string, target: string) => [
@@ -126,7 +123,7 @@ describe('restore faults', () => {
   it('a wrong passphrase: refused before anything is written', async () => {
     const enc = await freshFsRepo({ passphrase: 'the right one' })
     try {
-      await takeBackup({ conninfo: pg.url(), repo: enc.repo, walRepo: await enc.second() })
+      await takeBackup({ server: { conninfo: pg.url() }, repo: enc.repo })
       const target = join(pg.baseDir, 'target-passphrase')
       const res = await runMain(restoreArgs(enc.dir, target), { PGKEEP_PASSPHRASE: 'the wrong one' })
       expect(res.code, res.stderr).toBe(23)

@@ -61,7 +61,7 @@ describe('restore and verify of hostile repositories', () => {
     pg = await startCluster({ major: MAJOR })
     r = await freshFsRepo()
     await addOwnTables(pg)
-    b = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second() })
+    b = await takeBackup({ server: { conninfo: pg.url() }, repo: r.repo })
     repo = await openRepository(await openFsStorage(r.dir))
     base = await findBackup(repo, b.id)
     entries = []

@@ -44,11 +44,11 @@ async function backupUnderLoad(pg: Cluster, r: TestRepo, maxRateKbps: number): P
   for (let attempt = 1; ; attempt++) {
     let freeze: ReturnType<typeof freezePgbench> | undefined
     const b = await takeBackup({
-      conninfo: pg.url(),
+      server: { conninfo: pg.url() },
       repo: r.repo,
-      walRepo: await r.second(),
       maxRateKbps,
-      onProgress: (p) => {
+      onEvent: (p) => {
+        if (p.type !== 'progress' || p.phase !== 'files') return
         if (!freeze && p.bytesDone > 0 && (p.bytesTotal === null || p.bytesDone >= 0.4 * p.bytesTotal)) freeze = freezePgbench(pg)
       },
     })

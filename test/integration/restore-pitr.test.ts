@@ -39,7 +39,7 @@ describe.each<Major>([14, NEWEST_MAJOR])('point-in-time restore on PG %i', (majo
     try {
       await pg.sql(`create table t (id int primary key, v text)`)
       await pg.sql(`insert into t select g, md5(g::text) from generate_series(1, 1000) g`)
-      before = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second() })
+      before = await takeBackup({ server: { conninfo: pg.url() }, repo: r.repo })
       await pg.sql(`insert into t select g, md5(g::text) from generate_series(1001, 2000) g`)
       rowsBefore = (await pg.sql<{ n: number; sum: string }>(content))[0]!
       await pg.sql(`select pg_create_restore_point('${points.name}')`)
@@ -54,7 +54,7 @@ describe.each<Major>([14, NEWEST_MAJOR])('point-in-time restore on PG %i', (majo
       await pg.sql('commit')
       await sleep(300)
       await pg.sql(`insert into t select g, 'later' from generate_series(5001, 5100) g`)
-      after = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second() })
+      after = await takeBackup({ server: { conninfo: pg.url() }, repo: r.repo })
       await pg.sql(`insert into t select g, 'even later' from generate_series(6001, 6010) g`)
     } finally {
       await load.stop()

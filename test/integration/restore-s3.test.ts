@@ -8,7 +8,7 @@ import { takeBackup, type BackupResult } from '../../src/backup/backup.js'
 import { findBackup } from '../../src/repo/backup-record.js'
 import { FileListReader } from '../../src/repo/file-list.js'
 import { decodeFileMap } from '../../src/repo/file-map.js'
-import { initRepository, openRepository, type Repository } from '../../src/repo/index.js'
+import { initRepository, type Repository } from '../../src/repo/index.js'
 import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { loadPgbench } from '../harness/load.js'
@@ -43,7 +43,7 @@ describe('restore from S3', () => {
     repo = await initRepository(await openSpec(spec), { encrypt: { passphrase: PASSPHRASE } })
     await loadPgbench(pg, 3)
     await addOwnTables(pg)
-    b = await takeBackup({ conninfo: pg.url(), repo, walRepo: await openRepository(await openSpec(spec), { passphrase: PASSPHRASE }) })
+    b = await takeBackup({ server: { conninfo: pg.url() }, repo })
     want = await tableChecksums(pg)
   })
   afterAll(async () => {

@@ -29,7 +29,7 @@ describe('restore refuses recovery targets the stored WAL cannot reach (PG 16)',
     pg = await startCluster({ major: 16 })
     r = await freshFsRepo()
     await pg.sql('create table t (id int primary key, v text)')
-    b1 = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second() })
+    b1 = await takeBackup({ server: { conninfo: pg.url() }, repo: r.repo })
     // WAL no one stores: the rest of b1's last segment and two more.
     between = new Date().toISOString()
     await pg.sql('select pg_switch_wal()')
@@ -38,7 +38,7 @@ describe('restore refuses recovery targets the stored WAL cannot reach (PG 16)',
     await pg.sql('select pg_switch_wal()')
     await pg.sql(`insert into t select g, 'x' from generate_series(1001, 1010) g`)
     await pg.sql('select pg_switch_wal()')
-    b2 = await takeBackup({ conninfo: pg.url(), repo: r.repo, walRepo: await r.second() })
+    b2 = await takeBackup({ server: { conninfo: pg.url() }, repo: r.repo })
     await pg.sql('select pg_switch_wal()')
     await pg.sql(`insert into t select g, 'y' from generate_series(2001, 2010) g`)
     pastEnd = (await pg.sql<{ l: string }>('select pg_current_wal_lsn()::text l'))[0]!.l

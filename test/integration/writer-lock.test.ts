@@ -15,7 +15,8 @@ import { openRepository, verifyRepository, type Repository } from '../../src/rep
 import { listWalKeys, partialKey, segmentKey } from '../../src/repo/wal-catalog.js'
 import type { Storage } from '../../src/storage/storage.js'
 import { pushWalFile } from '../../src/wal/wal-push.js'
-import { WalStreamer, type WalStreamEvent } from '../../src/wal/wal-streamer.js'
+import type { MessageEvent } from '../../src/events.js'
+import { WalStreamer } from '../../src/wal/wal-streamer.js'
 import { runBin } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { loadPgbench } from '../harness/load.js'
@@ -74,25 +75,27 @@ describe('writers and their repository lock (PG 16)', () => {
 
   it('a backup whose lock is taken from it stops with LOCKED and lists nothing', async () => {
     const r = await freshRepo()
-    // The first pack upload starts the fault: lock refreshes are refused, and uploads wait until the lock is broken.
+    // Pack uploads wait until the lock is broken, so the backup cannot finish before; lock refreshes are refused
+    // from the moment the backup holds its lock (not from some later upload, whose timing a loaded machine moves).
     let openGate!: () => void
     const gate = new Promise<void>((resolve) => (openGate = resolve))
     const f = await faulty(r.dir, async (key) => {
-      if (!key.startsWith('packs/')) return
-      f.faults.failing = true
-      await gate
+      if (key.startsWith('packs/')) await gate
     })
     const messages: string[] = []
     const backup = takeBackup({
-      conninfo: pg.url(),
+      server: { conninfo: pg.url() },
       repo: await f.open(),
-      walRepo: await f.open(),
       lockTiming: LOCK_TIMING,
-      onMessage: (m) => messages.push(`${m.level}: ${m.text}`),
+      onEvent: (m) => {
+        if (m.type === 'message') messages.push(`${m.level}: ${m.text}`)
+      },
     }).then(
       () => undefined,
       (e: unknown) => e as Error & { code?: string },
     )
+    await waitUntil('the backup holds its lock', async () => (await r.repo.listLocks()).some((l) => l.info?.purpose === 'backup'), 60_000, 20)
+    f.faults.failing = true
     const gc = await breakExpiredLock(r, f.faults)
     f.faults.failing = false
     openGate()
@@ -107,35 +110,43 @@ describe('writers and their repository lock (PG 16)', () => {
     expect(check.problems).toEqual([])
     expect(check.ok).toBe(true)
     // The same repository takes a backup once nothing stands in the way.
-    const ok = await takeBackup({ conninfo: pg.url(), repo: await r.second(), walRepo: await r.second() })
+    const ok = await takeBackup({ server: { conninfo: pg.url() }, repo: await r.second() })
     expect((await listBackups(r.repo)).map((b) => b.id)).toEqual([ok.id])
   })
 
   it('a WAL streamer whose lock is taken from it stops, stores nothing more and reports no flush beyond what it stored', async () => {
     const r = await freshRepo()
     const f = await faulty(r.dir)
-    const events: WalStreamEvent[] = []
+    const events: MessageEvent[] = []
     const slot = 'lock_loss'
     const streamer = new WalStreamer({
       repo: await f.open(),
-      conninfo: pg.url(),
+      server: { conninfo: pg.url() },
       slot,
       createSlot: true,
       statusIntervalMs: 200,
       lockTiming: LOCK_TIMING,
-      onEvent: (e) => events.push(e),
+      onEvent: (e) => {
+        if (e.type === 'message') events.push(e)
+      },
     })
     const run = streamer.run().then(
       () => undefined,
       (e: unknown) => e as Error & { code?: string },
     )
-    const stored = () => events.filter((e): e is Extract<WalStreamEvent, { type: 'stored' }> => e.type === 'stored')
+    interface Stored {
+      name: string
+      partial: boolean
+      validBytes: number
+      endLsn: string
+    }
+    const stored = () => events.filter((e) => e.code === 'segment-stored').map((e) => e.data as unknown as Stored)
     try {
-      await waitUntil('streaming started', () => events.some((e) => e.type === 'started'), 30_000)
+      await waitUntil('streaming started', () => events.some((e) => e.code === 'started'), 30_000)
       await pg.sql('create table lock_loss (v text)')
       await pg.sql('insert into lock_loss select md5(g::text) from generate_series(1, 1000) g')
       await pg.sql('select pg_switch_wal()')
-      await waitUntil('a segment was stored', () => stored().some((e) => !e.segment.partial), 30_000)
+      await waitUntil('a segment was stored', () => stored().some((e) => !e.partial), 30_000)
       // Refreshes are refused from now on: once the lock is at risk nothing more may become listed.
       f.faults.failing = true
       await waitUntil('a refresh was refused', () => f.faults.refused > 0, 30_000, 20)
@@ -147,20 +158,18 @@ describe('writers and their repository lock (PG 16)', () => {
       const err = await run
       expect(err?.code, String(err)).toBe('LOCKED')
       expect(err!.message).toMatch(/shared lock for 'wal stream \(slot lock_loss\)' was lost/)
-      expect(events.some((e) => e.type === 'lock' && e.state === 'at-risk')).toBe(true)
+      expect(events.some((e) => e.code === 'lock' && e.data?.state === 'at-risk')).toBe(true)
       await gc.release()
 
       // What the repository lists is exactly what the streamer reported stored (superseded partials aside), and
       // the segment switched while the lock was at risk is not among it.
-      const systemId = (events.find((e) => e.type === 'started') as { systemId: string }).systemId
-      const reported = new Set(
-        stored().map((e) => (e.segment.partial ? partialKey(systemId, e.segment.name, e.segment.validBytes) : segmentKey(systemId, e.segment.name))),
-      )
+      const systemId = (events.find((e) => e.code === 'started')!.data as { systemId: string }).systemId
+      const reported = new Set(stored().map((e) => (e.partial ? partialKey(systemId, e.name, e.validBytes) : segmentKey(systemId, e.name))))
       const listed = await listWalKeys(r.repo, systemId)
       expect(listed.filter((k) => !reported.has(k))).toEqual([])
       expect(listed.some((k) => k.includes(unstored))).toBe(false)
       // Invariant 6: the slot never moved past the WAL the repository holds.
-      const durableEnd = stored().reduce((m, e) => (e.segment.endLsn > m ? e.segment.endLsn : m), 0n)
+      const durableEnd = stored().reduce((m, e) => (parseLsn(e.endLsn) > m ? parseLsn(e.endLsn) : m), 0n)
       const [{ restart }] = await pg.sql<{ restart: string }>(`select restart_lsn::text as restart from pg_replication_slots where slot_name = '${slot}'`)
       expect(parseLsn(restart)).toBeLessThanOrEqual(durableEnd)
       expect((await verifyRepository(await r.second())).ok).toBe(true)

@@ -5,16 +5,8 @@
 import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { FormatError, IntegrityError } from '../../src/errors.js'
-import {
-  computeManifestChecksum,
-  escapeJsonString,
-  formatManifest,
-  formatManifestTimestamp,
-  ManifestWriter,
-  manifestChunks,
-  parseServerManifest,
-  type ServerManifest,
-} from '../../src/pg/backup-manifest.js'
+import { computeManifestChecksum, parseServerManifest, type ServerManifest } from '../../src/pg/backup-manifest.js'
+import { escapeJsonString, formatManifest, formatManifestTimestamp, ManifestWriter, manifestChunks } from '../../src/pg/backup-manifest-writer.js'
 import { crc32c, crc32cHexLE } from '../../src/pg/crc32c.js'
 import { parseBackupLabel } from '../../src/pg/backup-label.js'
 import { facts, fixture, fixtureText, need } from '../fixtures/pg/fixtures.js'

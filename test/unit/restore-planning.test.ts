@@ -47,6 +47,9 @@ describe('tablespace mapping', () => {
     expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/srv/ts2/sub' }], '/data')).toThrow(/overlapping/)
     expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/data/ts' }], '/data')).toThrow(/overlaps the data directory/)
     expect(() => resolveTablespaceLocations(ts, [], '/srv/ts1/data')).toThrow(/overlaps the data directory/)
+    // A name that starts with two dots is still inside the data directory; '..' itself leaves it.
+    expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/data/..ts' }], '/data')).toThrow(/overlaps the data directory/)
+    expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/data/../ts' }], '/data')).not.toThrow()
     // Siblings that merely share a prefix are fine.
     expect(() => resolveTablespaceLocations(ts, [{ from: '16385', to: '/data2' }], '/data')).not.toThrow()
   })

@@ -2,13 +2,16 @@
 
 import { takeBackup, type BackupResult, type BackupType } from '../../backup/backup.js'
 import { UsageError } from '../../errors.js'
+import { type ExpireResult, expireBackups } from '../../expire/expire.js'
+import { listStoredPolicies } from '../../repo/index.js'
 import type { Command } from '../command.js'
 import { CONNECTION_USAGE, connectionFrom, connectionOptions } from '../connection-args.js'
 import { formatBytes, formatDuration } from '../format.js'
 import { parseCommandArgs, parseWorkers } from '../parse.js'
-import { ProgressLine } from '../progress.js'
+import { eventView } from '../progress.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
+import { describeExpire } from './expire.js'
 
 export const backupCommand: Command = {
   path: ['backup'],
@@ -34,6 +37,8 @@ options:
                           without it, a location without a repository is an error, as for every command but init
   --compress zstd[:LEVEL]|none   with --init: the compression of the repository it creates (default zstd:3)
   --workers N             threads for hashing and compression (default: the cores beyond two, at most 4; 0: none)
+  --expire                after the backup, apply the retention policy stored for the cluster ('pgkeep policy
+                          set'; see 'pgkeep expire --help') and list what it removed
   --progress              show progress even when stderr is not a terminal
   --json                  print the result as one JSON object
 
@@ -57,6 +62,7 @@ ${CONNECTION_USAGE}
         init: { type: 'boolean' },
         compress: { type: 'string' },
         workers: { type: 'string' },
+        expire: { type: 'boolean' },
         progress: { type: 'boolean' },
         json: { type: 'boolean' },
       },
@@ -75,15 +81,21 @@ ${CONNECTION_USAGE}
     const { conninfo, overrides } = connectionFrom(values)
     const opened = await openRepoForCommand(values, ctx, 'backup', { init: values.init === true, compress: values.compress })
     if (opened.created) ctx.stderr.write(`pgkeep: created ${opened.repo.encrypted ? 'an encrypted' : 'an unencrypted'} repository at ${opened.repo.location}\n`)
-    const walRepo = await opened.openAnother()
-    const bar = ProgressLine.for(ctx.stderr, values.progress === true, 'backup')
+    // --expire needs a stored policy: say so before the backup rather than after it.
+    if (values.expire && (await listStoredPolicies(opened.repo, { signal: ctx.signal })).length === 0) {
+      await opened.repo.close().catch(() => {})
+      throw new UsageError('backup --expire applies the stored retention policy, and the repository has none', {
+        hint: "store one with 'pgkeep policy set --repo URL --keep-…' (or run 'pgkeep expire' with rules after the backup)",
+      })
+    }
+    const view = eventView(ctx.stderr, {
+      progress: values.progress === true,
+      describe: (p) => (typeof p.detail?.storedBytes === 'number' ? `tablespace ${p.detail.tablespace}  stored ${formatBytes(p.detail.storedBytes)}` : ''),
+    })
     try {
       const result = await takeBackup({
-        conninfo,
-        env: ctx.env,
-        overrides,
+        server: { conninfo, overrides, env: ctx.env },
         repo: opened.repo,
-        walRepo,
         type,
         label: values.label,
         slot: values.slot,
@@ -92,18 +104,27 @@ ${CONNECTION_USAGE}
         clusterName: values.cluster,
         workers,
         signal: ctx.signal,
-        onProgress: (p) => bar.update(p.bytesDone, p.bytesTotal, `stored ${formatBytes(p.storedBytes)}`),
-        onMessage: (m) => {
-          bar.done()
-          ctx.stderr.write(`pgkeep: ${m.level === 'warning' ? 'warning: ' : ''}${m.text}\n`)
-        },
+        onEvent: view.onEvent,
       })
-      bar.done()
-      ctx.stdout.write(values.json ? JSON.stringify(result, null, 2) + '\n' : describe(result))
+      view.done()
+      if (!values.expire) {
+        ctx.stdout.write(values.json ? JSON.stringify(result, null, 2) + '\n' : describe(result))
+        return 0
+      }
+      if (!values.json) ctx.stdout.write(describe(result))
+      let expired: ExpireResult
+      try {
+        expired = await expireBackups({ repo: opened.repo, cluster: result.cluster, signal: ctx.signal, onEvent: view.onEvent })
+      } catch (err) {
+        if (values.json) ctx.stdout.write(JSON.stringify(result, null, 2) + '\n')
+        ctx.stderr.write(`pgkeep: backup ${result.id} is stored, but expiring after it failed:\n`)
+        throw err
+      }
+      view.done()
+      ctx.stdout.write(values.json ? JSON.stringify({ ...result, expire: expired }, null, 2) + '\n' : describeExpire(expired))
       return 0
     } finally {
-      bar.done()
-      await walRepo.close().catch(() => {})
+      view.done()
       await opened.repo.close().catch(() => {})
     }
   },

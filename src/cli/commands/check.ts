@@ -21,7 +21,7 @@ ${CONNECTION_USAGE}
   async run(args, ctx) {
     const { values } = parseCommandArgs('check', { args, options: { ...connectionOptions, json: { type: 'boolean' } } })
     const { conninfo, overrides } = connectionFrom(values)
-    const report = await checkServer(conninfo, { env: ctx.env, overrides, signal: ctx.signal })
+    const report = await checkServer({ server: { conninfo, overrides, env: ctx.env }, signal: ctx.signal })
     if (values.json) ctx.stdout.write(JSON.stringify(report, null, 2) + '\n')
     else ctx.stdout.write(formatReport(report))
     if (!report.ready && !values.json) {

@@ -4,8 +4,16 @@ import type { Command } from '../command.js'
 import { backupCommand } from './backup.js'
 import { checkCommand } from './check.js'
 import { gcCommand } from './gc.js'
+import { copyCommand } from './copy.js'
+import { expireCommand } from './expire.js'
+import { forgetCommand } from './forget.js'
 import { infoCommand } from './info.js'
 import { initCommand } from './init.js'
+import { keyAddCommand } from './key-add.js'
+import { keyListCommand } from './key-list.js'
+import { keyPasswdCommand } from './key-passwd.js'
+import { keyRemoveCommand } from './key-remove.js'
+import { policyClearCommand, policySetCommand, policyShowCommand } from './policy.js'
 import { restoreCommand } from './restore.js'
 import { unlockCommand } from './unlock.js'
 import { verifyCommand } from './verify.js'
@@ -21,8 +29,18 @@ export const commands: readonly Command[] = [
   infoCommand,
   verifyCommand,
   gcCommand,
+  expireCommand,
+  forgetCommand,
+  policyShowCommand,
+  policySetCommand,
+  policyClearCommand,
   walStreamCommand,
   walPushCommand,
   walGetCommand,
+  copyCommand,
+  keyListCommand,
+  keyAddCommand,
+  keyRemoveCommand,
+  keyPasswdCommand,
   unlockCommand,
 ]

@@ -14,7 +14,7 @@ import type { Command } from '../command.js'
 import { formatBytes, formatDuration } from '../format.js'
 import { parseCommandArgs, parseWorkers } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
-import { ProgressLine } from '../progress.js'
+import { eventView } from '../progress.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 export const restoreCommand: Command = {
@@ -102,8 +102,15 @@ ${REPO_USAGE}
       repoUrl: absoluteRepoUrl(values.repo!),
       passphraseFile: values['passphrase-file'] === undefined ? undefined : resolve(values['passphrase-file']),
     })
-    const progress = ProgressLine.for(ctx.stderr, values.progress === true, 'restore')
     const messages: string[] = []
+    const progress = eventView(ctx.stderr, {
+      progress: values.progress === true,
+      // Info (which backup, what was disabled) goes into the summary; with --json, into nothing.
+      onInfo: (m) => {
+        if (!values.json) messages.push(m.text)
+      },
+      describe: (p) => (values.delta && typeof p.detail?.bytesWritten === 'number' ? `${formatBytes(p.detail.bytesWritten)} written` : ''),
+    })
     let result: RestoreResult
     try {
       result = await restoreBackup({
@@ -118,12 +125,7 @@ ${REPO_USAGE}
         workers: parseWorkers(values.workers),
         sync: values['no-sync'] !== true,
         signal: ctx.signal,
-        onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, values.delta ? `${formatBytes(p.bytesWritten)} written` : ''),
-        onMessage: (m) => {
-          progress.done()
-          if (m.level === 'warning') ctx.stderr.write(`pgkeep: warning: ${m.text}\n`)
-          else if (!values.json) messages.push(m.text)
-        },
+        onEvent: progress.onEvent,
       })
     } catch (err) {
       // The engine has said whether the directory was left incomplete (a warning above the error).

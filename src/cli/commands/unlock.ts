@@ -12,8 +12,8 @@ export const unlockCommand: Command = {
   summary: 'list the repository locks, and remove stale ones (--remove-stale)',
   usage: `usage: pgkeep unlock --repo URL [--remove-stale] [--json]
 
-Lists every lock in the repository: its state, kind (shared: backup, WAL, restore, verify, gc; exclusive:
-maintenance such as expire), what holds it, host, pid, age and expiry. States, judged by this host's clock:
+Lists every lock in the repository: its state, kind (shared: backup, WAL, restore, verify, expire, forget,
+copy, gc; exclusive: an index rebuild), what holds it, host, pid, age and expiry. States, judged by this host's clock:
   live        refreshed in time: it blocks conflicting locks, and is never removed here
   expired     not refreshed by its expiry (its holder was cut off from the repository, suspended, or is on
               another host and gone): it no longer blocks shared locks; an exclusive lock removes it, and

@@ -19,8 +19,9 @@ Checks that every index object matches the packs it lists, every pack header is 
 references only indexed blobs, and that every backup is whole: each blob its files use is present, and so is the
 WAL from its start to its end LSN. With --read-data it also reads packs and re-hashes every blob in them: all packs,
 or a random PERCENT of them (whole packs). Takes a shared lock, so it waits for no backup and garbage collection
-deletes nothing it still uses (it refuses to run beside an exclusive lock: expire); with read-only access to the
-repository it runs without one (and says so), writing nothing.
+deletes nothing while it runs (it refuses to run beside an exclusive lock: an index rebuild); with read-only
+access to the repository it runs without one (and says so), writing nothing. What backups and WAL streaming
+store while it runs is not reported missing.
 Exits 0 when the repository is sound, ${exitCodeFor('INTEGRITY')} when something is damaged (each damaged object is listed).
 
   --repo URL              the repository (directory or s3://bucket/prefix)

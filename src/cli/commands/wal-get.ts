@@ -9,9 +9,10 @@ import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
 import { isPgkeepError, UsageError } from '../../errors.js'
+import { writeFileAtomic } from '../../storage/durable-file.js'
 import { resolveWalGetCluster, systemIdNearWalPath } from '../../wal/cluster-id.js'
 import { acquireSpool, runPrefetchDaemon } from '../../wal/prefetch-daemon.js'
-import { defaultSpoolDir, getViaSpool, prepareSpool, spoolPaths, type SpoolPaths, writeAtomic } from '../../wal/prefetch-spool.js'
+import { defaultSpoolDir, getViaSpool, prepareSpool, spoolPaths, type SpoolPaths } from '../../wal/prefetch-spool.js'
 import { fetchWalFile, isFetchableWalName } from '../../wal/wal-fetch.js'
 import type { CliContext, Command } from '../command.js'
 import { parseCommandArgs } from '../parse.js'
@@ -257,7 +258,7 @@ async function runDaemon(
 async function failPendingRequests(paths: SpoolPaths, message: string): Promise<void> {
   for (const id of await readdir(paths.reqDir).catch(() => [] as string[])) {
     if (id.startsWith('.')) continue
-    await writeAtomic(join(paths.respDir, id), JSON.stringify({ status: 'error', message }), paths.tmpDir).catch(() => {})
+    await writeFileAtomic(join(paths.respDir, id), JSON.stringify({ status: 'error', message }), { tmpDir: paths.tmpDir }).catch(() => {})
     await unlink(join(paths.reqDir, id)).catch(() => {})
   }
 }

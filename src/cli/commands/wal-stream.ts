@@ -3,7 +3,8 @@
 import { constants, setPriority } from 'node:os'
 import { formatLsn } from '../../../protocol/index.js'
 import { UsageError } from '../../errors.js'
-import { WalStreamer, type WalStreamEvent, type WalStreamStatus } from '../../wal/wal-streamer.js'
+import type { PgkeepEvent } from '../../events.js'
+import { WalStreamer, type WalStreamStatus } from '../../wal/wal-streamer.js'
 import type { CliContext, Command } from '../command.js'
 import { CONNECTION_USAGE, connectionFrom, connectionOptions } from '../connection-args.js'
 import { parseCommandArgs } from '../parse.js'
@@ -85,8 +86,7 @@ ${CONNECTION_USAGE}
     const say = sayer(ctx, values.json === true)
     const streamer = new WalStreamer({
       repo: opened.repo,
-      conninfo,
-      connection: { env: ctx.env, overrides },
+      server: { conninfo, overrides, env: ctx.env },
       slot: values.slot,
       createSlot: values['create-slot'],
       synchronous: values.synchronous,
@@ -110,45 +110,15 @@ ${CONNECTION_USAGE}
 const mib = (n: number) => `${(n / (1 << 20)).toFixed(1)} MiB`
 
 function sayer(ctx: CliContext, json: boolean) {
-  const line = (text: string) => ctx.stderr.write(`pgkeep: ${text}\n`)
+  // A long-running process's log: every line carries its time.
+  const line = (text: string) => ctx.stderr.write(`pgkeep: ${new Date().toISOString()} ${text}\n`)
   const out = (o: Record<string, unknown>) =>
     ctx.stdout.write(JSON.stringify({ time: new Date().toISOString(), ...o }, (_k, v) => (typeof v === 'bigint' ? formatLsn(v) : v)) + '\n')
   return {
-    event(e: WalStreamEvent) {
-      if (json) {
-        if (e.type === 'reconnecting') out({ type: e.type, error: e.error.message, delayMs: e.delayMs })
-        else if (e.type === 'stored') out({ type: e.type, timeline: e.timeline, ...e.segment })
-        else out({ ...e })
-        return
-      }
-      switch (e.type) {
-        case 'started':
-          line(
-            `streaming cluster ${e.systemId} (PostgreSQL ${e.serverVersion}) from slot ${e.slot} as '${e.applicationName}', ` +
-              `timeline ${e.timeline} from ${formatLsn(e.startLsn)} (${describeSource(e.resumedFrom)})`,
-          )
-          break
-        case 'slot-created':
-          line(`created replication slot ${e.slot}`)
-          break
-        case 'stored':
-          if (e.segment.partial)
-            line(`stored partial segment ${e.segment.name} (${e.segment.validBytes} bytes)${e.segment.result === 'exists' ? ', already stored' : ''}`)
-          else line(`stored segment ${e.segment.name}${e.segment.result === 'exists' ? ' (already stored)' : ''}`)
-          break
-        case 'history-stored':
-          line(`stored the history file of timeline ${e.timeline}${e.result === 'exists' ? ' (already stored)' : ''}`)
-          break
-        case 'timeline-switch':
-          line(`timeline ${e.from} ended at ${formatLsn(e.switchLsn)}; following timeline ${e.to}`)
-          break
-        case 'reconnecting':
-          line(`connection lost (${e.error.message}); reconnecting in ${Math.round(e.delayMs / 1000)} s`)
-          break
-        case 'lock':
-          line(`${e.state === 'at-risk' ? 'warning: ' : ''}${e.message}`)
-          break
-      }
+    event(e: PgkeepEvent) {
+      if (e.type !== 'message') return
+      if (json) out({ type: e.code ?? 'message', level: e.level, text: e.text, ...e.data })
+      else line(`${e.level === 'warning' ? 'warning: ' : ''}${e.text}`)
     },
     status(s: WalStreamStatus) {
       if (json) return out({ type: 'status', ...s })
@@ -163,20 +133,5 @@ function sayer(ctx: CliContext, json: boolean) {
       if (json) return out({ type: 'stopped', timeline, durableLsn })
       line(`stopped; WAL is durable up to ${formatLsn(durableLsn)} on timeline ${timeline}`)
     },
-  }
-}
-
-function describeSource(s: string): string {
-  switch (s) {
-    case 'catalog':
-      return 'after the newest WAL in the repository'
-    case 'catalog-gap':
-      return 'the first segment missing in the repository after the slot position'
-    case 'slot':
-      return "the slot's position"
-    case 'server':
-      return "the server's current position"
-    default:
-      return s
   }
 }

@@ -1,0 +1,188 @@
+// The files phase of a restore: every directory and file of the backup written into the target through the target
+// tree, in parallel (`jobs`), with what the coming files need fetched ahead in batches; the few small files that
+// make the directory startable (pg_control, backup_label, tablespace_map, postgresql.auto.conf) are held back for
+// the finish phase. Also what comes before it: checking every entry, and the tablespace links.
+
+import { lstat, mkdir, readlink, rm, symlink } from 'node:fs/promises'
+import { join } from 'node:path'
+import { IntegrityError } from '../errors.js'
+import { printableName, restoredMode, tablespaceLinkOid } from '../pg/data-dir-entry.js'
+import { type BackupRecord, type BlobReader, decodeFileMap, type FileEntry, type FileListReader, type Repository } from '../repo/index.js'
+import { BlobCache } from './blob-cache.js'
+import { FileRestorer, type FileTask, READ_AHEAD_EXTENTS } from './file-restorer.js'
+import type { RestoredManifest } from './restored-manifest.js'
+import type { RestoreProgress } from './restore-progress.js'
+import { CONTROL_FILE, RESTORE_MARKER } from './target-directory.js'
+import type { TargetTree } from './target-tree.js'
+import { runTaskPool } from './task-pool.js'
+import { MANIFEST_NAME, MANIFEST_TEMP_NAME } from './restored-manifest.js'
+
+/** Written by the finish phase after every other file, in this order; pg_control last of all. */
+export const DEFERRED = new Set(['postgresql.auto.conf', 'tablespace_map', 'backup_label', CONTROL_FILE])
+/** Never restored from a backup: the restore writes its own. */
+const SKIPPED = new Set([MANIFEST_NAME, MANIFEST_TEMP_NAME, RESTORE_MARKER, 'recovery.signal', 'standby.signal'])
+/** File entries read ahead of the workers (what they need is fetched together). */
+const LOOKAHEAD_ENTRIES = 64
+/** Files up to this size have their data fetched ahead too (at most LOOKAHEAD_ENTRIES × this in flight). */
+const SMALL_FILE_BYTES = 256 << 10
+
+/** A directory restored, to get its mode and time at the very end (writing into it changes its time). */
+export interface RestoredDirectory {
+  path: string
+  mode: number
+  mtime: number
+}
+
+export interface FilesPhase {
+  repo: Repository
+  backup: BackupRecord
+  reader: FileListReader
+  tree: TargetTree
+  locations: ReadonlyMap<number, string>
+  blobs: BlobReader
+  manifest: RestoredManifest
+  progress: RestoreProgress
+  jobs: number
+  cacheBytes: number | undefined
+  delta: boolean
+  sync: boolean
+  /** Delta over an interrupted restore: fsync files found right too (its writes may not be durable). */
+  syncUnchanged: boolean
+  signal: AbortSignal
+}
+
+export interface FilesWritten {
+  files: number
+  filesWritten: number
+  filesUnchanged: number
+  dirs: RestoredDirectory[]
+  /** The held-back files, by path. */
+  deferred: Map<string, FileEntry>
+}
+
+/** Writes every file and directory of the backup but the deferred ones. */
+export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
+  const out: FilesWritten = { files: 0, filesWritten: 0, filesUnchanged: 0, dirs: [], deferred: new Map() }
+  const { signal, progress, manifest } = p
+  // Room for every job's read-ahead and the blobs it is writing, so nothing fetched ahead is evicted unused.
+  const cache = new BlobCache((id) => p.blobs.read(id), p.cacheBytes ?? Math.max(32 << 20, p.jobs * (READ_AHEAD_EXTENTS + 4) * (1 << 20)))
+  const restorer = new FileRestorer({
+    repo: p.repo,
+    backupId: p.backup.id,
+    cache,
+    delta: p.delta,
+    sync: p.sync,
+    syncUnchanged: p.syncUnchanged,
+    reader: p.blobs,
+    signal,
+    target: p.tree,
+    onBytes: (covered, written) => progress.add(covered, written),
+    onDone: async (d) => {
+      progress.fileDone()
+      if (d.changed) out.filesWritten++
+      else out.filesUnchanged++
+      await manifest.add({
+        path: d.entry.path,
+        size: d.entry.sizeBytes,
+        lastModified: new Date(d.entry.mtime * 1000),
+        checksumAlgorithm: 'CRC32C',
+        checksum: d.crc32c,
+      })
+    },
+  })
+  // Entries are taken up to LOOKAHEAD_ENTRIES ahead of the workers, refilled in batches, and what the coming
+  // files need is asked for together so that it arrives in runs rather than one request per file: the file
+  // maps of relation files, and the blobs of small files (their maps first, for relation files).
+  const prefetchSmall = (e: FileEntry) => {
+    if (e.type !== 'file' || e.sizeBytes > SMALL_FILE_BYTES) return
+    const want = (extents: readonly { blob: string | null }[]) => {
+      for (const x of extents) if (x.blob !== null) cache.get(x.blob).catch(() => {})
+    }
+    if (e.fileMap) {
+      cache.get(e.fileMap).then(
+        (bytes) => want(decodeFileMap(bytes).extents),
+        () => {},
+      )
+    } else want(e.extents ?? [])
+  }
+  async function* lookahead(): AsyncGenerator<FileEntry> {
+    const it = p.reader.entries({ signal })[Symbol.asyncIterator]()
+    const queue: FileEntry[] = []
+    let done = false
+    for (;;) {
+      if (!done && queue.length <= LOOKAHEAD_ENTRIES / 2) {
+        while (!done && queue.length < LOOKAHEAD_ENTRIES) {
+          const r = await it.next()
+          if (r.done) done = true
+          else {
+            if (r.value.fileMap) cache.get(r.value.fileMap).catch(() => {})
+            prefetchSmall(r.value)
+            queue.push(r.value)
+          }
+        }
+      }
+      const next = queue.shift()
+      if (next === undefined) return
+      yield next
+    }
+  }
+  async function* tasks(): AsyncGenerator<FileTask> {
+    for await (const e of lookahead()) {
+      if (SKIPPED.has(e.path)) continue
+      // pg_tblspc/<oid> links were made from the backup's tablespace list; no other links are backed up.
+      if (e.type === 'symlink' || isTablespaceLink(e.path, p.locations)) continue
+      if (e.type === 'directory') {
+        out.dirs.push({ path: await p.tree.mkdir(e.path), mode: restoredMode('directory', e.mode), mtime: e.mtime })
+        continue
+      }
+      out.files++
+      if (DEFERRED.has(e.path)) out.deferred.set(e.path, e)
+      else yield { kind: 'file', entry: e }
+    }
+  }
+  progress.phase('files')
+  await runTaskPool(tasks(), p.jobs, (t, spawn) => restorer.run(t, spawn), signal)
+  return out
+}
+
+/** True for a `pg_tblspc/<oid>` entry of a tablespace the backup lists: restore makes that link itself. */
+function isTablespaceLink(path: string, locations: ReadonlyMap<number, string>): boolean {
+  const oid = tablespaceLinkOid(path)
+  return oid !== undefined && locations.has(oid)
+}
+
+/**
+ * Reads the whole file list once before anything is written: every entry must map into the target (its
+ * tablespace listed by the backup), and a tablespace link must point where the backup record says.
+ * @throws IntegrityError naming the backup and the entry
+ */
+export async function checkEntries(reader: FileListReader, tree: TargetTree, backup: BackupRecord, signal: AbortSignal): Promise<void> {
+  const original = new Map(backup.tablespaces.map((t) => [t.oid, t.location]))
+  for await (const e of reader.entries({ signal })) {
+    if (SKIPPED.has(e.path)) continue
+    const oid = tablespaceLinkOid(e.path)
+    if (oid !== undefined && original.has(oid)) {
+      if (e.type === 'symlink' && e.linkTarget !== original.get(oid)) {
+        throw new IntegrityError(
+          `backup ${backup.id} links '${e.path}' to '${printableName(e.linkTarget)}', but lists tablespace ${oid} at '${original.get(oid)}'`,
+          { hint: "the backup is damaged or was altered; run 'pgkeep verify' and restore another backup with --backup" },
+        )
+      }
+      continue
+    }
+    tree.resolve(e.path)
+  }
+}
+
+/** Makes pg_tblspc/<oid> link to each tablespace's (mapped) location, creating the location if needed. */
+export async function linkTablespaces(pgdata: string, locations: ReadonlyMap<number, string>): Promise<void> {
+  await mkdir(join(pgdata, 'pg_tblspc'), { recursive: true, mode: 0o700 })
+  for (const [oid, location] of locations) {
+    await mkdir(location, { recursive: true, mode: 0o700 })
+    const link = join(pgdata, 'pg_tblspc', String(oid))
+    const st = await lstat(link).catch(() => undefined)
+    if (st?.isSymbolicLink() && (await readlink(link)) === location) continue
+    if (st) await rm(link, { recursive: true, force: true })
+    await symlink(location, link)
+  }
+}
