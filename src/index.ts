@@ -30,6 +30,9 @@ export {
   type VerifyOptions,
   type VerifyResult,
   type VerifyProblem,
+  collectGarbage,
+  type GcOptions,
+  type GcResult,
   // Retention: the policy type and its parsing (flags, config files), the pure decisions, plans, stored policies
   type RetentionPolicy,
   type RetentionRuleText,

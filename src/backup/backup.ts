@@ -2,8 +2,8 @@
 // repository. Every relation file is tracked page by page so that a backup with a parent stores only what changed
 // (found by the server's WAL summaries on 17+, or by comparing page hashes here). The backup record is written last,
 // once every blob and all WAL from start to end LSN are durable (invariant 1).
-// Longer than 400 lines on purpose: takeBackup is one sequence (connections, slot, WAL, BASE_BACKUP, files, record)
-// whose steps share the two connections and one cleanup path; what stands alone lives beside it.
+// Longer than 400 lines on purpose: the order of a backup's steps (lock, WAL, files, record last) is what makes it
+// correct, and is read top to bottom.
 
 import { type BaseBackupEvent, formatLsn, type ReplicationConnection, type ServerMessageFields } from '../../protocol/index.js'
 import { AbortedError, FormatError, UsageError } from '../errors.js'
@@ -189,9 +189,9 @@ async function run(
 ): Promise<BackupResult> {
   const say = (level: 'info' | 'warning', text: string, code?: string) => events.say(level, text, code)
   const repo = o.repo
-  // The WAL goes through a twin: its frequent flushes then do not cut the file packs short.
-  const walRepo = repo.twin()
   const signal = o.signal
+  // The WAL goes through a twin: its frequent flushes then do not cut the file packs short.
+  const walRepo = await repo.twin({ signal })
   const storedAtStart = repo.sessionStats.storedBytes
   const walStoredAtStart = walRepo.sessionStats.storedBytes
   const id = newBackupId(new Date(started))

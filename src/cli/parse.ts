@@ -26,23 +26,22 @@ export function parseWorkers(text: string | undefined): number | undefined {
   return n
 }
 
-const DURATION_UNITS_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
+const DURATION_UNITS_MS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }
 
 /**
- * A duration such as `26h`, `5m`, `8d`, `90s`, `1w` or `1h30m` (units s, m, h, d, w; no bare numbers: `5` could be
- * seconds or minutes) → milliseconds.
+ * A duration such as `26h`, `5m`, `8d`, `90s`, `1w`, `500ms` or `1h30m` → milliseconds. No bare numbers (`5` could
+ * be seconds or minutes), except `0` where the option allows it (`allowZero`).
  * @param what names the option or key in the error, e.g. `--max-backup-age`
  */
-export function parseDuration(text: string, what: string): number {
+export function parseDuration(text: string, what: string, o: { allowZero?: boolean } = {}): number {
   const t = text.trim()
-  let ms = 0
-  let rest = t
-  for (let m = /^(\d+(?:\.\d+)?)([smhdw])/.exec(rest); m; m = /^(\d+(?:\.\d+)?)([smhdw])/.exec(rest)) {
-    ms += Number(m[1]) * DURATION_UNITS_MS[m[2]!]!
-    rest = rest.slice(m[0].length)
-  }
-  if (t === '' || rest !== '' || !(ms > 0) || !Number.isFinite(ms)) {
-    throw new UsageError(`invalid ${what} '${text}'`, { hint: 'give a duration with a unit: 90s, 5m, 26h, 8d, 1w or 1h30m' })
+  if (o.allowZero && t === '0') return 0
+  const parts = /^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+$/.test(t) ? [...t.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/g)] : []
+  const ms = parts.reduce((sum, p) => sum + Number(p[1]) * DURATION_UNITS_MS[p[2]!]!, 0)
+  if (parts.length === 0 || !Number.isFinite(ms) || (ms <= 0 && !o.allowZero)) {
+    throw new UsageError(`invalid ${what} '${text}'`, {
+      hint: `give a duration with a unit: 90s, 5m, 26h, 8d, 1w or 1h30m${o.allowZero ? ', or 0' : ''}`,
+    })
   }
   return Math.round(ms)
 }
@@ -73,4 +72,29 @@ export function parseListenAddress(text: string, what: string): { host: string |
     throw new UsageError(`invalid ${what} '${text}'`, { hint: 'give HOST:PORT (127.0.0.1:9187, [::1]:9187) or :PORT for every interface' })
   }
   return { host, port }
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1024,
+  kb: 1000,
+  kib: 1024,
+  m: 1024 ** 2,
+  mb: 1e6,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1e9,
+  gib: 1024 ** 3,
+  t: 1024 ** 4,
+  tb: 1e12,
+  tib: 1024 ** 4,
+}
+
+/** A byte count such as `1000`, `512M`, `10GiB` or `2GB` (K/M/G/T alone are binary). `what` names the option. */
+export function parseByteSize(text: string, what: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim())
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined
+  if (!m || unit === undefined) throw new UsageError(`invalid ${what} '${text}'`, { hint: 'give a size such as 1000000, 512M or 10GiB' })
+  return Math.floor(Number(m[1]) * unit)
 }

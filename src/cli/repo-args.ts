@@ -69,7 +69,7 @@ export async function openRepoForCommand(
   values: { repo?: string; 'passphrase-file'?: string },
   ctx: CliContext,
   command: string,
-  o: { init?: boolean; compress?: string } = {},
+  o: { init?: boolean; compress?: string; index?: 'all' | 'meta' } = {},
 ): Promise<OpenedRepo> {
   const { url } = await resolveRepo(values, ctx, command)
   const passphraseFile = await resolvePassphraseFile(values, ctx)
@@ -86,7 +86,7 @@ export async function openRepoAt(
   passphrase: string | undefined,
   ctx: CliContext,
   command: string,
-  o: { init?: boolean; compress?: string; option?: string; passphraseFile?: string } = {},
+  o: { init?: boolean; compress?: string; option?: string; passphraseFile?: string; index?: 'all' | 'meta' } = {},
 ): Promise<OpenedRepo> {
   const storage = await openStorage(url, ctx.env)
   let created = false
@@ -102,7 +102,7 @@ export async function openRepoAt(
     created = true
   } else {
     try {
-      repo = await openRepository(storage, { passphrase, signal: ctx.signal })
+      repo = await openRepository(storage, { passphrase, signal: ctx.signal, index: o.index })
     } catch (err) {
       // Not a repository: say so plainly when there is nothing at all (the usual cause is the location, not damage).
       if (err instanceof RepoFormatError && (await holdsNothing())) throw noRepository(storage.name, url, command, o.option)

@@ -4,9 +4,10 @@
 // backup and no recovery window needs. It removes records only: blobs and packs stay until gc.
 //
 // Locking (docs/repository-format.md §10): a shared lock, so that it runs beside `wal stream` (which holds a shared
-// lock forever) and backups; gc's exclusive lock keeps the two apart. A backup that is running may need WAL older
-// than the policy's window (its own start), so WAL is not removed while another session holds a live backup lock;
-// a backup that starts meanwhile sees this lock and waits until expire is done before it stores any WAL.
+// lock forever), backups and gc (records it removes while gc runs only leave garbage for gc's next run). A backup
+// that is running may need WAL older than the policy's window (its own start), so WAL is not removed while another
+// session holds a live backup lock; a backup that starts meanwhile sees this lock and waits until expire is done
+// before it stores any WAL.
 
 import { UsageError } from '../errors.js'
 import { OperationEvents, type OperationOptions } from '../events.js'

@@ -31,8 +31,9 @@ export async function removeAll(tasks: readonly (() => Promise<void>)[], onDone:
 }
 
 /**
- * The shared lock records are removed under (docs/repository-format.md §10): gc's exclusive lock excludes it, and
- * `wal stream`, which holds a shared lock as long as it runs, does not. Changes of its state become messages.
+ * The shared lock records are removed under (docs/repository-format.md §10): neither `wal stream`, which holds a
+ * shared lock as long as it runs, nor gc (which only deletes what no record references) excludes it; an exclusive
+ * lock does. Changes of its state become messages.
  */
 export function takeRemovalLock(
   repo: Repository,

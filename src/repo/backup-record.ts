@@ -8,6 +8,7 @@ import { absoluteLocationProblem, printableName, tablespaceOidProblem } from '..
 import { parseLsn } from '../pg/lsn.js'
 import type { BlobId } from './blob.js'
 import type { FileListSummary } from './file-list.js'
+import { utcStamp } from './layout.js'
 import type { Repository } from './repository.js'
 
 export const BACKUP_RECORD_KIND = 'backup'
@@ -54,11 +55,7 @@ export interface ClusterRecord {
 
 /** A new backup id: UTC time to the second, then random hex (`20261121T055301Z-3fa9c2`). */
 export function newBackupId(now = new Date()): string {
-  const t = now
-    .toISOString()
-    .replace(/[-:]/g, '')
-    .replace(/\.\d+Z$/, 'Z')
-  return `${t}-${randomBytes(3).toString('hex')}`
+  return `${utcStamp(now)}-${randomBytes(3).toString('hex')}`
 }
 
 export const backupKey = (systemId: string, id: string) => `${systemId}/${id}`

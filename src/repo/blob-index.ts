@@ -20,8 +20,13 @@ const INITIAL_CAPACITY = 1024
 
 /**
  * A set of blob locations keyed by 32-byte id. Adding an id twice (two writers stored the same blob, or an index was
- * rebuilt beside an old one) keeps exactly one location, chosen independently of the order of adds: the one in the
- * smallest pack id, then the smallest offset. `duplicates` counts the others.
+ * rebuilt beside an old one, or gc repacked it) keeps exactly one location, chosen independently of the order of
+ * adds: a copy in a pack that is not condemned (garbage collection is about to delete it) before one that is, then
+ * the one in the smallest pack id, then the smallest offset. `duplicates` counts the others.
+ *
+ * Packs can be marked condemned (`setCondemned`): lookups for a new reference (`getLive`) then skip blobs located
+ * there, while plain lookups (`get`, for reading) still find them. Packs can be marked used: this session referenced
+ * a blob there (docs/repository-format.md §10a).
  */
 export class BlobIndex {
   #count = 0
@@ -38,6 +43,11 @@ export class BlobIndex {
   readonly #packIds: string[] = []
   readonly #packNumbers = new Map<string, number>()
   #duplicates = 0
+  /** Per pack number: 1 when the pack is condemned. */
+  #condemned = new Uint8Array(64)
+  #condemnedIds: ReadonlySet<string> = new Set()
+  /** Per pack number: 1 when this session took a reference to a blob located there. */
+  #used = new Uint8Array(64)
 
   /** Number of distinct blob ids. */
   get size(): number {
@@ -56,17 +66,15 @@ export class BlobIndex {
 
   /** Adds one entry of pack `packId`. */
   add(packId: string, e: PackEntry): void {
-    let packNo = this.#packNumbers.get(packId)
-    if (packNo === undefined) {
-      packNo = this.#packIds.length
-      this.#packIds.push(packId)
-      this.#packNumbers.set(packId, packNo)
-    }
+    const packNo = this.#packNumber(packId)
     const found = this.#find(e.id)
     if (found >= 0) {
       this.#duplicates++
-      const oldPack = this.#packIds[this.#pack[found]!]!
-      const keepOld = oldPack < packId || (oldPack === packId && this.#offset[found]! <= e.offset)
+      const oldNo = this.#pack[found]!
+      const oldPack = this.#packIds[oldNo]!
+      const oldCondemned = this.#condemned[oldNo]!
+      const newCondemned = this.#condemned[packNo]!
+      const keepOld = oldCondemned !== newCondemned ? newCondemned === 1 : oldPack < packId || (oldPack === packId && this.#offset[found]! <= e.offset)
       if (!keepOld) this.#write(found, packNo, e)
       return
     }
@@ -90,6 +98,54 @@ export class BlobIndex {
   get(id: Uint8Array): BlobLocation | undefined {
     const n = this.#find(id)
     return n < 0 ? undefined : this.#location(n)
+  }
+
+  /**
+   * Where blob `id` is, for a new reference to it: undefined when it is not indexed or lies in a condemned pack.
+   * A hit marks its pack used.
+   */
+  getLive(id: Uint8Array): BlobLocation | undefined {
+    const n = this.#find(id)
+    if (n < 0) return undefined
+    const packNo = this.#pack[n]!
+    if (this.#condemned[packNo] === 1) return undefined
+    this.#used[packNo] = 1
+    return this.#location(n)
+  }
+
+  /** Marks pack `packId` used by this session (it wrote the pack, or took a reference to a blob in it). */
+  markUsed(packId: string): void {
+    this.#used[this.#packNumber(packId)] = 1
+  }
+
+  /** True when this session wrote pack `packId` or took a reference to a blob in it. */
+  isUsed(packId: string): boolean {
+    const n = this.#packNumbers.get(packId)
+    return n !== undefined && this.#used[n] === 1
+  }
+
+  /** Packs marked used, by id (to carry them over into a reloaded index). */
+  usedPacks(): string[] {
+    return this.#packIds.filter((_, n) => this.#used[n] === 1)
+  }
+
+  /**
+   * Makes exactly the packs in `packIds` condemned (replacing the previous set): blobs located there are skipped by
+   * `getLive`, and a copy elsewhere added later wins over them. Locations already chosen are not revisited.
+   */
+  setCondemned(packIds: ReadonlySet<string>): void {
+    this.#condemnedIds = packIds
+    for (let n = 0; n < this.#packIds.length; n++) this.#condemned[n] = packIds.has(this.#packIds[n]!) ? 1 : 0
+  }
+
+  /** True when pack `packId` is condemned. */
+  isCondemned(packId: string): boolean {
+    return this.#condemnedIds.has(packId)
+  }
+
+  /** True when the index lists pack `packId`. */
+  hasPack(packId: string): boolean {
+    return this.#packNumbers.has(packId)
   }
 
   /**
@@ -122,6 +178,25 @@ export class BlobIndex {
   /** Approximate bytes held by this index's arrays (for the measurements in the format document). */
   get retainedBytes(): number {
     return this.#ids.byteLength + this.#pack.byteLength * 4 + this.#meta.byteLength + this.#table.byteLength + this.#packIds.length * 160
+  }
+
+  #packNumber(packId: string): number {
+    let packNo = this.#packNumbers.get(packId)
+    if (packNo !== undefined) return packNo
+    packNo = this.#packIds.length
+    this.#packIds.push(packId)
+    this.#packNumbers.set(packId, packNo)
+    if (packNo >= this.#condemned.length) {
+      const grow = (a: Uint8Array) => {
+        const next = new Uint8Array(a.length * 2)
+        next.set(a)
+        return next
+      }
+      this.#condemned = grow(this.#condemned)
+      this.#used = grow(this.#used)
+    }
+    this.#condemned[packNo] = this.#condemnedIds.has(packId) ? 1 : 0
+    return packNo
   }
 
   #location(n: number): BlobLocation {

@@ -2,6 +2,8 @@
 // index objects committed as packs become durable (at least every few seconds, so a killed writer's uploads are
 // found again), and verified reads. Write order is packs → index, so a crash leaves at worst unindexed packs
 // (docs/repository-format.md §10).
+// Longer than 400 lines on purpose: storing, deduplication and the tracking of references that garbage collection
+// relies on (§10a) are one set of invariants.
 
 import { IntegrityError, NotFoundError, UsageError } from '../errors.js'
 import type { Storage } from '../storage/storage.js'
@@ -12,13 +14,18 @@ import { encodeIndex, type IndexPack, MAX_INDEX_ENTRIES } from './index-file.js'
 import { indexKey, packKey } from './layout.js'
 import type { GuardedWrite, LoadedIndex } from './loaded-index.js'
 import type { PackEntry } from './pack-format.js'
-import { PackBuilder, PackUploader, type SealedPack } from './pack-writer.js'
+import { PackBuilder, PackUploader, resealWithFiller, type SealedPack } from './pack-writer.js'
 import { isAlreadyExists, isNotFound, readObject } from './storage-io.js'
 
 /** Longest time uploaded packs stay unindexed while a session keeps writing. */
 const INDEX_COMMIT_INTERVAL_MS = 5_000
 /** Longest time a pack collects blobs before it is sealed and uploaded, full or not. */
 const PACK_SEAL_INTERVAL_MS = 5_000
+/**
+ * Blob references a session tracks one by one until a record it writes lists them in `blobRefs`; past this many it
+ * only remembers which packs it used (a backup, whose record lists few of its blobs, gets there quickly).
+ */
+const MAX_TRACKED_REFERENCES = 10_000
 
 /** Result of putting a blob. */
 export interface PutBlobResult {
@@ -75,6 +82,14 @@ export class BlobStore {
   /** Packs this session wrote (durable): a blob located in one is present though its pack was listed before. */
   readonly #packsWritten = new Set<string>()
   readonly #stats: SessionStats = { blobsPut: 0, blobsStored: 0, plainBytesStored: 0, storedBytes: 0, packsWritten: 0, indexObjectsWritten: 0 }
+  /** Packs sealed by this session and not yet listed in an index object it wrote (uploading or uploaded). */
+  readonly #unindexedPacks = new Set<string>()
+  /**
+   * Blob ids this session took a reference to (put, found by a dedup lookup, or checked with `has`) that no record it
+   * wrote lists yet: it may still write them into a record (docs/repository-format.md §10a). Undefined once more
+   * than MAX_TRACKED_REFERENCES were open at once: from then on every pack the session used counts.
+   */
+  #openReferences: Set<string> | undefined = new Set()
 
   constructor(o: BlobStoreOptions) {
     this.#storage = o.storage
@@ -91,10 +106,54 @@ export class BlobStore {
     return { ...this.#stats }
   }
 
-  /** True when the blob is indexed or was put in this session (possibly not yet durable: see `flush`). */
+  /**
+   * True when the blob was put in this session (possibly not yet durable: see `flush`) or is indexed in a pack that
+   * garbage collection has not condemned: the caller may reference it, and this session counts the reference as
+   * taken until a record it writes lists the blob.
+   */
   has(id: BlobId): boolean {
     assertBlobId(id)
+    const found = this.#pending.has(id) || this.#index.getLive(Buffer.from(id, 'hex')) !== undefined
+    if (found) this.#took(id)
+    return found
+  }
+
+  /** True when the blob is indexed (condemned packs included) or was put in this session; takes no reference. */
+  isKnown(id: BlobId): boolean {
+    assertBlobId(id)
     return this.#pending.has(id) || this.#index.has(Buffer.from(id, 'hex'))
+  }
+
+  /** A record listing these blobs was written: the references to them are recorded. */
+  settle(ids: readonly BlobId[]): void {
+    if (!this.#openReferences) return
+    for (const id of ids) this.#openReferences.delete(id)
+  }
+
+  /**
+   * True when this session may still write a record referencing a blob stored in one of `packs`: it wrote one of
+   * them and has not indexed it yet, or it holds an open reference to a blob located there (or, past the tracking
+   * limit, it ever used one of them). Garbage collection deletes no pack a live session may still reference.
+   */
+  mayReference(packs: ReadonlySet<string>): boolean {
+    for (const p of this.#unindexedPacks) if (packs.has(p)) return true
+    if (!this.#openReferences) {
+      for (const p of packs) if (this.#index.isUsed(p)) return true
+      return false
+    }
+    for (const id of this.#openReferences) {
+      if (this.#pending.has(id)) continue // not durable yet: its pack is unindexed (above) or still being built
+      const loc = this.#index.get(Buffer.from(id, 'hex'))
+      // Not found at all: it was found before, so the index changed under it; assume the worst.
+      if (!loc || packs.has(loc.packId)) return true
+    }
+    return false
+  }
+
+  #took(id: BlobId): void {
+    if (!this.#openReferences) return
+    this.#openReferences.add(id)
+    if (this.#openReferences.size > MAX_TRACKED_REFERENCES) this.#openReferences = undefined
   }
 
   /** True when this session wrote pack `packId` (and it is durable). */
@@ -125,7 +184,9 @@ export class BlobStore {
     this.#stats.blobsPut++
     const idBytes = this.#codec.idOf(bytes)
     const id = idBytes.toString('hex')
-    if (this.#pending.has(id) || this.#index.has(idBytes)) return { id, stored: false }
+    this.#took(id)
+    // A copy in a condemned pack does not count: garbage collection is deleting it, so the blob is stored again.
+    if (this.#pending.has(id) || this.#index.getLive(idBytes) !== undefined) return { id, stored: false }
     // Everything from the check above to the add in #addBlob is synchronous, so concurrent puts of equal content
     // store it once.
     const { stored, flags } = this.#codec.encode(bytes, o.compress ?? true)
@@ -160,7 +221,8 @@ export class BlobStore {
     this.#uploader.throwIfFailed()
     this.#stats.blobsPut++
     const idBytes = Buffer.from(id, 'hex')
-    if (this.#pending.has(id) || this.#index.has(idBytes)) return { id, stored: false }
+    this.#took(id)
+    if (this.#pending.has(id) || this.#index.getLive(idBytes) !== undefined) return { id, stored: false }
     return this.#addBlob(type, id, idBytes, stored, flags, plainLength, o.signal)
   }
 
@@ -214,8 +276,8 @@ export class BlobStore {
       // otherwise come back as a view the caller could write into.
       return this.#codec.decode(Buffer.from(pending.stored), e.flags, e.plainLength, idBytes, `blob '${id}' (not yet flushed)`)
     }
-    const loc = pending ? { ...pending.entry, packId: pending.packId! } : this.#index.get(idBytes)
-    if (!loc) {
+    const found = pending ? { ...pending.entry, packId: pending.packId! } : this.#index.get(idBytes)
+    if (!found) {
       if (this.#index.damaged.length > 0) {
         throw new IntegrityError(
           `blob '${id}' is not in the index, and index object ${this.#index.damaged.map((d) => `'${d.object}'`).join(', ')} is damaged`,
@@ -224,26 +286,47 @@ export class BlobStore {
       }
       throw new NotFoundError(`blob '${id}' is not in repository '${this.#storage.name}'`)
     }
-    const name = packKey(loc.packId)
-    let stored: Buffer
-    try {
-      stored = await readObject(this.#storage, name, { offset: loc.offset, length: loc.storedLength, signal: o.signal })
-    } catch (err) {
-      if (isNotFound(err)) {
-        throw new IntegrityError(`pack '${name}' holding blob '${id}' is missing`, {
-          cause: err,
-          hint: "run 'pgkeep verify' to list every damaged object",
-        })
+    let loc: BlobLocation = found
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.readAt(id, loc, o)
+      } catch (err) {
+        if (!isNotFound(err)) throw err
+        // Garbage collection may have deleted the pack after copying the blob into another one (repacking, or a
+        // duplicate removed): look for it again in the index as it is now.
+        const moved: BlobLocation | undefined = attempt === 0 && !pending ? await this.#relocate(idBytes, loc.packId, o.signal) : undefined
+        if (!moved) {
+          throw new IntegrityError(`pack '${packKey(loc.packId)}' holding blob '${id}' is missing`, {
+            cause: err,
+            hint: "run 'pgkeep verify' to list every damaged object",
+          })
+        }
+        loc = moved
       }
-      throw err
     }
+  }
+
+  /**
+   * The plain bytes of blob `id` read from `loc`, verified. A missing pack rejects with the storage's NotFoundError;
+   * a short read or bytes that do not verify with an IntegrityError naming the blob and its pack.
+   */
+  async readAt(id: BlobId, loc: BlobLocation, o: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    const name = packKey(loc.packId)
+    const stored = await readObject(this.#storage, name, { offset: loc.offset, length: loc.storedLength, signal: o.signal })
     const where = `blob '${id}' in pack '${name}'`
     if (stored.length !== loc.storedLength) {
       throw new IntegrityError(`${where} is truncated: read ${stored.length} of ${loc.storedLength} bytes at offset ${loc.offset}`, {
         hint: "run 'pgkeep verify' to list every damaged object",
       })
     }
-    return this.#codec.decode(stored, loc.flags, loc.plainLength, idBytes, where)
+    return this.#codec.decode(stored, loc.flags, loc.plainLength, Buffer.from(id, 'hex'), where)
+  }
+
+  /** Reloads the index without pack `missing` and returns the blob's location if it now lies elsewhere. */
+  async #relocate(idBytes: Buffer, missing: string, signal: AbortSignal | undefined): Promise<BlobLocation | undefined> {
+    await this.#index.reloadWithout(missing, signal)
+    const loc = this.#index.get(idBytes)
+    return loc && loc.packId !== missing ? loc : undefined
   }
 
   /**
@@ -267,7 +350,10 @@ export class BlobStore {
     const builder = this.#builders[type]
     if (!builder || builder.count === 0) return
     this.#builders[type] = undefined
-    const pack = builder.seal(this.#keys)
+    let pack = builder.seal(this.#keys)
+    // Byte for byte a pack garbage collection condemned (plain repositories only): write another one.
+    while (this.#index.isCondemned(pack.packId)) pack = resealWithFiller(pack, type, this.#codec, this.#keys)
+    this.#unindexedPacks.add(pack.packId)
     // Point pending blobs at the sealed bytes so the builder's chunks can be freed.
     for (const e of pack.entries) {
       const p = this.#pending.get(e.id.toString('hex'))
@@ -315,7 +401,11 @@ export class BlobStore {
           this.#awaitingIndexEntries -= n
           this.#stats.indexObjectsWritten++
           this.#index.committed(id, batch)
-          for (const p of batch) for (const e of p.entries) this.#pending.delete(e.id.toString('hex'))
+          for (const p of batch) {
+            this.#index.markUsed(p.packId)
+            this.#unindexedPacks.delete(p.packId)
+            for (const e of p.entries) this.#pending.delete(e.id.toString('hex'))
+          }
         }
       })
     this.#indexWriting = run

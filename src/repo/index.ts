@@ -14,6 +14,8 @@ export {
   type SessionStats,
 } from './repository.js'
 export { verifyRepository, type VerifyOptions, type VerifyProblem, type VerifyResult, type VerifyStats } from './verify.js'
+export { collectGarbage, GC_LOCK_PURPOSE, type GcOptions, type GcResult } from './gc.js'
+export { CONDEMNED_RECORD_KIND, type CondemnedRecord } from './condemned.js'
 export { MAX_BLOB_BYTES, type BlobId, type BlobType } from './blob.js'
 export type { BlobLocation } from './blob-index.js'
 export { conditionalWriteOf, FORMAT_VERSION, type CompressionConfig, type RepoConfig } from './config.js'

@@ -16,6 +16,14 @@ const KIND = /^[a-z][a-z0-9-]{0,31}$/
 const KEY_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/
 const MAX_RECORD_KEY_CHARS = 512
 
+/** UTC time to the second as `YYYYMMDDTHHMMSSZ`: the sortable start of backup ids and condemnation keys. */
+export function utcStamp(at: Date): string {
+  return at
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')
+}
+
 /** True for a 64-character lowercase hex string (blob, pack, index and key ids are SHA-256 sized). */
 export function isHexId(s: string): boolean {
   return HEX64.test(s)

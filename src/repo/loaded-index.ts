@@ -4,6 +4,7 @@
 
 import { IntegrityError, NotFoundError } from '../errors.js'
 import type { Storage } from '../storage/storage.js'
+import type { BlobType } from './blob.js'
 import { BlobIndex, type BlobLocation } from './blob-index.js'
 import type { RepoKeys } from './crypto.js'
 import { decodeIndex, encodeIndex, MAX_INDEX_ENTRIES, type IndexPack } from './index-file.js'
@@ -13,6 +14,8 @@ import type { PackEntry } from './pack-format.js'
 import { forEachConcurrent, isAlreadyExists, isNotFound, readObject } from './storage-io.js'
 
 const LOAD_CONCURRENCY = 4
+/** Listings repeated when index objects vanished between listing and reading (replaced by compaction meanwhile). */
+const MAX_RELISTS = 5
 
 /** An object (index object, pack) that is damaged or missing. */
 export interface DamagedObject {
@@ -34,16 +37,35 @@ export interface RebuildIndexResult {
 export type GuardedWrite = <T>(write: (signal: AbortSignal | undefined) => Promise<T>, signal: AbortSignal | undefined) => Promise<T>
 
 export class LoadedIndex {
-  #index = new BlobIndex()
-  readonly #loadedIds = new Set<string>()
+  #index: BlobIndex
+  #loadedIds = new Set<string>()
   #damaged: DamagedObject[] = []
   /** Ids of index objects named in `supersedes` of a loaded one: their damage no longer matters. */
   readonly #superseded = new Set<string>()
+  /** Packs garbage collection condemned (docs/repository-format.md §10a), as the session last read them. */
+  #condemned: ReadonlySet<string> = new Set()
+  /** Packs a read found missing: deleted by garbage collection; a reload prefers any other copy. */
+  readonly #gone = new Set<string>()
+  #reloading: Promise<void> | undefined
+  /** While a reload runs: what this process committed meanwhile, replayed into the reloaded index. */
+  #commitsDuringReload: { indexId: string; packs: readonly IndexPack[] }[] | undefined
 
+  /**
+   * @param types load only entries of these blob types (garbage collection loads `meta` alone and streams the
+   *   rest); undefined loads everything
+   */
   constructor(
     private readonly storage: Storage,
     private readonly keys: RepoKeys | undefined,
-  ) {}
+    private readonly types?: ReadonlySet<BlobType>,
+  ) {
+    this.#index = this.#newIndex()
+  }
+
+  /** True when only some blob types are loaded (see the constructor): the index cannot be used to deduplicate. */
+  get partial(): boolean {
+    return this.types !== undefined
+  }
 
   has(id: Buffer): boolean {
     return this.#index.has(id)
@@ -51,6 +73,31 @@ export class LoadedIndex {
 
   get(id: Buffer): BlobLocation | undefined {
     return this.#index.get(id)
+  }
+
+  /** Where blob `id` is for a new reference: not in a condemned pack; marks the pack used. */
+  getLive(id: Buffer): BlobLocation | undefined {
+    return this.#index.getLive(id)
+  }
+
+  /** Marks a pack this session wrote, or took a reference into, as used. */
+  markUsed(packId: string): void {
+    this.#index.markUsed(packId)
+  }
+
+  isUsed(packId: string): boolean {
+    return this.#index.isUsed(packId)
+  }
+
+  /** True when garbage collection condemned pack `packId` (as this session last read it), or a read found it gone. */
+  isCondemned(packId: string): boolean {
+    return this.#condemned.has(packId) || this.#gone.has(packId)
+  }
+
+  /** Replaces the set of condemned packs (see BlobIndex.setCondemned). */
+  setCondemned(packIds: ReadonlySet<string>): void {
+    this.#condemned = packIds
+    this.#index.setCondemned(this.#avoided())
   }
 
   /** The index as loaded now, for passes over blob numbers (see BlobIndex.numberOf); a rebuild replaces it. */
@@ -69,39 +116,92 @@ export class LoadedIndex {
 
   /** Adds what an index object this process wrote lists. */
   committed(indexId: string, packs: readonly IndexPack[]): void {
-    this.#loadedIds.add(indexId)
-    for (const p of packs) for (const e of p.entries) this.#index.add(p.packId, e)
+    this.#commitsDuringReload?.push({ indexId, packs })
+    this.#commitTo(this.#index, this.#loadedIds, indexId, packs)
+  }
+
+  #commitTo(index: BlobIndex, loaded: Set<string>, indexId: string, packs: readonly IndexPack[]): void {
+    loaded.add(indexId)
+    for (const p of packs) for (const e of p.entries) if (!this.types || this.types.has(e.type)) index.add(p.packId, e)
+  }
+
+  #newIndex(): BlobIndex {
+    const index = new BlobIndex()
+    index.setCondemned(this.#avoided())
+    return index
+  }
+
+  #avoided(): ReadonlySet<string> {
+    return this.#gone.size === 0 ? this.#condemned : new Set([...this.#condemned, ...this.#gone])
   }
 
   /** Loads index objects written since the last load (by other processes), so their blobs dedup and read. */
   async refresh(signal?: AbortSignal): Promise<void> {
-    const fresh: string[] = []
-    for await (const obj of this.storage.list(INDEX_PREFIX, { signal })) {
-      const id = indexIdOfKey(obj.key)
-      if (id !== undefined && !this.#loadedIds.has(id)) fresh.push(id)
+    await this.#loadNew(this.#index, this.#loadedIds, signal)
+  }
+
+  /**
+   * After a read found pack `packId` missing: marks it gone and loads the whole index again (one reload at a time),
+   * so that blobs of that pack resolve to the copies garbage collection made before deleting it.
+   */
+  async reloadWithout(packId: string, signal?: AbortSignal): Promise<void> {
+    if (!this.#gone.has(packId)) {
+      this.#gone.add(packId)
+      this.#reloading = undefined
     }
-    const damaged = this.#damaged.filter((d) => !fresh.includes(d.object.slice(INDEX_PREFIX.length)))
-    await forEachConcurrent(fresh, LOAD_CONCURRENCY, async (id) => {
-      const name = indexKey(id)
-      let bytes: Buffer
-      try {
-        bytes = await readObject(this.storage, name, { signal })
-      } catch (err) {
-        if (isNotFound(err)) return // superseded and removed by an index rebuild meanwhile
-        throw err
-      }
-      let content
-      try {
-        content = decodeIndex(bytes, id, name, this.keys)
-      } catch (err) {
-        if (!(err instanceof IntegrityError)) throw err
-        damaged.push({ object: name, message: err.message })
-        return
-      }
-      for (const s of content.supersedes) this.#superseded.add(s)
-      this.committed(id, content.packs)
+    this.#reloading ??= (async () => {
+      const fresh = this.#newIndex()
+      const loaded = new Set<string>()
+      this.#commitsDuringReload = []
+      await this.#loadNew(fresh, loaded, signal)
+      // Synchronous from here to the swap: nothing can be committed to the old index in between.
+      for (const c of this.#commitsDuringReload) this.#commitTo(fresh, loaded, c.indexId, c.packs)
+      for (const p of this.#index.usedPacks()) fresh.markUsed(p)
+      this.#index = fresh
+      this.#loadedIds = loaded
+    })().finally(() => {
+      this.#commitsDuringReload = undefined
+      this.#reloading = undefined
     })
-    this.#damaged = damaged.filter((d) => !this.#superseded.has(d.object.slice(INDEX_PREFIX.length)))
+    await this.#reloading
+  }
+
+  /** Lists index objects and loads those not loaded yet into `index`; lists again when some vanished meanwhile. */
+  async #loadNew(index: BlobIndex, loaded: Set<string>, signal: AbortSignal | undefined): Promise<void> {
+    for (let listing = 0; ; listing++) {
+      const fresh: string[] = []
+      for await (const obj of this.storage.list(INDEX_PREFIX, { signal })) {
+        const id = indexIdOfKey(obj.key)
+        if (id !== undefined && !loaded.has(id)) fresh.push(id)
+      }
+      const damaged = this.#damaged.filter((d) => !fresh.includes(d.object.slice(INDEX_PREFIX.length)))
+      let vanished = false
+      await forEachConcurrent(fresh, LOAD_CONCURRENCY, async (id) => {
+        const name = indexKey(id)
+        let bytes: Buffer
+        try {
+          bytes = await readObject(this.storage, name, { signal })
+        } catch (err) {
+          // Superseded and removed by a compaction or rebuild meanwhile: its replacement was written before, and
+          // the next listing finds it.
+          if (!isNotFound(err)) throw err
+          vanished = true
+          return
+        }
+        let content
+        try {
+          content = decodeIndex(bytes, id, name, this.keys)
+        } catch (err) {
+          if (!(err instanceof IntegrityError)) throw err
+          damaged.push({ object: name, message: err.message })
+          return
+        }
+        for (const s of content.supersedes) this.#superseded.add(s)
+        this.#commitTo(index, loaded, id, content.packs)
+      })
+      this.#damaged = damaged.filter((d) => !this.#superseded.has(d.object.slice(INDEX_PREFIX.length)))
+      if (!vanished || listing >= MAX_RELISTS) return
+    }
   }
 
   /**
@@ -122,7 +222,7 @@ export class LoadedIndex {
     }
     const problems: DamagedObject[] = []
     const written: string[] = []
-    const fresh = new BlobIndex()
+    const fresh = this.#newIndex()
     let batch: IndexPack[] = []
     let batchEntries = 0
     const writeBatch = async () => {
@@ -148,7 +248,7 @@ export class LoadedIndex {
         return
       }
       blobs += entries.length
-      for (const e of entries) fresh.add(packId, e)
+      for (const e of entries) if (!this.types || this.types.has(e.type)) fresh.add(packId, e)
       batch.push({ packId, entries })
       batchEntries += entries.length
       if (batchEntries >= MAX_INDEX_ENTRIES) await writeBatch()

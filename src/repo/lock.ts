@@ -1,9 +1,10 @@
-// Repository locks (`locks/<id>`, docs/repository-format.md §10): shared (backup, WAL, restore) and exclusive (GC,
-// expire) lock objects that their owner refreshes by writing a new object and removing the old one. A lock not
-// refreshed by its `expiresAt` is stale; one whose process is provably gone on this very host is dead. Live locks
-// are never broken; dead ones are removed on sight; expired ones are removed on explicit request, and by an
-// exclusive holder before it removes anything. A holder keeps retrying a failed refresh and re-takes its lock after
-// expiry only when provably nobody else took a conflicting one meanwhile; otherwise the lock is lost for good.
+// Repository locks (`locks/<id>`, docs/repository-format.md §10): shared (backup, WAL, restore, verify, expire,
+// forget, copy, gc) and exclusive (index rebuild) lock objects that their owner refreshes by writing a new object
+// and removing the old one. A lock not refreshed by its `expiresAt` is stale; one whose process is provably gone on
+// this very host is dead. Live locks are never broken; dead ones are removed on sight; expired ones are removed on
+// explicit request, and by an exclusive holder before it removes anything. A holder keeps retrying a failed refresh
+// and re-takes its lock after expiry only when provably nobody else took a conflicting one meanwhile; otherwise the
+// lock is lost for good.
 // Longer than 400 lines on purpose: acquiring, refreshing, re-taking and losing a lock are one protocol whose
 // rules only make sense read together (and are written down as such in repository-format.md §10).
 
@@ -39,6 +40,23 @@ export interface LockInfo {
   readonly createdAt: string
   readonly refreshedAt: string
   readonly expiresAt: string
+  /**
+   * Keys of the condemnation records (`gc-condemned`) every repository instance working under this lock has read
+   * and can no longer need the packs of (docs/repository-format.md §10a); `["*"]` when none of them can write any
+   * more. Absent: acknowledges nothing.
+   */
+  readonly gcAcks?: readonly string[]
+}
+
+/**
+ * What a repository instance working under a lock adds to it: acknowledgements of condemned packs for the lock
+ * objects it writes, and a chance to read new condemnation records before each refresh.
+ */
+export interface LockContributor {
+  /** Keys this instance acknowledges now; undefined when it can no longer write anything (closed). */
+  acknowledged(): readonly string[] | undefined
+  /** Called before each refresh (bounded in time; failures are ignored: the acknowledgements then stay as they were). */
+  beforeRefresh?(signal: AbortSignal): Promise<void>
 }
 
 /**
@@ -158,7 +176,13 @@ function parseLock(bytes: Buffer): LockInfo | undefined {
       Number.isSafeInteger(l.pid) &&
       typeof l.session === 'string' &&
       [l.createdAt, l.refreshedAt, l.expiresAt].every((t) => typeof t === 'string' && !Number.isNaN(Date.parse(t)))
-    return ok ? l : undefined
+    if (!ok) return undefined
+    // Acknowledgements that do not parse acknowledge nothing (the safe reading).
+    if (l.gcAcks !== undefined && !(Array.isArray(l.gcAcks) && l.gcAcks.every((k) => typeof k === 'string'))) {
+      const { gcAcks: _, ...rest } = l
+      return rest
+    }
+    return l
   } catch {
     return undefined
   }
@@ -322,6 +346,7 @@ export class RepoLock {
   #attempt: Promise<void> | undefined
   /** Woken after every refresh attempt and when the lock is lost or released. */
   #waiters: (() => void)[] = []
+  readonly #contributors: LockContributor[] = []
   /** Objects of this session whose write failed but may have landed (an answer lost): removed when possible. */
   readonly #strays = new Set<string>()
   #released = false
@@ -368,6 +393,35 @@ export class RepoLock {
   /** The holder's session: every object this lock writes while refreshing carries it. */
   get session(): string {
     return this.#session
+  }
+
+  /**
+   * Adds a repository instance working under this lock: from the next refresh on, the lock objects carry the
+   * acknowledgements of condemned packs that every contributor gives (docs/repository-format.md §10a).
+   */
+  addContributor(c: LockContributor): void {
+    if (!this.#contributors.includes(c)) this.#contributors.push(c)
+  }
+
+  /** The `gcAcks` member of the next lock object: what every contributor acknowledges; undefined without any. */
+  #acknowledgements(): readonly string[] | undefined {
+    if (this.#contributors.length === 0) return undefined
+    let acks: Set<string> | undefined
+    for (const c of this.#contributors) {
+      const mine = c.acknowledged()
+      if (mine === undefined) continue
+      acks = acks === undefined ? new Set(mine) : new Set(mine.filter((k) => acks!.has(k)))
+    }
+    return acks === undefined ? [ALL_ACKNOWLEDGED] : [...acks].sort()
+  }
+
+  /** Lets contributors read condemnation records before a refresh, for at most a tenth of the refresh interval. */
+  async #prepareRefresh(): Promise<void> {
+    const withHook = this.#contributors.filter((c) => c.beforeRefresh !== undefined)
+    if (withHook.length === 0) return
+    const budget = AbortSignal.timeout(Math.max(1000, Math.floor(this.#refreshIntervalMs / 10)))
+    const signal = AbortSignal.any([budget, this.#lost.signal])
+    await raceAbort(Promise.allSettled(withHook.map((c) => c.beforeRefresh!(signal))), signal).catch(() => {})
   }
 
   /** When the lock object now in the repository expires (by this host's clock). */
@@ -464,12 +518,14 @@ export class RepoLock {
     }
     const old = this.#key
     const expired = started >= this.#expiresAt
+    // New acknowledgements are worth a little time only when nothing is urgent.
+    if (!expired && this.#failure === undefined) await this.#prepareRefresh()
     try {
       // Our object must still be there: it is removed by nobody but us while live, and once expired only by an
       // exclusive holder breaking it or by `unlock --remove-stale`: either way the lock is gone.
       if ((await this.#storage.stat(old)) === undefined)
         this.#markLost(`its lock object '${old}' was removed by another process (it had expired, or someone ran 'pgkeep unlock --remove-stale')`)
-      const next = lockObject(this.kind, this.purpose, this.#session, Date.now(), this.#staleAfterMs, this.#createdAt)
+      const next = lockObject(this.kind, this.purpose, this.#session, Date.now(), this.#staleAfterMs, this.#createdAt, this.#acknowledgements())
       this.#strays.add(next.key)
       await this.#storage.write(next.key, next.bytes, { ifAbsent: true, collisionFree: true })
       if (expired) {
@@ -599,7 +655,10 @@ export class RepoLock {
   }
 }
 
-function lockObject(kind: LockKind, purpose: string, session: string, now: number, staleAfterMs: number, createdAt = now) {
+/** `gcAcks: ["*"]`: the holder can write nothing any more, so it needs no condemned pack. */
+export const ALL_ACKNOWLEDGED = '*'
+
+function lockObject(kind: LockKind, purpose: string, session: string, now: number, staleAfterMs: number, createdAt = now, gcAcks?: readonly string[]) {
   const expiresAt = now + staleAfterMs
   const info: LockInfo = {
     version: 1,
@@ -612,6 +671,7 @@ function lockObject(kind: LockKind, purpose: string, session: string, now: numbe
     createdAt: new Date(createdAt).toISOString(),
     refreshedAt: new Date(now).toISOString(),
     expiresAt: new Date(expiresAt).toISOString(),
+    ...(gcAcks !== undefined ? { gcAcks } : {}),
   }
   return { key: lockKey(randomBytes(16).toString('hex')), bytes: Buffer.from(JSON.stringify(info) + '\n'), expiresAt, info }
 }

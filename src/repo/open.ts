@@ -3,7 +3,7 @@
 // config, unlocks the master key, and loads the index (docs/repository-format.md §2–§4).
 
 import { randomBytes } from 'node:crypto'
-import { AlreadyExistsError, RepoFormatError } from '../errors.js'
+import { AlreadyExistsError, RepoFormatError, UsageError } from '../errors.js'
 import { probeConditionalWriteOf, withCheckedIfAbsent } from '../storage/if-absent.js'
 import type { ConditionalWriteSupport, Storage } from '../storage/storage.js'
 import { conditionalWriteOf, decodeConfig, encodeConfig, newConfig, notARepository } from './config.js'
@@ -36,6 +36,11 @@ export interface OpenRepositoryOptions {
   signal?: AbortSignal
   /** Packs queued or uploading at once before `putBlob` waits (default 2); memory is about (this + 2) × pack size. */
   maxPackUploads?: number
+  /**
+   * Which blobs to load into the in-memory index (about 60 bytes each): `all` (default), or `meta` only, for
+   * garbage collection, which reads structure and streams everything else; such an instance cannot store blobs.
+   */
+  index?: 'all' | 'meta'
 }
 
 /** True when the location holds nothing at all: no config and no other object (empty, or not there). */
@@ -142,7 +147,16 @@ export async function openRepository(storage: Storage, o: OpenRepositoryOptions 
       })
     }
   }
-  const repo = new Repository({ storage, config, configBytes, unlocked, maxPackUploads: o.maxPackUploads ?? DEFAULT_MAX_PACK_UPLOADS })
+  if (o.index !== undefined && o.index !== 'all' && o.index !== 'meta')
+    throw new UsageError(`invalid index option '${String(o.index)}'`, { hint: "use 'all' or 'meta'" })
+  const repo = new Repository({
+    storage,
+    config,
+    configBytes,
+    unlocked,
+    maxPackUploads: o.maxPackUploads ?? DEFAULT_MAX_PACK_UPLOADS,
+    indexTypes: o.index === 'meta' ? new Set(['meta']) : undefined,
+  })
   await repo.refreshIndex({ signal })
   return repo
 }

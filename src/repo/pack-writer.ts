@@ -2,8 +2,9 @@
 // their trailing header; a PackUploader writes sealed packs with at most `maxUploads` in flight and a bounded queue,
 // so producers wait (backpressure) instead of piling packs up in memory.
 
+import { randomBytes } from 'node:crypto'
 import type { Storage } from '../storage/storage.js'
-import type { BlobType } from './blob.js'
+import type { BlobCodec, BlobType } from './blob.js'
 import { sha256Hex, type RepoKeys } from './crypto.js'
 import { packKey } from './layout.js'
 import { encodePackHeader, encodePackTrailer, type PackEntry } from './pack-format.js'
@@ -54,6 +55,21 @@ export class PackBuilder {
     this.#chunks.length = 0
     return { packId: sha256Hex(bytes), bytes, entries: this.#entries }
   }
+}
+
+/**
+ * The same blobs as `pack` plus one filler blob of random bytes, sealed anew: a pack with another id. In a plain
+ * repository a pack's bytes, and so its id, follow from its blobs alone; a writer that stores again exactly the
+ * blobs of a pack garbage collection has condemned must not write that very pack (it is about to be deleted), so
+ * it writes this one instead. The filler is referenced by nothing: the next gc removes it with the rest.
+ */
+export function resealWithFiller(pack: SealedPack, type: BlobType, codec: BlobCodec, keys: RepoKeys | undefined): SealedPack {
+  const builder = new PackBuilder(type)
+  for (const e of pack.entries) builder.add(e.id, e.flags, pack.bytes.subarray(e.offset, e.offset + e.storedLength), e.plainLength)
+  const filler = randomBytes(32)
+  const { stored, flags } = codec.encode(filler, false)
+  builder.add(codec.idOf(filler), flags, stored, filler.length)
+  return builder.seal(keys)
 }
 
 /**

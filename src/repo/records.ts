@@ -25,10 +25,12 @@ export interface RecordStoreOptions {
   level: number | undefined
   /** Records are written and removed through it (under the repository's lock). */
   guard: GuardedWrite
-  /** True when a blob is in the repository or put in this session. */
-  hasBlob(id: BlobId): boolean
+  /** True when a blob is in the repository or put in this session (takes no reference). */
+  isKnownBlob(id: BlobId): boolean
   /** Makes every blob put so far durable. */
   flush(signal: AbortSignal | undefined): Promise<void>
+  /** Told the blobs a record that was just written lists: their references are recorded. */
+  settle(ids: readonly BlobId[]): void
 }
 
 export class RecordStore {
@@ -36,16 +38,18 @@ export class RecordStore {
   readonly #keys: RepoKeys | undefined
   readonly #level: number | undefined
   readonly #guard: GuardedWrite
-  readonly #hasBlob: (id: BlobId) => boolean
+  readonly #isKnownBlob: (id: BlobId) => boolean
   readonly #flush: (signal: AbortSignal | undefined) => Promise<void>
+  readonly #settle: (ids: readonly BlobId[]) => void
 
   constructor(o: RecordStoreOptions) {
     this.#storage = o.storage
     this.#keys = o.keys
     this.#level = o.level
     this.#guard = o.guard
-    this.#hasBlob = o.hasBlob
+    this.#isKnownBlob = o.isKnownBlob
     this.#flush = o.flush
+    this.#settle = o.settle
   }
 
   /**
@@ -59,7 +63,7 @@ export class RecordStore {
     const storageKey = recordKey(kind, key)
     const blobRefs = [...(o.blobRefs ?? [])]
     for (const ref of blobRefs) {
-      if (!this.#hasBlob(ref)) {
+      if (!this.#isKnownBlob(ref)) {
         throw new NotFoundError(`record '${storageKey}' references blob '${ref}', which is not in the repository`, {
           hint: 'put the blob before writing the record that references it (this is a bug in the caller)',
         })
@@ -79,6 +83,7 @@ export class RecordStore {
       }
       throw err
     }
+    this.#settle(blobRefs)
   }
 
   /** Reads and verifies a record. NotFoundError when it does not exist; IntegrityError when it is damaged. */

@@ -2,12 +2,13 @@
 // blobs, packs and index commits; loaded-index.ts: the index as loaded; records.ts; key-ring.ts; lock.ts) and
 // hands out what engines need without showing them storage keys, the codec or key material: window stores for
 // backups, blob readers for restores. open.ts creates and opens repositories.
-// Longer than 400 lines on purpose: it is the facade, each method a few lines handing the work to the part that owns
-// it; splitting it would only add a second door.
+// Longer than 400 lines on purpose: it is the facade every engine goes through; each method delegates in a few
+// lines to the part that owns the work.
 
 import { AssertionError, UsageError } from '../errors.js'
 import type { Storage } from '../storage/storage.js'
 import { BlobCodec, type BlobId, type BlobType } from './blob.js'
+import { CONDEMNED_RECORD_KIND, CondemnedWatch, type CondemnedRecord, checkCondemnedRecord } from './condemned.js'
 import type { BlobLocation } from './blob-index.js'
 import { BlobReader, type BlobReaderOptions } from './blob-reader.js'
 import { BlobStore, type PutBlobResult, type SessionStats } from './blob-store.js'
@@ -25,6 +26,7 @@ import {
   removeStaleLocks,
   waitWhileLocked,
   type AcquireLockOptions,
+  type LockContributor,
   type LockKind,
   type LockStatus,
   type RepoLock,
@@ -54,6 +56,8 @@ export interface RepositoryParts {
   configBytes: Buffer
   unlocked: UnlockedKey | undefined
   maxPackUploads: number
+  /** Load only these blob types into the index (garbage collection: `meta`); undefined loads all. */
+  indexTypes?: ReadonlySet<BlobType>
   /** The index of another instance to share (a twin). */
   index?: LoadedIndex
 }
@@ -75,6 +79,12 @@ export class Repository {
   readonly #locks = new Set<RepoLock>()
   /** Locks that index objects and records are written under (the newest one not released), see `writeUnder`. */
   readonly #writeLocks: RepoLock[] = []
+  /** The condemnation records of garbage collection as this instance last read them (condemned.ts). */
+  readonly #watch: CondemnedWatch
+  /** What this instance adds to every lock it works under: its acknowledgements of condemned packs. */
+  readonly #contribution: LockContributor
+  /** While above 0 this instance acknowledges no condemnation (see holdPacks). */
+  #holds = 0
   #closed = false
 
   /** @internal use openRepository or initRepository */
@@ -87,7 +97,7 @@ export class Repository {
     const level = p.config.compression.algorithm === 'zstd' ? p.config.compression.level : undefined
     const keys = p.unlocked?.keys
     this.#codec = new BlobCodec(keys, level)
-    this.#index = p.index ?? new LoadedIndex(p.storage, keys)
+    this.#index = p.index ?? new LoadedIndex(p.storage, keys, p.indexTypes)
     const guard = <T>(write: (signal: AbortSignal | undefined) => Promise<T>, signal: AbortSignal | undefined) => this.#underLock(write, signal)
     this.#blobs = new BlobStore({
       storage: p.storage,
@@ -98,18 +108,42 @@ export class Repository {
       packTargetBytes: p.config.packTargetBytes,
       maxPackUploads: p.maxPackUploads,
     })
-    this.#records = new RecordStore({ storage: p.storage, keys, level, guard, hasBlob: (id) => this.hasBlob(id), flush: (signal) => this.flush({ signal }) })
+    this.#records = new RecordStore({
+      storage: p.storage,
+      keys,
+      level,
+      guard,
+      isKnownBlob: (id) => this.#blobs.isKnown(id),
+      flush: (signal) => this.flush({ signal }),
+      settle: (ids) => this.#blobs.settle(ids),
+    })
+    this.#watch = new CondemnedWatch({
+      listKeys: async (signal) => {
+        const keys: string[] = []
+        for await (const r of this.#records.list(CONDEMNED_RECORD_KIND, '', { signal })) keys.push(r.key)
+        return keys
+      },
+      read: async (key, signal) => checkCondemnedRecord(key, (await this.#records.read<CondemnedRecord>(CONDEMNED_RECORD_KIND, key, { signal })).value),
+      setCondemned: (packs) => this.#index.setCondemned(packs),
+      mayReference: (packs) => this.#blobs.mayReference(packs),
+    })
+    this.#contribution = {
+      acknowledged: () => (this.#closed ? undefined : this.#holds > 0 ? [] : this.#watch.acknowledged()),
+      beforeRefresh: (signal) => this.#watch.poll(signal),
+    }
   }
 
   /**
    * A second handle on this repository for another stream of writes in the same operation (a backup's WAL beside
    * its files): its own packs and flushes, so that frequent WAL flushes do not cut file packs short, but the same
-   * index, keys and locks. Closing it does not close this one.
+   * index, keys and locks. Closing it does not close this one. It joins this instance's locks as writeUnder does
+   * (it reads garbage collection's condemnation records and acknowledges them for its own references), so it
+   * resolves once it may store and reference blobs.
    */
-  twin(): Repository {
+  async twin(o: { signal?: AbortSignal } = {}): Promise<Repository> {
     this.#assertWritable()
     const twin = new Repository({ ...this.#parts, index: this.#index })
-    for (const lock of this.#writeLocks) twin.writeUnder(lock)
+    for (const lock of this.#writeLocks) await twin.writeUnder(lock, o)
     return twin
   }
 
@@ -162,9 +196,24 @@ export class Repository {
     return this.#codec.idOf(bytes).toString('hex')
   }
 
-  /** True when the blob is indexed or was put in this session (possibly not yet durable: see `flush`). */
+  /**
+   * True when the blob was put in this session (possibly not yet durable: see `flush`) or is indexed in a pack that
+   * garbage collection has not condemned: a new reference to it may be written. The reference counts as taken
+   * (docs/repository-format.md §10a) until a record this instance writes lists the blob in its `blobRefs`, or, for
+   * blobs not listed there, until this instance is closed; take it only to use it.
+   */
   hasBlob(id: BlobId): boolean {
     return this.#blobs.has(id)
+  }
+
+  /** True when the blob is indexed (condemned packs included) or was put in this session. Takes no reference. */
+  isBlobKnown(id: BlobId): boolean {
+    return this.#blobs.isKnown(id)
+  }
+
+  /** True when this instance loaded only part of the index (`openRepository({ index: 'meta' })`). */
+  get partialIndex(): boolean {
+    return this.#index.partial
   }
 
   /**
@@ -182,6 +231,7 @@ export class Repository {
    */
   putBlob(type: BlobType, bytes: Uint8Array, o: { signal?: AbortSignal; compress?: boolean } = {}): Promise<PutBlobResult> {
     this.#assertWritable()
+    this.#assertFullIndex()
     return this.#blobs.put(type, bytes, o)
   }
 
@@ -193,6 +243,7 @@ export class Repository {
    */
   putEncodedBlob(type: BlobType, id: BlobId, stored: Buffer, flags: number, plainLength: number, o: { signal?: AbortSignal } = {}): Promise<PutBlobResult> {
     this.#assertWritable()
+    this.#assertFullIndex()
     return this.#blobs.putEncoded(type, id, stored, flags, plainLength, o)
   }
 
@@ -203,6 +254,11 @@ export class Repository {
    */
   readBlob(id: BlobId, o: { signal?: AbortSignal } = {}): Promise<Buffer> {
     return this.#blobs.read(id, o)
+  }
+
+  /** @internal the verified bytes of blob `id` read at `loc` (garbage collection, for blobs its index lacks) */
+  readBlobAt(id: BlobId, loc: BlobLocation, o: { signal?: AbortSignal } = {}): Promise<Buffer> {
+    return this.#blobs.readAt(id, loc, o)
   }
 
   /**
@@ -233,11 +289,13 @@ export class Repository {
   }
 
   /**
-   * Loads index objects written since the last load (by other processes), so their blobs dedup and read.
-   * Long-running writers (WAL streaming) call this now and then.
+   * Reads garbage collection's condemnation records, then loads index objects written since the last load (by other
+   * processes), so their blobs dedup and read. Long-running writers (WAL streaming) call this now and then.
    */
-  refreshIndex(o: { signal?: AbortSignal } = {}): Promise<void> {
-    return this.#index.refresh(o.signal)
+  async refreshIndex(o: { signal?: AbortSignal } = {}): Promise<void> {
+    // Condemned packs first: a copy of a blob in an index object loaded next then wins over one in them.
+    await this.#watch.poll(o.signal)
+    await this.#index.refresh(o.signal)
   }
 
   /**
@@ -285,7 +343,8 @@ export class Repository {
    */
   async openWindowStore(o: { workers?: number; maxInFlight?: number; checkPacks?: boolean; signal?: AbortSignal } = {}): Promise<WindowStore> {
     this.#assertWritable()
-    const present = o.checkPacks ? await this.presentBlobs({ signal: o.signal }) : (id: BlobId) => this.hasBlob(id)
+    this.#assertFullIndex()
+    const present = o.checkPacks ? await this.#presentForReference(o.signal) : (id: BlobId) => this.hasBlob(id)
     const target = {
       codec: this.#codec,
       hasBlob: present,
@@ -311,19 +370,35 @@ export class Repository {
 
   /**
    * A test of whether a blob is present now: put in this session, or indexed with its pack in storage (packs are
-   * listed once, when this is called; packs this session writes later count too).
+   * listed once, when this is called; packs this session writes later count too). A check (verify); it takes no
+   * reference, and counts blobs in condemned packs.
    */
   async presentBlobs(o: { signal?: AbortSignal } = {}): Promise<(id: BlobId) => boolean> {
-    const packs = new Set<string>()
-    for await (const obj of this.storage.list(PACKS_PREFIX, { signal: o.signal })) {
-      const packId = packIdOfKey(obj.key)
-      if (packId !== undefined) packs.add(packId)
-    }
+    const packs = await this.#listPacks(o.signal)
     return (id) => {
       // A blob not located yet was put in this session (not flushed): it is there.
       const loc = this.locateBlob(id)
-      return loc === undefined ? this.hasBlob(id) : packs.has(loc.packId) || this.#blobs.wrotePack(loc.packId)
+      return loc === undefined ? this.isBlobKnown(id) : packs.has(loc.packId) || this.#blobs.wrotePack(loc.packId)
     }
+  }
+
+  /** As presentBlobs, for blobs about to be referenced: through hasBlob (no condemned packs; the reference is taken). */
+  async #presentForReference(signal: AbortSignal | undefined): Promise<(id: BlobId) => boolean> {
+    const packs = await this.#listPacks(signal)
+    return (id) => {
+      if (!this.hasBlob(id)) return false
+      const loc = this.locateBlob(id)
+      return loc === undefined || packs.has(loc.packId)
+    }
+  }
+
+  async #listPacks(signal: AbortSignal | undefined): Promise<Set<string>> {
+    const packs = new Set<string>()
+    for await (const obj of this.storage.list(PACKS_PREFIX, { signal })) {
+      const packId = packIdOfKey(obj.key)
+      if (packId !== undefined) packs.add(packId)
+    }
+    return packs
   }
 
   /** A pool of `workers` threads with this repository's codec, or undefined for none (or no compiled worker). */
@@ -336,13 +411,20 @@ export class Repository {
 
   /**
    * Takes a shared or exclusive lock (see lock.ts); it is released by `release()` or by `close()`. From then on
-   * this repository writes index objects and records only while the lock is held (see `writeUnder`).
+   * this repository writes index objects and records only while the lock is held (see `writeUnder`), and reads
+   * garbage collection's condemnation records before each refresh of the lock (docs/repository-format.md §10a).
+   * A writer takes its lock before it stores or references anything.
    */
   async acquireLock(kind: LockKind, o: AcquireLockOptions): Promise<RepoLock> {
     this.#assertWritable()
     const lock = await acquireLock(this.storage, kind, o, (released) => this.#locks.delete(released))
     this.#locks.add(lock)
-    this.writeUnder(lock)
+    try {
+      await this.writeUnder(lock, { signal: o.signal })
+    } catch (err) {
+      await lock.release().catch(() => {})
+      throw err
+    }
     return lock
   }
 
@@ -353,17 +435,39 @@ export class Repository {
   async acquireReaderLock(o: AcquireLockOptions): Promise<RepoLock | undefined> {
     this.#assertWritable()
     const lock = await acquireReaderLock(this.storage, o, (released) => this.#locks.delete(released))
-    if (lock) this.#locks.add(lock)
+    if (lock) {
+      this.#locks.add(lock)
+      try {
+        await this.#join(lock, o.signal)
+      } catch (err) {
+        await lock.release().catch(() => {})
+        throw err
+      }
+    }
     return lock
   }
 
   /**
    * Makes `lock` (taken through another instance on the same storage) guard this instance's writes too: index
    * objects and records are written only while it is held, and not at all once it is lost. The newest lock not
-   * released guards; without one, writes are not guarded. Packs need no guard: unlisted until indexed.
+   * released guards; without one, writes are not guarded. Packs need no guard: unlisted until indexed. Resolves
+   * once this instance has read garbage collection's condemnation records after the lock existed (so that
+   * whatever it references from then on is either covered by this lock or avoided); call it before storing or
+   * referencing anything through this instance.
    */
-  writeUnder(lock: RepoLock): void {
+  async writeUnder(lock: RepoLock, o: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.#join(lock, o.signal)
     if (!this.#writeLocks.includes(lock)) this.#writeLocks.push(lock)
+  }
+
+  /**
+   * Reads the condemnation records now that `lock` exists, and adds this instance's acknowledgements to it. When
+   * some exist, refreshes the lock at once so that garbage collection need not wait a refresh interval for them.
+   */
+  async #join(lock: RepoLock, signal: AbortSignal | undefined): Promise<void> {
+    await this.#watch.poll(signal)
+    lock.addContributor(this.#contribution)
+    if (this.#watch.keys.length > 0) await lock.refresh().catch(() => {})
   }
 
   /** Runs a write that makes something visible (index object, record) under the guarding lock, if any. */
@@ -371,6 +475,20 @@ export class Repository {
     for (let i = this.#writeLocks.length - 1; i >= 0; i--) if (this.#writeLocks[i]!.state === 'released') this.#writeLocks.splice(i, 1)
     const lock = this.#writeLocks.at(-1)
     return lock ? lock.runHeld(write, { signal }) : write(signal)
+  }
+
+  /**
+   * Until the returned function is called, this instance acknowledges no condemned pack, so garbage collection
+   * deletes no pack while it works under its lock: for a reader that lists packs and reads them later (verify).
+   * Call it before taking the lock: an acknowledgement already written stands until the next refresh.
+   */
+  holdPacks(): () => void {
+    this.#holds++
+    let released = false
+    return () => {
+      if (!released) this.#holds--
+      released = true
+    }
   }
 
   /** Every lock object with its state (live, expired, dead, unreadable). */
@@ -445,5 +563,13 @@ export class Repository {
 
   #assertWritable(): void {
     if (this.#closed) throw new AssertionError(`repository '${this.location}' is closed`)
+  }
+
+  #assertFullIndex(): void {
+    if (this.#index.partial) {
+      throw new UsageError(`repository '${this.location}' was opened with part of its index: it cannot store blobs`, {
+        hint: 'open it without the index option to write to it (this is a bug in the caller)',
+      })
+    }
   }
 }

@@ -83,10 +83,39 @@ function sample<T>(items: readonly T[], percent: number): Set<T> {
  * Only I/O failures of the storage itself (and aborts) reject.
  */
 export async function verifyRepository(repo: Repository, o: VerifyOptions = {}): Promise<VerifyResult> {
+  // The packs listed first are read later: garbage collection must not delete any of them meanwhile.
+  const release = repo.holdPacks()
+  try {
+    return await verify(repo, o)
+  } finally {
+    release()
+  }
+}
+
+async function verify(repo: Repository, o: VerifyOptions): Promise<VerifyResult> {
   const { storage } = repo
   const signal = o.signal
   const keys = repo.keys
   const problems: VerifyProblem[] = []
+  // Writers beside verify (a backup, `wal stream`) write packs, then the index objects that list them, then records
+  // that reference their blobs (§11). So verify lists in the opposite order, each listing taken before anything is
+  // checked: records, then index objects, then packs. Every record listed references blobs of index objects written
+  // before it, which the index refreshed after these listings holds; every index object listed names packs
+  // written before it, which the packs' listing holds. What is written later is simply not looked at, and never
+  // reported missing. (Garbage collection deletes no pack meanwhile: this instance acknowledges nothing.)
+  const recordKeys: string[] = []
+  for await (const obj of storage.list(RECORDS_PREFIX, { signal })) recordKeys.push(obj.key)
+  const indexIds: string[] = []
+  for await (const obj of storage.list(INDEX_PREFIX, { signal })) {
+    const id = indexIdOfKey(obj.key)
+    if (id !== undefined) indexIds.push(id)
+  }
+  await repo.refreshIndex({ signal })
+  const packSizes = new Map<string, number>()
+  for await (const obj of storage.list(PACKS_PREFIX, { signal })) {
+    const id = packIdOfKey(obj.key)
+    if (id !== undefined) packSizes.set(id, obj.sizeBytes)
+  }
   const stats: VerifyStats = {
     keyObjects: 0,
     indexObjects: 0,
@@ -129,12 +158,6 @@ export async function verifyRepository(repo: Repository, o: VerifyOptions = {}):
     progress('keys', stats.keyObjects, stats.keyObjects)
   }
 
-  // Packs present in storage.
-  const packSizes = new Map<string, number>()
-  for await (const obj of storage.list(PACKS_PREFIX, { signal })) {
-    const id = packIdOfKey(obj.key)
-    if (id !== undefined) packSizes.set(id, obj.sizeBytes)
-  }
   stats.packs = packSizes.size
   const percent = o.readData === true ? 100 : typeof o.readData === 'number' ? o.readData : 0
   const toRead = sample([...packSizes.keys()], percent)
@@ -188,11 +211,6 @@ export async function verifyRepository(repo: Repository, o: VerifyOptions = {}):
   }
 
   // Index objects: each read, verified against its name, and compared with the headers of the packs it lists.
-  const indexIds: string[] = []
-  for await (const obj of storage.list(INDEX_PREFIX, { signal })) {
-    const id = indexIdOfKey(obj.key)
-    if (id !== undefined) indexIds.push(id)
-  }
   const blobCopies = { total: 0 }
   let indexDone = 0
   for (const indexId of indexIds) {
@@ -238,8 +256,6 @@ export async function verifyRepository(repo: Repository, o: VerifyOptions = {}):
   })
 
   // Records: each decodes and verifies, and every blob it references is indexed.
-  const recordKeys: string[] = []
-  for await (const obj of storage.list(RECORDS_PREFIX, { signal })) recordKeys.push(obj.key)
   for (const storageKey of recordKeys) {
     const rest = storageKey.slice(RECORDS_PREFIX.length)
     const slash = rest.indexOf('/')
@@ -250,7 +266,7 @@ export async function verifyRepository(repo: Repository, o: VerifyOptions = {}):
       stats.records++
       for (const ref of record.blobRefs) {
         stats.referencedBlobs++
-        if (!repo.hasBlob(ref)) {
+        if (!repo.isBlobKnown(ref)) {
           problems.push({ object: storageKey, message: `record '${storageKey}' references blob '${ref}', which is not in the index` })
         }
       }
@@ -266,7 +282,7 @@ export async function verifyRepository(repo: Repository, o: VerifyOptions = {}):
     let n = 0
     for await (const ref of o.referencedBlobs as AsyncIterable<string>) {
       stats.referencedBlobs++
-      if (!/^[0-9a-f]{64}$/.test(ref) || !repo.hasBlob(ref)) {
+      if (!/^[0-9a-f]{64}$/.test(ref) || !repo.isBlobKnown(ref)) {
         problems.push({ object: `blob ${ref}`, message: `referenced blob '${ref}' is not in the index` })
       }
       if (++n % 1000 === 0) progress('references', n, n)

@@ -192,6 +192,7 @@ export class WalSegmentWriter {
     const whole = Math.floor(this.filled / WAL_PIECE_BYTES) * WAL_PIECE_BYTES
     const aEnd = this.syncA?.endBytes ?? 0
     if (whole > aEnd) {
+      await this.retake(this.syncA?.pieces ?? [], this.buf)
       const pieces = [...(this.syncA?.pieces ?? []), ...(await this.putPieces(this.buf, aEnd, whole))]
       const key = await this.writePartial({ validBytes: whole, crcState: this.crcAtPiece.get(whole)!, pieces, quiet: whole < this.filled })
       this.syncA = { key, endBytes: whole, pieces }
@@ -280,6 +281,7 @@ export class WalSegmentWriter {
     entry.promise = (async () => {
       const name = walFileName(this.o.timeline, segno, this.segSize)
       // Whole pieces a sync point already stored are the same blobs: reuse them, put only the rest.
+      await this.retake(syncPieces, buf)
       const pieces = [...syncPieces, ...(await this.putPieces(buf, syncPiecesBytes, buf.length))]
       const record: WalSegmentRecord = {
         name,
@@ -330,6 +332,20 @@ export class WalSegmentWriter {
       const head = this.pending.shift()!
       this.durableLsn = head.endLsn
       this.o.onStored?.(head.event!)
+    }
+  }
+
+  /**
+   * Takes again the references to pieces an earlier record of this segment lists, before another record lists
+   * them: a record may name only blobs its writer holds a reference to (docs/repository-format.md §10a). A piece
+   * whose pack garbage collection has condemned meanwhile is stored again from `bytes` (the segment's buffer; the
+   * pieces start at its beginning).
+   */
+  private async retake(pieces: readonly WalPiece[], bytes: Buffer): Promise<void> {
+    let off = 0
+    for (const [blob, length] of pieces) {
+      if (blob !== null && !this.repo.hasBlob(blob)) await this.repo.putBlob('data', bytes.subarray(off, off + length), { signal: this.o.signal })
+      off += length
     }
   }
 

@@ -14,7 +14,7 @@ import { syncDirectory } from './durable-file.js'
 import { isAbortReason } from './abort.js'
 import { pullBody } from './body.js'
 import { TEMP_PREFIX, assertValidKey, assertValidPrefix, assertValidRange } from './keys.js'
-import type { Body, ConditionalWriteSupport, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
+import type { Body, ConditionalWriteSupport, LeftoversRemoved, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
 
 /** Options of {@link openFsStorage}. */
 export interface FsStorageOptions {
@@ -65,8 +65,9 @@ const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EINTR',
  *   file. With `ifAbsent` it uses link(2) instead of rename(2), which fails atomically when the key exists, so
  *   `features.conditionalWrite` is true. A failed or aborted write removes its temporary file (best effort).
  * - An error thrown by a factory body is rethrown unchanged (it is the caller's); the write leaves nothing.
- * - A process killed mid-write leaves a `.tmp-*` file behind: invisible to `stat`, `read` and `list`, never
- *   removed by this driver. Keys with a `.tmp-` segment are refused for that reason.
+ * - A process killed mid-write leaves a `.tmp-*` file behind: invisible to `stat`, `read` and `list`, removed only
+ *   by `removeLeftovers` (regular files of that name under the root, older than asked). Keys with a `.tmp-`
+ *   segment are refused for that reason.
  * - A key cannot be both an object and a "directory" of other keys (`a` and `a/b`): writing the second fails with
  *   a StorageError. Object stores allow it; repository layouts must not rely on it.
  * - Disk full (ENOSPC, EDQUOT) is a non-retryable StorageError with a hint; descriptor exhaustion and NFS
@@ -239,6 +240,32 @@ class FsStorage implements Storage {
     }
   }
 
+  async removeLeftovers(olderThan: Date, o: OpOptions = {}): Promise<LeftoversRemoved> {
+    let removed = 0
+    let bytes = 0
+    const sweep = async (dirPath: string): Promise<void> => {
+      for await (const ent of await this.openDir(dirPath)) {
+        o.signal?.throwIfAborted()
+        const p = path.join(dirPath, ent.name)
+        // Dirent types come from lstat: a symbolic link is neither, so nothing outside the root is followed.
+        if (ent.isDirectory()) await sweep(p)
+        else if (ent.isFile() && ent.name.startsWith(TEMP_PREFIX)) {
+          try {
+            const st = await fsp.lstat(p)
+            if (st.mtime >= olderThan) continue
+            await fsp.unlink(p)
+            removed++
+            bytes += st.size
+          } catch (err) {
+            if (!isMissing(err)) throw mapFsError(err, 'remove', p, this.root)
+          }
+        }
+      }
+    }
+    await sweep(this.root)
+    return { removed, bytes }
+  }
+
   async probeConditionalWrite(key: string, o: OpOptions = {}): Promise<ConditionalWriteSupport> {
     await this.write(key, Buffer.from('pgkeep conditional write probe 1\n'), o)
     try {
@@ -264,18 +291,20 @@ class FsStorage implements Storage {
     return new NotFoundError(`object '${key}' not found in '${this.root}'`)
   }
 
+  /** The entries of a directory, streamed (a million packs cost no more memory than ten); none when it is missing. */
+  private async openDir(dirPath: string): Promise<AsyncIterable<import('node:fs').Dirent> | Iterable<import('node:fs').Dirent>> {
+    try {
+      return await fsp.opendir(dirPath)
+    } catch (err) {
+      if (isMissing(err)) return []
+      throw mapFsError(err, 'list', dirPath, this.root)
+    }
+  }
+
   /** Walks `dirKey` (a key prefix ending with '/', or '') for entries whose name starts with `namePrefix`. */
   private async *walk(dirKey: string, namePrefix: string, signal: AbortSignal | undefined): AsyncGenerator<ObjectInfo> {
     const dirPath = path.join(this.root, dirKey)
-    let entries: AsyncIterable<import('node:fs').Dirent>
-    try {
-      // opendir streams entries, so a directory of a million packs costs no more memory than one of ten.
-      entries = await fsp.opendir(dirPath)
-    } catch (err) {
-      if (isMissing(err)) return
-      throw mapFsError(err, 'list', dirPath, this.root)
-    }
-    for await (const ent of entries) {
+    for await (const ent of await this.openDir(dirPath)) {
       signal?.throwIfAborted()
       if (!ent.name.startsWith(namePrefix) || ent.name.startsWith(TEMP_PREFIX)) continue
       const key = dirKey + ent.name

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto'
 import { AlreadyExistsError, Codes, isPgkeepError } from '../errors.js'
 import { sleep } from './abort.js'
 import type { Body, ConditionalWriteSupport, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
+import { type LeftoversRemoved, removeLeftoversOf } from './storage.js'
 
 /**
  * Shortest wait of the fallback between its write and its read-back. Two writers of one key stay apart when each
@@ -111,6 +112,10 @@ class CheckedIfAbsentStorage implements Storage {
 
   probeConditionalWrite(key: string, o?: OpOptions): Promise<ConditionalWriteSupport> {
     return probeConditionalWriteOf(this.inner, key, o)
+  }
+
+  removeLeftovers(olderThan: Date, o?: OpOptions): Promise<LeftoversRemoved> {
+    return removeLeftoversOf(this.inner, olderThan, o)
   }
 
   close(): Promise<void> {

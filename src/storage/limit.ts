@@ -3,6 +3,7 @@
 
 import { probeConditionalWriteOf } from './if-absent.js'
 import type { Body, ConditionalWriteSupport, ObjectInfo, OpOptions, ReadOptions, Storage, WriteOptions } from './storage.js'
+import { type LeftoversRemoved, removeLeftoversOf } from './storage.js'
 
 /** Options of {@link withConcurrencyLimit}. */
 export interface ConcurrencyLimitOptions {
@@ -98,6 +99,11 @@ class LimitedStorage implements Storage {
 
   remove(key: string, o: OpOptions = {}): Promise<void> {
     return this.hold(o.signal, () => this.inner.remove(key, o))
+  }
+
+  /** Holds one slot for the whole sweep (its requests are sequential). */
+  removeLeftovers(olderThan: Date, o: OpOptions = {}): Promise<LeftoversRemoved> {
+    return this.hold(o.signal, () => removeLeftoversOf(this.inner, olderThan, o))
   }
 
   /** Holds one slot for the whole probe (its requests are sequential). */

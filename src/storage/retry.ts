@@ -6,6 +6,7 @@ import { Codes, isPgkeepError } from '../errors.js'
 import { anySignal, sleep } from './abort.js'
 import { holdsBody, probeConditionalWriteOf } from './if-absent.js'
 import type { Body, ConditionalWriteSupport, ObjectInfo, OpOptions, ReadOptions, Storage, WriteOptions } from './storage.js'
+import { type LeftoversRemoved, removeLeftoversOf } from './storage.js'
 
 /** One retry about to happen, for logging and diagnostics. */
 export interface RetryEvent {
@@ -48,7 +49,7 @@ export interface RetryOptions {
  *   reset connection can come after the store wrote the object) and whose later attempt answers AlreadyExistsError
  *   reads the object back: if it holds exactly this body, it is this call's own object and the write succeeds
  *   (with `collisionFree` the key itself says so, and nothing is read).
- * - `probeConditionalWrite` is retried as a whole (it is idempotent).
+ * - `probeConditionalWrite` and `removeLeftovers` are retried as a whole (they are idempotent).
  */
 export function withRetry(storage: Storage, o: RetryOptions): Storage {
   if (!(Number.isSafeInteger(o.attempts) && o.attempts >= 1)) {
@@ -99,6 +100,11 @@ class RetryingStorage implements Storage {
 
   remove(key: string, o: OpOptions = {}): Promise<void> {
     return this.run('remove', key, o.signal, (signal) => this.inner.remove(key, { ...o, signal }))
+  }
+
+  /** Retried as a whole: it is idempotent (what is gone stays gone). */
+  removeLeftovers(olderThan: Date, o: OpOptions = {}): Promise<LeftoversRemoved> {
+    return this.run('remove', '', o.signal, (signal) => removeLeftoversOf(this.inner, olderThan, { ...o, signal }))
   }
 
   async *read(key: string, o: ReadOptions = {}): AsyncGenerator<Uint8Array> {

@@ -14,6 +14,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -27,7 +28,7 @@ import { pullBody, type BodyPuller } from './body.js'
 import { holdsBody } from './if-absent.js'
 import { assertValidKey, assertValidPrefix, assertValidRange } from './keys.js'
 import { errorNameOf, httpStatusOf, isMissingKey, isNotImplemented, isPreconditionFailed, mapS3Error, sdkAttemptsOf } from './s3-errors.js'
-import type { Body, ConditionalWriteSupport, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
+import type { Body, ConditionalWriteSupport, LeftoversRemoved, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
 
 /** Static credentials; when absent the SDK's default provider chain (environment, profile, instance role) applies. */
 export interface S3Credentials {
@@ -105,6 +106,9 @@ const ABORT_UPLOAD_TIMEOUT_MS = 5_000
  * - Network failures, 5xx, throttling are retryable StorageErrors naming the endpoint; 403s and missing buckets are
  *   not retryable and carry a hint. Needs s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket (without
  *   ListBucket, S3 answers 403 instead of 404 for missing keys).
+ * - `removeLeftovers` aborts the incomplete multipart uploads under the prefix that were initiated before the
+ *   given time (needs s3:ListBucketMultipartUploads and s3:AbortMultipartUpload); a store without
+ *   ListMultipartUploads (s3rver answers 501 or 404) has nothing removed. Part sizes are not counted in `bytes`.
  * - `name` is `s3://bucket/prefix` plus the endpoint when one is set, never credentials.
  */
 export async function openS3Storage(o: S3StorageOptions): Promise<Storage> {
@@ -380,6 +384,40 @@ class S3Storage implements Storage {
       }
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined
     } while (token !== undefined)
+  }
+
+  async removeLeftovers(olderThan: Date, o: OpOptions = {}): Promise<LeftoversRemoved> {
+    const { signal } = o
+    let removed = 0
+    let keyMarker: string | undefined
+    let uploadIdMarker: string | undefined
+    for (;;) {
+      signal?.throwIfAborted()
+      let page
+      try {
+        page = await this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.s.bucket, Prefix: this.s.keyPrefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+          { abortSignal: signal },
+        )
+      } catch (err) {
+        // Stores without the call (s3rver) have no uploads to list; the lifecycle rule of the bucket is the remedy.
+        if (isNotImplemented(err) || httpStatusOf(err) === 404 || httpStatusOf(err) === 405) return { removed, bytes: 0 }
+        throw this.mapError(err, 'list', '', signal)
+      }
+      for (const u of page.Uploads ?? []) {
+        if (u.Key === undefined || u.UploadId === undefined || !u.Key.startsWith(this.s.keyPrefix)) continue
+        if (u.Initiated === undefined || u.Initiated >= olderThan) continue
+        try {
+          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.s.bucket, Key: u.Key, UploadId: u.UploadId }), { abortSignal: signal })
+          removed++
+        } catch (err) {
+          if (!isMissingKey(err) && errorNameOf(err) !== 'NoSuchUpload') throw this.mapError(err, 'remove', u.Key.slice(this.s.keyPrefix.length), signal)
+        }
+      }
+      if (page.IsTruncated !== true) return { removed, bytes: 0 }
+      keyMarker = page.NextKeyMarker
+      uploadIdMarker = page.NextUploadIdMarker
+    }
   }
 
   async remove(key: string, o: OpOptions = {}): Promise<void> {

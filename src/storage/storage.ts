@@ -99,5 +99,23 @@ export interface Storage {
    * for stores other than pgkeep's drivers: without it, `features.conditionalWrite` is taken as the answer.
    */
   probeConditionalWrite?(key: string, o?: OpOptions): Promise<ConditionalWriteSupport>
+  /**
+   * Removes what interrupted writes of this driver left behind where no reader sees it (fs: `.tmp-*` files; S3:
+   * incomplete multipart uploads under the prefix), when it was started before `olderThan`: a write still going on
+   * is younger than that. Garbage collection calls it with its grace period. Optional: without it a store's
+   * leftovers are left to its own rules (an S3 lifecycle rule that aborts incomplete uploads).
+   */
+  removeLeftovers?(olderThan: Date, o?: OpOptions): Promise<LeftoversRemoved>
   close(): Promise<void>
+}
+
+/** What `removeLeftovers` removed: how many leftovers, and their bytes where the store says (0 otherwise). */
+export interface LeftoversRemoved {
+  readonly removed: number
+  readonly bytes: number
+}
+
+/** `storage.removeLeftovers`, or nothing removed for a store without it. */
+export function removeLeftoversOf(storage: Storage, olderThan: Date, o: OpOptions = {}): Promise<LeftoversRemoved> {
+  return storage.removeLeftovers ? storage.removeLeftovers(olderThan, o) : Promise.resolve({ removed: 0, bytes: 0 })
 }

@@ -25,13 +25,16 @@ export interface VerifyBackupsResult {
 
 export async function verifyBackups(repo: Repository, o: { signal?: AbortSignal } = {}): Promise<VerifyBackupsResult> {
   const signal = o.signal
+  // Backups first, then the index and the packs: a backup that finished after verify opened the repository wrote
+  // its index objects and packs before its record, so they are found, never reported missing.
+  const backups = await listBackups(repo, undefined, { signal })
+  await repo.refreshIndex({ signal })
   const inRepository = await repo.presentBlobs({ signal })
   // Only blobs that are indexed count: this session put none.
   const present = (id: BlobId) => repo.locateBlob(id) !== undefined && inRepository(id)
   const problems: BackupProblem[] = []
   const checkedMaps = new Set<BlobId>()
   let files = 0
-  const backups = await listBackups(repo, undefined, { signal })
   for (const b of backups) {
     const where = (file?: string) => `backup ${b.id}${file ? ` file '${file}'` : ''}`
     const missing = (file: string | undefined, what: string, id: BlobId) =>

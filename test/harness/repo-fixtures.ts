@@ -243,6 +243,20 @@ export function withWriteHook(storage: Storage, before: (key: string) => void | 
 }
 
 /**
+ * A Storage decorator that runs `before(prefix)` ahead of every listing, before the first object is listed: a test
+ * makes another writer store something at the very moment a reader starts a listing.
+ */
+export function withListHook(storage: Storage, before: (prefix: string) => void | Promise<void>): Storage {
+  return {
+    ...withWriteHook(storage, () => {}),
+    async *list(prefix, o) {
+      await before(prefix)
+      yield* storage.list(prefix, o)
+    },
+  }
+}
+
+/**
  * A Storage decorator whose pack writes take `delayMs` longer, as over a slow link to an object store where a
  * 16 MiB pack takes far longer than a small index object: it widens the window in which a wrong write order
  * (index before its packs) would be visible after a crash.

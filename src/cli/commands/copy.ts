@@ -20,7 +20,7 @@ URL' it first); it may be plain or encrypted with a passphrase of its own, and i
 verifies and restores without the first. Only what it lacks crosses (every blob read is verified first), so a
 copy after each backup moves about what that backup stored. A backup appears there only once all of it is
 stored; an interrupted copy lists nothing half-copied, and running it again goes on where it stopped. Both
-repositories are held under shared locks (a copy runs beside backups and WAL archiving, not beside gc).
+repositories are held under shared locks (a copy runs beside backups, WAL archiving and gc).
 
   --to URL                the repository to copy into: a directory or s3://bucket/prefix (the same AWS_*
                           variables serve both repositories)

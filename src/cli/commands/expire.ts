@@ -24,7 +24,7 @@ kept backup (or for --keep-wal-within). Only records are removed: the space come
 
 Refuses a policy that would remove every backup of a cluster (add --keep-last 1, or --allow-empty). Takes a shared
 lock: it runs beside 'wal stream' and backups (WAL is not removed while a backup runs; the next expire removes it),
-never beside gc. Backups and WAL stored while it runs are never removed by it.
+and gc. Backups and WAL stored while it runs are never removed by it.
 
   --cluster NAME|SYSTEMID the cluster (needed when the repository holds several)
   --all-clusters          every cluster (each with the rules given, or its stored policy)

@@ -4,6 +4,7 @@ import type { Command } from '../command.js'
 import { backupCommand } from './backup.js'
 import { checkCommand } from './check.js'
 import { configShowCommand } from './config-show.js'
+import { gcCommand } from './gc.js'
 import { copyCommand } from './copy.js'
 import { demoCommand } from './demo.js'
 import { drillCommand } from './drill.js'
@@ -38,6 +39,7 @@ export const commands: readonly Command[] = [
   policyShowCommand,
   policySetCommand,
   policyClearCommand,
+  gcCommand,
   metricsCommand,
   walStreamCommand,
   walPushCommand,

@@ -12,11 +12,12 @@ export const unlockCommand: Command = {
   summary: 'list the repository locks, and remove stale ones (--remove-stale)',
   usage: `usage: pgkeep unlock --repo URL [--remove-stale] [--json]
 
-Lists every lock in the repository: its state, kind (shared: backup, WAL, restore, verify; exclusive:
-maintenance), what holds it, host, pid, age and expiry. States, judged by this host's clock:
+Lists every lock in the repository: its state, kind (shared: backup, WAL, restore, verify, expire, forget,
+copy, gc; exclusive: an index rebuild), what holds it, host, pid, age and expiry. States, judged by this host's clock:
   live        refreshed in time: it blocks conflicting locks, and is never removed here
   expired     not refreshed by its expiry (its holder was cut off from the repository, suspended, or is on
-              another host and gone): it no longer blocks shared locks; an exclusive lock removes it
+              another host and gone): it no longer blocks shared locks; an exclusive lock removes it, and
+              gc removes it when it has not acknowledged the packs gc is about to delete
   dead        its holder ran on this host and that process no longer exists
   unreadable  not a lock this pgkeep can read (damaged, or written by a newer version): it blocks exclusive locks
 

@@ -19,9 +19,10 @@ export const verifyCommand: Command = {
 Checks that every index object matches the packs it lists, every pack header is intact, every record decodes and
 references only indexed blobs, and that every backup is whole: each blob its files use is present, and so is the
 WAL from its start to its end LSN. With --read-data it also reads packs and re-hashes every blob in them: all packs,
-or a random PERCENT of them (whole packs). Takes a shared lock, so it waits for no backup but refuses to run
-during garbage collection; with read-only access to the repository it runs without one (and says so), writing
-nothing.
+or a random PERCENT of them (whole packs). Takes a shared lock, so it waits for no backup and garbage collection
+deletes nothing while it runs (it refuses to run beside an exclusive lock: an index rebuild); with read-only
+access to the repository it runs without one (and says so), writing nothing. What backups and WAL streaming
+store while it runs is not reported missing.
 Exits 0 when the repository is sound, ${exitCodeFor('INTEGRITY')} when something is damaged (each damaged object is listed).
 
   --read-data[=PERCENT]   also read and re-hash data: all of it, or PERCENT (0-100) of the packs
@@ -50,6 +51,9 @@ ${REPO_USAGE}
     const storage = await openStorage(url, ctx.env)
     try {
       const repo = await openRepository(storage, { passphrase, signal: ctx.signal })
+      // Packs are listed first and read later: garbage collection must delete none while verify runs, so this
+      // instance acknowledges no condemned pack, from its very first lock object on.
+      const release = repo.holdPacks()
       // With read-only access the lock cannot be written: verify reads only, so it goes on without one.
       const lock = await repo.acquireReaderLock({ purpose: 'verify', signal: ctx.signal })
       if (!lock)
@@ -68,6 +72,7 @@ ${REPO_USAGE}
           stats: { ...structure.stats, backups: backups.backups, backupFiles: backups.files },
         }
       } finally {
+        release()
         await repo.close()
       }
       const n = result.problems.length
