@@ -12,7 +12,7 @@ import type { BlobLocation } from './blob-index.js'
 import { pageHashesOf } from './codec-work.js'
 import type { CodecPool } from './codec-pool.js'
 import type { RepoKeys } from './crypto.js'
-import { WINDOW_BYTES } from './file-map.js'
+import { type PageHashAlgorithm, WINDOW_BYTES } from './file-map.js'
 import { packKey } from './layout.js'
 import { readObject } from './storage-io.js'
 
@@ -82,12 +82,12 @@ export class BlobReader {
   }
 
   /**
-   * The page hashes (as file maps hold them) of `window`, a view over a buffer from takeBuffer, which passes to the
-   * reader and comes back as the result's `window`.
+   * The page hashes in `algorithm` (a file map's: compare with its own) of `window`, a view over a buffer from
+   * takeBuffer, which passes to the reader and comes back as the result's `window`.
    */
-  async hashPages(window: Buffer): Promise<{ window: Buffer; hashes: Buffer }> {
-    if (this.pool) return this.pool.hashPages(window)
-    return { window, hashes: pageHashesOf(window) }
+  async hashPages(window: Buffer, algorithm: PageHashAlgorithm): Promise<{ window: Buffer; hashes: Buffer }> {
+    if (this.pool) return this.pool.hashPages(window, algorithm)
+    return { window, hashes: pageHashesOf(window, algorithm) }
   }
 
   /** Stops the workers. */
