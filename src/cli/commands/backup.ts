@@ -32,7 +32,7 @@ options:
   --cluster NAME          a readable name for this cluster, recorded with its first backup
   --init                  create the repository if the location holds none (encrypted when a passphrase is set);
                           without it, a location without a repository is an error, as for every command but init
-  --compress zstd[:LEVEL]|none   with --init: the compression of the repository it creates (default zstd:3)
+  --compress zstd[:LEVEL]|none   with --init: the compression of the repository it creates (default zstd:1)
   --workers N             threads for hashing and compression (default: the cores beyond two, at most 4; 0: none)
   --progress              show progress even when stderr is not a terminal
   --json                  print the result as one JSON object

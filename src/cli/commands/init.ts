@@ -20,7 +20,7 @@ is not mounted or a mistyped path never silently gets a new, empty repository.
   --repo URL              a directory (/var/lib/pgkeep, file:///…) or s3://bucket/prefix (AWS_* variables apply)
   --encrypt               encrypt everything with AES-256-GCM under a random master key wrapped by the passphrase
 ${PASSPHRASE_USAGE}
-  --compress METHOD       zstd (level 3, the default), zstd:LEVEL (1-19) or none
+  --compress METHOD       zstd (level 1, the default), zstd:LEVEL (1-19) or none
   --pack-size MIB         target size of pack objects in MiB (default 16)
 
 Without the passphrase an encrypted repository cannot be read: keep it safe, apart from the repository.
