@@ -41,6 +41,8 @@ export type ReceivedFiles = Map<string, { sizeBytes: number; crc32c: string }>
 export interface ParentFiles {
   backupId: string
   files: FileListReader
+  /** Reads the parent's metadata blobs (file maps), reading ahead where they lie together. */
+  readBlob(id: BlobId, o: { signal?: AbortSignal }): Promise<Buffer>
 }
 
 export class BackupFiles {
@@ -126,7 +128,7 @@ export class BackupFiles {
     if (!e?.fileMap) return undefined
     if (!this.store.hasBlob(e.fileMap)) throw new ParentBlobMissingError(e.fileMap)
     try {
-      return decodeFileMap(await this.repo.readBlob(e.fileMap, { signal: this.signal }), `file map of '${path}' in backup ${this.parent.backupId}`)
+      return decodeFileMap(await this.parent.readBlob(e.fileMap, { signal: this.signal }), `file map of '${path}' in backup ${this.parent.backupId}`)
     } catch (err) {
       if (this.signal?.aborted) throw err
       throw new ParentBlobMissingError(e.fileMap)

@@ -21,7 +21,22 @@ export interface BlobReaderOptions {
   maxGapBytes?: number
   /** A run is cut at this many stored bytes (default 8 MiB). */
   maxRunBytes?: number
+  /**
+   * Read at least this many bytes of a pack from the start of each run, and keep what was read (`keepRanges` of
+   * them at most) to serve later reads of blobs that lie in it without another storage read (default 0: read
+   * exactly the run). For metadata written in about the order it is read again: a parent backup's file maps.
+   */
+  readAheadBytes?: number
+  /** Ranges kept for readAheadBytes (default 4). */
+  keepRanges?: number
   signal?: AbortSignal
+}
+
+/** Bytes of a pack read ahead and kept. */
+interface KeptRange {
+  readonly packId: string
+  readonly start: number
+  readonly bytes: Buffer
 }
 
 /** What a BlobReader needs of its repository (given by Repository.openBlobReader). */
@@ -50,6 +65,8 @@ export class BlobReader {
   #fallbacks = 0
 
   readonly #free: ArrayBuffer[] = []
+  readonly #kept: KeptRange[] = []
+  #keptHits = 0
 
   /** @internal made by Repository.openBlobReader */
   constructor(
@@ -99,6 +116,11 @@ export class BlobReader {
   read(id: BlobId): Promise<Buffer> {
     const loc = this.repo.locateBlob(id)
     if (!loc) return this.repo.readBlob(id, { signal: this.o.signal })
+    const kept = this.#kept.find((k) => k.packId === loc.packId && loc.offset >= k.start && loc.offset + loc.storedLength <= k.start + k.bytes.length)
+    if (kept) {
+      this.#keptHits++
+      return new Promise<Buffer>((resolve, reject) => this.#decodeFrom(kept.bytes, kept.start, { id, loc, resolve, reject }))
+    }
     return new Promise<Buffer>((resolve, reject) => {
       this.#queue.push({ id, loc, resolve, reject })
       if (!this.#scheduled) {
@@ -110,9 +132,12 @@ export class BlobReader {
     })
   }
 
-  /** Storage reads made, blobs asked of them, and blobs read again through Repository.readBlob. */
-  get stats(): { runs: number; blobs: number; fallbacks: number } {
-    return { runs: this.#runs, blobs: this.#blobs, fallbacks: this.#fallbacks }
+  /**
+   * Storage reads made, blobs asked of them, blobs read again through Repository.readBlob, and blobs served from
+   * ranges read ahead.
+   */
+  get stats(): { runs: number; blobs: number; fallbacks: number; readAheadHits: number } {
+    return { runs: this.#runs, blobs: this.#blobs, fallbacks: this.#fallbacks, readAheadHits: this.#keptHits }
   }
 
   #flush(): void {
@@ -147,7 +172,8 @@ export class BlobReader {
 
   async #readRun(packId: string, run: Request[]): Promise<void> {
     const start = run[0]!.loc.offset
-    const end = Math.max(...run.map((r) => r.loc.offset + r.loc.storedLength))
+    // Past the end of the pack, a read returns what there is.
+    const end = Math.max(start + (this.o.readAheadBytes ?? 0), ...run.map((r) => r.loc.offset + r.loc.storedLength))
     let bytes: Buffer | undefined
     try {
       this.#runs++
@@ -155,26 +181,35 @@ export class BlobReader {
     } catch {
       // Missing pack, I/O error, abort: each blob's own read reports it the repository's way.
     }
+    if (bytes && this.o.readAheadBytes) {
+      this.#kept.push({ packId, start, bytes })
+      if (this.#kept.length > (this.o.keepRanges ?? 4)) this.#kept.shift()
+    }
     for (const r of run) {
       this.#blobs++
-      const at = r.loc.offset - start
-      if (!bytes || bytes.length < at + r.loc.storedLength) {
-        this.#fallback(r)
-        continue
-      }
-      const stored = bytes.subarray(at, at + r.loc.storedLength)
-      if (this.pool) {
-        this.pool.decode(stored, r.loc.flags, r.loc.plainLength, r.id).then(r.resolve, () => this.#fallback(r))
-        continue
-      }
-      try {
-        let plain = this.#codec.decode(stored, r.loc.flags, r.loc.plainLength, Buffer.from(r.id, 'hex'), `blob '${r.id}'`)
-        // An uncompressed blob comes back as a view into the whole run: copy it so the run can be freed.
-        if (plain.buffer === bytes.buffer) plain = Buffer.from(plain)
-        r.resolve(plain)
-      } catch {
-        this.#fallback(r)
-      }
+      this.#decodeFrom(bytes, start, r)
+    }
+  }
+
+  /** Decodes request `r` from `bytes`, read from its pack at `start` (undefined or short: read it on its own). */
+  #decodeFrom(bytes: Buffer | undefined, start: number, r: Request): void {
+    const at = r.loc.offset - start
+    if (!bytes || bytes.length < at + r.loc.storedLength) {
+      this.#fallback(r)
+      return
+    }
+    const stored = bytes.subarray(at, at + r.loc.storedLength)
+    if (this.pool) {
+      this.pool.decode(stored, r.loc.flags, r.loc.plainLength, r.id).then(r.resolve, () => this.#fallback(r))
+      return
+    }
+    try {
+      let plain = this.#codec.decode(stored, r.loc.flags, r.loc.plainLength, Buffer.from(r.id, 'hex'), `blob '${r.id}'`)
+      // An uncompressed blob comes back as a view into the whole run: copy it so the run can be freed.
+      if (plain.buffer === bytes.buffer) plain = Buffer.from(plain)
+      r.resolve(plain)
+    } catch {
+      this.#fallback(r)
     }
   }
 
