@@ -15,9 +15,7 @@ import {
   BACKUP_FORMAT_VERSION,
   type BackupRecord,
   type BlobId,
-  type BlobReader,
   ensureClusterRecord,
-  FileListReader,
   listBackups,
   newBackupId,
   type Repository,
@@ -25,7 +23,7 @@ import {
   writeBackupRecord,
 } from '../repo/index.js'
 import type { LockTiming } from '../repo/index.js'
-import { BackupFiles, type ParentFiles } from './backup-files.js'
+import { BackupFiles, openParentFiles, type ParentFiles } from './backup-files.js'
 import { BackupWal } from './backup-wal.js'
 import { ParentBlobMissingError } from './extent-builder.js'
 import { ParentFileMissingError } from './incremental-ingest.js'
@@ -90,12 +88,6 @@ export interface BackupResult {
 const CHECKSUM_NOTICE = /checksum verification failed|checksum verification failure/i
 /** The server manifest is kept as meta blobs of this size. */
 const MANIFEST_PIECE_BYTES = 4 << 20
-/**
- * A parent's file maps lie in its meta packs in the order its archives brought them, which is about the order this
- * backup asks for them: each storage read takes this much of a pack, and later maps are found in it (one object
- * store request per few hundred relation files instead of one each).
- */
-const PARENT_READ_AHEAD_BYTES = 2 << 20
 
 /**
  * Takes a full or incremental backup of the server into the repository, under a shared repository lock. When the
@@ -193,7 +185,7 @@ async function run(
   const walConn = await openReplication(o, 'pgkeep backup wal')
   let backupConn: ReplicationConnection | undefined
   let store: WindowStore | undefined
-  let parentReader: BlobReader | undefined
+  let parentFiles: (ParentFiles & { close(): Promise<void> }) | undefined
   try {
     const slot = o.slot ?? `pgkeep_${walConn.backendPid}`
     await ensureSlot(walConn, slot, o.slot === undefined, signal)
@@ -221,12 +213,7 @@ async function run(
 
     // Reusing the parent's blobs is safe only if their packs are still there: the index alone can be stale.
     store = await repo.openWindowStore({ workers: o.workers, checkPacks: parent !== undefined, signal })
-    let parentFiles: ParentFiles | undefined
-    if (parent) {
-      const reader = (parentReader = repo.openBlobReader({ workers: 0, readAheadBytes: PARENT_READ_AHEAD_BYTES, signal }))
-      const readBlob = (id: BlobId) => reader.read(id)
-      parentFiles = { backupId: parent.id, files: new FileListReader({ readBlob }, parent.files, undefined, `backup ${parent.id}`), readBlob }
-    }
+    if (parent) parentFiles = openParentFiles(repo, parent, signal)
     const files = new BackupFiles(repo, store, parentFiles, signal)
     const checksumFailures: BackupRecord['checksumFailures'] = []
     const manifest: Buffer[] = []
@@ -391,7 +378,7 @@ async function run(
   } finally {
     backupConn?.destroy()
     await store?.close().catch(() => {})
-    await parentReader?.close().catch(() => {})
+    await parentFiles?.close().catch(() => {})
     await walConn.close().catch(() => walConn.destroy())
     await walRepo.close().catch(() => {})
   }

@@ -1,7 +1,7 @@
 // The server's `backup_manifest` (JSON, PostgreSQL 13+): a parser that keeps the 64-bit System-Identifier exact
 // and checks Manifest-Checksum (src/common/parse_manifest.c). The writer is backup-manifest-writer.ts.
 
-import { createHash, } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { FormatError, IntegrityError } from '../errors.js'
 import { type Lsn, parseLsn } from './lsn.js'
 import type { TimelineId } from './wal-names.js'
