@@ -26,6 +26,10 @@ export interface Sample {
   repoGrowthBytes?: number
   /** Bytes read or received (physical-limit rows). */
   bytesRead?: number
+  /** Size of the database the run worked on (pg_database_size summed), bytes: the base of CPU-s per GB. */
+  databaseBytes?: number
+  /** 1-minute load average when the run started (the machine may be shared). */
+  load1?: number
 }
 
 /** A variant's place in the report: its group, its side, and the variant its ratio is taken against. */
@@ -75,6 +79,10 @@ export interface VariantSummary {
   bytesWritten: number | null
   repoGrowthBytes: number | null
   bytesRead: number | null
+  /** Median of the runs' user + system CPU seconds per GB of database. */
+  cpuSPerGb: number | null
+  /** Median 1-minute load average at the start of the runs. */
+  load1: number | null
   runsMs: number[]
 }
 
@@ -115,6 +123,8 @@ export function summarize(specs: VariantSpec[], samples: Sample[]): VariantSumma
       bytesWritten: medianOf(mine.map((s) => s.bytesWritten)),
       repoGrowthBytes: medianOf(mine.map((s) => s.repoGrowthBytes)),
       bytesRead: medianOf(mine.map((s) => s.bytesRead)),
+      cpuSPerGb: medianOf(mine.map((s) => (s.userS !== null && s.sysS !== null && s.databaseBytes ? (s.userS + s.sysS) / (s.databaseBytes / 1e9) : null))),
+      load1: medianOf(mine.map((s) => s.load1)),
       runsMs: mine.map((s) => s.wallMs),
     })
   }
@@ -147,14 +157,15 @@ export function formatMarkdown(meta: RunMeta, groups: GroupSpec[], rows: Variant
       `${meta.touchedPages ? ((100 * meta.touchedPages * 8192) / meta.databaseBytes).toFixed(2) : '?'}% of the database's pages). ` +
       `Repository: ${meta.repoKinds.join(', ')}. ` +
       `Medians of ${meta.runs} run(s) after ${meta.warmup} warm-up, variants alternating within each run; ` +
-      `\`sync\` before every run; ratio = median / the group's reference (marked ◆). Bytes: files written ` +
+      `\`sync\` before every run; ratio = median / the group's reference (marked ◆); CPU-s per GB = user + system ` +
+      `CPU of the measured process per GB of the database it worked on; load = 1-minute load average at the start. Bytes: files written ` +
       `(pg_basebackup, restore, WAL), repository growth (pgkeep backup) or bytes read (physical limit). ` +
       `The WAL rows run one process per segment, as restore_command does; their CPU and RSS leave out ` +
       `\`wal get\`'s detached prefetch process. \`pg_basebackup -D - -X none\` cannot stand for the limit here: ` +
       `it writes only a single tablespace to stdout.`,
     '',
-    '| | variant | wall | ratio | user CPU | sys CPU | peak RSS | bytes | runs (s) |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    '| | variant | wall | ratio | user CPU | sys CPU | CPU-s per GB | peak RSS | bytes | load | runs (s) |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ]
   for (const g of groups) {
     const mine = rows.filter((r) => r.spec.group === g.id)
@@ -165,7 +176,9 @@ export function formatMarkdown(meta: RunMeta, groups: GroupSpec[], rows: Variant
       lines.push(
         `| ${i === 0 ? g.title : ''} | ${name}${isRef ? ' ◆' : ''} | ${seconds(r.wallMs)} | ${r.ratio === null ? '' : r.ratio.toFixed(2)} | ` +
           `${r.userS === null ? '–' : r.userS.toFixed(1) + ' s'} | ${r.sysS === null ? '–' : r.sysS.toFixed(1) + ' s'} | ` +
-          `${r.maxRssKb === null ? '–' : (r.maxRssKb / 1024).toFixed(0) + ' MB'} | ${written} | ${r.runsMs.map((x) => (x / 1000).toFixed(2)).join(' ')} |`,
+          `${r.cpuSPerGb === null ? '–' : r.cpuSPerGb.toFixed(2)} | ` +
+          `${r.maxRssKb === null ? '–' : (r.maxRssKb / 1024).toFixed(0) + ' MB'} | ${written} | ${r.load1 === null ? '–' : r.load1.toFixed(1)} | ` +
+          `${r.runsMs.map((x) => (x / 1000).toFixed(2)).join(' ')} |`,
       )
     })
   }

@@ -19,6 +19,8 @@ const USAGE = `usage: npm run bench -- [options]
   --warmup N         warm-up runs, measured but left out of the medians (default 1)
   --repo-kind KIND   pgkeep's repository: fs, s3 (the local S3 server), or fs,s3 for both (default fs)
   --wal-segments N   WAL segments fetched by the wal get comparison (default 100)
+  --relations LIST   clusters of this many small tables for the backup's memory rows (default 20000,40000; 0: none)
+  --doubled          also the bench data at twice the scale, for the backup's memory when the data doubles
   --out DIR          where suite.jsonl, suite.md and suite.svg go (default bench/results)
   --profile          one more run at the end, not recorded, with every pgkeep process under node --cpu-prof:
                      DIR/profiles/<variant>/*.cpuprofile, summed up in DIR/profiles.md
@@ -35,6 +37,8 @@ try {
       warmup: { type: 'string' },
       'repo-kind': { type: 'string' },
       'wal-segments': { type: 'string' },
+      relations: { type: 'string' },
+      doubled: { type: 'boolean' },
       out: { type: 'string' },
       readme: { type: 'boolean' },
       profile: { type: 'boolean' },
@@ -66,6 +70,11 @@ if (kinds !== undefined && !kinds.split(',').every((k) => k === 'fs' || k === 's
   process.stderr.write(`invalid --repo-kind '${kinds}': use fs, s3 or fs,s3\n`)
   process.exit(2)
 }
+const relations = values.relations
+if (relations !== undefined && !/^\d+(,\d+)*$/.test(relations)) {
+  process.stderr.write(`invalid --relations '${relations}': give numbers of tables separated by commas, or 0\n`)
+  process.exit(2)
+}
 const outDir = resolve(values.out ?? join(ROOT, 'bench', 'results'))
 const benchEnv = {
   PGKEEP_BENCH_SCALE: whole('scale', 1),
@@ -75,6 +84,8 @@ const benchEnv = {
   PGKEEP_BENCH_REPO_KIND: kinds,
   PGKEEP_BENCH_OUT: outDir,
   PGKEEP_BENCH_PROFILE: values.profile ? '1' : undefined,
+  PGKEEP_BENCH_RELATIONS: relations,
+  PGKEEP_BENCH_DOUBLED: values.doubled ? '1' : undefined,
 }
 
 // The suite runs a private copy of the compiled CLI, so that a rebuild of dist/ while it runs (the tests build it)

@@ -39,6 +39,13 @@ const config = {
   repoKinds: (env.PGKEEP_BENCH_REPO_KIND ?? 'fs').split(',').map((k) => k.trim()) as RepoKind[],
   walSegments: Number(env.PGKEEP_BENCH_WAL_SEGMENTS ?? 100),
   outDir: env.PGKEEP_BENCH_OUT ?? join(import.meta.dirname, 'results'),
+  /** Clusters of this many small tables whose backups' memory is measured (none: empty). */
+  relations: (env.PGKEEP_BENCH_RELATIONS ?? '20000,40000')
+    .split(',')
+    .filter((x) => x !== '' && x !== '0')
+    .map(Number),
+  /** Also a cluster of twice the scale, for the backup's memory when the data doubles. */
+  doubled: env.PGKEEP_BENCH_DOUBLED === '1',
   /** One more, unrecorded run at the end with every pgkeep process under `node --cpu-prof`. */
   profile: env.PGKEEP_BENCH_PROFILE === '1',
 }
@@ -78,7 +85,16 @@ export const V = {
   curl: 'curl GET from S3 (s3rver)',
   walGetFs: 'pgkeep wal get (fs repository)',
   walGetS3: 'pgkeep wal get (S3 repository)',
+  basebackupScale: 'pg_basebackup -Ft -X stream',
+  fullScale: 'pgkeep backup (full)',
+  incrementalScale: 'pgkeep backup (incremental)',
 } as const
+
+/** The groups of the memory rows: clusters of many small tables, and the bench data at twice the scale. */
+const scaleGroups = (): { id: string; title: string; relations?: number }[] => [
+  ...config.relations.map((n) => ({ id: `relations-${n}`, title: `PG 15, ${n} small tables`, relations: n })),
+  ...(config.doubled ? [{ id: 'doubled', title: `PG 15, data doubled (pgbench scale ${2 * config.scale})` }] : []),
+]
 
 const startedAt = performance.now()
 /** Progress on the console, with the time since the suite started (where the time goes, and how far it is). */
@@ -94,6 +110,7 @@ function groups(): GroupSpec[] {
     { id: 'restore', title: 'Restore (PG 15)' },
     { id: 'pg17', title: 'PG 17, summarize_wal = on' },
     { id: 'wal', title: `WAL: ${config.walSegments} segments, one process each` },
+    ...scaleGroups().map((g) => ({ id: g.id, title: g.title })),
   ]
 }
 
@@ -104,9 +121,9 @@ function variants(kinds: RepoKind[]): VariantSpec[] {
     { group: 'limit', name: V.tarRead, side: 'limit' },
     { group: 'full', name: V.basebackup, side: 'reference' },
     { group: 'full', name: V.basebackupZstd, side: 'reference', ref: V.basebackup },
-    ...per((k) => [{ group: 'full', name: kindName(V.full, k), side: 'pgkeep', repoKind: k, ref: V.basebackup, goalRatio: 1 }]),
+    ...per((k) => [{ group: 'full', name: kindName(V.full, k), side: 'pgkeep', repoKind: k, ref: V.basebackup, goalRatio: 1.5 }]),
     { group: 'incremental', name: V.basebackup, side: 'reference' },
-    ...per((k) => [{ group: 'incremental', name: kindName(V.incremental, k), side: 'pgkeep', repoKind: k, ref: V.basebackup, goalRatio: 0.8 }]),
+    ...per((k) => [{ group: 'incremental', name: kindName(V.incremental, k), side: 'pgkeep', repoKind: k, ref: V.basebackup, goalRatio: 1 }]),
     { group: 'restore', name: V.tarExtract, side: 'reference' },
     ...per((k) => [
       { group: 'restore', name: kindName(V.restore1, k), side: 'pgkeep', repoKind: k, ref: V.tarExtract },
@@ -121,6 +138,11 @@ function variants(kinds: RepoKind[]): VariantSpec[] {
     { group: 'wal', name: V.curl, side: 'reference' },
     { group: 'wal', name: V.walGetFs, side: 'pgkeep', repoKind: 'fs', ref: V.cp },
     { group: 'wal', name: V.walGetS3, side: 'pgkeep', repoKind: 's3', ref: V.curl, goalRatio: 1 / 3 },
+    ...scaleGroups().flatMap((g): VariantSpec[] => [
+      { group: g.id, name: V.basebackupScale, side: 'reference' },
+      { group: g.id, name: V.fullScale, side: 'pgkeep', repoKind: 'fs', ref: V.basebackupScale },
+      ...(g.relations ? [{ group: g.id, name: V.incrementalScale, side: 'pgkeep' as const, repoKind: 'fs' as const, ref: V.basebackupScale }] : []),
+    ]),
   ]
 }
 
@@ -155,6 +177,8 @@ interface Ctx {
   s3: S3TestServer
   objects: S3Objects
   runId: string
+  /** Size of the database the runs being measured work on (for CPU-s per GB); undefined for the WAL rows. */
+  databaseBytes?: number
 }
 
 /** One measured run: `sync` first (untimed), then the command under /usr/bin/time; `after` adds sizes. */
@@ -168,6 +192,7 @@ async function measured(
   after?: (m: Measured) => Promise<Partial<Sample>>,
 ): Promise<Measured> {
   await syncDisks()
+  const load1 = os.loadavg()[0]
   if (isProfileRun(run)) {
     // Not recorded: profiling slows the process. pgkeep runs through a wrapper that adds --cpu-prof (Node 20 does
     // not take it from NODE_OPTIONS); the WAL loops find the wrapper in $PGKEEP.
@@ -197,6 +222,8 @@ async function measured(
     userS: m.userS,
     sysS: m.sysS,
     maxRssKb: m.maxRssKb,
+    databaseBytes: ctx.databaseBytes,
+    load1,
     ...extra,
   })
   return m
@@ -266,6 +293,7 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
     const t0 = performance.now()
     const data = await loadBenchData(pg, config.scale)
     meta.databaseBytes = data.databaseBytes
+    ctx.databaseBytes = data.databaseBytes
     const ts = pg.tablespaceDirs[0]!
     meta.zstd = await zstdRatio([pg.dataDir, ts], ['./pg_wal'])
     log(
@@ -309,6 +337,7 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
       await rm(tars, { recursive: true, force: true })
       for (const r of Object.values(repos)) await r.remove()
     }
+    ctx.databaseBytes = undefined
     await walRuns(ctx, specs, archive, segments)
   } finally {
     await pg.destroy()
@@ -458,7 +487,7 @@ async function suite17(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
   try {
     const [{ v }] = await pg.sql<{ v: string }>(`select current_setting('server_version') v`)
     meta.postgres = { ...meta.postgres, 17: v }
-    await loadBenchData(pg, config.scale)
+    ctx.databaseBytes = (await loadBenchData(pg, config.scale)).databaseBytes
     log('PG 17 loaded')
     for (let run = 0; run < totalRuns(); run++) {
       log(`PG 17 run ${runLabel(run)}`)
@@ -480,6 +509,52 @@ async function suite17(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
   }
 }
 
+/**
+ * The memory rows (PostgreSQL 15, fs repository): a cluster of N small tables (one relation file each, plus the
+ * catalogs), a full backup and an incremental after 1% of the tables changed, against pg_basebackup; and, with
+ * --doubled, the bench data at twice the scale. Peak RSS must not grow with file count or data size.
+ */
+async function suiteScale(ctx: Ctx, specs: VariantSpec[]): Promise<void> {
+  for (const g of scaleGroups()) {
+    const spec = (name: string) => specs.find((s) => s.group === g.id && s.name === name)!
+    const pg = await startCluster({ major: 15 })
+    try {
+      const t0 = performance.now()
+      if (g.relations) {
+        // Batches of 1000 tables a statement: one transaction each, so the lock table and WAL stay small.
+        for (let i = 0; i < g.relations; i += 1000) {
+          const to = Math.min(g.relations, i + 1000) - 1
+          await pg.sql(
+            `do $$ begin for i in ${i}..${to} loop execute format('create table bench_many_%s (id int, v text)', i); ` +
+              `execute format('insert into bench_many_%s values (1, ''x'')', i); end loop; end $$`,
+          )
+        }
+        await pg.sql('checkpoint')
+        const [{ size }] = await pg.sql<{ size: string }>(`select sum(pg_database_size(datname))::text size from pg_database`)
+        ctx.databaseBytes = Number(size)
+      } else {
+        ctx.databaseBytes = (await loadBenchData(pg, 2 * config.scale)).databaseBytes
+      }
+      log(`${g.title}: loaded in ${((performance.now() - t0) / 1000).toFixed(0)} s, ${formatBytes(ctx.databaseBytes)}`)
+      for (let run = 0; run < totalRuns(); run++) {
+        log(`${g.title}, run ${runLabel(run)}`)
+        await rm(await basebackup(ctx, spec(V.basebackupScale), run, pg), { recursive: true, force: true })
+        const repo = await openBenchRepo(ctx, 'fs', `repo-${g.id}-${run}`)
+        await pgkeepBackup(ctx, spec(V.fullScale), run, pg, repo, 'full')
+        if (g.relations) {
+          await pg.sql(`do $$ begin for i in 0..${g.relations - 1} by 100 loop execute format('update bench_many_%s set id = id + 1', i); end loop; end $$`)
+          await pg.sql('checkpoint')
+          await pgkeepBackup(ctx, spec(V.incrementalScale), run, pg, repo, 'incremental')
+        }
+        await repo.remove()
+      }
+    } finally {
+      await pg.destroy()
+    }
+  }
+  ctx.databaseBytes = undefined
+}
+
 /** The issue's bars from the medians (per repository kind for pgkeep's side). */
 function bars(rows: VariantSummary[], databaseBytes: number): BarResult[] {
   const row = (group: string, name: string) => rows.find((r) => r.spec.group === group && r.spec.name === name)
@@ -494,9 +569,20 @@ function bars(rows: VariantSummary[], databaseBytes: number): BarResult[] {
       holds: x === null ? null : x <= goal,
     })
   }
+  const cpuBar = (text: string, r: VariantSummary | undefined, goal: number) => {
+    const x = r?.cpuSPerGb ?? null
+    out.push({ text, measured: x, goal: `≤ ${goal.toFixed(1)}`, display: x === null ? 'not measured' : x.toFixed(2), holds: x === null ? null : x <= goal })
+  }
+  const rssBar = (text: string, r: VariantSummary | undefined, goalMb: number) => {
+    const x = r?.maxRssKb == null ? null : r.maxRssKb / 1024
+    out.push({ text, measured: x, goal: `≤ ${goalMb} MB`, display: x === null ? 'not measured' : `${x.toFixed(0)} MB`, holds: x === null ? null : x <= goalMb })
+  }
+  cpuBar('receiving BASE_BACKUP (protocol/ alone): CPU-s per GB', row('limit', V.receive), 0.5)
   for (const k of config.repoKinds) {
     const s = k === 's3' ? ' (S3)' : ''
-    ratioBar(`full backup / pg_basebackup -Ft -X stream${s}`, row('full', kindName(V.full, k)), row('full', V.basebackup), 1)
+    ratioBar(`full backup / pg_basebackup -Ft -X stream${s}`, row('full', kindName(V.full, k)), row('full', V.basebackup), 1.5)
+    cpuBar(`full backup: client CPU-s per GB${s}`, row('full', kindName(V.full, k)), 2.5)
+    cpuBar(`incremental after 1% (PG 15): client CPU-s per GB${s}`, row('incremental', kindName(V.incremental, k)), 1.5)
     ratioBar(`full backup / physical limit (receive)${s}`, row('full', kindName(V.full, k)), row('limit', V.receive), 1.25)
     const inc = row('incremental', kindName(V.incremental, k))
     const pct = inc?.repoGrowthBytes != null ? (100 * inc.repoGrowthBytes) / databaseBytes : null
@@ -507,7 +593,8 @@ function bars(rows: VariantSummary[], databaseBytes: number): BarResult[] {
       display: pct === null ? 'not measured' : `${pct.toFixed(2)}%`,
       holds: pct === null ? null : pct <= 3,
     })
-    ratioBar(`incremental after 1% / pg_basebackup (PG 15)${s}`, inc, row('incremental', V.basebackup), 0.8)
+    ratioBar(`incremental after 1% / pg_basebackup (PG 15)${s}`, inc, row('incremental', V.basebackup), 1)
+    if (k === 's3') ratioBar('incremental after 1% / full backup, both to S3', inc, row('full', kindName(V.full, k)), 1)
     ratioBar(`server-side incremental / full (PG 17)${s}`, row('pg17', kindName(V.serverIncremental, k)), row('pg17', kindName(V.full, k)), 0.2)
     ratioBar(`restore --jobs 4 / tar -xf${s}`, row('restore', kindName(V.restore4, k)), row('restore', V.tarExtract), 1)
     const rss = rows.filter((r) => r.spec.repoKind === k && r.spec.group !== 'wal' && r.maxRssKb !== null)
@@ -519,6 +606,23 @@ function bars(rows: VariantSummary[], databaseBytes: number): BarResult[] {
       display: peak === null ? 'not measured' : `${peak.toFixed(0)} MB`,
       holds: peak === null ? null : peak <= 200,
     })
+  }
+  const base = row('full', V.full)?.maxRssKb
+  for (const g of scaleGroups()) {
+    // Within 10% of the bar for the bench data, whatever the file count or data size.
+    rssBar(`peak RSS of the full backup, ${g.title}`, row(g.id, V.fullScale), 220)
+    if (g.relations) rssBar(`peak RSS of the incremental backup, ${g.title}`, row(g.id, V.incrementalScale), 220)
+    const r = row(g.id, V.fullScale)?.maxRssKb
+    if (base != null && r != null) {
+      const growth = (100 * (r - base)) / base
+      out.push({
+        text: `peak RSS of the full backup, ${g.title}, against the bench data's`,
+        measured: growth,
+        goal: '≤ +10%',
+        display: `${growth >= 0 ? '+' : ''}${growth.toFixed(0)}%`,
+        holds: growth <= 10,
+      })
+    }
   }
   const get = row('wal', V.walGetS3)
   const curl = row('wal', V.curl)
@@ -592,6 +696,7 @@ it(
     try {
       await suite15(ctx, specs, meta)
       await suite17(ctx, specs, meta)
+      await suiteScale(ctx, specs)
     } finally {
       ctx.objects.close()
       await s3.stop()

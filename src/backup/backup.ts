@@ -20,7 +20,6 @@ import {
   type BackupRecord,
   type BlobId,
   ensureClusterRecord,
-  FileListReader,
   listBackups,
   newBackupId,
   type Repository,
@@ -28,7 +27,7 @@ import {
   writeBackupRecord,
 } from '../repo/index.js'
 import type { LockTiming } from '../repo/index.js'
-import { BackupFiles } from './backup-files.js'
+import { BackupFiles, openParentFiles, type ParentFiles } from './backup-files.js'
 import { BackupWal } from './backup-wal.js'
 import { ParentBlobMissingError } from './extent-builder.js'
 import { ParentFileMissingError } from './incremental-ingest.js'
@@ -201,6 +200,7 @@ async function run(
   const walConn = await openReplication(o, 'pgkeep backup wal')
   let backupConn: ReplicationConnection | undefined
   let store: WindowStore | undefined
+  let parentFiles: (ParentFiles & { close(): Promise<void> }) | undefined
   try {
     const slot = o.slot ?? `pgkeep_${walConn.backendPid}`
     await ensureSlot(walConn, slot, o.slot === undefined, signal)
@@ -228,12 +228,8 @@ async function run(
 
     // Reusing the parent's blobs is safe only if their packs are still there: the index alone can be stale.
     store = await repo.openWindowStore({ workers: o.workers, checkPacks: parent !== undefined, signal })
-    const files = new BackupFiles(
-      repo,
-      store,
-      parent && { backupId: parent.id, files: new FileListReader(repo, parent.files, undefined, `backup ${parent.id}`) },
-      signal,
-    )
+    if (parent) parentFiles = openParentFiles(repo, parent, signal)
+    const files = new BackupFiles(repo, store, parentFiles, signal)
     const checksumFailures: BackupRecord['checksumFailures'] = []
     const manifest: Buffer[] = []
     let reader: TarArchiveReader | undefined
@@ -397,6 +393,7 @@ async function run(
   } finally {
     backupConn?.destroy()
     await store?.close().catch(() => {})
+    await parentFiles?.close().catch(() => {})
     await walConn.close().catch(() => walConn.destroy())
     await walRepo.close().catch(() => {})
   }

@@ -2,8 +2,15 @@
 // windows stored as blobs, and changed pages gathered into blobs of up to one window. Extents after changed pages
 // that are still being gathered wait with them, so the list stays in order.
 
-import type { BlobId, WindowStore } from '../repo/index.js'
+import type { BlobId, PageHashAlgorithm, WindowStore } from '../repo/index.js'
 import { type Extent, extentsIn, type FileMap, PAGE_BYTES, PAGE_HASH_BYTES, pushExtent, WINDOW_PAGES } from '../repo/index.js'
+
+/** Page hashes of changed pages, for a caller whose file map needs them (relation windows bring their own). */
+export interface ChangedPageHashes {
+  readonly algorithm: PageHashAlgorithm
+  /** Called with the hash of every changed page, once its blob is analysed. */
+  readonly onPageHash: (offset: number, hash: Buffer) => void
+}
 
 export interface IngestStats {
   /** Plain bytes of blobs this file added to the repository (0 for content already there). */
@@ -25,14 +32,11 @@ export class ExtentBuilder {
   private changedPages = 0
   private pending: Extent[] = []
 
-  /**
-   * @param onPageHash called with the page hash of every changed page, once its blob is analysed (the caller's
-   *   file map needs them; relation windows bring their own)
-   */
+  /** @param hashes page hashes of changed pages, when the caller's file map needs them */
   constructor(
     private readonly store: WindowStore,
     readonly stats: IngestStats,
-    private readonly onPageHash?: (offset: number, hash: Buffer) => void,
+    private readonly hashes?: ChangedPageHashes,
   ) {
     this.changed = store.takeBuffer()
   }
@@ -85,14 +89,14 @@ export class ExtentBuilder {
     this.changedPages = 0
     this.pending = []
     this.changed = this.store.takeBuffer()
-    const f = await this.store.analyze(bytes, { crc: false, pageHashes: this.onPageHash !== undefined })
+    const f = await this.store.analyze(bytes, { id: true, pageHashes: this.hashes?.algorithm })
     // Changed pages are never all zeros (those are holes), so the analysis has an id.
     const id = f.id!
-    if (this.onPageHash) {
+    if (this.hashes) {
       for (const e of pending) {
         if (e.blob !== '') continue
         const at = (e.blobOffset / PAGE_BYTES) * PAGE_HASH_BYTES
-        this.onPageHash(e.offset, f.pageHashes!.subarray(at, at + PAGE_HASH_BYTES))
+        this.hashes.onPageHash(e.offset, f.pageHashes!.subarray(at, at + PAGE_HASH_BYTES))
       }
     }
     for (const e of pending) pushExtent(this.extents, e.blob === '' ? { ...e, blob: id } : e)

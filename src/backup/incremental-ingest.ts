@@ -6,7 +6,18 @@ import { FormatError } from '../errors.js'
 import { crc32cFinal, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
 import { decodeIncrementalHeader, type IncrementalHeader, incrementalHeaderBytesNeeded } from '../pg/incremental-file.js'
 import { isAllZero } from '../pg/page.js'
-import { type FileMap, PAGE_BYTES, PAGE_HASH_BYTES, pageCountOf, UNKNOWN_WINDOW, WINDOW_PAGES, type WindowHash, type WindowStore } from '../repo/index.js'
+import {
+  type FileMap,
+  PAGE_BYTES,
+  PAGE_HASH_ALGORITHM,
+  PAGE_HASH_BYTES,
+  type PageHashAlgorithm,
+  pageCountOf,
+  UNKNOWN_WINDOW,
+  WINDOW_PAGES,
+  type WindowHash,
+  type WindowStore,
+} from '../repo/index.js'
 import { ExtentBuilder, type IngestStats } from './extent-builder.js'
 
 /** The parent backup lacks what an INCREMENTAL file builds on; the engine then takes a full backup instead. */
@@ -37,12 +48,15 @@ export class IncrementalFileIngest {
   private lengthBlocks = 0
   private reuseLimit = 0
   private readonly touchedWindows = new Set<number>()
+  private readonly algorithm: PageHashAlgorithm
 
   constructor(
     private readonly store: WindowStore,
     readonly path: string,
     private readonly parent: FileMap | undefined,
-  ) {}
+  ) {
+    this.algorithm = parent?.pageHashAlgorithm ?? PAGE_HASH_ALGORITHM
+  }
 
   async push(chunk: Buffer): Promise<void> {
     this.crc = crc32cUpdate(this.crc, chunk)
@@ -79,7 +93,10 @@ export class IncrementalFileIngest {
     if (!this.parent && !carriesAll) throw new ParentFileMissingError(this.path)
     this.reuseLimit = Math.min(h.truncationBlockLength, parentBlocks)
     // The page hashes of changed blocks come back with their blob's analysis.
-    this.out = new ExtentBuilder(this.store, this.stats, (offset, hash) => hash.copy(this.pageHashes, (offset / PAGE_BYTES) * PAGE_HASH_BYTES))
+    this.out = new ExtentBuilder(this.store, this.stats, {
+      algorithm: this.algorithm,
+      onPageHash: (offset, hash) => hash.copy(this.pageHashes, (offset / PAGE_BYTES) * PAGE_HASH_BYTES),
+    })
   }
 
   private async changedBlock(): Promise<void> {
@@ -123,14 +140,21 @@ export class IncrementalFileIngest {
     this.placeUpTo(this.lengthBlocks)
     const extents = await this.out.finish()
     const sizeBytes = this.lengthBlocks * PAGE_BYTES
+    const fileMap: FileMap =
+      this.algorithm === 'sha256-64'
+        ? { sizeBytes, pageHashAlgorithm: this.algorithm, windowHashes: this.windowHashes(), pageHashes: this.pageHashes, extents }
+        : { sizeBytes, pageHashAlgorithm: this.algorithm, pageHashes: this.pageHashes, extents }
     return {
-      fileMap: { sizeBytes, windowHashes: this.windowHashes(), pageHashes: this.pageHashes, extents },
+      fileMap,
       incrementalSizeBytes: this.receivedBytes,
       incrementalCrc32c: crc32cFinal(this.crc),
     }
   }
 
-  /** A window keeps the parent's hash only when it is entirely the parent's, unchanged and equally long. */
+  /**
+   * Version 1 maps: a window keeps the parent's hash only when it is entirely the parent's, unchanged and equally
+   * long.
+   */
   private windowHashes(): WindowHash[] {
     const out: WindowHash[] = []
     const p = this.parent
@@ -139,7 +163,7 @@ export class IncrementalFileIngest {
       const end = Math.min(start + WINDOW_PAGES, this.lengthBlocks)
       const parentEnd = Math.min(start + WINDOW_PAGES, parentBlocks)
       if (this.touchedWindows.has(k)) out.push(UNKNOWN_WINDOW)
-      else if (p && end <= this.reuseLimit && parentEnd === end) out.push(p.windowHashes[k])
+      else if (p?.windowHashes && end <= this.reuseLimit && parentEnd === end) out.push(p.windowHashes[k] ?? UNKNOWN_WINDOW)
       else if (start >= this.reuseLimit) out.push(null)
       else out.push(UNKNOWN_WINDOW)
     }

@@ -1,7 +1,7 @@
 // Ingests any file other than a relation file as blobs of up to 1 MiB (all-zero pieces become holes); its size
 // need not be known ahead. Pieces are analysed by the repository's window store and placed in order.
 
-import { crc32cCombine } from '../pg/crc32c.js'
+import { crc32cFinal, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
 import { type Extent, pushExtent, WINDOW_BYTES, type WindowFacts, type WindowStore } from '../repo/index.js'
 import type { IngestStats } from './extent-builder.js'
 
@@ -12,7 +12,8 @@ export class PlainFileIngest {
   private filled = 0
   /** Bytes placed so far (pieces are placed in order). */
   private placed = 0
-  private crc = 0
+  /** CRC-32C state over the bytes pushed so far. */
+  private crc = crc32cInit()
   private readonly ahead: Promise<WindowFacts>[] = []
 
   constructor(private readonly store: WindowStore) {
@@ -20,6 +21,7 @@ export class PlainFileIngest {
   }
 
   async push(chunk: Buffer): Promise<void> {
+    this.crc = crc32cUpdate(this.crc, chunk)
     let at = 0
     while (at < chunk.length) {
       const n = chunk.copy(this.piece, this.filled, at)
@@ -35,14 +37,14 @@ export class PlainFileIngest {
     while (this.ahead.length > 0) await this.placeNext()
     await this.store.drain()
     this.store.recycle(this.piece)
-    return { extents: this.extents, sizeBytes: this.placed, crc32c: this.crc }
+    return { extents: this.extents, sizeBytes: this.placed, crc32c: crc32cFinal(this.crc) }
   }
 
   private async flushPiece(): Promise<void> {
     const bytes = this.piece.subarray(0, this.filled)
     this.filled = 0
     this.piece = this.store.takeBuffer()
-    const facts = this.store.analyze(bytes, { crc: true, pageHashes: false })
+    const facts = this.store.analyze(bytes, { id: true })
     facts.catch(() => {}) // observed when placed
     this.ahead.push(facts)
     while (this.ahead.length > this.store.maxAhead) await this.placeNext()
@@ -52,7 +54,6 @@ export class PlainFileIngest {
     const f = await this.ahead.shift()!
     const offset = this.placed
     const length = f.window.length
-    this.crc = crc32cCombine(this.crc, f.crc32c!, length)
     this.placed += length
     if (f.allZero) {
       pushExtent(this.extents, { offset, length, blob: null, blobOffset: 0 })

@@ -1,21 +1,24 @@
 // Ingests a relation segment file (a whole number of 8 KB pages) window by window (128 pages). Every window is
-// analysed by the repository's window store (page hashes, blob id, CRC-32C, all-zero), several ahead of the one
-// being placed when the store has workers; windows are placed in file order, so the outcome does not depend on
-// where the work ran. With a parent backup's file map, unchanged windows and pages point at the parent's blobs
-// and only changed pages are stored; without one, each window is one blob whose id is the window's hash.
+// analysed by the repository's window store (page hashes with the all-zero test, and the blob id where it is
+// needed), several ahead of the one being placed when the store has workers; windows are placed in file order, so
+// the outcome does not depend on where the work ran. With a parent backup's file map, unchanged windows and pages
+// point at the parent's blobs and only changed pages are stored; without one, each window is one blob.
+// A parent's map of version 1 (page hashes from SHA-256, docs/backup-format.md §4) is compared in its own terms:
+// by window id first, then page by page with SHA-256 page hashes computed for it; the new map is version 2 always.
 
 import { FormatError } from '../errors.js'
-import { crc32cCombine } from '../pg/crc32c.js'
+import { crc32cFinal, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
 import {
+  type AnalyzeRequest,
   type FileMap,
-  hashPages,
   PAGE_BYTES,
+  PAGE_HASH_ALGORITHM,
   PAGE_HASH_BYTES,
   pageCountOf,
   WINDOW_BYTES,
   type WindowFacts,
-  type WindowHash,
   type WindowStore,
+  windowCountOf,
 } from '../repo/index.js'
 import { ExtentBuilder, type IngestStats } from './extent-builder.js'
 
@@ -33,13 +36,15 @@ export class RelationFileIngest {
   private offset = 0
   /** Bytes placed so far (windows are placed in order). */
   private placed = 0
-  /** CRC-32C of the bytes placed so far. */
-  private crc = 0
-  private readonly windowHashes: WindowHash[] = []
+  /** CRC-32C state over the bytes pushed so far. */
+  private crc = crc32cInit()
+  /** The new map's page hashes (zeros where a window was all zeros). */
   private readonly pageHashes: Buffer
   private readonly out: ExtentBuilder
   /** Windows in analysis and not placed yet, in file order. */
   private readonly ahead: Promise<WindowFacts>[] = []
+  /** The parent's windows: only these are compared. */
+  private readonly parentWindows: number
 
   constructor(
     private readonly store: WindowStore,
@@ -49,9 +54,11 @@ export class RelationFileIngest {
     this.pageHashes = Buffer.alloc(pageCountOf(sizeBytes) * PAGE_HASH_BYTES)
     this.window = store.takeBuffer()
     this.out = new ExtentBuilder(store, this.stats)
+    this.parentWindows = parent ? windowCountOf(parent.sizeBytes) : 0
   }
 
   async push(chunk: Buffer): Promise<void> {
+    this.crc = crc32cUpdate(this.crc, chunk)
     let at = 0
     while (at < chunk.length) {
       const n = chunk.copy(this.window, this.filled, at)
@@ -69,8 +76,8 @@ export class RelationFileIngest {
     this.store.recycle(this.window)
     if (this.placed !== this.sizeBytes) throw new FormatError(`relation file ended at ${this.placed} of ${this.sizeBytes} bytes`)
     return {
-      fileMap: { sizeBytes: this.sizeBytes, windowHashes: this.windowHashes, pageHashes: this.pageHashes, extents },
-      crc32c: this.crc,
+      fileMap: { sizeBytes: this.sizeBytes, pageHashAlgorithm: PAGE_HASH_ALGORITHM, pageHashes: this.pageHashes, extents },
+      crc32c: crc32cFinal(this.crc),
     }
   }
 
@@ -80,13 +87,18 @@ export class RelationFileIngest {
     this.offset += w.length
     this.filled = 0
     this.window = this.store.takeBuffer()
-    // The parent's hash of this window: when the id equals it, the page hashes are not needed.
-    const p = this.parent
-    const unchangedIf = p && k < p.windowHashes.length ? (p.windowHashes[k] ?? undefined) : undefined
-    const facts = this.store.analyze(w, { crc: true, pageHashes: true, unchangedIf })
+    const facts = this.store.analyze(w, this.requestFor(k))
     facts.catch(() => {}) // observed when placed; a failed ingest may never get there
     this.ahead.push(facts)
     while (this.ahead.length > this.store.maxAhead) await this.placeNext()
+  }
+
+  /** What window `k` needs: its id only when it may be stored whole or the parent compares by window id. */
+  private requestFor(k: number): AnalyzeRequest {
+    const p = this.parent
+    if (!p || k >= this.parentWindows) return { id: true, pageHashes: PAGE_HASH_ALGORITHM }
+    if (p.windowHashes) return { id: true, pageHashes: PAGE_HASH_ALGORITHM, legacyUnlessId: p.windowHashes[k] ?? null }
+    return { id: false, pageHashes: PAGE_HASH_ALGORITHM }
   }
 
   /** Places the oldest analysed window. */
@@ -94,55 +106,42 @@ export class RelationFileIngest {
     const f = await this.ahead.shift()!
     const w = f.window
     const offset = this.placed
-    const k = this.windowHashes.length
+    const k = offset / WINDOW_BYTES
     const firstPage = offset / PAGE_BYTES
-    const p = this.parent
-    this.crc = crc32cCombine(this.crc, f.crc32c!, w.length)
     this.placed += w.length
     if (f.allZero) {
-      this.windowHashes.push(null)
       this.out.hole(offset, w.length)
       this.store.recycle(w)
-    } else if (p === undefined || k >= p.windowHashes.length) {
-      // Nothing to compare with: the window is one blob, its id the window's hash.
-      this.windowHashes.push(f.id!)
-      f.pageHashes!.copy(this.pageHashes, firstPage * PAGE_HASH_BYTES)
-      await this.out.window(f.id!, w, offset)
-    } else {
-      this.windowHashes.push(f.id!)
-      if (this.unchanged(f.id!, k, w.length)) {
-        this.reuseWindow(offset, w.length)
-      } else {
-        // Page hashes are skipped when the id matches the parent's; only a length mismatch gets here without.
-        if (f.pageHashes) f.pageHashes.copy(this.pageHashes, firstPage * PAGE_HASH_BYTES)
-        else hashPages(w, this.pageHashes, firstPage * PAGE_HASH_BYTES)
-        await this.placePages(w, firstPage)
-      }
-      this.store.recycle(w)
+      return
     }
+    f.pageHashes!.copy(this.pageHashes, firstPage * PAGE_HASH_BYTES)
+    const p = this.parent
+    if (p === undefined || k >= this.parentWindows) {
+      // Nothing to compare with: the window is one blob.
+      await this.out.window(f.id!, w, offset)
+      return
+    }
+    // The parent's own terms: its page hashes (version 2: ours; version 1: the SHA-256 ones), or its window id.
+    const ours = p.windowHashes ? f.legacyPageHashes : f.pageHashes!
+    const sameLength = Math.min(WINDOW_BYTES, p.sizeBytes - offset) === w.length
+    const from = firstPage * PAGE_HASH_BYTES
+    const to = from + (w.length / PAGE_BYTES) * PAGE_HASH_BYTES
+    const unchanged = sameLength && (ours === undefined ? f.id === p.windowHashes![k] : ours.compare(p.pageHashes, from, to) === 0)
+    if (unchanged) this.out.reuse(p, offset, w.length)
+    else await this.placePages(w, firstPage, ours ?? f.pageHashes!)
+    this.store.recycle(w)
   }
 
-  private unchanged(id: string, k: number, length: number): boolean {
-    const p = this.parent!
-    return id === p.windowHashes[k] && Math.min(WINDOW_BYTES, p.sizeBytes - k * WINDOW_BYTES) === length
-  }
-
-  /** Unchanged window: the parent's page hashes and extents carry over. */
-  private reuseWindow(offset: number, length: number): void {
-    const from = (offset / PAGE_BYTES) * PAGE_HASH_BYTES
-    this.parent!.pageHashes.copy(this.pageHashes, from, from, from + (length / PAGE_BYTES) * PAGE_HASH_BYTES)
-    this.out.reuse(this.parent!, offset, length)
-  }
-
-  /** A changed window, page by page against the parent's page hashes (this window's are in pageHashes). */
-  private async placePages(w: Buffer, firstPage: number): Promise<void> {
+  /** A changed window, page by page: `ours` has this window's hashes in the parent's algorithm. */
+  private async placePages(w: Buffer, firstPage: number, ours: Buffer): Promise<void> {
     const p = this.parent!
     const parentPages = pageCountOf(p.sizeBytes)
     for (let i = 0; i * PAGE_BYTES < w.length; i++) {
       const pageNo = firstPage + i
       const at = pageNo * PAGE_HASH_BYTES
       const offset = pageNo * PAGE_BYTES
-      if (pageNo < parentPages && this.pageHashes.compare(p.pageHashes, at, at + PAGE_HASH_BYTES, at, at + PAGE_HASH_BYTES) === 0) {
+      const mine = i * PAGE_HASH_BYTES
+      if (pageNo < parentPages && ours.compare(p.pageHashes, at, at + PAGE_HASH_BYTES, mine, mine + PAGE_HASH_BYTES) === 0) {
         this.out.reuse(p, offset, PAGE_BYTES)
       } else if (this.pageHashes.compare(ZERO_HASH, 0, PAGE_HASH_BYTES, at, at + PAGE_HASH_BYTES) === 0) {
         this.out.hole(offset, PAGE_BYTES)

@@ -147,11 +147,12 @@ export class BackupFilesCopier {
     const extents = await this.#mapExtents(m.extents, blobHints)
     const byBlob = new Map<BlobId, BlobId>()
     for (const [i, x] of m.extents.entries()) if (x.blob !== null) byBlob.set(x.blob, extents[i]!.blob!)
-    const windowHashes: WindowHash[] = m.windowHashes.map((w) => {
+    // Version 2 maps have no window hashes (page hashes do not depend on the repository); version 1 maps do.
+    const windowHashes: WindowHash[] | undefined = m.windowHashes?.map((w) => {
       if (w === null || w === UNKNOWN_WINDOW) return w
       return byBlob.get(w) ?? windowHints?.get(w) ?? this.#mapper.known(w) ?? UNKNOWN_WINDOW
     })
-    return { sizeBytes: m.sizeBytes, windowHashes, pageHashes: m.pageHashes, extents }
+    return { sizeBytes: m.sizeBytes, pageHashAlgorithm: m.pageHashAlgorithm, ...(windowHashes ? { windowHashes } : {}), pageHashes: m.pageHashes, extents }
   }
 
   /** Extents with every blob copied and named by its target id. */
@@ -185,10 +186,12 @@ export function extentPairs(source: readonly Extent[], target: readonly Extent[]
 
 /** Pairs of window hashes of a file map and its copy (windows unknown on either side give none). */
 function windowPairs(source: FileMap, target: FileMap): Map<BlobId, BlobId> | undefined {
-  if (source.windowHashes.length !== target.windowHashes.length) return undefined
+  const theirs = target.windowHashes
+  if (!source.windowHashes || !theirs) return new Map()
+  if (source.windowHashes.length !== theirs.length) return undefined
   const pairs = new Map<BlobId, BlobId>()
   source.windowHashes.forEach((s, k) => {
-    const t = target.windowHashes[k]
+    const t = theirs[k]
     if (s !== null && t !== null && t !== undefined && s !== UNKNOWN_WINDOW && t !== UNKNOWN_WINDOW) pairs.set(s, t)
   })
   return pairs

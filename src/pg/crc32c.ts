@@ -1,52 +1,12 @@
 // CRC-32C (Castagnoli), as PostgreSQL uses it for backup_manifest file checksums, pg_control and WAL records
 // (src/include/port/pg_crc32c.h): reflected polynomial 0x82F63B78, initial value 0xFFFFFFFF, final XOR 0xFFFFFFFF.
-// Table-driven slice-by-8; it is on the hot path of every backup, so the inner loop reads aligned 32-bit words.
+// The bytes go through @node-rs/crc32 (SSE 4.2 / ARMv8 CRC instructions, several GB/s): it is on the hot path of
+// every backup, restore and WAL segment. Its `crc32c(data, previous)` continues a finished CRC value; the running
+// state of this module's API is that value's complement (PostgreSQL's INIT/COMP/FIN split).
 
-import { endianness } from 'node:os'
+import { crc32c as nativeCrc32c } from '@node-rs/crc32'
 
 const POLY = 0x82f63b78
-
-// TABLE[k * 256 + n]: the CRC contribution of byte n followed by k zero bytes (slice-by-8 tables, k = 0..7).
-// Int32 rather than Uint32 entries keep every value a small integer for V8, which measured ~10 % faster.
-const TABLE = (() => {
-  const t = new Int32Array(256 * 8)
-  for (let n = 0; n < 256; n++) {
-    let c = n
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ POLY : c >>> 1
-    t[n] = c
-  }
-  for (let n = 0; n < 256; n++) {
-    let c = t[n]!
-    for (let k = 1; k < 8; k++) {
-      c = t[c & 0xff]! ^ (c >>> 8)
-      t[k * 256 + n] = c
-    }
-  }
-  return t
-})()
-
-// Word reads see bytes in host order; the slice-by-8 step below is written for little-endian words.
-const LITTLE_ENDIAN_HOST = endianness() === 'LE'
-
-// Slice-by-8 over little-endian word pairs. A function of its own: V8 optimizes the small hot loop much better
-// (measured 1.6 GB/s against 1.2 GB/s inlined in crc32cUpdate).
-function updateWords(crc: number, w: Int32Array): number {
-  const t = TABLE
-  for (let k = 0; k < w.length; k += 2) {
-    const lo = w[k]! ^ crc
-    const hi = w[k + 1]!
-    crc =
-      t[1792 + (lo & 0xff)]! ^
-      t[1536 + ((lo >>> 8) & 0xff)]! ^
-      t[1280 + ((lo >>> 16) & 0xff)]! ^
-      t[1024 + (lo >>> 24)]! ^
-      t[768 + (hi & 0xff)]! ^
-      t[512 + ((hi >>> 8) & 0xff)]! ^
-      t[256 + ((hi >>> 16) & 0xff)]! ^
-      t[hi >>> 24]!
-  }
-  return crc
-}
 
 /** The running state before any byte: pass it to {@link crc32cUpdate}. */
 export function crc32cInit(): number {
@@ -58,34 +18,8 @@ export function crc32cInit(): number {
  * The state is not the CRC: finish with {@link crc32cFinal}.
  */
 export function crc32cUpdate(state: number, data: Uint8Array): number {
-  const t = TABLE
-  let crc = state | 0
-  const n = data.byteLength
-  let i = 0
-  if (LITTLE_ENDIAN_HOST && n >= 32) {
-    // Bytes until the data is 4-byte aligned in its ArrayBuffer, so an Int32Array view can cover the middle.
-    while (((data.byteOffset + i) & 3) !== 0) crc = t[(crc ^ data[i++]!) & 0xff]! ^ (crc >>> 8)
-    const pairs = (n - i) >>> 3
-    crc = updateWords(crc, new Int32Array(data.buffer, data.byteOffset + i, pairs * 2))
-    i += pairs * 8
-  } else {
-    // Portable slice-by-8 over bytes (big-endian hosts, short inputs).
-    const end = n - ((n - i) & 7)
-    for (; i < end; i += 8) {
-      const lo = (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24)) ^ crc
-      crc =
-        t[1792 + (lo & 0xff)]! ^
-        t[1536 + ((lo >>> 8) & 0xff)]! ^
-        t[1280 + ((lo >>> 16) & 0xff)]! ^
-        t[1024 + (lo >>> 24)]! ^
-        t[768 + data[i + 4]!]! ^
-        t[512 + data[i + 5]!]! ^
-        t[256 + data[i + 6]!]! ^
-        t[data[i + 7]!]!
-    }
-  }
-  for (; i < n; i++) crc = t[(crc ^ data[i]!) & 0xff]! ^ (crc >>> 8)
-  return crc >>> 0
+  if (data.byteLength === 0) return state >>> 0
+  return ~nativeCrc32c(data, ~state >>> 0) >>> 0
 }
 
 /** Turns a running state into the CRC value (an unsigned 32-bit number). */
@@ -143,7 +77,7 @@ export function crc32cCombine(crcA: number, crcB: number, lengthB: number): numb
 
 /** CRC-32C of one buffer. `crc32c(utf8('123456789'))` is 0xE3069283. */
 export function crc32c(data: Uint8Array): number {
-  return crc32cFinal(crc32cUpdate(crc32cInit(), data))
+  return nativeCrc32c(data) >>> 0
 }
 
 /** An incremental CRC-32C, for data that arrives in chunks. */

@@ -19,7 +19,7 @@ import type { BlobLocation } from './blob-index.js'
 import { pageHashesOf } from './codec-work.js'
 import type { CodecPool } from './codec-pool.js'
 import { type RepoKeys, SEAL_OVERHEAD_BYTES } from './crypto.js'
-import { WINDOW_BYTES } from './file-map.js'
+import { type PageHashAlgorithm, WINDOW_BYTES } from './file-map.js'
 import { packKey } from './layout.js'
 
 export interface BlobReaderOptions {
@@ -29,6 +29,14 @@ export interface BlobReaderOptions {
   maxRunBytes?: number
   /** Blob buffers given back and kept for the next blobs, at most (default 32; more are left to the GC). */
   spareBuffers?: number
+  /**
+   * Read at least this many bytes of a pack from the start of each run, and keep what was read (`keepRanges` of
+   * them at most) to serve later reads of blobs that lie in it without another storage read (default 0: read
+   * exactly the run). For metadata written in about the order it is read again: a parent backup's file maps.
+   */
+  readAheadBytes?: number
+  /** Ranges kept for readAheadBytes (default 4). */
+  keepRanges?: number
   signal?: AbortSignal
 }
 
@@ -45,6 +53,13 @@ interface Request {
   loc: BlobLocation
   resolve: (b: Buffer) => void
   reject: (err: unknown) => void
+}
+
+/** Bytes of a pack read ahead and kept. */
+interface KeptRange {
+  readonly packId: string
+  readonly start: number
+  readonly bytes: Buffer
 }
 
 /** Stored bytes of one blob waiting for a worker: a view into a read chunk, or a buffer of the reader's own. */
@@ -83,6 +98,8 @@ export class BlobReader {
   /** Blobs waiting for a worker, and jobs posted (at most the pool's maxInFlight, so buffers are taken late). */
   readonly #waiting: PendingDecode[] = []
   #posted = 0
+  readonly #kept: KeptRange[] = []
+  #keptHits = 0
 
   /** @internal made by Repository.openBlobReader */
   constructor(
@@ -124,12 +141,12 @@ export class BlobReader {
   }
 
   /**
-   * The page hashes (as file maps hold them) of `window`, a view over a buffer from takeBuffer, which passes to the
-   * reader and comes back as the result's `window`.
+   * The page hashes in `algorithm` (a file map's: compare with its own) of `window`, a view over a buffer from
+   * takeBuffer, which passes to the reader and comes back as the result's `window`.
    */
-  async hashPages(window: Buffer): Promise<{ window: Buffer; hashes: Buffer }> {
-    if (this.pool) return this.pool.hashPages(window)
-    return { window, hashes: pageHashesOf(window) }
+  async hashPages(window: Buffer, algorithm: PageHashAlgorithm): Promise<{ window: Buffer; hashes: Buffer }> {
+    if (this.pool) return this.pool.hashPages(window, algorithm)
+    return { window, hashes: pageHashesOf(window, algorithm) }
   }
 
   /** Stops the workers. */
@@ -144,6 +161,14 @@ export class BlobReader {
   read(id: BlobId): Promise<Buffer> {
     const loc = this.repo.locateBlob(id)
     if (!loc) return this.repo.readBlob(id, { signal: this.o.signal })
+    const kept = this.#kept.find((k) => k.packId === loc.packId && loc.offset >= k.start && loc.offset + loc.storedLength <= k.start + k.bytes.length)
+    if (kept) {
+      this.#keptHits++
+      const at = loc.offset - kept.start
+      return new Promise<Buffer>((resolve, reject) =>
+        this.#decode({ r: { id, loc, resolve, reject }, stored: kept.bytes.subarray(at, at + loc.storedLength), own: undefined }),
+      )
+    }
     return new Promise<Buffer>((resolve, reject) => {
       this.#queue.push({ id, loc, resolve, reject })
       if (!this.#scheduled) {
@@ -155,9 +180,12 @@ export class BlobReader {
     })
   }
 
-  /** Storage reads made, blobs asked of them, and blobs read again through Repository.readBlob. */
-  get stats(): { runs: number; blobs: number; fallbacks: number } {
-    return { runs: this.#runs, blobs: this.#blobs, fallbacks: this.#fallbacks }
+  /**
+   * Storage reads made, blobs asked of them, blobs read again through Repository.readBlob, and blobs served from
+   * ranges read ahead.
+   */
+  get stats(): { runs: number; blobs: number; fallbacks: number; readAheadHits: number } {
+    return { runs: this.#runs, blobs: this.#blobs, fallbacks: this.#fallbacks, readAheadHits: this.#keptHits }
   }
 
   /** A buffer of the reader's for `length` plain bytes, or undefined when the blob is not window-sized. */
@@ -208,7 +236,9 @@ export class BlobReader {
   /** One storage read for `run` (sorted by offset); each blob is decoded as soon as its bytes are in. */
   async #readRun(packId: string, run: Request[]): Promise<void> {
     const start = run[0]!.loc.offset
-    const end = Math.max(...run.map((r) => r.loc.offset + r.loc.storedLength))
+    // With read-ahead, past the end of the pack a read returns what there is.
+    const end = Math.max(start + (this.o.readAheadBytes ?? 0), ...run.map((r) => r.loc.offset + r.loc.storedLength))
+    const keep: Uint8Array[] | undefined = this.o.readAheadBytes ? [] : undefined
     this.#runs++
     let next = 0
     // The stored bytes of run[next] when they span chunks: gathered here until complete.
@@ -217,6 +247,7 @@ export class BlobReader {
       let at = start
       for await (const chunk of this.repo.storage.read(packKey(packId), { offset: start, length: end - start, signal: this.o.signal })) {
         const chunkEnd = at + chunk.length
+        keep?.push(chunk)
         while (next < run.length) {
           const r = run[next]!
           const from = r.loc.offset
@@ -250,6 +281,10 @@ export class BlobReader {
       // Missing pack, I/O error, abort: each blob's own read reports it the repository's way.
     }
     this.#putBack(gathering?.buffer)
+    if (keep && keep.length > 0) {
+      this.#kept.push({ packId, start, bytes: Buffer.concat(keep) })
+      if (this.#kept.length > (this.o.keepRanges ?? 4)) this.#kept.shift()
+    }
     // What the read did not deliver (a short read, a failure) is read again blob by blob.
     for (; next < run.length; next++) {
       this.#blobs++

@@ -11,7 +11,7 @@ import { AssertionError } from '../errors.js'
 import type { BlobId } from './blob.js'
 import type { AnalyzeRequest, CodecJob, CodecJobResult, CodecWorkerData, WindowAnalysis } from './codec-work.js'
 import type { RepoKeys } from './crypto.js'
-import { WINDOW_BYTES } from './file-map.js'
+import { type PageHashAlgorithm, WINDOW_BYTES } from './file-map.js'
 
 /** The analysis of a window and the window itself, back from the worker. */
 export interface WindowFacts extends WindowAnalysis {
@@ -153,9 +153,9 @@ export class CodecPool {
     return {
       window: Buffer.from(r.buffer, offset, length),
       allZero: r.allZero,
-      crc32c: r.crc32c,
       id: r.id,
       pageHashes: r.pageHashes ? Buffer.from(r.pageHashes) : undefined,
+      legacyPageHashes: r.legacyPageHashes ? Buffer.from(r.legacyPageHashes) : undefined,
     }
   }
 
@@ -196,10 +196,13 @@ export class CodecPool {
     return { plain: Buffer.from(r.plain, 0, plainLength), stored: r.stored }
   }
 
-  /** Page hashes of `window` (a view over a buffer from takeBuffer, which passes to the pool and comes back). */
-  async hashPages(window: Buffer): Promise<{ window: Buffer; hashes: Buffer }> {
+  /**
+   * Page hashes of `window` in `algorithm` (a view over a buffer from takeBuffer, which passes to the pool and comes
+   * back).
+   */
+  async hashPages(window: Buffer, algorithm: PageHashAlgorithm): Promise<{ window: Buffer; hashes: Buffer }> {
     const { buffer, offset, length } = this.#detachable(window)
-    const r = await this.#run({ op: 'hash', job: this.#nextJob++, buffer, offset, length }, [buffer])
+    const r = await this.#run({ op: 'hash', job: this.#nextJob++, buffer, offset, length, algorithm }, [buffer])
     if (r.op !== 'hash') throw unexpected('hash', r)
     return { window: Buffer.from(r.buffer, offset, length), hashes: Buffer.from(r.hashes) }
   }

@@ -1,66 +1,69 @@
 // The per-byte work on blobs, as pure functions over a BlobCodec, and the messages that carry it to the worker
 // threads of a CodecPool (codec-worker.ts) and back: analysing a window of file content (page hashes, blob id,
-// CRC-32C, the all-zero test), encoding a blob as the repository stores it, decoding and verifying stored bytes,
+// the all-zero test), encoding a blob as the repository stores it, decoding and verifying stored bytes,
 // and hashing the pages of a file on disk (delta restore). The same functions run on the calling thread when no
 // pool is used, so both paths give the same bytes.
 
-import { hash } from 'node:crypto'
-import { crc32c } from '../pg/crc32c.js'
 import { isAllZero } from '../pg/page.js'
 import type { BlobCodec, BlobId } from './blob.js'
-import { PAGE_BYTES, PAGE_HASH_BYTES } from './file-map.js'
-
-const ZERO_HASH = Buffer.alloc(PAGE_HASH_BYTES)
+import { PAGE_BYTES, PAGE_HASH_BYTES, type PageHashAlgorithm } from './file-map.js'
+import { hashPagesInto } from './page-hash.js'
 
 /**
- * The page hashes of a file map for `bytes`, written into `out` at `outOffset`: the first PAGE_HASH_BYTES of the
- * SHA-256 of each 8 KB page (the last may be short), zeros for an all-zero page.
+ * The page hashes of `bytes` in `algorithm` (page-hash.ts), in a buffer of their own, and whether every page was
+ * all zeros.
  */
-export function hashPages(bytes: Uint8Array, out: Buffer, outOffset = 0): void {
-  for (let p = 0; p * PAGE_BYTES < bytes.length; p++) {
-    const page = bytes.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES)
-    const at = outOffset + p * PAGE_HASH_BYTES
-    if (isAllZero(page)) ZERO_HASH.copy(out, at)
-    else hash('sha256', page, 'buffer').copy(out, at, 0, PAGE_HASH_BYTES)
-  }
+export function pageHashesOf(bytes: Uint8Array, algorithm: PageHashAlgorithm): Buffer {
+  return hashedPages(bytes, algorithm).hashes
 }
 
-/** The page hashes of `bytes` in a buffer of their own. */
-export function pageHashesOf(bytes: Uint8Array): Buffer {
+function hashedPages(bytes: Uint8Array, algorithm: PageHashAlgorithm): { hashes: Buffer; allZero: boolean } {
   // alloc, not allocUnsafe: a buffer of its own (never a slice of Node's shared pool), so it can be transferred.
-  const out = Buffer.alloc(Math.ceil(bytes.length / PAGE_BYTES) * PAGE_HASH_BYTES)
-  hashPages(bytes, out)
-  return out
+  const hashes = Buffer.alloc(Math.ceil(bytes.length / PAGE_BYTES) * PAGE_HASH_BYTES)
+  const zeros = hashPagesInto(bytes, hashes, 0, algorithm)
+  return { hashes, allZero: zeros * PAGE_BYTES === bytes.length }
 }
 
 /** What to compute for a window. */
 export interface AnalyzeRequest {
-  /** Compute the window's CRC-32C. */
-  readonly crc: boolean
-  /** Compute the page hashes (unless the window is all zeros, or its id equals `unchangedIf`). */
-  readonly pageHashes: boolean
-  /** The parent backup's hash of this window: when the id equals it, the page hashes are not needed. */
-  readonly unchangedIf?: BlobId
+  /** Compute the window's blob id (unless it is all zeros). */
+  readonly id: boolean
+  /** Compute the page hashes in this algorithm (unless the window is all zeros). */
+  readonly pageHashes?: PageHashAlgorithm
+  /**
+   * A version 1 parent's hash of this window (its blob id): compute the id, and unless it equals this, the pages'
+   * `sha256-64` hashes too, to compare with the parent's.
+   */
+  readonly legacyUnlessId?: BlobId | null
 }
 
 /** What placing a window needs. */
 export interface WindowAnalysis {
   readonly allZero: boolean
-  /** CRC-32C of the window; undefined when not asked for. */
-  readonly crc32c: number | undefined
-  /** The blob id of the window; undefined for an all-zero window. */
+  /** The blob id of the window; undefined when not asked for, or for an all-zero window. */
   readonly id: BlobId | undefined
-  /** PAGE_HASH_BYTES per page; undefined when not asked for, skipped (unchanged), or all zeros. */
+  /** PAGE_HASH_BYTES per page; undefined when not asked for, or for an all-zero window. */
   readonly pageHashes: Buffer | undefined
+  /** `sha256-64` page hashes for a version 1 parent (see AnalyzeRequest.legacyUnlessId); else undefined. */
+  readonly legacyPageHashes: Buffer | undefined
 }
 
 /** Analyses one window with the repository's codec (its id is SHA-256, or HMAC-SHA-256 when encrypted). */
 export function analyzeWindow(bytes: Buffer, codec: BlobCodec, r: AnalyzeRequest): WindowAnalysis {
-  const crc = r.crc ? crc32c(bytes) : undefined
-  if (isAllZero(bytes)) return { allZero: true, crc32c: crc, id: undefined, pageHashes: undefined }
-  const id = codec.idOf(bytes).toString('hex')
-  const pageHashes = r.pageHashes && id !== r.unchangedIf ? pageHashesOf(bytes) : undefined
-  return { allZero: false, crc32c: crc, id, pageHashes }
+  let pageHashes: Buffer | undefined
+  let allZero: boolean
+  if (r.pageHashes) {
+    // The page hashes bring the all-zero test along (in the same pass over the bytes).
+    const h = hashedPages(bytes, r.pageHashes)
+    pageHashes = h.hashes
+    allZero = h.allZero
+  } else {
+    allZero = isAllZero(bytes)
+  }
+  if (allZero) return { allZero: true, id: undefined, pageHashes: undefined, legacyPageHashes: undefined }
+  const id = r.id || r.legacyUnlessId !== undefined ? codec.idOf(bytes).toString('hex') : undefined
+  const legacyPageHashes = r.legacyUnlessId !== undefined && id !== r.legacyUnlessId ? pageHashesOf(bytes, 'sha256-64') : undefined
+  return { allZero: false, id, pageHashes, legacyPageHashes }
 }
 
 /** What a worker is started with: the codec's parameters (the keys are secret: never logged, never sent back). */
@@ -78,7 +81,7 @@ export type CodecJob =
   | { op: 'analyze'; job: number; buffer: ArrayBuffer; offset: number; length: number; request: AnalyzeRequest }
   | { op: 'encode'; job: number; buffer: ArrayBuffer; offset: number; length: number }
   | { op: 'decode'; job: number; stored: ArrayBuffer; storedLength: number; plain: ArrayBuffer | undefined; flags: number; plainLength: number; id: BlobId }
-  | { op: 'hash'; job: number; buffer: ArrayBuffer; offset: number; length: number }
+  | { op: 'hash'; job: number; buffer: ArrayBuffer; offset: number; length: number; algorithm: PageHashAlgorithm }
 
 /** A worker's answer; `buffer` is the job's buffer, transferred back. */
 export type CodecJobResult =
@@ -87,9 +90,9 @@ export type CodecJobResult =
       job: number
       buffer: ArrayBuffer
       allZero: boolean
-      crc32c: number | undefined
       id: BlobId | undefined
       pageHashes: ArrayBuffer | undefined
+      legacyPageHashes: ArrayBuffer | undefined
     }
   | { op: 'encode'; job: number; buffer: ArrayBuffer; stored: ArrayBuffer; flags: number }
   | { op: 'decode'; job: number; plain: ArrayBuffer; stored: ArrayBuffer | undefined }
@@ -110,9 +113,13 @@ export function runCodecJob(m: CodecJob, codec: BlobCodec): { result: CodecJobRe
     case 'analyze': {
       const a = analyzeWindow(Buffer.from(m.buffer, m.offset, m.length), codec, m.request)
       const pageHashes = a.pageHashes ? ownArrayBuffer(a.pageHashes) : undefined
+      const legacyPageHashes = a.legacyPageHashes ? ownArrayBuffer(a.legacyPageHashes) : undefined
+      const transfer = [m.buffer]
+      if (pageHashes) transfer.push(pageHashes)
+      if (legacyPageHashes) transfer.push(legacyPageHashes)
       return {
-        result: { op: 'analyze', job: m.job, buffer: m.buffer, allZero: a.allZero, crc32c: a.crc32c, id: a.id, pageHashes },
-        transfer: pageHashes ? [m.buffer, pageHashes] : [m.buffer],
+        result: { op: 'analyze', job: m.job, buffer: m.buffer, allZero: a.allZero, id: a.id, pageHashes, legacyPageHashes },
+        transfer,
       }
     }
     case 'encode': {
@@ -136,7 +143,7 @@ export function runCodecJob(m: CodecJob, codec: BlobCodec): { result: CodecJobRe
       return { result: { op: 'decode', job: m.job, plain, stored }, transfer: stored ? [plain, stored] : [plain] }
     }
     case 'hash': {
-      const hashes = ownArrayBuffer(pageHashesOf(Buffer.from(m.buffer, m.offset, m.length)))
+      const hashes = ownArrayBuffer(pageHashesOf(Buffer.from(m.buffer, m.offset, m.length), m.algorithm))
       return { result: { op: 'hash', job: m.job, buffer: m.buffer, hashes }, transfer: [m.buffer, hashes] }
     }
   }

@@ -25,7 +25,7 @@ export { BACKUP_LOCK_PURPOSE, EXPIRE_LOCK_PURPOSE, formatLockAge } from './lock.
 export type { AcquireLockOptions, LockHoldState, LockInfo, LockKind, LockState, LockStateChange, LockStatus, LockTiming, RepoLock } from './lock.js'
 // The per-byte work, on worker threads or not: engines choose how many workers, never see the codec or keys.
 export { defaultWorkers } from './codec-pool.js'
-export { hashPages, pageHashesOf, type AnalyzeRequest } from './codec-work.js'
+export { pageHashesOf, type AnalyzeRequest } from './codec-work.js'
 export { WindowStore, type WindowFacts } from './window-store.js'
 export { BlobReader, type BlobReaderOptions } from './blob-reader.js'
 // The repository's own structures (normative in docs/backup-format.md): records, file lists, file maps, WAL.

@@ -20,7 +20,7 @@ export interface InitRepositoryOptions {
   encrypt?: { passphrase: string; scrypt?: ScryptParams }
   /** Pack target size in bytes (default 16 MiB). */
   packTargetBytes?: number
-  /** zstd level for blobs and records (default level 3), or 'none'. */
+  /** zstd level for blobs and records (default level 1), or 'none'. */
   compression?: { level: number } | 'none'
   signal?: AbortSignal
   /**

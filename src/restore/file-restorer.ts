@@ -356,7 +356,7 @@ export class FileRestorer {
       this.ctx.signal?.throwIfAborted()
       const n = Math.min(WINDOW_BYTES, offset + lengthBytes - w)
       await readFully(fh, buf, n, w)
-      const r = await this.ctx.reader.hashPages(buf.subarray(0, n))
+      const r = await this.ctx.reader.hashPages(buf.subarray(0, n), map.pageHashAlgorithm)
       buf = Buffer.from(r.window.buffer as ArrayBuffer)
       const hashes = r.hashes
       let run = -1

@@ -42,7 +42,7 @@ export async function writeSyntheticBackup(repo: Repository, b: SyntheticBackup)
     const sizeBytes = part.length * b.blobBytes
     const map = encodeFileMap({
       sizeBytes,
-      windowHashes: [UNKNOWN_WINDOW],
+      pageHashAlgorithm: 'xxh64',
       pageHashes: Buffer.alloc(PAGE_HASH_BYTES * Math.ceil(sizeBytes / 8192)),
       extents: part.map((blob, k) => ({ offset: k * b.blobBytes, length: b.blobBytes, blob, blobOffset: 0 })),
     })

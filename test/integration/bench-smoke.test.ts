@@ -31,6 +31,11 @@ const EXPECTED = [
   'wal/curl GET from S3 (s3rver)',
   'wal/pgkeep wal get (fs repository)',
   'wal/pgkeep wal get (S3 repository)',
+  'relations-200/pg_basebackup -Ft -X stream',
+  'relations-200/pgkeep backup (full)',
+  'relations-200/pgkeep backup (incremental)',
+  'doubled/pg_basebackup -Ft -X stream',
+  'doubled/pgkeep backup (full)',
 ]
 
 interface Line {
@@ -43,6 +48,7 @@ interface Line {
   bytesWritten?: number
   repoGrowthBytes?: number
   bytesRead?: number
+  databaseBytes?: number
   summary?: { meta: { databaseBytes: number; zstd: { rawBytes: number; zstdBytes: number; ratio: number } }; bars: { text: string; holds: boolean | null }[] }
 }
 
@@ -65,13 +71,39 @@ describe('npm run bench (tiny scale)', () => {
     if (out) await rm(out, { recursive: true, force: true })
   })
 
+  it('documents its options in --help and refuses malformed ones before it starts anything', async () => {
+    const help = await runLauncher(['--help'])
+    expect(help.code).toBe(0)
+    for (const option of ['--scale N', '--runs N', '--relations LIST', '--doubled', '--profile', '--no-build']) expect(help.output).toContain(option)
+    for (const bad of [['--relations', '20k'], ['--relations', '1,,2'], ['--relations', '-5'], ['--doubled=yes'], ['--scale', '0']]) {
+      const res = await runLauncher(bad)
+      expect(res.code, bad.join(' ')).toBe(2)
+      expect(res.output, bad.join(' ')).toMatch(/invalid|Option|option/)
+    }
+  })
+
   it('measures every variant and writes JSON lines, the table with its bars, and the chart', async () => {
     if (!debianTool('pg_basebackup') || !debianTool('pgbench')) {
       noteSkip('benchmark smoke run', 'needs pg_basebackup and pgbench from Debian PostgreSQL 15')
       return
     }
     out = await mkdtemp(join(tmpdir(), 'pgkeep-bench-smoke-'))
-    const res = await runLauncher(['--scale', '1', '--runs', '1', '--warmup', '0', '--wal-segments', String(WAL_SEGMENTS), '--out', out, '--no-build'])
+    const res = await runLauncher([
+      '--scale',
+      '1',
+      '--runs',
+      '1',
+      '--warmup',
+      '0',
+      '--wal-segments',
+      String(WAL_SEGMENTS),
+      '--relations',
+      '200',
+      '--doubled',
+      '--out',
+      out,
+      '--no-build',
+    ])
     expect(res.code, res.output.slice(-4000)).toBe(0)
 
     const lines = (await readFile(join(out, 'suite.jsonl'), 'utf8'))
@@ -88,6 +120,9 @@ describe('npm run bench (tiny scale)', () => {
       expect(s.maxRssKb, `${s.variant}: peak RSS from /usr/bin/time`).toBeGreaterThan(0)
     }
     const get = (group: string, variant: string) => samples.find((s) => s.group === group && s.variant === variant)!
+    // CPU-s per GB has its base: the size of the database each backup row worked on; the doubled data is larger.
+    for (const s of samples.filter((x) => x.group !== 'wal')) expect(s.databaseBytes, `${s.group}/${s.variant}`).toBeGreaterThan(0)
+    expect(get('doubled', 'pgkeep backup (full)').databaseBytes).toBeGreaterThan(get('full', 'pgkeep backup (full)').databaseBytes!)
 
     // Every WAL variant delivered exactly the segments asked for, whole.
     for (const s of samples.filter((x) => x.group === 'wal')) expect(s.bytesWritten, s.variant).toBe(WAL_SEGMENTS * SEGMENT_BYTES)
@@ -123,5 +158,5 @@ describe('npm run bench (tiny scale)', () => {
     expect(svg.trimEnd().endsWith('</svg>')).toBe(true)
     expect(svg.match(/<rect x="380"/g)).toHaveLength(EXPECTED.length) // one bar per variant
     expect(svg).not.toMatch(/NaN|undefined|Infinity/)
-  }, 170_000)
+  }, 400_000)
 })

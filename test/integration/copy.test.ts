@@ -60,14 +60,17 @@ function filesUnder(dir: string): { path: string; size: number }[] {
  * Checks every window hash of a backup's file maps that is not unknown: it must be the id the window's bytes have as
  * a blob in `repo` (its own keyed id in an encrypted repository), what an incremental backup there compares with.
  */
-async function checkWindowHashes(repo: Repository, rec: BackupRecord): Promise<{ known: number; unknown: number }> {
+async function checkWindowHashes(repo: Repository, rec: BackupRecord): Promise<{ known: number; unknown: number; v1Maps: number }> {
   let known = 0
   let unknown = 0
+  let v1Maps = 0
   for await (const e of new FileListReader(repo, rec.files).entries()) {
     if (!e.fileMap) continue
     const m = decodeFileMap(await repo.readBlob(e.fileMap))
     let cached: [string, Buffer] | undefined
     const read = async (id: string) => (cached?.[0] === id ? cached[1] : (cached = [id, await repo.readBlob(id)])[1])
+    if (!m.windowHashes) continue // version 2: no window hashes, page hashes do not depend on the repository
+    v1Maps++
     for (const [k, w] of m.windowHashes.entries()) {
       if (w === null) continue
       if (w === UNKNOWN_WINDOW) {
@@ -83,7 +86,7 @@ async function checkWindowHashes(repo: Repository, rec: BackupRecord): Promise<{
       known++
     }
   }
-  return { known, unknown }
+  return { known, unknown, v1Maps }
 }
 
 describe('copy', () => {
@@ -254,7 +257,7 @@ describe('copy', () => {
     for (const rec of await listBackups(d)) {
       const w = await checkWindowHashes(d, rec)
       console.log(`backup ${rec.id} (${rec.type}) in the encrypted copy: ${w.known} window hashes checked, ${w.unknown} unknown`)
-      expect(w.known).toBeGreaterThan(0)
+      if (w.v1Maps > 0) expect(w.known).toBeGreaterThan(0)
       if (rec.type === 'full') expect(w.unknown).toBe(0)
     }
     // A copy with nothing left to do reads and stores nothing.

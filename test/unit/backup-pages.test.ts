@@ -12,6 +12,7 @@ import { PlainFileIngest } from '../../src/backup/plain-ingest.js'
 import { RelationFileIngest } from '../../src/backup/relation-ingest.js'
 import { FormatError } from '../../src/errors.js'
 import { encodeIncrementalFile } from '../../src/pg/incremental-file.js'
+import { pageHashesOf } from '../../src/repo/codec-work.js'
 import { FileListReader, FileListWriter, type FileEntry } from '../../src/repo/file-list.js'
 import { decodeFileMap, encodeFileMap, type Extent, type FileMap, UNKNOWN_WINDOW } from '../../src/repo/file-map.js'
 import { initRepository, type Repository } from '../../src/repo/index.js'
@@ -73,18 +74,15 @@ describe('relation file ingest', () => {
     const bytes = Buffer.concat(Array.from({ length: pages }, (_, i) => (i >= 128 && i < 256 ? Buffer.alloc(PAGE) : page(i))))
     const { fileMap } = await ingestRelation(store, bytes)
     expect((await rebuild(repo, fileMap.extents)).equals(bytes)).toBe(true)
-    expect(fileMap.windowHashes[1]).toBeNull() // pages 128..255 are zeros
-    expect(fileMap.extents.some((e) => e.blob === null && e.offset === 128 * PAGE && e.length === 128 * PAGE)).toBe(true)
+    expect(fileMap.pageHashAlgorithm).toBe('xxh64')
+    expect(fileMap.windowHashes).toBeUndefined()
+    expect(fileMap.extents.some((e) => e.blob === null && e.offset === 128 * PAGE && e.length === 128 * PAGE)).toBe(true) // pages 128..255 are zeros
     for (const i of [0, 5, 299]) {
-      const want = createHash('sha256')
-        .update(bytes.subarray(i * PAGE, (i + 1) * PAGE))
-        .digest()
-        .subarray(0, 8)
-      expect(fileMap.pageHashes.subarray(i * 8, i * 8 + 8)).toEqual(want)
+      expect(fileMap.pageHashes.subarray(i * 8, i * 8 + 8)).toEqual(pageHashesOf(bytes.subarray(i * PAGE, (i + 1) * PAGE), 'xxh64'))
     }
     expect(fileMap.pageHashes.subarray(130 * 8, 131 * 8)).toEqual(Buffer.alloc(8))
-    // The window hash of a stored window is the id of its blob.
-    expect(fileMap.windowHashes[0]).toBe(repo.blobIdOf(bytes.subarray(0, 128 * PAGE)))
+    // A window without a parent is one blob.
+    expect(fileMap.extents[0]).toEqual({ offset: 0, length: 128 * PAGE, blob: repo.blobIdOf(bytes.subarray(0, 128 * PAGE)), blobOffset: 0 })
   })
 
   it('after random page changes, growth and truncation, stores only changed pages and rebuilds exactly', async () => {
@@ -129,12 +127,69 @@ describe('relation file ingest', () => {
     const want = Buffer.concat([base, Buffer.alloc(2 * PAGE)])
     for (const [n, data] of blocks) data.copy(want, n * PAGE)
     expect((await rebuild(repo, r.fileMap.extents)).equals(want)).toBe(true)
-    expect(r.fileMap.windowHashes[0]).toBe(UNKNOWN_WINDOW)
+    expect(r.fileMap.pageHashes).toEqual(pageHashesOf(want, 'xxh64'))
     expect(r.incrementalSizeBytes).toBe(inc.length)
     // A later client-side backup of the same bytes reuses everything.
     const again = await ingestRelation(store, want, r.fileMap)
     expect(again.stats.storedBytes).toBe(0)
     expect((await rebuild(repo, again.fileMap.extents)).equals(want)).toBe(true)
+  })
+
+  // A parent written by pgkeep before file map version 2: SHA-256 page hashes and window ids (docs/backup-format.md §4).
+  async function versionOneMapOf(bytes: Buffer): Promise<FileMap> {
+    const m = (await ingestRelation(store, bytes)).fileMap
+    const windowHashes: (string | null)[] = []
+    for (let off = 0; off < bytes.length; off += 128 * PAGE) {
+      const w = bytes.subarray(off, off + 128 * PAGE)
+      windowHashes.push(w.every((b) => b === 0) ? null : repo.blobIdOf(w))
+    }
+    const v1: FileMap = {
+      sizeBytes: m.sizeBytes,
+      pageHashAlgorithm: 'sha256-64',
+      windowHashes,
+      pageHashes: pageHashesOf(bytes, 'sha256-64'),
+      extents: m.extents,
+    }
+    return decodeFileMap(encodeFileMap(v1)) // as read back from the repository
+  }
+
+  it('a parent with a version 1 map: compared by window id and SHA-256 page hashes; the new map is version 2', async () => {
+    const pages = 400
+    const base = Buffer.concat(Array.from({ length: pages }, (_, i) => (i >= 256 && i < 384 ? Buffer.alloc(PAGE) : page(i))))
+    const parent = await versionOneMapOf(base)
+    const next = Buffer.from(base)
+    for (const p of [3, 200, 201]) page(p + 9000).copy(next, p * PAGE) // windows 0 and 1 change, window 3 does not
+    const r = await ingestRelation(store, next, parent)
+    expect((await rebuild(repo, r.fileMap.extents)).equals(next)).toBe(true)
+    expect(r.stats.storedBytes).toBe(3 * PAGE)
+    expect(r.stats.reusedBytes).toBe((pages - 128 - 3) * PAGE)
+    expect(r.fileMap.pageHashAlgorithm).toBe('xxh64')
+    expect(r.fileMap.pageHashes).toEqual(pageHashesOf(next, 'xxh64'))
+    // The next backup compares with the version 2 map: nothing changed, nothing stored.
+    const again = await ingestRelation(store, next, decodeFileMap(encodeFileMap(r.fileMap)))
+    expect(again.stats.storedBytes).toBe(0)
+    expect((await rebuild(repo, again.fileMap.extents)).equals(next)).toBe(true)
+  })
+
+  it('a PG 17 INCREMENTAL file over a version 1 map keeps version 1 (the blocks not sent keep their hashes)', async () => {
+    const pages = 260
+    const base = Buffer.concat(Array.from({ length: pages }, (_, i) => page(i)))
+    const parent = await versionOneMapOf(base)
+    const changed = page(8130)
+    const inc = encodeIncrementalFile([{ blockNumber: 130, page: changed }], 260)
+    const ing = new IncrementalFileIngest(store, 'base/5/16391', parent)
+    await ing.push(Buffer.from(inc))
+    const r = await ing.finish()
+    const want = Buffer.from(base)
+    changed.copy(want, 130 * PAGE)
+    expect((await rebuild(repo, r.fileMap.extents)).equals(want)).toBe(true)
+    expect(r.fileMap.pageHashAlgorithm).toBe('sha256-64')
+    expect(r.fileMap.pageHashes).toEqual(pageHashesOf(want, 'sha256-64'))
+    expect(r.fileMap.windowHashes).toEqual([parent.windowHashes![0], UNKNOWN_WINDOW, parent.windowHashes![2]])
+    // A client-side backup after it compares in version 1 terms and writes version 2.
+    const again = await ingestRelation(store, want, decodeFileMap(encodeFileMap(r.fileMap)))
+    expect(again.stats.storedBytes).toBe(0)
+    expect(again.fileMap.pageHashAlgorithm).toBe('xxh64')
   })
 
   it('plain files: 1 MiB blobs, all-zero pieces as holes, CRC over all bytes', async () => {
@@ -151,6 +206,7 @@ describe('file map encoding (docs/backup-format.md §4)', () => {
   const id = (c: string) => c.repeat(64)
   const m: FileMap = {
     sizeBytes: 130 * PAGE,
+    pageHashAlgorithm: 'sha256-64',
     windowHashes: [id('a'), null],
     pageHashes: Buffer.concat(Array.from({ length: 130 }, (_, i) => Buffer.alloc(8, i))),
     extents: [
@@ -160,7 +216,29 @@ describe('file map encoding (docs/backup-format.md §4)', () => {
     ],
   }
 
-  it('lays the bytes out as the document says, and decodes them back', () => {
+  it('version 2 (XXH64 page hashes): lays the bytes out as the document says, and decodes them back', () => {
+    const m2: FileMap = { sizeBytes: m.sizeBytes, pageHashAlgorithm: 'xxh64', pageHashes: m.pageHashes, extents: m.extents }
+    const b = encodeFileMap(m2)
+    expect(b.toString('latin1', 0, 4)).toBe('PKFM')
+    expect([b[4], b[5]]).toEqual([2, 1]) // version 2, algorithm 1: XXH64
+    expect(b.readUInt16LE(6)).toBe(128)
+    expect(Number(b.readBigUInt64LE(8))).toBe(130 * PAGE)
+    expect(b.readUInt32LE(16)).toBe(2) // distinct blobs
+    expect(b.readUInt32LE(20)).toBe(3) // extents
+    expect(b.toString('hex', 24, 56)).toBe(id('1'))
+    const hashes = 24 + 64 // no window hashes
+    expect(b.subarray(hashes + 8 * 129, hashes + 8 * 130)).toEqual(Buffer.alloc(8, 129))
+    const ext = hashes + 8 * 130
+    expect(b.readUInt32LE(ext + 20 + 12)).toBe(0xffffffff) // the hole
+    expect(b.length).toBe(ext + 60)
+    expect(decodeFileMap(b)).toEqual(m2)
+    const unknown = Buffer.from(b)
+    unknown[5] = 9
+    expect(() => decodeFileMap(unknown)).toThrow(/unknown page hash algorithm 9/)
+    expect(() => encodeFileMap({ ...m2, windowHashes: [null, null] })).toThrow(FormatError)
+  })
+
+  it('version 1 (SHA-256 page hashes and window hashes): lays the bytes out as the document says, and decodes them back', () => {
     const b = encodeFileMap(m)
     expect(b.toString('latin1', 0, 4)).toBe('PKFM')
     expect(b[4]).toBe(1)

@@ -17,7 +17,8 @@ import { AssertionError } from '../../src/errors.js'
 import { crc32c } from '../../src/pg/crc32c.js'
 import { encodeIncrementalFile } from '../../src/pg/incremental-file.js'
 import { BlobCodec } from '../../src/repo/blob.js'
-import { encodeFileMap, type Extent, type FileMap } from '../../src/repo/file-map.js'
+import { pageHashesOf } from '../../src/repo/codec-work.js'
+import { encodeFileMap, type Extent, extentsIn, type FileMap } from '../../src/repo/file-map.js'
 import { CodecPool, defaultWorkers, workerModuleUrl } from '../../src/repo/codec-pool.js'
 import type { RepoKeys } from '../../src/repo/crypto.js'
 import { initRepository, openRepository, type Repository } from '../../src/repo/index.js'
@@ -102,7 +103,8 @@ async function rebuild(repo: Repository, extents: Extent[]): Promise<Buffer> {
   return Buffer.concat(parts)
 }
 
-const pageHash = (p: Uint8Array) => (p.every((b) => b === 0) ? Buffer.alloc(8) : createHash('sha256').update(p).digest().subarray(0, 8))
+// XXH64 itself is checked against the reference implementation's values in repo-page-hash.test.ts.
+const pageHash = (p: Uint8Array) => pageHashesOf(p, 'xxh64')
 
 let workerUrl: URL
 beforeAll(() => {
@@ -176,7 +178,12 @@ describe.each([
     const { o, encodes, stored } = await both((st) => relation(st, v1))
     map1 = o.fileMap!
     expect(o.crc32c).toBe(crc32c(v1))
-    expect(map1.windowHashes).toEqual([idOf(v1.subarray(0, WINDOW)), null, idOf(v1.subarray(2 * WINDOW, 3 * WINDOW)), idOf(v1.subarray(3 * WINDOW))])
+    expect(map1.extents.map((e) => e.blob)).toEqual([
+      idOf(v1.subarray(0, WINDOW)),
+      null,
+      idOf(v1.subarray(2 * WINDOW, 3 * WINDOW)),
+      idOf(v1.subarray(3 * WINDOW)),
+    ])
     for (let i = 0; i * PAGE < v1.length; i++)
       expect(map1.pageHashes.subarray(i * 8, i * 8 + 8), `page ${i}`).toEqual(pageHash(v1.subarray(i * PAGE, (i + 1) * PAGE)))
     expect(stored).toBe(3)
@@ -198,7 +205,7 @@ describe.each([
     // Window 1 (zeros) and the incompressible window 2 minus one zeroed page: reused or holes, never encoded.
     expect(encodes).toBe(stored)
     expect(stored).toBeLessThanOrEqual(3) // changed pages of windows 0 and 3, and the new window 3's tail
-    expect(map3.windowHashes[1]).toBeNull()
+    expect(extentsIn(map3.extents, WINDOW, WINDOW).map((e) => e.blob)).toEqual([null])
     for (let i = 0; i * PAGE < v3.length; i++)
       expect(map3.pageHashes.subarray(i * 8, i * 8 + 8), `page ${i}`).toEqual(pageHash(v3.subarray(i * PAGE, (i + 1) * PAGE)))
     await pooled.flush()
@@ -277,24 +284,27 @@ describe('CodecPool', () => {
       Buffer.alloc(PAGE).copy(content, 7 * PAGE)
       content.copy(w)
       const view = w.subarray(0, 100 * PAGE + 17) // a partial window with a partial page
-      const f = await pool.analyze(view, { crc: true, pageHashes: true })
+      const f = await pool.analyze(view, { id: true, pageHashes: 'xxh64' })
       expect(w.length).toBe(0) // transferred, not copied
       const sent = content.subarray(0, 100 * PAGE + 17)
       expect(f.window.equals(sent)).toBe(true)
-      expect(f.crc32c).toBe(crc32c(sent))
       expect(f.id).toBe(createHash('sha256').update(sent).digest('hex'))
       expect(f.allZero).toBe(false)
+      expect(f.legacyPageHashes).toBeUndefined()
       for (let i = 0; i < 101; i++) expect(f.pageHashes!.subarray(i * 8, i * 8 + 8)).toEqual(pageHash(sent.subarray(i * PAGE, (i + 1) * PAGE)))
-      // With the parent's hash equal to the id, no page hashes.
-      const again = await pool.analyze(f.window, { crc: false, pageHashes: true, unchangedIf: f.id })
+      // A version 1 parent's window hash equal to the id: no SHA-256 page hashes; another one: them too.
+      const again = await pool.analyze(f.window, { id: false, legacyUnlessId: f.id })
       expect(again.pageHashes).toBeUndefined()
-      expect(again.crc32c).toBeUndefined()
-      const e = await pool.encode(again.window)
+      expect(again.legacyPageHashes).toBeUndefined()
+      const legacy = await pool.analyze(again.window, { id: false, legacyUnlessId: null })
+      expect(legacy.legacyPageHashes).toEqual(pageHashesOf(sent, 'sha256-64'))
+      expect(legacy.id).toBe(f.id)
+      const e = await pool.encode(legacy.window)
       expect(e.window.equals(sent)).toBe(true)
       expect(codec.decode(e.stored, e.flags, sent.length, Buffer.from(f.id!, 'hex'), 'test blob').equals(sent)).toBe(true)
       const zero = pool.takeBuffer().fill(0)
-      const z = await pool.analyze(zero, { crc: true, pageHashes: true })
-      expect(z).toMatchObject({ allZero: true, id: undefined, pageHashes: undefined, crc32c: crc32c(Buffer.alloc(WINDOW)) })
+      const z = await pool.analyze(zero, { id: true, pageHashes: 'xxh64' })
+      expect(z).toMatchObject({ allZero: true, id: undefined, pageHashes: undefined })
     } finally {
       await pool.close()
     }
@@ -303,7 +313,7 @@ describe('CodecPool', () => {
   it('refuses buffers it did not hand out (transferring them would detach memory others use)', async () => {
     const pool = new CodecPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl })
     try {
-      await expect(pool.analyze(Buffer.from('abc'), { crc: true, pageHashes: false })).rejects.toThrow(AssertionError)
+      await expect(pool.analyze(Buffer.from('abc'), { id: true })).rejects.toThrow(AssertionError)
       await expect(pool.encode(Buffer.alloc(WINDOW + 1).subarray(0, WINDOW))).rejects.toThrow(AssertionError)
     } finally {
       await pool.close()
@@ -318,10 +328,10 @@ describe('CodecPool', () => {
         contents.map((c) => {
           const w = pool.takeBuffer()
           c.copy(w)
-          return pool.analyze(w.subarray(0, c.length), { crc: true, pageHashes: false })
+          return pool.analyze(w.subarray(0, c.length), { id: true })
         }),
       )
-      for (const [i, f] of results.entries()) expect(f.crc32c).toBe(crc32c(contents[i]!))
+      for (const [i, f] of results.entries()) expect(f.id).toBe(createHash('sha256').update(contents[i]!).digest('hex'))
       expect(pool.jobCounts.analyze).toBe(12)
     } finally {
       await pool.close()
@@ -332,7 +342,7 @@ describe('CodecPool', () => {
     const dead = new URL('data:text/javascript,process.exit(3)')
     const pool = new CodecPool({ keys: undefined, compressionLevel: 3, workers: 1, workerUrl: dead })
     try {
-      await expect(pool.analyze(pool.takeBuffer(), { crc: true, pageHashes: false })).rejects.toThrow(/codec worker exited with code 3/)
+      await expect(pool.analyze(pool.takeBuffer(), { id: true })).rejects.toThrow(/codec worker exited with code 3/)
     } finally {
       await pool.close()
     }
@@ -341,12 +351,12 @@ describe('CodecPool', () => {
   it('stops idle workers and starts them again on demand', async () => {
     const pool = new CodecPool({ keys: undefined, compressionLevel: 3, workers: 2, idleMs: 50, workerUrl })
     try {
-      await pool.analyze(pool.takeBuffer().fill(1), { crc: true, pageHashes: false })
+      await pool.analyze(pool.takeBuffer().fill(1), { id: true })
       expect(pool.runningWorkers).toBe(2)
       await new Promise((r) => setTimeout(r, 300))
       expect(pool.runningWorkers).toBe(0)
-      const f = await pool.analyze(pool.takeBuffer().fill(2), { crc: true, pageHashes: false })
-      expect(f.crc32c).toBe(crc32c(Buffer.alloc(WINDOW, 2)))
+      const f = await pool.analyze(pool.takeBuffer().fill(2), { id: true })
+      expect(f.id).toBe(createHash('sha256').update(Buffer.alloc(WINDOW, 2)).digest('hex'))
     } finally {
       await pool.close()
     }
@@ -364,11 +374,13 @@ describe('CodecPool', () => {
       const id = createHash('sha256').update(content).digest('hex')
       expect((await pool.decode(e.stored, e.flags, content.length, id)).equals(content)).toBe(true)
       await expect(pool.decode(e.stored, e.flags, content.length, 'ab'.repeat(32))).rejects.toThrow(/blob 'abab/)
-      const w = pool.takeBuffer()
-      content.copy(w)
-      const h = await pool.hashPages(w.subarray(0, content.length))
-      expect(h.window.equals(content)).toBe(true)
-      for (let i = 0; i < 40; i++) expect(h.hashes.subarray(i * 8, i * 8 + 8)).toEqual(pageHash(content.subarray(i * PAGE, (i + 1) * PAGE)))
+      for (const algorithm of ['xxh64', 'sha256-64'] as const) {
+        const w = pool.takeBuffer()
+        content.copy(w)
+        const h = await pool.hashPages(w.subarray(0, content.length), algorithm)
+        expect(h.window.equals(content)).toBe(true)
+        expect(h.hashes).toEqual(pageHashesOf(content, algorithm))
+      }
     } finally {
       await pool.close()
     }

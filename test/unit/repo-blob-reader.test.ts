@@ -49,6 +49,14 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
       const single = repo.openBlobReader({ workers: 0 })
       for (const id of ids.slice(0, 3)) await single.read(id)
       expect(single.stats.runs).toBe(3)
+      // One at a time with read-ahead (a parent's file maps): the first read brings the next blobs along, and a
+      // blob beyond what was read, then one before it, are read or found again exactly.
+      const ahead = repo.openBlobReader({ workers: 0, readAheadBytes: 100_000, keepRanges: 2 })
+      const order = [0, 1, 2, 3, 4, 5, 23, 2]
+      for (const i of order) expect((await ahead.read(ids[i]!)).equals(contents[i]!), `blob ${i} read ahead`).toBe(true)
+      expect(ahead.stats.runs + ahead.stats.readAheadHits).toBe(order.length)
+      expect(ahead.stats.readAheadHits).toBeGreaterThanOrEqual(3) // 1 and 2 with 0 (a 70 kB blob and small ones), 2 again
+      expect(ahead.stats.fallbacks).toBe(0)
     } finally {
       await repo.close()
     }
