@@ -13,7 +13,6 @@ import {
   PAGE_HASH_BYTES,
   type Repository,
   segmentKey,
-  UNKNOWN_WINDOW,
   writeBackupRecord,
   writeWalRecord,
 } from '../../src/repo/index.js'
