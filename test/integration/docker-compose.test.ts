@@ -224,8 +224,10 @@ describe('the pgkeep command lines of compose.yaml and docker/README.md', () => 
     expect(fromCompose.map((c) => `${c.service}: ${c.args.slice(0, 2).join(' ')}`)).toEqual([
       'pgkeep-init: info --repo',
       'pgkeep-init: init --repo',
+      'pgkeep-init: policy set',
       'pgkeep-wal: wal stream',
       'pgkeep-backup: backup -d',
+      'pgkeep-backup: gc --repo',
     ])
     const fromReadme = readmeCommands()
     expect(fromReadme.map((a) => a[0])).toEqual(['check', 'backup', 'info', 'verify', 'restore', 'restore'])
@@ -237,9 +239,11 @@ describe('the pgkeep command lines of compose.yaml and docker/README.md', () => 
     const init = await runBin(initArgs, env)
     expect(init.code, init.stderr).toBe(0)
     expect((await runBin(infoArgs, env)).code).toBe(0)
+    const policy = await runBin(substitute(fromCompose[2]!.args), env)
+    expect(policy.code, policy.stderr).toBe(0)
 
     // pgkeep-wal: runs until stopped, and stops cleanly on SIGTERM.
-    const walArgs = substitute(fromCompose[2]!.args)
+    const walArgs = substitute(fromCompose[3]!.args)
     const streamer = spawn(process.execPath, [join(ROOT, 'bin', 'pgkeep.js'), ...walArgs], {
       env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -255,9 +259,12 @@ describe('the pgkeep command lines of compose.yaml and docker/README.md', () => 
       }
       await pg.sql('create table demo tablespace ts1 as select g, md5(g::text) v from generate_series(1, 20000) g')
 
-      // pgkeep-backup: its one pgkeep command, once.
-      const backup = await runBin(substitute(fromCompose[3]!.args), env)
+      // pgkeep-backup: its round, once: a backup that applies the stored policy, then gc.
+      const backup = await runBin(substitute(fromCompose[4]!.args), env)
       expect(backup.code, backup.stderr).toBe(0)
+      expect(backup.stdout).toMatch(/\[the repository's default\][\s\S]*removed 0 backups and \d+ WAL files?; 1 backup kept/)
+      const gc = await runBin(substitute(fromCompose[5]!.args), env)
+      expect(gc.code, gc.stderr).toBe(0)
 
       for (const args of fromReadme) {
         if (args.includes('--target-time')) {
