@@ -117,8 +117,10 @@ describe('BlobIndex and condemned packs', () => {
 
 describe('CLI parsers', () => {
   it('reads durations and sizes, and refuses anything else with a hint', () => {
-    expect(parseDuration('0', '--grace')).toBe(0)
+    expect(parseDuration('0', '--grace', { allowZero: true })).toBe(0)
+    expect(() => parseDuration('0', '--max-wal-age')).toThrow(/invalid --max-wal-age/)
     expect(parseDuration('90s', '--grace')).toBe(90_000)
+    expect(parseDuration('500ms', '--grace')).toBe(500)
     expect(parseDuration('1h30m', '--grace')).toBe(5_400_000)
     expect(parseDuration('2d', '--grace')).toBe(172_800_000)
     for (const bad of ['', '5', '1 h', '-1h', 'h', '1y']) expect(() => parseDuration(bad, '--grace')).toThrow(/invalid --grace/)
