@@ -11,6 +11,8 @@
 // no await between them. Each call only copies into the page cache, a few microseconds, so holding the event loop
 // that long costs the other workers nothing, and a file then costs about what it costs tar. Larger files keep
 // asynchronous writes, which overlap decoding the next blobs.
+// Longer than 400 lines on purpose: the small-file and large-file paths and the delta comparison share the checks
+// (CRC-32C, extents tiling the file, the target tree) that must stay the same on every path.
 
 import { closeSync, constants, fchmodSync, ftruncateSync, futimesSync, openSync, writevSync } from 'node:fs'
 import { lstat, rm, type FileHandle } from 'node:fs/promises'
