@@ -117,7 +117,9 @@ describe('restore faults', () => {
     const res = await runMain(restoreArgs(dir, target))
     expect(res.code, res.stderr).toBe(30)
     expect(res.stderr).toMatch(new RegExp(`cannot restore '[^']+' of backup ${b.id}: pack '${packKey(blob.packId)}' holding blob '[0-9a-f]{64}' is missing`))
-    await expectUnstartable(target)
+    // The restore stops at the first file it cannot write: depending on how far the other jobs got, the server
+    // misses pg_control, postgresql.conf or even PG_VERSION ("not a database cluster directory").
+    await expectUnstartable(target, /pg_control|postgresql\.conf|not a database cluster directory/)
   })
 
   it('a wrong passphrase: refused before anything is written', async () => {

@@ -162,7 +162,7 @@ describe(`archiving into a location without a repository, recovery of a cluster 
         expect(started, log).toBe(false)
         expect(log).toMatch(/FATAL: {2}could not restore file "[^"]+" from archive: child process exited with exit code 255/)
         expect(log).toMatch(
-          new RegExp(`pgkeep: error: repository '${empty}' holds no cluster '${await systemIdOf(other)}'; it holds ${await systemIdOf(primary)}`),
+          new RegExp(`pgkeep: error: repository '${empty}' holds no cluster '${await systemIdOf(other)}'; it holds cluster ${await systemIdOf(primary)}`),
         )
         expect(log).not.toMatch(/archive recovery complete|selected new timeline ID|database system is ready to accept connections/)
         expect(log).not.toMatch(/is not in the repository/)
@@ -189,7 +189,7 @@ describe(`archiving into a location without a repository, recovery of a cluster 
       join(work, 'x'),
     ])
     expect(res.code).toBe(255)
-    expect(res.stderr).toMatch(new RegExp(`holds no cluster '7000000000000000001'; it holds ${await systemIdOf(primary)}`))
+    expect(res.stderr).toMatch(new RegExp(`holds no cluster '7000000000000000001'; it holds cluster ${await systemIdOf(primary)}`))
   })
 })
 
