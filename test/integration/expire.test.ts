@@ -124,6 +124,16 @@ describe.each<Major>([15, 17])('expire and forget on PG %i', (major) => {
 
   it('expires with --keep-last 2 while wal stream stores new WAL: backups and WAL before the window go, nothing else', async () => {
     const systemId = b[0]!.systemId
+    // The streamer first catches up with the backups (the slot moves only past WAL it stored): a streamer still
+    // storing segments from before the window would put back, after expire, a segment expire just removed.
+    await waitUntil(
+      'the streamer stores the WAL of the last backup',
+      async () => {
+        const [slot] = await pg.sql<{ ok: boolean }>(`select restart_lsn >= '${b[3]!.endLsn}'::pg_lsn ok from pg_replication_slots where slot_name = 'pgkeep_expire'`)
+        return slot?.ok === true
+      },
+      120_000,
+    )
     // WAL keeps switching while expire runs: new segments are stored meanwhile.
     let switching = true
     const switcher = (async () => {
