@@ -129,7 +129,9 @@ describe.each<Major>([15, 17])('expire and forget on PG %i', (major) => {
     await waitUntil(
       'the streamer stores the WAL of the last backup',
       async () => {
-        const [slot] = await pg.sql<{ ok: boolean }>(`select restart_lsn >= '${b[3]!.endLsn}'::pg_lsn ok from pg_replication_slots where slot_name = 'pgkeep_expire'`)
+        const [slot] = await pg.sql<{ ok: boolean }>(
+          `select restart_lsn >= '${b[3]!.endLsn}'::pg_lsn ok from pg_replication_slots where slot_name = 'pgkeep_expire'`,
+        )
         return slot?.ok === true
       },
       120_000,

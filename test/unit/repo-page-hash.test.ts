@@ -1,17 +1,10 @@
 // The page hashes of file maps (docs/backup-format.md §4): XXH64 against values printed by xxHash's own `xxhsum
-// -H64` (0.8.1), the SHA-256 prefix of version 1 maps against node:crypto, the all-zero rule, and the embedded
-// WebAssembly module against its source (when wabt's wat2wasm is installed).
+// -H64` (0.8.1), the SHA-256 prefix of version 1 maps against node:crypto, and the all-zero rule.
 
-import { execFileSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { pageHashesOf } from '../../src/repo/codec-work.js'
-import { PAGE_HASH_WASM_BASE64 } from '../../src/repo/page-hash-wasm.js'
 import { hashPagesInto } from '../../src/repo/page-hash.js'
-import { noteSkip } from '../harness/reference-tools.js'
 
 const PAGE = 8192
 /** XXH64 as the hex `xxhsum -H64` prints, turned into the 8 bytes a file map stores (a little-endian u64). */
@@ -40,7 +33,7 @@ describe('page hashes', () => {
   })
 
   it('hashes every page of a buffer in place, and counts the all-zero ones (hash 0)', () => {
-    // Two module calls' worth (the module takes 1 MiB at a time): pages 0..199, every third one all zeros.
+    // Pages 0..199, every third one all zeros.
     const pages = 200
     const bytes = Buffer.alloc(pages * PAGE)
     const kinds = [patterned, ones, lastByteSet]
@@ -61,23 +54,5 @@ describe('page hashes', () => {
     expect(h.subarray(0, 8)).toEqual(createHash('sha256').update(patterned).digest().subarray(0, 8))
     expect(h.subarray(8, 16)).toEqual(Buffer.alloc(8))
     expect(h.subarray(16, 24)).toEqual(createHash('sha256').update(ones).digest().subarray(0, 8))
-  })
-
-  it('the embedded module is page-hash.wat compiled (scripts/build-page-hash-wasm.mjs)', () => {
-    let dir: string | undefined
-    try {
-      execFileSync('wat2wasm', ['--version'], { stdio: 'ignore' })
-    } catch {
-      noteSkip('page-hash.wat against the embedded module', "wabt's wat2wasm is not installed")
-      return
-    }
-    try {
-      dir = mkdtempSync(join(tmpdir(), 'pgkeep-wasm-'))
-      const out = join(dir, 'm.wasm')
-      execFileSync('wat2wasm', [join(import.meta.dirname, '..', '..', 'src', 'repo', 'page-hash.wat'), '-o', out])
-      expect(readFileSync(out).toString('base64')).toBe(PAGE_HASH_WASM_BASE64)
-    } finally {
-      if (dir) rmSync(dir, { recursive: true, force: true })
-    }
   })
 })
