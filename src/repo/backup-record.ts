@@ -1,6 +1,6 @@
 // Backup records: one immutable record per completed backup (invariant 1: it exists only once everything it
 // references is durable), keyed `backup` / `<systemId>/<backupId>`, and one `cluster` / `<systemId>` record per
-// cluster with its readable name. Backup ids sort by time, so the newest backup of a cluster is the greatest key.
+// cluster with its readable name. Backups are ordered by the time they started (ids carry only whole seconds).
 
 import { randomBytes } from 'node:crypto'
 import { AlreadyExistsError, IntegrityError, NotFoundError } from '../errors.js'
@@ -65,13 +65,23 @@ export async function writeBackupRecord(repo: Repository, rec: BackupRecord, o: 
   await repo.writeRecord(BACKUP_RECORD_KIND, backupKey(rec.systemId, rec.id), rec, { blobRefs: refs, signal: o.signal })
 }
 
-/** Backups of one cluster (or of all), oldest first. */
+/**
+ * Oldest first: by the time a backup started (to the millisecond), then by id. Ids alone are not enough: they carry
+ * whole seconds, so two backups started within one second would sort by their random suffix.
+ */
+export function compareBackups(a: Pick<BackupRecord, 'startedAt' | 'id'>, b: Pick<BackupRecord, 'startedAt' | 'id'>): number {
+  const t = Date.parse(a.startedAt) - Date.parse(b.startedAt)
+  if (t !== 0 && Number.isFinite(t)) return t
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0
+}
+
+/** Backups of one cluster (or of all), oldest first (compareBackups). */
 export async function listBackups(repo: Repository, systemId?: string, o: { signal?: AbortSignal } = {}): Promise<BackupRecord[]> {
   const keys: string[] = []
   for await (const r of repo.listRecords(BACKUP_RECORD_KIND, systemId ? `${systemId}/` : '', o)) keys.push(r.key)
   const out: BackupRecord[] = []
   for (const key of keys) out.push((await repo.readRecord<BackupRecord>(BACKUP_RECORD_KIND, key, o)).value)
-  return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  return out.sort(compareBackups)
 }
 
 /** Finds a backup by id (of any cluster), or the newest with 'latest'. NotFoundError with a hint otherwise. */

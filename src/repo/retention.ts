@@ -2,6 +2,7 @@
 // timeline ancestry) to one decision per backup and per WAL file, each with its reason. expire, `info` and tests
 // call the same functions; retention-plan.ts feeds them from a repository. docs/lifecycle.md states the rules.
 
+import { compareBackups } from './backup-record.js'
 import { type Lsn, parseLsn } from '../pg/lsn.js'
 import { segmentsPerXlogId } from '../pg/wal-names.js'
 import { COUNT_RULES, parseDuration, type RetentionPolicy, subtractDuration } from './retention-policy.js'
@@ -60,7 +61,7 @@ const BUCKETS: Record<'hourly' | 'daily' | 'weekly' | 'monthly' | 'yearly', { un
  * - A record whose start time or LSNs do not parse is always kept ('unreadable'): `forget` removes it by id.
  */
 export function decideBackups(backups: readonly RetentionBackup[], policy: RetentionPolicy): BackupDecision[] {
-  const ranked = [...backups].sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+  const ranked = [...backups].sort((a, b) => compareBackups(b, a))
   const kept = new Map<string, KeepReason[]>(ranked.map((b) => [b.id, []]))
   const why = new Map<string, string[]>(ranked.map((b) => [b.id, []]))
   const readable = ranked.filter((b) => {

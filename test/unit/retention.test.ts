@@ -72,6 +72,14 @@ describe('durations', () => {
   })
 })
 
+describe('order', () => {
+  it('two backups started within one second: the one that started later is the newer, whatever their ids say', () => {
+    // Ids carry whole seconds and a random suffix: here the earlier backup has the greater suffix.
+    const named = { first: bk('2026-03-01T10:00:00.100Z', { suffix: 'ffffff' }), second: bk('2026-03-01T10:00:00.900Z', { suffix: '000001' }) }
+    expect(kept(named, { keepLast: 1 })).toEqual(['second'])
+  })
+})
+
 describe('policies from text', () => {
   it('takes counts, drops zeros, checks durations and zones', () => {
     expect(parseRetentionPolicy({ 'keep-last': '3', 'keep-daily': '0', 'keep-within': '2w', tz: 'Europe/Berlin' })).toEqual({
