@@ -78,13 +78,16 @@ export async function findGroupId(name: string): Promise<number | undefined> {
  * Gives every entry under each of `roots` (and the roots) to `user`, without following links: a link is given
  * over itself (lchown), and what it points to only when it is one of the roots. Only for trees this process
  * just wrote (a restored data directory and its tablespace locations, a drill's scratch directory).
+ *
+ * Children before their directory: a directory is handed over only once everything below it is, so `user` never
+ * owns a directory this walk still has to enter (an owner could otherwise swap a subdirectory for a link between
+ * the walk's lstat and readdir, and have root hand over whatever the link leads to).
  */
 export async function chownTree(roots: readonly string[], user: OsUser): Promise<void> {
   const walk = async (path: string): Promise<void> => {
     const st = await lstat(path)
+    if (st.isDirectory()) for (const name of await readdir(path)) await walk(join(path, name))
     await lchown(path, user.uid, user.gid)
-    if (!st.isDirectory()) return
-    for (const name of await readdir(path)) await walk(join(path, name))
   }
   for (const root of roots) await walk(root)
 }
