@@ -1,20 +1,9 @@
 // The architecture's import rules (docs: README "Reading the code", design.md "Layers"), checked on the sources.
 
-import { readdirSync, readFileSync, statSync } from 'node:fs'
-import { join, relative } from 'node:path'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-
-const ROOT = join(import.meta.dirname, '..', '..')
-
-function sources(dir: string): string[] {
-  const out: string[] = []
-  for (const name of readdirSync(join(ROOT, dir))) {
-    const path = join(ROOT, dir, name)
-    if (statSync(path).isDirectory()) out.push(...sources(relative(ROOT, path)))
-    else if (name.endsWith('.ts')) out.push(relative(ROOT, path))
-  }
-  return out
-}
+import { ROOT, sources } from '../harness/source-files.js'
 
 const imports = (file: string) => [...readFileSync(join(ROOT, file), 'utf8').matchAll(/^\s*(?:import|export)[^'"]*from\s+'([^']+)'/gm)].map((m) => m[1])
 

@@ -1,22 +1,12 @@
 // Habits of the sources that a reviewer would otherwise check by hand: no source file over 400 lines unless its
 // opening comment says why, and every file opens with a comment saying what it owns.
 
-import { readdirSync, readFileSync, statSync } from 'node:fs'
-import { join, relative } from 'node:path'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { expect, it } from 'vitest'
+import { ROOT, sources } from '../harness/source-files.js'
 
-const ROOT = join(import.meta.dirname, '..', '..')
 const MAX_LINES = 400
-
-function sources(dir: string): string[] {
-  const out: string[] = []
-  for (const name of readdirSync(join(ROOT, dir))) {
-    const path = join(ROOT, dir, name)
-    if (statSync(path).isDirectory()) out.push(...sources(relative(ROOT, path)))
-    else if (name.endsWith('.ts')) out.push(relative(ROOT, path))
-  }
-  return out
-}
 
 /** The comment lines a file opens with. */
 const opening = (text: string) => text.split('\n').filter((l, i, all) => all.slice(0, i + 1).every((x) => x.startsWith('//')))
