@@ -62,8 +62,10 @@ describe.each<Major>([14, NEWEST_MAJOR])('point-in-time restore on PG %i', (majo
     rowsAtEnd = (await pg.sql<{ n: number; sum: string }>(content))[0]!
     // Stop the streamer once it holds everything the server flushed: it stores the partial segment on SIGTERM.
     const [{ flushed }] = await pg.sql<{ flushed: string }>('select pg_current_wal_flush_lsn()::text flushed')
+    // write_lsn, not sent_lsn: what the streamer reports it received (sent WAL may still be in flight on a loaded
+    // machine, and a SIGTERM then stores a partial segment without the last rows).
     await waitUntil('the streamer received everything', async () => {
-      const [s] = await pg.sql<{ ok: boolean }>(`select sent_lsn >= '${flushed}'::pg_lsn ok from pg_stat_replication where application_name = 'pgkeep_pitr'`)
+      const [s] = await pg.sql<{ ok: boolean }>(`select write_lsn >= '${flushed}'::pg_lsn ok from pg_stat_replication where application_name = 'pgkeep_pitr'`)
       return s?.ok === true
     })
     streamer.kill('SIGTERM')
