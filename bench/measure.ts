@@ -1,6 +1,6 @@
 // Measuring a child process: wall time, user and system CPU and peak RSS through /usr/bin/time, and medians.
 
-import { spawn } from 'node:child_process'
+import { type SpawnOptions, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 
 export interface Measured {
@@ -10,18 +10,23 @@ export interface Measured {
   /** Peak resident set size of the child, kB (null when /usr/bin/time is missing). */
   maxRssKb: number | null
   stdout: string
+  /** Its standard error (with /usr/bin/time's line at the end): a server's log, say. */
+  stderr: string
 }
 
 const TIME = '/usr/bin/time'
 
-/** Runs a command to completion and measures it; rejects with its stderr when it fails. */
-export function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Measured> {
+/**
+ * Runs a command to completion and measures it; rejects with its stderr when it fails. `as` runs it as another
+ * user (a PostgreSQL server, which refuses to run as root).
+ */
+export function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, as: Pick<SpawnOptions, 'uid' | 'gid'> = {}): Promise<Measured> {
   const haveTime = existsSync(TIME)
   const t0 = performance.now()
   return new Promise((resolve, reject) => {
     const child = haveTime
-      ? spawn(TIME, ['-f', 'PGKEEP-TIME %e %U %S %M', cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      ? spawn(TIME, ['-f', 'PGKEEP-TIME %e %U %S %M', cmd, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], ...as })
+      : spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], ...as })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d) => (stdout += d))
@@ -31,7 +36,7 @@ export function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = pr
       const ms = performance.now() - t0
       if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${stderr.slice(-2000)}`))
       const m = /PGKEEP-TIME ([\d.]+) ([\d.]+) ([\d.]+) (\d+)/.exec(stderr)
-      resolve({ ms, userS: m ? Number(m[2]) : null, sysS: m ? Number(m[3]) : null, maxRssKb: m ? Number(m[4]) : null, stdout })
+      resolve({ ms, userS: m ? Number(m[2]) : null, sysS: m ? Number(m[3]) : null, maxRssKb: m ? Number(m[4]) : null, stdout, stderr })
     })
   })
 }

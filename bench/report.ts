@@ -30,6 +30,11 @@ export interface Sample {
   databaseBytes?: number
   /** 1-minute load average when the run started (the machine may be shared). */
   load1?: number
+  /** Recovery rows: CPU of the whole recovering server (its processes and the restore_command calls), seconds. */
+  serverUserS?: number | null
+  serverSysS?: number | null
+  /** Recovery rows: how many times the server ran restore_command. */
+  restoreCalls?: number
 }
 
 /** A variant's place in the report: its group, its side, and the variant its ratio is taken against. */
@@ -59,6 +64,8 @@ export interface RunMeta {
   warmup: number
   repoKinds: string[]
   walSegments: number
+  /** MB of WAL the recovery rows replay (0 or missing: none). */
+  recoveryWalMb?: number
   /** Heap pages whose rows the 1% change updated (PG 15, last run). */
   touchedPages?: number
   node: string
@@ -161,7 +168,14 @@ export function formatMarkdown(meta: RunMeta, groups: GroupSpec[], rows: Variant
       `CPU of the measured process per GB of the database it worked on; load = 1-minute load average at the start. Bytes: files written ` +
       `(pg_basebackup, restore, WAL), repository growth (pgkeep backup) or bytes read (physical limit). ` +
       `The WAL rows run one process per segment, as restore_command does; their CPU and RSS leave out ` +
-      `\`wal get\`'s detached prefetch process. \`pg_basebackup -D - -X none\` cannot stand for the limit here: ` +
+      `\`wal get\`'s detached prefetch process. ` +
+      (meta.recoveryWalMb
+        ? `The recovery rows extract one pg_basebackup of the database into a fresh directory and start the server ` +
+          `with recovery.signal and that restore_command on ${meta.recoveryWalMb} MB of archived WAL written after it: ` +
+          `wall from the server's start until pg_is_in_recovery() is false (each run checked to have replayed it all); ` +
+          `CPU and RSS are the restore_command processes' (summed; peak), without \`wal get\`'s prefetch process. `
+        : '') +
+      `\`pg_basebackup -D - -X none\` cannot stand for the limit here: ` +
       `it writes only a single tablespace to stdout.`,
     '',
     '| | variant | wall | ratio | user CPU | sys CPU | CPU-s per GB | peak RSS | bytes | load | runs (s) |',

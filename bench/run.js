@@ -19,6 +19,10 @@ const USAGE = `usage: npm run bench -- [options]
   --warmup N         warm-up runs, measured but left out of the medians (default 1)
   --repo-kind KIND   pgkeep's repository: fs, s3 (the local S3 server), or fs,s3 for both (default fs)
   --wal-segments N   WAL segments fetched by the wal get comparison (default 100)
+  --recovery-wal-mb N  MB of WAL the end-to-end recovery rows replay (default 1024; 0: none): one pg_basebackup
+                     of the bench cluster, then that much WAL archived, recovered by a server started on a fresh
+                     copy with restore_command = cp (reference) or pgkeep wal get from an fs repository (and from
+                     S3 with --repo-kind s3), from the server's start until recovery has ended
   --relations LIST   clusters of this many small tables for the backup's memory rows (default 20000,40000; 0: none)
   --doubled          also the bench data at twice the scale, for the backup's memory when the data doubles
   --out DIR          where suite.jsonl, suite.md and suite.svg go (default bench/results)
@@ -37,6 +41,7 @@ try {
       warmup: { type: 'string' },
       'repo-kind': { type: 'string' },
       'wal-segments': { type: 'string' },
+      'recovery-wal-mb': { type: 'string' },
       relations: { type: 'string' },
       doubled: { type: 'boolean' },
       out: { type: 'string' },
@@ -81,6 +86,7 @@ const benchEnv = {
   PGKEEP_BENCH_RUNS: whole('runs', 1),
   PGKEEP_BENCH_WARMUP: whole('warmup', 0),
   PGKEEP_BENCH_WAL_SEGMENTS: whole('wal-segments', 1),
+  PGKEEP_BENCH_RECOVERY_WAL_MB: whole('recovery-wal-mb', 0),
   PGKEEP_BENCH_REPO_KIND: kinds,
   PGKEEP_BENCH_OUT: outDir,
   PGKEEP_BENCH_PROFILE: values.profile ? '1' : undefined,

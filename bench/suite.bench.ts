@@ -3,9 +3,9 @@
 // the physical limit, on PostgreSQL 15 (Debian's pg_basebackup 15 fits it) and 17 (server-side incrementals).
 // Variants alternate within each run after a warm-up; medians, ratios, bars; JSON lines, markdown and SVG out.
 
-import { chmod, readFile, mkdir, mkdtemp, readdir, rm, writeFile, appendFile, stat } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readdir, rm, writeFile, appendFile, stat } from 'node:fs/promises'
 import { execFileSync } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { it } from 'vitest'
@@ -30,6 +30,8 @@ import {
 } from './report.js'
 import { formatSvg } from './svg-chart.js'
 import { summarizeCpuProfiles } from './cpu-profile.js'
+import { stopPrefetchDaemon } from './prefetch-daemon.js'
+import { RECOVERY_GOALS, RV, recoveryGroup, recoveryRuns, recoveryVariants, waitArchived } from './recovery-bench.js'
 
 const env = process.env
 const config = {
@@ -46,6 +48,8 @@ const config = {
     .map(Number),
   /** Also a cluster of twice the scale, for the backup's memory when the data doubles. */
   doubled: env.PGKEEP_BENCH_DOUBLED === '1',
+  /** MB of WAL the end-to-end recovery rows replay (0: no recovery rows). */
+  recoveryWalMb: Number(env.PGKEEP_BENCH_RECOVERY_WAL_MB ?? 1024),
   /** One more, unrecorded run at the end with every pgkeep process under `node --cpu-prof`. */
   profile: env.PGKEEP_BENCH_PROFILE === '1',
 }
@@ -110,6 +114,7 @@ function groups(): GroupSpec[] {
     { id: 'restore', title: 'Restore (PG 15)' },
     { id: 'pg17', title: 'PG 17, summarize_wal = on' },
     { id: 'wal', title: `WAL: ${config.walSegments} segments, one process each` },
+    ...(config.recoveryWalMb > 0 ? [recoveryGroup(config.recoveryWalMb)] : []),
     ...scaleGroups().map((g) => ({ id: g.id, title: g.title })),
   ]
 }
@@ -138,6 +143,7 @@ function variants(kinds: RepoKind[]): VariantSpec[] {
     { group: 'wal', name: V.curl, side: 'reference' },
     { group: 'wal', name: V.walGetFs, side: 'pgkeep', repoKind: 'fs', ref: V.cp },
     { group: 'wal', name: V.walGetS3, side: 'pgkeep', repoKind: 's3', ref: V.curl, goalRatio: 1 / 3 },
+    ...(config.recoveryWalMb > 0 ? recoveryVariants(kinds.includes('s3')) : []),
     ...scaleGroups().flatMap((g): VariantSpec[] => [
       { group: g.id, name: V.basebackupScale, side: 'reference' },
       { group: g.id, name: V.fullScale, side: 'pgkeep', repoKind: 'fs', ref: V.basebackupScale },
@@ -339,6 +345,24 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
     }
     ctx.databaseBytes = undefined
     await walRuns(ctx, specs, archive, segments)
+    if (config.recoveryWalMb > 0) {
+      await recoveryRuns(
+        {
+          pg,
+          work: ctx.work,
+          bin: BIN,
+          walMb: config.recoveryWalMb,
+          withS3: config.repoKinds.includes('s3'),
+          // The profiled run is left out: the recovery rows run pgkeep through restore_command, not a wrapper.
+          runs: config.warmup + config.runs,
+          warmup: config.warmup,
+          openRepo: (kind, name) => openBenchRepo(ctx, kind, name),
+          record: (sample) => ctx.rec.add(sample),
+          log,
+        },
+        specs,
+      )
+    }
   } finally {
     await pg.destroy()
   }
@@ -382,13 +406,7 @@ async function archivedSegments(pg: Cluster, archive: string, count: number): Pr
   const list = async () => (await readdir(archive)).filter((n) => SEGMENT_RE.test(n)).sort()
   for (let i = 0; ; i++) {
     const [{ w }] = await pg.sql<{ w: string }>('select pg_walfile_name(pg_switch_wal()) w')
-    const deadline = Date.now() + 120_000
-    while (!(await list()).includes(w)) {
-      const [{ failed }] = await pg.sql<{ failed: number }>('select failed_count::int failed from pg_stat_archiver')
-      if (failed > 0) throw new Error(`archive_command failed ${failed} time(s):\n${(await pg.log()).slice(-2000)}`)
-      if (Date.now() > deadline) throw new Error(`WAL segment ${w} was not archived within 120 s`)
-      await new Promise((r) => setTimeout(r, 100))
-    }
+    await waitArchived(pg, archive, w)
     const names = await list()
     if (names.length >= count) {
       await pg.sql(`alter system set archive_command = 'true'`)
@@ -450,34 +468,6 @@ async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments
   await fsRepo.remove()
   await s3Repo.remove()
   await ctx.objects.removePrefix(rawPrefix)
-}
-
-/**
- * Stops the prefetch process the first `wal get` into `dest` started (its spool is beside the destination) and
- * waits until it is gone, so that it neither writes into a directory being removed nor runs into the next run.
- */
-async function stopPrefetchDaemon(dest: string): Promise<void> {
-  let pid: number | undefined
-  try {
-    pid = (JSON.parse(await readFile(join(dest, '.pgkeep-prefetch', 'daemon.json'), 'utf8')) as { pid?: number }).pid
-  } catch {
-    return // none was started
-  }
-  if (typeof pid !== 'number' || pid <= 1) return
-  // A zombie (exited, not yet reaped by PID 1, which adopted the detached process) counts as gone.
-  const alive = () => {
-    try {
-      return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
-    } catch {
-      return false
-    }
-  }
-  if (alive()) process.kill(pid, 'SIGTERM')
-  for (let i = 0; alive(); i++) {
-    if (i === 100) process.kill(pid, 'SIGKILL')
-    if (i > 200) throw new Error(`the wal get prefetch process ${pid} does not exit`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
 }
 
 /** PostgreSQL 17 with summarize_wal = on: pgkeep full, then incremental after 1% (the server sends changed blocks). */
@@ -624,6 +614,17 @@ function bars(rows: VariantSummary[], databaseBytes: number): BarResult[] {
       })
     }
   }
+  if (config.recoveryWalMb > 0) {
+    const recovery = (k: RepoKind) =>
+      ratioBar(
+        `end-to-end recovery of ${config.recoveryWalMb} MB of WAL: restore_command wal get (${k}) / cp`,
+        row('recovery', k === 'fs' ? RV.fs : RV.s3),
+        row('recovery', RV.cp),
+        RECOVERY_GOALS[k],
+      )
+    recovery('fs')
+    if (config.repoKinds.includes('s3')) recovery('s3')
+  }
   const get = row('wal', V.walGetS3)
   const curl = row('wal', V.curl)
   const speedup = get && curl ? curl.wallMs / get.wallMs : null
@@ -678,6 +679,7 @@ it(
       warmup: config.warmup,
       repoKinds: config.repoKinds,
       walSegments: config.walSegments,
+      recoveryWalMb: config.recoveryWalMb,
       node: process.version,
       pgkeepCommit: gitDescription(),
       postgres: {},

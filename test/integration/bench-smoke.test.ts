@@ -11,6 +11,7 @@ import { debianTool, noteSkip } from '../harness/reference-tools.js'
 const ROOT = join(import.meta.dirname, '..', '..')
 const WAL_SEGMENTS = 2
 const SEGMENT_BYTES = 16 * 1024 * 1024
+const RECOVERY_WAL_MB = 32
 
 /** Every group and variant the issue asks the suite to measure (fs repository). */
 const EXPECTED = [
@@ -31,6 +32,8 @@ const EXPECTED = [
   'wal/curl GET from S3 (s3rver)',
   'wal/pgkeep wal get (fs repository)',
   'wal/pgkeep wal get (S3 repository)',
+  'recovery/restore_command = cp from a directory archive',
+  'recovery/restore_command = pgkeep wal get (fs repository)',
   'relations-200/pg_basebackup -Ft -X stream',
   'relations-200/pgkeep backup (full)',
   'relations-200/pgkeep backup (incremental)',
@@ -49,6 +52,7 @@ interface Line {
   repoGrowthBytes?: number
   bytesRead?: number
   databaseBytes?: number
+  restoreCalls?: number
   summary?: { meta: { databaseBytes: number; zstd: { rawBytes: number; zstdBytes: number; ratio: number } }; bars: { text: string; holds: boolean | null }[] }
 }
 
@@ -74,8 +78,16 @@ describe('npm run bench (tiny scale)', () => {
   it('documents its options in --help and refuses malformed ones before it starts anything', async () => {
     const help = await runLauncher(['--help'])
     expect(help.code).toBe(0)
-    for (const option of ['--scale N', '--runs N', '--relations LIST', '--doubled', '--profile', '--no-build']) expect(help.output).toContain(option)
-    for (const bad of [['--relations', '20k'], ['--relations', '1,,2'], ['--relations', '-5'], ['--doubled=yes'], ['--scale', '0']]) {
+    for (const option of ['--scale N', '--runs N', '--relations LIST', '--recovery-wal-mb N', '--doubled', '--profile', '--no-build'])
+      expect(help.output).toContain(option)
+    for (const bad of [
+      ['--relations', '20k'],
+      ['--recovery-wal-mb', '-1'],
+      ['--relations', '1,,2'],
+      ['--relations', '-5'],
+      ['--doubled=yes'],
+      ['--scale', '0'],
+    ]) {
       const res = await runLauncher(bad)
       expect(res.code, bad.join(' ')).toBe(2)
       expect(res.output, bad.join(' ')).toMatch(/invalid|Option|option/)
@@ -97,6 +109,8 @@ describe('npm run bench (tiny scale)', () => {
       '0',
       '--wal-segments',
       String(WAL_SEGMENTS),
+      '--recovery-wal-mb',
+      String(RECOVERY_WAL_MB),
       '--relations',
       '200',
       '--doubled',
@@ -121,11 +135,18 @@ describe('npm run bench (tiny scale)', () => {
     }
     const get = (group: string, variant: string) => samples.find((s) => s.group === group && s.variant === variant)!
     // CPU-s per GB has its base: the size of the database each backup row worked on; the doubled data is larger.
-    for (const s of samples.filter((x) => x.group !== 'wal')) expect(s.databaseBytes, `${s.group}/${s.variant}`).toBeGreaterThan(0)
+    for (const s of samples.filter((x) => x.group !== 'wal' && x.group !== 'recovery')) expect(s.databaseBytes, `${s.group}/${s.variant}`).toBeGreaterThan(0)
     expect(get('doubled', 'pgkeep backup (full)').databaseBytes).toBeGreaterThan(get('full', 'pgkeep backup (full)').databaseBytes!)
 
     // Every WAL variant delivered exactly the segments asked for, whole.
     for (const s of samples.filter((x) => x.group === 'wal')) expect(s.bytesWritten, s.variant).toBe(WAL_SEGMENTS * SEGMENT_BYTES)
+
+    // Every recovery replayed at least the WAL asked for (the run checks it reached the last row), fetching each
+    // segment through restore_command.
+    for (const s of samples.filter((x) => x.group === 'recovery')) {
+      expect(s.bytesRead, s.variant).toBeGreaterThanOrEqual(RECOVERY_WAL_MB * 1024 * 1024)
+      expect(s.restoreCalls, s.variant).toBeGreaterThan(RECOVERY_WAL_MB / 16)
+    }
 
     // Sizes that follow from what each command is: pg_basebackup's tars hold at least the database; pgkeep's
     // repository holds it compressed; 1% of pages changed costs a small fraction of a full backup.
