@@ -83,21 +83,48 @@ interface Generated {
 const sh = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-/** Waits until the archiver has stored WAL file `name` in `archive`; fails when archive_command fails. */
-export async function waitArchived(pg: Cluster, archive: string, name: string): Promise<void> {
+/**
+ * Waits until the archiver is done with WAL file `name` (archive_command returned success, so a cp into the archive
+ * is complete, not half-written); returns whether the file is in `archive`. Fails when archive_command fails.
+ */
+async function archiverDone(pg: Cluster, archive: string, name: string): Promise<boolean> {
   const deadline = Date.now() + 120_000
-  while (!(await readdir(archive)).includes(name)) {
-    const [{ failed }] = await pg.sql<{ failed: number }>('select failed_count::int failed from pg_stat_archiver')
+  for (;;) {
+    const [{ done, failed }] = await pg.sql<{ done: boolean; failed: number }>(
+      'select coalesce(last_archived_wal >= $1, false) done, failed_count::int failed from pg_stat_archiver',
+      [name],
+    )
+    if (done) return (await readdir(archive)).includes(name)
     if (failed > 0) throw new Error(`archive_command failed ${failed} time(s):\n${(await pg.log()).slice(-2000)}`)
     if (Date.now() > deadline) throw new Error(`WAL segment ${name} was not archived within 120 s`)
     await sleep(100)
   }
 }
 
-/** Switches to a new segment and waits until the one it ended is archived. */
-async function switchAndArchive(pg: Cluster, archive: string): Promise<void> {
+/** Waits until the archiver has stored WAL file `name`, whole, in `archive`. */
+export async function waitArchived(pg: Cluster, archive: string, name: string): Promise<void> {
+  if (!(await archiverDone(pg, archive, name))) throw new Error(`WAL segment ${name} was archived, but not into ${archive}`)
+}
+
+/** Switches to a new segment (after a record, so that there is one to end) and returns the name of the one it ended. */
+async function switchSegment(pg: Cluster): Promise<string> {
+  await pg.sql(`select pg_logical_emit_message(false, 'pgkeep-bench', 'switch')`)
   const [{ w }] = await pg.sql<{ w: string }>('select pg_walfile_name(pg_switch_wal()) w')
-  await waitArchived(pg, archive, w)
+  return w
+}
+
+/**
+ * Points archive_command at `archive` and returns once a segment ended after that is there: the archiver takes the
+ * reload in its own time, so a segment ended just after it may still go to the old command (`true`); every
+ * segment from the base backup's start on will be there.
+ */
+async function archiveTo(pg: Cluster, archive: string): Promise<void> {
+  await pg.sql(`alter system set archive_command = ${`'cp %p ${archive}/%f'`}`)
+  await pg.reload()
+  for (let i = 0; !(await archiverDone(pg, archive, await switchSegment(pg))); i++) {
+    if (i === 20) throw new Error(`archive_command = cp into ${archive} not taken after ${i} segments`)
+    await sleep(200)
+  }
 }
 
 /**
@@ -309,16 +336,12 @@ export async function recoveryRuns(ctx: RecoveryCtx, specs: VariantSpec[]): Prom
   await handOver(archive)
   await pg.sql('create table bench_recovery (id bigint, payload bytea)')
   await pg.sql('create table bench_recovery_marker (token text)')
-  await pg.sql(`alter system set archive_command = ${`'cp %p ${archive}/%f'`}`)
-  await pg.reload()
-  // Once a segment ended after the reload is in the archive, the archiver uses the new command: every segment
-  // from the base backup's start on will be there.
-  await switchAndArchive(pg, archive)
+  await archiveTo(pg, archive)
   const pgBasebackup = debianTool('pg_basebackup')!
   await execFileP(pgBasebackup, ['-d', pg.url(), '-D', base, '-Ft', '-X', 'stream', '--checkpoint=fast'], { env: { PATH: process.env.PATH } })
   const t0 = performance.now()
   const g = await generateWal(pg, ctx.walMb)
-  await switchAndArchive(pg, archive)
+  await waitArchived(pg, archive, await switchSegment(pg))
   await pg.sql(`alter system set archive_command = 'true'`)
   await pg.reload()
   const segments = (await readdir(archive)).filter((n) => SEGMENT_RE.test(n)).sort()
