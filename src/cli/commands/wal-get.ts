@@ -40,7 +40,8 @@ Segments are prefetched: a background process (started by the first call, gone -
 request) keeps the repository open and fetches the next --prefetch segments in parallel into a spool directory,
 from which later calls are served by a rename once each file passed its checks. One such process per spool; it
 serves one repository and one cluster, and is replaced when asked for others or when the repository at its
-location was replaced.
+location was replaced. While it serves the repository and cluster asked for, a call loads nothing of pgkeep but
+what it needs to ask it (see docs/wal.md, "Lean entry point").
 
 options:
   --cluster NAME|SYSTEMID the cluster (default: the one of DEST's data directory, where restore_command runs, else
