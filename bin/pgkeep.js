@@ -2,6 +2,27 @@
 // Entry point of the `pgkeep` command: the compiled CLI lives in dist/ (built by `npm install` through `prepare`).
 // The flag above: a backup or restore allocates a short-lived buffer per message, page and blob, and a larger
 // young generation than V8's default 16 MB cuts garbage collection time by more than half (bench/backup.bench.ts).
-import { main } from '../dist/src/cli/main.js'
 
-process.exitCode = await main(process.argv.slice(2))
+const args = process.argv.slice(2)
+
+/**
+ * restore_command runs `pgkeep wal get` once per WAL file: first the lean path (dist/src/cli/wal-get-lean.js),
+ * which serves through a live prefetch daemon without loading the CLI, and answers only when it answers as the
+ * full command would. Undefined: the full CLI runs, as if the lean path had not been tried.
+ */
+async function lean() {
+  if (!args.includes('wal') || !args.includes('get') || args.includes('--daemon')) return undefined
+  try {
+    const { leanWalGet } = await import('../dist/src/cli/wal-get-lean.js')
+    return await leanWalGet(args, { env: process.env, stderr: process.stderr })
+  } catch {
+    return undefined
+  }
+}
+
+const served = await lean()
+if (served !== undefined) process.exitCode = served
+else {
+  const { main } = await import('../dist/src/cli/main.js')
+  process.exitCode = await main(args)
+}

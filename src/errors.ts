@@ -1,7 +1,9 @@
 // Errors of the layers under src/ (storage, repository, PostgreSQL formats, engines, CLI), on the shared base
 // from protocol/errors.ts. Codes are stable strings; src/cli/exit-codes.ts maps every code to an exit status.
+// Imported from protocol/errors.js itself, not protocol/index.js: every module loads this one, and the index
+// loads the whole protocol layer (see test/unit/layering.test.ts).
 
-import { BaseError, type ErrorOptions } from '../protocol/index.js'
+import { BaseError, type ErrorOptions } from '../protocol/errors.js'
 
 export {
   BaseError,
@@ -16,7 +18,7 @@ export {
   ProtocolCodes,
   type ErrorOptions,
   type ServerMessageFields,
-} from '../protocol/index.js'
+} from '../protocol/errors.js'
 
 /** Error codes of the layers under src/. */
 export const Codes = {

@@ -7,6 +7,7 @@ import type { CliContext, Command } from './command.js'
 import { commands } from './commands/index.js'
 import { closestWord } from './did-you-mean.js'
 import { exitCodeFor } from './exit-codes.js'
+import { takeGlobalOptions } from './global-options.js'
 import { AbortedError, isPgkeepError, UsageError } from '../errors.js'
 
 export async function main(argv: string[], ctx: CliContext = processContext()): Promise<number> {
@@ -82,34 +83,6 @@ export function reportError(err: unknown, ctx: Pick<CliContext, 'stderr' | 'env'
 function optionWords(argv: readonly string[]): readonly string[] {
   const end = argv.indexOf('--')
   return end < 0 ? argv : argv.slice(0, end)
-}
-
-/** Takes `--config F`, `--config=F` and `--no-config` off the arguments, wherever they are (before `--`). */
-function takeGlobalOptions(argv: readonly string[]): { args: string[]; configFile: string | false | undefined } {
-  const args: string[] = []
-  let configFile: string | false | undefined
-  const set = (v: string | false) => {
-    if (configFile !== undefined) throw new UsageError('give one of --config and --no-config, once', { hint: "run 'pgkeep help config show'" })
-    configFile = v
-  }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!
-    if (a === '--') {
-      args.push(...argv.slice(i))
-      break
-    }
-    if (a === '--no-config') set(false)
-    else if (a === '--config') {
-      const v = argv[++i]
-      if (v === undefined || v === '' || v.startsWith('-')) throw new UsageError("option '--config' needs a file", { hint: 'give --config FILE' })
-      set(v)
-    } else if (a.startsWith('--config=')) {
-      const v = a.slice('--config='.length)
-      if (v === '') throw new UsageError("option '--config' needs a file", { hint: 'give --config FILE' })
-      set(v)
-    } else args.push(a)
-  }
-  return { args, configFile }
 }
 
 function findCommand(argv: readonly string[]): Command | undefined {

@@ -1,5 +1,5 @@
-// The repository options every repository command shares (--repo URL, --passphrase-file F), with their fallbacks
-// (PGKEEP_REPO, the passphrase variables, the configuration file), and opening the repository they name. Only `init` creates a repository (and `backup --init`, which says so): a location that holds
+// Opening the repository that the repository options name (resolved in repo-location.ts: --repo URL,
+// --passphrase-file F and their fallbacks, re-exported here for the commands). Only `init` creates a repository (and `backup --init`, which says so): a location that holds
 // none is an error, never a new repository created on the spot, because an unmounted file system, a mistyped
 // prefix or a passphrase missing from an archiver's environment would otherwise get a fresh (even unencrypted)
 // repository, and PostgreSQL would recycle WAL that never reached the real one.
@@ -10,16 +10,10 @@ import { initRepository, locationIsEmpty, openRepository, type Repository } from
 import { openStorage } from '../storage/open.js'
 import type { Storage } from '../storage/storage.js'
 import type { CliContext } from './command.js'
-import { cliConfig } from './config-file.js'
-import { PASSPHRASE_USAGE, passphraseOptions, readPassphrase } from './passphrase.js'
+import { readPassphrase } from './passphrase.js'
+import { resolvePassphraseFile, resolveRepo } from './repo-location.js'
 
-export const repoOptions = { repo: { type: 'string' }, ...passphraseOptions } as const
-
-export const REPO_USAGE = `repository options:
-  --repo URL              a directory (/path or file:///path) or s3://bucket/prefix (AWS_* variables,
-                          AWS_ENDPOINT_URL for MinIO, Ceph and other S3-compatible stores); without it:
-                          PGKEEP_REPO, else 'repository' of the config file ('pgkeep config show')
-${PASSPHRASE_USAGE}; else 'passphrase_file' of the config file`
+export { REPO_USAGE, repoOptions, resolvePassphraseFile, resolveRepo } from './repo-location.js'
 
 export interface OpenedRepo {
   repo: Repository
@@ -34,30 +28,6 @@ export interface OpenedRepo {
   created: boolean
   /** Another instance on the same storage (backup streams WAL through one). */
   openAnother(): Promise<Repository>
-}
-
-/**
- * The repository location: --repo, else PGKEEP_REPO, else the config file's `repository`.
- * @throws UsageError when none is set
- */
-export async function resolveRepo(values: { repo?: string }, ctx: CliContext, command: string): Promise<{ url: string; source: string }> {
-  if (values.repo) return { url: values.repo, source: '--repo' }
-  if (ctx.env.PGKEEP_REPO) return { url: ctx.env.PGKEEP_REPO, source: 'PGKEEP_REPO' }
-  const config = await cliConfig(ctx)
-  if (config.file?.repository) return { url: config.file.repository, source: `config file '${config.file.path}'` }
-  throw new UsageError(`pgkeep ${command} needs a repository`, {
-    hint: "give --repo /path/to/repo or --repo s3://bucket/prefix, set PGKEEP_REPO, or set 'repository' in the config file",
-  })
-}
-
-/**
- * The passphrase file to read: --passphrase-file, else (when neither PGKEEP_PASSPHRASE_FILE nor PGKEEP_PASSPHRASE
- * is set: they come before it) the config file's `passphrase_file`.
- */
-export async function resolvePassphraseFile(values: { 'passphrase-file'?: string }, ctx: CliContext): Promise<string | undefined> {
-  if (values['passphrase-file'] !== undefined) return values['passphrase-file']
-  if (ctx.env.PGKEEP_PASSPHRASE_FILE || ctx.env.PGKEEP_PASSPHRASE) return undefined
-  return (await cliConfig(ctx)).file?.passphraseFile
 }
 
 /**

@@ -1,7 +1,8 @@
 // Log sequence numbers (LSNs): text form, arithmetic on WAL segments, and PostgreSQL's size settings ('16MB').
 // An LSN is a byte position in the WAL stream, a u64 carried as a bigint.
 
-import { formatLsn as formatLsnText, type Lsn, tryParseLsn } from '../../protocol/index.js'
+// protocol/lsn.js itself, not protocol/index.js, which loads the whole protocol layer (see test/unit/layering.test.ts).
+import { formatLsn as formatLsnText, type Lsn, tryParseLsn } from '../../protocol/lsn.js'
 import { FormatError } from '../errors.js'
 
 /**

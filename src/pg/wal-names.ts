@@ -88,6 +88,11 @@ export function isBackupHistoryFileName(name: string): boolean {
   return BACKUP.test(name)
 }
 
+/** True for the names `wal get` serves: a segment, a partial segment, a timeline history or backup history file. */
+export function isFetchableWalName(name: string): boolean {
+  return isWalSegmentName(name) || isPartialWalName(name) || isHistoryFileName(name) || isBackupHistoryFileName(name)
+}
+
 function segnoOf(name: string, hi: string, lo: string, segSizeBytes: number): bigint {
   const perId = segmentsPerXlogId(segSizeBytes)
   const low = BigInt(`0x${lo}`)

@@ -4,12 +4,10 @@
 // --cluster (a name or system identifier) or, without it, for pg_control's system identifier; a cluster the
 // repository does not know is an error, never "not there" (which would end recovery early).
 
-import { readFile } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
 import { UsageError } from '../errors.js'
-import { decodeControlFile } from '../pg/pg-control.js'
 import { listClusters, resolveCluster, type RepoCluster } from '../repo/index.js'
 import type { Repository } from '../repo/index.js'
+import { assertSameCluster, systemIdNearWalPath } from './local-cluster.js'
 
 /** Where the cluster of a WAL file may be learned from, in order. */
 export interface ClusterIdOptions {
@@ -26,16 +24,6 @@ export function parseSystemId(text: string): string {
     throw new UsageError(`invalid system identifier '${text}'`, { hint: "it is the decimal number 'pgkeep check' or pg_controldata shows" })
   }
   return BigInt(text).toString()
-}
-
-/** The system identifier in `<data dir>/global/pg_control`, where the data directory holds `pg_wal/<file>`; undefined when unreadable. */
-export async function systemIdNearWalPath(walPath: string): Promise<string | undefined> {
-  const dataDir = dirname(dirname(resolve(walPath)))
-  try {
-    return decodeControlFile(await readFile(join(dataDir, 'global', 'pg_control'))).systemId.toString()
-  } catch {
-    return undefined
-  }
 }
 
 /** {@link ClusterIdOptions} for `wal push`: explicit, else pg_control near the WAL path, else the repository's only cluster. */
@@ -63,13 +51,4 @@ export async function resolveWalGetCluster(repo: Repository, o: { selector?: str
   const cluster = await resolveCluster(repo, o.selector ?? o.localSystemId, { signal: o.signal })
   assertSameCluster(cluster.systemId, o)
   return cluster
-}
-
-/** Refuses a cluster other than the data directory's (from pg_control), when that is known. */
-export function assertSameCluster(systemId: string, o: { selector?: string; localSystemId?: string }): void {
-  if (o.localSystemId === undefined || o.localSystemId === systemId) return
-  throw new UsageError(
-    `--cluster ${o.selector ?? systemId} is cluster ${systemId}, but the data directory restore_command runs in is cluster ${o.localSystemId}`,
-    { hint: 'WAL of another cluster cannot be replayed here: correct --cluster in restore_command, or leave it out' },
-  )
 }

@@ -13,11 +13,20 @@ import { readdir, readFile, stat, unlink } from 'node:fs/promises'
 import { createServer, type Server } from 'node:net'
 import { join } from 'node:path'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
-import { isWalSegmentName, segmentsPerXlogId } from '../pg/wal-names.js'
+import { isFetchableWalName, isWalSegmentName, segmentsPerXlogId } from '../pg/wal-names.js'
 import { writeFileAtomic } from '../storage/durable-file.js'
 import type { Repository } from '../repo/index.js'
-import { bootId, type DaemonInfo, readDaemonInfo, spoolLockName, type SpoolPaths, type SpoolRequest, type SpoolResponse } from './prefetch-spool.js'
-import { fetchWalFile, isFetchableWalName } from './wal-fetch.js'
+import {
+  bootId,
+  type DaemonInfo,
+  foreignRequest,
+  readDaemonInfo,
+  spoolLockName,
+  type SpoolPaths,
+  type SpoolRequest,
+  type SpoolResponse,
+} from './prefetch-spool.js'
+import { fetchWalFile } from './wal-fetch.js'
 
 /** What the daemon was started for: a request for anything else makes it retire. */
 export interface DaemonBinding {
@@ -196,9 +205,11 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     return job
   }
 
-  const answer = async (id: string, r: SpoolResponse) => {
-    await writeFileAtomic(join(p.respDir, id), JSON.stringify(r), { tmpDir: p.tmpDir }).catch((err: unknown) =>
-      log(`cannot answer ${id}: ${(err as Error).message}`),
+  const answer = async (id: string, r: SpoolResponse, req?: SpoolRequest) => {
+    await writeFileAtomic(join(p.respDir, id), JSON.stringify(r), { tmpDir: p.tmpDir }).then(
+      // Which entry point asked: the lean one (src/cli/wal-get-lean.ts) or the full command.
+      () => log(`answered ${req?.name ?? id}: ${r.status} (${req?.client === 'lean' ? 'lean' : 'full'} client)`),
+      (err: unknown) => log(`cannot answer ${id}: ${(err as Error).message}`),
     )
     await unlink(join(p.reqDir, id)).catch(() => {})
     handling.delete(id)
@@ -211,11 +222,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     )
 
   /** The request for another repository or cluster than this daemon's, described; undefined when it is ours. */
-  const foreign = (req: SpoolRequest): string | undefined => {
-    if (req.repo !== o.binding.repo) return `repository '${req.repo}'`
-    if (req.cluster !== o.binding.cluster && req.cluster !== o.systemId) return `cluster '${req.cluster ?? '(the only one)'}'`
-    return undefined
-  }
+  const foreign = (req: SpoolRequest): string | undefined => foreignRequest({ ...o.binding, systemId: o.systemId }, req)
 
   const handleRequests = async () => {
     const ids = (await readdir(p.reqDir).catch(() => [] as string[])).filter((f) => !f.startsWith('.') && !handling.has(f)).sort()
@@ -260,7 +267,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
       if (isWalSegmentName(req.name)) base = req.name
       const known = spooled.get(req.name)
       if (known && (await exists(req.name))) {
-        await answer(id, { status: 'ok', systemId: o.systemId, ...known })
+        await answer(id, { status: 'ok', systemId: o.systemId, ...known }, req)
         continue
       }
       spooled.delete(req.name)
@@ -275,6 +282,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
             : status === 'error' || status === 'ok'
               ? { status: 'error', message: `could not fetch '${name}'; see ${p.logFile}` }
               : { status },
+          req,
         )
       })
       answering.add(answered)

@@ -23,7 +23,7 @@ import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
 import { checkSegmentHeader, WAL_LONG_PAGE_HEADER_BYTES } from '../pg/wal-page.js'
 import { isPartialWalName, isWalSegmentName, parseWalFileName } from '../pg/wal-names.js'
 import { writeFileAtomic } from '../storage/durable-file.js'
-import { assertSameCluster } from './cluster-id.js'
+import { assertSameCluster } from './local-cluster.js'
 
 /** Name of the default spool directory, created beside the destination (in pg_wal). */
 export const DEFAULT_SPOOL_DIR_NAME = '.pgkeep-prefetch'
@@ -204,6 +204,22 @@ export interface SpoolRequest {
   repo: string
   /** --cluster as given, else pg_control's system identifier; null when neither is known (the only cluster). */
   cluster: string | null
+  /** 'lean' from the lean entry point (src/cli/wal-get-lean.ts), which the daemon's log names; else absent. */
+  client?: 'lean'
+}
+
+/**
+ * Why a daemon bound to `daemon` (its repository location and cluster as asked for, and the system identifier it
+ * resolved, once it has) does not serve request `req`, described; undefined when it does.
+ */
+export function foreignRequest(
+  daemon: { repo: string; cluster: string | null; systemId?: string },
+  req: { repo: string; cluster: string | null },
+): string | undefined {
+  if (req.repo !== daemon.repo) return `repository '${req.repo}'`
+  if (req.cluster !== daemon.cluster && (daemon.systemId === undefined || req.cluster !== daemon.systemId))
+    return `cluster '${req.cluster ?? '(the only one)'}'`
+  return undefined
 }
 
 /** The daemon's answer file `resp/<id>`. With 'ok', what the spooled file must be. */
@@ -322,9 +338,11 @@ export interface SpoolGetOptions {
   /**
    * Starts a daemon for this spool (detached; it exits on its own when idle). Resolves when that daemon has
    * ended (lost the race for the lock, failed, or finished), so the client may start another if none holds the
-   * spool then.
+   * spool then. Absent (the lean entry point, which cannot start one): no daemon holding the spool → 'unavailable'.
    */
-  spawnDaemon: () => Promise<unknown>
+  spawnDaemon?: () => Promise<unknown>
+  /** Says who asks, for the daemon's log (see {@link SpoolRequest.client}). */
+  client?: 'lean'
   /** Warnings for the user (a spooled file that failed its check). */
   onWarning?: (text: string) => void
   /** How long a daemon may take to answer before the client fetches on its own (default 10 min). */
@@ -347,7 +365,7 @@ const CHECK_INTERVAL_MS = 100
 export async function getViaSpool(o: SpoolGetOptions): Promise<'served' | 'missing' | 'unavailable'> {
   const p = o.paths
   const lock = await spoolLockName(p)
-  const request: SpoolRequest = { name: o.name, repo: o.repo, cluster: o.cluster }
+  const request: SpoolRequest = { name: o.name, repo: o.repo, cluster: o.cluster, ...(o.client ? { client: o.client } : {}) }
   let id = await postRequest(p, request)
   const started = Date.now()
   const answerTimeoutMs = o.answerTimeoutMs ?? 600_000
@@ -387,7 +405,7 @@ export async function getViaSpool(o: SpoolGetOptions): Promise<'served' | 'missi
             id = await postRequest(p, request)
           }
           if (!starting || starting.ended || now - starting.since > startTimeoutMs) {
-            if (spawns >= MAX_SPAWNS) return 'unavailable'
+            if (spawns >= MAX_SPAWNS || !o.spawnDaemon) return 'unavailable'
             spawns++
             const s = { since: now, ended: false }
             starting = s

@@ -1,15 +1,10 @@
 // Reading one WAL file out of the catalog by the name PostgreSQL asks for: a segment (its complete record, else
 // its longest partial one, zero-padded), a `.partial` name, a timeline history file or a backup history file.
 
-import { isBackupHistoryFileName, isHistoryFileName, isPartialWalName, isWalSegmentName } from '../pg/wal-names.js'
+import { isFetchableWalName, isHistoryFileName, isPartialWalName, isWalSegmentName } from '../pg/wal-names.js'
 import type { Repository } from '../repo/index.js'
 import { backupHistoryKey, readSegmentByName, readWalContent, readWalRecord, segmentKey, type WalFileRecord } from '../repo/index.js'
 import { UsageError } from '../errors.js'
-
-/** True for the names `wal get` serves. */
-export function isFetchableWalName(name: string): boolean {
-  return isWalSegmentName(name) || isPartialWalName(name) || isHistoryFileName(name) || isBackupHistoryFileName(name)
-}
 
 /**
  * The bytes of WAL file `name` of cluster `systemId`, verified; undefined when the repository does not have it.

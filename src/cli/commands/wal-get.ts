@@ -10,20 +10,16 @@ import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
 import { isPgkeepError, UsageError } from '../../errors.js'
 import { writeFileAtomic } from '../../storage/durable-file.js'
-import { resolveWalGetCluster, systemIdNearWalPath } from '../../wal/cluster-id.js'
+import { resolveWalGetCluster } from '../../wal/cluster-id.js'
 import { acquireSpool, runPrefetchDaemon } from '../../wal/prefetch-daemon.js'
-import { defaultSpoolDir, getViaSpool, prepareSpool, spoolPaths, type SpoolPaths } from '../../wal/prefetch-spool.js'
-import { fetchWalFile, isFetchableWalName } from '../../wal/wal-fetch.js'
+import { getViaSpool, prepareSpool, spoolPaths, type SpoolPaths } from '../../wal/prefetch-spool.js'
+import { fetchWalFile } from '../../wal/wal-fetch.js'
 import type { CliContext, Command } from '../command.js'
-import { parseCommandArgs } from '../parse.js'
-import { rejectPassphraseArgument } from '../passphrase.js'
-import { openRepoForCommand, REPO_USAGE, repoOptions, resolvePassphraseFile, resolveRepo } from '../repo-args.js'
+import { openRepoForCommand, REPO_USAGE, resolvePassphraseFile } from '../repo-args.js'
+import { DEFAULT_LINGER_S, notInRepositoryLine, parseWalGetArgs, resolveWalGetTarget } from '../wal-get-args.js'
 
 /** Exit status for failures other than "not in the repository": above 125, PostgreSQL stops recovery (FATAL). */
 export const WAL_GET_FAILURE_EXIT = 255
-
-/** Seconds the prefetch daemon stays after the last request: short, and longer than a standby's 5 s retry. */
-const DEFAULT_LINGER_S = 10
 
 /** `pgkeep wal get NAME DEST` (and its hidden `--daemon` mode). Exit 0 served, 1 not in the repository, 255 anything else. */
 export const walGetCommand: Command = {
@@ -44,7 +40,8 @@ Segments are prefetched: a background process (started by the first call, gone -
 request) keeps the repository open and fetches the next --prefetch segments in parallel into a spool directory,
 from which later calls are served by a rename once each file passed its checks. One such process per spool; it
 serves one repository and one cluster, and is replaced when asked for others or when the repository at its
-location was replaced.
+location was replaced. While it serves the repository and cluster asked for, a call loads nothing of pgkeep but
+what it needs to ask it (see docs/wal.md, "Lean entry point").
 
 options:
   --cluster NAME|SYSTEMID the cluster (default: the one of DEST's data directory, where restore_command runs, else
@@ -78,40 +75,13 @@ ${REPO_USAGE}
 }
 
 async function runGet(args: string[], ctx: CliContext): Promise<number> {
-  rejectPassphraseArgument(args)
-  const { values, positionals } = parseCommandArgs('wal get', {
-    args,
-    allowPositionals: true,
-    options: {
-      ...repoOptions,
-      cluster: { type: 'string' },
-      prefetch: { type: 'string' },
-      concurrency: { type: 'string' },
-      spool: { type: 'string' },
-      linger: { type: 'string' },
-      daemon: { type: 'boolean' },
-      json: { type: 'boolean' },
-    },
-  })
-  const prefetch = count(values.prefetch, 'prefetch', 8, 0, 256)
-  const concurrency = count(values.concurrency, 'concurrency', 4, 1, 64)
-  const lingerMs = count(values.linger, 'linger', DEFAULT_LINGER_S, 1, 86_400) * 1000
-  if (values.daemon) return runDaemon(values, ctx, { prefetch, concurrency, lingerMs })
-  if (positionals.length !== 2) {
-    throw new UsageError(`pgkeep wal get takes NAME and DEST, got ${positionals.length} argument(s)`, {
-      hint: "use restore_command = 'pgkeep wal get --repo URL %f %p'",
-    })
-  }
-  const [name, dest] = positionals as [string, string]
-  if (!isFetchableWalName(name)) {
-    throw new UsageError(`'${name}' is not a WAL file name`, { hint: "use restore_command = 'pgkeep wal get --repo URL %f %p'" })
-  }
-  const { url } = await resolveRepo(values, ctx, 'wal get')
-  // The cluster of the data directory restore_command runs in: a --cluster must resolve to that one.
-  const localSystemId = await systemIdNearWalPath(dest)
+  const { values, prefetch, concurrency, lingerMs, name, dest } = parseWalGetArgs(args)
+  if (name === undefined || dest === undefined) return runDaemon(values, ctx, { prefetch, concurrency, lingerMs })
+  const target = await resolveWalGetTarget(values, dest, ctx)
+  const { repo: url, localSystemId, cluster, paths } = target
   const notFound = () => {
     if (values.json) ctx.stdout.write(`${JSON.stringify({ name, found: false })}\n`)
-    else ctx.stderr.write(`pgkeep: ${name} is not in the repository\n`)
+    else ctx.stderr.write(notInRepositoryLine(name))
     return 1
   }
   const served = () => {
@@ -120,16 +90,11 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
   }
   // The spool's lock is an abstract Unix socket, which only Linux has; elsewhere every call fetches directly.
   if (prefetch > 0 && process.platform === 'linux') {
-    const paths = spoolPaths(values.spool ?? defaultSpoolDir(dest))
     await prepareSpool(paths)
-    const cluster = values.cluster ?? localSystemId ?? null
     const r = await getViaSpool({
-      paths,
+      ...target,
       name,
       dest,
-      repo: url,
-      cluster,
-      localSystemId,
       spawnDaemon: async () =>
         spawnDaemon(paths, { repo: url, 'passphrase-file': await resolvePassphraseFile(values, ctx) }, ctx, { cluster, prefetch, concurrency, lingerMs }),
       onWarning: (text) => ctx.stderr.write(`pgkeep: warning: ${text}\n`),
@@ -152,13 +117,6 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
   } finally {
     await opened.repo.close().catch(() => {})
   }
-}
-
-function count(text: string | undefined, option: string, fallback: number, min: number, max: number): number {
-  if (text === undefined) return fallback
-  const n = Number(text)
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`invalid --${option} '${text}'`, { hint: `give a whole number from ${min} to ${max}` })
-  return n
 }
 
 /** bin/pgkeep.js of this installation (compiled: dist/src/cli/commands → 4 levels up; sources: 3). */

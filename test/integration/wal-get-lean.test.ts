@@ -1,0 +1,187 @@
+// The lean entry point of `wal get` (src/cli/wal-get-lean.ts) against real recoveries. bin/pgkeep.js tries it
+// first; it serves only through a live prefetch daemon bound to the same repository and cluster, else the full
+// command runs. Which one asked is in the daemon's log ("answered NAME: STATUS (lean client)"), so these tests see
+// which path served each file, not how fast.
+// - A recovery through restore_command: the first call (no daemon yet) is the full command's and starts the
+//   daemon; the segments after it are served by the lean path; every segment is replayed.
+// - By hand: a daemon of another repository on the spool → the full command (which replaces the daemon); then lean.
+// - A daemon bound to another cluster than the data directory's (a wrong --cluster): the lean path gets the
+//   daemon's answer and refuses it, the full command refuses it too with exit 255, and the server stops (FATAL).
+
+import { execFileSync, spawnSync } from 'node:child_process'
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { runMain } from '../harness/cli.js'
+import { type Cluster, startCluster, startOnDataDir } from '../harness/cluster.js'
+import { handOver, runAsServer } from '../harness/server-user.js'
+import { type TarBackup, takeTarBackup } from '../harness/tar-backup.js'
+import { shareWithServer } from './restore-fixture.js'
+import { BIN, ensureBuilt, stopPrefetchDaemons, waitUntil } from './wal-helpers.js'
+
+beforeAll(() => ensureBuilt(), 120_000)
+
+const MAJOR = 16
+
+/** The daemon log's answers: file name, status and which entry point asked. */
+const answers = (log: string) => [...log.matchAll(/answered (\S+): (\w+) \((lean|full) client\)/g)].map((m) => ({ name: m[1]!, status: m[2]!, client: m[3]! }))
+
+describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
+  let a: Cluster
+  let b: Cluster
+  let work: string
+  let repo: string
+  let backupA: TarBackup
+  let heldA: string[] = []
+  let heldB: string[] = []
+  const spools: string[] = []
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'pgkeep-lean-'))
+    await chmod(work, 0o755)
+    a = await startCluster({ major: MAJOR, tablespaces: 0, conf: { wal_keep_size: '1GB' } })
+    b = await startCluster({ major: MAJOR, tablespaces: 0, conf: { wal_keep_size: '1GB' } })
+    repo = join(work, 'repo')
+    expect((await runMain(['init', '--repo', repo])).code).toBe(0)
+    backupA = await backupAndWrite(a, 'a', 5)
+    const backupB = await backupAndWrite(b, 'b', 1)
+    heldA = await pushFinished(a, repo, backupA)
+    heldB = await pushFinished(b, repo, backupB)
+  }, 300_000)
+  afterAll(async () => {
+    for (const s of spools) await stopPrefetchDaemons(s)
+    await a?.destroy()
+    await b?.destroy()
+    if (work) await rm(work, { recursive: true, force: true })
+  })
+
+  async function backupAndWrite(c: Cluster, label: string, segments: number): Promise<TarBackup> {
+    await c.sql('create table t (id int primary key, v text)')
+    const backup = await takeTarBackup(c.url(), join(work, `backup-${label}`))
+    for (let i = 0; i < segments; i++) {
+      await c.sql(`insert into t select g, $1 from generate_series($2::int, $2::int + 9999) g`, [label, 10000 * (i + 1)])
+      await c.sql('select pg_switch_wal()')
+    }
+    return backup
+  }
+
+  /** Stores every finished segment of `c` from the backup's first one on (and the backup history file). */
+  async function pushFinished(c: Cluster, to: string, backup: TarBackup): Promise<string[]> {
+    const [{ current }] = await c.sql<{ current: string }>('select pg_walfile_name(pg_current_wal_lsn() + 1) current')
+    const walDir = join(c.dataDir, 'pg_wal')
+    const names = (await readdir(walDir)).filter((f) => (/^[0-9A-F]{24}$/.test(f) && f >= backup.walSegments[0]! && f < current) || f.endsWith('.backup'))
+    for (const f of names.sort()) {
+      const r = await runMain(['wal', 'push', '--repo', to, join(walDir, f)])
+      expect(r.code, r.stderr).toBe(0)
+    }
+    shareWithServer(to)
+    return names.filter((f) => !f.endsWith('.backup'))
+  }
+
+  const systemIdOf = async (c: Cluster) => (await c.sql<{ s: string }>('select system_identifier::text s from pg_control_system()'))[0]!.s
+
+  /** A copy of A's base backup in a fresh data directory, set to recover through `restoreCommand` alone. */
+  async function restoredDataDir(label: string): Promise<{ baseDir: string; dataDir: string }> {
+    const baseDir = join(work, label)
+    const dataDir = join(baseDir, 'data')
+    await mkdir(dataDir, { recursive: true })
+    await chmod(baseDir, 0o755)
+    execFileSync('tar', ['-xf', backupA.archives.find((x) => x.tablespaceOid === null)!.path, '-C', dataDir])
+    await writeFile(join(dataDir, 'recovery.signal'), '')
+    return { baseDir, dataDir }
+  }
+
+  it('a recovery: the first call starts the daemon, the lean path serves the segments after it', async () => {
+    const { baseDir, dataDir } = await restoredDataDir('restored')
+    const spool = join(dataDir, 'pg_wal', '.pgkeep-prefetch')
+    spools.push(spool)
+    const c = await startOnDataDir(MAJOR, dataDir, {
+      baseDir,
+      conf: { archive_mode: 'off', restore_command: `${process.execPath} ${BIN} wal get --repo ${repo} --linger 30 %f %p` },
+    })
+    try {
+      await waitUntil('recovery ended', async () => !(await c.sql<{ rec: boolean }>('select pg_is_in_recovery() rec'))[0]!.rec, 120_000)
+      const serverLog = await c.log()
+      expect(Number((await c.sql<{ n: string }>(`select count(*)::text n from t where v = 'a'`))[0]!.n), serverLog).toBe(50000)
+      const replayed = new Set([...serverLog.matchAll(/restored log file "([0-9A-F]{24})" from archive/g)].map((m) => m[1]))
+      expect(heldA.filter((s) => !replayed.has(s))).toEqual([])
+
+      const log = () => readFile(join(spool, 'daemon.log'), 'utf8')
+      await waitUntil('every replayed segment is in the daemon log', async () => answers(await log()).filter((x) => x.status === 'ok').length >= replayed.size)
+      const all = answers(await log())
+      // The call that started the daemon was the full command's (the first call of a recovery asks for a timeline
+      // history file); every one after it found the daemon live and was the lean path's.
+      expect(all[0]?.client, await log()).toBe('full')
+      expect(
+        all.slice(1).filter((x) => x.client !== 'lean'),
+        await log(),
+      ).toEqual([])
+      const ok = all.filter((x) => x.status === 'ok' && /^[0-9A-F]{24}$/.test(x.name))
+      expect(ok.length).toBeGreaterThanOrEqual(heldA.length)
+    } finally {
+      await c.destroy()
+    }
+  })
+
+  it('by hand: a daemon of another repository means the full command, which replaces it; then the lean path again', async () => {
+    const repo2 = join(work, 'repo2')
+    expect((await runMain(['init', '--repo', repo2])).code).toBe(0)
+    const heldA2 = await pushFinished(a, repo2, backupA)
+    const spool = join(work, 'spool-by-hand')
+    spools.push(spool)
+    const dest = join(work, 'dest')
+    await mkdir(dest)
+    const sysA = await systemIdOf(a)
+    const get = (r: string, name: string) => {
+      const out = spawnSync(process.execPath, [BIN, 'wal', 'get', '--repo', r, '--cluster', sysA, '--spool', spool, '--linger', '30', name, join(dest, name)], {
+        encoding: 'utf8',
+      })
+      expect(out.status, out.stderr).toBe(0)
+    }
+    const log = () => readFile(join(spool, 'daemon.log'), 'utf8')
+    const last = async () => answers(await log()).at(-1)
+    const [s1, s2, s3, s4] = heldA2 as [string, string, string, string]
+
+    get(repo, s1)
+    expect(await last()).toEqual({ name: s1, status: 'ok', client: 'full' })
+    get(repo, s2)
+    expect(await last()).toEqual({ name: s2, status: 'ok', client: 'lean' })
+    get(repo2, s3)
+    expect(await last()).toEqual({ name: s3, status: 'ok', client: 'full' })
+    expect(await log()).toMatch(/retired: asked for repository '.*repo2'/)
+    expect(JSON.parse(await readFile(join(spool, 'daemon.json'), 'utf8')).repo).toBe(repo2)
+    get(repo2, s4)
+    expect(await last()).toEqual({ name: s4, status: 'ok', client: 'lean' })
+    for (const s of [s1, s2, s3, s4]) expect((await readFile(join(dest, s))).equals(await readFile(join(a.dataDir, 'pg_wal', s))), s).toBe(true)
+  })
+
+  it('a daemon bound to another cluster than the data directory: refused by both paths, exit 255, the server stops', async () => {
+    const { baseDir, dataDir } = await restoredDataDir('wrong-cluster')
+    const sysB = await systemIdOf(b)
+    // A spool of the server's user with a daemon bound to cluster B, started by hand (as a wrong --cluster would).
+    const home = join(work, 'spool-home')
+    await mkdir(home, { mode: 0o755 })
+    await handOver(home)
+    const spool = join(home, 'spool')
+    spools.push(spool)
+    await runAsServer(process.execPath, [BIN, 'wal', 'get', '--repo', repo, '--cluster', sysB, '--spool', spool, '--linger', '60', heldB[0]!, join(home, 'x')])
+    const restore = `${process.execPath} ${BIN} wal get --repo ${repo} --cluster ${sysB} --spool ${spool} --linger 60 %f %p`
+    let started = true
+    try {
+      const c = await startOnDataDir(MAJOR, dataDir, { baseDir, conf: { archive_mode: 'off', restore_command: restore } })
+      await c.destroy()
+    } catch {
+      started = false
+    }
+    const serverLog = await readFile(`${dataDir}.log`, 'utf8')
+    expect(started, serverLog).toBe(false)
+    expect(serverLog).toMatch(/FATAL: {2}could not restore file "[^"]+" from archive: child process exited with exit code 255/)
+    expect(serverLog).toContain(`is cluster ${sysB}, but the data directory restore_command runs in is cluster ${await systemIdOf(a)}`)
+    expect(serverLog).not.toMatch(/archive recovery complete|database system is ready to accept connections/)
+    // The lean path asked (and got B's answer, which it refused), then the full command asked again.
+    const segs = answers(await readFile(join(spool, 'daemon.log'), 'utf8')).filter((x) => heldA.includes(x.name))
+    expect(segs.map((x) => x.client)).toEqual(expect.arrayContaining(['lean', 'full']))
+    await rm(baseDir, { recursive: true, force: true })
+  })
+})
