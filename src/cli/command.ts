@@ -1,5 +1,6 @@
-// The shape of one CLI command. Each command lives in its own file under src/cli/commands/ and is listed in
-// src/cli/commands/index.ts. Commands parse their own options (node:util parseArgs), call the library, print.
+// The shape of one CLI command. Each command lives in its own file under src/cli/commands/ and is listed, with the
+// words that select it and its summary, in src/cli/commands/index.ts. Commands parse their own options (node:util
+// parseArgs), call the library, print.
 
 import type { Writable } from 'node:stream'
 
@@ -17,11 +18,18 @@ export interface CliContext {
   readonly configFile?: string | false
 }
 
-export interface Command {
+/** A command as `pgkeep --help` lists it; its module is loaded only to run it or show its usage. */
+export interface CommandListing {
   /** Words that select the command, e.g. ['check'] or ['wal', 'push']. */
   readonly path: readonly string[]
   /** One line for `pgkeep --help`. */
   readonly summary: string
+  /** Imports the command's module. */
+  load(): Promise<Command>
+}
+
+/** What a command's module exports. */
+export interface Command {
   /** Full usage text for `pgkeep <command> --help`. */
   readonly usage: string
   /** Runs the command and resolves to the process exit code. Throws BaseError subclasses for failures. */

@@ -3,7 +3,7 @@
 // into a message, a hint and an exit status: as text on stderr, or with --json as one object on stdout.
 // Only src/cli/ reads process.env or prints.
 
-import type { CliContext, Command } from './command.js'
+import type { CliContext, CommandListing } from './command.js'
 import { commands } from './commands/index.js'
 import { closestWord } from './did-you-mean.js'
 import { exitCodeFor } from './exit-codes.js'
@@ -26,7 +26,7 @@ export async function main(argv: string[], ctx: CliContext = processContext()): 
       return 0
     }
     if (args[0] === 'help') {
-      run.stdout.write(helpFor(args.slice(1)))
+      run.stdout.write(await helpFor(args.slice(1)))
       return 0
     }
     const found = findCommand(args)
@@ -40,12 +40,13 @@ export async function main(argv: string[], ctx: CliContext = processContext()): 
       throw unknownCommand(args)
     }
     const rest = args.slice(found.path.length)
+    const command = await found.load()
     // Only --help: inside a command -h is the server host, as in libpq tools.
     if (rest.includes('--help')) {
-      run.stdout.write(usageOf(found))
+      run.stdout.write(usageOf(command))
       return 0
     }
-    return await found.run(rest, run)
+    return await command.run(rest, run)
   } catch (err) {
     return reportError(err, ctx, { json })
   }
@@ -85,14 +86,14 @@ function optionWords(argv: readonly string[]): readonly string[] {
   return end < 0 ? argv : argv.slice(0, end)
 }
 
-function findCommand(argv: readonly string[]): Command | undefined {
+function findCommand(argv: readonly string[]): CommandListing | undefined {
   // Longest match first, so `wal push` wins over a hypothetical `wal`.
   const sorted = [...commands].sort((a, b) => b.path.length - a.path.length)
   return sorted.find((c) => c.path.every((word, i) => argv[i] === word))
 }
 
 /** The commands whose first word is `word`, when it names a group (`wal` → wal stream, wal push, wal get). */
-function groupOf(word: string): Command[] | undefined {
+function groupOf(word: string): CommandListing[] | undefined {
   const members = commands.filter((c) => c.path.length > 1 && c.path[0] === word)
   return members.length > 0 ? members : undefined
 }
@@ -110,10 +111,10 @@ function unknownCommand(args: readonly string[]): UsageError {
 }
 
 /** `pgkeep help [WORDS]`: the list of commands, a group's commands, or one command's usage. */
-function helpFor(words: readonly string[]): string {
+async function helpFor(words: readonly string[]): Promise<string> {
   if (words.length === 0) return globalUsage()
   const found = findCommand(words)
-  if (found && found.path.length === words.length) return usageOf(found)
+  if (found && found.path.length === words.length) return usageOf(await found.load())
   const group = groupOf(words[0]!)
   if (group && words.length === 1) return groupUsage(words[0]!, group)
   const near = closestWord(words.join(' '), [...commandNames(), ...new Set(commands.filter((c) => c.path.length > 1).map((c) => c.path[0]!))])
@@ -122,9 +123,9 @@ function helpFor(words: readonly string[]): string {
   })
 }
 
-const usageOf = (c: Command) => (c.usage.endsWith('\n') ? c.usage : c.usage + '\n')
+const usageOf = (c: { usage: string }) => (c.usage.endsWith('\n') ? c.usage : c.usage + '\n')
 
-function commandLines(list: readonly Command[]): string[] {
+function commandLines(list: readonly CommandListing[]): string[] {
   const width = Math.max(...list.map((c) => c.path.join(' ').length))
   return list.map((c) => `  ${c.path.join(' ').padEnd(width)}  ${c.summary}`)
 }
@@ -144,7 +145,7 @@ function globalUsage(): string {
   ].join('\n')
 }
 
-function groupUsage(word: string, group: readonly Command[]): string {
+function groupUsage(word: string, group: readonly CommandListing[]): string {
   return [
     `usage: pgkeep ${word} <command> [options]`,
     '',

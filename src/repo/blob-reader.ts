@@ -1,6 +1,7 @@
 // Reads blobs for a restore in runs: the blobs requested together (a worker reading ahead through a file) that lie
 // close together in one pack are fetched with one storage read, then each is decoded and verified against its id
-// with the repository's codec, on a CodecPool's workers when the reader has one. A restore reads blobs in about the
+// with the repository's codec, on a CodecPool's workers when the reader has one (window-sized blobs: small ones
+// are decoded at once on the calling thread, cheaper than a round trip to a worker). A restore reads blobs in about the
 // order a backup wrote them, so most runs cover several blobs: far fewer requests (one object store GET per run
 // instead of per blob) and system calls. Anything unusual (a blob not in the index, a short read, a blob that does
 // not verify) goes through the repository's readBlob, which reads it again on its own and says precisely what is
@@ -17,7 +18,7 @@ import type { Storage } from '../storage/storage.js'
 import { BlobCodec, type BlobId } from './blob.js'
 import type { BlobLocation } from './blob-index.js'
 import { pageHashesOf } from './codec-work.js'
-import type { CodecPool } from './codec-pool.js'
+import { type CodecPool, POOLED_MIN_BYTES } from './codec-pool.js'
 import { type RepoKeys, SEAL_OVERHEAD_BYTES } from './crypto.js'
 import { type PageHashAlgorithm, WINDOW_BYTES } from './file-map.js'
 import { packKey } from './layout.js'
@@ -294,7 +295,7 @@ export class BlobReader {
 
   #decode(d: PendingDecode): void {
     this.#blobs++
-    if (this.pool) {
+    if (this.pool && d.r.loc.plainLength >= POOLED_MIN_BYTES) {
       this.#waiting.push(d)
       this.#post()
       return

@@ -7,7 +7,7 @@
 import type { BlobId } from './blob.js'
 import type { BlobCodec } from './blob.js'
 import { type AnalyzeRequest, analyzeWindow } from './codec-work.js'
-import type { CodecPool, WindowFacts } from './codec-pool.js'
+import { type CodecPool, POOLED_MIN_BYTES, type WindowFacts } from './codec-pool.js'
 import { WINDOW_BYTES } from './file-map.js'
 
 export type { AnalyzeRequest, WindowFacts }
@@ -24,8 +24,6 @@ export interface WindowStoreTarget {
 
 /** Window buffers kept for reuse on the calling thread. */
 const SPARE_BUFFERS = 4
-/** Windows smaller than this (small files, a few changed pages) stay on the calling thread: a round trip costs more. */
-const POOLED_MIN_BYTES = 256 * 1024
 
 export class WindowStore {
   /** Windows the engine may have in analysis before it places the oldest (1 without workers). */

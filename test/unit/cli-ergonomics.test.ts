@@ -3,8 +3,14 @@
 // tablespace n/m, no rate or ETA before they mean something, no raw floats and no absurd ETA. The progress line
 // runs on a clock the test steps, so what it prints does not depend on the machine's speed.
 
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
+import { pathToFileURL } from 'node:url'
 import { describe, expect, it } from 'vitest'
+import { commands } from '../../src/cli/commands/index.js'
 import { closestWord, editDistance } from '../../src/cli/did-you-mean.js'
 import { describePhase, ProgressLine } from '../../src/cli/progress.js'
 import type { ProgressEvent } from '../../src/events.js'
@@ -28,6 +34,41 @@ describe('help', () => {
     expect(help.code).toBe(0)
     expect(help.stdout).toBe(bare.stdout)
     expect((await runMain(['help', 'wal'])).stdout).toBe(bare.stdout)
+  })
+
+  it('every listed command loads, and its usage names the words that select it', async () => {
+    expect(commands.length).toBeGreaterThan(20)
+    for (const c of commands) {
+      const words = c.path.join(' ')
+      expect((await c.load()).usage, words).toMatch(new RegExp(`^usage: pgkeep (\\[[^\\]]+\\] )?${words}( |\n)`))
+    }
+  })
+
+  it('the built CLI loads only the module of the command it runs (an archive_command pays for nothing else)', () => {
+    // Every module the process resolves is reported by a resolve hook (module.register) on stderr.
+    const dir = mkdtempSync(join(tmpdir(), 'pgkeep-modules-'))
+    try {
+      writeFileSync(
+        join(dir, 'hook.mjs'),
+        "export async function resolve(s, c, next) { const r = await next(s, c); process._rawDebug('resolved ' + r.url); return r }\n",
+      )
+      writeFileSync(
+        join(dir, 'register.mjs'),
+        `import { register } from 'node:module'\nregister(${JSON.stringify(pathToFileURL(join(dir, 'hook.mjs')).href)})\n`,
+      )
+      const bin = join(import.meta.dirname, '..', '..', 'bin', 'pgkeep.js')
+      const run = (args: string[]) => {
+        const r = spawnSync(process.execPath, ['--import', join(dir, 'register.mjs'), bin, ...args], { encoding: 'utf8' })
+        expect(r.status, r.stderr).toBe(0)
+        return r.stderr
+      }
+      const commandModules = (log: string) => [...log.matchAll(/\/dist\/src\/cli\/commands\/([\w-]+)\.js$/gm)].map((m) => m[1]).sort()
+      // Without a built dist/ (npm test builds it first) the child fails and so does this test.
+      expect(commandModules(run(['wal', 'push', '--help']))).toEqual(['index', 'wal-push'])
+      expect(commandModules(run(['--help']))).toEqual(['index'])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it('pgkeep with no command lists every command and exits 2', async () => {

@@ -14,8 +14,6 @@ import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 import { describeExpire } from './expire.js'
 
 export const backupCommand: Command = {
-  path: ['backup'],
-  summary: 'take a full or incremental backup, with its WAL, into the repository',
   usage: `usage: pgkeep backup -d CONNINFO --repo URL [options]
 
 Takes a base backup over the replication protocol while streaming its WAL on a second connection. Relation files

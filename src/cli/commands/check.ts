@@ -13,8 +13,6 @@ import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 export const checkCommand: Command = {
-  path: ['check'],
-  summary: "check that a server can be backed up, or that a repository's backups and WAL are recent",
   usage: `usage: pgkeep check -d CONNINFO [--json]
        pgkeep check --repo URL --max-backup-age AGE [--max-wal-age AGE] [--max-drill-age AGE] [--cluster C] [--json]
 

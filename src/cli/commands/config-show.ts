@@ -10,8 +10,6 @@ import { rejectPassphraseArgument } from '../passphrase.js'
 import { REPO_USAGE, repoOptions, resolveRepo } from '../repo-args.js'
 
 export const configShowCommand: Command = {
-  path: ['config', 'show'],
-  summary: 'show the settings in effect (config file, environment, options) and where each came from',
   usage: `usage: pgkeep [--config FILE] config show [--cluster NAME] [--json] [repository and connection options]
 
 Prints the configuration file read (or the places looked at), the repository, where the passphrase comes from,

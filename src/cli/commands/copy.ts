@@ -10,8 +10,6 @@ import { eventView } from '../progress.js'
 import { openRepoAt, openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 export const copyCommand: Command = {
-  path: ['copy'],
-  summary: 'copy backups with their WAL to a second repository (3-2-1 copies)',
   usage: `usage: pgkeep copy --repo URL --to URL [--backup ID]... [--cluster NAME | --all] [--with-wal] [options]
 
 Copies backups, each with the WAL from its start to its end (what it needs to become consistent) and the

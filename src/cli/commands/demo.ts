@@ -24,8 +24,6 @@ import { parseCommandArgs } from '../parse.js'
 import { pgkeepBin } from './restore.js'
 
 export const demoCommand: Command = {
-  path: ['demo'],
-  summary: 'a first run: an embedded PostgreSQL, WAL streaming, backups, a drill and a point-in-time restore',
   usage: `usage: pgkeep demo [--pg-bin DIR] [--dir DIR] [--keep]
 
 Shows pgkeep's main job on a server of its own, with nothing else installed: starts PostgreSQL in a temporary

@@ -20,8 +20,6 @@ import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 import { absoluteRepoUrl, pgkeepBin, recoveryFrom, recoveryTargetOptions } from './restore.js'
 
 export const drillCommand: Command = {
-  path: ['drill'],
-  summary: 'restore a backup into a scratch directory, start it, check it, measure the recovery time',
   usage: `usage: pgkeep drill --repo URL [options]
 
 Proves that a backup restores: restores it into a scratch directory (tablespaces under it, never their original

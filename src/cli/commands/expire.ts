@@ -12,8 +12,6 @@ import { describeWalRuns, policyFromArgs, RETENTION_USAGE, retentionOptions, sho
 import { UsageError } from '../../errors.js'
 
 export const expireCommand: Command = {
-  path: ['expire'],
-  summary: 'remove the backups and WAL a retention policy does not keep (records only; gc frees the space)',
   usage: `usage: pgkeep expire --repo URL [--cluster NAME|SYSTEMID | --all-clusters] [rules] [--dry-run] [--json]
 
 Applies a retention policy to a cluster: the rules given here, or without rules the policy stored in the repository

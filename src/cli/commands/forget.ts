@@ -8,8 +8,6 @@ import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 import { shortTime } from '../retention-args.js'
 
 export const forgetCommand: Command = {
-  path: ['forget'],
-  summary: 'remove chosen backups (records only; gc frees the space)',
   usage: `usage: pgkeep forget --repo URL [--cluster NAME|SYSTEMID] [--force] [--dry-run] [--json] BACKUP...
 
 Removes the backups named by id ('pgkeep info' lists them). Every backup restores on its own, so the others stay

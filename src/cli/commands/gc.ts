@@ -12,8 +12,6 @@ import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 export const gcCommand: Command = {
-  path: ['gc'],
-  summary: 'free the space of blobs no backup or WAL references any more',
   usage: `usage: pgkeep gc --repo URL [--dry-run] [--grace DURATION] [--repack-below PCT] [--max-repack-bytes N]
                 [--json] [--progress]
 

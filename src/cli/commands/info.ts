@@ -26,8 +26,6 @@ import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 import { shortTime } from '../retention-args.js'
 
 export const infoCommand: Command = {
-  path: ['info'],
-  summary: 'list the clusters, backups, WAL, recoverable window and retention of a repository',
   usage: `usage: pgkeep info --repo URL [--no-space] [--json]
 
 Lists every cluster in the repository with its backups (id, type, parent, times, LSNs, sizes, stored bytes, and the

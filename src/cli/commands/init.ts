@@ -13,8 +13,6 @@ import { PASSPHRASE_USAGE, passphraseOptions, readPassphrase, rejectPassphraseAr
 import { parseCompression, resolvePassphraseFile, resolveRepo } from '../repo-args.js'
 
 export const initCommand: Command = {
-  path: ['init'],
-  summary: 'create a repository in a directory or an S3 bucket',
   usage: `usage: pgkeep init --repo URL [--encrypt] [--passphrase-file F] [--compress zstd[:LEVEL]|none] [--pack-size MIB]
                    [--group GROUP]
 

@@ -6,8 +6,6 @@ import { NEW_PASSPHRASE_USAGE, newPassphraseOptions, rejectPassphraseArgument, r
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 export const keyAddCommand: Command = {
-  path: ['key', 'add'],
-  summary: 'add a passphrase to an encrypted repository',
   usage: `usage: pgkeep key add --repo URL [--new-passphrase-file F] [--json]
 
 Adds a passphrase: writes a new key object that wraps the repository's master key with it. Every passphrase that

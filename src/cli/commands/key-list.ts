@@ -7,8 +7,6 @@ import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 export const keyListCommand: Command = {
-  path: ['key', 'list'],
-  summary: 'list the keys (passphrases) of an encrypted repository',
   usage: `usage: pgkeep key list --repo URL [--json]
 
 Lists the key objects of an encrypted repository: each wraps the one master key with a passphrase, so each

@@ -6,8 +6,6 @@ import { NEW_PASSPHRASE_USAGE, newPassphraseOptions, rejectPassphraseArgument, r
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 export const keyPasswdCommand: Command = {
-  path: ['key', 'passwd'],
-  summary: 'change the passphrase of an encrypted repository',
   usage: `usage: pgkeep key passwd --repo URL [--new-passphrase-file F] [--json]
 
 Replaces the passphrase that opens the repository: writes a new key object wrapping the same master key with the

@@ -7,8 +7,6 @@ import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 export const keyRemoveCommand: Command = {
-  path: ['key', 'remove'],
-  summary: 'remove a passphrase (key) from an encrypted repository',
   usage: `usage: pgkeep key remove --repo URL ID [--force] [--json]
 
 Removes the key object ID (as 'pgkeep key list' shows it; its first 8 or more hex digits are enough): its

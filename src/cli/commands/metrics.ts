@@ -11,8 +11,6 @@ import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 export const metricsCommand: Command = {
-  path: ['metrics'],
-  summary: "print a repository's state as Prometheus metrics",
   usage: `usage: pgkeep metrics --repo URL [--output FILE] [--json]
 
 Prints Prometheus metrics (text exposition format) of the repository: per cluster (labels cluster = system

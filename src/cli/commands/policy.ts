@@ -13,8 +13,6 @@ import { policyFromArgs, RETENTION_USAGE, retentionOptions, shortTime } from '..
 const SCOPE_USAGE = `  --cluster NAME|SYSTEMID the cluster's own policy; without it, the default for every cluster without its own`
 
 export const policyShowCommand: Command = {
-  path: ['policy', 'show'],
-  summary: 'show the retention policies stored in the repository',
   usage: `usage: pgkeep policy show --repo URL [--json]
 
 Lists the stored retention policies (the default one and each cluster's own) and which one applies to each
@@ -57,8 +55,6 @@ ${REPO_USAGE}
 }
 
 export const policySetCommand: Command = {
-  path: ['policy', 'set'],
-  summary: 'store a retention policy for a cluster, or the default one',
   usage: `usage: pgkeep policy set --repo URL [--cluster NAME|SYSTEMID] rules
 
 Stores a retention policy in the repository, replacing the one stored before for the same cluster (or the default).
@@ -96,8 +92,6 @@ ${REPO_USAGE}
 }
 
 export const policyClearCommand: Command = {
-  path: ['policy', 'clear'],
-  summary: 'remove a stored retention policy',
   usage: `usage: pgkeep policy clear --repo URL [--cluster NAME|SYSTEMID] [--json]
 
 Removes the retention policy stored for a cluster (it then follows the default one, if any), or the default one.

@@ -20,8 +20,6 @@ import { unreachableBy } from '../../local-server/os-user.js'
 import { handOverRestored, probeRestoreCommand, resolveOwner, startCommandLine } from '../restore-start.js'
 
 export const restoreCommand: Command = {
-  path: ['restore'],
-  summary: 'restore a backup into a data directory, to any point in time',
   usage: `usage: pgkeep restore --repo URL --pgdata DIR [options]
 
 Writes a backup into DIR (which must be missing or empty, unless --delta), with the WAL it needs in pg_wal, a

@@ -8,8 +8,6 @@ import { rejectPassphraseArgument } from '../passphrase.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 export const unlockCommand: Command = {
-  path: ['unlock'],
-  summary: 'list the repository locks, and remove stale ones (--remove-stale)',
   usage: `usage: pgkeep unlock --repo URL [--remove-stale] [--json]
 
 Lists every lock in the repository: its state, kind (shared: backup, WAL, restore, verify, expire, forget,

@@ -12,8 +12,6 @@ import { readPassphrase, rejectPassphraseArgument } from '../passphrase.js'
 import { REPO_USAGE, repoOptions, resolvePassphraseFile, resolveRepo } from '../repo-args.js'
 
 export const verifyCommand: Command = {
-  path: ['verify'],
-  summary: 'check a repository for damage (structure, and data on request)',
   usage: `usage: pgkeep verify --repo URL [--read-data[=PERCENT]] [--json]
 
 Checks that every index object matches the packs it lists, every pack header is intact, every record decodes and

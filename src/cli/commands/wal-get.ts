@@ -23,8 +23,6 @@ export const WAL_GET_FAILURE_EXIT = 255
 
 /** `pgkeep wal get NAME DEST` (and its hidden `--daemon` mode). Exit 0 served, 1 not in the repository, 255 anything else. */
 export const walGetCommand: Command = {
-  path: ['wal', 'get'],
-  summary: 'write one WAL file from the repository (restore_command), prefetching ahead',
   usage: `usage: pgkeep wal get --repo URL [options] NAME DEST
 
 For restore_command = 'pgkeep wal get --repo URL %f %p'. Writes WAL file NAME (a segment, a timeline history

@@ -10,8 +10,6 @@ import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 /** `pgkeep wal push PATH`. */
 export const walPushCommand: Command = {
-  path: ['wal', 'push'],
-  summary: 'store one WAL file in the repository (archive_command)',
   usage: `usage: pgkeep wal push --repo URL [--cluster SYSTEMID] PATH
 
 For archive_command = 'pgkeep wal push --repo URL %p'. Stores the segment, partial segment, timeline history

@@ -14,8 +14,6 @@ import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 
 /** `pgkeep wal stream`. */
 export const walStreamCommand: Command = {
-  path: ['wal', 'stream'],
-  summary: 'stream WAL from a replication slot into the repository, continuously',
   usage: `usage: pgkeep wal stream -d CONNINFO --repo URL --slot NAME [--metrics-listen ADDR] [options]
 
 Streams WAL from a physical replication slot and stores each completed segment in the repository, until SIGINT
