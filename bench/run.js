@@ -21,8 +21,8 @@ const USAGE = `usage: npm run bench -- [options]
   --wal-segments N   WAL segments fetched by the wal get comparison (default 100)
   --recovery-wal-mb N  MB of WAL the end-to-end recovery rows replay (default 1024; 0: none): one pg_basebackup
                      of the bench cluster, then that much WAL archived, recovered by a server started on a fresh
-                     copy with restore_command = cp (reference) or pgkeep wal get from an fs repository (and from
-                     S3 with --repo-kind s3), from the server's start until recovery has ended
+                     copy with restore_command = cp (reference) or pgkeep wal get from an fs repository and from
+                     the S3 server, from the server's start until recovery has ended
   --relations LIST   clusters of this many small tables for the backup's memory rows (default 20000,40000; 0: none)
   --doubled          also the bench data at twice the scale, for the backup's memory when the data doubles
   --out DIR          where suite.jsonl, suite.md and suite.svg go (default bench/results)

@@ -143,7 +143,8 @@ function variants(kinds: RepoKind[]): VariantSpec[] {
     { group: 'wal', name: V.curl, side: 'reference' },
     { group: 'wal', name: V.walGetFs, side: 'pgkeep', repoKind: 'fs', ref: V.cp },
     { group: 'wal', name: V.walGetS3, side: 'pgkeep', repoKind: 's3', ref: V.curl, goalRatio: 1 / 3 },
-    ...(config.recoveryWalMb > 0 ? recoveryVariants(kinds.includes('s3')) : []),
+    // Like the per-call WAL row, the recovery row always fetches from both kinds of repository (the two bars).
+    ...(config.recoveryWalMb > 0 ? recoveryVariants(true) : []),
     ...scaleGroups().flatMap((g): VariantSpec[] => [
       { group: g.id, name: V.basebackupScale, side: 'reference' },
       { group: g.id, name: V.fullScale, side: 'pgkeep', repoKind: 'fs', ref: V.basebackupScale },
@@ -352,7 +353,7 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
           work: ctx.work,
           bin: BIN,
           walMb: config.recoveryWalMb,
-          withS3: config.repoKinds.includes('s3'),
+          withS3: true,
           // The profiled run is left out: the recovery rows run pgkeep through restore_command, not a wrapper.
           runs: config.warmup + config.runs,
           warmup: config.warmup,
@@ -623,7 +624,7 @@ function bars(rows: VariantSummary[], databaseBytes: number): BarResult[] {
         RECOVERY_GOALS[k],
       )
     recovery('fs')
-    if (config.repoKinds.includes('s3')) recovery('s3')
+    recovery('s3')
   }
   const get = row('wal', V.walGetS3)
   const curl = row('wal', V.curl)

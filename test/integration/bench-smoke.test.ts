@@ -34,6 +34,7 @@ const EXPECTED = [
   'wal/pgkeep wal get (S3 repository)',
   'recovery/restore_command = cp from a directory archive',
   'recovery/restore_command = pgkeep wal get (fs repository)',
+  'recovery/restore_command = pgkeep wal get (S3 repository)',
   'relations-200/pg_basebackup -Ft -X stream',
   'relations-200/pgkeep backup (full)',
   'relations-200/pgkeep backup (incremental)',
