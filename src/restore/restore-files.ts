@@ -23,6 +23,11 @@ export const DEFERRED = new Set(['postgresql.auto.conf', 'tablespace_map', 'back
 const SKIPPED = new Set([MANIFEST_NAME, MANIFEST_TEMP_NAME, RESTORE_MARKER, 'recovery.signal', 'standby.signal'])
 /** File entries read ahead of the workers (what they need is fetched together). */
 const LOOKAHEAD_ENTRIES = 64
+/**
+ * Small blobs (below SMALL_FILE_BYTES) kept in the cache at most: the look-ahead's files of 64 KiB with their maps,
+ * and a few thousand small files' worth of identical blobs shared between them (empty relations' pages).
+ */
+const SMALL_BLOB_CACHE_BYTES = 8 << 20
 
 /** A directory restored, to get its mode and time at the very end (writing into it changes its time). */
 export interface RestoredDirectory {
@@ -60,11 +65,14 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
   const out: FilesWritten = { files: 0, filesWritten: 0, filesUnchanged: 0, dirs: [], deferred: new Map() }
   const { signal, progress, manifest } = p
   // Room for every job's read-ahead and the blobs it is writing, so nothing fetched ahead is evicted unused.
-  // Blobs nobody uses any more go back to the reader, whose next blobs are decoded into them.
+  // Blobs nobody uses any more go back to the reader, whose next blobs are decoded into them. Small blobs get
+  // room for what the look-ahead asks for (a small file's blob and its map, for each entry ahead), not more.
+  const cacheBytes = p.cacheBytes ?? Math.max(32 << 20, p.jobs * (READ_AHEAD_EXTENTS + 4) * (1 << 20))
   const cache = new BlobCache(
     (id) => p.blobs.read(id),
-    p.cacheBytes ?? Math.max(32 << 20, p.jobs * (READ_AHEAD_EXTENTS + 4) * (1 << 20)),
+    cacheBytes,
     (bytes) => p.blobs.giveBack(bytes),
+    { belowBytes: SMALL_FILE_BYTES, maxBytes: Math.min(cacheBytes, SMALL_BLOB_CACHE_BYTES) },
   )
   const restorer = new FileRestorer({
     repo: p.repo,

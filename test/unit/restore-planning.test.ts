@@ -225,4 +225,26 @@ describe('BlobCache', () => {
     await new Promise((r) => setTimeout(r, 1))
     expect(recycled).toEqual(['1', '3'])
   })
+  it('keeps small blobs within their own budget and large ones within the whole', async () => {
+    const reads: string[] = []
+    // Blobs 1-4 are small (10 bytes), 5 and 6 large (100 bytes); small budget 25 bytes, whole cache 300.
+    const cache = new BlobCache(
+      async (b) => {
+        reads.push(b)
+        return Buffer.alloc(Number.parseInt(b, 16) <= 4 ? 10 : 100)
+      },
+      300,
+      () => {},
+      { belowBytes: 50, maxBytes: 25 },
+    )
+    for (const n of [5, 1, 2, 6, 3]) (await cache.get(id(n))).release()
+    // The third small blob pushed the least recent small one (1) out; the large ones stay.
+    expect(cache.stats).toMatchObject({ bytes: 220, smallBytes: 20, entries: 4 })
+    for (const n of [5, 6, 2, 3]) (await cache.get(id(n))).release()
+    expect(reads).toEqual([id(5), id(1), id(2), id(6), id(3)])
+    ;(await cache.get(id(1))).release()
+    expect(reads).toEqual([id(5), id(1), id(2), id(6), id(3), id(1)])
+    ;(await cache.get(id(4))).release()
+    expect(cache.stats).toMatchObject({ bytes: 220, smallBytes: 20, entries: 4 })
+  })
 })
