@@ -139,20 +139,34 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
       })
       expect(out.status, out.stderr).toBe(0)
     }
-    const log = () => readFile(join(spool, 'daemon.log'), 'utf8')
-    const last = async () => answers(await log()).at(-1)
+    const log = () => readFile(join(spool, 'daemon.log'), 'utf8').catch(() => '')
+    // The daemon logs an answer after writing it, and appends to its log in the background: the client may have
+    // been served and gone before the line is there, so wait for the answer to this call's file.
+    let seen = 0
+    const answerTo = async (name: string) => {
+      let found: ReturnType<typeof answers>[number] | undefined
+      await waitUntil(`the daemon logged its answer to ${name}`, async () => {
+        const all = answers(await log())
+        const i = all.findIndex((x, k) => k >= seen && x.name === name)
+        if (i < 0) return false
+        found = all[i]
+        seen = i + 1
+        return true
+      })
+      return found
+    }
     const [s1, s2, s3, s4] = heldA2 as [string, string, string, string]
 
     get(repo, s1)
-    expect(await last()).toEqual({ name: s1, status: 'ok', client: 'full' })
+    expect(await answerTo(s1)).toEqual({ name: s1, status: 'ok', client: 'full' })
     get(repo, s2)
-    expect(await last()).toEqual({ name: s2, status: 'ok', client: 'lean' })
+    expect(await answerTo(s2)).toEqual({ name: s2, status: 'ok', client: 'lean' })
     get(repo2, s3)
-    expect(await last()).toEqual({ name: s3, status: 'ok', client: 'full' })
+    expect(await answerTo(s3)).toEqual({ name: s3, status: 'ok', client: 'full' })
     expect(await log()).toMatch(/retired: asked for repository '.*repo2'/)
     expect(JSON.parse(await readFile(join(spool, 'daemon.json'), 'utf8')).repo).toBe(repo2)
     get(repo2, s4)
-    expect(await last()).toEqual({ name: s4, status: 'ok', client: 'lean' })
+    expect(await answerTo(s4)).toEqual({ name: s4, status: 'ok', client: 'lean' })
     for (const s of [s1, s2, s3, s4]) expect((await readFile(join(dest, s))).equals(await readFile(join(a.dataDir, 'pg_wal', s))), s).toBe(true)
   })
 
@@ -179,9 +193,17 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
     expect(serverLog).toMatch(/FATAL: {2}could not restore file "[^"]+" from archive: child process exited with exit code 255/)
     expect(serverLog).toContain(`is cluster ${sysB}, but the data directory restore_command runs in is cluster ${await systemIdOf(a)}`)
     expect(serverLog).not.toMatch(/archive recovery complete|database system is ready to accept connections/)
-    // The lean path asked (and got B's answer, which it refused), then the full command asked again.
-    const segs = answers(await readFile(join(spool, 'daemon.log'), 'utf8')).filter((x) => heldA.includes(x.name))
-    expect(segs.map((x) => x.client)).toEqual(expect.arrayContaining(['lean', 'full']))
+    // The lean path asked (and got B's answer, which it refused), then the full command asked again (the daemon
+    // appends its log lines in the background: wait for both).
+    const clients = async () =>
+      answers(await readFile(join(spool, 'daemon.log'), 'utf8'))
+        .filter((x) => heldA.includes(x.name))
+        .map((x) => x.client)
+    await waitUntil('the daemon logged answers to both entry points', async () => {
+      const c = await clients()
+      return c.includes('lean') && c.includes('full')
+    }).catch(() => {})
+    expect(await clients()).toEqual(expect.arrayContaining(['lean', 'full']))
     await rm(baseDir, { recursive: true, force: true })
   })
 })
