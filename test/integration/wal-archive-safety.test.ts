@@ -13,11 +13,11 @@ import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { runMain } from '../harness/cli.js'
-import { type Cluster, startCluster, startOnDataDir } from '../harness/cluster.js'
+import { type Cluster, startCluster } from '../harness/cluster.js'
 import { handOver } from '../harness/server-user.js'
 import { takeTarBackup } from '../harness/tar-backup.js'
 import { shareWithServer } from './restore-fixture.js'
-import { BIN, ensureBuilt, stopPrefetchDaemons, waitUntil } from './wal-helpers.js'
+import { BIN, ensureBuilt, startExpectingFailure, stopPrefetchDaemons, waitUntil } from './wal-helpers.js'
 
 beforeAll(() => ensureBuilt(), 120_000)
 
@@ -148,17 +148,10 @@ describe(`archiving into a location without a repository, recovery of a cluster 
       execFileSync('tar', ['-xf', backup.archives.find((x) => x.tablespaceOid === null)!.path, '-C', dataDir])
       await writeFile(join(dataDir, 'recovery.signal'), '')
       try {
-        let started = true
-        try {
-          const c = await startOnDataDir(MAJOR, dataDir, {
-            baseDir,
-            conf: { archive_mode: 'off', restore_command: `${process.execPath} ${BIN} wal get --repo ${empty} --linger 2 %f %p` },
-          })
-          await c.destroy()
-        } catch {
-          started = false
-        }
-        const log = await readFile(`${dataDir}.log`, 'utf8')
+        const { started, log } = await startExpectingFailure(MAJOR, dataDir, {
+          baseDir,
+          conf: { archive_mode: 'off', restore_command: `${process.execPath} ${BIN} wal get --repo ${empty} --linger 2 %f %p` },
+        })
         expect(started, log).toBe(false)
         expect(log).toMatch(/FATAL: {2}could not restore file "[^"]+" from archive: child process exited with exit code 255/)
         expect(log).toMatch(

@@ -18,7 +18,7 @@ import { type Cluster, startCluster, startOnDataDir } from '../harness/cluster.j
 import { handOver, runAsServer } from '../harness/server-user.js'
 import { type TarBackup, takeTarBackup } from '../harness/tar-backup.js'
 import { shareWithServer } from './restore-fixture.js'
-import { BIN, ensureBuilt, stopPrefetchDaemons, waitUntil } from './wal-helpers.js'
+import { BIN, ensureBuilt, startExpectingFailure, stopPrefetchDaemons, waitUntil } from './wal-helpers.js'
 
 beforeAll(() => ensureBuilt(), 120_000)
 
@@ -181,14 +181,7 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
     spools.push(spool)
     await runAsServer(process.execPath, [BIN, 'wal', 'get', '--repo', repo, '--cluster', sysB, '--spool', spool, '--linger', '60', heldB[0]!, join(home, 'x')])
     const restore = `${process.execPath} ${BIN} wal get --repo ${repo} --cluster ${sysB} --spool ${spool} --linger 60 %f %p`
-    let started = true
-    try {
-      const c = await startOnDataDir(MAJOR, dataDir, { baseDir, conf: { archive_mode: 'off', restore_command: restore } })
-      await c.destroy()
-    } catch {
-      started = false
-    }
-    const serverLog = await readFile(`${dataDir}.log`, 'utf8')
+    const { started, log: serverLog } = await startExpectingFailure(MAJOR, dataDir, { baseDir, conf: { archive_mode: 'off', restore_command: restore } })
     expect(started, serverLog).toBe(false)
     expect(serverLog).toMatch(/FATAL: {2}could not restore file "[^"]+" from archive: child process exited with exit code 255/)
     expect(serverLog).toContain(`is cluster ${sysB}, but the data directory restore_command runs in is cluster ${await systemIdOf(a)}`)

@@ -10,6 +10,7 @@ import { openRepository, type Repository } from '../../src/repo/index.js'
 import { listWalKeys, parseWalKey } from '../../src/repo/wal-catalog.js'
 import { findSegmentRecord, readSegmentBytes } from '../../src/repo/index.js'
 import { openFsStorage } from '../../src/storage/fs.js'
+import { startOnDataDir } from '../harness/cluster.js'
 
 export const ROOT = join(import.meta.dirname, '..', '..')
 export const BIN = join(ROOT, 'bin', 'pgkeep.js')
@@ -98,6 +99,25 @@ export function spawnPgkeep(args: string[], env: Record<string, string | undefin
       })
     },
   }
+}
+
+/**
+ * Starts a server on `dataDir` that is expected not to come up (its restore_command must stop recovery): whether
+ * it started after all (then it is stopped again), and its log.
+ */
+export async function startExpectingFailure(
+  major: Parameters<typeof startOnDataDir>[0],
+  dataDir: string,
+  o: Parameters<typeof startOnDataDir>[2],
+): Promise<{ started: boolean; log: string }> {
+  let started = true
+  try {
+    const c = await startOnDataDir(major, dataDir, o)
+    await c.destroy()
+  } catch {
+    started = false
+  }
+  return { started, log: await readFile(`${dataDir}.log`, 'utf8') }
 }
 
 export async function waitUntil(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 60_000, stepMs = 100): Promise<void> {

@@ -8,13 +8,15 @@ import { appendFile, chmod, readdir, rename, stat, unlink, writeFile } from 'nod
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
-import { isPgkeepError, UsageError } from '../../errors.js'
+import { UsageError } from '../../errors.js'
 import { writeFileAtomic } from '../../storage/durable-file.js'
 import { resolveWalGetCluster } from '../../wal/cluster-id.js'
 import { acquireSpool, runPrefetchDaemon } from '../../wal/prefetch-daemon.js'
 import { getViaSpool, prepareSpool, spoolPaths, type SpoolPaths } from '../../wal/prefetch-spool.js'
 import { fetchWalFile } from '../../wal/wal-fetch.js'
 import type { CliContext, Command } from '../command.js'
+// main.ts lists the commands without importing them (commands/index.ts loads each when it runs): no cycle.
+import { reportError } from '../main.js'
 import { openRepoForCommand, REPO_USAGE, resolvePassphraseFile } from '../repo-args.js'
 import { DEFAULT_LINGER_S, notInRepositoryLine, parseWalGetArgs, resolveWalGetTarget } from '../wal-get-args.js'
 
@@ -58,14 +60,9 @@ ${REPO_USAGE}
       return await runGet(args, ctx)
     } catch (err) {
       // Every failure but "not in the repository", usage errors included: a misconfigured restore_command must
-      // stop recovery, not end it as if the archive were exhausted. Printed as main() prints errors (main is not
-      // imported here: it imports every command).
-      const e = err as Error & { code?: string; hint?: string; detail?: string }
-      if (args.includes('--json')) {
-        const error = { code: isPgkeepError(err) ? e.code : 'UNEXPECTED', message: e.message, hint: (isPgkeepError(err) && e.hint) || null }
-        ctx.stdout.write(`${JSON.stringify({ error })}\n`)
-      } else
-        ctx.stderr.write(`pgkeep: error: ${e.message}\n${e.detail ? `DETAIL: ${e.detail}\n` : ''}${isPgkeepError(err) && e.hint ? `HINT: ${e.hint}\n` : ''}`)
+      // stop recovery, not end it as if the archive were exhausted. Printed as for every command; the status is
+      // this command's own.
+      reportError(err, ctx, { json: args.includes('--json') })
       // The daemon exits 0 or 1 only (see runDaemon).
       return args.includes('--daemon') ? 1 : WAL_GET_FAILURE_EXIT
     }
