@@ -53,10 +53,7 @@ export type BaseBackupEvent =
   | { type: 'start'; startLsn: Lsn; timeline: number; tablespaces: TablespaceRow[] }
   /** A tar archive begins: `base.tar` for the data directory, `<oid>.tar` for a tablespace. */
   | { type: 'archive'; name: string; tablespace: TablespaceRow }
-  /**
-   * Tar bytes of the current archive, owned by the consumer: the data messages that had arrived, joined (PG 15+).
-   * On PG 14 the tar trailer is added by pgkeep.
-   */
+  /** Tar bytes of the current archive; owned by the consumer. On PG 14 the tar trailer is added by pgkeep. */
   | { type: 'data'; data: Buffer }
   | { type: 'archive-end'; name: string }
   /** Bytes received so far of all archives, and the server's estimate of the total when known. */
@@ -73,12 +70,6 @@ export type BaseBackupEvent =
 
 /** Notices kept until the consumer pulls the next event; more are counted, not kept. */
 const MAX_PENDING_NOTICES = 100
-/**
- * One data event gathers the archive data messages already received behind the first, up to this many bytes: the
- * server sends 32 KiB per message, and an event (with the consumer's await) per message cost more than the copy
- * that joins them.
- */
-const MAX_DATA_EVENT_BYTES = 512 << 10
 
 /** The two 512-byte zero blocks that end a tar archive; PG 13/14 leave them out. */
 const TAR_TRAILER = Buffer.alloc(1024)
@@ -166,11 +157,8 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
       if (first.type !== 'CopyOutResponse') throw new ProtocolError(`expected CopyOutResponse, got ${first.type}`)
       let current: string | undefined
       let inManifest = false
-      /** A message read while gathering data, to be handled next. */
-      let next: BackendMessage | undefined
       for (;;) {
-        const msg = next ?? c.readBuffered() ?? (await c.read())
-        next = undefined
+        const msg = c.readBuffered() ?? (await c.read())
         yield* drain(notices)
         if (msg.type === 'CopyDone') break
         if (msg.type === 'ErrorResponse') await c.failWith(msg.fields)
@@ -181,21 +169,8 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
             if (inManifest) yield { type: 'manifest', data: m.data }
             else if (current === undefined) throw new ProtocolError('BASE_BACKUP data before any archive')
             else {
-              const parts = [m.data]
-              let size = m.data.length
-              while (size < MAX_DATA_EVENT_BYTES) {
-                const more = c.readBuffered()
-                if (more === undefined) break
-                if (more.type !== 'CopyData' || more.data[0] !== 0x64 /* 'd' */) {
-                  next = more
-                  break
-                }
-                const data = more.data.subarray(1)
-                parts.push(data)
-                size += data.length
-              }
-              bytesDone += size
-              yield { type: 'data', data: parts.length === 1 ? m.data : Buffer.concat(parts, size) }
+              bytesDone += m.data.length
+              yield { type: 'data', data: m.data }
             }
             break
           case 'NewArchive': {
