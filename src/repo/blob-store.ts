@@ -74,6 +74,11 @@ export class BlobStore {
   readonly #uploader: PackUploader
   readonly #pending = new Map<string, PendingBlob>()
   readonly #builders: Record<BlobType, PackBuilder | undefined> = { data: undefined, meta: undefined }
+  /**
+   * The buffer of a pack whose upload ended, for the next pack builder (memory already touched: no page faults).
+   * Only on local storage: an object store's client could still be sending bytes of an abandoned attempt.
+   */
+  #spareBuffer: Buffer | undefined
   readonly #awaitingIndex: IndexPack[] = []
   #awaitingIndexEntries = 0
   #indexWriting: Promise<void> = Promise.resolve()
@@ -196,8 +201,8 @@ export class BlobStore {
   /**
    * Stores a blob whose id and stored bytes were computed elsewhere (worker threads of the backup engine, with
    * this repository's keys and compression level and the same codec as `putBlob`), unless a blob with the same id
-   * exists or was put in this session. `stored` becomes the repository's: the caller must not change it. Waits
-   * like `putBlob` when the upload pipeline is full.
+   * exists or was put in this session. `stored` is copied before the call returns (before its first await), so the
+   * caller may reuse its buffer at once. Waits like `putBlob` when the upload pipeline is full.
    *
    * The id cannot be checked here without the plain bytes; every read re-hashes what it decodes (invariant 3),
    * so a wrong id is an integrity error at the first read, never wrong bytes.
@@ -241,9 +246,12 @@ export class BlobStore {
     signal: AbortSignal | undefined,
   ): Promise<PutBlobResult> {
     let builder = this.#builders[type]
-    if (!builder) builder = this.#builders[type] = new PackBuilder(type)
-    const entry = builder.add(idBytes, flags, stored, plainLength)
-    this.#pending.set(id, { entry, stored, packId: undefined })
+    if (!builder) {
+      builder = this.#builders[type] = new PackBuilder(type, this.#packTargetBytes, this.#spareBuffer)
+      this.#spareBuffer = undefined
+    }
+    const { entry, copy } = builder.add(idBytes, flags, stored, plainLength)
+    this.#pending.set(id, { entry, stored: copy, packId: undefined })
     this.#stats.blobsStored++
     this.#stats.plainBytesStored += plainLength
     this.#stats.storedBytes += stored.length
@@ -372,6 +380,8 @@ export class BlobStore {
         p.stored = undefined
       }
     }
+    // Nothing refers to the pack's bytes any more: the pending views into them were just dropped.
+    if (!this.#storage.features.remote) this.#spareBuffer = Buffer.from(pack.bytes.buffer)
     this.#awaitingIndex.push({ packId: pack.packId, entries: pack.entries })
     this.#awaitingIndexEntries += pack.entries.length
   }

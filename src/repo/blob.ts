@@ -77,7 +77,11 @@ export class BlobCodec {
 
   /**
    * Returns the stored form of `plain`: zstd-compressed when compression is on and the frame is smaller than the
-   * input, then sealed when the repository is encrypted. The result never aliases `plain`.
+   * input, then sealed when the repository is encrypted.
+   *
+   * `stored` is a view that may lie in this codec's scratch buffer or be `plain` itself: it is valid until the next
+   * `encode` and while `plain` is unchanged. Callers copy it where it goes (a pack buffer) before they yield; not
+   * copying every blob into memory of its own saved an allocation and a copy per blob.
    */
   encode(plain: Uint8Array, compress = true): EncodedBlob {
     let body: Uint8Array = plain
@@ -97,7 +101,7 @@ export class BlobCodec {
         flags |= BlobFlags.ZSTD
       }
     }
-    const stored = this.#keys ? seal(this.#keys.dataKey, body) : Buffer.from(body)
+    const stored = this.#keys ? seal(this.#keys.dataKey, body) : Buffer.from(body.buffer, body.byteOffset, body.length)
     return { stored, flags }
   }
 

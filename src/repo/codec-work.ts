@@ -124,7 +124,8 @@ export function runCodecJob(m: CodecJob, codec: BlobCodec): { result: CodecJobRe
     }
     case 'encode': {
       const e = codec.encode(Buffer.from(m.buffer, m.offset, m.length))
-      const stored = ownArrayBuffer(e.stored)
+      // Always a copy: the encoded bytes may be a view over the codec's scratch buffer or over the window itself.
+      const stored = new Uint8Array(e.stored).buffer
       return { result: { op: 'encode', job: m.job, buffer: m.buffer, stored, flags: e.flags }, transfer: [m.buffer, stored] }
     }
     case 'decode': {

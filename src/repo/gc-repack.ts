@@ -77,9 +77,9 @@ export class Repacker {
     }
     for (const { e, stored } of checked) {
       let builder = this.#builders[e.type]
-      if (!builder) builder = this.#builders[e.type] = new PackBuilder(e.type)
-      // A copy: the pack's bytes are freed once this pack is done.
-      builder.add(e.id, e.flags, Buffer.from(stored), e.plainLength)
+      if (!builder) builder = this.#builders[e.type] = new PackBuilder(e.type, this.#o.packTargetBytes)
+      // The builder copies the bytes, so the pack read here is freed once this pack is done.
+      builder.add(e.id, e.flags, stored, e.plainLength)
       this.#blobsCopied++
       if (builder.sizeBytes >= this.#o.packTargetBytes) await this.#seal(e.type)
     }

@@ -13,21 +13,37 @@ import { isAlreadyExists } from './storage-io.js'
 /** A pack ready to upload: its id is the SHA-256 of `bytes`. */
 export interface SealedPack {
   readonly packId: string
+  /** A view over the start of the builder's buffer (see PackBuilder: the buffer may be handed to the next pack). */
   readonly bytes: Buffer
   readonly entries: readonly PackEntry[]
 }
 
-/** Collects the stored bytes of blobs of one type, in order, until sealed. */
+/** Room a new pack buffer has beyond the pack target: the blob that crosses the target, and the header. */
+const PACK_BUFFER_SLACK_BYTES = 2 * 1024 * 1024
+/** A new pack buffer is at most this large at first (a larger target grows it as blobs come). */
+const MAX_INITIAL_PACK_BUFFER_BYTES = 64 * 1024 * 1024
+
+/**
+ * Collects the stored bytes of blobs of one type, in order, until sealed. Blobs are copied into one buffer as they
+ * come and the header and trailer are appended to it, so sealing copies nothing: joining a 16 MiB pack's pieces into
+ * fresh memory was a tenth of a full backup's CPU (page faults of the new memory, then the copy).
+ */
 export class PackBuilder {
   readonly type: BlobType
   /** When the first blob was added (Date.now()), or 0 while empty. */
   startedAt = 0
   readonly #entries: PackEntry[] = []
-  readonly #chunks: Buffer[] = []
+  #buffer: Buffer
   #sizeBytes = 0
 
-  constructor(type: BlobType) {
+  /**
+   * `targetBytes`: the size at which the owner seals the pack (sizes the buffer). `spare`: a buffer of an earlier
+   * pack that is no longer used anywhere (its upload ended), reused when large enough: memory already touched.
+   */
+  constructor(type: BlobType, targetBytes: number, spare?: Buffer) {
     this.type = type
+    const wanted = Math.min(targetBytes, MAX_INITIAL_PACK_BUFFER_BYTES) + PACK_BUFFER_SLACK_BYTES
+    this.#buffer = spare && spare.length >= wanted ? spare : Buffer.allocUnsafeSlow(wanted)
   }
 
   /** Bytes of blob data collected so far. */
@@ -39,21 +55,37 @@ export class PackBuilder {
     return this.#entries.length
   }
 
-  /** Appends a blob; `stored` becomes owned by the builder. */
-  add(id: Buffer, flags: number, stored: Buffer, plainLength: number): PackEntry {
+  /**
+   * Appends a copy of `stored` (the caller keeps its buffer). Returns the entry and a view of the copy, valid as long
+   * as the pack is pending (the owner re-points it at the sealed bytes).
+   */
+  add(id: Buffer, flags: number, stored: Uint8Array, plainLength: number): { entry: PackEntry; copy: Buffer } {
     const entry: PackEntry = { id, type: this.type, flags, offset: this.#sizeBytes, storedLength: stored.length, plainLength }
+    this.#append(stored)
     this.#entries.push(entry)
-    this.#chunks.push(stored)
-    this.#sizeBytes += stored.length
-    return entry
+    return { entry, copy: this.#buffer.subarray(entry.offset, entry.offset + stored.length) }
   }
 
-  /** Concatenates blobs, header and trailer into the pack's bytes and names the pack by their SHA-256. */
+  /** Appends header and trailer and names the pack by the SHA-256 of its bytes. The builder is done after this. */
   seal(keys: RepoKeys | undefined): SealedPack {
     const header = encodePackHeader(this.#entries, keys)
-    const bytes = Buffer.concat([...this.#chunks, header, encodePackTrailer(header.length)])
-    this.#chunks.length = 0
+    this.#append(header)
+    this.#append(encodePackTrailer(header.length))
+    const bytes = this.#buffer.subarray(0, this.#sizeBytes)
     return { packId: sha256Hex(bytes), bytes, entries: this.#entries }
+  }
+
+  #append(piece: Uint8Array): void {
+    const end = this.#sizeBytes + piece.length
+    if (end > this.#buffer.length) {
+      // Rare (a pack target above the initial size, or a pack of many tiny blobs with a long header). Views handed
+      // out before keep the old buffer alive and stay valid: it is never written again.
+      const grown = Buffer.allocUnsafeSlow(Math.max(end, this.#buffer.length * 2))
+      this.#buffer.copy(grown, 0, 0, this.#sizeBytes)
+      this.#buffer = grown
+    }
+    this.#buffer.set(piece, this.#sizeBytes)
+    this.#sizeBytes = end
   }
 }
 
@@ -64,7 +96,7 @@ export class PackBuilder {
  * it writes this one instead. The filler is referenced by nothing: the next gc removes it with the rest.
  */
 export function resealWithFiller(pack: SealedPack, type: BlobType, codec: BlobCodec, keys: RepoKeys | undefined): SealedPack {
-  const builder = new PackBuilder(type)
+  const builder = new PackBuilder(type, pack.bytes.length)
   for (const e of pack.entries) builder.add(e.id, e.flags, pack.bytes.subarray(e.offset, e.offset + e.storedLength), e.plainLength)
   const filler = randomBytes(32)
   const { stored, flags } = codec.encode(filler, false)

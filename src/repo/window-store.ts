@@ -18,7 +18,7 @@ export interface WindowStoreTarget {
   readonly codec: BlobCodec
   /** True when the blob can be referenced: put in this session, or indexed with its pack in storage. */
   hasBlob(id: BlobId): boolean
-  /** Adds an encoded data blob (the repository's putEncodedBlob). */
+  /** Adds an encoded data blob (the repository's putEncodedBlob); copies `stored` before it returns. */
   putEncoded(id: BlobId, stored: Buffer, flags: number, plainLength: number, signal?: AbortSignal): Promise<{ stored: boolean }>
 }
 
@@ -39,6 +39,8 @@ export class WindowStore {
   /** Ids stored (or being stored) through this store: a second window with equal content is not encoded twice. */
   readonly #added = new Set<BlobId>()
   #last: Promise<void> = Promise.resolve()
+  /** Blobs waiting for their encode (on the pool) or for an earlier blob before they are added: later ones wait too. */
+  #deferredAdds = 0
   readonly #queue: Promise<void>[] = []
 
   /** @internal made by Repository.openWindowStore */
@@ -101,30 +103,55 @@ export class WindowStore {
     this.#added.add(id)
     this.jobCounts.encoded++
     const length = window.length
-    let encoded: Promise<{ stored: Buffer; flags: number }>
-    const pool = window.length >= POOLED_MIN_BYTES ? this.#pool : undefined
-    if (pool) {
-      encoded = pool.encode(window).then((e) => {
-        pool.recycle(e.window)
-        return e
-      })
-    } else {
-      try {
-        encoded = Promise.resolve(this.#target.codec.encode(window))
-      } catch (err) {
-        encoded = Promise.reject(err)
-      }
-      // Encoding copied the bytes; the buffer can serve the next window.
-      this.recycle(window)
-    }
-    const previous = this.#last
-    const done = (async () => {
-      const e = await encoded
-      await previous
-      const r = await this.#target.putEncoded(id, e.stored, e.flags, length, this.#signal)
+    const onPut = (r: { stored: boolean }) => {
       if (r.stored) this.storedBytes += length
       onStored?.(r.stored)
-    })()
+    }
+    const pool = window.length >= POOLED_MIN_BYTES ? this.#pool : undefined
+    let done: Promise<void>
+    if (!pool && this.#deferredAdds === 0) {
+      // Every earlier blob is added already: encode and add this one now, in call order. putEncoded copies the
+      // bytes before it returns, so the encoded view (the codec's scratch) and the window are free again at once.
+      let put: Promise<{ stored: boolean }>
+      try {
+        const e = this.#target.codec.encode(window)
+        put = this.#target.putEncoded(id, e.stored, e.flags, length, this.#signal)
+      } catch (err) {
+        put = Promise.reject(err)
+      }
+      this.recycle(window)
+      done = put.then(onPut)
+    } else {
+      let encoded: Promise<{ stored: Buffer; flags: number }>
+      if (pool) {
+        encoded = pool.encode(window).then((e) => {
+          pool.recycle(e.window)
+          return e
+        })
+      } else {
+        try {
+          const e = this.#target.codec.encode(window)
+          // A copy: it waits for the pooled blobs before it, and the codec's scratch serves the next encode.
+          encoded = Promise.resolve({ stored: Buffer.from(e.stored), flags: e.flags })
+        } catch (err) {
+          encoded = Promise.reject(err)
+        }
+        this.recycle(window)
+      }
+      const previous = this.#last
+      this.#deferredAdds++
+      done = (async () => {
+        let put: Promise<{ stored: boolean }>
+        try {
+          const e = await encoded
+          await previous
+          put = this.#target.putEncoded(id, e.stored, e.flags, length, this.#signal)
+        } finally {
+          this.#deferredAdds--
+        }
+        onPut(await put)
+      })()
+    }
     // Observed by drain() or a later store(); a failed ingest may never get there.
     done.catch(() => {})
     this.#last = done
