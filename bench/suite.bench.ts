@@ -5,7 +5,7 @@
 
 import { chmod, mkdir, mkdtemp, readdir, rm, writeFile, appendFile, stat } from 'node:fs/promises'
 import { execFileSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { it } from 'vitest'
@@ -68,7 +68,12 @@ type RepoKind = 'fs' | 's3'
 const ROOT = join(import.meta.dirname, '..')
 /** The compiled CLI under measurement: bench/run.js's private copy, else this checkout's. */
 const BUILD = env.PGKEEP_BENCH_BUILD ?? ROOT
-const BIN = join(BUILD, 'bin', 'pgkeep.js')
+/** The `pgkeep` command as users run it (a shell script that starts node on ENTRY with its process settings). */
+const BIN = join(BUILD, 'bin', 'pgkeep')
+/** The CLI's entry point: what restore_command runs, and what the profiled runs start under node --cpu-prof. */
+const ENTRY = join(BUILD, 'bin', 'pgkeep.js')
+/** The memory settings BIN gives node (docs/operations.md, "The process"), for the profiled runs to give them too. */
+const BIN_TUNABLES = /GLIBC_TUNABLES=(\S+)/.exec(readFileSync(BIN, 'utf8'))?.[1] ?? ''
 const RECEIVE_LIMIT = join(BUILD, 'bench', 'receive-limit.mjs')
 const SEGMENT_RE = /^[0-9A-F]{24}$/
 
@@ -208,7 +213,8 @@ async function measured(
       const dir = profileDir(spec)
       await rm(dir, { recursive: true, force: true })
       const wrapper = join(ctx.work, `profiled-${slug(spec.name)}.sh`)
-      await writeFile(wrapper, `#!/bin/sh\nexec "${process.execPath}" --max-semi-space-size=32 --cpu-prof --cpu-prof-dir="${dir}" "${BIN}" "$@"\n`, {
+      const script = `#!/bin/sh\nexport GLIBC_TUNABLES="\${GLIBC_TUNABLES-${BIN_TUNABLES}}"\nexec "${process.execPath}" --max-semi-space-size=32 --cpu-prof --cpu-prof-dir="${dir}" "${ENTRY}" "$@"\n`
+      await writeFile(wrapper, script, {
         mode: 0o755,
       })
       profiled = { cmd: cmd === BIN ? wrapper : cmd, env: { ...runEnv, PGKEEP: wrapper } }
@@ -351,7 +357,7 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
         {
           pg,
           work: ctx.work,
-          bin: BIN,
+          bin: ENTRY,
           walMb: config.recoveryWalMb,
           withS3: true,
           // The profiled run is left out: the recovery rows run pgkeep through restore_command, not a wrapper.
@@ -435,7 +441,7 @@ async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments
   }
   const loop = (body: string) => `for f in $SEGS; do ${body} || exit 1; done`
   const s3 = ctx.s3
-  const common = { SEGS: segments.join(' '), SRC: archive, PGKEEP: BIN }
+  const common = { SEGS: segments.join(' '), SRC: archive, PGKEEP: ENTRY }
   const cases: [string, string, NodeJS.ProcessEnv][] = [
     [V.cp, loop('cp "$SRC/$f" "$DEST/$f"'), baseEnv(common)],
     [

@@ -1,9 +1,16 @@
 #!/usr/bin/env -S node --max-semi-space-size=32
-// Entry point of the `pgkeep` command: the compiled CLI lives in dist/ (built by `npm install` through `prepare`).
+// Entry point of the CLI (the `pgkeep` command, bin/pgkeep, runs it with the settings it explains; restore_command
+// runs it directly): the compiled CLI lives in dist/ (built by `npm install` through `prepare`).
 // The flag above: a backup or restore allocates a short-lived buffer per message, page and blob, and a larger
 // young generation than V8's default 16 MB cuts garbage collection time by more than half (bench/backup.bench.ts).
 
 const args = process.argv.slice(2)
+
+// Set for this process by bin/pgkeep (read by glibc at start): not for the programs this one starts.
+if (process.env.PGKEEP_SET_GLIBC_TUNABLES === '1') {
+  delete process.env.GLIBC_TUNABLES
+  delete process.env.PGKEEP_SET_GLIBC_TUNABLES
+}
 
 /**
  * restore_command runs `pgkeep wal get` once per WAL file: first the lean path (dist/src/cli/wal-get-lean.js),

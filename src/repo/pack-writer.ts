@@ -105,7 +105,7 @@ export function resealWithFiller(pack: SealedPack, type: BlobType, codec: BlobCo
 }
 
 /**
- * Uploads sealed packs in the background, at most `maxUploads` at once. `waitForRoom` resolves once no more than
+ * Uploads sealed packs in the background, at most `maxUploads` at once. `waitForRoom` resolves once fewer than
  * `maxUploads` packs are queued or uploading. The first failure is kept and rethrown by every later call: after it,
  * this session of the repository cannot write any more (its pending blobs are lost; the repository stays sound).
  */
@@ -141,9 +141,12 @@ export class PackUploader {
     this.#pump()
   }
 
-  /** Resolves when at most `maxUploads` packs are queued or uploading; rejects on failure or abort. */
+  /**
+   * Resolves when fewer than `maxUploads` packs are queued or uploading, so the next pack can be sealed without
+   * exceeding them (each holds its pack's buffer); rejects on failure or abort.
+   */
   async waitForRoom(signal?: AbortSignal): Promise<void> {
-    while (this.pendingCount > this.#maxUploads) await this.#changed(signal)
+    while (this.pendingCount >= this.#maxUploads) await this.#changed(signal)
     this.throwIfFailed()
   }
 

@@ -58,9 +58,9 @@ describe("the README's first backup and restore", () => {
     await source.sql(`insert into in_ts select generate_series(1, 300)`)
     base = await mkdtemp(join(tmpdir(), 'pgkeep-readme-'))
     await chmod(base, 0o755)
-    // `pgkeep` on PATH, as the README says: a link to bin/pgkeep.js.
+    // `pgkeep` on PATH, as the README says: a link to bin/pgkeep.
     await mkdir(join(base, 'bin'), { mode: 0o755 })
-    await symlink(join(ROOT, 'bin', 'pgkeep.js'), join(base, 'bin', 'pgkeep'))
+    await symlink(join(ROOT, 'bin', 'pgkeep'), join(base, 'bin', 'pgkeep'))
   }, 180_000)
   afterAll(async () => {
     await source?.destroy()
