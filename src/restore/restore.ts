@@ -57,7 +57,7 @@ export interface RestoreOptions extends OperationOptions {
   jobs?: number
   /** Bytes of decoded blobs kept for reuse and read ahead; default 20 MiB per job, at least 32 MiB. */
   cacheBytes?: number
-  /** Worker threads decoding blobs and hashing pages; default: one fewer than the cores, at most `jobs`. */
+  /** Worker threads decoding blobs and hashing pages; default: the cores beyond two, at most `jobs` (Repository.openBlobReader says why). */
   workers?: number
   /**
    * Make everything written durable before pg_control is written: syncfs of the target's file systems, else an
@@ -194,7 +194,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     manifest = await RestoredManifest.create(pgdata, backup.server.major >= 17 ? { version: 2, systemId: BigInt(backup.systemId) } : { version: 1 })
 
     // Write: every file and directory but the few that make the directory startable.
-    blobs = repo.openBlobReader({ signal, workers: o.workers ?? defaultWorkers(1, Math.min(jobs, 8)) })
+    blobs = repo.openBlobReader({ signal, workers: o.workers ?? defaultWorkers(2, Math.min(jobs, 8)) })
     const written = await restoreFiles({
       repo,
       backup,

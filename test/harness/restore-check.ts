@@ -22,9 +22,10 @@ export interface RestoredForCheck {
 
 /**
  * Restores `b` into `target` (tablespaces into `<target>_ts`, or `<target>_ts<oid>` when there are several) with
- * its WAL in pg_wal and no recovery settings, then checks every file against the server's manifest.
+ * its WAL in pg_wal and no recovery settings, then checks every file against the server's manifest. `workers`:
+ * decoding threads of the restore (default: the restore's own, none on two cores).
  */
-export async function restoreAndCheck(repo: Repository, b: BackupRecord, target: string): Promise<RestoredForCheck> {
+export async function restoreAndCheck(repo: Repository, b: BackupRecord, target: string, o: { workers?: number } = {}): Promise<RestoredForCheck> {
   const tablespaces = new Map(b.tablespaces.map((t) => [t.oid, b.tablespaces.length === 1 ? `${target}_ts` : `${target}_ts${t.oid}`]))
   await restoreBackup({
     repo,
@@ -33,6 +34,7 @@ export async function restoreAndCheck(repo: Repository, b: BackupRecord, target:
     cluster: b.systemId,
     tablespaceMapping: [...tablespaces].map(([oid, to]) => ({ from: String(oid), to })),
     recovery: { mode: 'none' },
+    workers: o.workers,
   })
   const parts: Buffer[] = []
   for (const id of b.serverManifest) parts.push(await repo.readBlob(id))

@@ -29,7 +29,7 @@ repositories are held under shared locks (a copy runs beside backups, WAL archiv
   --all                   copy every backup of every cluster
                           (without --backup, --cluster or --all: every backup of the repository's only cluster)
   --with-wal              also copy all WAL stored for those clusters, for point-in-time recovery from the copy
-  --workers N             threads decoding what is read (default: one fewer than the cores, at most 8; 0: none)
+  --workers N             threads decoding what is read (default: the cores beyond two, at most 8; 0: none)
   --progress              show progress even when stderr is not a terminal
   --json                  print the result as one JSON object
 

@@ -54,7 +54,7 @@ options:
   --delta                           update an existing copy of the same cluster in place, writing only the
                                     files and pages that differ and removing what the backup does not have
   --jobs N                          files written at once (default 4)
-  --workers N                       threads decoding blobs (default: one fewer than the cores, at most --jobs; 0: none)
+  --workers N                       threads decoding blobs (default: the cores beyond two, at most --jobs; 0: none)
   --no-sync                         do not fsync what was written (faster; the copy may be lost on a crash)
   --progress                        show progress even when stderr is not a terminal
   --json                            print the result as one JSON object
