@@ -124,6 +124,11 @@ function groups(): GroupSpec[] {
   ]
 }
 
+/** Restore --jobs 4 against tar -xf of pg_basebackup's tars: the issue's bar, with every byte still verified. */
+const RESTORE_GOAL = 1.3
+/** The groups that back up and restore the bench data itself (their peak RSS has the 200 MB bar). */
+const BENCH_DATA_GROUPS = new Set(['full', 'incremental', 'restore', 'pg17'])
+
 function variants(kinds: RepoKind[]): VariantSpec[] {
   const per = (f: (k: RepoKind) => VariantSpec[]) => kinds.flatMap(f)
   return [
@@ -137,7 +142,7 @@ function variants(kinds: RepoKind[]): VariantSpec[] {
     { group: 'restore', name: V.tarExtract, side: 'reference' },
     ...per((k) => [
       { group: 'restore', name: kindName(V.restore1, k), side: 'pgkeep', repoKind: k, ref: V.tarExtract },
-      { group: 'restore', name: kindName(V.restore4, k), side: 'pgkeep', repoKind: k, ref: V.tarExtract, goalRatio: 1 },
+      { group: 'restore', name: kindName(V.restore4, k), side: 'pgkeep', repoKind: k, ref: V.tarExtract, goalRatio: RESTORE_GOAL },
       { group: 'restore', name: kindName(V.restore4NoSync, k), side: 'pgkeep', repoKind: k, ref: V.tarExtract },
     ]),
     ...per((k) => [
@@ -593,8 +598,9 @@ function bars(rows: VariantSummary[], databaseBytes: number): BarResult[] {
     ratioBar(`incremental after 1% / pg_basebackup (PG 15)${s}`, inc, row('incremental', V.basebackup), 1)
     if (k === 's3') ratioBar('incremental after 1% / full backup, both to S3', inc, row('full', kindName(V.full, k)), 1)
     ratioBar(`server-side incremental / full (PG 17)${s}`, row('pg17', kindName(V.serverIncremental, k)), row('pg17', kindName(V.full, k)), 0.2)
-    ratioBar(`restore --jobs 4 / tar -xf${s}`, row('restore', kindName(V.restore4, k)), row('restore', V.tarExtract), 1)
-    const rss = rows.filter((r) => r.spec.repoKind === k && r.spec.group !== 'wal' && r.maxRssKb !== null)
+    ratioBar(`restore --jobs 4 / tar -xf${s}`, row('restore', kindName(V.restore4, k)), row('restore', V.tarExtract), RESTORE_GOAL)
+    // pgkeep's own backups and restores of the bench data: the many-relations and doubled groups have their bars below.
+    const rss = rows.filter((r) => r.spec.repoKind === k && r.spec.side === 'pgkeep' && BENCH_DATA_GROUPS.has(r.spec.group) && r.maxRssKb !== null)
     const peak = rss.length ? Math.max(...rss.map((r) => r.maxRssKb!)) / 1024 : null
     out.push({
       text: `peak RSS of backup and restore${s}`,
