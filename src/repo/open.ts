@@ -13,7 +13,15 @@ import { CONFIG_KEY, INDEX_PREFIX, keyFileKey, KEYS_PREFIX, PACKS_PREFIX, probeK
 import { Repository } from './repository.js'
 import { isAlreadyExists, isNotFound, readObject } from './storage-io.js'
 
-const DEFAULT_MAX_PACK_UPLOADS = 2
+/**
+ * Packs sealed and not yet durable at once, by default: each holds its 16 MiB buffer. One on local storage, where
+ * a pack is written and synced well before the next one fills (a backup of 700 MB, 3 alternating runs: peak RSS
+ * 188-196 MB against 218-220 MB with two, wall 3.71-3.84 s against 3.67-4.20 s); two on an object store, where an
+ * upload takes longer and its latency must not hold the backup up.
+ */
+function defaultMaxPackUploads(storage: Storage): number {
+  return storage.features.remote ? 2 : 1
+}
 
 export interface InitRepositoryOptions {
   /** Encrypt the repository; the passphrase wraps its master key. */
@@ -34,7 +42,10 @@ export interface OpenRepositoryOptions {
   /** Required when the repository is encrypted. */
   passphrase?: string
   signal?: AbortSignal
-  /** Packs queued or uploading at once before `putBlob` waits (default 2); memory is about (this + 2) × pack size. */
+  /**
+   * Packs sealed and not yet durable at most (default: 1 on local storage, 2 on an object store); memory is about
+   * (this + 1) × pack size.
+   */
   maxPackUploads?: number
   /**
    * Which blobs to load into the in-memory index (about 60 bytes each): `all` (default), or `meta` only, for
@@ -118,7 +129,7 @@ export async function initRepository(storage: Storage, o: InitRepositoryOptions 
     }
     throw err
   }
-  return new Repository({ storage, config, configBytes, unlocked, maxPackUploads: DEFAULT_MAX_PACK_UPLOADS })
+  return new Repository({ storage, config, configBytes, unlocked, maxPackUploads: defaultMaxPackUploads(storage) })
 }
 
 /**
@@ -154,7 +165,7 @@ export async function openRepository(storage: Storage, o: OpenRepositoryOptions 
     config,
     configBytes,
     unlocked,
-    maxPackUploads: o.maxPackUploads ?? DEFAULT_MAX_PACK_UPLOADS,
+    maxPackUploads: o.maxPackUploads ?? defaultMaxPackUploads(storage),
     indexTypes: o.index === 'meta' ? new Set(['meta']) : undefined,
   })
   await repo.refreshIndex({ signal })
