@@ -126,6 +126,8 @@ function groups(): GroupSpec[] {
 
 /** Restore --jobs 4 against tar -xf of pg_basebackup's tars: the issue's bar, with every byte still verified. */
 const RESTORE_GOAL = 1.3
+/** Restore --jobs 4 of many small relations against tar -xf: "many small files must cost about what they cost tar". */
+const MANY_FILES_RESTORE_GOAL = 2
 /** The groups that back up and restore the bench data itself (their peak RSS has the 200 MB bar). */
 const BENCH_DATA_GROUPS = new Set(['full', 'incremental', 'restore', 'pg17'])
 
@@ -158,7 +160,13 @@ function variants(kinds: RepoKind[]): VariantSpec[] {
     ...scaleGroups().flatMap((g): VariantSpec[] => [
       { group: g.id, name: V.basebackupScale, side: 'reference' },
       { group: g.id, name: V.fullScale, side: 'pgkeep', repoKind: 'fs', ref: V.basebackupScale },
-      ...(g.relations ? [{ group: g.id, name: V.incrementalScale, side: 'pgkeep' as const, repoKind: 'fs' as const, ref: V.basebackupScale }] : []),
+      ...(g.relations
+        ? [
+            { group: g.id, name: V.incrementalScale, side: 'pgkeep' as const, repoKind: 'fs' as const, ref: V.basebackupScale },
+            { group: g.id, name: V.tarExtract, side: 'reference' as const },
+            { group: g.id, name: V.restore4, side: 'pgkeep' as const, repoKind: 'fs' as const, ref: V.tarExtract, goalRatio: MANY_FILES_RESTORE_GOAL },
+          ]
+        : []),
     ]),
   ]
 }
@@ -351,7 +359,7 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
       const tars = await basebackup(ctx, spec('incremental', V.basebackup), run, pg)
 
       // Restore of that state: tar -xf of pg_basebackup's tars against pgkeep restore of its latest backup.
-      await restoreRuns(ctx, specs, run, ts, tars, repos)
+      await restoreRuns(ctx, (name) => specs.find((s) => s.group === 'restore' && s.name === name)!, run, ts, tars, repos)
       await rm(tars, { recursive: true, force: true })
       for (const r of Object.values(repos)) await r.remove()
     }
@@ -380,8 +388,16 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
   }
 }
 
-async function restoreRuns(ctx: Ctx, specs: VariantSpec[], run: number, ts: string, tars: string, repos: Partial<Record<RepoKind, BenchRepo>>) {
-  const spec = (name: string) => specs.find((s) => s.group === 'restore' && s.name === name)!
+/** Restores: tar -xf of pg_basebackup's tars `tars`, then pgkeep restore of each repository's latest backup (`variants`). */
+async function restoreRuns(
+  ctx: Ctx,
+  spec: (name: string) => VariantSpec,
+  run: number,
+  ts: string,
+  tars: string,
+  repos: Partial<Record<RepoKind, BenchRepo>>,
+  variants: readonly (readonly [string, readonly string[]])[] = RESTORE_VARIANTS,
+) {
   const target = join(ctx.work, 'target')
   const targetTs = join(ctx.work, 'target-ts')
   const clean = async () => {
@@ -396,11 +412,7 @@ async function restoreRuns(ctx: Ctx, specs: VariantSpec[], run: number, ts: stri
   const script = 'tar -xf "$1/base.tar" -C "$2" && tar -xf "$1/pg_wal.tar" -C "$2/pg_wal" && tar -xf "$1/$4" -C "$3"'
   await measured(ctx, spec(V.tarExtract), run, 'sh', ['-c', script, 'sh', tars, target, targetTs, tsTar], baseEnv(), written)
   for (const [k, repo] of Object.entries(repos) as [RepoKind, BenchRepo][]) {
-    for (const [name, extra] of [
-      [V.restore1, ['--jobs', '1']],
-      [V.restore4, ['--jobs', '4']],
-      [V.restore4NoSync, ['--jobs', '4', '--no-sync']],
-    ] as const) {
+    for (const [name, extra] of variants) {
       await clean()
       const args = ['restore', '--repo', repo.url, '--pgdata', target, '--tablespace-mapping', `${ts}=${targetTs}`, '--json', ...extra]
       await measured(ctx, spec(kindName(name, k)), run, BIN, args, repo.env, written)
@@ -408,6 +420,13 @@ async function restoreRuns(ctx: Ctx, specs: VariantSpec[], run: number, ts: stri
   }
   await clean()
 }
+
+/** The restore rows of the bench data: pgkeep restore with one and four jobs, and four without syncing. */
+const RESTORE_VARIANTS = [
+  [V.restore1, ['--jobs', '1']],
+  [V.restore4, ['--jobs', '4']],
+  [V.restore4NoSync, ['--jobs', '4', '--no-sync']],
+] as const
 
 /**
  * The archive's last `count` segments (written by archive_command during the load); more WAL is made by switching
@@ -540,9 +559,12 @@ async function suiteScale(ctx: Ctx, specs: VariantSpec[]): Promise<void> {
       log(`${g.title}: loaded in ${((performance.now() - t0) / 1000).toFixed(0)} s, ${formatBytes(ctx.databaseBytes)}`)
       for (let run = 0; run < totalRuns(); run++) {
         log(`${g.title}, run ${runLabel(run)}`)
-        await rm(await basebackup(ctx, spec(V.basebackupScale), run, pg), { recursive: true, force: true })
+        const tars = await basebackup(ctx, spec(V.basebackupScale), run, pg)
         const repo = await openBenchRepo(ctx, 'fs', `repo-${g.id}-${run}`)
         await pgkeepBackup(ctx, spec(V.fullScale), run, pg, repo, 'full')
+        // Many small files: the full backup restored against tar -xf of pg_basebackup's tars of the same state.
+        if (g.relations) await restoreRuns(ctx, spec, run, pg.tablespaceDirs[0]!, tars, { fs: repo }, [[V.restore4, ['--jobs', '4']]])
+        await rm(tars, { recursive: true, force: true })
         if (g.relations) {
           await pg.sql(`do $$ begin for i in 0..${g.relations - 1} by 100 loop execute format('update bench_many_%s set id = id + 1', i); end loop; end $$`)
           await pg.sql('checkpoint')
@@ -614,7 +636,11 @@ function bars(rows: VariantSummary[], databaseBytes: number): BarResult[] {
   for (const g of scaleGroups()) {
     // Within 10% of the bar for the bench data, whatever the file count or data size.
     rssBar(`peak RSS of the full backup, ${g.title}`, row(g.id, V.fullScale), 220)
-    if (g.relations) rssBar(`peak RSS of the incremental backup, ${g.title}`, row(g.id, V.incrementalScale), 220)
+    if (g.relations) {
+      rssBar(`peak RSS of the incremental backup, ${g.title}`, row(g.id, V.incrementalScale), 220)
+      rssBar(`peak RSS of restore --jobs 4, ${g.title}`, row(g.id, V.restore4), 220)
+      ratioBar(`restore --jobs 4 / tar -xf, ${g.title}`, row(g.id, V.restore4), row(g.id, V.tarExtract), MANY_FILES_RESTORE_GOAL)
+    }
     const r = row(g.id, V.fullScale)?.maxRssKb
     if (base != null && r != null) {
       const growth = (100 * (r - base)) / base

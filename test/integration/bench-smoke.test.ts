@@ -38,6 +38,8 @@ const EXPECTED = [
   'relations-200/pg_basebackup -Ft -X stream',
   'relations-200/pgkeep backup (full)',
   'relations-200/pgkeep backup (incremental)',
+  'relations-200/tar -xf of the pg_basebackup tars',
+  'relations-200/pgkeep restore --jobs 4',
   'doubled/pg_basebackup -Ft -X stream',
   'doubled/pgkeep backup (full)',
 ]
@@ -165,6 +167,9 @@ describe('npm run bench (tiny scale)', () => {
     for (const v of ['pgkeep restore --jobs 1', 'pgkeep restore --jobs 4', 'pgkeep restore --jobs 4 --no-sync']) {
       expect(Math.abs(get('restore', v).bytesWritten! - extracted) / extracted, v).toBeLessThan(0.1)
     }
+    const extractedMany = get('relations-200', 'tar -xf of the pg_basebackup tars').bytesWritten!
+    expect(extractedMany).toBeGreaterThan(0)
+    expect(Math.abs(get('relations-200', 'pgkeep restore --jobs 4').bytesWritten! - extractedMany) / extractedMany).toBeLessThan(0.1)
     const z = summary!.meta.zstd
     expect(z.zstdBytes).toBeGreaterThan(0)
     expect(z.zstdBytes).toBeLessThan(z.rawBytes)
