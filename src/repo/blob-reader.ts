@@ -246,7 +246,8 @@ export class BlobReader {
     let gathering: { buffer: ArrayBuffer; filled: number } | undefined
     try {
       let at = start
-      for await (const chunk of this.repo.storage.read(packKey(packId), { offset: start, length: end - start, signal: this.o.signal })) {
+      // Packs are named by their content: the storage may keep them open between the many reads of a restore.
+      for await (const chunk of this.repo.storage.read(packKey(packId), { offset: start, length: end - start, signal: this.o.signal, immutable: true })) {
         const chunkEnd = at + chunk.length
         keep?.push(chunk)
         while (next < run.length) {

@@ -320,7 +320,7 @@ export class BlobStore {
    */
   async readAt(id: BlobId, loc: BlobLocation, o: { signal?: AbortSignal } = {}): Promise<Buffer> {
     const name = packKey(loc.packId)
-    const stored = await readObject(this.#storage, name, { offset: loc.offset, length: loc.storedLength, signal: o.signal })
+    const stored = await readObject(this.#storage, name, { offset: loc.offset, length: loc.storedLength, signal: o.signal, immutable: true })
     const where = `blob '${id}' in pack '${name}'`
     if (stored.length !== loc.storedLength) {
       throw new IntegrityError(`${where} is truncated: read ${stored.length} of ${loc.storedLength} bytes at offset ${loc.offset}`, {

@@ -2,10 +2,10 @@
 // one Buffer, and run an async function over items with bounded concurrency.
 
 import { Codes, isPgkeepError } from '../errors.js'
-import type { Storage } from '../storage/storage.js'
+import type { ReadOptions, Storage } from '../storage/storage.js'
 
 /** Reads an object (or the range `offset`/`length`) into one Buffer. A missing key rejects with NotFoundError. */
-export async function readObject(storage: Storage, key: string, o: { offset?: number; length?: number; signal?: AbortSignal } = {}): Promise<Buffer> {
+export async function readObject(storage: Storage, key: string, o: ReadOptions = {}): Promise<Buffer> {
   const chunks: Uint8Array[] = []
   let total = 0
   for await (const chunk of storage.read(key, o)) {

@@ -13,6 +13,7 @@ import { AccessDeniedError, AlreadyExistsError, NotFoundError, StorageError, isP
 import { syncDirectory } from './durable-file.js'
 import { isAbortReason } from './abort.js'
 import { pullBody } from './body.js'
+import { type OpenFile, OpenFiles, openForReading } from './open-files.js'
 import { TEMP_PREFIX, assertValidKey, assertValidPrefix, assertValidRange } from './keys.js'
 import type { Body, ConditionalWriteSupport, LeftoversRemoved, ObjectInfo, OpOptions, ReadOptions, Storage, StorageFeatures, WriteOptions } from './storage.js'
 
@@ -102,6 +103,8 @@ export async function openFsStorage(root: string, o: FsStorageOptions = {}): Pro
 class FsStorage implements Storage {
   readonly name: string
   readonly features: StorageFeatures
+  /** Objects read with `immutable`, kept open between reads (open-files.ts). */
+  private readonly openFiles = new OpenFiles()
 
   constructor(
     private readonly root: string,
@@ -133,18 +136,18 @@ class FsStorage implements Storage {
     const { signal } = o
     signal?.throwIfAborted()
     const file = this.pathOf(key)
-    let fh: FileHandle
+    let opened: OpenFile
     try {
-      fh = await fsp.open(file, 'r')
+      opened = o.immutable ? await this.openFiles.acquire(file) : await openForReading(file)
     } catch (err) {
       if (isMissing(err)) throw this.notFound(key)
       throw mapFsError(err, 'read', file, this.root)
     }
+    const fh = opened.handle
     try {
-      const st = await fh.stat()
-      if (!st.isFile()) throw this.notFound(key)
+      if (!opened.isFile) throw this.notFound(key)
       let pos = o.offset ?? 0
-      const end = o.length === undefined ? st.size : Math.min(st.size, pos + o.length)
+      const end = o.length === undefined ? opened.sizeBytes : Math.min(opened.sizeBytes, pos + o.length)
       while (pos < end) {
         signal?.throwIfAborted()
         const want = Math.min(this.chunkBytes, end - pos)
@@ -158,7 +161,8 @@ class FsStorage implements Storage {
     } catch (err) {
       throw isPgkeepError(err) || isAbortReason(err, signal) ? err : mapFsError(err, 'read', file, this.root)
     } finally {
-      await fh.close().catch(() => {})
+      if (o.immutable) this.openFiles.release(file)
+      else await fh.close().catch(() => {})
     }
   }
 

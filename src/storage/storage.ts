@@ -32,6 +32,11 @@ export interface ReadOptions extends OpOptions {
   offset?: number
   /** Number of bytes to read from `offset` (default: to the end). */
   length?: number
+  /**
+   * The caller knows the object under this key never changes while it exists (a pack, named by its content): a
+   * driver may keep it open between reads, and may then still serve its bytes for a while after it was removed.
+   */
+  immutable?: boolean
 }
 
 export interface WriteOptions extends OpOptions {
