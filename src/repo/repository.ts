@@ -238,8 +238,9 @@ export class Repository {
   /**
    * Stores a blob whose id and stored bytes were computed elsewhere with this repository's codec (a window
    * store's workers), unless a blob with the same id exists or was put in this session. `stored` is copied before
-   * this returns, so the caller may reuse its buffer. The id cannot be checked here without the plain bytes; every read re-hashes what it decodes
-   * (invariant 3), so a wrong id is an integrity error at the first read, never wrong bytes.
+   * this returns, so the caller may reuse its buffer. The id cannot be checked here without the plain bytes; every
+   * read re-hashes what it decodes (invariant 3), so a wrong id is an integrity error at the first read, never
+   * wrong bytes.
    */
   putEncodedBlob(type: BlobType, id: BlobId, stored: Buffer, flags: number, plainLength: number, o: { signal?: AbortSignal } = {}): Promise<PutBlobResult> {
     this.#assertWritable()
