@@ -29,9 +29,14 @@ export class TarArchiveReader {
   private readonly extract = tar.extract()
   private readonly consumer: Promise<void>
   private failure: unknown
-  /** Rejects with the first failure; write() and end() race it, so a failure can never leave them waiting. */
+  /** Rejects with the first failure; end() races it, so a failure can never leave it waiting. */
   private readonly failed: Promise<never>
   private fail!: (err: unknown) => void
+  /**
+   * What a write() waiting for 'drain' does on failure. Not a race with `failed`: every race would leave a reaction
+   * on that promise until the archive ends, one per write that had to wait (thousands in a large archive).
+   */
+  private drainWaiter: ((err: unknown) => void) | undefined
 
   /** The check of this archive's entries (a tablespace archive's version directory is known after the first). */
   readonly check: ArchiveEntryCheck
@@ -47,6 +52,7 @@ export class TarArchiveReader {
         if (this.failure !== undefined) return
         this.failure = err
         reject(err)
+        this.drainWaiter?.(err)
         this.extract.destroy()
       }
     })
@@ -87,7 +93,18 @@ export class TarArchiveReader {
   async write(chunk: Buffer): Promise<void> {
     if (this.failure !== undefined) throw this.failure
     if (this.extract.write(chunk)) return
-    await Promise.race([new Promise<void>((resolve) => this.extract.once('drain', () => resolve())), this.failed])
+    await new Promise<void>((resolve, reject) => {
+      const onDrain = () => {
+        this.drainWaiter = undefined
+        resolve()
+      }
+      this.drainWaiter = (err) => {
+        this.extract.off('drain', onDrain)
+        this.drainWaiter = undefined
+        reject(err)
+      }
+      this.extract.once('drain', onDrain)
+    })
   }
 
   /** Ends the archive and waits until every entry has been processed. */
