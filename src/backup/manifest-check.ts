@@ -7,20 +7,26 @@ import { IntegrityError, ProtocolError } from '../errors.js'
 import { parseServerManifest } from '../pg/backup-manifest.js'
 import type { ReceivedFiles } from './backup-files.js'
 
+/**
+ * Checks what arrived against the server's manifest. Consumes `received`: each file the manifest lists is taken out
+ * of it as it is compared (no second map of every file), and what is left arrived without being listed.
+ * @throws IntegrityError listing the first differences
+ */
 export function checkAgainstManifest(bytes: Buffer, received: ReceivedFiles, startLsn: Lsn, endLsn: Lsn): void {
-  const m = parseServerManifest(bytes, { verifyChecksum: true })
-  const unseen = new Map(received)
   const problems: string[] = []
-  for (const f of m.files) {
-    const got = unseen.get(f.path)
-    if (!got) problems.push(`'${f.path}' is in the server's manifest but did not arrive`)
-    else if (got.sizeBytes !== f.size) problems.push(`'${f.path}' has ${got.sizeBytes} bytes, the server's manifest says ${f.size}`)
-    else if (f.checksumAlgorithm === 'CRC32C' && got.crc32c !== f.checksum) {
-      problems.push(`'${f.path}' has CRC-32C ${got.crc32c}, the server's manifest says ${f.checksum}`)
-    }
-    unseen.delete(f.path)
-  }
-  for (const path of unseen.keys()) problems.push(`'${path}' arrived but is not in the server's manifest`)
+  const m = parseServerManifest(bytes, {
+    verifyChecksum: true,
+    onFile: (f) => {
+      const got = received.get(f.path)
+      if (!got) problems.push(`'${f.path}' is in the server's manifest but did not arrive`)
+      else if (got.sizeBytes !== f.size) problems.push(`'${f.path}' has ${got.sizeBytes} bytes, the server's manifest says ${f.size}`)
+      else if (f.checksumAlgorithm === 'CRC32C' && got.crc32c !== f.checksum) {
+        problems.push(`'${f.path}' has CRC-32C ${got.crc32c}, the server's manifest says ${f.checksum}`)
+      }
+      received.delete(f.path)
+    },
+  })
+  for (const path of received.keys()) problems.push(`'${path}' arrived but is not in the server's manifest`)
   const last = m.walRanges[m.walRanges.length - 1]
   if (m.walRanges.length === 0 || m.walRanges[0].startLsn !== startLsn || last.endLsn !== endLsn) {
     problems.push(`the manifest's WAL range does not match the backup's ${formatLsn(startLsn)}..${formatLsn(endLsn)}`)
