@@ -46,8 +46,12 @@ export interface SessionStats {
 
 interface PendingBlob {
   readonly entry: PackEntry
-  /** The stored bytes while the pack is being built or uploaded (so the blob can be read before it is durable). */
-  stored: Buffer | undefined
+  /**
+   * While the pack is being built or uploaded, the buffer holding it: the blob's stored bytes lie at the entry's
+   * offset (so the blob can be read before it is durable). The buffer, not a view per blob: a view is an object of
+   * about 90 bytes, and tens of thousands of small blobs can be pending at once.
+   */
+  packBytes: Buffer | undefined
   /** Set once the pack is durable. */
   packId: string | undefined
 }
@@ -187,7 +191,9 @@ export class BlobStore {
     }
     this.#uploader.throwIfFailed()
     this.#stats.blobsPut++
-    const idBytes = this.#codec.idOf(bytes)
+    // A copy from Buffer's shared pool: the hash's own buffer is a separate allocation of about 200 bytes with its
+    // bookkeeping, and a new blob's id stays in memory until its pack is indexed (tens of thousands for many files).
+    const idBytes = Buffer.from(this.#codec.idOf(bytes))
     const id = idBytes.toString('hex')
     this.#took(id)
     // A copy in a condemned pack does not count: garbage collection is deleting it, so the blob is stored again.
@@ -250,8 +256,8 @@ export class BlobStore {
       builder = this.#builders[type] = new PackBuilder(type, this.#packTargetBytes, this.#spareBuffer)
       this.#spareBuffer = undefined
     }
-    const { entry, copy } = builder.add(idBytes, flags, stored, plainLength)
-    this.#pending.set(id, { entry, stored: copy, packId: undefined })
+    const { entry, buffer } = builder.add(idBytes, flags, stored, plainLength)
+    this.#pending.set(id, { entry, packBytes: buffer, packId: undefined })
     this.#stats.blobsStored++
     this.#stats.plainBytesStored += plainLength
     this.#stats.storedBytes += stored.length
@@ -278,11 +284,12 @@ export class BlobStore {
     assertBlobId(id)
     const idBytes = Buffer.from(id, 'hex')
     const pending = this.#pending.get(id)
-    if (pending?.stored) {
+    if (pending?.packBytes) {
       const e = pending.entry
       // A copy: the stored bytes are part of a pack still to be uploaded, and a plain, uncompressed blob would
       // otherwise come back as a view the caller could write into.
-      return this.#codec.decode(Buffer.from(pending.stored), e.flags, e.plainLength, idBytes, `blob '${id}' (not yet flushed)`)
+      const stored = Buffer.from(pending.packBytes.subarray(e.offset, e.offset + e.storedLength))
+      return this.#codec.decode(stored, e.flags, e.plainLength, idBytes, `blob '${id}' (not yet flushed)`)
     }
     const found = pending ? { ...pending.entry, packId: pending.packId! } : this.#index.get(idBytes)
     if (!found) {
@@ -362,10 +369,10 @@ export class BlobStore {
     // Byte for byte a pack garbage collection condemned (plain repositories only): write another one.
     while (this.#index.isCondemned(pack.packId)) pack = resealWithFiller(pack, type, this.#codec, this.#keys)
     this.#unindexedPacks.add(pack.packId)
-    // Point pending blobs at the sealed bytes so the builder's chunks can be freed.
+    // Point pending blobs at the sealed bytes (the builder's buffer, or another if it grew meanwhile).
     for (const e of pack.entries) {
       const p = this.#pending.get(e.id.toString('hex'))
-      if (p) p.stored = pack.bytes.subarray(e.offset, e.offset + e.storedLength)
+      if (p) p.packBytes = pack.bytes
     }
     this.#uploader.submit(pack)
   }
@@ -377,7 +384,7 @@ export class BlobStore {
       const p = this.#pending.get(e.id.toString('hex'))
       if (p) {
         p.packId = pack.packId
-        p.stored = undefined
+        p.packBytes = undefined
       }
     }
     // Nothing refers to the pack's bytes any more: the pending views into them were just dropped.

@@ -56,14 +56,14 @@ export class PackBuilder {
   }
 
   /**
-   * Appends a copy of `stored` (the caller keeps its buffer). Returns the entry and a view of the copy, valid as long
-   * as the pack is pending (the owner re-points it at the sealed bytes).
+   * Appends a copy of `stored` (the caller keeps its buffer). Returns the entry and the buffer the copy lies in at
+   * the entry's offset, valid as long as the pack is pending (the owner re-points it at the sealed bytes).
    */
-  add(id: Buffer, flags: number, stored: Uint8Array, plainLength: number): { entry: PackEntry; copy: Buffer } {
+  add(id: Buffer, flags: number, stored: Uint8Array, plainLength: number): { entry: PackEntry; buffer: Buffer } {
     const entry: PackEntry = { id, type: this.type, flags, offset: this.#sizeBytes, storedLength: stored.length, plainLength }
     this.#append(stored)
     this.#entries.push(entry)
-    return { entry, copy: this.#buffer.subarray(entry.offset, entry.offset + stored.length) }
+    return { entry, buffer: this.#buffer }
   }
 
   /** Appends header and trailer and names the pack by the SHA-256 of its bytes. The builder is done after this. */
@@ -78,8 +78,8 @@ export class PackBuilder {
   #append(piece: Uint8Array): void {
     const end = this.#sizeBytes + piece.length
     if (end > this.#buffer.length) {
-      // Rare (a pack target above the initial size, or a pack of many tiny blobs with a long header). Views handed
-      // out before keep the old buffer alive and stay valid: it is never written again.
+      // Rare (a pack target above the initial size, or a pack of many tiny blobs with a long header). Buffers handed
+      // out before stay valid, holding the same bytes at the same offsets: the old one is never written again.
       const grown = Buffer.allocUnsafeSlow(Math.max(end, this.#buffer.length * 2))
       this.#buffer.copy(grown, 0, 0, this.#sizeBytes)
       this.#buffer = grown
