@@ -226,7 +226,7 @@ async function measured(
       const dir = profileDir(spec)
       await rm(dir, { recursive: true, force: true })
       const wrapper = join(ctx.work, `profiled-${slug(spec.name)}.sh`)
-      const script = `#!/bin/sh\nexport GLIBC_TUNABLES="\${GLIBC_TUNABLES-${BIN_TUNABLES}}"\nexec "${process.execPath}" --max-semi-space-size=32 --cpu-prof --cpu-prof-dir="${dir}" "${ENTRY}" "$@"\n`
+      const script = `#!/bin/sh\nexport GLIBC_TUNABLES="\${GLIBC_TUNABLES-${BIN_TUNABLES}}"\nexec "${process.execPath}" --max-semi-space-size=8 --cpu-prof --cpu-prof-dir="${dir}" "${ENTRY}" "$@"\n`
       await writeFile(wrapper, script, {
         mode: 0o755,
       })

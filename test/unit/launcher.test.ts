@@ -51,7 +51,7 @@ describe('the pgkeep command', () => {
   it('starts node on bin/pgkeep.js beside the real file, with every argument intact and the memory settings', () => {
     const { GLIBC_TUNABLES: _, ...env } = process.env
     expect(viaFake(env, ['restore', '-D', '/tmp/a dir with spaces', '--label', "it's"])).toEqual([
-      'arg:--max-semi-space-size=32',
+      'arg:--max-semi-space-size=8',
       `arg:${join(ROOT, 'bin', 'pgkeep.js')}`,
       'arg:restore',
       'arg:-D',
