@@ -41,7 +41,12 @@ export function measure(cmd: string, args: string[], env: NodeJS.ProcessEnv = pr
   })
 }
 
-export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+/** The median: the middle value, or the mean of the two middle values of an even count (NaN when empty). */
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = s.length >> 1
+  return s.length === 0 ? Number.NaN : s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
 
 /** A markdown table of medians per variant, with the ratio to `reference`. */
 export function table(rows: Record<string, Measured[]>, reference: string): string {
