@@ -39,7 +39,9 @@ const EXPECTED = [
   'relations-200/pgkeep backup (full)',
   'relations-200/pgkeep backup (incremental)',
   'relations-200/tar -xf of the pg_basebackup tars',
+  'relations-200/tar -xf of the pg_basebackup tars, then sync',
   'relations-200/pgkeep restore --jobs 4',
+  'relations-200/pgkeep restore --jobs 4 --no-sync',
   'doubled/pg_basebackup -Ft -X stream',
   'doubled/pgkeep backup (full)',
 ]
