@@ -8,6 +8,7 @@
 // it alone reports errors (exit 255), starts daemons and fetches directly.
 
 import { Writable } from 'node:stream'
+import { leaveFastPathKey } from '../wal/fast-path.js'
 import { foreignRequest, getViaSpool, prepareSpool, readLiveDaemon } from '../wal/prefetch-spool.js'
 import type { CliContext } from './command.js'
 import { takeGlobalOptions } from './global-options.js'
@@ -64,6 +65,8 @@ async function serve(argv: string[], ctx: LeanContext, held: Writable): Promise<
     client: 'lean',
     // Said at once: the bad copy is gone whichever path goes on to fetch the file.
     onWarning: (text) => ctx.stderr.write(`pgkeep: warning: ${text}\n`),
+    // The next segments may then be served by the launcher without starting node (src/wal/fast-path.ts).
+    onServed: (response) => leaveFastPathKey({ paths: target.paths, argv, name, dest, response, cwd: process.cwd() }),
   })
   if (r === 'served') return 0
   if (r === 'missing') {

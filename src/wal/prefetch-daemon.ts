@@ -153,12 +153,17 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     wake = undefined
     w?.()
   }
-  let watcher: FSWatcher | undefined
-  try {
-    watcher = watch(p.reqDir, poke)
-    watcher.on('error', () => {})
-  } catch {
-    // Polling alone (TICK_MS) still works.
+  // Requests, and segments the launcher's fast path takes from the spool (fast-path.ts): the window moves on at
+  // once, not at the next tick.
+  const watchers: FSWatcher[] = []
+  for (const dir of [p.reqDir, p.dir]) {
+    try {
+      const w = watch(dir, poke)
+      w.on('error', () => {})
+      watchers.push(w)
+    } catch {
+      // Polling alone (TICK_MS) still works.
+    }
   }
   o.signal?.addEventListener('abort', poke, { once: true })
   const spoolId = await dirIdentity(p.dir)
@@ -267,7 +272,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
       if (isWalSegmentName(req.name)) base = req.name
       const known = spooled.get(req.name)
       if (known && (await exists(req.name))) {
-        await answer(id, { status: 'ok', systemId: o.systemId, ...known }, req)
+        await answer(id, { status: 'ok', systemId: o.systemId, pid: process.pid, ...known }, req)
         continue
       }
       spooled.delete(req.name)
@@ -278,7 +283,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
         return answer(
           id,
           status === 'ok' && s
-            ? { status, systemId: o.systemId, ...s }
+            ? { status, systemId: o.systemId, pid: process.pid, ...s }
             : status === 'error' || status === 'ok'
               ? { status: 'error', message: `could not fetch '${name}'; see ${p.logFile}` }
               : { status },
@@ -290,7 +295,24 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     }
   }
 
+  /**
+   * Segments gone from the spool without a request: taken by the launcher's fast path (fast-path.ts), which asks
+   * nothing. Recovery has come that far, so the window moves on, and the daemon is not idle.
+   */
+  const noticeTaken = async () => {
+    for (const name of [...spooled.keys()]) {
+      if (!isWalSegmentName(name) || (await exists(name))) continue
+      spooled.delete(name)
+      lastRequestAt = Date.now()
+      // The segment a request just asked for was claimed by its client: nothing new.
+      if (name === base) continue
+      if (base === undefined || (name.slice(0, 8) === base.slice(0, 8) && name > base)) base = name
+      log(`taken ${name} (fast path)`)
+    }
+  }
+
   const prefetch = async () => {
+    await noticeTaken()
     if (base === undefined || segSize === undefined || prefetchCount === 0) return
     const perId = segmentsPerXlogId(segSize)
     const tli = base.slice(0, 8)
@@ -346,7 +368,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     await Promise.allSettled([...inFlight.values()])
     await Promise.allSettled([...answering])
   } finally {
-    watcher?.close()
+    for (const w of watchers) w.close()
     await emptySpool(p)
     log(`daemon ${process.pid} exits: ${stopped}`)
   }

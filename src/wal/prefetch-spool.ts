@@ -231,6 +231,8 @@ export interface SpoolResponse {
   sizeBytes?: number
   /** CRC-32C of the whole file (hex, little-endian) from the verified content; for files other than segments. */
   crc32c?: string
+  /** The daemon's process id (with 'ok'): the launcher's fast path is bound to it (fast-path.ts). */
+  pid?: number
 }
 
 /** Posts a request; resolves with its id. Ids sort in posting order (time first). */
@@ -345,6 +347,8 @@ export interface SpoolGetOptions {
   client?: 'lean'
   /** Warnings for the user (a spooled file that failed its check). */
   onWarning?: (text: string) => void
+  /** Called once the file is in place, with the daemon's answer (see fast-path.ts). */
+  onServed?: (response: SpoolResponse) => Promise<void>
   /** How long a daemon may take to answer before the client fetches on its own (default 10 min). */
   answerTimeoutMs?: number
   /** How long a spawned daemon may take to take the spool (default 20 s). */
@@ -382,7 +386,9 @@ export async function getViaSpool(o: SpoolGetOptions): Promise<'served' | 'missi
         if (resp.status === 'missing') return 'missing'
         if (resp.status !== 'ok') return 'unavailable'
         if (resp.systemId !== undefined) assertSameCluster(resp.systemId, { selector: o.cluster ?? undefined, localSystemId: o.localSystemId })
-        return (await serveSpooled(p, o.name, o.dest, resp, o.onWarning ?? (() => {}))) ? 'served' : 'unavailable'
+        if (!(await serveSpooled(p, o.name, o.dest, resp, o.onWarning ?? (() => {})))) return 'unavailable'
+        await o.onServed?.(resp)
+        return 'served'
       }
       const now = Date.now()
       if (now - started > answerTimeoutMs) return 'unavailable'

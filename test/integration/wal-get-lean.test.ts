@@ -4,6 +4,8 @@
 // which path served each file, not how fast.
 // - A recovery through restore_command: the first call (no daemon yet) is the full command's and starts the
 //   daemon; the segments after it are served by the lean path; every segment is replayed.
+// - The same through the pgkeep command (bin/pgkeep): once the lean path has left its key, the launcher serves the
+//   prefetched segments without starting node ("taken NAME (fast path)" in the daemon's log).
 // - By hand: a daemon of another repository on the spool → the full command (which replaces the daemon); then lean.
 // - A daemon bound to another cluster than the data directory's (a wrong --cluster): the lean path gets the
 //   daemon's answer and refuses it, the full command refuses it too with exit 255, and the server stops (FATAL).
@@ -119,6 +121,38 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
       ).toEqual([])
       const ok = all.filter((x) => x.status === 'ok' && /^[0-9A-F]{24}$/.test(x.name))
       expect(ok.length).toBeGreaterThanOrEqual(heldA.length)
+    } finally {
+      await c.destroy()
+    }
+  })
+
+  it('a recovery through the pgkeep command: after the lean path left its key, the launcher serves segments without node', async () => {
+    const { baseDir, dataDir } = await restoredDataDir('restored-fast')
+    const spool = join(dataDir, 'pg_wal', '.pgkeep-prefetch')
+    spools.push(spool)
+    const launcher = join(BIN, '..', 'pgkeep')
+    const c = await startOnDataDir(MAJOR, dataDir, {
+      baseDir,
+      conf: { archive_mode: 'off', restore_command: `${launcher} wal get --repo ${repo} --linger 30 %f %p` },
+    })
+    try {
+      await waitUntil('recovery ended', async () => !(await c.sql<{ rec: boolean }>('select pg_is_in_recovery() rec'))[0]!.rec, 120_000)
+      const serverLog = await c.log()
+      expect(Number((await c.sql<{ n: string }>(`select count(*)::text n from t where v = 'a'`))[0]!.n), serverLog).toBe(50000)
+      const replayed = [...serverLog.matchAll(/restored log file "([0-9A-F]{24})" from archive/g)].map((m) => m[1]!)
+      expect(heldA.filter((s) => !replayed.includes(s))).toEqual([])
+      // Every replayed segment was served once: answered to node (full or lean), or taken by the launcher.
+      const log = () => readFile(join(spool, 'daemon.log'), 'utf8')
+      const taken = async () => [...(await log()).matchAll(/taken ([0-9A-F]{24}) \(fast path\)/g)].map((m) => m[1]!)
+      const byNode = async () =>
+        answers(await log())
+          .filter((x) => x.status === 'ok' && /^[0-9A-F]{24}$/.test(x.name))
+          .map((x) => x.name)
+      await waitUntil('the daemon noticed every segment taken', async () => (await taken()).length + (await byNode()).length >= replayed.length)
+      expect([...(await byNode()), ...(await taken())].sort(), await log()).toEqual([...replayed].sort())
+      // Node serves the first segments (the lean path leaves the key then), and any the daemon has not fetched yet
+      // when the server asks (how many depends on the machine's load); the launcher takes the others.
+      expect((await taken()).length, await log()).toBeGreaterThanOrEqual(1)
     } finally {
       await c.destroy()
     }

@@ -63,6 +63,15 @@ describe('the pgkeep command', () => {
     ])
   })
 
+  it('runs the node PGKEEP_NODE names, whatever PATH holds (a restore_command that pgkeep writes names its own)', () => {
+    const { GLIBC_TUNABLES: _, ...env } = process.env
+    const out = execFileSync(join(dir, 'bin', 'pgkeep'), ['--version'], { env: { ...env, PGKEEP_NODE: join(fakeBin, 'node') } })
+      .toString()
+      .trimEnd()
+      .split('\n')
+    expect(out.slice(0, 3)).toEqual(['arg:--max-semi-space-size=8', `arg:${join(ROOT, 'bin', 'pgkeep.js')}`, 'arg:--version'])
+  })
+
   it("keeps the caller's GLIBC_TUNABLES, even an empty one, and then sets no marker", () => {
     for (const mine of ['glibc.malloc.arena_max=2', '']) {
       const out = viaFake({ ...process.env, GLIBC_TUNABLES: mine }, ['--version'])
