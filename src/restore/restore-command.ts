@@ -16,6 +16,12 @@ export interface WalGetCommandOptions {
   passphraseFile?: string
   /** More options of `wal get`, e.g. `['--prefetch', '16']`. */
   extraArgs?: readonly string[]
+  /**
+   * Environment variables set for the command alone (`NAME=value` before it), e.g. `{ PGKEEP_NODE: '/usr/bin/node' }`
+   * with `pgkeep: ['/opt/pgkeep/bin/pgkeep']`: the pgkeep command, whose launcher serves prefetched segments
+   * without starting node (docs/wal.md §4.1), with the node it must run.
+   */
+  env?: Readonly<Record<string, string>>
 }
 
 const SAFE_WORD = /^[A-Za-z0-9_@%+=:,./-]+$/
@@ -35,7 +41,7 @@ function escapePlaceholders(arg: string): string {
 }
 
 /**
- * The restore_command calling `pgkeep wal get` for this repository: `<pgkeep…> wal get --repo URL
+ * The restore_command calling `pgkeep wal get` for this repository: `[NAME=value…] <pgkeep…> wal get --repo URL
  * [--passphrase-file F] [extra…] %f "%p"`.
  * @throws UsageError when a path is relative (the server runs the command from its data directory) or the
  *   command would contain a newline
@@ -55,9 +61,17 @@ export function walGetRestoreCommand(o: WalGetCommandOptions): string {
       hint: 'give --passphrase-file as an absolute path',
     })
   }
+  const vars = Object.entries(o.env ?? {})
+  for (const [name] of vars) {
+    if (!/^[A-Z_][A-Z0-9_]*$/.test(name))
+      throw new UsageError(`'${name}' is not an environment variable name for restore_command`, { hint: 'use capital letters, digits and _' })
+  }
   const words = [...o.pgkeep, 'wal', 'get', '--repo', url]
   if (o.passphraseFile !== undefined) words.push('--passphrase-file', o.passphraseFile)
   words.push(...(o.extraArgs ?? []))
-  if (words.some((w) => /[\n\r\0]/.test(w))) throw new UsageError('restore_command cannot contain a newline or NUL', { hint: 'rename the path' })
-  return `${words.map((w) => escapePlaceholders(shellQuote(w))).join(' ')} %f "%p"`
+  if ([...words, ...vars.map(([, v]) => v)].some((w) => /[\n\r\0]/.test(w))) {
+    throw new UsageError('restore_command cannot contain a newline or NUL', { hint: 'rename the path' })
+  }
+  const assignments = vars.map(([name, value]) => `${name}=${escapePlaceholders(shellQuote(value))} `).join('')
+  return `${assignments}${words.map((w) => escapePlaceholders(shellQuote(w))).join(' ')} %f "%p"`
 }

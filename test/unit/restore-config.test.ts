@@ -43,6 +43,18 @@ describe('walGetRestoreCommand', () => {
     ])
   })
 
+  it('sets the environment variables given for the command alone, values quoted and escaped like the words', () => {
+    const printEnv = join(weird, 'print-env')
+    writeFileSync(printEnv, '#!/bin/sh\nprintf "%s\\n" "$PGKEEP_NODE" "$@"\n')
+    chmodSync(printEnv, 0o755)
+    const node = join(weird, 'node 100%')
+    const cmd = walGetRestoreCommand({ pgkeep: [printEnv], repoUrl: '/r', env: { PGKEEP_NODE: node } })
+    const out = execFileSync('/bin/sh', ['-c', substitute(cmd, '000000010000000000000007', 'pg_wal/RECOVERYXLOG')], { encoding: 'utf8', env: {} })
+    expect(out.split('\n').slice(0, -1)).toEqual([node, 'wal', 'get', '--repo', '/r', '000000010000000000000007', 'pg_wal/RECOVERYXLOG'])
+    expect(() => walGetRestoreCommand({ pgkeep: [printEnv], repoUrl: '/r', env: { 'A;B': 'x' } })).toThrow(/not an environment variable name/)
+    expect(() => walGetRestoreCommand({ pgkeep: [printEnv], repoUrl: '/r', env: { A: 'x\ny' } })).toThrow(/newline/)
+  })
+
   it('keeps simple words bare and s3 URLs as they are', () => {
     expect(walGetRestoreCommand({ pgkeep: ['/usr/bin/node', '/opt/pgkeep/bin/pgkeep.js'], repoUrl: 's3://bucket/prefix' })).toBe(
       '/usr/bin/node /opt/pgkeep/bin/pgkeep.js wal get --repo s3://bucket/prefix %f "%p"',

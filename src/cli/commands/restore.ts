@@ -1,7 +1,7 @@
 // `pgkeep restore`: a backup back into a data directory that starts, to any point in time the repository's WAL
 // reaches, with tablespaces where the user wants them; or an existing copy brought up to date with --delta.
 
-import { existsSync } from 'node:fs'
+import { accessSync, constants, existsSync } from 'node:fs'
 import { dirname, isAbsolute, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { UsageError } from '../../errors.js'
@@ -98,7 +98,7 @@ ${REPO_USAGE}
     const owner = await resolveOwner(values.owner)
     const opened = await openRepoForCommand(values, ctx, 'restore')
     recovery.restoreCommand = walGetRestoreCommand({
-      pgkeep: [process.execPath, pgkeepBin()],
+      ...pgkeepForRestoreCommand(),
       repoUrl: absoluteRepoUrl(opened.url),
       passphraseFile: opened.passphraseFile,
     })
@@ -238,6 +238,22 @@ export function pgkeepBin(): string {
     dir = dirname(dir)
   }
   throw new UsageError('cannot find bin/pgkeep.js of this installation to put into restore_command')
+}
+
+/**
+ * How a restore_command runs this installation's pgkeep: its launcher (bin/pgkeep, whose fast path serves prefetched
+ * segments without starting node: docs/wal.md §4.1) with this node named in PGKEEP_NODE, as the server's PATH may
+ * not lead to it; node on bin/pgkeep.js where the launcher cannot be run.
+ */
+export function pgkeepForRestoreCommand(): { pgkeep: string[]; env?: Record<string, string> } {
+  const entry = pgkeepBin()
+  const launcher = join(dirname(entry), 'pgkeep')
+  try {
+    accessSync(launcher, constants.X_OK)
+    return { pgkeep: [launcher], env: { PGKEEP_NODE: process.execPath } }
+  } catch {
+    return { pgkeep: [process.execPath, entry] }
+  }
 }
 
 /** The repository as the restored server's restore_command must name it: absolute. */
