@@ -166,8 +166,12 @@ export async function listWalClusters(repo: Repository, o: { signal?: AbortSigna
 /** Partial records build on at most two others (a synchronous streamer's levels); more is damage. */
 const MAX_BASE_DEPTH = 3
 
-/** How many blobs of one file are read at once (a segment is 16 pieces; S3 latency, not bandwidth, limits each). */
-const PIECE_READ_CONCURRENCY = 8
+/**
+ * How many blobs of one file are asked for at once: a 16 MiB segment's pieces in one go. They go through one
+ * BlobReader, which reads blobs lying together in a pack with one storage request (a segment's pieces were stored
+ * together): on S3, latency, not bandwidth, limited a read of one request per piece.
+ */
+const PIECE_BATCH = 16
 
 /**
  * The content a record describes (without zero padding), verified against its recorded length and CRC. A blob the
@@ -199,9 +203,10 @@ export async function readWalContent(repo: Repository, rec: WalRecord, o: { sign
   if (at + (tail?.length ?? 0) !== length) throw damaged(rec)
   if (tail) tail.copy(out, at)
   let refreshed: Promise<void> | undefined
+  const reader = repo.openBlobReader({ workers: 0, signal: o.signal })
   const readOne = async (blob: BlobId): Promise<Buffer> => {
     try {
-      return await repo.readBlob(blob, o)
+      return await reader.read(blob)
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err
       refreshed ??= repo.refreshIndex(o)
@@ -209,18 +214,23 @@ export async function readWalContent(repo: Repository, rec: WalRecord, o: { sign
       return repo.readBlob(blob, o)
     }
   }
-  let next = 0
-  const worker = async () => {
-    while (next < rec.pieces.length) {
-      const i = next++
-      const [blob, len] = rec.pieces[i]!
-      if (blob === null) continue
-      const bytes = await readOne(blob)
-      if (bytes.length !== len) throw damaged(rec)
-      bytes.copy(out, offsets[i])
-    }
+  const readPiece = async (i: number) => {
+    const [blob, len] = rec.pieces[i]!
+    if (blob === null) return
+    const bytes = await readOne(blob)
+    if (bytes.length !== len) throw damaged(rec)
+    bytes.copy(out, offsets[i])
+    reader.giveBack(bytes)
   }
-  await Promise.all(Array.from({ length: Math.min(PIECE_READ_CONCURRENCY, rec.pieces.length) }, worker))
+  try {
+    for (let first = 0; first < rec.pieces.length; first += PIECE_BATCH) {
+      const batch: Promise<void>[] = []
+      for (let i = first; i < Math.min(first + PIECE_BATCH, rec.pieces.length); i++) batch.push(readPiece(i))
+      await Promise.all(batch)
+    }
+  } finally {
+    await reader.close()
+  }
   if (crc32cHexLE(crc32c(out)) !== rec.crc32c) throw damaged(rec)
   return out
 }
