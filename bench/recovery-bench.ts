@@ -57,7 +57,7 @@ export interface RecoveryCtx {
   /** The bench cluster (PostgreSQL 15, archive_mode on), after the other groups are done with it. */
   pg: Cluster
   work: string
-  /** pgkeep's CLI under measurement (bin/pgkeep.js of the private build). */
+  /** The pgkeep command under measurement (bin/pgkeep of the private build), as restore_command runs it. */
   bin: string
   walMb: number
   withS3: boolean
@@ -369,7 +369,7 @@ export async function recoveryRuns(ctx: RecoveryCtx, specs: VariantSpec[]): Prom
       .filter(([k, v]) => k.startsWith('AWS_') && v !== undefined)
       .map(([k, v]) => `${k}=${sh(v!)} `)
       .join('')
-    return (times: string) => `${vars}${timed(times, `${sh(process.execPath)} ${sh(ctx.bin)} wal get --repo ${sh(repo.url)} %f %p`)}`
+    return (times: string) => `${vars}${timed(times, `${sh(ctx.bin)} wal get --repo ${sh(repo.url)} %f %p`)}`
   }
   const cases: [VariantSpec, (times: string) => string][] = [[spec(specs, RV.cp), (times) => timed(times, `cp ${sh(archive)}/%f %p`)]]
   for (const { kind, repo } of repos) cases.push([spec(specs, kind === 'fs' ? RV.fs : RV.s3), walGet(repo)])

@@ -377,7 +377,8 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
         {
           pg,
           work: ctx.work,
-          bin: ENTRY,
+          // The pgkeep command, as a user writes restore_command: its launcher serves prefetched segments itself.
+          bin: BIN,
           walMb: config.recoveryWalMb,
           withS3: true,
           // The profiled run is left out: the recovery rows run pgkeep through restore_command, not a wrapper.
