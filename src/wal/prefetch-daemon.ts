@@ -140,6 +140,10 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
   const inFlight = new Map<string, Promise<'ok' | 'missing' | 'error'>>()
   const spooled = new Map<string, Spooled>()
   const missingAt = new Map<string, number>()
+  /** Last segments fetched again for the end of recovery (see prefetch). */
+  const fetchedAgain = new Set<string>()
+  /** Spooled segments answered 'ok' to a request: their clients claim them (see noticeTaken). */
+  const answeredOk = new Set<string>()
   /** Requests read and not yet answered (their files stay in req/ until answered). */
   const handling = new Set<string>()
   /** Answers still being written, awaited before the daemon leaves. */
@@ -211,6 +215,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
   }
 
   const answer = async (id: string, r: SpoolResponse, req?: SpoolRequest) => {
+    if (r.status === 'ok' && req && isWalSegmentName(req.name)) answeredOk.add(req.name)
     await writeFileAtomic(join(p.respDir, id), JSON.stringify(r), { tmpDir: p.tmpDir }).then(
       // Which entry point asked: the lean one (src/cli/wal-get-lean.ts) or the full command.
       () => log(`answered ${req?.name ?? id}: ${r.status} (${req?.client === 'lean' ? 'lean' : 'full'} client)`),
@@ -304,8 +309,8 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
       if (!isWalSegmentName(name) || (await exists(name))) continue
       spooled.delete(name)
       lastRequestAt = Date.now()
-      // The segment a request just asked for was claimed by its client: nothing new.
-      if (name === base) continue
+      // Claimed by the client a request was answered for: nothing new.
+      if (answeredOk.delete(name)) continue
       if (base === undefined || (name.slice(0, 8) === base.slice(0, 8) && name > base)) base = name
       log(`taken ${name} (fast path)`)
     }
@@ -319,11 +324,14 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     const first = segnoOf(base, perId)
     const window = new Set<string>([base])
     for (let i = 1n; i <= BigInt(prefetchCount); i++) window.add(nameOf(tli, first + i, perId))
-    // Segments behind the window (or on a timeline recovery left) will not be asked for again. Other files
+    // Segments behind the window (or on a timeline recovery left) will not be asked for again, except the last
+    // segment fetched again for the end of recovery (below) while recovery asks for the one after it. Other files
     // (history, backup history) are only fetched when asked for, and their client is about to take them.
+    const previous = first > 0n ? nameOf(tli, first - 1n, perId) : undefined
     for (const name of [...spooled.keys()]) {
-      if (isWalSegmentName(name) && !window.has(name)) {
+      if (isWalSegmentName(name) && !window.has(name) && !(name === previous && fetchedAgain.has(name))) {
         spooled.delete(name)
+        answeredOk.delete(name)
         await unlink(join(p.dir, name)).catch(() => {})
       }
     }
@@ -335,6 +343,12 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
       // is looked up again only when recovery asks again.
       if (missing !== undefined && lastRequestAt - missing < MISSING_RETRY_MS) break
       void fetch(name)
+    }
+    // The archive ends after `base` (for now): when recovery ends, PostgreSQL reads its last segment once more (to
+    // begin the new timeline), so it is fetched again, once, for the launcher's fast path to serve.
+    if (missingAt.has(nameOf(tli, first + 1n, perId)) && !spooled.has(base) && !inFlight.has(base) && !fetchedAgain.has(base)) {
+      fetchedAgain.add(base)
+      void fetch(base)
     }
   }
 
