@@ -125,6 +125,8 @@ const nameOf = (tli: string, segno: bigint, perId: bigint) =>
  */
 const MISSING_RETRY_MS = 1000
 const TICK_MS = 100
+/** While the launcher's fast path takes segments, the repository's identity is checked at most this often. */
+const LOCATION_CHECK_MS = 1000
 
 /**
  * Serves the spool until idle for `lingerMs`, aborted, or retired (see the file header); then empties it.
@@ -234,22 +236,29 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
   /** The request for another repository or cluster than this daemon's, described; undefined when it is ours. */
   const foreign = (req: SpoolRequest): string | undefined => foreignRequest({ ...o.binding, systemId: o.systemId }, req)
 
-  const handleRequests = async () => {
-    const ids = (await readdir(p.reqDir).catch(() => [] as string[])).filter((f) => !f.startsWith('.') && !handling.has(f)).sort()
-    if (ids.length === 0) return
-    lastRequestAt = Date.now()
-    // Before answering: is the repository at the location still the one this daemon opened? (Replaced, it would
-    // answer "not there" for WAL the new one holds, or serve the old one's.)
+  /** Whether the repository at the location is still the one this daemon opened; retires it when not. */
+  let lastLocationCheck = 0
+  let takenSinceCheck = false
+  const stillAtLocation = async (): Promise<boolean> => {
+    lastLocationCheck = Date.now()
+    takenSinceCheck = false
     let same = false
     try {
       same = await o.repo.isStillAtLocation({ signal: o.signal })
     } catch (err) {
       log(`cannot read the repository's config: ${(err as Error).message}`)
     }
-    if (!same) {
-      retired = `the repository at ${o.binding.repo} is no longer the one it opened (${o.repo.config.id})`
-      return
-    }
+    if (!same) retired = `the repository at ${o.binding.repo} is no longer the one it opened (${o.repo.config.id})`
+    return same
+  }
+
+  const handleRequests = async () => {
+    const ids = (await readdir(p.reqDir).catch(() => [] as string[])).filter((f) => !f.startsWith('.') && !handling.has(f)).sort()
+    if (ids.length === 0) return
+    lastRequestAt = Date.now()
+    // Before answering: is the repository at the location still the one this daemon opened? (Replaced, it would
+    // answer "not there" for WAL the new one holds, or serve the old one's.)
+    if (!(await stillAtLocation())) return
     for (const id of ids) {
       let req: SpoolRequest
       try {
@@ -312,6 +321,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
       // Claimed by the client a request was answered for: nothing new.
       if (answeredOk.delete(name)) continue
       if (base === undefined || (name.slice(0, 8) === base.slice(0, 8) && name > base)) base = name
+      takenSinceCheck = true
       log(`taken ${name} (fast path)`)
     }
   }
@@ -369,6 +379,12 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
         break
       }
       await prefetch()
+      // The launcher's fast path asks nothing, so nothing else would check the repository while it serves: a
+      // repository replaced at the location retires the daemon (emptying the spool) within a second.
+      if (takenSinceCheck && Date.now() - lastLocationCheck >= LOCATION_CHECK_MS && !(await stillAtLocation())) {
+        stopped = `retired: ${retired}`
+        break
+      }
       if (inFlight.size === 0 && handling.size === 0 && Date.now() - lastRequestAt > lingerMs) {
         // A request that came in the last moment is still answered.
         const pending = (await readdir(p.reqDir).catch(() => [] as string[])).filter((f) => !f.startsWith('.'))

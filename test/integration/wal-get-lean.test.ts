@@ -204,6 +204,44 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
     for (const s of [s1, s2, s3, s4]) expect((await readFile(join(dest, s))).equals(await readFile(join(a.dataDir, 'pg_wal', s))), s).toBe(true)
   })
 
+  it('by hand through the pgkeep command: a repository replaced at the location while the launcher serves retires the daemon', async () => {
+    const repo3 = join(work, 'repo3')
+    expect((await runMain(['init', '--repo', repo3])).code).toBe(0)
+    const held = await pushFinished(a, repo3, backupA)
+    expect(held.length).toBeGreaterThanOrEqual(5)
+    // A directory standing for a data directory whose server runs (postmaster.pid), as restore_command sees it.
+    const data = join(work, 'by-hand-fast')
+    await mkdir(join(data, 'pg_wal'), { recursive: true })
+    await writeFile(join(data, 'postmaster.pid'), `4242\n${data}\n1733400000\n5432\n`)
+    const spool = join(data, 'pg_wal', '.pgkeep-prefetch')
+    spools.push(spool)
+    const sysA = await systemIdOf(a)
+    const launcher = join(BIN, '..', 'pgkeep')
+    const get = (name: string) =>
+      spawnSync(launcher, ['wal', 'get', '--repo', repo3, '--cluster', sysA, '--linger', '30', name, 'pg_wal/RECOVERYXLOG'], { cwd: data, encoding: 'utf8' })
+    const log = () => readFile(join(spool, 'daemon.log'), 'utf8').catch(() => '')
+    const [s1, s2, s3, s4, s5] = held as [string, string, string, string, string]
+    for (const s of [s1, s2]) expect(get(s).status).toBe(0)
+    await waitUntil(`${s3} is prefetched`, async () => (await readdir(spool)).includes(s3))
+    expect(get(s3).status).toBe(0)
+    await waitUntil(`the daemon noticed ${s3} taken`, async () => (await log()).includes(`taken ${s3} (fast path)`))
+    expect((await readFile(join(data, 'pg_wal', 'RECOVERYXLOG'))).equals(await readFile(join(a.dataDir, 'pg_wal', s3)))).toBe(true)
+
+    // Another repository at the same location, holding only the first segment: the next segment the launcher takes
+    // makes the daemon look, and it retires within a second, spool emptied, key included.
+    await rm(repo3, { recursive: true, force: true })
+    expect((await runMain(['init', '--repo', repo3])).code).toBe(0)
+    expect((await runMain(['wal', 'push', '--repo', repo3, join(a.dataDir, 'pg_wal', s1)])).code).toBe(0)
+    await waitUntil(`${s4} is prefetched`, async () => (await readdir(spool)).includes(s4))
+    expect(get(s4).status).toBe(0)
+    await waitUntil('the daemon retired', async () => /retired: the repository at .* is no longer the one it opened/.test(await log()), 10_000)
+    expect(await readdir(spool)).not.toContain('fast-path')
+    // Node answers again, from the repository now at the location.
+    const r = get(s5)
+    expect(r.status, r.stderr).toBe(1)
+    expect(r.stderr).toContain('is not in the repository')
+  })
+
   it('a daemon bound to another cluster than the data directory: refused by both paths, exit 255, the server stops', async () => {
     const { baseDir, dataDir } = await restoredDataDir('wrong-cluster')
     const sysB = await systemIdOf(b)
