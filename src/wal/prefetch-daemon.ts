@@ -5,8 +5,11 @@
 // It is bound to what it was started for: the repository at its location (by the repository's id, checked again
 // before every batch of answers) and one cluster. A request for another repository or cluster, a repository
 // replaced at the same location, or its spool directory removed make it retire at once (the request stays for the
-// daemon its client starts next). Its work is driven by requests: while nobody asks it makes no repository
-// requests at all, and it exits (emptying the spool) `lingerMs` after the last request.
+// daemon its client starts next). Its work is driven by requests (and by segments the launcher's fast path takes
+// from the spool, fast-path.ts): while nobody asks it makes no repository requests at all, and it exits (emptying
+// the spool) `lingerMs` after the last request.
+// Longer than 400 lines on purpose: one loop whose state (the window, the spooled files, the requests in hand, the
+// segments the launcher's fast path took) its closures share; split up, that state would travel between modules.
 
 import { watch, type FSWatcher } from 'node:fs'
 import { readdir, readFile, stat, unlink } from 'node:fs/promises'
