@@ -30,6 +30,8 @@ const USAGE = `usage: npm run bench -- [options]
                      DIR/profiles/<variant>/*.cpuprofile, summed up in DIR/profiles.md
   --readme           copy the table into README.md's Benchmarks section (which shows the chart of --out)
   --no-build         measure the dist/ there is instead of compiling the sources (into a private copy) first
+  --only LIST        measure only these groups, for work on one row: limit, full, incremental, restore (the last
+                     three run together), pg17, wal, recovery, relations-N, doubled; not with --readme
 `
 
 let values
@@ -48,6 +50,7 @@ try {
       readme: { type: 'boolean' },
       profile: { type: 'boolean' },
       'no-build': { type: 'boolean' },
+      only: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   }))
@@ -80,6 +83,14 @@ if (relations !== undefined && !/^\d+(,\d+)*$/.test(relations)) {
   process.stderr.write(`invalid --relations '${relations}': give numbers of tables separated by commas, or 0\n`)
   process.exit(2)
 }
+if (values.only !== undefined && !/^[a-z0-9-]+(,[a-z0-9-]+)*$/.test(values.only)) {
+  process.stderr.write(`invalid --only '${values.only}': give group names separated by commas, e.g. recovery,wal\n`)
+  process.exit(2)
+}
+if (values.only !== undefined && values.readme) {
+  process.stderr.write("--only with --readme: the README's table is of a whole run; leave one of them out\n")
+  process.exit(2)
+}
 const outDir = resolve(values.out ?? join(ROOT, 'bench', 'results'))
 const benchEnv = {
   PGKEEP_BENCH_SCALE: whole('scale', 1),
@@ -92,6 +103,7 @@ const benchEnv = {
   PGKEEP_BENCH_PROFILE: values.profile ? '1' : undefined,
   PGKEEP_BENCH_RELATIONS: relations,
   PGKEEP_BENCH_DOUBLED: values.doubled ? '1' : undefined,
+  PGKEEP_BENCH_ONLY: values.only,
 }
 
 // The suite runs a private copy of the compiled CLI, so that a rebuild of dist/ while it runs (the tests build it)

@@ -52,7 +52,11 @@ const config = {
   recoveryWalMb: Number(env.PGKEEP_BENCH_RECOVERY_WAL_MB ?? 1024),
   /** One more, unrecorded run at the end with every pgkeep process under `node --cpu-prof`. */
   profile: env.PGKEEP_BENCH_PROFILE === '1',
+  /** Only these groups are measured (ids as in allGroups()); undefined: all. For work on one row. */
+  only: env.PGKEEP_BENCH_ONLY ? new Set(env.PGKEEP_BENCH_ONLY.split(',')) : undefined,
 }
+/** Whether group `id` is measured in this run (--only). */
+const measures = (id: string) => config.only === undefined || config.only.has(id)
 /** Runs per section: warm-ups, measured runs, and the profiled run when asked for. */
 const totalRuns = () => config.warmup + config.runs + (config.profile ? 1 : 0)
 const isProfileRun = (run: number) => run >= config.warmup + config.runs
@@ -112,7 +116,12 @@ const log = (text: string) => console.log(`[bench +${((performance.now() - start
 
 const kindName = (name: string, kind: RepoKind) => (kind === 's3' ? `${name} · S3` : name)
 
+/** The groups this run measures. */
 function groups(): GroupSpec[] {
+  return allGroups().filter((g) => measures(g.id))
+}
+
+function allGroups(): GroupSpec[] {
   return [
     { id: 'limit', title: 'Physical limit (PG 15)' },
     { id: 'full', title: 'Full backup (PG 15)' },
@@ -136,7 +145,12 @@ const MANY_FILES_RESTORE_GOAL = 2
 /** The groups that back up and restore the bench data itself (their peak RSS has the 200 MB bar). */
 const BENCH_DATA_GROUPS = new Set(['full', 'incremental', 'restore', 'pg17'])
 
+/** The variants this run measures. */
 function variants(kinds: RepoKind[]): VariantSpec[] {
+  return allVariants(kinds).filter((v) => measures(v.group))
+}
+
+function allVariants(kinds: RepoKind[]): VariantSpec[] {
   const per = (f: (k: RepoKind) => VariantSpec[]) => kinds.flatMap(f)
   return [
     { group: 'limit', name: V.receive, side: 'limit' },
@@ -335,21 +349,12 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
     const segments = await archivedSegments(pg, archive, config.walSegments)
     log(`${segments.length} WAL segments archived`)
 
-    for (let run = 0; run < totalRuns(); run++) {
+    // The backup and restore groups build on each other: when one is measured, all run.
+    const backupRuns = ['full', 'incremental', 'restore'].some(measures)
+    for (let run = 0; run < totalRuns() && (measures('limit') || backupRuns); run++) {
       log(`PG 15 run ${runLabel(run)}`)
-      // Physical limit: the server's BASE_BACKUP received and dropped, and reading the files themselves.
-      await measured(ctx, spec('limit', V.receive), run, process.execPath, [RECEIVE_LIMIT, pg.url()], baseEnv(), async (m) => ({
-        bytesRead: JSON.parse(m.stdout).bytes,
-      }))
-      await measured(
-        ctx,
-        spec('limit', V.tarRead),
-        run,
-        'sh',
-        ['-c', 'tar -cf - --exclude=./pg_wal -C "$1" . -C "$2" . | wc -c', 'sh', pg.dataDir, ts],
-        baseEnv(),
-        async (m) => ({ bytesRead: Number(m.stdout.trim()) }),
-      )
+      if (measures('limit')) await limitRuns(ctx, spec, run, pg, ts)
+      if (!backupRuns) continue
 
       // Full backups, alternating.
       await rm(await basebackup(ctx, spec('full', V.basebackup), run, pg), { recursive: true, force: true })
@@ -371,8 +376,8 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
       for (const r of Object.values(repos)) await r.remove()
     }
     ctx.databaseBytes = undefined
-    await walRuns(ctx, specs, archive, segments)
-    if (config.recoveryWalMb > 0) {
+    if (measures('wal')) await walRuns(ctx, specs, archive, segments)
+    if (config.recoveryWalMb > 0 && measures('recovery')) {
       await recoveryRuns(
         {
           pg,
@@ -394,6 +399,22 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
   } finally {
     await pg.destroy()
   }
+}
+
+/** The physical limit: the server's BASE_BACKUP received and dropped, and reading the files themselves. */
+async function limitRuns(ctx: Ctx, spec: (group: string, name: string) => VariantSpec, run: number, pg: Cluster, ts: string): Promise<void> {
+  await measured(ctx, spec('limit', V.receive), run, process.execPath, [RECEIVE_LIMIT, pg.url()], baseEnv(), async (m) => ({
+    bytesRead: JSON.parse(m.stdout).bytes,
+  }))
+  await measured(
+    ctx,
+    spec('limit', V.tarRead),
+    run,
+    'sh',
+    ['-c', 'tar -cf - --exclude=./pg_wal -C "$1" . -C "$2" . | wc -c', 'sh', pg.dataDir, ts],
+    baseEnv(),
+    async (m) => ({ bytesRead: Number(m.stdout.trim()) }),
+  )
 }
 
 /**
@@ -558,7 +579,7 @@ async function suite17(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
  * --doubled, the bench data at twice the scale. Peak RSS must not grow with file count or data size.
  */
 async function suiteScale(ctx: Ctx, specs: VariantSpec[]): Promise<void> {
-  for (const g of scaleGroups()) {
+  for (const g of scaleGroups().filter((x) => measures(x.id))) {
     const spec = (name: string) => specs.find((s) => s.group === g.id && s.name === name)!
     const pg = await startCluster({ major: 15 })
     try {
@@ -728,6 +749,9 @@ it(
   async () => {
     requireTools()
     for (const k of config.repoKinds) if (k !== 'fs' && k !== 's3') throw new Error(`unknown repository kind '${k}' (fs or s3)`)
+    const ids = allGroups().map((g) => g.id)
+    const unknown = [...(config.only ?? [])].filter((id) => !ids.includes(id))
+    if (unknown.length) throw new Error(`--only: no group ${unknown.join(', ')} in this run (${ids.join(', ')})`)
     await mkdir(config.outDir, { recursive: true })
     const at = new Date().toISOString()
     const runId = at.replace(/[-:]/g, '').replace(/\..*/, '')
@@ -758,7 +782,7 @@ it(
     const specs = variants(config.repoKinds)
     try {
       await suite15(ctx, specs, meta)
-      await suite17(ctx, specs, meta)
+      if (measures('pg17')) await suite17(ctx, specs, meta)
       await suiteScale(ctx, specs)
     } finally {
       ctx.objects.close()
