@@ -16,6 +16,11 @@ export interface CliContext {
    * undefined: PGKEEP_CONFIG, else the default locations (config-file.ts).
    */
   readonly configFile?: string | false
+  /**
+   * The whole command line main() was given, global options included: when this process runs one command (the
+   * `pgkeep` command), what the launcher passed it. Set by main().
+   */
+  readonly argv?: readonly string[]
 }
 
 /** A command as `pgkeep --help` lists it; its module is loaded only to run it or show its usage. */

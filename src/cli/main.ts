@@ -16,7 +16,7 @@ export async function main(argv: string[], ctx: CliContext = processContext()): 
   try {
     const global = takeGlobalOptions(argv)
     const args = global.args
-    const run: CliContext = global.configFile === undefined ? ctx : { ...ctx, configFile: global.configFile }
+    const run: CliContext = { ...ctx, argv, ...(global.configFile === undefined ? {} : { configFile: global.configFile }) }
     if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {
       run.stdout.write(globalUsage())
       return args.length === 0 ? 2 : 0

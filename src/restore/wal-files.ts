@@ -14,6 +14,9 @@ export async function writeBackupWal(repo: Repository, backup: BackupRecord, pgW
   const first = parseLsn(backup.startLsn) / seg
   const last = (parseLsn(backup.endLsn) - 1n) / seg
   const names: string[] = []
+  // One buffer for every segment, written before the next is read (WalReadOptions.into says why).
+  let buffer: Buffer | undefined
+  const into = (length: number) => (buffer?.length === length ? buffer : (buffer = Buffer.allocUnsafeSlow(length)))
   for (let segno = first; segno <= last; segno++) {
     const name = walFileName(backup.timeline, segno, backup.walSegmentSizeBytes)
     const rec = await findSegmentRecord(repo, backup.systemId, name, o)
@@ -22,7 +25,7 @@ export async function writeBackupWal(repo: Repository, backup: BackupRecord, pgW
         hint: "run 'pgkeep verify' and 'pgkeep info' to see which WAL is stored",
       })
     }
-    await writeFileNoFollow(join(pgWalDir, name), await readSegmentBytes(repo, rec, o))
+    await writeFileNoFollow(join(pgWalDir, name), await readSegmentBytes(repo, rec, { signal: o.signal, into }))
     names.push(name)
   }
   return names

@@ -190,13 +190,23 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     `daemon ${process.pid} serving cluster ${o.systemId} of repository ${o.repo.config.id} at ${o.binding.repo}, prefetch ${prefetchCount}, concurrency ${concurrency}, linger ${lingerMs / 1000} s`,
   )
 
+  // Segment buffers that served a fetch and are free again: a fresh 16 MiB buffer for each segment costs more in
+  // page faults than the copy into it (WalReadOptions.into). At most one per parallel fetch. For the same reason
+  // all fetches read through one blob reader, which keeps the buffers its pieces were decoded into.
+  const spareBuffers: Buffer[] = []
+  const reader = o.repo.openBlobReader({ workers: 0, signal: o.signal })
+  const into = (length: number) => {
+    const spare = spareBuffers.pop()
+    return spare !== undefined && spare.length === length ? spare : Buffer.allocUnsafeSlow(length)
+  }
+
   const fetch = (name: string): Promise<'ok' | 'missing' | 'error'> => {
     const running = inFlight.get(name)
     if (running) return running
     const job = (async (): Promise<'ok' | 'missing' | 'error'> => {
       const t0 = Date.now()
       try {
-        const bytes = await fetchWalFile(o.repo, o.systemId, name, { signal: o.signal })
+        const bytes = await fetchWalFile(o.repo, o.systemId, name, { signal: o.signal, into, reader })
         if (!bytes) {
           missingAt.set(name, Date.now())
           return 'missing'
@@ -204,6 +214,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
         if (isWalSegmentName(name)) segSize ??= bytes.length
         await writeFileAtomic(join(p.dir, name), bytes, { tmpDir: p.tmpDir })
         spooled.set(name, isWalSegmentName(name) ? { sizeBytes: bytes.length } : { sizeBytes: bytes.length, crc32c: crc32cHexLE(crc32c(bytes)) })
+        if (isWalSegmentName(name) && spareBuffers.length < concurrency) spareBuffers.push(bytes)
         missingAt.delete(name)
         log(`fetched ${name} in ${Date.now() - t0} ms`)
         return 'ok'
@@ -228,6 +239,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     )
     await unlink(join(p.reqDir, id)).catch(() => {})
     handling.delete(id)
+    poke()
   }
 
   const exists = (name: string) =>
@@ -348,13 +360,19 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
         await unlink(join(p.dir, name)).catch(() => {})
       }
     }
+    // Fetches share this thread (decoding, hashing): started together, the segment recovery asks for next would be
+    // ready only with the others. So while a client waits, its segment has the thread to itself, and the window
+    // widens as it fills: one fetch ahead of an empty window, one more for each segment ready.
+    let ready = 0
+    for (const name of window) if (name !== base && spooled.has(name)) ready++
+    const allowed = Math.min(concurrency, 1 + ready)
     for (const name of window) {
-      if (inFlight.size >= concurrency) break
-      if (name === base || spooled.has(name) || inFlight.has(name)) continue
       const missing = missingAt.get(name)
-      // The archive ends here (for now): nothing after a missing segment is fetched either, and the missing one
-      // is looked up again only when recovery asks again.
+      // The archive ends here (for now; `base` included): nothing after a missing segment is fetched either, and
+      // the missing one is looked up again only when recovery asks again.
       if (missing !== undefined && lastRequestAt - missing < MISSING_RETRY_MS) break
+      if (inFlight.size >= allowed || handling.size > 0) break
+      if (name === base || spooled.has(name) || inFlight.has(name)) continue
       void fetch(name)
     }
     // The archive ends after `base` (for now): when recovery ends, PostgreSQL reads its last segment once more (to
@@ -402,6 +420,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
     await Promise.allSettled([...answering])
   } finally {
     for (const w of watchers) w.close()
+    await reader.close()
     await emptySpool(p)
     log(`daemon ${process.pid} exits: ${stopped}`)
   }

@@ -3,7 +3,7 @@
 
 import { isFetchableWalName, isHistoryFileName, isPartialWalName, isWalSegmentName } from '../pg/wal-names.js'
 import type { Repository } from '../repo/index.js'
-import { backupHistoryKey, readSegmentByName, readWalContent, readWalRecord, segmentKey, type WalFileRecord } from '../repo/index.js'
+import { backupHistoryKey, readSegmentByName, readWalContent, readWalRecord, segmentKey, type WalFileRecord, type WalReadOptions } from '../repo/index.js'
 import { UsageError } from '../errors.js'
 
 /**
@@ -11,7 +11,7 @@ import { UsageError } from '../errors.js'
  * A segment stored only as partial is served zero-padded under its plain name: PostgreSQL asks restore_command
  * only for plain names, and this is what lets a recovery replay the WAL a streamer had when it stopped.
  */
-export async function fetchWalFile(repo: Repository, systemId: string, name: string, o: { signal?: AbortSignal } = {}): Promise<Buffer | undefined> {
+export async function fetchWalFile(repo: Repository, systemId: string, name: string, o: WalReadOptions = {}): Promise<Buffer | undefined> {
   if (!isFetchableWalName(name)) {
     throw new UsageError(`'${name}' is not a WAL file name`, {
       hint: "expected a segment ('000000010000000000000003'), '<segment>.partial', '%08X.history' or a backup history file",
@@ -22,5 +22,5 @@ export async function fetchWalFile(repo: Repository, systemId: string, name: str
   }
   const key = isHistoryFileName(name) ? segmentKey(systemId, name) : backupHistoryKey(systemId, name)
   const rec = await readWalRecord<WalFileRecord>(repo, key, o)
-  return rec ? readWalContent(repo, rec, o) : undefined
+  return rec ? readWalContent(repo, rec, { signal: o.signal }) : undefined
 }

@@ -204,7 +204,7 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
     for (const s of [s1, s2, s3, s4]) expect((await readFile(join(dest, s))).equals(await readFile(join(a.dataDir, 'pg_wal', s))), s).toBe(true)
   })
 
-  it('by hand through the pgkeep command: a repository replaced at the location while the launcher serves retires the daemon', async () => {
+  it('by hand through the pgkeep command: the daemon has its settings, the first call leaves the key, a replaced repository retires the daemon', async () => {
     const repo3 = join(work, 'repo3')
     expect((await runMain(['init', '--repo', repo3])).code).toBe(0)
     const held = await pushFinished(a, repo3, backupA)
@@ -221,10 +221,20 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
       spawnSync(launcher, ['wal', 'get', '--repo', repo3, '--cluster', sysA, '--linger', '30', name, 'pg_wal/RECOVERYXLOG'], { cwd: data, encoding: 'utf8' })
     const log = () => readFile(join(spool, 'daemon.log'), 'utf8').catch(() => '')
     const [s1, s2, s3, s4, s5] = held as [string, string, string, string, string]
-    for (const s of [s1, s2]) expect(get(s).status).toBe(0)
-    await waitUntil(`${s3} is prefetched`, async () => (await readdir(spool)).includes(s3))
-    expect(get(s3).status).toBe(0)
-    await waitUntil(`the daemon noticed ${s3} taken`, async () => (await log()).includes(`taken ${s3} (fast path)`))
+    expect(get(s1).status).toBe(0)
+    // The daemon runs as the pgkeep command runs node: with its process settings.
+    const daemonPid = JSON.parse(await readFile(join(spool, 'daemon.json'), 'utf8')).pid as number
+    const tunables = /GLIBC_TUNABLES=(\S+)/.exec(await readFile(launcher, 'utf8'))![1]!
+    // glibc ends each tunable with a NUL in place when it reads them: only the first shows as part of the variable.
+    expect((await readFile(`/proc/${daemonPid}/environ`, 'utf8')).split('\0')).toContain(`GLIBC_TUNABLES=${tunables.split(':')[0]}`)
+    expect((await readFile(`/proc/${daemonPid}/cmdline`, 'utf8')).split('\0')).toContainEqual(expect.stringMatching(/^--max-semi-space-size=/))
+    // The first call (node's full command: it started the daemon) left the key: the launcher serves the next ones.
+    expect(await readdir(spool)).toContain('fast-path')
+    for (const s of [s2, s3]) {
+      await waitUntil(`${s} is prefetched`, async () => (await readdir(spool)).includes(s))
+      expect(get(s).status).toBe(0)
+      await waitUntil(`the daemon noticed ${s} taken`, async () => (await log()).includes(`taken ${s} (fast path)`))
+    }
     expect((await readFile(join(data, 'pg_wal', 'RECOVERYXLOG'))).equals(await readFile(join(a.dataDir, 'pg_wal', s3)))).toBe(true)
 
     // Another repository at the same location, holding only the first segment: the next segment the launcher takes

@@ -10,6 +10,7 @@ import {
   historyKey,
   parseWalKey,
   partialKey,
+  readSegmentBytes,
   readWalContent,
   segmentKey,
   type WalSegmentRecord,
@@ -104,5 +105,38 @@ describe('WAL records', () => {
     const damaged = { ...found, crc32c: '00000000' }
     await expect(readWalContent(r.repo, damaged)).rejects.toThrow(IntegrityError)
     expect(await findSegmentRecord(r.repo, SYS, '000000010000000000000004')).toBeUndefined()
+  })
+
+  it('reads into a buffer it is given, overwriting every byte (a piece of zeros, the padding), through a reader kept open', async () => {
+    r = await freshFsRepo()
+    const data = bytesOf(3000, 5)
+    const valid = Buffer.concat([data, Buffer.alloc(2000), data.subarray(0, 500)])
+    const rec: WalSegmentRecord = {
+      ...(await recordOf(valid)),
+      pieces: [
+        [(await r.repo.putBlob('data', data)).id, 3000],
+        [null, 2000],
+      ],
+      tail: data.subarray(0, 500).toString('base64'),
+    }
+    // A used buffer: nothing of what it held may show through.
+    const used = Buffer.alloc(rec.segmentSizeBytes, 0xaa)
+    const reader = r.repo.openBlobReader({ workers: 0 })
+    try {
+      for (let round = 0; round < 2; round++) {
+        const got = await readSegmentBytes(r.repo, rec, { into: (n) => (n === used.length ? used : Buffer.alloc(0)), reader })
+        expect(got).toBe(used)
+        expect(got.subarray(0, valid.length).equals(valid)).toBe(true)
+        expect(got.subarray(valid.length).equals(Buffer.alloc(rec.segmentSizeBytes - valid.length))).toBe(true)
+        used.fill(0xaa)
+      }
+      const content = Buffer.alloc(valid.length, 0xbb)
+      expect(await readWalContent(r.repo, rec, { into: () => content, reader })).toBe(content)
+      expect(content.equals(valid)).toBe(true)
+      // A buffer of another length is a caller's mistake, said at once.
+      await expect(readWalContent(r.repo, rec, { into: () => Buffer.alloc(10) })).rejects.toThrow(RangeError)
+    } finally {
+      await reader.close()
+    }
   })
 })

@@ -21,7 +21,7 @@ import { embeddedPackageName, embeddedServers, type PgBinaries, serverVersion } 
 import type { CliContext, Command } from '../command.js'
 import { formatBytes, formatDuration } from '../format.js'
 import { parseCommandArgs } from '../parse.js'
-import { pgkeepBin } from './restore.js'
+import { pgkeepEntry } from '../installation.js'
 
 export const demoCommand: Command = {
   usage: `usage: pgkeep demo [--pg-bin DIR] [--dir DIR] [--keep]
@@ -361,7 +361,7 @@ async function command(ctx: CliContext, env: NodeJS.ProcessEnv, argv: string[], 
 
 /** `pgkeep wal stream …` as a child process; `ready` once it streams. */
 function startStreamer(argv: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; ready: Promise<void> } {
-  const child = spawn(process.execPath, [pgkeepBin(), ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [pgkeepEntry(), ...argv], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   const ready = new Promise<void>((resolveReady, reject) => {
     const onData = (d: Buffer) => {

@@ -17,7 +17,7 @@ import { parseCommandArgs, parseWorkers } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
 import { eventView } from '../progress.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
-import { absoluteRepoUrl, pgkeepForRestoreCommand, recoveryFrom, recoveryTargetOptions } from './restore.js'
+import { absoluteRepoUrl, restoreCommandPgkeep, recoveryFrom, recoveryTargetOptions } from './restore.js'
 
 export const drillCommand: Command = {
   usage: `usage: pgkeep drill --repo URL [options]
@@ -119,7 +119,7 @@ ${REPO_USAGE}
       result = await runDrill({
         repo: opened.repo,
         restore: restoreBackup,
-        restoreCommand: walGetRestoreCommand({ ...pgkeepForRestoreCommand(), repoUrl: absoluteRepoUrl(values.repo!) }),
+        restoreCommand: walGetRestoreCommand({ ...restoreCommandPgkeep(), repoUrl: absoluteRepoUrl(values.repo!) }),
         backup: values.backup,
         cluster: values.cluster,
         target: recovery.target,

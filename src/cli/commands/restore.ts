@@ -1,9 +1,7 @@
 // `pgkeep restore`: a backup back into a data directory that starts, to any point in time the repository's WAL
 // reaches, with tablespaces where the user wants them; or an existing copy brought up to date with --delta.
 
-import { accessSync, constants, existsSync } from 'node:fs'
-import { dirname, isAbsolute, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { isAbsolute, resolve } from 'node:path'
 import { UsageError } from '../../errors.js'
 import { parseRecoveryTargetTime, type RecoveryTarget, type RecoveryTargetAction } from '../../pg/recovery-conf.js'
 import type { RecoveryOptions } from '../../restore/recovery-config.js'
@@ -14,6 +12,7 @@ import type { Command } from '../command.js'
 import { formatBytes, formatDuration } from '../format.js'
 import { parseCommandArgs, parseWorkers } from '../parse.js'
 import { rejectPassphraseArgument } from '../passphrase.js'
+import { pgkeepInvocation } from '../installation.js'
 import { eventView } from '../progress.js'
 import { openRepoForCommand, REPO_USAGE, repoOptions } from '../repo-args.js'
 import { unreachableBy } from '../../local-server/os-user.js'
@@ -98,7 +97,7 @@ ${REPO_USAGE}
     const owner = await resolveOwner(values.owner)
     const opened = await openRepoForCommand(values, ctx, 'restore')
     recovery.restoreCommand = walGetRestoreCommand({
-      ...pgkeepForRestoreCommand(),
+      ...restoreCommandPgkeep(),
       repoUrl: absoluteRepoUrl(opened.url),
       passphraseFile: opened.passphraseFile,
     })
@@ -229,31 +228,13 @@ export function recoveryFrom(v: Values): RecoveryOptions {
   }
 }
 
-/** bin/pgkeep.js of this installation: found upwards from this file (src/ when run from sources, dist/src/ when built). */
-export function pgkeepBin(): string {
-  let dir = dirname(fileURLToPath(import.meta.url))
-  for (let i = 0; i < 6; i++) {
-    const candidate = join(dir, 'bin', 'pgkeep.js')
-    if (existsSync(candidate) && existsSync(join(dir, 'package.json'))) return candidate
-    dir = dirname(dir)
-  }
-  throw new UsageError('cannot find bin/pgkeep.js of this installation to put into restore_command')
-}
-
 /**
- * How a restore_command runs this installation's pgkeep: its launcher (bin/pgkeep, whose fast path serves prefetched
- * segments without starting node: docs/wal.md §4.1) with this node named in PGKEEP_NODE, as the server's PATH may
- * not lead to it; node on bin/pgkeep.js where the launcher cannot be run.
+ * How restore_command runs this installation's pgkeep: through its launcher, whose fast path serves prefetched
+ * segments without starting node (installation.ts).
  */
-export function pgkeepForRestoreCommand(): { pgkeep: string[]; env?: Record<string, string> } {
-  const entry = pgkeepBin()
-  const launcher = join(dirname(entry), 'pgkeep')
-  try {
-    accessSync(launcher, constants.X_OK)
-    return { pgkeep: [launcher], env: { PGKEEP_NODE: process.execPath } }
-  } catch {
-    return { pgkeep: [process.execPath, entry] }
-  }
+export function restoreCommandPgkeep(): { pgkeep: string[]; env?: Record<string, string> } {
+  const { command, env } = pgkeepInvocation()
+  return { pgkeep: command, env }
 }
 
 /** The repository as the restored server's restore_command must name it: absolute. */

@@ -3,18 +3,18 @@
 // command with --daemon), so recovery does not wait one repository round trip per segment.
 
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { appendFile, chmod, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join, resolve } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { UsageError } from '../../errors.js'
 import { writeFileAtomic } from '../../storage/durable-file.js'
 import { resolveWalGetCluster } from '../../wal/cluster-id.js'
+import { leaveFastPathKey } from '../../wal/fast-path.js'
 import { acquireSpool, runPrefetchDaemon } from '../../wal/prefetch-daemon.js'
 import { getViaSpool, prepareSpool, spoolPaths, type SpoolPaths } from '../../wal/prefetch-spool.js'
 import { fetchWalFile } from '../../wal/wal-fetch.js'
 import type { CliContext, Command } from '../command.js'
+import { pgkeepInvocation } from '../installation.js'
 // main.ts lists the commands without importing them (commands/index.ts loads each when it runs): no cycle.
 import { reportError } from '../main.js'
 import { openRepoForCommand, REPO_USAGE, resolvePassphraseFile } from '../repo-args.js'
@@ -93,6 +93,11 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
       spawnDaemon: async () =>
         spawnDaemon(paths, { repo: url, 'passphrase-file': await resolvePassphraseFile(values, ctx) }, ctx, { cluster, prefetch, concurrency, lingerMs }),
       onWarning: (text) => ctx.stderr.write(`pgkeep: warning: ${text}\n`),
+      // The next segments may then be served by the launcher without starting node (src/wal/fast-path.ts), from
+      // the second call of a recovery on instead of the third.
+      onServed: async (response) => {
+        if (ctx.argv) await leaveFastPathKey({ paths, argv: ctx.argv, name, dest, response, cwd: process.cwd() })
+      },
     })
     if (r === 'served') return served()
     if (r === 'missing') return notFound()
@@ -114,19 +119,11 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
   }
 }
 
-/** bin/pgkeep.js of this installation (compiled: dist/src/cli/commands → 4 levels up; sources: 3). */
-function pgkeepEntry(): string {
-  const here = dirname(fileURLToPath(import.meta.url))
-  for (const up of ['../../../..', '../../..']) {
-    const p = resolve(here, up, 'bin', 'pgkeep.js')
-    if (existsSync(p)) return p
-  }
-  return process.argv[1] ?? 'pgkeep'
-}
-
 /**
  * Starts the daemon detached from this process (and from PostgreSQL's wait for restore_command); resolves when
- * that process ends (which this process does not wait for otherwise).
+ * that process ends (which this process does not wait for otherwise). It runs through the `pgkeep` command, so with
+ * its process settings: without them (glibc handing freed memory back at once) a fetch of a segment took a third
+ * more CPU (docs/wal.md §5). PGKEEP_WAL_GET_FAST=0: the launcher need not look for a fast path for it.
  */
 function spawnDaemon(
   paths: SpoolPaths,
@@ -134,8 +131,9 @@ function spawnDaemon(
   ctx: CliContext,
   o: { cluster: string | null; prefetch: number; concurrency: number; lingerMs: number },
 ): Promise<void> {
+  const pgkeep = pgkeepInvocation()
   const args = [
-    pgkeepEntry(),
+    ...pgkeep.command.slice(1),
     'wal',
     'get',
     '--daemon',
@@ -155,7 +153,8 @@ function spawnDaemon(
     ...(o.cluster !== null ? ['--cluster', o.cluster] : []),
     ...(values['passphrase-file'] !== undefined ? ['--passphrase-file', resolve(values['passphrase-file'])] : []),
   ]
-  const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: ctx.env as NodeJS.ProcessEnv })
+  const env = { ...(ctx.env as NodeJS.ProcessEnv), ...pgkeep.env, PGKEEP_WAL_GET_FAST: '0' }
+  const child = spawn(pgkeep.command[0]!, args, { detached: true, stdio: 'ignore', env })
   child.unref()
   // An error (it could not start) ends it too: the client notices that no daemon comes and fetches on its own.
   return new Promise((done) => {
