@@ -175,6 +175,7 @@ export function formatMarkdown(meta: RunMeta, groups: GroupSpec[], rows: Variant
           `wall from the server's start until pg_is_in_recovery() is false (each run checked to have replayed it all); ` +
           `CPU and RSS are the restore_command processes' (summed; peak), without \`wal get\`'s prefetch process. `
         : '') +
+      `The receive row runs pgkeep's protocol code with the process settings of the \`pgkeep\` command. ` +
       `\`pg_basebackup -D - -X none\` cannot stand for the limit here: ` +
       `it writes only a single tablespace to stdout.`,
     '',

@@ -76,8 +76,17 @@ const BUILD = env.PGKEEP_BENCH_BUILD ?? ROOT
 const BIN = join(BUILD, 'bin', 'pgkeep')
 /** The CLI's entry point: what restore_command runs, and what the profiled runs start under node --cpu-prof. */
 const ENTRY = join(BUILD, 'bin', 'pgkeep.js')
-/** The memory settings BIN gives node (docs/operations.md, "The process"), for the profiled runs to give them too. */
-const BIN_TUNABLES = /GLIBC_TUNABLES=(\S+)/.exec(readFileSync(BIN, 'utf8'))?.[1] ?? ''
+/**
+ * The process settings BIN gives node (docs/operations.md, "The process"): its malloc settings and node's flags,
+ * for the profiled runs and the receive row (pgkeep's protocol code, run as pgkeep runs it) to have them too.
+ */
+function binSetting(re: RegExp, what: string): string {
+  const m = re.exec(readFileSync(BIN, 'utf8'))
+  if (!m) throw new Error(`the benchmark cannot find ${what} in ${BIN}: update binSetting's pattern to the launcher`)
+  return m[1]!
+}
+const BIN_TUNABLES = binSetting(/GLIBC_TUNABLES=(\S+)/, 'GLIBC_TUNABLES')
+const BIN_NODE_FLAGS = binSetting(/exec "\$\{PGKEEP_NODE:-node\}" (.*) "\$\{self/, "node's flags").split(' ')
 const RECEIVE_LIMIT = join(BUILD, 'bench', 'receive-limit.mjs')
 const SEGMENT_RE = /^[0-9A-F]{24}$/
 
@@ -247,7 +256,7 @@ async function measured(
       const dir = profileDir(spec)
       await rm(dir, { recursive: true, force: true })
       const wrapper = join(ctx.work, `profiled-${slug(spec.name)}.sh`)
-      const script = `#!/bin/sh\nexport GLIBC_TUNABLES="\${GLIBC_TUNABLES-${BIN_TUNABLES}}"\nexec "${process.execPath}" --max-semi-space-size=8 --cpu-prof --cpu-prof-dir="${dir}" "${ENTRY}" "$@"\n`
+      const script = `#!/bin/sh\nexport GLIBC_TUNABLES="\${GLIBC_TUNABLES-${BIN_TUNABLES}}"\nexec "${process.execPath}" ${BIN_NODE_FLAGS.join(' ')} --cpu-prof --cpu-prof-dir="${dir}" "${ENTRY}" "$@"\n`
       await writeFile(wrapper, script, {
         mode: 0o755,
       })
@@ -403,7 +412,8 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
 
 /** The physical limit: the server's BASE_BACKUP received and dropped, and reading the files themselves. */
 async function limitRuns(ctx: Ctx, spec: (group: string, name: string) => VariantSpec, run: number, pg: Cluster, ts: string): Promise<void> {
-  await measured(ctx, spec('limit', V.receive), run, process.execPath, [RECEIVE_LIMIT, pg.url()], baseEnv(), async (m) => ({
+  const settings = { args: [...BIN_NODE_FLAGS, RECEIVE_LIMIT, pg.url()], env: baseEnv({ GLIBC_TUNABLES: BIN_TUNABLES }) }
+  await measured(ctx, spec('limit', V.receive), run, process.execPath, settings.args, settings.env, async (m) => ({
     bytesRead: JSON.parse(m.stdout).bytes,
   }))
   await measured(
