@@ -15,10 +15,10 @@
 //   argument count | one line per argument: '=' and the argument, or %f (the name) or %p (the destination)
 
 import { readFile } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { isWalSegmentName } from '../pg/wal-names.js'
 import { writeFileAtomic } from '../storage/durable-file.js'
-import { DEFAULT_SPOOL_DIR_NAME, type SpoolPaths, type SpoolResponse } from './prefetch-spool.js'
+import { defaultSpoolDir, type SpoolPaths, type SpoolResponse } from './prefetch-spool.js'
 
 /** The key's file in the spool (the daemon removes it with every other file when it starts or leaves). */
 export const FAST_PATH_FILE = 'fast-path'
@@ -45,7 +45,7 @@ export interface ServedCall {
 export async function fastPathKey(c: ServedCall): Promise<string | undefined> {
   const { argv, name, dest, response } = c
   if (!isWalSegmentName(name) || response.pid === undefined || response.sizeBytes === undefined) return undefined
-  if (c.paths.dir !== join(dirname(resolve(c.cwd, dest)), DEFAULT_SPOOL_DIR_NAME)) return undefined
+  if (c.paths.dir !== defaultSpoolDir(dest, c.cwd)) return undefined
   if (argv.length < 4 || argv[argv.length - 2] !== name || argv[argv.length - 1] !== dest) return undefined
   if (argv.some((a) => /[\n\r]/.test(a)) || /[\n\r]/.test(c.cwd)) return undefined
   let pidLines: string[]

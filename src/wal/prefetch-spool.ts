@@ -54,10 +54,11 @@ export function spoolPaths(dir: string): SpoolPaths {
 /**
  * The default spool: `.pgkeep-prefetch` beside the destination, i.e. inside pg_wal (restore_command's %p is
  * `pg_wal/RECOVERYXLOG`, relative to the data directory). Same file system as the destination, so serving is a
- * rename; and BASE_BACKUP never sends pg_wal's contents, so the spool never ends up in a backup.
+ * rename; and BASE_BACKUP never sends pg_wal's contents, so the spool never ends up in a backup. A relative
+ * destination is taken from `cwd` (restore_command runs in the data directory).
  */
-export function defaultSpoolDir(dest: string): string {
-  return join(dirname(resolve(dest)), DEFAULT_SPOOL_DIR_NAME)
+export function defaultSpoolDir(dest: string, cwd = process.cwd()): string {
+  return join(dirname(resolve(cwd, dest)), DEFAULT_SPOOL_DIR_NAME)
 }
 
 /**
