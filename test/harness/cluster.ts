@@ -82,6 +82,26 @@ process.once('exit', () => {
   }
 })
 
+/** Ends the server of `dataDir` by its postmaster's pid, when pg_ctl could not stop it (`why`): SIGQUIT, then SIGKILL. */
+async function endPostmaster(dataDir: string, why: unknown): Promise<void> {
+  const pid = Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0])
+  if (!Number.isInteger(pid) || pid <= 0) return
+  process.stderr.write(`harness: pg_ctl could not stop the server of ${dataDir} (${(why as Error).message}); ending postmaster ${pid}\n`)
+  const alive = () => {
+    try {
+      process.kill(pid, 0)
+      return true
+    } catch {
+      return false
+    }
+  }
+  for (const signal of ['SIGQUIT', 'SIGKILL'] as const) {
+    if (!alive()) return
+    process.kill(pid, signal)
+    for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer()
@@ -251,7 +271,14 @@ function makeCluster(major: Major, baseDir: string, dataDir: string, socketDir: 
       return readFile(logFile, 'utf8').catch(() => '')
     },
     async destroy() {
-      await cluster.stop('immediate').catch(() => {})
+      try {
+        await cluster.stop('immediate')
+      } catch (err) {
+        // Never remove the directory under a live server (it would run on, unseen, after the suite).
+        await endPostmaster(dataDir, err)
+        running = false
+        live.delete(ctl)
+      }
       await rm(baseDir, { recursive: true, force: true })
     },
   }
