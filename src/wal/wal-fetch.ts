@@ -10,6 +10,7 @@ import { UsageError } from '../errors.js'
  * The bytes of WAL file `name` of cluster `systemId`, verified; undefined when the repository does not have it.
  * A segment stored only as partial is served zero-padded under its plain name: PostgreSQL asks restore_command
  * only for plain names, and this is what lets a recovery replay the WAL a streamer had when it stopped.
+ * `o.into` and `o.reader` serve segments; a history or backup history file is small and read on its own.
  */
 export async function fetchWalFile(repo: Repository, systemId: string, name: string, o: WalReadOptions = {}): Promise<Buffer | undefined> {
   if (!isFetchableWalName(name)) {
