@@ -171,7 +171,11 @@ export async function expectSameAsPgWal(repo: Repository, systemId: string, pgWa
   return n
 }
 
-/** Pids of the `wal get` prefetch daemons whose command line names `spool`, from /proc. */
+/**
+ * Pids of the `wal get` prefetch daemons whose command line names `spool`, from /proc: node processes running
+ * bin/pgkeep.js. The daemon is started through the launcher, a shell that execs node; the shell, and the subshells
+ * it forks for a moment (they carry its command line), are not daemons.
+ */
 export function prefetchDaemons(spool: string): number[] {
   const pids: number[] = []
   for (const entry of readdirSync('/proc')) {
@@ -183,7 +187,8 @@ export function prefetchDaemons(spool: string): number[] {
       continue // exited meanwhile
     }
     const at = args.indexOf('--spool')
-    if (args.includes('--daemon') && args.includes('get') && at >= 0 && args[at + 1] === spool) pids.push(Number(entry))
+    const node = args.some((a) => a.endsWith('/pgkeep.js'))
+    if (node && args.includes('--daemon') && args.includes('get') && at >= 0 && args[at + 1] === spool) pids.push(Number(entry))
   }
   return pids
 }
