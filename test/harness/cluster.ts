@@ -86,6 +86,8 @@ process.once('exit', () => {
 async function endPostmaster(dataDir: string, why: unknown): Promise<void> {
   const pid = Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0])
   if (!Number.isInteger(pid) || pid <= 0) return
+  // A stale postmaster.pid may name a process that is not a server any more: signal only a postgres.
+  if ((await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim() !== 'postgres') return
   process.stderr.write(`harness: pg_ctl could not stop the server of ${dataDir} (${(why as Error).message}); ending postmaster ${pid}\n`)
   const alive = () => {
     try {
@@ -97,7 +99,11 @@ async function endPostmaster(dataDir: string, why: unknown): Promise<void> {
   }
   for (const signal of ['SIGQUIT', 'SIGKILL'] as const) {
     if (!alive()) return
-    process.kill(pid, signal)
+    try {
+      process.kill(pid, signal)
+    } catch {
+      return // gone meanwhile
+    }
     for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 100))
   }
 }
