@@ -355,6 +355,7 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
     log(
       `PG 15 loaded in ${((performance.now() - t0) / 1000).toFixed(0)} s: ${(data.databaseBytes / 1e6).toFixed(0)} MB, zstd -1 ratio ${meta.zstd.ratio.toFixed(2)}`,
     )
+    // Also for runs of other groups (--only): it adds data and turns archiving off, the state every group measures.
     const segments = await archivedSegments(pg, archive, config.walSegments)
     log(`${segments.length} WAL segments archived`)
 
@@ -412,8 +413,8 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
 
 /** The physical limit: the server's BASE_BACKUP received and dropped, and reading the files themselves. */
 async function limitRuns(ctx: Ctx, spec: (group: string, name: string) => VariantSpec, run: number, pg: Cluster, ts: string): Promise<void> {
-  const settings = { args: [...BIN_NODE_FLAGS, RECEIVE_LIMIT, pg.url()], env: baseEnv({ GLIBC_TUNABLES: BIN_TUNABLES }) }
-  await measured(ctx, spec('limit', V.receive), run, process.execPath, settings.args, settings.env, async (m) => ({
+  const receiveArgs = [...BIN_NODE_FLAGS, RECEIVE_LIMIT, pg.url()]
+  await measured(ctx, spec('limit', V.receive), run, process.execPath, receiveArgs, baseEnv({ GLIBC_TUNABLES: BIN_TUNABLES }), async (m) => ({
     bytesRead: JSON.parse(m.stdout).bytes,
   }))
   await measured(
