@@ -6,6 +6,7 @@
 import { FormatError, IntegrityError } from '../errors.js'
 import { dataDirEntryProblem, printableName } from '../pg/data-dir-entry.js'
 import type { BlobId } from './blob.js'
+import { CompressedLines } from './compressed-lines.js'
 import type { Extent } from './file-map.js'
 
 export interface FileEntry {
@@ -131,40 +132,120 @@ const DAMAGED_HINT = "the repository's file list is damaged or was altered; run 
 const byPath = (a: FileEntry, b: FileEntry) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)
 
 /**
- * Collects entries (in any order) and writes them sorted. Entries are kept in memory until finish(): about 150
- * bytes each plus their extents (relation files keep theirs in file map blobs), so a million files cost ~200 MB.
+ * Entries held as objects until they are sorted into a run. Entries come in the server's order, not the list's, so
+ * the list is written by a merge sort whose runs stay in memory compressed (CompressedLines): a file costs about 30
+ * bytes until finish() instead of the 300-600 bytes of its entry on the JS heap, whatever the number of files.
  */
+const RUN_ENTRIES = 8192
+
+/** Collects entries (in any order) and writes them sorted by path. */
 export class FileListWriter {
-  private readonly entries: FileEntry[] = []
+  #pending: FileEntry[] = []
+  readonly #runs: CompressedLines[] = []
+  #count = 0
 
   add(e: FileEntry): void {
-    this.entries.push(e)
+    this.#pending.push(e)
+    this.#count++
+    if (this.#pending.length >= RUN_ENTRIES) this.#sortIntoRun()
   }
 
   get count(): number {
-    return this.entries.length
+    return this.#count
   }
 
   async finish(sink: MetaSink, o: { signal?: AbortSignal } = {}): Promise<FileListSummary> {
-    this.entries.sort(byPath)
+    this.#sortIntoRun()
     const chunks: FileListChunk[] = []
     let sizeBytes = 0
-    for (let i = 0; i < this.entries.length; i += FILE_LIST_CHUNK_ENTRIES) {
-      const part = this.entries.slice(i, i + FILE_LIST_CHUNK_ENTRIES)
-      for (let k = 1; k < part.length; k++) {
-        if (part[k].path === part[k - 1].path) throw new FormatError(`file '${part[k].path}' appears twice in the backup`)
-      }
-      for (const e of part) sizeBytes += e.type === 'file' ? e.sizeBytes : 0
-      const { id } = await sink.putBlob('meta', encodeChunk(part), o)
-      chunks.push({ first: part[0].path, last: part[part.length - 1].path, count: part.length, blob: id })
+    let lines: string[] = []
+    let first = ''
+    let previous: string | undefined
+    const putChunk = async () => {
+      const { id } = await sink.putBlob('meta', Buffer.from(lines.join('\n') + '\n'), o)
+      chunks.push({ first, last: previous!, count: lines.length, blob: id })
+      lines = []
     }
-    return { count: this.entries.length, sizeBytes, chunks }
+    for (const { line, packed } of mergeSortedRuns(this.#runs)) {
+      const path = packed[0]
+      if (path === previous) throw new FormatError(`file '${path}' appears twice in the backup`)
+      if (packed[1] === 'f') sizeBytes += packed[4]
+      if (lines.length === 0) first = path
+      lines.push(line)
+      previous = path
+      if (lines.length === FILE_LIST_CHUNK_ENTRIES) await putChunk()
+    }
+    if (lines.length > 0) await putChunk()
+    return { count: this.#count, sizeBytes, chunks }
   }
+
+  #sortIntoRun(): void {
+    if (this.#pending.length === 0) return
+    this.#pending.sort(byPath)
+    const run = new CompressedLines()
+    for (const e of this.#pending) run.push(entryLine(e))
+    this.#runs.push(run)
+    this.#pending = []
+  }
+}
+
+/** A run's next line, parsed. */
+interface RunHead {
+  line: string
+  packed: Packed
+  rest: Iterator<string>
+}
+
+/**
+ * The lines of runs each sorted by path, merged into one sequence sorted by path (a binary heap of the runs' next
+ * lines: a million files make about 120 runs). Lines are this process's own JSON, parsed only for their path.
+ */
+function* mergeSortedRuns(runs: readonly CompressedLines[]): Generator<{ line: string; packed: Packed }> {
+  const heap: RunHead[] = []
+  const before = (a: RunHead, b: RunHead) => a.packed[0] < b.packed[0]
+  const headOf = (rest: Iterator<string>): RunHead | undefined => {
+    const next = rest.next()
+    return next.done ? undefined : { line: next.value, packed: JSON.parse(next.value) as Packed, rest }
+  }
+  const siftDown = (i: number) => {
+    for (;;) {
+      const l = 2 * i + 1
+      const r = l + 1
+      let m = i
+      if (l < heap.length && before(heap[l]!, heap[m]!)) m = l
+      if (r < heap.length && before(heap[r]!, heap[m]!)) m = r
+      if (m === i) return
+      ;[heap[i], heap[m]] = [heap[m]!, heap[i]!]
+      i = m
+    }
+  }
+  for (const run of runs) {
+    const h = headOf(run.lines())
+    if (h) heap.push(h)
+  }
+  for (let i = (heap.length >> 1) - 1; i >= 0; i--) siftDown(i)
+  while (heap.length > 0) {
+    const top = heap[0]!
+    yield { line: top.line, packed: top.packed }
+    const next = headOf(top.rest)
+    if (next) heap[0] = next
+    else {
+      const last = heap.pop()!
+      if (heap.length === 0) return
+      heap[0] = last
+    }
+    siftDown(0)
+  }
+}
+
+/** One entry's line in a chunk. */
+function entryLine(e: FileEntry): string {
+  return JSON.stringify(pack(e))
 }
 
 /** The bytes of a file list chunk holding `entries` (in path order, at most FILE_LIST_CHUNK_ENTRIES): JSON lines. */
 export function encodeChunk(entries: readonly FileEntry[]): Buffer {
-  return Buffer.from(entries.map((e) => JSON.stringify(pack(e))).join('\n') + '\n')
+  return Buffer.from(entries.map(entryLine).join('\n') + '\n')
 }
 
 /**

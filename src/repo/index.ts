@@ -28,6 +28,8 @@ export { defaultWorkers } from './codec-pool.js'
 export { pageHashesOf, type AnalyzeRequest } from './codec-work.js'
 export { WindowStore, type WindowFacts } from './window-store.js'
 export { BlobReader, type BlobReaderOptions } from './blob-reader.js'
+// What a writer must remember of every file until the end of a backup, compressed in memory.
+export { CompressedLines } from './compressed-lines.js'
 // The repository's own structures (normative in docs/backup-format.md): records, file lists, file maps, WAL.
 export * from './backup-record.js'
 export * from './file-list.js'

@@ -13,7 +13,7 @@ import { RelationFileIngest } from '../../src/backup/relation-ingest.js'
 import { FormatError } from '../../src/errors.js'
 import { encodeIncrementalFile } from '../../src/pg/incremental-file.js'
 import { pageHashesOf } from '../../src/repo/codec-work.js'
-import { FileListReader, FileListWriter, type FileEntry } from '../../src/repo/file-list.js'
+import { encodeChunk, FileListReader, FileListWriter, type FileEntry } from '../../src/repo/file-list.js'
 import { decodeFileMap, encodeFileMap, type Extent, type FileMap, UNKNOWN_WINDOW } from '../../src/repo/file-map.js'
 import { initRepository, type Repository } from '../../src/repo/index.js'
 import type { WindowStore } from '../../src/repo/window-store.js'
@@ -270,17 +270,23 @@ describe('file map encoding (docs/backup-format.md §4)', () => {
   })
 })
 
+/** Meta blobs kept in memory, named by their SHA-256. */
+function memorySink() {
+  const blobs = new Map<string, Buffer>()
+  return {
+    blobs,
+    putBlob: async (_t: 'meta', bytes: Uint8Array) => {
+      const id = createHash('sha256').update(bytes).digest('hex')
+      blobs.set(id, Buffer.from(bytes))
+      return { id, stored: true }
+    },
+    readBlob: async (id: string) => blobs.get(id)!,
+  }
+}
+
 describe('file lists (docs/backup-format.md §3)', () => {
   it('sorts, chunks, and finds every entry by path', async () => {
-    const blobs = new Map<string, Buffer>()
-    const sink = {
-      putBlob: async (_t: 'meta', bytes: Uint8Array) => {
-        const id = createHash('sha256').update(bytes).digest('hex')
-        blobs.set(id, Buffer.from(bytes))
-        return { id, stored: true }
-      },
-      readBlob: async (id: string) => blobs.get(id)!,
-    }
+    const sink = memorySink()
     const w = new FileListWriter()
     const entries: FileEntry[] = []
     for (let i = 0; i < 10_000; i++) {
@@ -304,10 +310,38 @@ describe('file lists (docs/backup-format.md §3)', () => {
     expect(await r.get('base/5/nope')).toBeUndefined()
   })
 
+  it('writes the chunks of entries sorted from many runs exactly as of one sorted list', async () => {
+    // 20,000 entries in a scattered order: the writer sorts them in runs (8,192 entries each) and merges those.
+    const sink = memorySink()
+    const w = new FileListWriter()
+    const entries: FileEntry[] = []
+    for (let i = 0; i < 20_000; i++) {
+      const n = (i * 7919) % 20_000
+      const e: FileEntry = { path: `base/${n % 7}/${n}`, type: 'file', mode: 0o600, mtime: 1_700_000_000, sizeBytes: 0, crc32c: '00000000' }
+      entries.push(e)
+      w.add(e)
+    }
+    const summary = await w.finish(sink)
+    const sorted = [...entries].sort((a, b) => (a.path < b.path ? -1 : 1))
+    expect(summary.chunks.map((c) => c.count)).toEqual([4096, 4096, 4096, 4096, 3616])
+    summary.chunks.forEach((c, k) => {
+      const part = sorted.slice(k * 4096, (k + 1) * 4096)
+      expect(sink.blobs.get(c.blob)?.equals(encodeChunk(part))).toBe(true)
+      expect([c.first, c.last]).toEqual([part[0]!.path, part[part.length - 1]!.path])
+    })
+  })
+
   it('refuses a path listed twice', async () => {
     const w = new FileListWriter()
     w.add({ path: 'a', type: 'file', mode: 0, mtime: 0, sizeBytes: 0 })
     w.add({ path: 'a', type: 'file', mode: 0, mtime: 0, sizeBytes: 0 })
     await expect(w.finish({ putBlob: async () => ({ id: 'x', stored: true }) })).rejects.toThrow(/appears twice/)
+  })
+
+  it('refuses a path listed twice when the two lie in different runs', async () => {
+    const w = new FileListWriter()
+    for (let i = 0; i < 9000; i++) w.add({ path: `f${i}`, type: 'file', mode: 0, mtime: 0, sizeBytes: 0 })
+    w.add({ path: 'f17', type: 'file', mode: 0, mtime: 0, sizeBytes: 0 })
+    await expect(w.finish({ putBlob: async () => ({ id: 'x', stored: true }) })).rejects.toThrow(/'f17' appears twice/)
   })
 })
