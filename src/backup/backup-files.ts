@@ -23,6 +23,7 @@ import {
 } from '../repo/index.js'
 import { ParentBlobMissingError } from './extent-builder.js'
 import { IncrementalFileIngest } from './incremental-ingest.js'
+import { ReceivedFiles } from './manifest-check.js'
 import { PlainFileIngest } from './plain-ingest.js'
 import { RelationFileIngest } from './relation-ingest.js'
 import type { TarEntry } from './tar-entries.js'
@@ -36,9 +37,6 @@ async function* keeping(content: AsyncIterable<Buffer>, kept: Buffer[]): AsyncGe
     yield chunk
   }
 }
-
-/** Size and CRC-32C of a file as received, to compare with the server's manifest. */
-export type ReceivedFiles = Map<string, { sizeBytes: number; crc32c: string }>
 
 export interface ParentFiles {
   backupId: string
@@ -91,7 +89,7 @@ export function openParentFiles(repo: Repository, parent: BackupRecord, signal?:
 }
 
 export class BackupFiles {
-  readonly received: ReceivedFiles = new Map()
+  readonly received = new ReceivedFiles()
   backupLabel = ''
   tablespaceMap: string | null = null
   /** The bytes of global/pg_control as received (8 KiB), once base.tar brought it. */
@@ -123,20 +121,20 @@ export class BackupFiles {
       const ing = new IncrementalFileIngest(this.store, target, await this.parentMap(target))
       for await (const chunk of e.content) await ing.push(chunk)
       const r = await ing.finish()
-      this.received.set(path, { sizeBytes: r.incrementalSizeBytes, crc32c: crc32cHexLE(r.incrementalCrc32c) })
+      this.received.add({ path, sizeBytes: r.incrementalSizeBytes, crc32c: crc32cHexLE(r.incrementalCrc32c) })
       this.list.add({ path: target, type: 'file', mode, mtime, sizeBytes: r.fileMap.sizeBytes, fileMap: await this.storeFileMap(r.fileMap) })
     } else if (rel.kind === 'relation' && e.sizeBytes % PAGE_BYTES === 0) {
       const ing = new RelationFileIngest(this.store, e.sizeBytes, await this.parentMap(path))
       for await (const chunk of e.content) await ing.push(chunk)
       const r = await ing.finish()
       const crc = crc32cHexLE(r.crc32c)
-      this.received.set(path, { sizeBytes: e.sizeBytes, crc32c: crc })
+      this.received.add({ path, sizeBytes: e.sizeBytes, crc32c: crc })
       this.list.add({ path, type: 'file', mode, mtime, sizeBytes: e.sizeBytes, crc32c: crc, fileMap: await this.storeFileMap(r.fileMap) })
     } else if (path === 'backup_label' || path === 'tablespace_map') {
       const parts: Buffer[] = []
       for await (const chunk of e.content) parts.push(Buffer.from(chunk))
       const received = Buffer.concat(parts)
-      this.received.set(path, { sizeBytes: received.length, crc32c: crc32cHexLE(crc32c(received)) })
+      this.received.add({ path, sizeBytes: received.length, crc32c: crc32cHexLE(crc32c(received)) })
       let text = received.toString('utf8')
       // A server-side incremental's label names its parent, and a server refuses to start on it; the stored
       // backup is complete, so it keeps the label pg_combinebackup would write.
@@ -148,7 +146,7 @@ export class BackupFiles {
       const { sizeBytes, crc } = await this.addPlain(path, mode, mtime, control ? keeping(e.content, control) : e.content)
       if (control) this.controlFile = Buffer.concat(control)
       if (sizeBytes !== e.sizeBytes) throw new FormatError(`'${path}' has ${sizeBytes} bytes, its tar header says ${e.sizeBytes}`)
-      this.received.set(path, { sizeBytes, crc32c: crc })
+      this.received.add({ path, sizeBytes, crc32c: crc })
     }
   }
 

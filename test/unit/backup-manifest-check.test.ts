@@ -3,8 +3,7 @@
 // difference (a missing file, an extra one, another size, another CRC-32C, another WAL range).
 
 import { describe, expect, it } from 'vitest'
-import type { ReceivedFiles } from '../../src/backup/backup-files.js'
-import { checkAgainstManifest } from '../../src/backup/manifest-check.js'
+import { checkAgainstManifest, type ReceivedFile, ReceivedFiles } from '../../src/backup/manifest-check.js'
 import { IntegrityError } from '../../src/errors.js'
 import { type ManifestFile, parseServerManifest } from '../../src/pg/backup-manifest.js'
 import { fixture } from '../fixtures/pg/fixtures.js'
@@ -13,14 +12,24 @@ const bytes = Buffer.from(fixture('backup_manifest-15.gz'))
 const manifest = parseServerManifest(bytes)
 const range = manifest.walRanges[0]!
 
-/** What a backup that received exactly the manifest's files would hold. */
-function receivedAsListed(): ReceivedFiles {
-  return new Map(manifest.files.map((f) => [f.path, { sizeBytes: f.size, crc32c: f.checksum! }]))
+/** The files of a backup that received exactly the manifest's, in the order the server sent them. */
+function listed(): ReceivedFile[] {
+  return manifest.files.map((f) => ({ path: f.path, sizeBytes: f.size, crc32c: f.checksum! }))
 }
 
-function check(received: ReceivedFiles, start = range.startLsn, end = range.endLsn): string | undefined {
+function receivedAsListed(): ReceivedFiles {
+  return receivedOf(listed())
+}
+
+function receivedOf(files: ReceivedFile[]): ReceivedFiles {
+  const r = new ReceivedFiles()
+  for (const f of files) r.add(f)
+  return r
+}
+
+function check(received: ReceivedFile[] | ReceivedFiles, start = range.startLsn, end = range.endLsn): string | undefined {
   try {
-    checkAgainstManifest(bytes, received, start, end)
+    checkAgainstManifest(bytes, Array.isArray(received) ? receivedOf(received) : received, start, end)
     return undefined
   } catch (err) {
     expect(err).toBeInstanceOf(IntegrityError)
@@ -35,19 +44,40 @@ describe('checkAgainstManifest', () => {
     expect(check(receivedAsListed())).toBeUndefined()
   })
 
-  it('names a file that did not arrive, one that arrived unlisted, another size and another CRC-32C', () => {
-    const r = receivedAsListed()
-    const [a, b, c] = manifest.files.filter((f) => f.size > 0)
-    r.delete(a!.path)
-    r.set('base/1/99999', { sizeBytes: 8192, crc32c: '00000000' })
-    r.set(b!.path, { ...r.get(b!.path)!, sizeBytes: b!.size + 8192 })
-    const wrongCrc = c!.checksum === '00000000' ? '00000001' : '00000000'
-    r.set(c!.path, { ...r.get(c!.path)!, crc32c: wrongCrc })
-    const message = check(r)!
-    expect(message).toContain(`'${a!.path}' is in the server's manifest but did not arrive`)
+  it('passes on the same files arrived in another order', () => {
+    const files = listed()
+    expect(check([...files.slice(50), ...files.slice(0, 50).reverse()])).toBeUndefined()
+  })
+
+  // Each difference early in the order of arrival (so the rest is looked up by path) and late (the files before it
+  // compared in order).
+  for (const where of ['early', 'late'] as const) {
+    it(`names a file that did not arrive, one that arrived unlisted, another size and another CRC-32C (${where})`, () => {
+      const files = listed()
+      const sized = files.map((f, i) => ({ f, i })).filter(({ f }) => f.sizeBytes > 0)
+      const [a, b, c] = where === 'early' ? sized.slice(0, 3) : sized.slice(-3)
+      const wrongCrc = c!.f.crc32c === '00000000' ? '00000001' : '00000000'
+      files[b!.i] = { ...b!.f, sizeBytes: b!.f.sizeBytes + 8192 }
+      files[c!.i] = { ...c!.f, crc32c: wrongCrc }
+      files.splice(a!.i, 1, { path: 'base/1/99999', sizeBytes: 8192, crc32c: '00000000' })
+      const message = check(files)!
+      expect(message).toContain(`'${a!.f.path}' is in the server's manifest but did not arrive`)
+      expect(message).toContain("'base/1/99999' arrived but is not in the server's manifest")
+      expect(message).toContain(`'${b!.f.path}' has ${b!.f.sizeBytes + 8192} bytes, the server's manifest says ${b!.f.sizeBytes}`)
+      expect(message).toContain(`'${c!.f.path}' has CRC-32C ${wrongCrc}, the server's manifest says ${c!.f.crc32c}`)
+    })
+  }
+
+  it('names a file that arrived twice, and one that arrived after every listed one', () => {
+    const files = listed()
+    const message = check([...files, files[3]!, { path: 'base/1/99999', sizeBytes: 0, crc32c: '00000000' }])!
+    expect(message).toContain(`'${files[3]!.path}' arrived but is not in the server's manifest`)
     expect(message).toContain("'base/1/99999' arrived but is not in the server's manifest")
-    expect(message).toContain(`'${b!.path}' has ${b!.size + 8192} bytes, the server's manifest says ${b!.size}`)
-    expect(message).toContain(`'${c!.path}' has CRC-32C ${wrongCrc}, the server's manifest says ${c!.checksum}`)
+  })
+
+  it('names a file that arrived twice out of order', () => {
+    const files = listed()
+    expect(check([files[3]!, ...files])).toContain(`'${files[3]!.path}' arrived twice`)
   })
 
   it("refuses a WAL range other than the backup's", () => {
