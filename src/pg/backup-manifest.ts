@@ -1,6 +1,7 @@
 // The server's `backup_manifest` (JSON, PostgreSQL 13+): a parser that keeps the 64-bit System-Identifier exact
 // and checks Manifest-Checksum (src/common/parse_manifest.c). The writer is backup-manifest-writer.ts.
 
+import { isUtf8 } from 'node:buffer'
 import { createHash } from 'node:crypto'
 import { FormatError, IntegrityError } from '../errors.js'
 import { type Lsn, parseLsn } from './lsn.js'
@@ -117,9 +118,9 @@ export function computeManifestChecksum(bytes: Uint8Array): string {
 /**
  * Parses a backup_manifest as the server (or pgkeep's writer) produces it.
  *
- * The whole text goes through JSON.parse (a manifest is ~200 bytes per file), except System-Identifier: a 64-bit
- * value JSON.parse would round, so its digits are turned into a string first. Only the first occurrence of the
- * key outside a string can match: inside a JSON string the quotes around it would be escaped.
+ * The text goes through JSON.parse (see {@link parseDocument}), except System-Identifier: a 64-bit value JSON.parse
+ * would round, so its digits are turned into a string first. Only the first occurrence of the key outside a string
+ * can match: inside a JSON string the quotes around it would be escaped.
  *
  * Checks what pg_verifybackup's parser checks: known keys only, the version first and the checksum last,
  * System-Identifier only in version 2 (and required there), Path xor Encoded-Path, Size, Checksum only with an
@@ -129,19 +130,10 @@ export function computeManifestChecksum(bytes: Uint8Array): string {
  */
 export function parseServerManifest(input: Uint8Array | string, o: ParseManifestOptions = {}): ServerManifest {
   const bytes = typeof input === 'string' ? utf8.encode(input) : input
-  let text: string
-  try {
-    text = strictUtf8.decode(bytes)
-  } catch (e) {
-    throw bad('not valid UTF-8', e)
-  }
-  let doc: unknown
-  try {
-    doc = JSON.parse(text.replace(/("System-Identifier"\s*:\s*)(-?[0-9][0-9.eE+-]*)/, '$1"$2"'))
-  } catch (e) {
-    throw bad(e instanceof Error ? e.message : 'JSON syntax error', e)
-  }
-  text = '' // not needed any more: a manifest of 100,000 files is 20 MB of text
+  if (!isUtf8(bytes)) throw bad('not valid UTF-8')
+  // A byte order mark is no part of the JSON (TextDecoder, which this parser used, skips it too).
+  const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0
+  const { doc, files: lineFiles } = parseDocument(Buffer.from(bytes.buffer, bytes.byteOffset + bom, bytes.byteLength - bom))
   if (!isObject(doc)) throw bad('not a JSON object')
   const keys = Object.keys(doc)
   for (const k of keys) if (!TOP_KEYS.has(k)) throw bad(`unexpected key '${k}'`)
@@ -169,12 +161,13 @@ export function parseServerManifest(input: Uint8Array | string, o: ParseManifest
   if (!Array.isArray(filesRaw)) throw bad('Files is not an array')
   const seen = new Set<string>()
   const files: ManifestFile[] = []
-  for (let i = 0; i < filesRaw.length; i++) {
-    const file = checkFile(filesRaw[i], i, seen)
-    if (o.onFile) {
-      filesRaw[i] = undefined // garbage from here on: the caller keeps what it needs
-      o.onFile(file)
-    } else files.push(file)
+  let i = 0
+  for (const raw of lineFiles ?? filesRaw) {
+    const file = checkFile(raw, i, seen)
+    if (!lineFiles) filesRaw[i] = undefined // garbage from here on: the caller keeps what it needs
+    i++
+    if (o.onFile) o.onFile(file)
+    else files.push(file)
   }
 
   const rangesRaw = doc['WAL-Ranges']
@@ -208,6 +201,60 @@ export function parseServerManifest(input: Uint8Array | string, o: ParseManifest
   const manifest: ServerManifest = { version, files, walRanges, manifestChecksum: manifestChecksum.toLowerCase() }
   if (systemId !== undefined) manifest.systemId = systemId
   return manifest
+}
+
+const FILES_LINE = '\n"Files": [\n'
+const FILES_KEY = /"Files"\s*:/
+
+/**
+ * The manifest's JSON (valid UTF-8), its Files visited one at a time when the text is laid out as PostgreSQL writes
+ * it (backup_manifest.c): a line `"Files": [`, one file object a line (`},` ending every one but the last), then a
+ * line starting with `]`. A JSON string cannot hold a raw newline, so each such line is a whole value: the rest of
+ * the text is parsed with an empty Files array, and `files` decodes and parses the lines one by one as they are
+ * visited, instead of the whole text and all its objects at once (tens of MB for 100,000 files). The lines are
+ * checked to parse before anything is visited, so a text laid out any other way is parsed whole, with `files`
+ * undefined, and means the same.
+ */
+function parseDocument(bytes: Buffer): { doc: unknown; files: Iterable<unknown> | undefined } {
+  const json = (t: string): unknown => {
+    try {
+      return JSON.parse(t.replace(/("System-Identifier"\s*:\s*)(-?[0-9][0-9.eE+-]*)/, '$1"$2"'))
+    } catch (e) {
+      throw bad(e instanceof Error ? e.message : 'JSON syntax error', e)
+    }
+  }
+  const whole = () => ({ doc: json(bytes.toString('utf8')), files: undefined })
+  const marker = bytes.indexOf(FILES_LINE)
+  if (marker < 0) return whole()
+  const from = marker + FILES_LINE.length
+  // The first line starting with ']' ends the array: no file line can.
+  const end = bytes[from] === 0x5d ? from : bytes.indexOf('\n]', from) + 1
+  if (end === 0) return whole()
+  const head = bytes.toString('utf8', 0, marker)
+  const tail = bytes.toString('utf8', end)
+  // `"Files"` before a colon is a key wherever it stands (inside a string its quotes would be escaped); with a second
+  // one outside the file lines (inside one it belongs to a file), JSON.parse would take the last: the whole decides.
+  if (FILES_KEY.test(head) || FILES_KEY.test(tail)) return whole()
+  /** The file lines, each without its comma. */
+  function* fileLines(): Generator<string> {
+    for (let at = from; at < end; ) {
+      const eol = bytes.indexOf(0x0a, at)
+      const last = eol + 1 === end
+      const comma = !last && bytes[eol - 1] === 0x2c
+      if (bytes[at] !== 0x7b || (!last && !comma)) throw new SyntaxError('not one file a line')
+      yield bytes.toString('utf8', at, comma ? eol - 1 : eol)
+      at = eol + 1
+    }
+  }
+  try {
+    for (const line of fileLines()) JSON.parse(line)
+  } catch {
+    return whole()
+  }
+  function* values(): Generator<unknown> {
+    for (const line of fileLines()) yield JSON.parse(line)
+  }
+  return { doc: json(head + FILES_LINE + tail), files: values() }
 }
 
 /** One entry of Files, checked (see parseServerManifest); `seen` holds the paths before it. */

@@ -82,6 +82,34 @@ describe('parseServerManifest', () => {
     expect(() => parseServerManifest('{"a":\n1}\n')).toThrow(FormatError)
     expect(() => parseServerManifest(Uint8Array.from([0x7b, 0xff, 0x0a, 0x7d, 0x0a]))).toThrow(/UTF-8/)
   })
+
+  // The server writes one file a line, and those lines are parsed one at a time; any other layout is parsed whole.
+  // Either way the text means what JSON.parse says it means.
+  it('reads the files line by line and any other layout whole, with the same meaning', () => {
+    const good = text(fixture('backup_manifest-15.gz'))
+    const m = parseServerManifest(good)
+    const parse = (t: string) => parseServerManifest(t, { verifyChecksum: false })
+    const lines = good.split('\n')
+    const first = lines.findIndex((l) => l.startsWith('{ "Path"'))
+    // Two files on one line, and every file on one line: the whole text is parsed.
+    const joined = [...lines.slice(0, first), `${lines[first]} ${lines[first + 1]}`, ...lines.slice(first + 2)].join('\n')
+    expect(parse(joined).files).toEqual(m.files)
+    const oneLine = good.replace(/,\n\{ "/g, ', { "')
+    expect(oneLine.split('\n').length).toBeLessThan(10)
+    expect(parse(oneLine).files).toEqual(m.files)
+    // A second Files key: JSON.parse takes the last one, and so does the parse.
+    expect(parse(good.replace('"WAL-Ranges"', '"Files": [],\n"WAL-Ranges"')).files).toEqual([])
+    // A trailing comma after the last file, a missing comma between two: not JSON.
+    const last = lines.findIndex((l) => l.startsWith(']'))
+    expect(() => parse([...lines.slice(0, last - 1), `${lines[last - 1]},`, ...lines.slice(last)].join('\n'))).toThrow(FormatError)
+    expect(() => parse(good.replace(/\},\n\{ "Path": "PG_VERSION"/, '}\n{ "Path": "PG_VERSION"'))).toThrow(FormatError)
+    // A byte order mark before the text is skipped, as before.
+    expect(parse(`\ufeff${good}`).files).toEqual(m.files)
+    // No files at all.
+    const empty = [...lines.slice(0, first), ...lines.slice(last)].join('\n')
+    expect(parse(empty).files).toEqual([])
+    expect(parse(empty).walRanges).toEqual(m.walRanges)
+  })
 })
 
 describe('manifest writer', () => {
