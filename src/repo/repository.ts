@@ -392,7 +392,8 @@ export class Repository {
     return (id) => {
       if (!this.hasBlob(id)) return false
       const loc = this.locateBlob(id)
-      return loc === undefined || packs.has(loc.packId)
+      // Packs this session wrote were not listed: its own blobs count once their pack is indexed too.
+      return loc === undefined || packs.has(loc.packId) || this.#blobs.wrotePack(loc.packId)
     }
   }
 

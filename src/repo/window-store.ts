@@ -36,7 +36,7 @@ export class WindowStore {
   readonly #pool: CodecPool | undefined
   readonly #signal: AbortSignal | undefined
   readonly #free: ArrayBuffer[] = []
-  /** Ids stored (or being stored) through this store: a second window with equal content is not encoded twice. */
+  /** Ids being stored through this store, until the target has them: a second equal window is not encoded twice. */
   readonly #added = new Set<BlobId>()
   #last: Promise<void> = Promise.resolve()
   /** Blobs waiting for their encode (on the pool) or for an earlier blob before they are added: later ones wait too. */
@@ -104,6 +104,8 @@ export class WindowStore {
     this.jobCounts.encoded++
     const length = window.length
     const onPut = (r: { stored: boolean }) => {
+      // The target has it now: keeping every id here too was 100-150 bytes a blob for the whole backup.
+      this.#added.delete(id)
       if (r.stored) this.storedBytes += length
       onStored?.(r.stored)
     }
