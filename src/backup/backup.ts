@@ -31,7 +31,7 @@ import { BackupFiles, openParentFiles, type ParentFiles } from './backup-files.j
 import { BackupWal } from './backup-wal.js'
 import { ParentBlobMissingError } from './extent-builder.js'
 import { ParentFileMissingError } from './incremental-ingest.js'
-import { assertManifestBound, checkAgainstManifest } from './manifest-check.js'
+import { checkAgainstManifest, HeldManifest } from './manifest-check.js'
 import { checkArchive, checkTablespaceList, checkVersionDirectories, type ArchiveEntryCheck } from './server-input.js'
 import { beginBaseBackup, ensureSlot, openReplication, type ServerFacts, serverFacts } from './server-session.js'
 import { TarArchiveReader } from './tar-entries.js'
@@ -231,11 +231,10 @@ async function run(
     if (parent) parentFiles = openParentFiles(repo, parent, signal)
     const files = new BackupFiles(repo, store, parentFiles, signal)
     const checksumFailures: BackupRecord['checksumFailures'] = []
-    const manifest: Buffer[] = []
+    const manifest = new HeldManifest()
     let reader: TarArchiveReader | undefined
     const archivesSeen = new Set<string>()
     const archiveChecks: ArchiveEntryCheck[] = []
-    let manifestBytesHeld = 0
     let bytesDone = 0
     let bytesTotal: number | null = start.tablespaces.every((t) => t.sizeBytes !== null) ? start.tablespaces.reduce((s, t) => s + t.sizeBytes!, 0) : null
     const archives = start.tablespaces.length
@@ -285,9 +284,7 @@ async function run(
             progress()
             break
           case 'manifest':
-            manifestBytesHeld += ev.data.length
-            assertManifestBound(manifestBytesHeld, files.received.count)
-            manifest.push(Buffer.from(ev.data))
+            manifest.add(ev.data, files.received.count)
             break
           case 'notice':
             if (CHECKSUM_NOTICE.test(ev.notice.message)) {
@@ -323,8 +320,7 @@ async function run(
         return null // a pg_control layout this build cannot read (a newer major): the directory's form was checked
       }
     })
-    const manifestBytes = Buffer.concat(manifest)
-    manifest.length = 0 // its pieces: as many bytes again (20 MB for 100,000 files)
+    const manifestBytes = manifest.bytes
     checkAgainstManifest(manifestBytes, files.received, start.startLsn, end.endLsn)
     const manifestBlobs: BlobId[] = []
     for (let off = 0; off < manifestBytes.length; off += MANIFEST_PIECE_BYTES) {

@@ -3,8 +3,8 @@
 // difference (a missing file, an extra one, another size, another CRC-32C, another WAL range).
 
 import { describe, expect, it } from 'vitest'
-import { checkAgainstManifest, type ReceivedFile, ReceivedFiles } from '../../src/backup/manifest-check.js'
-import { IntegrityError } from '../../src/errors.js'
+import { checkAgainstManifest, HeldManifest, type ReceivedFile, ReceivedFiles } from '../../src/backup/manifest-check.js'
+import { IntegrityError, ProtocolError } from '../../src/errors.js'
 import { type ManifestFile, parseServerManifest } from '../../src/pg/backup-manifest.js'
 import { fixture } from '../fixtures/pg/fixtures.js'
 
@@ -99,5 +99,18 @@ describe('parseServerManifest with onFile', () => {
     expect(m.files).toEqual([])
     expect(seen).toEqual(manifest.files)
     expect(m.walRanges).toEqual(manifest.walRanges)
+  })
+})
+
+describe('HeldManifest', () => {
+  it('holds the pieces as one, grown past its first guess, and refuses more than the files received can need', () => {
+    const held = new HeldManifest()
+    // 200 files received: a first buffer of 1 MiB and 50 KiB, grown twice by 2.5 MiB of pieces; the bound is
+    // 1 MiB and 8.5 KiB a file (2.66 MiB).
+    const pieces = Array.from({ length: 40 }, (_, i) => Buffer.alloc(64 << 10, i))
+    for (const p of pieces) held.add(p, 200)
+    expect(held.bytes.equals(Buffer.concat(pieces))).toBe(true)
+    expect(() => held.add(Buffer.alloc(256 << 10), 200)).toThrow(ProtocolError)
+    expect(held.bytes.length).toBe(40 << 16)
   })
 })
