@@ -6,7 +6,8 @@
 // Small blobs (whole small files, file maps) have a budget of their own, far below the cache's: they are read once
 // in most restores, and each is a separate allocation that costs the process more than its bytes. With the whole
 // cache open to them, a restore of 20,000 small tables filled it with 8 KiB blobs and peaked at 380 MB RSS; with
-// 8 MiB for them, 318 MB (medians of 3, PG 15).
+// 8 MiB for them, 318 MB (medians of 3, PG 15). Larger blobs never push them out (see #evict): the look-ahead asks
+// for a relation file's map and small files' blobs well before the file is written.
 
 import type { BlobId } from '../repo/index.js'
 
@@ -25,6 +26,8 @@ interface Slot {
   users: number
   /** False once evicted (or failed): the last release gives the buffer back. */
   cached: boolean
+  /** True once got (a blob only fetched ahead is not). */
+  used: boolean
 }
 
 /** Small blobs' own budget: blobs shorter than `belowBytes` count against `maxBytes` as well as the cache's. */
@@ -67,11 +70,13 @@ export class BlobCache {
     let slot = this.#slots.get(id)
     if (slot) {
       this.#hits++
+      slot.used = true
       // Most recently used goes last.
       this.#slots.delete(id)
       this.#slots.set(id, slot)
     } else {
       slot = this.#load(id)
+      slot.used = true
     }
     slot.users++
     let bytes: Buffer
@@ -95,7 +100,7 @@ export class BlobCache {
 
   #load(id: BlobId): Slot {
     this.#misses++
-    const slot: Slot = { promise: this.read(id), bytes: undefined, users: 0, cached: true }
+    const slot: Slot = { promise: this.read(id), bytes: undefined, users: 0, cached: true, used: false }
     this.#slots.set(id, slot)
     slot.promise.then(
       (buf) => {
@@ -117,20 +122,36 @@ export class BlobCache {
     return bytes.length < this.small.belowBytes
   }
 
-  /** Least recently used first: any blob while over the cache's budget, small ones while over theirs. */
+  /**
+   * Least recently used first, small blobs while over their own budget, the others while over the cache's. Small
+   * blobs leave only for their own budget: file maps and small files' blobs that the look-ahead fetched for files a
+   * few dozen entries on, which window-sized blobs read ahead pushed out before their use (a restore from S3 read a
+   * third of its blobs twice with a cache of 40 MiB). And blobs fetched ahead and not used yet go only after every
+   * blob used already, the furthest ahead (the latest fetched) first: the next one needed is kept.
+   */
   #evict(): void {
+    const ahead: [BlobId, Slot, Buffer][] = []
     for (const [id, slot] of this.#slots) {
-      const over = this.#bytes > this.maxBytes
-      if (!over && this.#smallBytes <= this.small.maxBytes) return
+      if (!this.#over()) return
       if (slot.bytes === undefined) continue
-      const small = this.#isSmall(slot.bytes)
-      if (!over && !small) continue
-      this.#slots.delete(id)
-      this.#bytes -= slot.bytes.length
-      if (small) this.#smallBytes -= slot.bytes.length
-      slot.cached = false
-      if (slot.users === 0) this.recycle(slot.bytes)
+      if (!slot.used && !this.#isSmall(slot.bytes)) ahead.push([id, slot, slot.bytes])
+      else this.#evictIfOver(id, slot, slot.bytes)
     }
+    for (let i = ahead.length - 1; i >= 0 && this.#over(); i--) this.#evictIfOver(...ahead[i]!)
+  }
+
+  #over(): boolean {
+    return this.#bytes > this.maxBytes || this.#smallBytes > this.small.maxBytes
+  }
+
+  #evictIfOver(id: BlobId, slot: Slot, bytes: Buffer): void {
+    const small = this.#isSmall(bytes)
+    if (small ? this.#smallBytes <= this.small.maxBytes : this.#bytes <= this.maxBytes) return
+    this.#slots.delete(id)
+    this.#bytes -= bytes.length
+    if (small) this.#smallBytes -= bytes.length
+    slot.cached = false
+    if (slot.users === 0) this.recycle(bytes)
   }
 
   get stats(): { hits: number; misses: number; bytes: number; smallBytes: number; entries: number } {

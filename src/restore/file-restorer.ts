@@ -48,9 +48,9 @@ export const PIECE_BYTES = 16 << 20
 const GATHER_BYTES = 1 << 20
 const GATHER_BUFFERS = 32
 /**
- * Extents whose blobs are fetched ahead of the one being written (about 1 MiB each). 12, not 8: with 8 the cache
- * (sized from it) evicted blobs that files share before their second use, and a restore from S3 needed 243 pack
- * requests instead of 129 for the same 764 blobs (restore-s3.test.ts).
+ * Extents whose blobs are fetched ahead of the one being written (about 1 MiB each), again each time half of them
+ * are used. 12, not 8: with 8 (and the cache sized from it, under its eviction rule of the time) a restore from S3
+ * needed 243 pack requests instead of 129 for the same 764 blobs (restore-s3.test.ts).
  */
 export const READ_AHEAD_EXTENTS = 12
 /** Gathered writes of one file in flight at once. */

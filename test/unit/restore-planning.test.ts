@@ -247,4 +247,33 @@ describe('BlobCache', () => {
     ;(await cache.get(id(4))).release()
     expect(cache.stats).toMatchObject({ bytes: 220, smallBytes: 20, entries: 4 })
   })
+  it('lets large blobs push out large ones only, used ones first, then the furthest fetched ahead', async () => {
+    const reads: string[] = []
+    // Blobs 1-2 are small (10 bytes), 5-9 large (100 bytes); small budget 25 bytes, whole cache 320.
+    const cache = new BlobCache(
+      async (b) => {
+        reads.push(b)
+        return Buffer.alloc(Number.parseInt(b, 16) <= 2 ? 10 : 100)
+      },
+      320,
+      () => {},
+      { belowBytes: 50, maxBytes: 25 },
+    )
+    const settle = () => new Promise((r) => setTimeout(r, 1))
+    // Small blobs fetched first (the look-ahead's file maps), then a large one used and three fetched ahead.
+    for (const n of [1, 2]) cache.prefetch(id(n))
+    ;(await cache.get(id(5))).release()
+    for (const n of [6, 7, 8]) cache.prefetch(id(n))
+    await settle()
+    // 420 bytes > 320: the used large blob 5 goes, though the small ones are older. Then one more fetched ahead: of
+    // those not used yet, the furthest ahead (9 itself) goes, the nearer ones stay.
+    cache.prefetch(id(9))
+    await settle()
+    expect(cache.stats).toMatchObject({ bytes: 320, smallBytes: 20, entries: 5 })
+    for (const n of [1, 2, 6, 7, 8]) (await cache.get(id(n))).release()
+    expect(reads).toEqual([id(1), id(2), id(5), id(6), id(7), id(8), id(9)])
+    ;(await cache.get(id(9))).release()
+    ;(await cache.get(id(5))).release()
+    expect(reads.slice(7)).toEqual([id(9), id(5)])
+  })
 })
