@@ -174,6 +174,15 @@ describe('runTaskPool', () => {
 
 describe('BlobCache', () => {
   const id = (n: number) => n.toString(16).padStart(64, '0')
+  /** Blobs 1..`smallUpTo` of 10 bytes, the others of 100; a small budget of 25 bytes; the reads made, in order. */
+  const budgetedCache = (smallUpTo: number, maxBytes: number) => {
+    const reads: string[] = []
+    const read = async (b: string) => {
+      reads.push(b)
+      return Buffer.alloc(Number.parseInt(b, 16) <= smallUpTo ? 10 : 100)
+    }
+    return { cache: new BlobCache(read, maxBytes, () => {}, { belowBytes: 50, maxBytes: 25 }), reads }
+  }
   it('shares one read between concurrent requests and evicts beyond its size', async () => {
     const reads: string[] = []
     const cache = new BlobCache(async (b) => {
@@ -226,17 +235,8 @@ describe('BlobCache', () => {
     expect(recycled).toEqual(['1', '3'])
   })
   it('keeps small blobs within their own budget and large ones within the whole', async () => {
-    const reads: string[] = []
     // Blobs 1-4 are small (10 bytes), 5 and 6 large (100 bytes); small budget 25 bytes, whole cache 300.
-    const cache = new BlobCache(
-      async (b) => {
-        reads.push(b)
-        return Buffer.alloc(Number.parseInt(b, 16) <= 4 ? 10 : 100)
-      },
-      300,
-      () => {},
-      { belowBytes: 50, maxBytes: 25 },
-    )
+    const { cache, reads } = budgetedCache(4, 300)
     for (const n of [5, 1, 2, 6, 3]) (await cache.get(id(n))).release()
     // The third small blob pushed the least recent small one (1) out; the large ones stay.
     expect(cache.stats).toMatchObject({ bytes: 220, smallBytes: 20, entries: 4 })
@@ -248,17 +248,8 @@ describe('BlobCache', () => {
     expect(cache.stats).toMatchObject({ bytes: 220, smallBytes: 20, entries: 4 })
   })
   it('lets large blobs push out large ones only, used ones first, then the furthest fetched ahead', async () => {
-    const reads: string[] = []
     // Blobs 1-2 are small (10 bytes), 5-9 large (100 bytes); small budget 25 bytes, whole cache 320.
-    const cache = new BlobCache(
-      async (b) => {
-        reads.push(b)
-        return Buffer.alloc(Number.parseInt(b, 16) <= 2 ? 10 : 100)
-      },
-      320,
-      () => {},
-      { belowBytes: 50, maxBytes: 25 },
-    )
+    const { cache, reads } = budgetedCache(2, 320)
     const settle = () => new Promise((r) => setTimeout(r, 1))
     // Small blobs fetched first (the look-ahead's file maps), then a large one used and three fetched ahead.
     for (const n of [1, 2]) cache.prefetch(id(n))
