@@ -55,8 +55,11 @@ const config = {
   /** Only these groups are measured (ids as in allGroups()); undefined: all. For work on one row. */
   only: env.PGKEEP_BENCH_ONLY ? new Set(env.PGKEEP_BENCH_ONLY.split(',')) : undefined,
 }
+/** The backup and restore groups build on each other: naming one in --only measures the three. */
+const BACKUP_GROUPS = ['full', 'incremental', 'restore']
 /** Whether group `id` is measured in this run (--only). */
-const measures = (id: string) => config.only === undefined || config.only.has(id)
+const measures = (id: string) =>
+  config.only === undefined || config.only.has(id) || (BACKUP_GROUPS.includes(id) && BACKUP_GROUPS.some((g) => config.only!.has(g)))
 /** Runs per section: warm-ups, measured runs, and the profiled run when asked for. */
 const totalRuns = () => config.warmup + config.runs + (config.profile ? 1 : 0)
 const isProfileRun = (run: number) => run >= config.warmup + config.runs
@@ -359,8 +362,7 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
     const segments = await archivedSegments(pg, archive, config.walSegments)
     log(`${segments.length} WAL segments archived`)
 
-    // The backup and restore groups build on each other: when one is measured, all run.
-    const backupRuns = ['full', 'incremental', 'restore'].some(measures)
+    const backupRuns = BACKUP_GROUPS.some(measures)
     for (let run = 0; run < totalRuns() && (measures('limit') || backupRuns); run++) {
       log(`PG 15 run ${runLabel(run)}`)
       if (measures('limit')) await limitRuns(ctx, spec, run, pg, ts)
