@@ -19,6 +19,12 @@ import { isAlreadyExists, isNotFound, readObject } from './storage-io.js'
 
 /** Longest time uploaded packs stay unindexed while a session keeps writing. */
 const INDEX_COMMIT_INTERVAL_MS = 5_000
+/**
+ * Uploaded blobs waiting for an index object that make one be written at once. Every blob put stays in memory
+ * (about 300 bytes of bookkeeping) until its pack is indexed: a backup of 40,000 small tables puts thousands of
+ * blobs a second, so waiting out the interval held tens of thousands of them.
+ */
+const INDEX_COMMIT_ENTRIES = 8192
 /** Longest time a pack collects blobs before it is sealed and uploaded, full or not. */
 const PACK_SEAL_INTERVAL_MS = 5_000
 /**
@@ -266,9 +272,10 @@ export class BlobStore {
     if (builder.sizeBytes >= this.#packTargetBytes || Date.now() - builder.startedAt >= PACK_SEAL_INTERVAL_MS) this.#sealBuilder(type)
 
     await this.#uploader.waitForRoom(signal)
-    // Index durable packs when an index object is full, and at least every INDEX_COMMIT_INTERVAL_MS: a writer that
-    // dies (SIGKILL) then leaves its uploaded blobs findable, so running it again does not store them twice.
-    if (this.#awaitingIndexEntries >= MAX_INDEX_ENTRIES || (this.#awaitingIndexEntries > 0 && Date.now() - this.#lastIndexCommit >= INDEX_COMMIT_INTERVAL_MS)) {
+    // Index durable packs once INDEX_COMMIT_ENTRIES of their blobs wait, and at least every INDEX_COMMIT_INTERVAL_MS:
+    // a writer that dies (SIGKILL) then leaves its uploaded blobs findable, so running it again does not store them
+    // twice.
+    if (this.#awaitingIndexEntries >= INDEX_COMMIT_ENTRIES || (this.#awaitingIndexEntries > 0 && Date.now() - this.#lastIndexCommit >= INDEX_COMMIT_INTERVAL_MS)) {
       this.#lastIndexCommit = Date.now()
       await this.#writeIndex(signal)
     }
