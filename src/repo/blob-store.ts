@@ -275,7 +275,10 @@ export class BlobStore {
     // Index durable packs once INDEX_COMMIT_ENTRIES of their blobs wait, and at least every INDEX_COMMIT_INTERVAL_MS:
     // a writer that dies (SIGKILL) then leaves its uploaded blobs findable, so running it again does not store them
     // twice.
-    if (this.#awaitingIndexEntries >= INDEX_COMMIT_ENTRIES || (this.#awaitingIndexEntries > 0 && Date.now() - this.#lastIndexCommit >= INDEX_COMMIT_INTERVAL_MS)) {
+    if (
+      this.#awaitingIndexEntries >= INDEX_COMMIT_ENTRIES ||
+      (this.#awaitingIndexEntries > 0 && Date.now() - this.#lastIndexCommit >= INDEX_COMMIT_INTERVAL_MS)
+    ) {
       this.#lastIndexCommit = Date.now()
       await this.#writeIndex(signal)
     }
