@@ -162,7 +162,7 @@ export class FileListWriter {
     let first = ''
     let previous: string | undefined
     const putChunk = async () => {
-      const { id } = await sink.putBlob('meta', Buffer.from(lines.join('\n') + '\n'), o)
+      const { id } = await sink.putBlob('meta', chunkOfLines(lines), o)
       chunks.push({ first, last: previous!, count: lines.length, blob: id })
       lines = []
     }
@@ -245,7 +245,11 @@ function entryLine(e: FileEntry): string {
 
 /** The bytes of a file list chunk holding `entries` (in path order, at most FILE_LIST_CHUNK_ENTRIES): JSON lines. */
 export function encodeChunk(entries: readonly FileEntry[]): Buffer {
-  return Buffer.from(entries.map(entryLine).join('\n') + '\n')
+  return chunkOfLines(entries.map(entryLine))
+}
+
+function chunkOfLines(lines: readonly string[]): Buffer {
+  return Buffer.from(lines.join('\n') + '\n')
 }
 
 /**

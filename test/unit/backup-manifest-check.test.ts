@@ -68,7 +68,9 @@ describe('checkAgainstManifest', () => {
     })
   }
 
-  it('names a file that arrived twice, and one that arrived after every listed one', () => {
+  // In the order of arrival a second arrival of a listed file is one more than the manifest lists (the file list
+  // refuses the path twice as well).
+  it('names a listed file that arrived again, and one that arrived after every listed one, as not listed', () => {
     const files = listed()
     const message = check([...files, files[3]!, { path: 'base/1/99999', sizeBytes: 0, crc32c: '00000000' }])!
     expect(message).toContain(`'${files[3]!.path}' arrived but is not in the server's manifest`)
