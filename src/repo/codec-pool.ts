@@ -3,11 +3,10 @@
 // and back as transferred ArrayBuffers. Backup analyses and encodes windows on it, restore decodes blobs and hashes
 // pages. The repository makes pools (its keys never leave repo/); engines only choose how many workers.
 
-import { existsSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { AssertionError } from '../errors.js'
+import { compiledModuleUrl } from '../worker-module.js'
 import type { BlobId } from './blob.js'
 import type { AnalyzeRequest, CodecJob, CodecJobResult, CodecWorkerData, WindowAnalysis } from './codec-work.js'
 import type { RepoKeys } from './crypto.js'
@@ -67,20 +66,9 @@ const SPARE_BUFFERS = 4
 
 let workerModule: URL | null | undefined
 
-/**
- * The compiled worker module: codec-worker.js beside this module, or, when this module runs from TypeScript
- * sources (tests), the build's copy in dist/ (`npm test` builds it first). Undefined when neither exists: callers
- * then do the work on their own thread.
- */
+/** The compiled worker module, codec-worker.js (src/worker-module.ts says where it is looked for). */
 export function workerModuleUrl(): URL | undefined {
-  if (workerModule !== undefined) return workerModule ?? undefined
-  const beside = new URL('./codec-worker.js', import.meta.url)
-  const candidates = [beside]
-  const path = fileURLToPath(beside)
-  const marker = '/src/repo/'
-  const at = path.lastIndexOf(marker)
-  if (at >= 0 && !path.includes('/dist/src/repo/')) candidates.push(pathToFileURL(`${path.slice(0, at)}/dist/src/repo/codec-worker.js`))
-  workerModule = candidates.find((u) => existsSync(fileURLToPath(u))) ?? null
+  if (workerModule === undefined) workerModule = compiledModuleUrl(import.meta.url, 'codec-worker.js') ?? null
   return workerModule ?? undefined
 }
 

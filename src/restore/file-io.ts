@@ -4,6 +4,7 @@
 import type { FileHandle } from 'node:fs/promises'
 import { crc32cFinal, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
 import { WINDOW_BYTES } from '../repo/index.js'
+import { skipBytes } from './small-file-io.js'
 
 /** writev until every byte is written (a regular file may take a short write). */
 export async function writeAll(fh: FileHandle, bufs: Buffer[], position: number): Promise<void> {
@@ -14,20 +15,6 @@ export async function writeAll(fh: FileHandle, bufs: Buffer[], position: number)
     pos += bytesWritten
     pending = skipBytes(pending, bytesWritten)
   }
-}
-
-/** What is left of `bufs` after the first `n` bytes (a short write's remainder). */
-export function skipBytes(bufs: Buffer[], n: number): Buffer[] {
-  let skip = n
-  const rest: Buffer[] = []
-  for (const b of bufs) {
-    if (skip >= b.length) skip -= b.length
-    else {
-      rest.push(skip > 0 ? b.subarray(skip) : b)
-      skip = 0
-    }
-  }
-  return rest
 }
 
 /** Reads exactly `n` bytes at `position`; past the end of the file the rest is zeros. */

@@ -6,15 +6,15 @@
 // only through the target tree: never through a link. Nothing is fsynced here: the finish phase makes the whole
 // target durable at once before pg_control is written (docs/restore.md, "Durability").
 //
-// Small files (most files of a cluster with many relations) are written with synchronous system calls once their
-// blobs are in memory: open, one gathered write, mode, times, close, with no trip through libuv's thread pool and
-// no await between them. Each call only copies into the page cache, a few microseconds, so holding the event loop
-// that long costs the other workers nothing, and a file then costs about what it costs tar. Larger files keep
-// asynchronous writes, which overlap decoding the next blobs.
+// Small files (most files of a cluster with many relations) are handed whole, once their blobs are in memory and
+// their CRC-32C checked, to the small-file writer (small-file-writer.ts): synchronous system calls (open, one
+// gathered write, mode, times, close) on a thread of its own, in batches, so that the kernel's work on each file
+// overlaps reading and verifying the next ones. Larger files keep asynchronous writes, which overlap decoding the
+// next blobs.
 // Longer than 400 lines on purpose: the small-file and large-file paths and the delta comparison share the checks
 // (CRC-32C, extents tiling the file, the target tree) that must stay the same on every path.
 
-import { closeSync, constants, fchmodSync, ftruncateSync, futimesSync, openSync, writevSync } from 'node:fs'
+import { fchmodSync, ftruncateSync, futimesSync } from 'node:fs'
 import { lstat, rm, type FileHandle } from 'node:fs/promises'
 import { IntegrityError } from '../errors.js'
 import { crc32cCombine, crc32cFinal, crc32cHexLE, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
@@ -34,7 +34,8 @@ import {
 } from '../repo/index.js'
 import type { BlobCache, BlobLease } from './blob-cache.js'
 import { readNamingFile } from './file-content.js'
-import { crcOfHandle, readFully, skipBytes, writeAll, WriteQueue } from './file-io.js'
+import { crcOfHandle, readFully, writeAll, WriteQueue } from './file-io.js'
+import type { SmallFileWriter } from './small-file-writer.js'
 import { openNoFollow, type TargetTree } from './target-tree.js'
 import type { Spawn } from './task-pool.js'
 
@@ -81,6 +82,8 @@ export interface FileRestorerContext {
   signal?: AbortSignal
   /** Where the backup's files go. */
   target: TargetTree
+  /** Writes small files (on a thread of its own when it has one); flushed by the caller after the last task. */
+  smallFiles: SmallFileWriter
   /** Called once per file when it is complete on disk. */
   onDone(done: FileDone): Promise<void> | void
   /** Bytes of the backup covered so far, and bytes written, as they happen. */
@@ -181,7 +184,7 @@ export class FileRestorer {
 
   /**
    * A small file in one go: every blob it needs (fetched ahead with the coming entries), the CRC-32C checked before
-   * a byte is written, then written with synchronous calls (see the file header).
+   * a byte is written, then given to the small-file writer (see the file header).
    */
   async #smallFile(entry: FileEntry, path: string, extents: readonly Extent[]): Promise<void> {
     const leases: BlobLease[] = []
@@ -203,9 +206,14 @@ export class FileRestorer {
       }
       const crc32c = this.#checkCrc(entry, crc32cFinal(crc))
       this.ctx.signal?.throwIfAborted()
-      const written = writeSmallFileSync(path, restoredMode('file', entry.mode), entry.mtime, entry.sizeBytes, parts, offsets)
-      this.ctx.onBytes(entry.sizeBytes, written)
-      await this.ctx.onDone({ entry, crc32c, bytesWritten: written, changed: true })
+      // Written now or copied into the writer's next batch: the leases can go either way once this returns.
+      await this.ctx.smallFiles.write(
+        { path, mode: restoredMode('file', entry.mode), mtime: entry.mtime, sizeBytes: entry.sizeBytes, parts, offsets },
+        (written) => {
+          this.ctx.onBytes(entry.sizeBytes, written)
+          return this.ctx.onDone({ entry, crc32c, bytesWritten: written, changed: true })
+        },
+      )
     } finally {
       for (const l of leases) l.release()
     }
@@ -443,42 +451,4 @@ function crc32cZeros(state: number, length: number): number {
   let crc = state
   for (let left = length; left > 0; left -= ZEROS.length) crc = crc32cUpdate(crc, ZEROS.subarray(0, Math.min(left, ZEROS.length)))
   return crc
-}
-
-const { O_CREAT, O_NOFOLLOW, O_TRUNC, O_WRONLY } = constants
-
-/**
- * Writes a small file with synchronous calls, never through a link in its last component (its directories are
- * the target tree's to check): `parts` at `offsets` (ascending; what lies between stays a hole), the size, the
- * mode and the time. Returns the bytes written.
- */
-function writeSmallFileSync(path: string, mode: number, mtime: number, sizeBytes: number, parts: Buffer[], offsets: number[]): number {
-  const fd = openSync(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode)
-  try {
-    let written = 0
-    let end = 0
-    for (let i = 0; i < parts.length; ) {
-      // Consecutive parts go out in one writev.
-      const at = offsets[i]!
-      let bufs = [parts[i]!]
-      end = at + parts[i]!.length
-      for (i++; i < parts.length && offsets[i] === end; i++) {
-        bufs.push(parts[i]!)
-        end += parts[i]!.length
-      }
-      // A regular file takes a short write only when the disk is full (the next call then fails with ENOSPC).
-      for (let pos = at; bufs.length > 0; ) {
-        const n = writevSync(fd, bufs, pos)
-        pos += n
-        written += n
-        bufs = skipBytes(bufs, n)
-      }
-    }
-    if (end < sizeBytes) ftruncateSync(fd, sizeBytes)
-    fchmodSync(fd, mode)
-    futimesSync(fd, mtime, mtime)
-    return written
-  } finally {
-    closeSync(fd)
-  }
 }

@@ -14,6 +14,7 @@ import type { RestoredManifest } from './restored-manifest.js'
 import type { RestoreProgress } from './restore-progress.js'
 import { CONTROL_FILE, RESTORE_MARKER } from './target-directory.js'
 import type { TargetTree } from './target-tree.js'
+import { SmallFileWriter } from './small-file-writer.js'
 import { runTaskPool } from './task-pool.js'
 import { MANIFEST_NAME, MANIFEST_TEMP_NAME } from './restored-manifest.js'
 
@@ -21,8 +22,19 @@ import { MANIFEST_NAME, MANIFEST_TEMP_NAME } from './restored-manifest.js'
 export const DEFERRED = new Set(['postgresql.auto.conf', 'tablespace_map', 'backup_label', CONTROL_FILE])
 /** Never restored from a backup: the restore writes its own. */
 const SKIPPED = new Set([MANIFEST_NAME, MANIFEST_TEMP_NAME, RESTORE_MARKER, 'recovery.signal', 'standby.signal'])
-/** File entries read ahead of the workers (what they need is fetched together). */
-const LOOKAHEAD_ENTRIES = 64
+/**
+ * File entries read ahead of the workers, at most; what they need is fetched together, refilled when half are
+ * taken. Many so that small files' blobs, which lie in packs in the order the server sent the files (not the file
+ * list's), come in long runs: a restore of 20,000 small tables made 28,000 storage reads for 81,000 blobs with 64
+ * entries ahead, 3,800 with 512 (and 1.0-1.5 s less CPU).
+ */
+const LOOKAHEAD_ENTRIES = 512
+/**
+ * What the entries ahead may fetch, at most (their estimated bytes: a small file's size, a larger file's map), so
+ * that it fits in the small blobs' budget and the cache with room to spare: blobs fetched ahead and pushed out
+ * before their use would be read twice.
+ */
+const LOOKAHEAD_BYTES = 4 << 20
 /**
  * Small blobs (below SMALL_FILE_BYTES) kept in the cache at most: the look-ahead's files of 64 KiB with their maps,
  * and a few thousand small files' worth of identical blobs shared between them (empty relations' pages).
@@ -47,6 +59,7 @@ export interface FilesPhase {
   progress: RestoreProgress
   jobs: number
   cacheBytes: number | undefined
+  smallFileThreadAfter: number | undefined
   delta: boolean
   signal: AbortSignal
 }
@@ -77,6 +90,7 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
     (bytes) => p.blobs.giveBack(bytes),
     { belowBytes: SMALL_FILE_BYTES, maxBytes: Math.min(cacheBytes, SMALL_BLOB_CACHE_BYTES) },
   )
+  const smallFiles = new SmallFileWriter({ threadAfter: p.smallFileThreadAfter })
   const restorer = new FileRestorer({
     repo: p.repo,
     backupId: p.backup.id,
@@ -85,6 +99,7 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
     reader: p.blobs,
     signal,
     target: p.tree,
+    smallFiles,
     onBytes: (covered, written) => progress.add(covered, written),
     onDone: async (d) => {
       progress.fileDone()
@@ -125,21 +140,24 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
   async function* lookahead(): AsyncGenerator<FileEntry> {
     const it = p.reader.entries({ signal })[Symbol.asyncIterator]()
     const queue: FileEntry[] = []
+    let aheadBytes = 0
     let done = false
     for (;;) {
-      if (!done && queue.length <= LOOKAHEAD_ENTRIES / 2) {
-        while (!done && queue.length < LOOKAHEAD_ENTRIES) {
+      if (!done && queue.length <= LOOKAHEAD_ENTRIES / 2 && aheadBytes <= LOOKAHEAD_BYTES / 2) {
+        while (!done && queue.length < LOOKAHEAD_ENTRIES && aheadBytes < LOOKAHEAD_BYTES) {
           const r = await it.next()
           if (r.done) done = true
           else {
             if (r.value.fileMap) cache.prefetch(r.value.fileMap)
             prefetchSmall(r.value)
             queue.push(r.value)
+            aheadBytes += fetchedAhead(r.value)
           }
         }
       }
       const next = queue.shift()
       if (next === undefined) return
+      aheadBytes -= fetchedAhead(next)
       yield next
     }
   }
@@ -158,8 +176,19 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
     }
   }
   progress.phase('files')
-  await runTaskPool(tasks(), p.jobs, (t, spawn) => restorer.run(t, spawn), signal)
+  try {
+    await runTaskPool(tasks(), p.jobs, (t, spawn) => restorer.run(t, spawn), signal)
+    await smallFiles.flush()
+  } finally {
+    await smallFiles.close()
+  }
   return out
+}
+
+/** About the bytes the look-ahead fetches for `e`: a small file's blobs, or a larger file's map (8 bytes a page). */
+function fetchedAhead(e: FileEntry): number {
+  if (e.type !== 'file') return 0
+  return e.sizeBytes <= SMALL_FILE_BYTES ? e.sizeBytes : e.fileMap ? Math.ceil(e.sizeBytes / 1024) : 0
 }
 
 /** True for a `pg_tblspc/<oid>` entry of a tablespace the backup lists: restore makes that link itself. */

@@ -55,8 +55,13 @@ export interface RestoreOptions extends OperationOptions {
   delta?: boolean
   /** Files (or pieces of large files) written at once; default 4. */
   jobs?: number
-  /** Bytes of decoded blobs kept for reuse and read ahead; default 20 MiB per job, at least 32 MiB. */
+  /** Bytes of decoded blobs kept for reuse and read ahead; default 10 MiB per job, at least 32 MiB. */
   cacheBytes?: number
+  /**
+   * Small files written on the calling thread before the others go to a writer thread of their own (0: all on it);
+   * default 4,096, so that a restore of few small files does not start the thread (docs/restore.md).
+   */
+  smallFileThreadAfter?: number
   /** Worker threads decoding blobs and hashing pages; default: the cores beyond two, at most `jobs` (Repository.openBlobReader says why). */
   workers?: number
   /**
@@ -206,6 +211,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       progress,
       jobs,
       cacheBytes: o.cacheBytes,
+      smallFileThreadAfter: o.smallFileThreadAfter,
       delta,
       signal,
     })

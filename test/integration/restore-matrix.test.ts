@@ -113,6 +113,8 @@ describe.each(MAJORS)('restore on PG %i', (major) => {
         tablespaceMapping: [{ from: pg.tablespaceDirs[0]!, to: ts1 }],
         recovery: { restoreCommand: testRestoreCommand(r.dir), target: { type: 'immediate' }, targetAction: 'promote' },
         jobs: 4,
+        // Every small file through the writer's thread (by default only a restore of thousands of them uses it).
+        smallFileThreadAfter: 0,
       })
       expect(res.tablespaces).toEqual([{ oid: tsOid, location: ts1 }])
       expect(res.filesWritten).toBe(res.files)
