@@ -12,7 +12,7 @@ const { O_CREAT, O_NOFOLLOW, O_TRUNC, O_WRONLY } = constants
  * check): `parts` at `offsets` (ascending; what lies between stays a hole), the size, the mode and the time.
  * Returns the bytes written.
  */
-export function writeSmallFileSync(path: string, mode: number, mtime: number, sizeBytes: number, parts: Buffer[], offsets: number[]): number {
+export function writeSmallFileSync(path: string, mode: number, mtime: number, sizeBytes: number, parts: readonly Buffer[], offsets: readonly number[]): number {
   const fd = openSync(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode)
   try {
     let written = 0

@@ -117,7 +117,7 @@ export class SmallFileWriter {
     if (!this.onThread) {
       this.#beforeThread--
       try {
-        await done(writeSmallFileSync(f.path, f.mode, f.mtime, f.sizeBytes, f.parts as Buffer[], f.offsets as number[]))
+        await done(writeSmallFileSync(f.path, f.mode, f.mtime, f.sizeBytes, f.parts, f.offsets))
       } catch (err) {
         this.#fail(err)
         throw err
