@@ -34,11 +34,14 @@ export function relativePathProblem(path: unknown): string | undefined {
   if (path.length === 0) return 'the path is empty'
   if (path.includes('\0')) return 'the path contains a NUL byte'
   if (path.startsWith('/')) return 'the path is absolute'
-  if (Buffer.byteLength(path) > MAX_PATH_BYTES) return `the path is longer than ${MAX_PATH_BYTES} bytes`
+  // Bytes are counted only when they could exceed a limit: a UTF-16 code unit is at most 3 bytes of UTF-8, and a
+  // restore checks each of its files' paths three times.
+  if (path.length * 3 > MAX_PATH_BYTES && Buffer.byteLength(path) > MAX_PATH_BYTES) return `the path is longer than ${MAX_PATH_BYTES} bytes`
   for (const segment of path.split('/')) {
     if (segment === '') return 'the path has an empty segment'
     if (segment === '.' || segment === '..') return `the path has a '${segment}' segment`
-    if (Buffer.byteLength(segment) > MAX_SEGMENT_BYTES) return `a path segment is longer than ${MAX_SEGMENT_BYTES} bytes`
+    if (segment.length * 3 > MAX_SEGMENT_BYTES && Buffer.byteLength(segment) > MAX_SEGMENT_BYTES)
+      return `a path segment is longer than ${MAX_SEGMENT_BYTES} bytes`
   }
   return undefined
 }

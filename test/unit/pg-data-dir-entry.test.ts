@@ -31,6 +31,20 @@ describe('the data-directory entry rule', () => {
     for (const [p, why] of bad) expect(relativePathProblem(p), String(p)).toMatch(why)
   })
 
+  it("counts the limits in UTF-8 bytes, not characters (Linux's NAME_MAX and PATH_MAX)", () => {
+    // '€' is 3 bytes, '\u{1F418}' 4 (two UTF-16 code units), a lone surrogate 3 (encoded as U+FFFD).
+    const segment = '€'.repeat(85)
+    expect(relativePathProblem(segment)).toBeUndefined()
+    expect(relativePathProblem(`${segment}x`)).toMatch(/segment is longer than 255 bytes/)
+    expect(relativePathProblem('\u{1F418}'.repeat(63) + 'abc')).toBeUndefined()
+    expect(relativePathProblem('\u{1F418}'.repeat(64))).toMatch(/segment is longer/)
+    expect(relativePathProblem('\ud800'.repeat(86))).toMatch(/segment is longer/)
+    const path = `${segment}/`.repeat(15) + segment
+    expect(Buffer.byteLength(path)).toBe(4095)
+    expect(relativePathProblem(path)).toBeUndefined()
+    expect(relativePathProblem(`${path}/x`)).toMatch(/path is longer than 4095 bytes/)
+  })
+
   it('allows a symlink only at pg_tblspc/<oid>, pointing at an absolute normalised location', () => {
     expect(dataDirEntryProblem({ path: 'pg_tblspc/16385', type: 'symlink', mode: 0o777, linkTarget: '/srv/ts1' })).toBeUndefined()
     expect(dataDirEntryProblem({ path: 'pg_wal', type: 'symlink', mode: 0o777, linkTarget: '/srv/wal' })).toMatch(/only allowed at pg_tblspc/)
