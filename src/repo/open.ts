@@ -14,10 +14,10 @@ import { Repository } from './repository.js'
 import { isAlreadyExists, isNotFound, readObject } from './storage-io.js'
 
 /**
- * Packs sealed and not yet durable at once, by default: each holds its 16 MiB buffer. One on local storage, where
- * a pack is written and synced well before the next one fills (a backup of 700 MB, 3 alternating runs: peak RSS
- * 188-196 MB against 218-220 MB with two, wall 3.71-3.84 s against 3.67-4.20 s); two on an object store, where an
- * upload takes longer and its latency must not hold the backup up.
+ * Packs sealed and not yet durable at once, by default: each holds its buffer (the pack target size, 8 MiB by
+ * default). One on local storage, where a pack is written and synced well before the next one fills (16 MiB packs,
+ * a backup of 700 MB, 3 alternating runs: peak RSS 188-196 MB against 218-220 MB with two, wall 3.71-3.84 s against
+ * 3.67-4.20 s); two on an object store, where an upload takes longer and its latency must not hold the backup up.
  */
 function defaultMaxPackUploads(storage: Storage): number {
   return storage.features.remote ? 2 : 1
@@ -26,7 +26,7 @@ function defaultMaxPackUploads(storage: Storage): number {
 export interface InitRepositoryOptions {
   /** Encrypt the repository; the passphrase wraps its master key. */
   encrypt?: { passphrase: string; scrypt?: ScryptParams }
-  /** Pack target size in bytes (default 16 MiB). */
+  /** Pack target size in bytes (default 8 MiB: config.ts says why). */
   packTargetBytes?: number
   /** zstd level for blobs and records (default level 1), or 'none'. */
   compression?: { level: number } | 'none'

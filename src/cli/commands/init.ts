@@ -25,7 +25,7 @@ is not mounted or a mistyped path never silently gets a new, empty repository.
   --encrypt               encrypt everything with AES-256-GCM under a random master key wrapped by the passphrase
 ${PASSPHRASE_USAGE}
   --compress METHOD       zstd (level 1, the default), zstd:LEVEL (1-19) or none
-  --pack-size MIB         target size of pack objects in MiB (default 16)
+  --pack-size MIB         target size of pack objects in MiB (default 8)
   --group GROUP           a directory repository readable by GROUP (e.g. postgres): the directory gets that group
                           and mode 02750, and every file and directory pgkeep writes there later is readable by the
                           group (0640, 02750), so that a server running as a member of GROUP can run 'pgkeep wal
