@@ -213,8 +213,7 @@ describe('restore faults', () => {
     }
     await exited
     expect(killed, 'the restore finished before it could be killed').toBe(true)
-    // In a restore of many files, small ones go to disk in batches on a thread: the kill may come before PG_VERSION is.
-    await expectUnstartable(target, /pg_control|postgresql\.conf|not a database cluster directory/)
+    await expectUnstartable(target)
 
     // Finished by the installed binary: its worker threads hash the pages already there.
     const res = await runBin([...restoreArgs(r.dir, target), '--delta', '--json'])
