@@ -42,6 +42,55 @@ export interface S3TestServer {
 const S3RVER_KEY = 'S3RVER'
 
 /**
+ * Makes s3rver's PutObject atomic, as S3's is. s3rver streams a body straight into the object's file (a second PUT of
+ * the key truncates it and writes between the first one's chunks) and answers before the file is written; two
+ * concurrent writers of one key could leave bytes of both, which no S3 store does. Here the body goes to a file of
+ * its own first; its rename into place, the checksum and the metadata are then one step per key, and a GET's
+ * metadata and open take the same turn, so a reader sees one whole object: the last PUT to finish wins.
+ */
+const ATOMIC_PUT_PATCH = `
+const fsp = require('node:fs/promises')
+const { createWriteStream } = require('node:fs')
+const { createHash } = require('node:crypto')
+const { pipeline } = require('node:stream/promises')
+const pathOf = require('node:path')
+const Store = require(pathOf.join(pathOf.dirname(process.argv[1]), 'stores', 'filesystem.js'))
+const turns = new Map()
+const inTurn = (key, step) => {
+  const done = (turns.get(key) ?? Promise.resolve()).then(step)
+  const settled = done.then(() => {}, () => {})
+  turns.set(key, settled)
+  settled.then(() => { if (turns.get(key) === settled) turns.delete(key) })
+  return done
+}
+let uploads = 0
+Store.prototype.putObject = async function (object) {
+  const objectPath = this.getResourcePath(object.bucket, object.key, 'object')
+  await fsp.mkdir(pathOf.dirname(objectPath), { recursive: true })
+  const partial = objectPath + '.upload-' + ++uploads
+  const md5 = createHash('md5')
+  let size = 0
+  const counted = async function* (source) { for await (const c of source) { md5.update(c); size += c.length; yield c } }
+  try {
+    await pipeline(Buffer.isBuffer(object.content) ? [object.content] : object.content, counted, createWriteStream(partial))
+  } catch (err) {
+    await fsp.rm(partial, { force: true })
+    throw err
+  }
+  const digest = md5.digest('hex')
+  await inTurn(objectPath, async () => {
+    await fsp.rename(partial, objectPath)
+    await this.putMetadata(object.bucket, object.key, object.metadata, digest)
+  })
+  return { size, md5: digest }
+}
+const getObject = Store.prototype.getObject
+Store.prototype.getObject = function (bucket, key, options) {
+  return inTurn(this.getResourcePath(bucket, key, 'object'), () => getObject.call(this, bucket, key, options))
+}
+`
+
+/**
  * Runs in the child process. s3rver encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 (Node 17+)
  * only offers through its legacy provider: in-process, every listing of more than 1000 keys fails with HTTP 500.
  * So s3rver runs in its own `node --openssl-legacy-provider`, which also keeps its work off the test's event loop.
@@ -51,6 +100,7 @@ const S3RVER_KEY = 'S3RVER'
 const CHILD_SCRIPT = `
 const S3rver = require(process.argv[1])
 const [directory, bucket] = process.argv.slice(2)
+${ATOMIC_PUT_PATCH}
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\\n')
 const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory, configureBuckets: [{ name: bucket }] })
 server.run().then(({ port }) => {
