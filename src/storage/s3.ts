@@ -50,10 +50,17 @@ export interface S3StorageOptions {
   readonly forcePathStyle?: boolean
   readonly credentials?: S3Credentials
   /**
-   * Bodies up to this size go up in one PutObject; larger ones as a multipart upload with parts of this size.
-   * At least 5 MiB (S3's minimum for every part but the last). Default 8 MiB.
+   * Parts of a multipart upload are this large; a streamed body (a factory) up to this size goes up in one
+   * PutObject. At least 5 MiB (S3's minimum for every part but the last). Default 8 MiB.
    */
   readonly partSizeBytes?: number
+  /**
+   * A body already in memory (a Uint8Array) up to this size goes up in one PutObject, larger ones as a multipart
+   * upload; at least `partSizeBytes`, at most 5 GiB (S3's limit of PutObject). Default 32 MiB: a pack of the
+   * default 8 MiB plus the blob that crossed it, or a 16 MiB pack, is one request instead of four (create, two
+   * parts, complete), and holding it whole costs nothing more since it is in memory already.
+   */
+  readonly singlePutMaxBytes?: number
   /** Parts of one multipart upload in flight at once (default 4). Memory per write is about (queueSize + 1) × part size. */
   readonly queueSize?: number
   /**
@@ -77,6 +84,9 @@ const MIB = 1 << 20
 /** S3's minimum size of every part of a multipart upload but the last; s3rver does not enforce it, S3 does. */
 const MIN_PART_SIZE_BYTES = 5 * MIB
 const DEFAULT_PART_SIZE_BYTES = 8 * MIB
+const DEFAULT_SINGLE_PUT_MAX_BYTES = 32 * MIB
+/** S3's largest PutObject. */
+const MAX_SINGLE_PUT_BYTES = 5 * 1024 * MIB
 const DEFAULT_QUEUE_SIZE = 4
 const SILENT_LOGGER = { debug() {}, info() {}, warn() {}, error() {} }
 /** Bound on the clean-up AbortMultipartUpload, so a dead endpoint does not delay reporting the real error. */
@@ -86,9 +96,10 @@ const ABORT_UPLOAD_TIMEOUT_MS = 5_000
  * Opens a Storage over `s3://bucket/prefix`. No request is sent until the first operation.
  *
  * Semantics, on top of the contract in storage.ts:
- * - `write`: a body of at most `partSizeBytes` is one PutObject; a larger one is a multipart upload (parts of
- *   `partSizeBytes`, `queueSize` in flight), visible only once CompleteMultipartUpload succeeds. A factory body is
- *   streamed: at most about (queueSize + 1) parts are buffered, never the whole object. On failure the upload is
+ * - `write`: a Uint8Array of at most `singlePutMaxBytes`, or a factory body that ends within `partSizeBytes`, is one
+ *   PutObject; a larger one is a multipart upload (parts of `partSizeBytes`, `queueSize` in flight), visible only
+ *   once CompleteMultipartUpload succeeds. A factory body is streamed: at most about (queueSize + 1) parts are
+ *   buffered, never the whole object. On failure the upload is
  *   aborted (best effort: s3rver has no AbortMultipartUpload; the original error is reported either way). An abort
  *   that lands while CompleteMultipartUpload is already in flight may still leave the whole object in place (never
  *   a partial one). Configure a lifecycle rule that aborts incomplete multipart uploads after a day or so.
@@ -120,6 +131,12 @@ export async function openS3Storage(o: S3StorageOptions): Promise<Storage> {
   const partSizeBytes = o.partSizeBytes ?? DEFAULT_PART_SIZE_BYTES
   if (!(Number.isSafeInteger(partSizeBytes) && partSizeBytes >= MIN_PART_SIZE_BYTES)) {
     throw new StorageError(`invalid S3 part size '${String(partSizeBytes)}': must be at least ${MIN_PART_SIZE_BYTES} bytes`)
+  }
+  const singlePutMaxBytes = o.singlePutMaxBytes ?? Math.max(DEFAULT_SINGLE_PUT_MAX_BYTES, partSizeBytes)
+  if (!(Number.isSafeInteger(singlePutMaxBytes) && singlePutMaxBytes >= partSizeBytes && singlePutMaxBytes <= MAX_SINGLE_PUT_BYTES)) {
+    throw new StorageError(
+      `invalid S3 single PUT limit '${String(singlePutMaxBytes)}': must be at least the part size (${partSizeBytes} bytes) and at most 5 GiB`,
+    )
   }
   const queueSize = o.queueSize ?? DEFAULT_QUEUE_SIZE
   if (!(Number.isSafeInteger(queueSize) && queueSize >= 1)) {
@@ -162,6 +179,7 @@ export async function openS3Storage(o: S3StorageOptions): Promise<Storage> {
     endpointLabel,
     showEndpoint: o.endpoint !== undefined,
     partSizeBytes,
+    singlePutMaxBytes,
     queueSize,
     conditionalWrite: o.conditionalWrite ?? o.endpoint === undefined,
   })
@@ -174,6 +192,7 @@ interface S3Settings {
   readonly endpointLabel: string
   readonly showEndpoint: boolean
   readonly partSizeBytes: number
+  readonly singlePutMaxBytes: number
   readonly queueSize: number
   readonly conditionalWrite: boolean
 }
@@ -329,7 +348,7 @@ class S3Storage implements Storage {
     }
     const condition = o.ifAbsent === true ? { IfNoneMatch: '*' } : {}
     if (body instanceof Uint8Array) {
-      if (body.byteLength <= this.s.partSizeBytes) return await this.put(key, body, condition, signal)
+      if (body.byteLength <= this.s.singlePutMaxBytes) return await this.put(key, body, condition, signal)
       return await this.multipart(key, body, condition, undefined, signal)
     }
     // A factory body: read up to one part ahead to choose between one PutObject and a multipart upload.

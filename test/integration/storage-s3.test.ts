@@ -56,6 +56,8 @@ async function open(o: Partial<S3StorageOptions> & { viaProxy?: boolean }): Prom
     forcePathStyle: true,
     credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
     partSizeBytes: 5 * MIB,
+    // Bodies in memory above one part take the multipart path here, as streamed ones do.
+    singlePutMaxBytes: 5 * MIB,
     queueSize: 2,
     connectTimeoutMs: 2_000,
     idleTimeoutMs: 2_000,
@@ -312,6 +314,10 @@ describe('s3 configuration errors', () => {
     expect(s.name).toBe(`s3://${server.bucket}/${server.prefix}faults/ (${server.endpoint})`)
     await expect(openS3Storage({ bucket: 'Bad_Bucket', prefix: '' })).rejects.toBeInstanceOf(StorageError)
     await expect(openS3Storage({ bucket: 'ok-bucket', prefix: '', partSizeBytes: MIB })).rejects.toBeInstanceOf(StorageError)
+    for (const singlePutMaxBytes of [4 * MIB, 6 * 1024 * MIB, 8.5]) {
+      const opening = openS3Storage({ bucket: 'ok-bucket', prefix: '', partSizeBytes: 5 * MIB, singlePutMaxBytes })
+      await expect(opening, String(singlePutMaxBytes)).rejects.toThrow(/single PUT limit .* at least the part size/)
+    }
   })
 })
 
