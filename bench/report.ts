@@ -167,8 +167,10 @@ export function formatMarkdown(meta: RunMeta, groups: GroupSpec[], rows: Variant
       `\`sync\` before every run; ratio = median / the group's reference (marked ◆); CPU-s per GB = user + system ` +
       `CPU of the measured process per GB of the database it worked on; load = 1-minute load average at the start. Bytes: files written ` +
       `(pg_basebackup, restore, WAL), repository growth (pgkeep backup) or bytes read (physical limit). ` +
-      `The WAL rows run one process per segment, as restore_command does; their CPU and RSS leave out ` +
-      `\`wal get\`'s detached prefetch process. ` +
+      `The WAL rows run one process per segment, as restore_command does (in a directory standing for a data ` +
+      `directory in recovery: the bench server's postmaster.pid, the segments written into its pg_wal/; pgkeep as ` +
+      `the \`pgkeep\` command, whose launcher serves prefetched segments without starting node); their CPU and RSS ` +
+      `leave out \`wal get\`'s detached prefetch process. ` +
       (meta.recoveryWalMb
         ? `The recovery rows extract one pg_basebackup of the database into a fresh directory and start the server ` +
           `with recovery.signal and that restore_command on ${meta.recoveryWalMb} MB of archived WAL written after it: ` +

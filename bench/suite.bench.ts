@@ -3,7 +3,7 @@
 // the physical limit, on PostgreSQL 15 (Debian's pg_basebackup 15 fits it) and 17 (server-side incrementals).
 // Variants alternate within each run after a warm-up; medians, ratios, bars; JSON lines, markdown and SVG out.
 
-import { appendFile, chmod, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { appendFile, chmod, copyFile, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { execFileSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
@@ -389,7 +389,7 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
       for (const r of Object.values(repos)) await r.remove()
     }
     ctx.databaseBytes = undefined
-    if (measures('wal')) await walRuns(ctx, specs, archive, segments)
+    if (measures('wal')) await walRuns(ctx, specs, archive, segments, pg.dataDir)
     if (config.recoveryWalMb > 0 && measures('recovery')) {
       await recoveryRuns(
         {
@@ -513,8 +513,13 @@ async function archivedSegments(pg: Cluster, archive: string, count: number): Pr
   }
 }
 
-/** `wal get` of the segments, one process each as restore_command runs, against cp and one signed GET each. */
-async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments: string[]): Promise<void> {
+/**
+ * `wal get` of the segments, one process each as restore_command runs, against cp and one signed GET each. Every
+ * loop runs where PostgreSQL runs restore_command: in a directory standing for the data directory of a server in
+ * recovery (the bench server's postmaster.pid, to which the `pgkeep` command's fast path binds its key) with `%p`
+ * in its pg_wal/; pgkeep is the `pgkeep` command, as the restore_command `pgkeep restore` writes runs it.
+ */
+async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments: string[], serverDataDir: string): Promise<void> {
   const spec = (name: string) => specs.find((s) => s.group === 'wal' && s.name === name)!
   const fsRepo = await openBenchRepo(ctx, 'fs', 'wal-repo-fs')
   const s3Repo = await openBenchRepo(ctx, 's3', 'wal-repo-s3')
@@ -527,9 +532,13 @@ async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments
     }
     await ctx.objects.putFile(rawPrefix + seg, join(archive, seg))
   }
-  const loop = (body: string) => `for f in $SEGS; do ${body} || exit 1; done`
+  const standIn = join(ctx.work, 'wal-pgdata')
+  await rm(standIn, { recursive: true, force: true })
+  await mkdir(standIn)
+  await copyFile(join(serverDataDir, 'postmaster.pid'), join(standIn, 'postmaster.pid'))
+  const loop = (body: string) => `cd "$PGDATA_STAND_IN" && for f in $SEGS; do ${body} || exit 1; done`
   const s3 = ctx.s3
-  const common = { SEGS: segments.join(' '), SRC: archive, PGKEEP: ENTRY }
+  const common = { SEGS: segments.join(' '), SRC: archive, PGKEEP: BIN, PGDATA_STAND_IN: standIn }
   const cases: [string, string, NodeJS.ProcessEnv][] = [
     [V.cp, loop('cp "$SRC/$f" "$DEST/$f"'), baseEnv(common)],
     [
@@ -545,7 +554,7 @@ async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments
   for (let run = 0; run < totalRuns(); run++) {
     log(`WAL run ${runLabel(run)}`)
     for (const [name, script, caseEnv] of cases) {
-      const dest = join(ctx.work, `wal-dest-${run}`)
+      const dest = join(standIn, 'pg_wal')
       await rm(dest, { recursive: true, force: true })
       await mkdir(dest)
       try {
@@ -560,6 +569,7 @@ async function walRuns(ctx: Ctx, specs: VariantSpec[], archive: string, segments
       }
     }
   }
+  await rm(standIn, { recursive: true, force: true })
   await fsRepo.remove()
   await s3Repo.remove()
   await ctx.objects.removePrefix(rawPrefix)
