@@ -8,6 +8,9 @@
 // cache open to them, a restore of 20,000 small tables filled it with 8 KiB blobs and peaked at 380 MB RSS; with
 // 8 MiB for them, 318 MB (medians of 3, PG 15). Larger blobs never push them out (see #evict): the look-ahead asks
 // for a relation file's map and small files' blobs well before the file is written.
+// Large blobs used and released are kept for another use only up to a budget of their own too: nothing else pushed
+// them out while the cache was below its size, so the windows of the large catalog files at the start of a restore
+// of 20,000 small tables stayed in memory (about 29 MB) to its end.
 
 import type { BlobId } from '../repo/index.js'
 
@@ -28,6 +31,8 @@ interface Slot {
   cached: boolean
   /** True once got (a blob only fetched ahead is not). */
   used: boolean
+  /** A large blob used, released by every user and still cached: counted against the reuse budget. */
+  idle: boolean
 }
 
 /** Small blobs' own budget: blobs shorter than `belowBytes` count against `maxBytes` as well as the cache's. */
@@ -36,14 +41,25 @@ export interface SmallBlobBudget {
   maxBytes: number
 }
 
+/** Budgets within the cache's size. */
+export interface BlobCacheBudgets {
+  /** Small blobs' own budget (default: none of their own). */
+  small?: SmallBlobBudget
+  /** Large blobs used and released, kept in case they are asked for again, at most (default: the cache's size). */
+  reuseMaxBytes?: number
+}
+
 /**
- * Memory: at most `maxBytes` of resolved blobs (of which at most the small budget's in small ones), plus the blobs
- * being read and those leased after eviction.
+ * Memory: at most `maxBytes` of resolved blobs (of which at most the small budget's in small ones, and the reuse
+ * budget's in large ones nobody uses now), plus the blobs being read and those leased after eviction.
  */
 export class BlobCache {
   readonly #slots = new Map<BlobId, Slot>()
+  readonly #small: SmallBlobBudget
+  readonly #reuseMaxBytes: number
   #bytes = 0
   #smallBytes = 0
+  #idleBytes = 0
   #hits = 0
   #misses = 0
 
@@ -51,14 +67,16 @@ export class BlobCache {
    * @param read reads a blob
    * @param maxBytes resolved blobs kept at most
    * @param recycle takes back a blob's buffer nobody uses any more (the reader's `recycle`)
-   * @param small the budget of small blobs (default: none of their own)
    */
   constructor(
     private readonly read: (id: BlobId) => Promise<Buffer>,
     private readonly maxBytes: number,
     private readonly recycle: (bytes: Buffer) => void = () => {},
-    private readonly small: SmallBlobBudget = { belowBytes: 0, maxBytes },
-  ) {}
+    budgets: BlobCacheBudgets = {},
+  ) {
+    this.#small = budgets.small ?? { belowBytes: 0, maxBytes }
+    this.#reuseMaxBytes = budgets.reuseMaxBytes ?? maxBytes
+  }
 
   /** Starts reading a blob that is neither cached nor being read (read-ahead); nothing to release. */
   prefetch(id: BlobId): void {
@@ -71,6 +89,10 @@ export class BlobCache {
     if (slot) {
       this.#hits++
       slot.used = true
+      if (slot.idle) {
+        slot.idle = false
+        this.#idleBytes -= slot.bytes!.length
+      }
       // Most recently used goes last.
       this.#slots.delete(id)
       this.#slots.set(id, slot)
@@ -93,14 +115,20 @@ export class BlobCache {
       release: () => {
         if (released) return
         released = true
-        if (--s.users === 0 && !s.cached) this.recycle(bytes)
+        if (--s.users !== 0) return
+        if (!s.cached) this.recycle(bytes)
+        else if (!this.#isSmall(bytes)) {
+          s.idle = true
+          this.#idleBytes += bytes.length
+          this.#evict()
+        }
       },
     }
   }
 
   #load(id: BlobId): Slot {
     this.#misses++
-    const slot: Slot = { promise: this.read(id), bytes: undefined, users: 0, cached: true, used: false }
+    const slot: Slot = { promise: this.read(id), bytes: undefined, users: 0, cached: true, used: false, idle: false }
     this.#slots.set(id, slot)
     slot.promise.then(
       (buf) => {
@@ -119,7 +147,7 @@ export class BlobCache {
   }
 
   #isSmall(bytes: Buffer): boolean {
-    return bytes.length < this.small.belowBytes
+    return bytes.length < this.#small.belowBytes
   }
 
   /**
@@ -127,7 +155,8 @@ export class BlobCache {
    * blobs leave only for their own budget: file maps and small files' blobs that the look-ahead fetched for files a
    * few dozen entries on, which window-sized blobs read ahead pushed out before their use (a restore from S3 read a
    * third of its blobs twice with a cache of 40 MiB). And blobs fetched ahead and not used yet go only after every
-   * blob used already, the furthest ahead (the latest fetched) first: the next one needed is kept.
+   * blob used already, the furthest ahead (the latest fetched) first: the next one needed is kept. Large blobs
+   * used and released leave, least recently used first, also while over their reuse budget.
    */
   #evict(): void {
     const ahead: [BlobId, Slot, Buffer][] = []
@@ -141,20 +170,32 @@ export class BlobCache {
   }
 
   #over(): boolean {
-    return this.#bytes > this.maxBytes || this.#smallBytes > this.small.maxBytes
+    return this.#bytes > this.maxBytes || this.#smallBytes > this.#small.maxBytes || this.#idleBytes > this.#reuseMaxBytes
   }
 
   #evictIfOver(id: BlobId, slot: Slot, bytes: Buffer): void {
     const small = this.#isSmall(bytes)
-    if (small ? this.#smallBytes <= this.small.maxBytes : this.#bytes <= this.maxBytes) return
+    if (small && this.#smallBytes <= this.#small.maxBytes) return
+    if (!small && this.#bytes <= this.maxBytes && !(slot.idle && this.#idleBytes > this.#reuseMaxBytes)) return
     this.#slots.delete(id)
     this.#bytes -= bytes.length
     if (small) this.#smallBytes -= bytes.length
+    if (slot.idle) {
+      slot.idle = false
+      this.#idleBytes -= bytes.length
+    }
     slot.cached = false
     if (slot.users === 0) this.recycle(bytes)
   }
 
-  get stats(): { hits: number; misses: number; bytes: number; smallBytes: number; entries: number } {
-    return { hits: this.#hits, misses: this.#misses, bytes: this.#bytes, smallBytes: this.#smallBytes, entries: this.#slots.size }
+  get stats(): { hits: number; misses: number; bytes: number; smallBytes: number; idleBytes: number; entries: number } {
+    return {
+      hits: this.#hits,
+      misses: this.#misses,
+      bytes: this.#bytes,
+      smallBytes: this.#smallBytes,
+      idleBytes: this.#idleBytes,
+      entries: this.#slots.size,
+    }
   }
 }

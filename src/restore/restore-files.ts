@@ -40,6 +40,11 @@ const LOOKAHEAD_BYTES = 4 << 20
  * a few thousand small files' worth of identical blobs shared between them (empty relations' pages).
  */
 const SMALL_BLOB_CACHE_BYTES = 8 << 20
+/**
+ * Large blobs used and released, kept for another use at most: what neighbouring extents and pieces share (an
+ * incremental's parent blobs), not every window restored so far.
+ */
+const REUSE_CACHE_BYTES = 8 << 20
 
 /** A directory restored, to get its mode and time at the very end (writing into it changes its time). */
 export interface RestoredDirectory {
@@ -88,7 +93,10 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
     (id) => p.blobs.read(id),
     cacheBytes,
     (bytes) => p.blobs.giveBack(bytes),
-    { belowBytes: SMALL_FILE_BYTES, maxBytes: Math.min(cacheBytes, SMALL_BLOB_CACHE_BYTES) },
+    {
+      small: { belowBytes: SMALL_FILE_BYTES, maxBytes: Math.min(cacheBytes, SMALL_BLOB_CACHE_BYTES) },
+      reuseMaxBytes: Math.min(cacheBytes, REUSE_CACHE_BYTES),
+    },
   )
   const smallFiles = new SmallFileWriter({ threadAfter: p.smallFileThreadAfter })
   const restorer = new FileRestorer({

@@ -181,7 +181,7 @@ describe('BlobCache', () => {
       reads.push(b)
       return Buffer.alloc(Number.parseInt(b, 16) <= smallUpTo ? 10 : 100)
     }
-    return { cache: new BlobCache(read, maxBytes, () => {}, { belowBytes: 50, maxBytes: 25 }), reads }
+    return { cache: new BlobCache(read, maxBytes, () => {}, { small: { belowBytes: 50, maxBytes: 25 } }), reads }
   }
   it('shares one read between concurrent requests and evicts beyond its size', async () => {
     const reads: string[] = []
@@ -246,6 +246,39 @@ describe('BlobCache', () => {
     expect(reads).toEqual([id(5), id(1), id(2), id(6), id(3), id(1)])
     ;(await cache.get(id(4))).release()
     expect(cache.stats).toMatchObject({ bytes: 220, smallBytes: 20, entries: 4 })
+  })
+  it('keeps large blobs used and released within the reuse budget, never one in use or only fetched ahead', async () => {
+    const recycled: string[] = []
+    const reads: string[] = []
+    const cache = new BlobCache(
+      async (b) => {
+        reads.push(b.slice(-1))
+        return Buffer.alloc(100, b.slice(-1))
+      },
+      1000,
+      (bytes) => recycled.push(bytes.toString('latin1', 0, 1)),
+      { reuseMaxBytes: 150 },
+    )
+    ;(await cache.get(id(1))).release()
+    ;(await cache.get(id(2))).release() // two idle: 200 bytes > 150, the least recent (1) goes back
+    expect(recycled).toEqual(['1'])
+    expect(cache.stats).toMatchObject({ bytes: 100, idleBytes: 100, entries: 1 })
+    const three = await cache.get(id(3))
+    const four = await cache.get(id(4))
+    cache.prefetch(id(6)) // fetched ahead, not used: not counted as idle
+    await new Promise((r) => setTimeout(r, 1))
+    ;(await cache.get(id(5))).release() // idle 2 and 5: 2 goes; 3 and 4 are in use and stay
+    expect(recycled).toEqual(['1', '2'])
+    expect(cache.stats).toMatchObject({ bytes: 400, idleBytes: 100, entries: 4 })
+    const five = await cache.get(id(5)) // asked again: from the cache, and in use, so no longer idle
+    expect(cache.stats.idleBytes).toBe(0)
+    three.release()
+    four.release() // idle 3 and 4: 3, the least recently got, goes
+    expect(recycled).toEqual(['1', '2', '3'])
+    five.release() // idle 4 and 5: 4 goes
+    expect(recycled).toEqual(['1', '2', '3', '4'])
+    expect(cache.stats).toMatchObject({ bytes: 200, idleBytes: 100, entries: 2 })
+    expect(reads).toEqual(['1', '2', '3', '4', '6', '5'])
   })
   it('lets large blobs push out large ones only, used ones first, then the furthest fetched ahead', async () => {
     // Blobs 1-2 are small (10 bytes), 5-9 large (100 bytes); small budget 25 bytes, whole cache 320.
