@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 
 const ROOT = join(import.meta.dirname, '..', '..')
-const OURS = 'glibc.malloc.trim_threshold=0x4000000:glibc.malloc.mmap_threshold=0x2000000'
+const OURS = 'glibc.malloc.trim_threshold=0x4000000:glibc.malloc.mmap_threshold=0x2000000:glibc.malloc.arena_max=2'
 /** A stand-in `node`: prints its arguments one per line, then the two variables the launcher may set. */
 const FAKE_NODE = [
   '#!/bin/sh',
@@ -73,7 +73,7 @@ describe('the pgkeep command', () => {
   })
 
   it("keeps the caller's GLIBC_TUNABLES, even an empty one, and then sets no marker", () => {
-    for (const mine of ['glibc.malloc.arena_max=2', '']) {
+    for (const mine of ['glibc.malloc.arena_max=4', '']) {
       const out = viaFake({ ...process.env, GLIBC_TUNABLES: mine }, ['--version'])
       expect(out.slice(-2)).toEqual([`tunables:${mine}`, 'marker:unset'])
     }
@@ -91,7 +91,7 @@ describe('the pgkeep command', () => {
         .toString()
         .trim()
     expect(probed({})).toBe('env:unset:unset')
-    expect(probed({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' })).toBe('env:glibc.malloc.arena_max=2:unset')
+    expect(probed({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=4' })).toBe('env:glibc.malloc.arena_max=4:unset')
     expect(execFileSync(join(dir, 'bin', 'pgkeep'), ['--version'], { env }).toString()).toMatch(/^pgkeep \d+\.\d+\.\d+/)
   })
 })
