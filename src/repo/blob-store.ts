@@ -257,6 +257,8 @@ export class BlobStore {
     plainLength: number,
     signal: AbortSignal | undefined,
   ): Promise<PutBlobResult> {
+    // A blob that would overflow the open pack's buffer starts the next pack (see PackBuilder.fits).
+    if (this.#builders[type]?.fits(stored.length) === false) this.#sealBuilder(type)
     let builder = this.#builders[type]
     if (!builder) {
       builder = this.#builders[type] = new PackBuilder(type, this.#packTargetBytes, this.#spareBuffer)

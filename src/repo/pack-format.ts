@@ -3,7 +3,7 @@
 
 import { IntegrityError } from '../errors.js'
 import { BLOB_TYPE_CODE, blobTypeOfCode, KNOWN_BLOB_FLAGS, type BlobType } from './blob.js'
-import { seal, sha256, unseal, type RepoKeys } from './crypto.js'
+import { SEAL_OVERHEAD_BYTES, seal, sha256, unseal, type RepoKeys } from './crypto.js'
 
 /** One blob in a pack: where its stored bytes are and how to turn them back into plain bytes. */
 export interface PackEntry {
@@ -61,6 +61,11 @@ export function encodePackHeader(entries: readonly PackEntry[], keys: RepoKeys |
   plain.writeUInt32LE(entries.length, 8)
   for (const [i, e] of entries.entries()) writeEntry(plain, PACK_HEADER_PREFIX_BYTES + i * ENTRY_BYTES, e)
   return keys ? seal(keys.dataKey, plain) : Buffer.concat([plain, sha256(plain)])
+}
+
+/** Bytes of the header and trailer that seal a pack of `entries` blobs, at most (plain: SHA-256; encrypted: seal). */
+export function packTailBytes(entries: number): number {
+  return PACK_HEADER_PREFIX_BYTES + entries * ENTRY_BYTES + Math.max(32, SEAL_OVERHEAD_BYTES) + PACK_TRAILER_BYTES
 }
 
 /** The 4-byte trailer that ends every pack. */
