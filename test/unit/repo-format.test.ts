@@ -3,7 +3,7 @@
 // index objects, records. If the code and the document drift apart, these fail.
 
 import { afterAll, describe, expect, it } from 'vitest'
-import { createDecipheriv, createHash, createHmac, hkdfSync, scryptSync } from 'node:crypto'
+import { createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, scryptSync } from 'node:crypto'
 import { decompress } from 'zstd-napi'
 
 import { RepoFormatError } from '../../src/errors.js'
@@ -211,5 +211,29 @@ describe('config §3 conditionalWrite', () => {
     for (const v of ['ENFORCED', 'maybe', '', 1, null]) {
       expect(() => decode({ ...base(), conditionalWrite: v }), String(v)).toThrow(RepoFormatError)
     }
+  })
+})
+
+describe('packs', () => {
+  it('starts a new pack before a blob that would not fit in the open one, and keeps every blob readable', async () => {
+    const d = tempDir('packs')
+    dirs.push(d)
+    const storage = await openFsStorage(d.dir)
+    storages.push(storage)
+    // Target 64 KiB: a pack's buffer has room for 64 KiB plus 2 MiB. The first blob leaves the pack open (below
+    // its target); the second would overflow the buffer, so it goes into a pack of its own.
+    const repo = await initRepository(storage, { compression: 'none', packTargetBytes: 64 * 1024 })
+    const small = randomBytes(40 * 1024)
+    const large = randomBytes(2 * 1024 * 1024 + 100 * 1024)
+    const ids = [(await repo.putBlob('data', small)).id, (await repo.putBlob('data', large)).id]
+    await repo.flush()
+    const packs = await listKeys(storage, 'packs/')
+    expect(packs).toHaveLength(2)
+    const sizes = (await Promise.all(packs.map((k) => readAll(storage, k)))).map((b) => b.length).sort((a, b) => a - b)
+    expect(sizes[0]).toBeLessThan(64 * 1024)
+    expect(sizes[1]).toBeGreaterThan(large.length)
+    expect((await repo.readBlob(ids[0]!)).equals(small)).toBe(true)
+    expect((await repo.readBlob(ids[1]!)).equals(large)).toBe(true)
+    await repo.close()
   })
 })

@@ -259,26 +259,27 @@ describe('BlobCache', () => {
       (bytes) => recycled.push(bytes.toString('latin1', 0, 1)),
       { reuseMaxBytes: 150 },
     )
-    ;(await cache.get(id(1))).release()
-    ;(await cache.get(id(2))).release() // two idle: 200 bytes > 150, the least recent (1) goes back
-    expect(recycled).toEqual(['1'])
-    expect(cache.stats).toMatchObject({ bytes: 100, idleBytes: 100, entries: 1 })
     const three = await cache.get(id(3))
     const four = await cache.get(id(4))
+    ;(await cache.get(id(1))).release()
+    ;(await cache.get(id(2))).release() // idle 1 and 2: 200 bytes > 150; 1 goes back, 3 and 4 (older, in use) stay
+    expect(recycled).toEqual(['1'])
+    expect(cache.stats).toMatchObject({ bytes: 300, idleBytes: 100, entries: 3 })
     cache.prefetch(id(6)) // fetched ahead, not used: not counted as idle
     await new Promise((r) => setTimeout(r, 1))
-    ;(await cache.get(id(5))).release() // idle 2 and 5: 2 goes; 3 and 4 are in use and stay
+    ;(await cache.get(id(5))).release() // idle 2 and 5: 2 goes
     expect(recycled).toEqual(['1', '2'])
     expect(cache.stats).toMatchObject({ bytes: 400, idleBytes: 100, entries: 4 })
     const five = await cache.get(id(5)) // asked again: from the cache, and in use, so no longer idle
     expect(cache.stats.idleBytes).toBe(0)
-    three.release()
+    three.release() // idle 3 alone: within the budget
+    expect(recycled).toEqual(['1', '2'])
     four.release() // idle 3 and 4: 3, the least recently got, goes
     expect(recycled).toEqual(['1', '2', '3'])
     five.release() // idle 4 and 5: 4 goes
     expect(recycled).toEqual(['1', '2', '3', '4'])
     expect(cache.stats).toMatchObject({ bytes: 200, idleBytes: 100, entries: 2 })
-    expect(reads).toEqual(['1', '2', '3', '4', '6', '5'])
+    expect(reads).toEqual(['3', '4', '1', '2', '6', '5'])
   })
   it('lets large blobs push out large ones only, used ones first, then the furthest fetched ahead', async () => {
     // Blobs 1-2 are small (10 bytes), 5-9 large (100 bytes); small budget 25 bytes, whole cache 320.
