@@ -89,10 +89,7 @@ export class BlobCache {
     if (slot) {
       this.#hits++
       slot.used = true
-      if (slot.idle) {
-        slot.idle = false
-        this.#idleBytes -= slot.bytes!.length
-      }
+      this.#setIdle(slot, false)
       // Most recently used goes last.
       this.#slots.delete(id)
       this.#slots.set(id, slot)
@@ -118,8 +115,7 @@ export class BlobCache {
         if (--s.users !== 0) return
         if (!s.cached) this.recycle(bytes)
         else if (!this.#isSmall(bytes)) {
-          s.idle = true
-          this.#idleBytes += bytes.length
+          this.#setIdle(s, true)
           this.#evict()
         }
       },
@@ -144,6 +140,13 @@ export class BlobCache {
       },
     )
     return slot
+  }
+
+  /** Marks a resolved slot idle (counted against the reuse budget) or not. */
+  #setIdle(slot: Slot, idle: boolean): void {
+    if (slot.idle === idle) return
+    slot.idle = idle
+    this.#idleBytes += idle ? slot.bytes!.length : -slot.bytes!.length
   }
 
   #isSmall(bytes: Buffer): boolean {
@@ -180,10 +183,7 @@ export class BlobCache {
     this.#slots.delete(id)
     this.#bytes -= bytes.length
     if (small) this.#smallBytes -= bytes.length
-    if (slot.idle) {
-      slot.idle = false
-      this.#idleBytes -= bytes.length
-    }
+    this.#setIdle(slot, false)
     slot.cached = false
     if (slot.users === 0) this.recycle(bytes)
   }

@@ -5,9 +5,9 @@
 // would give back much of what the thread saves: the codec pool once spent 19% of such a restore's main thread
 // posting every small blob, and cloning an object per file here cost 0.22 s): a batch goes out at the end of a turn
 // when the thread is idle, or when it is full, and the next one grows while the thread works, so batches follow the
-// thread's pace. The caller's bytes are copied into the batch's buffer, so its blobs
-// can go back to the cache at once; at most MAX_POSTED batches are out and one is filling (a few MiB). Each file's
-// callback runs once the thread wrote it; the first failure fails every later write() and flush().
+// thread's pace. The caller's bytes are copied into the batch's buffer, so its blobs can go back to the cache at
+// once; at most MAX_POSTED batches are out and one is filling (a few MiB). Each file's callback runs once the thread
+// wrote it; the first failure fails every later write() and flush().
 // The thread starts only after THREAD_AFTER_FILES small files: it costs about 11 MB of memory (its own heap and
 // event loop), which a restore of a few hundred catalogs' small files would pay for nothing.
 

@@ -442,9 +442,11 @@ describe('s3 variants', () => {
     await server?.stop()
   })
 
-  /** The S3 driver on its own, under `server.prefix + label`, reaching the server through `endpoint`. */
-  // Bodies in memory larger than one part go up as multipart uploads here too (openStorage's subjects keep the
-  // default single PUT limit), so both paths of an in-memory body meet the contract.
+  /**
+   * The S3 driver on its own, under `server.prefix + label`, reaching the server through `endpoint`. Bodies in memory
+   * larger than one part go up as multipart uploads here (openStorage's subjects keep the default single PUT limit),
+   * so both paths of an in-memory body meet the contract.
+   */
   const rawS3 = (endpoint: string, label: string, partSizeBytes: number, extra: Partial<S3StorageOptions> = {}): Promise<Storage> =>
     openS3Storage({
       bucket: server.bucket,
