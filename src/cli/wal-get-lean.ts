@@ -65,8 +65,8 @@ async function serve(argv: string[], ctx: LeanContext, held: Writable): Promise<
     client: 'lean',
     // Said at once: the bad copy is gone whichever path goes on to fetch the file.
     onWarning: (text) => ctx.stderr.write(`pgkeep: warning: ${text}\n`),
-    // The next segments may then be served by the launcher without starting node (src/wal/fast-path.ts).
-    onServed: (response) => leaveFastPathKey({ paths: target.paths, argv, name, dest, response, cwd: process.cwd() }),
+    // The next calls may then be answered by the launcher without starting node (src/wal/fast-path.ts).
+    onAnswered: (response) => leaveFastPathKey({ paths: target.paths, argv, name, dest, request: target, response, cwd: process.cwd() }),
   })
   if (r === 'served') return 0
   if (r === 'missing') {

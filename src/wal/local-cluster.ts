@@ -5,16 +5,26 @@
 import { readFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { UsageError } from '../errors.js'
-import { decodeControlFile } from '../pg/pg-control.js'
+import { type ControlFile, decodeControlFile } from '../pg/pg-control.js'
 
-/** The system identifier in `<data dir>/global/pg_control`, where the data directory holds `pg_wal/<file>`; undefined when unreadable. */
-export async function systemIdNearWalPath(walPath: string): Promise<string | undefined> {
+/** `<data dir>/global/pg_control` decoded, where the data directory holds `pg_wal/<file>`; undefined when unreadable. */
+async function controlNearWalPath(walPath: string): Promise<ControlFile | undefined> {
   const dataDir = dirname(dirname(resolve(walPath)))
   try {
-    return decodeControlFile(await readFile(join(dataDir, 'global', 'pg_control'))).systemId.toString()
+    return decodeControlFile(await readFile(join(dataDir, 'global', 'pg_control')))
   } catch {
     return undefined
   }
+}
+
+/** The system identifier of the data directory that holds `pg_wal/<file>`; undefined when unreadable. */
+export async function systemIdNearWalPath(walPath: string): Promise<string | undefined> {
+  return (await controlNearWalPath(walPath))?.systemId.toString()
+}
+
+/** The WAL segment size of the data directory that holds `pg_wal/<file>`; undefined when unreadable. */
+export async function walSegmentBytesNearWalPath(walPath: string): Promise<number | undefined> {
+  return (await controlNearWalPath(walPath))?.walSegSizeBytes
 }
 
 /** Refuses a cluster other than the data directory's (from pg_control), when that is known. */

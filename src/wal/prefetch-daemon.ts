@@ -233,8 +233,8 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
   const answer = async (id: string, r: SpoolResponse, req?: SpoolRequest) => {
     if (r.status === 'ok' && req && isWalSegmentName(req.name)) answeredOk.add(req.name)
     await writeFileAtomic(join(p.respDir, id), JSON.stringify(r), { tmpDir: p.tmpDir }).then(
-      // Which entry point asked: the lean one (src/cli/wal-get-lean.ts) or the full command.
-      () => log(`answered ${req?.name ?? id}: ${r.status} (${req?.client === 'lean' ? 'lean' : 'full'} client)`),
+      // Who asked: the lean entry point (src/cli/wal-get-lean.ts), the launcher (fast-path.ts) or the full command.
+      () => log(`answered ${req?.name ?? id}: ${r.status} (${req?.client === 'lean' || req?.client === 'shell' ? req.client : 'full'} client)`),
       (err: unknown) => log(`cannot answer ${id}: ${(err as Error).message}`),
     )
     await unlink(join(p.reqDir, id)).catch(() => {})
@@ -315,7 +315,7 @@ export async function runPrefetchDaemon(o: PrefetchDaemonOptions): Promise<strin
             ? { status, systemId: o.systemId, pid: process.pid, ...s }
             : status === 'error' || status === 'ok'
               ? { status: 'error', message: `could not fetch '${name}'; see ${p.logFile}` }
-              : { status },
+              : { status, pid: process.pid },
           req,
         )
       })

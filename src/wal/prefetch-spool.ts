@@ -4,8 +4,10 @@
 //   daemon.json       the live daemon: pid, repository (location and id), cluster; what a person or test reads
 //   <WAL file name>   a verified file ready to serve; it appears only by rename, so it is never half-written
 //   tmp/              files being written, and files a client has claimed and is checking
-//   req/<id>          requests: {"name", "repo", "cluster"} written by clients (temp file + rename)
-//   resp/<id>         answers: {"status": "ok" | "missing" | "error", "message"?, "systemId"?, "sizeBytes"?, "crc32c"?}
+//   req/<id>          requests: {"name", "repo", "cluster", "client"?} written by clients (temp file + rename); the
+//                     launcher writes them too (bin/pgkeep, src/wal/fast-path.ts)
+//   resp/<id>         answers: {"status": "ok" | "missing" | "error", "message"?, "systemId"?, "pid"?, "sizeBytes"?,
+//                     "crc32c"?}
 //   daemon.log        what the daemon did (appended to by every daemon of this spool)
 // One daemon per spool: it holds the spool's lock, an abstract Unix socket named after the spool's real path and
 // the user. The kernel releases it when the process ends, however it ends, so there is no stale lock to break
@@ -205,8 +207,11 @@ export interface SpoolRequest {
   repo: string
   /** --cluster as given, else pg_control's system identifier; null when neither is known (the only cluster). */
   cluster: string | null
-  /** 'lean' from the lean entry point (src/cli/wal-get-lean.ts), which the daemon's log names; else absent. */
-  client?: 'lean'
+  /**
+   * Who asks, which the daemon's log names: 'lean' from the lean entry point (src/cli/wal-get-lean.ts), 'shell'
+   * from the launcher (fast-path.ts); absent from the full command.
+   */
+  client?: 'lean' | 'shell'
 }
 
 /**
@@ -232,7 +237,7 @@ export interface SpoolResponse {
   sizeBytes?: number
   /** CRC-32C of the whole file (hex, little-endian) from the verified content; for files other than segments. */
   crc32c?: string
-  /** The daemon's process id (with 'ok'): the launcher's fast path is bound to it (fast-path.ts). */
+  /** The daemon's process id (with 'ok' and 'missing'): the launcher's fast path is bound to it (fast-path.ts). */
   pid?: number
 }
 
@@ -348,8 +353,8 @@ export interface SpoolGetOptions {
   client?: 'lean'
   /** Warnings for the user (a spooled file that failed its check). */
   onWarning?: (text: string) => void
-  /** Called once the file is in place, with the daemon's answer (see fast-path.ts). */
-  onServed?: (response: SpoolResponse) => Promise<void>
+  /** Called with the daemon's answer once the file is in place, or once it said the file is missing (fast-path.ts). */
+  onAnswered?: (response: SpoolResponse) => Promise<void>
   /** How long a daemon may take to answer before the client fetches on its own (default 10 min). */
   answerTimeoutMs?: number
   /** How long a spawned daemon may take to take the spool (default 20 s). */
@@ -384,11 +389,14 @@ export async function getViaSpool(o: SpoolGetOptions): Promise<'served' | 'missi
     for (;;) {
       const resp = await takeResponse(p, id)
       if (resp) {
-        if (resp.status === 'missing') return 'missing'
+        if (resp.status === 'missing') {
+          await o.onAnswered?.(resp)
+          return 'missing'
+        }
         if (resp.status !== 'ok') return 'unavailable'
         if (resp.systemId !== undefined) assertSameCluster(resp.systemId, { selector: o.cluster ?? undefined, localSystemId: o.localSystemId })
         if (!(await serveSpooled(p, o.name, o.dest, resp, o.onWarning ?? (() => {})))) return 'unavailable'
-        await o.onServed?.(resp)
+        await o.onAnswered?.(resp)
         return 'served'
       }
       const now = Date.now()

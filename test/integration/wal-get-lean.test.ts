@@ -4,8 +4,9 @@
 // which path served each file, not how fast.
 // - A recovery through restore_command: the first call (no daemon yet) is the full command's and starts the
 //   daemon; the segments after it are served by the lean path; every segment is replayed.
-// - The same through the pgkeep command (bin/pgkeep): once the lean path has left its key, the launcher serves the
-//   prefetched segments without starting node ("taken NAME (fast path)" in the daemon's log).
+// - The same through the pgkeep command (bin/pgkeep): once the first call has left its key, the launcher answers
+//   every later call without starting node: it serves prefetched segments ("taken NAME (fast path)" in the daemon's
+//   log) and asks the daemon for the others ("(shell client)"), the files recovery ends on included (missing).
 // - By hand: a daemon of another repository on the spool → the full command (which replaces the daemon); then lean.
 // - A daemon bound to another cluster than the data directory's (a wrong --cluster): the lean path gets the
 //   daemon's answer and refuses it, the full command refuses it too with exit 255, and the server stops (FATAL).
@@ -27,7 +28,8 @@ beforeAll(() => ensureBuilt(), 120_000)
 const MAJOR = 16
 
 /** The daemon log's answers: file name, status and which entry point asked. */
-const answers = (log: string) => [...log.matchAll(/answered (\S+): (\w+) \((lean|full) client\)/g)].map((m) => ({ name: m[1]!, status: m[2]!, client: m[3]! }))
+const answers = (log: string) =>
+  [...log.matchAll(/answered (\S+): (\w+) \((lean|full|shell) client\)/g)].map((m) => ({ name: m[1]!, status: m[2]!, client: m[3]! }))
 
 describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
   let a: Cluster
@@ -126,7 +128,7 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
     }
   })
 
-  it('a recovery through the pgkeep command: after the lean path left its key, the launcher serves segments without node', async () => {
+  it('a recovery through the pgkeep command: after the first call left its key, the launcher answers every call without node', async () => {
     const { baseDir, dataDir } = await restoredDataDir('restored-fast')
     const spool = join(dataDir, 'pg_wal', '.pgkeep-prefetch')
     spools.push(spool)
@@ -141,17 +143,26 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
       expect(Number((await c.sql<{ n: string }>(`select count(*)::text n from t where v = 'a'`))[0]!.n), serverLog).toBe(50000)
       const replayed = [...serverLog.matchAll(/restored log file "([0-9A-F]{24})" from archive/g)].map((m) => m[1]!)
       expect(heldA.filter((s) => !replayed.includes(s))).toEqual([])
-      // Every replayed segment was served once: answered to node (full or lean), or taken by the launcher.
+      // Every replayed segment was served once: answered to a client (a request), or taken by the launcher from
+      // the spool without asking.
       const log = () => readFile(join(spool, 'daemon.log'), 'utf8')
       const taken = async () => [...(await log()).matchAll(/taken ([0-9A-F]{24}) \(fast path\)/g)].map((m) => m[1]!)
-      const byNode = async () =>
+      const answered = async () =>
         answers(await log())
           .filter((x) => x.status === 'ok' && /^[0-9A-F]{24}$/.test(x.name))
           .map((x) => x.name)
-      await waitUntil('the daemon noticed every segment taken', async () => (await taken()).length + (await byNode()).length >= replayed.length)
-      expect([...(await byNode()), ...(await taken())].sort(), await log()).toEqual([...replayed].sort())
-      // Node serves the first segments (the lean path leaves the key then), and any the daemon has not fetched yet
-      // when the server asks (how many depends on the machine's load); the launcher takes the others.
+      await waitUntil('the daemon noticed every segment taken', async () => (await taken()).length + (await answered()).length >= replayed.length)
+      expect([...(await answered()), ...(await taken())].sort(), await log()).toEqual([...replayed].sort())
+      // Node ran once: the first call (a timeline history file, missing) started the daemon and left the key. Every
+      // later request came from the launcher: segments not fetched yet when the server asked (how many depends on
+      // the machine's load), and the files recovery ends on, which the repository does not have.
+      const all = answers(await log())
+      expect(all[0], await log()).toMatchObject({ status: 'missing', client: 'full' })
+      expect(
+        all.slice(1).filter((x) => x.client !== 'shell'),
+        await log(),
+      ).toEqual([])
+      expect(all.slice(1).filter((x) => x.status === 'missing').length, await log()).toBeGreaterThanOrEqual(1)
       expect((await taken()).length, await log()).toBeGreaterThanOrEqual(1)
     } finally {
       await c.destroy()

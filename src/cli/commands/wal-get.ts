@@ -93,10 +93,10 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
       spawnDaemon: async () =>
         spawnDaemon(paths, { repo: url, 'passphrase-file': await resolvePassphraseFile(values, ctx) }, ctx, { cluster, prefetch, concurrency, lingerMs }),
       onWarning: (text) => ctx.stderr.write(`pgkeep: warning: ${text}\n`),
-      // The next segments may then be served by the launcher without starting node (src/wal/fast-path.ts), from
-      // the second call of a recovery on instead of the third.
-      onServed: async (response) => {
-        if (ctx.argv) await leaveFastPathKey({ paths, argv: ctx.argv, name, dest, response, cwd: process.cwd() })
+      // The next calls may then be answered by the launcher without starting node (src/wal/fast-path.ts): from the
+      // second call of a recovery on (the first asks for a timeline history file, seldom there).
+      onAnswered: async (response) => {
+        if (ctx.argv) await leaveFastPathKey({ paths, argv: ctx.argv, name, dest, request: target, response, cwd: process.cwd() })
       },
     })
     if (r === 'served') return served()
