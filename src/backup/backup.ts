@@ -18,7 +18,6 @@ import {
   BACKUP_LOCK_PURPOSE,
   EXPIRE_LOCK_PURPOSE,
   type BackupRecord,
-  type BlobId,
   ensureClusterRecord,
   listBackups,
   newBackupId,
@@ -31,7 +30,7 @@ import { BackupFiles, openParentFiles, type ParentFiles } from './backup-files.j
 import { BackupWal } from './backup-wal.js'
 import { ParentBlobMissingError } from './extent-builder.js'
 import { ParentFileMissingError } from './incremental-ingest.js'
-import { checkAgainstManifest, HeldManifest } from './manifest-check.js'
+import { ManifestIntake } from './manifest-check.js'
 import { checkArchive, checkTablespaceList, checkVersionDirectories, type ArchiveEntryCheck } from './server-input.js'
 import { beginBaseBackup, ensureSlot, openReplication, type ServerFacts, serverFacts } from './server-session.js'
 import { TarArchiveReader } from './tar-entries.js'
@@ -93,8 +92,6 @@ export interface BackupResult {
 const EXPIRE_WAIT_MS = 30 * 60_000
 /** Notices with this text are the server's page checksum warnings during BASE_BACKUP. */
 const CHECKSUM_NOTICE = /checksum verification failed|checksum verification failure/i
-/** The server manifest is kept as meta blobs of this size. */
-const MANIFEST_PIECE_BYTES = 4 << 20
 
 /**
  * Takes a full or incremental backup of the server into the repository, under a shared repository lock. When the
@@ -231,7 +228,10 @@ async function run(
     if (parent) parentFiles = openParentFiles(repo, parent, signal)
     const files = new BackupFiles(repo, store, parentFiles, signal)
     const checksumFailures: BackupRecord['checksumFailures'] = []
-    const manifest = new HeldManifest()
+    const manifest = new ManifestIntake(files.received, {
+      put: async (piece) => (await repo.putBlob('meta', piece, { signal })).id,
+      read: (id) => repo.readBlob(id, { signal }),
+    })
     let reader: TarArchiveReader | undefined
     const archivesSeen = new Set<string>()
     const archiveChecks: ArchiveEntryCheck[] = []
@@ -284,7 +284,7 @@ async function run(
             progress()
             break
           case 'manifest':
-            manifest.add(ev.data, files.received.count)
+            await manifest.add(ev.data)
             break
           case 'notice':
             if (CHECKSUM_NOTICE.test(ev.notice.message)) {
@@ -320,12 +320,7 @@ async function run(
         return null // a pg_control layout this build cannot read (a newer major): the directory's form was checked
       }
     })
-    const manifestBytes = manifest.bytes
-    checkAgainstManifest(manifestBytes, files.received, start.startLsn, end.endLsn)
-    const manifestBlobs: BlobId[] = []
-    for (let off = 0; off < manifestBytes.length; off += MANIFEST_PIECE_BYTES) {
-      manifestBlobs.push((await repo.putBlob('meta', manifestBytes.subarray(off, off + MANIFEST_PIECE_BYTES), { signal })).id)
-    }
+    const manifestBlobs = await manifest.finish(start.startLsn, end.endLsn)
     const fileList = await files.finish()
     events.phase('wal', { bytesDone, bytesTotal: bytesDone, detail: { endLsn: formatLsn(end.endLsn) } })
     await wal.finishAt(end.endLsn)

@@ -1,5 +1,8 @@
 // The server's `backup_manifest` (JSON, PostgreSQL 13+): a parser that keeps the 64-bit System-Identifier exact
-// and checks Manifest-Checksum (src/common/parse_manifest.c). The writer is backup-manifest-writer.ts.
+// and checks Manifest-Checksum (src/common/parse_manifest.c), of the whole text or as it arrives (ManifestStream).
+// The writer is backup-manifest-writer.ts.
+// Longer than 400 lines on purpose: the whole parse and the streaming one share every check and the layout rules,
+// and must mean the same for the same bytes; apart, those would be exported for one reader.
 
 import { isUtf8 } from 'node:buffer'
 import { createHash } from 'node:crypto'
@@ -134,6 +137,23 @@ export function parseServerManifest(input: Uint8Array | string, o: ParseManifest
   // A byte order mark is no part of the JSON (TextDecoder, which this parser used, skips it too).
   const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? 3 : 0
   const { doc, files: lineFiles } = parseDocument(Buffer.from(bytes.buffer, bytes.byteOffset + bom, bytes.byteLength - bom))
+  const top = checkDocument(doc)
+  const seen = new Set<string>()
+  const files: ManifestFile[] = []
+  let i = 0
+  for (const raw of lineFiles ?? top.filesRaw) {
+    const file = checkFile(raw, i, seen)
+    if (!lineFiles) top.filesRaw[i] = undefined // garbage from here on: the caller keeps what it needs
+    i++
+    if (o.onFile) o.onFile(file)
+    else files.push(file)
+  }
+  if (o.verifyChecksum !== false) assertChecksum(computeManifestChecksum(bytes), top.manifest.manifestChecksum)
+  return { ...top.manifest, files }
+}
+
+/** Everything of a manifest but its files, checked (see parseServerManifest); `filesRaw` is the Files array. */
+function checkDocument(doc: unknown): { manifest: ServerManifest; filesRaw: unknown[] } {
   if (!isObject(doc)) throw bad('not a JSON object')
   const keys = Object.keys(doc)
   for (const k of keys) if (!TOP_KEYS.has(k)) throw bad(`unexpected key '${k}'`)
@@ -159,16 +179,6 @@ export function parseServerManifest(input: Uint8Array | string, o: ParseManifest
 
   const filesRaw = doc.Files
   if (!Array.isArray(filesRaw)) throw bad('Files is not an array')
-  const seen = new Set<string>()
-  const files: ManifestFile[] = []
-  let i = 0
-  for (const raw of lineFiles ?? filesRaw) {
-    const file = checkFile(raw, i, seen)
-    if (!lineFiles) filesRaw[i] = undefined // garbage from here on: the caller keeps what it needs
-    i++
-    if (o.onFile) o.onFile(file)
-    else files.push(file)
-  }
 
   const rangesRaw = doc['WAL-Ranges']
   const walRanges: ManifestWalRange[] = []
@@ -190,21 +200,31 @@ export function parseServerManifest(input: Uint8Array | string, o: ParseManifest
   if (typeof manifestChecksum !== 'string' || !/^[0-9a-fA-F]{64}$/.test(manifestChecksum)) {
     throw bad('invalid Manifest-Checksum')
   }
-  if (o.verifyChecksum !== false) {
-    const actual = computeManifestChecksum(bytes)
-    if (actual !== manifestChecksum.toLowerCase()) {
-      throw new IntegrityError(`backup manifest checksum mismatch: expected ${manifestChecksum}, actual ${actual}`, {
-        hint: 'the manifest was modified or truncated',
-      })
-    }
-  }
-  const manifest: ServerManifest = { version, files, walRanges, manifestChecksum: manifestChecksum.toLowerCase() }
+  const manifest: ServerManifest = { version, files: [], walRanges, manifestChecksum: manifestChecksum.toLowerCase() }
   if (systemId !== undefined) manifest.systemId = systemId
-  return manifest
+  return { manifest, filesRaw }
+}
+
+/** @throws IntegrityError when the checksum computed differs from the one the manifest holds */
+function assertChecksum(actual: string, expected: string): void {
+  if (actual !== expected) {
+    throw new IntegrityError(`backup manifest checksum mismatch: expected ${expected}, actual ${actual}`, {
+      hint: 'the manifest was modified or truncated',
+    })
+  }
 }
 
 const FILES_LINE = '\n"Files": [\n'
 const FILES_KEY = /"Files"\s*:/
+
+/** The manifest's JSON text parsed, System-Identifier kept exact (see parseServerManifest). */
+function json(text: string): unknown {
+  try {
+    return JSON.parse(text.replace(/("System-Identifier"\s*:\s*)(-?[0-9][0-9.eE+-]*)/, '$1"$2"'))
+  } catch (e) {
+    throw bad(e instanceof Error ? e.message : 'JSON syntax error', e)
+  }
+}
 
 /**
  * The manifest's JSON (valid UTF-8), its Files visited one at a time when the text is laid out as PostgreSQL writes
@@ -216,13 +236,6 @@ const FILES_KEY = /"Files"\s*:/
  * undefined, and means the same.
  */
 function parseDocument(bytes: Buffer): { doc: unknown; files: Iterable<unknown> | undefined } {
-  const json = (t: string): unknown => {
-    try {
-      return JSON.parse(t.replace(/("System-Identifier"\s*:\s*)(-?[0-9][0-9.eE+-]*)/, '$1"$2"'))
-    } catch (e) {
-      throw bad(e instanceof Error ? e.message : 'JSON syntax error', e)
-    }
-  }
   const whole = () => ({ doc: json(bytes.toString('utf8')), files: undefined })
   const marker = bytes.indexOf(FILES_LINE)
   if (marker < 0) return whole()
@@ -255,6 +268,123 @@ function parseDocument(bytes: Buffer): { doc: unknown; files: Iterable<unknown> 
     for (const line of fileLines()) yield JSON.parse(line)
   }
   return { doc: json(head + FILES_LINE + tail), files: values() }
+}
+
+/**
+ * A backup_manifest checked as it arrives, for a caller that should not hold it whole (about 130 bytes a file: 16 MB
+ * for 120,000 files). PostgreSQL writes one file a line (see parseDocument), so each file line is checked and
+ * visited once it is complete, the checksum is computed as the bytes pass, and only the few lines before and after
+ * the Files array are kept. It means exactly what parseServerManifest means for the same bytes. A manifest laid out
+ * any other way (never by PostgreSQL: a byte order mark, two files on a line, no line of its own for `"Files": [`
+ * or `]`, a second Files key) turns `streamable` false from the line that shows it; the caller must then forget the
+ * files visited and parse the whole with parseServerManifest. Errors a file line shows (an unknown field, a
+ * duplicate path) are thrown at once by `push`, as the whole parse would throw them.
+ */
+export class ManifestStream {
+  readonly #onFile: (file: ManifestFile) => void
+  readonly #hash = createHash('sha256')
+  /** The start of a line not complete yet. */
+  #partial: Buffer[] = []
+  /** The last complete line: hashed only once another follows (the checksum leaves the last line out). */
+  #last: Buffer | undefined
+  #state: 'head' | 'files' | 'tail' | 'other layout' = 'head'
+  readonly #head: string[] = []
+  readonly #tail: string[] = []
+  readonly #seen = new Set<string>()
+  #files = 0
+  /** The last file line had no comma: the array must end on the next line. */
+  #filesEnded = false
+
+  constructor(onFile: (file: ManifestFile) => void) {
+    this.#onFile = onFile
+  }
+
+  /** False once the bytes showed a layout PostgreSQL does not write: parse the whole with parseServerManifest. */
+  get streamable(): boolean {
+    return this.#state !== 'other layout'
+  }
+
+  /**
+   * The next bytes; `chunk` is not kept (copied where needed).
+   * @throws FormatError for a file line that fails its checks, or bytes that are not UTF-8
+   */
+  push(chunk: Uint8Array): void {
+    let at = 0
+    while (this.streamable) {
+      const eol = chunk.indexOf(0x0a, at)
+      if (eol < 0) {
+        if (at < chunk.length) this.#partial.push(Buffer.from(chunk.subarray(at)))
+        return
+      }
+      const rest = chunk.subarray(at, eol + 1)
+      this.#line(this.#partial.length === 0 ? Buffer.from(rest) : Buffer.concat([...this.#partial, rest]))
+      this.#partial = []
+      at = eol + 1
+    }
+  }
+
+  /** One complete line, its newline included. */
+  #line(line: Buffer): void {
+    if (this.#last) this.#hash.update(this.#last)
+    this.#last = line
+    if (!isUtf8(line)) throw bad('not valid UTF-8')
+    const text = line.toString('utf8', 0, line.length - 1)
+    switch (this.#state) {
+      case 'head':
+        if (this.#head.length === 0 && text.startsWith('\ufeff')) this.#state = 'other layout'
+        else if (text === FILES_LINE.slice(1, -1)) this.#state = 'files'
+        else this.#head.push(text)
+        return
+      case 'files':
+        if (text.startsWith(']')) {
+          // After a file line with a comma, another file must follow.
+          if (this.#files > 0 && !this.#filesEnded) this.#state = 'other layout'
+          else {
+            this.#state = 'tail'
+            this.#tail.push(text)
+          }
+          return
+        }
+        this.#file(text)
+        return
+      case 'tail':
+        this.#tail.push(text)
+        return
+      case 'other layout':
+        return
+    }
+  }
+
+  #file(text: string): void {
+    const comma = text.endsWith(',')
+    let raw: unknown
+    try {
+      if (this.#filesEnded || !text.startsWith('{')) throw new SyntaxError('not one file a line')
+      raw = JSON.parse(comma ? text.slice(0, -1) : text)
+    } catch {
+      this.#state = 'other layout'
+      return
+    }
+    this.#filesEnded = !comma
+    this.#onFile(checkFile(raw, this.#files++, this.#seen))
+  }
+
+  /**
+   * After the last byte: the manifest without its files (visited already), checked as parseServerManifest checks
+   * it; undefined when it is not streamable (then nothing was concluded).
+   * @throws FormatError on any structural problem
+   * @throws IntegrityError when Manifest-Checksum does not match the content
+   */
+  finish(o: { verifyChecksum?: boolean } = {}): ServerManifest | undefined {
+    // Not newline-terminated, or no Files array of its own: the whole parse says what is wrong.
+    if (this.#state !== 'tail' || this.#partial.length > 0) return undefined
+    const head = this.#head.join('\n')
+    const tail = `${this.#tail.join('\n')}\n`
+    if (FILES_KEY.test(head) || FILES_KEY.test(tail)) return undefined
+    const { manifest } = checkDocument(json(head + FILES_LINE + tail))
+    if (o.verifyChecksum !== false) assertChecksum(this.#hash.digest('hex'), manifest.manifestChecksum)
+    return manifest
+  }
 }
 
 /** One entry of Files, checked (see parseServerManifest); `seen` holds the paths before it. */

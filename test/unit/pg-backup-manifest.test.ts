@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { FormatError, IntegrityError } from '../../src/errors.js'
-import { computeManifestChecksum, parseServerManifest, type ServerManifest } from '../../src/pg/backup-manifest.js'
+import { computeManifestChecksum, type ManifestFile, ManifestStream, parseServerManifest, type ServerManifest } from '../../src/pg/backup-manifest.js'
 import { escapeJsonString, formatManifest, formatManifestTimestamp, ManifestWriter, manifestChunks } from '../../src/pg/backup-manifest-writer.js'
 import { crc32c, crc32cHexLE } from '../../src/pg/crc32c.js'
 import { parseBackupLabel } from '../../src/pg/backup-label.js'
@@ -198,5 +198,76 @@ describe('manifest writer', () => {
     expect(formatManifestTimestamp(new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 678)))).toBe('2026-01-02 03:04:05 GMT')
     expect(escapeJsonString('plain/path_1.2')).toBe('"plain/path_1.2"')
     expect(escapeJsonString('\u0000\u0007\u000b')).toBe('"\\u0000\\u0007\\u000b"')
+  })
+})
+
+describe('ManifestStream', () => {
+  /** `bytes` pushed in chunks of `size` (each overwritten after the push, as the protocol's buffer is). */
+  function stream(bytes: Uint8Array, size: number): { files: ManifestFile[]; s: ManifestStream } {
+    const files: ManifestFile[] = []
+    const s = new ManifestStream((f) => files.push(f))
+    for (let at = 0; at < bytes.length; at += size) {
+      const chunk = Buffer.from(bytes.subarray(at, at + size))
+      s.push(chunk)
+      chunk.fill(0x20)
+    }
+    return { files, s }
+  }
+  /** A manifest with `body` (everything before the checksum line) and its right checksum. */
+  const withChecksum = (body: string) => `${body}"Manifest-Checksum": "${createHash('sha256').update(body).digest('hex')}"}\n`
+  const fifteen = text(fixture('backup_manifest-15.gz'))
+  const bodyOf = (t: string) => t.slice(0, t.lastIndexOf('\n', t.length - 2) + 1)
+
+  it('means what parseServerManifest means, for real manifests in chunks of any size', () => {
+    for (const name of ['backup_manifest-15.gz', 'backup_manifest-17-incremental.gz']) {
+      const bytes = fixture(name)
+      const whole = parseServerManifest(bytes)
+      for (const size of [1, 7, 100, 4096, bytes.length]) {
+        const { files, s } = stream(bytes, size)
+        expect(s.streamable).toBe(true)
+        expect({ ...s.finish()!, files }).toEqual(whole)
+      }
+    }
+  })
+
+  it('gives up (streamable false, finish undefined) on any layout PostgreSQL does not write', () => {
+    const lines = bodyOf(fifteen).split('\n')
+    const firstFile = lines.indexOf('"Files": [') + 1
+    const layouts = {
+      'a byte order mark': `\ufeff${bodyOf(fifteen)}`,
+      'two files on a line': [...lines.slice(0, firstFile), lines[firstFile]! + lines[firstFile + 1]!, ...lines.slice(firstFile + 2)].join('\n'),
+      'everything on one line': bodyOf(fifteen).replace(/\n(?!$)/g, ' '),
+      "a file line ending with a comma before ']'": bodyOf(fifteen).replace(/}\n],/, '},\n],'),
+      'a second Files key': bodyOf(fifteen).replace('"WAL-Ranges"', '"Files": [],\n"WAL-Ranges"'),
+    }
+    for (const [what, body] of Object.entries(layouts)) {
+      const bytes = Buffer.from(withChecksum(body))
+      // Each is still a manifest the whole parse reads (or refuses) by itself.
+      let whole: unknown
+      try {
+        whole = parseServerManifest(bytes).files.length
+      } catch (err) {
+        whole = err instanceof FormatError ? 'refused' : err
+      }
+      expect(whole, what).toBeDefined()
+      const { s } = stream(bytes, 100)
+      expect(s.finish(), what).toBeUndefined()
+    }
+    // Not newline-terminated.
+    const { s } = stream(Buffer.from(fifteen.slice(0, -1)), 100)
+    expect(s.finish()).toBeUndefined()
+  })
+
+  it('throws what the whole parse throws: a file line that fails its checks at once, a checksum that does not match at the end', () => {
+    const lines = fifteen.split('\n')
+    const firstFile = lines.indexOf('"Files": [') + 1
+    const twice = [...lines.slice(0, firstFile + 1), lines[firstFile]!, ...lines.slice(firstFile + 1)].join('\n')
+    expect(() => parseServerManifest(twice)).toThrow(/duplicate path/)
+    expect(() => stream(Buffer.from(twice), 100)).toThrow(/duplicate path/)
+    const damaged = fifteen.replace('"Size": 3,', '"Size": 4,')
+    expect(() => parseServerManifest(damaged)).toThrow(IntegrityError)
+    const { s } = stream(Buffer.from(damaged), 100)
+    expect(() => s.finish()).toThrow(IntegrityError)
+    expect(s.finish({ verifyChecksum: false })?.walRanges).toEqual(parseServerManifest(fifteen).walRanges)
   })
 })
