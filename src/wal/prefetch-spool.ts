@@ -346,9 +346,12 @@ export interface SpoolGetOptions {
   /**
    * Starts a daemon for this spool (detached; it exits on its own when idle). Resolves when that daemon has
    * ended (lost the race for the lock, failed, or finished), so the client may start another if none holds the
-   * spool then. Absent (the lean entry point, which cannot start one): no daemon holding the spool → 'unavailable'.
+   * spool then. Absent (the lean entry point when a daemon serves the spool already): no daemon holding the spool →
+   * 'unavailable'.
    */
   spawnDaemon?: () => Promise<unknown>
+  /** Daemons this call starts at most (default 3: one replacing a daemon that retired, one more if that one lost a race). */
+  maxSpawns?: number
   /** Says who asks, for the daemon's log (see {@link SpoolRequest.client}). */
   client?: 'lean'
   /** Warnings for the user (a spooled file that failed its check). */
@@ -420,7 +423,7 @@ export async function getViaSpool(o: SpoolGetOptions): Promise<'served' | 'missi
             id = await postRequest(p, request)
           }
           if (!starting || starting.ended || now - starting.since > startTimeoutMs) {
-            if (spawns >= MAX_SPAWNS || !o.spawnDaemon) return 'unavailable'
+            if (spawns >= (o.maxSpawns ?? MAX_SPAWNS) || !o.spawnDaemon) return 'unavailable'
             spawns++
             const s = { since: now, ended: false }
             starting = s

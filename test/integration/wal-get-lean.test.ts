@@ -2,12 +2,13 @@
 // first; it serves only through a live prefetch daemon bound to the same repository and cluster, else the full
 // command runs. Which one asked is in the daemon's log ("answered NAME: STATUS (lean client)"), so these tests see
 // which path served each file, not how fast.
-// - A recovery through restore_command: the first call (no daemon yet) is the full command's and starts the
-//   daemon; the segments after it are served by the lean path; every segment is replayed.
+// - A recovery through restore_command: the first call (no daemon yet) starts the daemon from the lean path too,
+//   which serves every file; the full command never runs; every segment is replayed.
 // - The same through the pgkeep command (bin/pgkeep): once the first call has left its key, the launcher answers
 //   every later call without starting node: it serves prefetched segments ("taken NAME (fast path)" in the daemon's
 //   log) and asks the daemon for the others ("(shell client)"), the files recovery ends on included (missing).
-// - By hand: a daemon of another repository on the spool → the full command (which replaces the daemon); then lean.
+// - By hand: the first call starts the daemon from the lean path; a daemon of another repository on the spool →
+//   the full command (which replaces the daemon); then lean again.
 // - A daemon bound to another cluster than the data directory's (a wrong --cluster): the lean path gets the
 //   daemon's answer and refuses it, the full command refuses it too with exit 255, and the server stops (FATAL).
 
@@ -96,7 +97,7 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
     return { baseDir, dataDir }
   }
 
-  it('a recovery: the first call starts the daemon, the lean path serves the segments after it', async () => {
+  it('a recovery: the lean path starts the daemon on the first call and serves every file, the full command never runs', async () => {
     const { baseDir, dataDir } = await restoredDataDir('restored')
     const spool = join(dataDir, 'pg_wal', '.pgkeep-prefetch')
     spools.push(spool)
@@ -114,11 +115,11 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
       const log = () => readFile(join(spool, 'daemon.log'), 'utf8')
       await waitUntil('every replayed segment is in the daemon log', async () => answers(await log()).filter((x) => x.status === 'ok').length >= replayed.size)
       const all = answers(await log())
-      // The call that started the daemon was the full command's (the first call of a recovery asks for a timeline
-      // history file); every one after it found the daemon live and was the lean path's.
-      expect(all[0]?.client, await log()).toBe('full')
+      // The first call of a recovery (it asks for a timeline history file) started the daemon from the lean path,
+      // without loading the CLI; every call after it found the daemon live.
+      expect(all[0], await log()).toMatchObject({ status: 'missing', client: 'lean' })
       expect(
-        all.slice(1).filter((x) => x.client !== 'lean'),
+        all.filter((x) => x.client !== 'lean'),
         await log(),
       ).toEqual([])
       const ok = all.filter((x) => x.status === 'ok' && /^[0-9A-F]{24}$/.test(x.name))
@@ -153,11 +154,11 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
           .map((x) => x.name)
       await waitUntil('the daemon noticed every segment taken', async () => (await taken()).length + (await answered()).length >= replayed.length)
       expect([...(await answered()), ...(await taken())].sort(), await log()).toEqual([...replayed].sort())
-      // Node ran once: the first call (a timeline history file, missing) started the daemon and left the key. Every
-      // later request came from the launcher: segments not fetched yet when the server asked (how many depends on
-      // the machine's load), and the files recovery ends on, which the repository does not have.
+      // Node ran once (the lean path): the first call (a timeline history file, missing) started the daemon and left
+      // the key. Every later request came from the launcher: segments not fetched yet when the server asked (how
+      // many depends on the machine's load), and the files recovery ends on, which the repository does not have.
       const all = answers(await log())
-      expect(all[0], await log()).toMatchObject({ status: 'missing', client: 'full' })
+      expect(all[0], await log()).toMatchObject({ status: 'missing', client: 'lean' })
       expect(
         all.slice(1).filter((x) => x.client !== 'shell'),
         await log(),
@@ -169,7 +170,7 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
     }
   })
 
-  it('by hand: a daemon of another repository means the full command, which replaces it; then the lean path again', async () => {
+  it('by hand: the lean path starts the daemon; a daemon of another repository means the full command, which replaces it; then lean again', async () => {
     const repo2 = join(work, 'repo2')
     expect((await runMain(['init', '--repo', repo2])).code).toBe(0)
     const heldA2 = await pushFinished(a, repo2, backupA)
@@ -203,7 +204,7 @@ describe(`wal get's lean entry point (PostgreSQL ${MAJOR})`, () => {
     const [s1, s2, s3, s4] = heldA2 as [string, string, string, string]
 
     get(repo, s1)
-    expect(await answerTo(s1)).toEqual({ name: s1, status: 'ok', client: 'full' })
+    expect(await answerTo(s1)).toEqual({ name: s1, status: 'ok', client: 'lean' })
     get(repo, s2)
     expect(await answerTo(s2)).toEqual({ name: s2, status: 'ok', client: 'lean' })
     get(repo2, s3)

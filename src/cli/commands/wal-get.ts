@@ -2,9 +2,8 @@
 // when the repository does not have it. Served through a prefetch spool kept by a background daemon (the same
 // command with --daemon), so recovery does not wait one repository round trip per segment.
 
-import { spawn } from 'node:child_process'
 import { appendFile, chmod, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { UsageError } from '../../errors.js'
 import { writeFileAtomic } from '../../storage/durable-file.js'
@@ -14,11 +13,11 @@ import { acquireSpool, runPrefetchDaemon } from '../../wal/prefetch-daemon.js'
 import { getViaSpool, prepareSpool, spoolPaths, type SpoolPaths } from '../../wal/prefetch-spool.js'
 import { fetchWalFile } from '../../wal/wal-fetch.js'
 import type { CliContext, Command } from '../command.js'
-import { pgkeepInvocation } from '../installation.js'
 // main.ts lists the commands without importing them (commands/index.ts loads each when it runs): no cycle.
 import { reportError } from '../main.js'
-import { openRepoForCommand, REPO_USAGE, resolvePassphraseFile } from '../repo-args.js'
+import { openRepoForCommand, REPO_USAGE } from '../repo-args.js'
 import { DEFAULT_LINGER_S, notInRepositoryLine, parseWalGetArgs, resolveWalGetTarget } from '../wal-get-args.js'
+import { daemonStarter } from '../wal-get-spawn.js'
 
 /** Exit status for failures other than "not in the repository": above 125, PostgreSQL stops recovery (FATAL). */
 export const WAL_GET_FAILURE_EXIT = 255
@@ -73,7 +72,7 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
   const { values, prefetch, concurrency, lingerMs, name, dest } = parseWalGetArgs(args)
   if (name === undefined || dest === undefined) return runDaemon(values, ctx, { prefetch, concurrency, lingerMs })
   const target = await resolveWalGetTarget(values, dest, ctx)
-  const { repo: url, localSystemId, cluster, paths } = target
+  const { localSystemId, paths } = target
   const notFound = () => {
     if (values.json) ctx.stdout.write(`${JSON.stringify({ name, found: false })}\n`)
     else ctx.stderr.write(notInRepositoryLine(name))
@@ -90,8 +89,7 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
       ...target,
       name,
       dest,
-      spawnDaemon: async () =>
-        spawnDaemon(paths, { repo: url, 'passphrase-file': await resolvePassphraseFile(values, ctx) }, ctx, { cluster, prefetch, concurrency, lingerMs }),
+      spawnDaemon: daemonStarter(target, values, ctx, { prefetch, concurrency, lingerMs }),
       onWarning: (text) => ctx.stderr.write(`pgkeep: warning: ${text}\n`),
       // The next calls may then be answered by the launcher without starting node (src/wal/fast-path.ts): from the
       // second call of a recovery on (the first asks for a timeline history file, seldom there).
@@ -117,50 +115,6 @@ async function runGet(args: string[], ctx: CliContext): Promise<number> {
   } finally {
     await opened.repo.close().catch(() => {})
   }
-}
-
-/**
- * Starts the daemon detached from this process (and from PostgreSQL's wait for restore_command); resolves when
- * that process ends (which this process does not wait for otherwise). It runs through the `pgkeep` command, so with
- * its process settings: without them (glibc handing freed memory back at once) a fetch of a segment took a third
- * more CPU (docs/wal.md §5). PGKEEP_WAL_GET_FAST=0: the launcher need not look for a fast path for it.
- */
-function spawnDaemon(
-  paths: SpoolPaths,
-  values: { repo?: string; 'passphrase-file'?: string },
-  ctx: CliContext,
-  o: { cluster: string | null; prefetch: number; concurrency: number; lingerMs: number },
-): Promise<void> {
-  const pgkeep = pgkeepInvocation()
-  const args = [
-    ...pgkeep.command.slice(1),
-    'wal',
-    'get',
-    '--daemon',
-    // Everything it needs is on its command line (the repository and passphrase file resolved here): it reads no
-    // config file, which might have changed meanwhile.
-    '--no-config',
-    '--repo',
-    values.repo ?? '',
-    '--spool',
-    paths.dir,
-    '--prefetch',
-    String(o.prefetch),
-    '--concurrency',
-    String(o.concurrency),
-    '--linger',
-    String(Math.round(o.lingerMs / 1000)),
-    ...(o.cluster !== null ? ['--cluster', o.cluster] : []),
-    ...(values['passphrase-file'] !== undefined ? ['--passphrase-file', resolve(values['passphrase-file'])] : []),
-  ]
-  const env = { ...(ctx.env as NodeJS.ProcessEnv), ...pgkeep.env, PGKEEP_WAL_GET_FAST: '0' }
-  const child = spawn(pgkeep.command[0]!, args, { detached: true, stdio: 'ignore', env })
-  child.unref()
-  // An error (it could not start) ends it too: the client notices that no daemon comes and fetches on its own.
-  return new Promise((done) => {
-    child.once('exit', () => done())
-    child.once('error', () => done())
-  })
 }
 
 /** The background process: takes the spool, opens the repository once, serves until idle or retired. */
