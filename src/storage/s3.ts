@@ -129,17 +129,24 @@ export async function openS3Storage(o: S3StorageOptions): Promise<Storage> {
   }
   const partSizeBytes = o.partSizeBytes ?? DEFAULT_PART_SIZE_BYTES
   if (!(Number.isSafeInteger(partSizeBytes) && partSizeBytes >= MIN_PART_SIZE_BYTES)) {
-    throw new StorageError(`invalid S3 part size '${String(partSizeBytes)}': must be at least ${MIN_PART_SIZE_BYTES} bytes`)
+    throw new StorageError(`invalid S3 part size '${String(partSizeBytes)}': must be at least ${MIN_PART_SIZE_BYTES} bytes`, {
+      hint: `leave partSizeBytes out for the default (${DEFAULT_PART_SIZE_BYTES} bytes), or give a whole number of bytes of S3's minimum part size (5 MiB) or more`,
+    })
   }
   const singlePutMaxBytes = o.singlePutMaxBytes ?? Math.max(DEFAULT_SINGLE_PUT_MAX_BYTES, partSizeBytes)
   if (!(Number.isSafeInteger(singlePutMaxBytes) && singlePutMaxBytes >= partSizeBytes && singlePutMaxBytes <= MAX_SINGLE_PUT_BYTES)) {
     throw new StorageError(
       `invalid S3 single PUT limit '${String(singlePutMaxBytes)}': must be at least the part size (${partSizeBytes} bytes) and at most 5 GiB`,
+      {
+        hint: `leave singlePutMaxBytes out for the default (${DEFAULT_SINGLE_PUT_MAX_BYTES} bytes, or the part size when larger), or give a whole number of bytes in that range`,
+      },
     )
   }
   const queueSize = o.queueSize ?? DEFAULT_QUEUE_SIZE
   if (!(Number.isSafeInteger(queueSize) && queueSize >= 1)) {
-    throw new StorageError(`invalid S3 queue size '${String(queueSize)}': must be a positive integer`)
+    throw new StorageError(`invalid S3 queue size '${String(queueSize)}': must be a positive integer`, {
+      hint: `leave queueSize out for the default (${DEFAULT_QUEUE_SIZE} parts uploaded at once), or give a whole number of 1 or more`,
+    })
   }
   const region = o.region ?? 'us-east-1'
   const endpointLabel = o.endpoint === undefined ? `https://s3.${region}.amazonaws.com` : redactUrl(o.endpoint)

@@ -313,10 +313,18 @@ describe('s3 configuration errors', () => {
     const s = await open({ credentials: { accessKeyId: server.accessKeyId, secretAccessKey: 'not-in-name' } })
     expect(s.name).toBe(`s3://${server.bucket}/${server.prefix}faults/ (${server.endpoint})`)
     await expect(openS3Storage({ bucket: 'Bad_Bucket', prefix: '' })).rejects.toBeInstanceOf(StorageError)
+    // Options out of range: refused with a hint that says what to give instead.
     await expect(openS3Storage({ bucket: 'ok-bucket', prefix: '', partSizeBytes: MIB })).rejects.toBeInstanceOf(StorageError)
+    await expect(openS3Storage({ bucket: 'ok-bucket', prefix: '', partSizeBytes: MIB })).rejects.toMatchObject({
+      hint: expect.stringMatching(/leave partSizeBytes out/),
+    })
+    await expect(openS3Storage({ bucket: 'ok-bucket', prefix: '', queueSize: 0 })).rejects.toMatchObject({ hint: expect.stringMatching(/leave queueSize out/) })
     for (const singlePutMaxBytes of [4 * MIB, 6 * 1024 * MIB, 8.5]) {
       const opening = openS3Storage({ bucket: 'ok-bucket', prefix: '', partSizeBytes: 5 * MIB, singlePutMaxBytes })
       await expect(opening, String(singlePutMaxBytes)).rejects.toThrow(/single PUT limit .* at least the part size/)
+      await expect(openS3Storage({ bucket: 'ok-bucket', prefix: '', partSizeBytes: 5 * MIB, singlePutMaxBytes })).rejects.toMatchObject({
+        hint: expect.stringMatching(/leave singlePutMaxBytes out/),
+      })
     }
   })
 })
