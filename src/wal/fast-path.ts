@@ -18,9 +18,8 @@
 //     spooled (served as above). Any other answer, or none within seconds, and node runs.
 // The key, line by line:
 //   pgkeep-wal-get-fast 2 | daemon pid | segment size (from a missing file's answer: pg_control's; empty when not
-//   known) | working directory |
-//   postmaster.pid line 1 | line 3 | the request's repository and cluster (JSON members) | argument count |
-//   one line per argument: '=' and the argument, or %f (the name) or %p (the destination)
+//   known) | working directory | postmaster.pid line 1 | line 3 | the request's repository and cluster (JSON
+//   members) | argument count | one line per argument: '=' and the argument, or %f (the name) or %p (the destination)
 
 import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
