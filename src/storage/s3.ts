@@ -101,7 +101,8 @@ const ABORT_UPLOAD_TIMEOUT_MS = 5_000
  *   once CompleteMultipartUpload succeeds. A factory body is streamed: at most about (queueSize + 1) parts are
  *   buffered, never the whole object. On failure the upload is aborted (best effort: s3rver has no
  *   AbortMultipartUpload; the original error is reported either way). An abort that lands while
- *   CompleteMultipartUpload is already in flight may still leave the whole object in place (never a partial one). Configure a lifecycle rule that aborts incomplete multipart uploads after a day or so.
+ *   CompleteMultipartUpload is already in flight may still leave the whole object in place (never a partial one).
+ *   Configure a lifecycle rule that aborts incomplete multipart uploads after a day or so.
  * - An error thrown by a factory body is rethrown unchanged (it is the caller's); the upload is aborted.
  * - `ifAbsent` sends `If-None-Match: *` (412 → AlreadyExistsError). Unless `features.conditionalWrite` is true
  *   a HeadObject check runs first, because stores that ignore the header would silently overwrite. A 412 that

@@ -7,7 +7,7 @@
 // from a setting that is served, and must reach node with the file left in the spool.
 
 import { execFile, spawn } from 'node:child_process'
-import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -183,7 +183,9 @@ describe("the launcher's fast path of wal get", () => {
     await daemon.stop()
     await rename(join(dir, 'aside'), join(spool, SEGMENT))
     const id = (await readdir(join(spool, 'req'))).find((f) => !f.startsWith('.'))!
-    await writeFile(join(spool, 'resp', id), JSON.stringify({ status: 'ok', systemId: '7000000000000000001', pid: process.pid, sizeBytes: SIZE }))
+    // Whole or not at all, as the daemon answers (the launcher reads an answer as soon as its name is there).
+    await writeFile(join(spool, 'tmp', id), JSON.stringify({ status: 'ok', systemId: '7000000000000000001', pid: process.pid, sizeBytes: SIZE }))
+    await rename(join(spool, 'tmp', id), join(spool, 'resp', id))
     expect(await launched).toBe('served')
     expect(await readdir(join(spool, 'resp'))).toEqual([])
   })
@@ -223,6 +225,31 @@ describe("the launcher's fast path of wal get", () => {
       await daemon.stop()
     }
   })
+
+  it('asks nothing through a request or answer directory that is a link, or that others may enter', async () => {
+    await rm(join(spool, SEGMENT))
+    const elsewhere = join(dir, `elsewhere-${Math.random().toString(36).slice(2)}`)
+    await mkdir(elsewhere, { mode: 0o700 })
+    await rm(join(spool, 'req'), { recursive: true })
+    await symlink(elsewhere, join(spool, 'req'))
+    expect(await namesWhile(elsewhere, run())).toEqual({ outcome: 'node', names: [] })
+    await rm(join(spool, 'req'))
+    await mkdir(join(spool, 'req'), { mode: 0o700 })
+    await chmod(join(spool, 'resp'), 0o755)
+    expect(await namesWhile(join(spool, 'req'), run())).toEqual({ outcome: 'node', names: [] })
+  }, 6_000)
+
+  /** What `launched` ends with, and every name seen in `path` meanwhile (a request the launcher wrote there). */
+  async function namesWhile(path: string, launched: Promise<Outcome>): Promise<{ outcome: Outcome; names: string[] }> {
+    const names = new Set<string>()
+    let done = false
+    const outcome = launched.finally(() => (done = true))
+    while (!done) {
+      for (const n of await readdir(path).catch(() => [] as string[])) names.add(n)
+      await sleep(5)
+    }
+    return { outcome: await outcome, names: [...names] }
+  }
 
   it('gives up asking and starts node when the daemon ends without answering', async () => {
     await rm(join(spool, SEGMENT))
