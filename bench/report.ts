@@ -178,6 +178,9 @@ export function formatMarkdown(meta: RunMeta, groups: GroupSpec[], rows: Variant
           `CPU and RSS are the restore_command processes' (summed; peak), without \`wal get\`'s prefetch process. `
         : '') +
       `The receive row runs pgkeep's protocol code with the process settings of the \`pgkeep\` command. ` +
+      `The SHA-256 and zstd rows run no code of pgkeep's (bench/store-limit.mjs): the files cut into 1 MiB windows, ` +
+      `each hashed and compressed at the repository's default level on one thread, then read back, decompressed and ` +
+      `checked; with the receive row they are the CPU a full backup cannot go below on this machine. ` +
       `\`pg_basebackup -D - -X none\` cannot stand for the limit here: ` +
       `it writes only a single tablespace to stdout.`,
     '',

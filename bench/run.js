@@ -120,7 +120,7 @@ function runSuite(build) {
   cpSync(join(ROOT, 'bin'), join(build, 'bin'), { recursive: true })
   cpSync(join(ROOT, 'package.json'), join(build, 'package.json'))
   mkdirSync(join(build, 'bench'))
-  cpSync(join(ROOT, 'bench', 'receive-limit.mjs'), join(build, 'bench', 'receive-limit.mjs'))
+  for (const script of ['receive-limit.mjs', 'store-limit.mjs']) cpSync(join(ROOT, 'bench', script), join(build, 'bench', script))
   symlinkSync(join(ROOT, 'node_modules'), join(build, 'node_modules'))
 
   const vitest = join(dirname(createRequire(import.meta.url).resolve('vitest/package.json')), 'vitest.mjs')
