@@ -132,22 +132,39 @@ export class RelationFileIngest {
     this.store.recycle(w)
   }
 
-  /** A changed window, page by page: `ours` has this window's hashes in the parent's algorithm. */
+  /**
+   * A changed window, page by page: `ours` has this window's hashes in the parent's algorithm. Unchanged pages are
+   * reused a run at a time: each reuse looks up the parent's extents and checks their blobs, and page by page that
+   * took a fifth of an incremental's CPU when 1% of the pages had changed (so nearly every window of a large table).
+   */
   private async placePages(w: Buffer, firstPage: number, ours: Buffer): Promise<void> {
     const p = this.parent!
     const parentPages = pageCountOf(p.sizeBytes)
-    for (let i = 0; i * PAGE_BYTES < w.length; i++) {
+    const pages = Math.ceil(w.length / PAGE_BYTES)
+    /** Unchanged pages just before page i, not placed yet. */
+    let run = 0
+    for (let i = 0; i < pages; i++) {
       const pageNo = firstPage + i
       const at = pageNo * PAGE_HASH_BYTES
-      const offset = pageNo * PAGE_BYTES
       const mine = i * PAGE_HASH_BYTES
       if (pageNo < parentPages && ours.compare(p.pageHashes, at, at + PAGE_HASH_BYTES, mine, mine + PAGE_HASH_BYTES) === 0) {
-        this.out.reuse(p, offset, PAGE_BYTES)
-      } else if (this.pageHashes.compare(ZERO_HASH, 0, PAGE_HASH_BYTES, at, at + PAGE_HASH_BYTES) === 0) {
+        run++
+        continue
+      }
+      this.reuseRun(pageNo, run)
+      run = 0
+      const offset = pageNo * PAGE_BYTES
+      if (this.pageHashes.compare(ZERO_HASH, 0, PAGE_HASH_BYTES, at, at + PAGE_HASH_BYTES) === 0) {
         this.out.hole(offset, PAGE_BYTES)
       } else {
         await this.out.changedPage(w.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), offset)
       }
     }
+    this.reuseRun(firstPage + pages, run)
+  }
+
+  /** The `pages` unchanged pages that end before page `endPage` point at the parent's bytes. */
+  private reuseRun(endPage: number, pages: number): void {
+    if (pages > 0) this.out.reuse(this.parent!, (endPage - pages) * PAGE_BYTES, pages * PAGE_BYTES)
   }
 }
