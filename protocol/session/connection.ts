@@ -1,6 +1,7 @@
 // A physical replication connection: transport (TCP or Unix socket, optional TLS), startup and authentication,
-// and the pull-based message pump every command reads from. The socket is read only when a command asks for
-// the next message, so a slow consumer pauses the socket (backpressure) and memory stays bounded.
+// and the pull-based message pump every command reads from. The socket is read ahead of the commands by a bounded
+// amount only (socket-input.ts; for TLS, Node's stream buffer), so a slow consumer pauses the socket
+// (backpressure) and memory stays bounded.
 // Longer than 400 lines on purpose: the state of one socket (TLS upgrade, authentication exchange, the framer, who
 // waits for the next message) is shared by every step; split, each part would reach into the others' fields.
 
@@ -12,6 +13,7 @@ import { join } from 'node:path'
 import { AbortedError, AuthError, ConnectionConfigError, ConnectionError, ProtocolError, ServerError, type ServerMessageFields } from '../errors.js'
 import { type BackendMessage, decodeBackend, type FieldDescription } from '../messages/backend.js'
 import { type Frame, FrameReader } from '../wire/frame-reader.js'
+import { type ByteSource, SocketInput, streamSource } from '../wire/socket-input.js'
 import { frontend, md5PasswordResponse } from '../wire/frontend.js'
 import { type ConnectOptions, describeHost, type HostPort, lookupPgpass } from './conninfo.js'
 import { type ResultLimits, SMALL_RESULT } from './result-limits.js'
@@ -39,7 +41,8 @@ export class ReplicationConnection {
   readonly parameters = new Map<string, string>()
   backendPid = 0
   private readonly framer = new FrameReader()
-  private readonly chunks: AsyncIterator<Buffer>
+  /** What the server sent: the plain socket's SocketInput, or the TLS socket's own chunks. */
+  private readonly input: ByteSource
   private noticeSink: (n: ServerMessageFields) => void
   private busyWith: string | undefined
   private closed = false
@@ -49,12 +52,13 @@ export class ReplicationConnection {
 
   private constructor(
     private readonly socket: Socket | TLSSocket,
+    input: SocketInput,
     readonly hostPort: HostPort,
     readonly user: string,
     readonly tls: boolean,
     onNotice?: (n: ServerMessageFields) => void,
   ) {
-    this.chunks = socket[Symbol.asyncIterator]() as AsyncIterator<Buffer>
+    this.input = tls ? streamSource(socket) : input
     this.noticeSink = onNotice ?? (() => {})
     socket.setNoDelay(true)
     socket.on('error', (err) => {
@@ -93,13 +97,15 @@ export class ReplicationConnection {
 
   private static async attempt(opts: ConnectOptions, hp: HostPort, o: OpenOptions, wantTls: boolean): Promise<ReplicationConnection> {
     o.signal?.throwIfAborted()
-    let socket: Socket | TLSSocket = await openSocket(hp, opts.connectTimeoutMs, o.signal)
+    const input = new SocketInput()
+    let socket: Socket | TLSSocket = await openSocket(hp, opts.connectTimeoutMs, input, o.signal)
     let tls = false
     try {
       if (wantTls && !hp.host.startsWith('/')) {
         socket.write(frontend.sslRequest())
-        const answer = await readOneByte(socket, hp)
+        const answer = await readOneByte(input, hp)
         if (answer === 0x53 /* 'S' */) {
+          input.pause()
           socket = await startTls(socket, hp, opts)
           tls = true
         } else if (answer === 0x4e /* 'N' */) {
@@ -113,7 +119,7 @@ export class ReplicationConnection {
           throw new ProtocolError(`unexpected answer 0x${answer.toString(16)} to SSLRequest`)
         }
       }
-      const conn = new ReplicationConnection(socket, hp, opts.user, tls, o.onNotice)
+      const conn = new ReplicationConnection(socket, input, hp, opts.user, tls, o.onNotice)
       const onAbort = () => conn.destroy(o.signal?.reason)
       o.signal?.addEventListener('abort', onAbort, { once: true })
       try {
@@ -305,14 +311,14 @@ export class ReplicationConnection {
     for (;;) {
       const frame = this.nextFrame()
       if (frame) return decodeBackend(frame)
-      let r: IteratorResult<Buffer>
+      let chunk: Buffer | undefined
       try {
-        r = await this.chunks.next()
+        chunk = await this.input.next()
       } catch (err) {
         throw this.lostError(err)
       }
-      if (r.done) throw this.lostError()
-      this.framer.push(r.value)
+      if (chunk === undefined) throw this.lostError()
+      this.framer.push(chunk)
     }
   }
 
@@ -481,9 +487,14 @@ export class ReplicationConnection {
 
 const RESULT_HINT = 'PostgreSQL never answers a replication command like this: check that the connection leads to a genuine PostgreSQL server'
 
-function openSocket(hp: HostPort, timeoutMs: number | undefined, signal?: AbortSignal): Promise<Socket> {
+/** Connects; what the socket receives goes to `input` (see socket-input.ts). */
+function openSocket(hp: HostPort, timeoutMs: number | undefined, input: SocketInput, signal?: AbortSignal): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = hp.host.startsWith('/') ? netConnect({ path: join(hp.host, `.s.PGSQL.${hp.port}`) }) : netConnect({ host: hp.host, port: hp.port })
+    const onread = input.onread
+    const socket = hp.host.startsWith('/')
+      ? netConnect({ path: join(hp.host, `.s.PGSQL.${hp.port}`), onread })
+      : netConnect({ host: hp.host, port: hp.port, onread })
+    input.attach(socket)
     let timer: NodeJS.Timeout | undefined
     const cleanup = () => {
       socket.off('connect', onConnect)
@@ -522,32 +533,17 @@ function openSocket(hp: HostPort, timeoutMs: number | undefined, signal?: AbortS
   })
 }
 
-/** Reads exactly the one-byte answer to SSLRequest, leaving nothing buffered (CVE-2021-23222). */
-function readOneByte(socket: Socket, hp: HostPort): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const onData = (d: Buffer) => {
-      done()
-      if (d.length !== 1) reject(new ProtocolError('received unencrypted data after SSL request'))
-      else resolve(d[0])
-    }
-    const onEnd = () => {
-      done()
-      reject(new ConnectionError(`server at ${describeHost(hp)} closed the connection during SSL negotiation`))
-    }
-    const onError = (err: Error) => {
-      done()
-      reject(new ConnectionError(`SSL negotiation with ${describeHost(hp)} failed: ${err.message}`, { cause: err }))
-    }
-    const done = () => {
-      socket.off('data', onData)
-      socket.off('end', onEnd)
-      socket.off('error', onError)
-      socket.pause()
-    }
-    socket.on('data', onData)
-    socket.once('end', onEnd)
-    socket.once('error', onError)
-  })
+/** Reads exactly the one-byte answer to SSLRequest, and refuses anything sent after it (CVE-2021-23222). */
+async function readOneByte(input: SocketInput, hp: HostPort): Promise<number> {
+  let answer: Buffer | undefined
+  try {
+    answer = await input.next()
+  } catch (err) {
+    throw new ConnectionError(`SSL negotiation with ${describeHost(hp)} failed: ${(err as Error).message}`, { cause: err })
+  }
+  if (answer === undefined) throw new ConnectionError(`server at ${describeHost(hp)} closed the connection during SSL negotiation`)
+  if (answer.length !== 1 || input.pendingBytes > 0) throw new ProtocolError('received unencrypted data after SSL request')
+  return answer[0]!
 }
 
 function startTls(socket: Socket, hp: HostPort, opts: ConnectOptions): Promise<TLSSocket> {

@@ -1,9 +1,11 @@
 // Cuts the backend byte stream into messages: Byte1 type | Int32 length (including itself) | payload.
 //
 // Ownership: every payload handed out is owned by the caller and never written to again. A payload that lies
-// inside one socket chunk is a view of that chunk (Node allocates a fresh buffer for every socket read and never
-// reuses it); a payload spanning chunks is assembled into a fresh buffer. pg-protocol's Parser, by contrast,
-// hands out views into a buffer it later overwrites, which has corrupted backups (machine-notes §3.4).
+// inside one chunk is a view of that chunk (chunks are never written to again: Node allocates a fresh buffer for
+// every read of a TLS socket, and SocketInput gives each region of its slabs to one read only); chunks that lie side
+// by side in one buffer are joined as they come, so a payload across them is a view too; any other payload spanning
+// chunks is assembled into a fresh buffer. pg-protocol's Parser, by contrast, hands out views into a buffer it
+// later overwrites, which has corrupted backups (machine-notes §3.4).
 // Bounds: declared lengths are capped by protocol state (FRAME_LIMITS), so memory stays small whatever a server says.
 
 import { ProtocolError } from '../errors.js'
@@ -86,8 +88,15 @@ export class FrameReader {
 
   push(chunk: Buffer): void {
     if (chunk.length === 0) return
-    this.chunks.push(chunk)
     this.buffered += chunk.length
+    const last = this.chunks.length - 1
+    const prev = this.chunks[last]
+    if (prev && prev.buffer === chunk.buffer && prev.byteOffset + prev.length === chunk.byteOffset) {
+      // The bytes right after the last chunk's (one read after the other into a slab): one view of both.
+      this.chunks[last] = Buffer.from(prev.buffer, prev.byteOffset, prev.length + chunk.length)
+    } else {
+      this.chunks.push(chunk)
+    }
   }
 
   /**

@@ -5,9 +5,11 @@
 // with a protocol error naming what was refused, exit non-zero, record no backup, and leave every file outside the
 // repository as it was (the sentinel tree is listed before and after). A benign archive is the control: the same
 // fake then fails for another reason (its manifest), so the refusals are the entry checks' doing. Last, single
-// replication commands against the fake: oversized or misnamed timeline histories, endless rows and notices.
+// replication commands against the fake: oversized or misnamed timeline histories, endless rows and notices; and
+// bytes slipped in after the answer to SSLRequest.
 
 import { existsSync, readFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { lstat, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -342,4 +344,53 @@ describe('replication commands against a hostile server', () => {
     )
     expect(notices.message).toMatch(/the server answered SHOW with more than 65536 bytes/)
   }, 60_000)
+})
+
+describe('a server that slips bytes in after its answer to SSLRequest (CVE-2021-23222)', () => {
+  /** A loopback stand-in that answers the 8-byte SSLRequest with `answer` and closes 300 ms later. */
+  async function answering(answer: Buffer): Promise<{ port: number; close: () => Promise<void> }> {
+    const server = createServer((socket) => {
+      socket.on('error', () => {})
+      socket.once('data', () => {
+        socket.write(answer)
+        setTimeout(() => socket.destroy(), 300)
+      })
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()))
+    const port = (server.address() as { port: number }).port
+    return { port, close: () => new Promise<void>((resolve) => server.close(() => resolve())) }
+  }
+
+  it("refuses 'N' or 'S' followed by anything in the same packet", async () => {
+    for (const [first, sslmode] of [
+      ['N', 'prefer'],
+      ['S', 'require'],
+    ] as const) {
+      // An AuthenticationOk and ReadyForQuery right behind the answer: a man in the middle's would-be session.
+      const s = await answering(Buffer.concat([Buffer.from(first), wire.authOk(), wire.readyForQuery()]))
+      try {
+        const err = await connect(`host=127.0.0.1 port=${s.port} user=x sslmode=${sslmode} connect_timeout=5`).then(
+          () => undefined,
+          (e: unknown) => e as Error,
+        )
+        expect(err?.message, first).toBe('received unencrypted data after SSL request')
+      } finally {
+        await s.close()
+      }
+    }
+  }, 30_000)
+
+  it("control: 'N' alone goes on to the startup message", async () => {
+    const s = await answering(Buffer.from('N'))
+    try {
+      const err = await connect(`host=127.0.0.1 port=${s.port} user=x sslmode=prefer connect_timeout=5`).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      )
+      // The stand-in answers nothing to the startup message and closes: a lost connection, not the SSL refusal.
+      expect(err?.message).toMatch(/closed the connection/)
+    } finally {
+      await s.close()
+    }
+  }, 30_000)
 })

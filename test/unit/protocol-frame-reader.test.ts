@@ -98,6 +98,36 @@ describe('FrameReader', () => {
     for (const k of kept) expect(k.view.equals(k.copy)).toBe(true)
   })
 
+  it('hands out a payload across chunks that lie side by side in one buffer as a view of it, others as copies', () => {
+    const bb = fixture('base-backup-pg15.bin')
+    const want = walk(bb)
+    // The recording in one slab, pushed as reads of 4,000 bytes would land (SocketInput), then as separate buffers.
+    const slab = Buffer.from(bb)
+    const reads: Buffer[] = []
+    for (let off = 0; off < slab.length; off += 4000) reads.push(slab.subarray(off, off + 4000))
+    const f = new FrameReader()
+    const got: Frame[] = []
+    for (const r of reads) {
+      f.push(r)
+      for (let fr = f.next(); fr; fr = f.next()) got.push(fr)
+    }
+    expect(same(got, want)).toBe(true)
+    const large = got.filter((fr) => fr.payload.length > 4000)
+    expect(large.length).toBeGreaterThan(3)
+    for (const fr of got) expect(fr.payload.buffer).toBe(slab.buffer) // not one copied
+    const apart = frames(reads.map((r) => Buffer.from(r)))
+    expect(same(apart, want)).toBe(true)
+    // Side by side but pushed out of order, or with a gap: never joined.
+    const g = new FrameReader()
+    const frame = bb.subarray(0, 1 + bb.readInt32BE(1))
+    const gapped = Buffer.alloc(frame.length + 1)
+    frame.copy(gapped, 0, 0, 3)
+    frame.copy(gapped, 4, 3)
+    g.push(gapped.subarray(0, 3))
+    g.push(gapped.subarray(4))
+    expect(g.next()?.payload.equals(frame.subarray(5))).toBe(true)
+  })
+
   it('rejects an impossible length', () => {
     const f = new FrameReader()
     f.push(Buffer.from([0x64, 0, 0, 0, 2]))

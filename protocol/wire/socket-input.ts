@@ -1,0 +1,143 @@
+// The bytes of a plain (unencrypted) socket, read into memory pgkeep hands to the kernel itself (net.Socket's
+// `onread` option), one region of a 256 KiB slab after the other. Consecutive reads land side by side, so a message
+// that arrives in two reads is still one run of bytes, and FrameReader hands it out as a view: no copy and no
+// allocation. Node's own reading allocates a 64 KiB buffer per read, and a message across two of them must be
+// copied into a new one: half of BASE_BACKUP's 32 KiB messages, about 1 GB of copies for a 2 GB database, and as
+// many allocations, each counted by V8 towards its next garbage collection.
+//
+// Ownership: a region of a slab is given to one read only and never again; the chunks handed out (and views of
+// them) stay valid for as long as anyone holds them, which keeps their slab alive.
+// Backpressure: reading stops while more than PAUSE_AT_BYTES wait to be taken, and starts again when they are.
+
+import type { Socket } from 'node:net'
+
+/** Bytes of one slab: reads fill it region by region. */
+export const SLAB_BYTES = 1 << 18
+/** A read is offered at least this much room (Node's own read size); a slab with less left is replaced. */
+const MIN_READ_BYTES = 64 << 10
+/** Bytes received but not taken above which the socket stops reading. */
+const PAUSE_AT_BYTES = 256 << 10
+
+/** A source of the bytes the server sent, in order: `undefined` once the server closed the connection. */
+export interface ByteSource {
+  next(): Promise<Buffer | undefined>
+}
+
+export class SocketInput implements ByteSource {
+  #slab = Buffer.allocUnsafe(SLAB_BYTES)
+  /** Bytes of the slab given to reads that completed. */
+  #used = 0
+  readonly #received: Buffer[] = []
+  #receivedBytes = 0
+  #socket: Socket | undefined
+  #paused = false
+  #ended = false
+  #failure: Error | undefined
+  #wake: (() => void) | undefined
+
+  /** The `onread` option for the socket (net.connect); then `attach` the socket. */
+  readonly onread = {
+    buffer: (): Buffer => this.#nextRegion(),
+    callback: (n: number, region: Buffer): boolean => this.#onRead(n, region),
+  }
+
+  /** Follows the socket's end and errors; call it right after creating the socket with `onread`. */
+  attach(socket: Socket): void {
+    this.#socket = socket
+    const end = () => {
+      this.#ended = true
+      this.#notify()
+    }
+    socket.on('end', end)
+    socket.on('close', end)
+    socket.on('error', (err) => {
+      this.#failure ??= err
+      this.#notify()
+    })
+  }
+
+  /** Bytes received and not taken yet. */
+  get pendingBytes(): number {
+    return this.#receivedBytes
+  }
+
+  /**
+   * The bytes received since the last call, as one chunk when they lie side by side; waits for some.
+   * @returns undefined once the server closed the connection and everything was taken
+   * @throws the socket's error
+   */
+  async next(): Promise<Buffer | undefined> {
+    for (;;) {
+      if (this.#received.length > 0) return this.#take()
+      if (this.#failure) throw this.#failure
+      if (this.#ended) return undefined
+      this.#resume()
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve
+      })
+    }
+  }
+
+  /** Stops reading (until the next `next()`): the socket is about to be handed to TLS, which reads it itself. */
+  pause(): void {
+    if (this.#paused || !this.#socket) return
+    this.#paused = true
+    this.#socket.pause()
+  }
+
+  #nextRegion(): Buffer {
+    if (SLAB_BYTES - this.#used < MIN_READ_BYTES) {
+      this.#slab = Buffer.allocUnsafe(SLAB_BYTES)
+      this.#used = 0
+    }
+    return this.#slab.subarray(this.#used)
+  }
+
+  #onRead(n: number, region: Buffer): boolean {
+    // `region` is what #nextRegion returned for this read: the slab's bytes from #used on.
+    if (region.buffer === this.#slab.buffer) this.#used = region.byteOffset - this.#slab.byteOffset + n
+    this.#received.push(region.subarray(0, n))
+    this.#receivedBytes += n
+    this.#notify()
+    if (this.#receivedBytes < PAUSE_AT_BYTES) return true
+    // Returning false makes Node stop reading; #resume starts it again.
+    this.#paused = true
+    return false
+  }
+
+  /** Everything received, merged into one view where consecutive chunks are adjacent in one slab. */
+  #take(): Buffer {
+    let chunk = this.#received.shift()!
+    while (this.#received.length > 0) {
+      const c = this.#received[0]!
+      if (c.buffer !== chunk.buffer || chunk.byteOffset + chunk.length !== c.byteOffset) break
+      chunk = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length + c.length)
+      this.#received.shift()
+    }
+    this.#receivedBytes -= chunk.length
+    return chunk
+  }
+
+  #resume(): void {
+    if (!this.#paused || !this.#socket || this.#socket.destroyed) return
+    this.#paused = false
+    this.#socket.resume()
+  }
+
+  #notify(): void {
+    const wake = this.#wake
+    this.#wake = undefined
+    wake?.()
+  }
+}
+
+/** The bytes of a stream Node reads itself (a TLS socket): its chunks as they come. */
+export function streamSource(stream: AsyncIterable<Buffer>): ByteSource {
+  const it = stream[Symbol.asyncIterator]()
+  return {
+    async next() {
+      const r = await it.next()
+      return r.done ? undefined : r.value
+    },
+  }
+}
