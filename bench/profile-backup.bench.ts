@@ -71,7 +71,19 @@ it(`backup with 0..n ingest workers, pgbench scale ${scale}`, async () => {
     // Only `init` creates a repository: by this checkout's build (every build compared reads its format), unmeasured.
     if (!existsSync(join(repo, 'config'))) execFileSync(process.execPath, [join(ROOT, 'bin', 'pgkeep.js'), 'init', '--repo', repo], { stdio: 'ignore' })
     const load = loadavg()[0]!
-    const args = ['--max-semi-space-size=8', ...flags, join(v.root, 'bin', 'pgkeep.js'), 'backup', '-d', pg.url(), '--repo', repo, '--json', ...extra]
+    const args = [
+      '--max-semi-space-size=8',
+      '--initial-old-space-size=64',
+      ...flags,
+      join(v.root, 'bin', 'pgkeep.js'),
+      'backup',
+      '-d',
+      pg.url(),
+      '--repo',
+      repo,
+      '--json',
+      ...extra,
+    ]
     const m = await measure(process.execPath, args, env)
     return { ...m, load, mainCpuS: Number(await readFile(cpuFile, 'utf8')) }
   }

@@ -177,7 +177,7 @@ export function formatMarkdown(meta: RunMeta, groups: GroupSpec[], rows: Variant
           `wall from the server's start until pg_is_in_recovery() is false (each run checked to have replayed it all); ` +
           `CPU and RSS are the restore_command processes' (summed; peak), without \`wal get\`'s prefetch process. `
         : '') +
-      `The receive row runs pgkeep's protocol code with the process settings of the \`pgkeep\` command. ` +
+      `The receive row runs pgkeep's protocol code with the process settings of \`pgkeep backup\`. ` +
       `The SHA-256 and zstd rows run no code of pgkeep's (bench/store-limit.mjs): the files cut into 1 MiB windows, ` +
       `each hashed and compressed at the repository's default level on one thread, then read back, decompressed and ` +
       `checked; with the receive row they are the CPU a full backup cannot go below on this machine. ` +

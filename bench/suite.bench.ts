@@ -90,7 +90,10 @@ function binSetting(re: RegExp, what: string): string {
   return m[1]!
 }
 const BIN_TUNABLES = binSetting(/GLIBC_TUNABLES=(\S+)/, 'GLIBC_TUNABLES')
-const BIN_NODE_FLAGS = binSetting(/exec "\$\{PGKEEP_NODE:-node\}" (.*) "\$\{self/, "node's flags").split(' ')
+const BIN_NODE_FLAGS = binSetting(/^flags=(\S+)$/m, "node's flags").split(' ')
+/** What the launcher adds to node's flags for `backup` (the receive row is a backup's protocol code). */
+const BIN_BACKUP_FLAGS = binSetting(/flags="\$flags ([^"]+)"/, "node's flags for backup").split(' ')
+const nodeFlagsOf = (variant: string) => (variant.startsWith('pgkeep backup') ? [...BIN_NODE_FLAGS, ...BIN_BACKUP_FLAGS] : BIN_NODE_FLAGS)
 const RECEIVE_LIMIT = join(BUILD, 'bench', 'receive-limit.mjs')
 const STORE_LIMIT = join(BUILD, 'bench', 'store-limit.mjs')
 const SEGMENT_RE = /^[0-9A-F]{24}$/
@@ -265,7 +268,7 @@ async function measured(
       const dir = profileDir(spec)
       await rm(dir, { recursive: true, force: true })
       const wrapper = join(ctx.work, `profiled-${slug(spec.name)}.sh`)
-      const script = `#!/bin/sh\nexport GLIBC_TUNABLES="\${GLIBC_TUNABLES-${BIN_TUNABLES}}"\nexec "${process.execPath}" ${BIN_NODE_FLAGS.join(' ')} --cpu-prof --cpu-prof-dir="${dir}" "${ENTRY}" "$@"\n`
+      const script = `#!/bin/sh\nexport GLIBC_TUNABLES="\${GLIBC_TUNABLES-${BIN_TUNABLES}}"\nexec "${process.execPath}" ${nodeFlagsOf(spec.name).join(' ')} --cpu-prof --cpu-prof-dir="${dir}" "${ENTRY}" "$@"\n`
       await writeFile(wrapper, script, {
         mode: 0o755,
       })
@@ -424,7 +427,7 @@ async function suite15(ctx: Ctx, specs: VariantSpec[], meta: Partial<RunMeta>): 
  * hashing and compressing them (and decompressing and checking them) takes on one thread.
  */
 async function limitRuns(ctx: Ctx, spec: (group: string, name: string) => VariantSpec, run: number, pg: Cluster, ts: string): Promise<void> {
-  const receiveArgs = [...BIN_NODE_FLAGS, RECEIVE_LIMIT, pg.url()]
+  const receiveArgs = [...BIN_NODE_FLAGS, ...BIN_BACKUP_FLAGS, RECEIVE_LIMIT, pg.url()]
   await measured(ctx, spec('limit', V.receive), run, process.execPath, receiveArgs, baseEnv({ GLIBC_TUNABLES: BIN_TUNABLES }), async (m) => ({
     bytesRead: JSON.parse(m.stdout).bytes,
   }))

@@ -63,6 +63,18 @@ describe('the pgkeep command', () => {
     ])
   })
 
+  it("adds V8's first old-generation limit for backup alone, whatever global options stand before it", () => {
+    const { GLIBC_TUNABLES: _, ...env } = process.env
+    const flagsOf = (args: string[]) => viaFake(env, args).filter((l) => l.startsWith('arg:--') && !args.includes(l.slice(4)))
+    const backup = ['arg:--max-semi-space-size=8', 'arg:--initial-old-space-size=64']
+    expect(flagsOf(['backup', '--type', 'full'])).toEqual(backup)
+    expect(flagsOf(['--config', '/etc/pgkeep.toml', 'backup'])).toEqual(backup)
+    expect(flagsOf(['--config=/etc/pgkeep.toml', '--no-config', 'backup'])).toEqual(backup)
+    for (const other of [['restore', 'backup'], ['--config', 'backup', 'restore'], ['info'], ['--config'], []]) {
+      expect(flagsOf(other), other.join(' ')).toEqual(['arg:--max-semi-space-size=8'])
+    }
+  })
+
   it('runs the node PGKEEP_NODE names, whatever PATH holds (a restore_command that pgkeep writes names its own)', () => {
     const { GLIBC_TUNABLES: _, ...env } = process.env
     const out = execFileSync(join(dir, 'bin', 'pgkeep'), ['--version'], { env: { ...env, PGKEEP_NODE: join(fakeBin, 'node') } })
