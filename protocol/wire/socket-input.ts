@@ -62,13 +62,17 @@ export class SocketInput implements ByteSource {
   }
 
   /**
-   * The bytes received since the last call, as one chunk when they lie side by side; waits for some.
+   * The bytes of the oldest read not taken yet (FrameReader joins those that lie side by side); waits for one.
    * @returns undefined once the server closed the connection and everything was taken
    * @throws the socket's error
    */
   async next(): Promise<Buffer | undefined> {
     for (;;) {
-      if (this.#received.length > 0) return this.#take()
+      const chunk = this.#received.shift()
+      if (chunk) {
+        this.#receivedBytes -= chunk.length
+        return chunk
+      }
       if (this.#failure) throw this.#failure
       if (this.#ended) return undefined
       this.#resume()
@@ -103,19 +107,6 @@ export class SocketInput implements ByteSource {
     // Returning false makes Node stop reading; #resume starts it again.
     this.#paused = true
     return false
-  }
-
-  /** Everything received, merged into one view where consecutive chunks are adjacent in one slab. */
-  #take(): Buffer {
-    let chunk = this.#received.shift()!
-    while (this.#received.length > 0) {
-      const c = this.#received[0]!
-      if (c.buffer !== chunk.buffer || chunk.byteOffset + chunk.length !== c.byteOffset) break
-      chunk = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length + c.length)
-      this.#received.shift()
-    }
-    this.#receivedBytes -= chunk.length
-    return chunk
   }
 
   #resume(): void {
