@@ -98,8 +98,9 @@ export class SocketInput implements ByteSource {
   }
 
   #onRead(n: number, region: Buffer): boolean {
-    // `region` is what #nextRegion returned for this read: the slab's bytes from #used on.
-    if (region.buffer === this.#slab.buffer) this.#used = region.byteOffset - this.#slab.byteOffset + n
+    // `region` is what #nextRegion returned for this read (Node asks for the next one only after this call): the
+    // slab's bytes from #used on.
+    this.#used += n
     this.#received.push(region.subarray(0, n))
     this.#receivedBytes += n
     this.#notify()
