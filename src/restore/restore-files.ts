@@ -98,7 +98,7 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
       reuseMaxBytes: Math.min(cacheBytes, REUSE_CACHE_BYTES),
     },
   )
-  const smallFiles = new SmallFileWriter({ threadAfter: p.smallFileThreadAfter })
+  const smallFiles = new SmallFileWriter({ threadAfter: p.smallFileThreadAfter, expectedFiles: p.backup.files.count })
   const restorer = new FileRestorer({
     repo: p.repo,
     backupId: p.backup.id,

@@ -59,7 +59,8 @@ export interface RestoreOptions extends OperationOptions {
   cacheBytes?: number
   /**
    * Small files written on the calling thread before the others go to a writer thread of their own (0: all on it);
-   * default 4,096, so that a restore of few small files does not start the thread (docs/restore.md).
+   * default 0 for a backup of more than 4,096 files, else 4,096, so that a restore of few small files does not
+   * start the thread (docs/restore.md).
    */
   smallFileThreadAfter?: number
   /** Worker threads decoding blobs and hashing pages; default: the cores beyond two, at most `jobs` (Repository.openBlobReader says why). */

@@ -8,8 +8,9 @@
 // thread's pace. The caller's bytes are copied into the batch's buffer, so its blobs can go back to the cache at
 // once; at most MAX_POSTED batches are out and one is filling (a few MiB). Each file's callback runs once the thread
 // wrote it; the first failure fails every later write() and flush().
-// The thread starts only after THREAD_AFTER_FILES small files: it costs about 11 MB of memory (its own heap and
-// event loop), which a restore of a few hundred catalogs' small files would pay for nothing.
+// The thread costs about 11 MB of memory (its own heap and event loop), which a restore of a few hundred catalogs'
+// small files would pay for nothing: it starts with the first file when the caller expects more than
+// THREAD_AFTER_FILES files, else only after that many small files were written on the calling thread.
 
 import { Worker } from 'node:worker_threads'
 import { compiledModuleUrl } from '../worker-module.js'
@@ -55,9 +56,10 @@ const BATCH_FILES = 256
 /** Batches out to the thread at once: one being written, one waiting, so the thread never waits for the next. */
 const MAX_POSTED = 2
 /**
- * Small files written on the calling thread before the thread starts. The 2 GB bench data has about 1,000 (its
- * restore stays without the thread); a cluster of 20,000 small tables has 61,000, and with the thread its restore
- * took 6.7-7.1 s instead of 7.7-8.5 s (PG 15, 3 alternating runs).
+ * Small files written on the calling thread before the thread starts, unless the caller expects more files than
+ * this. The 2 GB bench data has about 1,000 (its restore stays without the thread); a cluster of 20,000 small
+ * tables has 61,000, and with the thread its restore took 6.7-7.1 s instead of 7.7-8.5 s (PG 15, 3 alternating
+ * runs).
  */
 const THREAD_AFTER_FILES = 4096
 /** The thread's heap: it holds a batch's views and little else. */
@@ -76,8 +78,13 @@ let threadModule: URL | null | undefined
 export interface SmallFileWriterOptions {
   /** Write on a thread of its own (default: when the compiled worker module exists); false: on the calling thread. */
   thread?: boolean
-  /** Files written on the calling thread before the thread starts (default THREAD_AFTER_FILES). */
+  /** Files written on the calling thread before the thread starts (default: see `expectedFiles`). */
   threadAfter?: number
+  /**
+   * Files the caller will write (small or not), when known: more than THREAD_AFTER_FILES start the thread with the
+   * first file, else it starts after THREAD_AFTER_FILES small files.
+   */
+  expectedFiles?: number
   /** The thread's module (default: the build's small-file-worker.js); tests give one that fails. */
   threadModule?: URL
 }
@@ -101,7 +108,7 @@ export class SmallFileWriter {
   constructor(o: SmallFileWriterOptions = {}) {
     threadModule ??= compiledModuleUrl(import.meta.url, 'small-file-worker.js') ?? null
     this.#url = o.thread === false ? undefined : (o.threadModule ?? threadModule ?? undefined)
-    this.#beforeThread = o.threadAfter ?? THREAD_AFTER_FILES
+    this.#beforeThread = o.threadAfter ?? ((o.expectedFiles ?? 0) > THREAD_AFTER_FILES ? 0 : THREAD_AFTER_FILES)
   }
 
   /** True when the next file goes to the thread. */

@@ -53,8 +53,12 @@ describe.each([
   const thread = o.thread !== false && o.threadAfter === 0
   it(`says where the next file goes`, () => {
     expect(new SmallFileWriter(o).onThread).toBe(thread)
-    // Until the thread starts: the default waits for thousands of files.
+    // Until the thread starts: the default waits for thousands of files, unless more than that many are expected.
     expect(new SmallFileWriter().onThread).toBe(false)
+    expect(new SmallFileWriter({ expectedFiles: 4096 }).onThread).toBe(false)
+    expect(new SmallFileWriter({ expectedFiles: 4097 }).onThread).toBe(true)
+    // An explicit threadAfter (or no thread) wins.
+    expect(new SmallFileWriter({ ...o, expectedFiles: 100_000 }).onThread).toBe(thread)
   })
 
   it('writes every file as asked across batch limits, and reports each once it is on disk', async () => {
