@@ -29,10 +29,13 @@ export interface BlobReaderOptions {
   /** A run is cut at this many stored bytes (default 8 MiB). */
   maxRunBytes?: number
   /**
-   * Blob buffers given back and kept for the next blobs, at most (default 8; more are left to the GC). A restore's
-   * cache hands a buffer back as it evicts the blob, about when the next blob needs one, so few wait here; with 32,
-   * the windows of the catalogs a restore of 20,000 small tables began with then lay idle while it wrote small
-   * files (peak RSS 233-244 MB against 222-234 MB with 8, 3 alternating runs; the 2 GB bench data within noise).
+   * Blob buffers given back and kept for the next blobs, at most (default 24; more are left to the GC). A restore's
+   * cache hands buffers back as it evicts blobs, in bursts that do not match when the next blobs need them: with 8,
+   * a restore of the 2 GB bench data gave back 1,904 windows and still allocated 695 new ones, and array buffers
+   * allocated since V8's last full collection count towards starting the next (24-32 full collections per restore;
+   * 15-18 with 24). With storage reads into reused chunks, 24 also peaked lower on a
+   * restore of 40,000 small tables (226-230 MB against 247-258 with 8, 4 alternating runs). Once, before reads
+   * reused their chunks, 32 peaked higher there: the windows of the catalogs the restore began with lay idle.
    */
   spareBuffers?: number
   /**
@@ -117,7 +120,7 @@ export class BlobReader {
     this.#codec = new BlobCodec(repo.keys, undefined)
     this.#maxGap = o.maxGapBytes ?? 256 << 10
     this.#maxRun = o.maxRunBytes ?? 8 << 20
-    this.#spare = o.spareBuffers ?? 8
+    this.#spare = o.spareBuffers ?? 24
   }
 
   /** Worker threads behind this reader (0: the calling thread decodes). */
@@ -252,7 +255,15 @@ export class BlobReader {
     try {
       let at = start
       // Packs are named by their content: the storage may keep them open between the many reads of a restore.
-      for await (const chunk of this.repo.storage.read(packKey(packId), { offset: start, length: end - start, signal: this.o.signal, immutable: true })) {
+      // Nothing keeps a view of a chunk past its turn (see #decode) unless the read is kept whole for later reads.
+      const reuseChunks = keep === undefined
+      for await (const chunk of this.repo.storage.read(packKey(packId), {
+        offset: start,
+        length: end - start,
+        signal: this.o.signal,
+        immutable: true,
+        reuseChunks,
+      })) {
         const chunkEnd = at + chunk.length
         keep?.push(chunk)
         while (next < run.length) {
@@ -304,6 +315,13 @@ export class BlobReader {
     if (this.pool && d.r.loc.plainLength >= POOLED_MIN_BYTES) {
       this.#waiting.push(d)
       this.#post()
+      // Still waiting for a worker: its stored bytes may be a view into the read's chunk, which the storage hands
+      // out again for the next one. Copied now (#post would have copied them anyway).
+      if (!d.own && this.#waiting[this.#waiting.length - 1] === d) {
+        d.own = this.#takeStored(d.stored.length)
+        new Uint8Array(d.own, 0, d.stored.length).set(d.stored)
+        d.stored = new Uint8Array(d.own, 0, d.stored.length)
+      }
       return
     }
     const { r, stored, own } = d

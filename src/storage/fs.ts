@@ -19,7 +19,10 @@ import type { Body, ConditionalWriteSupport, LeftoversRemoved, ObjectInfo, OpOpt
 
 /** Options of {@link openFsStorage}. */
 export interface FsStorageOptions {
-  /** Size of the chunks `read` yields (default 1 MiB). Each chunk is a fresh buffer the caller owns. */
+  /**
+   * Size of the chunks `read` yields (default 1 MiB). Each chunk is a fresh buffer the caller owns, unless the read
+   * is made with `reuseChunks`.
+   */
   readChunkBytes?: number
   /**
    * fsync written files and the directories that changed (default true). Turning it off gives up durability on
@@ -29,6 +32,13 @@ export interface FsStorageOptions {
 }
 
 const DEFAULT_READ_CHUNK_BYTES = 1 << 20
+/**
+ * Chunk buffers kept for reads made with `reuseChunks`, at most (one per read at once). A fresh buffer per chunk
+ * costs more than its allocation: array buffers allocated since V8's last full collection count towards starting the
+ * next one, and a restore of the 2 GB bench data, which reads 580 MB of packs, went from 45-54 full collections to
+ * 24-32 when its reads reused their chunks.
+ */
+const SPARE_READ_BUFFERS = 8
 /** Modes of new files and directories: private, or group-readable in a repository shared with a group. */
 interface FsModes {
   readonly file: number
@@ -105,6 +115,8 @@ class FsStorage implements Storage {
   readonly features: StorageFeatures
   /** Objects read with `immutable`, kept open between reads (open-files.ts). */
   private readonly openFiles = new OpenFiles()
+  /** Buffers of `chunkBytes` for reads with `reuseChunks`, free for the next one. */
+  private readonly spareBuffers: Buffer[] = []
 
   constructor(
     private readonly root: string,
@@ -144,25 +156,29 @@ class FsStorage implements Storage {
       throw mapFsError(err, 'read', file, this.root)
     }
     const fh = opened.handle
+    let reused: Buffer | undefined
     try {
       if (!opened.isFile) throw this.notFound(key)
       let pos = o.offset ?? 0
       const end = o.length === undefined ? opened.sizeBytes : Math.min(opened.sizeBytes, pos + o.length)
+      if (o.reuseChunks && end - pos > 0) reused = this.spareBuffers.pop() ?? Buffer.allocUnsafeSlow(this.chunkBytes)
       while (pos < end) {
         signal?.throwIfAborted()
         const want = Math.min(this.chunkBytes, end - pos)
-        // A fresh buffer per chunk: the consumer owns what it receives and may keep it across awaits.
-        const buf = Buffer.allocUnsafe(want)
+        // A fresh buffer per chunk unless the caller said it keeps none: then it may keep what it receives.
+        const buf = reused ?? Buffer.allocUnsafe(want)
         const { bytesRead } = await fh.read(buf, 0, want, pos)
         if (bytesRead === 0) break // the file shrank under us (not ours to do, objects are immutable)
         pos += bytesRead
-        yield bytesRead === want ? buf : buf.subarray(0, bytesRead)
+        yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead)
       }
     } catch (err) {
       throw isPgkeepError(err) || isAbortReason(err, signal) ? err : mapFsError(err, 'read', file, this.root)
     } finally {
       if (o.immutable) this.openFiles.release(file)
       else await fh.close().catch(() => {})
+      // Only once the read is over: the caller is done with its last chunk.
+      if (reused && this.spareBuffers.length < SPARE_READ_BUFFERS) this.spareBuffers.push(reused)
     }
   }
 

@@ -37,6 +37,12 @@ export interface ReadOptions extends OpOptions {
    * driver may keep it open between reads, and may then still serve its bytes for a while after it was removed.
    */
   immutable?: boolean
+  /**
+   * The caller is done with each chunk before it asks for the next one and keeps no view of it: a driver may hand
+   * the same memory out again (the local-directory driver then reads into a buffer it reuses, not a fresh one per
+   * chunk).
+   */
+  reuseChunks?: boolean
 }
 
 export interface WriteOptions extends OpOptions {

@@ -133,6 +133,47 @@ describe('fs driver', () => {
     expect(bigSizes.reduce((a, b) => a + b, 0)).toBe(5 * MIB + 1)
   })
 
+  it('hands out fresh chunks a caller may keep, and with reuseChunks one buffer again and again', async () => {
+    const s = await openFsStorage(path.join(tmp, 'reuse'), { readChunkBytes: 4096 })
+    const data = randomBytes(3 * 4096 + 100)
+    await s.write('x', data)
+    const kept: Uint8Array[] = []
+    for await (const c of s.read('x')) kept.push(c)
+    expect(new Set(kept.map((c) => c.buffer)).size).toBe(kept.length)
+    expect(Buffer.concat(kept)).toEqual(data)
+
+    // Consumed in their turn, the chunks are the file's bytes, ranges included, in one buffer per read; the next
+    // read (here, one ending early) takes the same buffer back.
+    const buffers = new Set<ArrayBufferLike>()
+    const readAll = async (o: { offset?: number; length?: number }) => {
+      const parts: Buffer[] = []
+      for await (const c of s.read('x', { ...o, reuseChunks: true })) {
+        buffers.add(c.buffer)
+        parts.push(Buffer.from(c))
+      }
+      return Buffer.concat(parts)
+    }
+    expect(await readAll({})).toEqual(data)
+    expect(await readAll({ offset: 100, length: 5000 })).toEqual(data.subarray(100, 5100))
+    for await (const c of s.read('x', { reuseChunks: true })) {
+      buffers.add(c.buffer)
+      break
+    }
+    expect(await readAll({ offset: 4000 })).toEqual(data.subarray(4000))
+    expect(buffers.size).toBe(1)
+
+    // Two reads at once never share one.
+    const a = s.read('x', { reuseChunks: true })[Symbol.asyncIterator]()
+    const b = s.read('x', { offset: 4096, reuseChunks: true })[Symbol.asyncIterator]()
+    const first = (await a.next()).value as Uint8Array
+    const second = (await b.next()).value as Uint8Array
+    expect(first.buffer).not.toBe(second.buffer)
+    expect(Buffer.from(first)).toEqual(data.subarray(0, 4096))
+    expect(Buffer.from(second)).toEqual(data.subarray(4096, 8192))
+    await a.return?.(undefined)
+    await b.return?.(undefined)
+  })
+
   it('refuses a root that is a file', async () => {
     const file = path.join(tmp, 'a-file')
     await writeFile(file, 'x')

@@ -3,7 +3,7 @@
 // message while the others of the same run are still delivered; an encrypted repository works the same.
 
 import { randomBytes } from 'node:crypto'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest'
 import { packKey } from '../../src/repo/layout.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 import { openRepository } from '../../src/repo/index.js'
@@ -57,12 +57,22 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
       expect(ahead.stats.runs + ahead.stats.readAheadHits).toBe(order.length)
       expect(ahead.stats.readAheadHits).toBeGreaterThanOrEqual(3) // 1 and 2 with 0 (a 70 kB blob and small ones), 2 again
       expect(ahead.stats.fallbacks).toBe(0)
+      // The same through storage reading 8 KiB chunks: a range kept is made of many, each of its own (not one
+      // buffer read into again and again). Fewer hits: a blob arrives before the rest of its range is read.
+      const smallChunks = await openRepository(await openFsStorage(r!.dir, { readChunkBytes: 8192 }), { passphrase })
+      onTestFinished(() => smallChunks.close())
+      const aheadInSmallChunks = smallChunks.openBlobReader({ workers: 0, readAheadBytes: 100_000, keepRanges: 2 })
+      for (const i of order) expect((await aheadInSmallChunks.read(ids[i]!)).equals(contents[i]!), `blob ${i} read ahead, small chunks`).toBe(true)
+      expect(aheadInSmallChunks.stats.readAheadHits).toBeGreaterThanOrEqual(1)
+      expect(aheadInSmallChunks.stats.fallbacks).toBe(0)
     } finally {
       await repo.close()
     }
   })
 
   it('window-sized blobs given back are decoded into again, byte for byte; a blob asked for twice at once arrives twice', async () => {
+    // (The small ones below lie within a chunk of the read, whose buffer the storage reuses: with workers, those
+    // waiting for one must not be left as views of it.)
     r = await freshFsRepo({ passphrase })
     // 1 MiB windows, stored compressed and not (random bytes do not compress), spanning chunks of the pack read.
     const contents = Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? randomBytes(1 << 20) : Buffer.alloc(1 << 20, i)))
@@ -71,6 +81,8 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
     await r.repo.flush()
     const repo = await openRepository(await openFsStorage(r.dir), { passphrase })
     try {
+      // Blobs read again on their own (a blob asked for twice whose bytes began in an earlier chunk), per setting.
+      const fallbacks: number[] = []
       for (const workers of [0, 2]) {
         const reader = repo.openBlobReader({ workers, spareBuffers: 2 })
         try {
@@ -82,10 +94,13 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
             // Given back: the next round's blobs are decoded into these buffers.
             for (const g of got.slice(0, 8)) reader.giveBack(g)
           }
+          fallbacks.push(reader.stats.fallbacks)
         } finally {
           await reader.close()
         }
       }
+      // With workers as without: none waited for a worker as a view into a chunk the storage then read over.
+      expect(fallbacks[1]).toBe(fallbacks[0])
     } finally {
       await repo.close()
     }
