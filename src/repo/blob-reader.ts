@@ -33,9 +33,9 @@ export interface BlobReaderOptions {
    * cache hands buffers back as it evicts blobs, in bursts that do not match when the next blobs need them: with 8,
    * a restore of the 2 GB bench data gave back 1,904 windows and still allocated 695 new ones, and array buffers
    * allocated since V8's last full collection count towards starting the next (24-32 full collections per restore;
-   * 15-18 with 24). With storage reads into reused chunks, 24 also peaked lower on a
-   * restore of 40,000 small tables (226-230 MB against 247-258 with 8, 4 alternating runs). Once, before reads
-   * reused their chunks, 32 peaked higher there: the windows of the catalogs the restore began with lay idle.
+   * 15-18 with 24). With storage reads into reused chunks, 24 also peaked lower on a restore of 40,000 small tables
+   * (226-230 MB against 247-258 with 8, 4 alternating runs). Once, before reads reused their chunks, 32 peaked
+   * higher there: the windows of the catalogs the restore began with lay idle.
    */
   spareBuffers?: number
   /**
