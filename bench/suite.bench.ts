@@ -455,9 +455,9 @@ async function limitRuns(ctx: Ctx, spec: (group: string, name: string) => Varian
 /**
  * Restores: tar -xf of pg_basebackup's tars `tars` (and, with `tarSync`, once more followed by `sync`), then pgkeep
  * restore of each repository's latest backup (`variants`). With `trash`, each variant's target is moved there
- * instead of removed before the next: on ext4 without a journal (this machine's disk), a file created within a
- * minute or so of as many being deleted costs several times more (the kernel skips recently deleted inodes one by
- * one: `recently_deleted` took 15% of a restore of 20,000 tables right after the previous one was removed), and
+ * instead of removed before the next: on ext4 without a journal (this machine's disk), a file created within
+ * minutes (up to five) of as many being deleted costs several times more (the kernel skips recently deleted inodes
+ * one by one: `recently_deleted` took 15% of a restore of 20,000 tables right after the previous one was removed), and
  * which variant ran after a removal would decide the row. The caller removes `trash` after its runs.
  */
 async function restoreRuns(
