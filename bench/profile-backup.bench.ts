@@ -7,6 +7,7 @@
 //
 //   PGKEEP_BENCH_SCALE (20)  PGKEEP_BENCH_RUNS (5)  PGKEEP_PROFILE_WORKERS (0,1,2)
 //   PGKEEP_PROFILE_OTHER=name=/checkout,…  also run other checkouts' builds (their dist/ built), e.g. before/after
+// Each build runs through its own `pgkeep` launcher, with its process settings.
 
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -63,28 +64,22 @@ it(`backup with 0..n ingest workers, pgbench scale ${scale}`, async () => {
       `})\n`,
   )
   let n = 0
+  // Each build through its own launcher, so with its own process settings (node's flags, malloc's); the bench's
+  // own node flags (`flags`: --cpu-prof, which NODE_OPTIONS may not carry) through a node that adds them.
   const backup = async (v: Variant, repo: string, extra: string[] = [], flags: string[] = []): Promise<Run> => {
     const cpuFile = join(work, 'main-cpu')
-    const env: NodeJS.ProcessEnv = { ...process.env, PGPASSWORD: PASSWORD, PGKEEP_PROFILE_MAIN_CPU_FILE: cpuFile }
+    let node = process.execPath
+    if (flags.length > 0) {
+      node = join(work, 'node-with-flags.sh')
+      await writeFile(node, `#!/bin/sh\nexec "${process.execPath}" ${flags.join(' ')} "$@"\n`, { mode: 0o755 })
+    }
+    const env: NodeJS.ProcessEnv = { ...process.env, PGPASSWORD: PASSWORD, PGKEEP_PROFILE_MAIN_CPU_FILE: cpuFile, PGKEEP_NODE: node }
     env.NODE_OPTIONS = `--import=${pathToFileURL(threads).href}`
     if (v.workers !== undefined) extra = [...extra, '--workers', String(v.workers)]
     // Only `init` creates a repository: by this checkout's build (every build compared reads its format), unmeasured.
     if (!existsSync(join(repo, 'config'))) execFileSync(process.execPath, [join(ROOT, 'bin', 'pgkeep.js'), 'init', '--repo', repo], { stdio: 'ignore' })
     const load = loadavg()[0]!
-    const args = [
-      '--max-semi-space-size=8',
-      '--initial-old-space-size=64',
-      ...flags,
-      join(v.root, 'bin', 'pgkeep.js'),
-      'backup',
-      '-d',
-      pg.url(),
-      '--repo',
-      repo,
-      '--json',
-      ...extra,
-    ]
-    const m = await measure(process.execPath, args, env)
+    const m = await measure(join(v.root, 'bin', 'pgkeep'), ['backup', '-d', pg.url(), '--repo', repo, '--json', ...extra], env)
     return { ...m, load, mainCpuS: Number(await readFile(cpuFile, 'utf8')) }
   }
   try {
