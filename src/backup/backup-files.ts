@@ -17,6 +17,7 @@ import {
   type FileListSummary,
   FileListWriter,
   type FileMap,
+  inlineExtents,
   PAGE_BYTES,
   type Repository,
   type WindowStore,
@@ -137,14 +138,14 @@ export class BackupFiles {
       for await (const chunk of e.content) await ing.push(chunk)
       const r = await ing.finish()
       this.received.add({ path, sizeBytes: r.incrementalSizeBytes, crc32c: crc32cHexLE(r.incrementalCrc32c) })
-      this.list.add({ path: target, type: 'file', mode, mtime, sizeBytes: r.fileMap.sizeBytes, fileMap: await this.storeFileMap(r.fileMap) })
+      this.list.add({ path: target, type: 'file', mode, mtime, sizeBytes: r.fileMap.sizeBytes, ...(await this.relationContent(r.fileMap)) })
     } else if (rel.kind === 'relation' && e.sizeBytes % PAGE_BYTES === 0) {
       const ing = new RelationFileIngest(this.store, e.sizeBytes, await this.parentMap(path))
       for await (const chunk of e.content) await ing.push(chunk)
       const r = await ing.finish()
       const crc = crc32cHexLE(r.crc32c)
       this.received.add({ path, sizeBytes: e.sizeBytes, crc32c: crc })
-      this.list.add({ path, type: 'file', mode, mtime, sizeBytes: e.sizeBytes, crc32c: crc, fileMap: await this.storeFileMap(r.fileMap) })
+      this.list.add({ path, type: 'file', mode, mtime, sizeBytes: e.sizeBytes, crc32c: crc, ...(await this.relationContent(r.fileMap)) })
     } else if (path === 'backup_label' || path === 'tablespace_map') {
       const parts: Buffer[] = []
       for await (const chunk of e.content) parts.push(Buffer.from(chunk))
@@ -177,6 +178,11 @@ export class BackupFiles {
     const crc = crc32cHexLE(r.crc32c)
     this.list.add({ path, type: 'file', mode, mtime, sizeBytes: r.sizeBytes, crc32c: crc, extents: r.extents })
     return { sizeBytes: r.sizeBytes, crc }
+  }
+
+  /** A relation file's content in its entry: its stored map, and the map's extents too when they are few. */
+  private async relationContent(map: FileMap): Promise<Pick<FileEntry, 'fileMap' | 'extents'>> {
+    return { fileMap: await this.storeFileMap(map), extents: inlineExtents(map) }
   }
 
   /** The parent's file map of `path`; a map that cannot be read means the parent cannot serve as a base. */

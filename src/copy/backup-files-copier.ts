@@ -106,10 +106,11 @@ export class BackupFilesCopier {
   }
 
   async #copyEntry(e: FileEntry, base: [FileEntry, FileEntry] | undefined): Promise<FileEntry> {
-    if (e.fileMap) return { ...e, fileMap: await this.#copyFileMap(e, base) }
-    if (!e.extents) return e
+    // A relation file may list its extents beside its map: both are translated, the same blobs to the same ids.
+    const out = e.fileMap ? { ...e, fileMap: await this.#copyFileMap(e, base) } : { ...e }
+    if (!e.extents) return out
     const hints = base?.[0].extents && base[1].extents ? extentPairs(base[0].extents, base[1].extents) : undefined
-    return { ...e, extents: await this.#mapExtents(e.extents, hints) }
+    return { ...out, extents: await this.#mapExtents(e.extents, hints) }
   }
 
   /** Copies a relation file's map (and every blob it names); resolves with the map's id in the target. */

@@ -25,9 +25,9 @@ export async function readNamingFile<T>(entry: FileEntry, id: BlobId, backupId: 
 /** The whole content of a (small) file of a backup, every blob verified. */
 export async function readWholeFile(repo: Repository, backupId: string, entry: FileEntry, signal?: AbortSignal): Promise<Buffer> {
   const out = Buffer.alloc(entry.sizeBytes)
-  const extents = entry.fileMap
-    ? decodeFileMap(await readNamingFile(entry, entry.fileMap, backupId, () => repo.readBlob(entry.fileMap!, { signal }), signal)).extents
-    : (entry.extents ?? [])
+  const extents =
+    entry.extents ??
+    (entry.fileMap ? decodeFileMap(await readNamingFile(entry, entry.fileMap, backupId, () => repo.readBlob(entry.fileMap!, { signal }), signal)).extents : [])
   for (const x of extents) {
     if (x.blob === null) continue
     const blob = await readNamingFile(entry, x.blob, backupId, () => repo.readBlob(x.blob!, { signal }), signal)

@@ -126,8 +126,8 @@ export class FileRestorer {
       if (st && !st.isFile()) await rm(path, { recursive: true, force: true })
       else if (st) return this.#deltaFile(entry, path, st.size, spawn)
     }
-    const map = entry.fileMap ? await this.#fileMap(entry) : undefined
-    const extents = map?.extents ?? entry.extents ?? []
+    // A small relation file lists its extents beside its map: the map is read only when they are not there.
+    const extents = entry.extents ?? (entry.fileMap ? (await this.#fileMap(entry)).extents : [])
     if (entry.sizeBytes <= SMALL_FILE_BYTES) return this.#smallFile(entry, path, extents)
     const fh = await openNoFollow(path, 'create', restoredMode('file', entry.mode))
     try {

@@ -124,13 +124,14 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
   })
   // Entries are taken up to LOOKAHEAD_ENTRIES ahead of the workers, refilled in batches, and what the coming
   // files need is asked for together so that it arrives in runs rather than one request per file: the file
-  // maps of relation files, and the blobs of small files (their maps first, for relation files).
+  // maps of relation files without inline extents, and the blobs of small files (through their maps, for those).
   const prefetchSmall = (e: FileEntry) => {
     if (e.type !== 'file' || e.sizeBytes > SMALL_FILE_BYTES) return
     const want = (extents: readonly { blob: string | null }[]) => {
       for (const x of extents) if (x.blob !== null) cache.prefetch(x.blob)
     }
-    if (e.fileMap) {
+    if (e.extents) want(e.extents)
+    else if (e.fileMap) {
       cache.get(e.fileMap).then(
         (lease) => {
           try {
@@ -143,7 +144,7 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
         },
         () => {},
       )
-    } else want(e.extents ?? [])
+    }
   }
   async function* lookahead(): AsyncGenerator<FileEntry> {
     const it = p.reader.entries({ signal })[Symbol.asyncIterator]()
@@ -156,7 +157,7 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
           const r = await it.next()
           if (r.done) done = true
           else {
-            if (r.value.fileMap) cache.prefetch(r.value.fileMap)
+            if (r.value.fileMap && !r.value.extents) cache.prefetch(r.value.fileMap)
             prefetchSmall(r.value)
             queue.push(r.value)
             aheadBytes += fetchedAhead(r.value)
@@ -196,7 +197,7 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
 /** About the bytes the look-ahead fetches for `e`: a small file's blobs, or a larger file's map (8 bytes a page). */
 function fetchedAhead(e: FileEntry): number {
   if (e.type !== 'file') return 0
-  return e.sizeBytes <= SMALL_FILE_BYTES ? e.sizeBytes : e.fileMap ? Math.ceil(e.sizeBytes / 1024) : 0
+  return e.sizeBytes <= SMALL_FILE_BYTES ? e.sizeBytes : e.fileMap && !e.extents ? Math.ceil(e.sizeBytes / 1024) : 0
 }
 
 /** True for a `pg_tblspc/<oid>` entry of a tablespace the backup lists: restore makes that link itself. */

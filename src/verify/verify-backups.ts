@@ -8,7 +8,7 @@ import { walFileName } from '../pg/wal-names.js'
 import { type BackupRecord, backupRecordProblems, listBackups, findSegmentRecord } from '../repo/index.js'
 import type { BlobId } from '../repo/index.js'
 import { decodeChunk } from '../repo/index.js'
-import { decodeFileMap } from '../repo/index.js'
+import { decodeFileMap, type Extent, inlineExtents, sameExtents } from '../repo/index.js'
 import type { Repository } from '../repo/index.js'
 
 export interface BackupProblem {
@@ -33,7 +33,8 @@ export async function verifyBackups(repo: Repository, o: { signal?: AbortSignal 
   // Only blobs that are indexed count: this session put none.
   const present = (id: BlobId) => repo.locateBlob(id) !== undefined && inRepository(id)
   const problems: BackupProblem[] = []
-  const checkedMaps = new Set<BlobId>()
+  // Maps already read whose blobs are all present, with their extents when few enough to be listed inline too.
+  const checkedMaps = new Map<BlobId, Extent[] | undefined>()
   let files = 0
   for (const b of backups) {
     const where = (file?: string) => `backup ${b.id}${file ? ` file '${file}'` : ''}`
@@ -72,23 +73,34 @@ export async function verifyBackups(repo: Repository, o: { signal?: AbortSignal 
           })
         }
         for (const x of e.extents ?? []) if (x.blob !== null && !present(x.blob)) missing(e.path, 'data', x.blob)
-        if (!e.fileMap || checkedMaps.has(e.fileMap)) continue
-        if (!present(e.fileMap)) {
-          missing(e.path, 'file map', e.fileMap)
-          continue
-        }
-        try {
-          const m = decodeFileMap(await repo.readBlob(e.fileMap, { signal }), `file map of '${e.path}'`)
-          let bad = false
-          for (const x of m.extents) {
-            if (x.blob !== null && !present(x.blob)) {
-              missing(e.path, 'data', x.blob)
-              bad = true
-            }
+        if (!e.fileMap) continue
+        let mapExtents = checkedMaps.get(e.fileMap)
+        // A map is read once, unless an entry lists extents beside it that must be compared with the map's.
+        if (!checkedMaps.has(e.fileMap) || (e.extents && !mapExtents)) {
+          if (!present(e.fileMap)) {
+            missing(e.path, 'file map', e.fileMap)
+            continue
           }
-          if (!bad) checkedMaps.add(e.fileMap)
-        } catch (err) {
-          problems.push({ object: where(e.path), message: (err as Error).message })
+          try {
+            const m = decodeFileMap(await repo.readBlob(e.fileMap, { signal }), `file map of '${e.path}'`)
+            let bad = false
+            for (const x of m.extents) {
+              if (x.blob !== null && !present(x.blob)) {
+                // Named once per file: the entry's own extents, when it lists them, were checked above.
+                if (!e.extents?.some((y) => y.blob === x.blob)) missing(e.path, 'data', x.blob)
+                bad = true
+              }
+            }
+            if (!bad) checkedMaps.set(e.fileMap, inlineExtents(m))
+            mapExtents = m.extents
+          } catch (err) {
+            problems.push({ object: where(e.path), message: (err as Error).message })
+            continue
+          }
+        }
+        // A restore takes the entry's own extents and the next backup the map's: they must be the same.
+        if (e.extents && !sameExtents(e.extents, mapExtents!)) {
+          problems.push({ object: where(e.path), message: `its extents differ from those of its file map '${e.fileMap}'` })
         }
       }
     }

@@ -1,5 +1,5 @@
 // Restores that must fail, and fail safely: a damaged pack, a missing pack, a wrong passphrase, a non-empty target,
-// and a restore killed with SIGKILL half-way. Each exits non-zero naming what is wrong; a directory left behind has
+// and a restore killed with SIGKILL half-way (and one that need not: a damaged map it has no need to read). Each exits non-zero naming what is wrong; a directory left behind has
 // no global/pg_control, so the server refuses to start on it; and `--delta` finishes the interrupted one.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
@@ -64,15 +64,15 @@ describe('restore faults', () => {
     return dir
   }
 
-  /** Where the data of a file lives: for a relation file, the blob holding its middle. */
-  async function blobOf(repoDir: string, path: string): Promise<{ packId: string; offset: number; storedLength: number }> {
+  /** Where the data of a file lives: for a relation file, the blob holding its middle; or where its file map lives. */
+  async function blobOf(repoDir: string, path: string, of: 'data' | 'map' = 'data'): Promise<{ packId: string; offset: number; storedLength: number }> {
     const repo = await openRepository(await openFsStorage(repoDir))
     try {
       const rec = await findBackup(repo, b.id)
       const entry = (await new FileListReader(repo, rec.files).get(path))!
       const extents = entry.fileMap ? decodeFileMap(await repo.readBlob(entry.fileMap)).extents : entry.extents!
       const x = extents.find((e) => e.blob !== null && e.offset + e.length > entry.sizeBytes / 2)!
-      const loc = repo.locateBlob(x.blob!)!
+      const loc = repo.locateBlob(of === 'map' ? entry.fileMap! : x.blob!)!
       return { packId: loc.packId, offset: loc.offset, storedLength: loc.storedLength }
     } finally {
       await repo.close()
@@ -120,6 +120,44 @@ describe('restore faults', () => {
     // The restore stops at the first file it cannot write: depending on how far the other jobs got, the server
     // misses pg_control, postgresql.conf or even PG_VERSION ("not a database cluster directory").
     await expectUnstartable(target, /pg_control|postgresql\.conf|not a database cluster directory/)
+  })
+
+  it("a small relation file's map is not read, its entry lists the extents; a larger file's map is", async () => {
+    const [{ small, large }] = await pg.sql<{ small: string; large: string }>(
+      `select pg_relation_filepath('pg_class') as small, pg_relation_filepath('pgbench_accounts') as large`,
+    )
+    const repo = await openRepository(await openFsStorage(r.dir))
+    try {
+      const list = new FileListReader(repo, (await findBackup(repo, b.id)).files)
+      const [s, l] = [(await list.get(small))!, (await list.get(large))!]
+      expect(s.sizeBytes).toBeLessThanOrEqual(1 << 20)
+      expect(s.extents).toEqual(decodeFileMap(await repo.readBlob(s.fileMap!)).extents)
+      expect(l.sizeBytes).toBeGreaterThan(1 << 20)
+      expect(l.fileMap).toBeDefined()
+      expect(l.extents).toBeUndefined()
+    } finally {
+      await repo.close()
+    }
+    const dir = await repoCopy('repo-maps')
+    const storage = await openFsStorage(dir)
+    const smallMap = await blobOf(dir, small, 'map')
+    await damage(storage, packKey(smallMap.packId), flipByte(smallMap.offset + Math.floor(smallMap.storedLength / 2)))
+    const target = join(pg.baseDir, 'target-small-map')
+    const ok = await runMain(restoreArgs(dir, target))
+    expect(ok.code, ok.stderr).toBe(0)
+    const c = await startRestored(MAJOR, target, pg.baseDir, [`${target}-ts`], { repoDir: dir })
+    try {
+      await waitForPromotion(c)
+      expect(await tableChecksums(c)).toEqual(want)
+    } finally {
+      await stopRestored(c)
+    }
+    const largeMap = await blobOf(dir, large, 'map')
+    await damage(storage, packKey(largeMap.packId), flipByte(largeMap.offset + Math.floor(largeMap.storedLength / 2)))
+    await storage.close()
+    const res = await runMain(restoreArgs(dir, join(pg.baseDir, 'target-large-map')))
+    expect(res.code, res.stderr).toBe(30)
+    expect(res.stderr).toContain(`cannot restore '${large}' of backup ${b.id}`)
   })
 
   it('a wrong passphrase: refused before anything is written', async () => {

@@ -114,6 +114,14 @@ describe('restore and verify of hostile repositories', () => {
     await variant('extents that do not tile the file', /do not tile|covering/, {
       edit: (e) => (e.path === 'PG_VERSION' ? { ...e, extents: e.extents!.map((x) => ({ ...x, offset: x.offset + 1 })) } : e),
     })
+    // A small relation file lists its map's extents in its entry, and a restore takes those: another file's extents
+    // there (of the same size) must not pass. The restore's CRC-32C check stops it; verify compares them with the map.
+    const inline = entries.filter((e) => e.fileMap && e.extents && e.sizeBytes === 8192)
+    const victim = inline[0]!
+    const other = inline.find((e) => e.crc32c !== victim.crc32c)!
+    await variant("inline extents that are not the file map's", /CRC-32C/, {
+      edit: (e) => (e.path === victim.path ? { ...e, extents: other.extents } : e),
+    })
     await variant('a tablespace oid that is a path', /tablespace oid/, {
       record: (rec) => void (rec.tablespaces[0]!.oid = '../../outside' as unknown as number),
     })
@@ -131,7 +139,7 @@ describe('restore and verify of hostile repositories', () => {
   })
 
   it('every hostile backup: restore exits 30 naming the entry, nothing outside the targets changes', async () => {
-    expect(hostile.size).toBe(16)
+    expect(hostile.size).toBe(17)
     for (const [name, h] of hostile) {
       const target = join(sentinel, `target-${h.id}`)
       const before = await listTree(outside)
@@ -164,6 +172,7 @@ describe('restore and verify of hostile repositories', () => {
       if (/CRC/.test(name)) continue
       expect(out, name).toContain(`backup ${h.id}`)
     }
+    expect(out).toMatch(/file '[^']+': its extents differ from those of its file map '[0-9a-f]{64}'/)
     expect(out).not.toContain(`backup ${b.id}`)
   })
 

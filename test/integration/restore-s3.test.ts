@@ -55,11 +55,12 @@ describe('restore from S3', () => {
   it('reads blobs in runs, and the copy starts and recovers through wal get on S3', async () => {
     // Data blobs of the backup: counted from its file list, independently of the reader.
     const rec = await findBackup(repo, b.id)
-    // Blobs a restore reads: data blobs and the file maps of relation files, counted from the file list.
+    // Blobs a restore reads: data blobs and the file maps of relation files whose entries do not list their
+    // extents (docs/backup-format.md §3), counted from the file list.
     const blobs = new Set<string>()
     for await (const e of new FileListReader(repo, rec.files).entries()) {
-      if (e.fileMap) blobs.add(e.fileMap)
-      const extents = e.fileMap ? decodeFileMap(await repo.readBlob(e.fileMap)).extents : (e.extents ?? [])
+      if (e.fileMap && !e.extents) blobs.add(e.fileMap)
+      const extents = e.extents ?? (e.fileMap ? decodeFileMap(await repo.readBlob(e.fileMap)).extents : [])
       for (const x of extents) if (x.blob) blobs.add(x.blob)
     }
     const { url, env } = specLocation(spec)

@@ -13,7 +13,7 @@ import { RelationFileIngest } from '../../src/backup/relation-ingest.js'
 import { FormatError } from '../../src/errors.js'
 import { encodeIncrementalFile } from '../../src/pg/incremental-file.js'
 import { pageHashesOf } from '../../src/repo/codec-work.js'
-import { encodeChunk, FileListReader, FileListWriter, type FileEntry } from '../../src/repo/file-list.js'
+import { encodeChunk, FileListReader, FileListWriter, type FileEntry, inlineExtents, sameExtents } from '../../src/repo/file-list.js'
 import { decodeFileMap, encodeFileMap, type Extent, type FileMap, UNKNOWN_WINDOW } from '../../src/repo/file-map.js'
 import { initRepository, type Repository } from '../../src/repo/index.js'
 import type { WindowStore } from '../../src/repo/window-store.js'
@@ -308,6 +308,22 @@ describe('file lists (docs/backup-format.md §3)', () => {
     for (const e of entries.filter((_, i) => i % 97 === 0)) expect(await r.get(e.path)).toEqual(e)
     expect((await r.get('pg_tblspc/16390'))?.linkTarget).toBe('/srv/ts1')
     expect(await r.get('base/5/nope')).toBeUndefined()
+  })
+
+  it("a relation file's entry lists its map's extents beside the map when they are few, and reads back with both", async () => {
+    const x = (n: number): Extent[] => Array.from({ length: n }, (_, k) => ({ offset: k * PAGE, length: PAGE, blob: 'ab'.repeat(32), blobOffset: k * PAGE }))
+    expect(inlineExtents({ sizeBytes: 4 * PAGE, extents: x(4) })).toEqual(x(4))
+    expect(inlineExtents({ sizeBytes: 5 * PAGE, extents: x(5) })).toBeUndefined()
+    expect(inlineExtents({ sizeBytes: 1 << 20, extents: [{ offset: 0, length: 1 << 20, blob: null, blobOffset: 0 }] })).toBeDefined()
+    expect(inlineExtents({ sizeBytes: (1 << 20) + PAGE, extents: [{ offset: 0, length: (1 << 20) + PAGE, blob: null, blobOffset: 0 }] })).toBeUndefined()
+    const sink = memorySink()
+    const w = new FileListWriter()
+    const e: FileEntry = { path: 'base/5/16384', type: 'file', mode: 0o600, mtime: 1, sizeBytes: 2 * PAGE, fileMap: 'cd'.repeat(32), extents: x(2) }
+    w.add(e)
+    const r = new FileListReader(sink, await w.finish(sink))
+    expect(await r.get(e.path)).toEqual(e)
+    expect(sameExtents(x(2), x(2))).toBe(true)
+    expect(sameExtents(x(2), [x(2)[0]!, { ...x(2)[1]!, blobOffset: 0 }])).toBe(false)
   })
 
   it('writes the chunks of entries sorted from many runs exactly as of one sorted list', async () => {
