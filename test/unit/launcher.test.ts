@@ -63,10 +63,10 @@ describe('the pgkeep command', () => {
     ])
   })
 
-  it("adds V8's first old-generation limit for backup alone, whatever global options stand before it", () => {
+  it("adds V8's old-generation limits for backup alone, whatever global options stand before it", () => {
     const { GLIBC_TUNABLES: _, ...env } = process.env
     const flagsOf = (args: string[]) => viaFake(env, args).filter((l) => l.startsWith('arg:--') && !args.includes(l.slice(4)))
-    const backup = ['arg:--max-semi-space-size=8', 'arg:--initial-old-space-size=64']
+    const backup = ['arg:--max-semi-space-size=8', 'arg:--initial-old-space-size=64', 'arg:--heap-growing-percent=50']
     expect(flagsOf(['backup', '--type', 'full'])).toEqual(backup)
     expect(flagsOf(['--config', '/etc/pgkeep.toml', 'backup'])).toEqual(backup)
     expect(flagsOf(['--config=/etc/pgkeep.toml', '--no-config', 'backup'])).toEqual(backup)
