@@ -1,6 +1,7 @@
 // Restores that must fail, and fail safely: a damaged pack, a missing pack, a wrong passphrase, a non-empty target,
-// and a restore killed with SIGKILL half-way (and one that need not: a damaged map it has no need to read). Each exits non-zero naming what is wrong; a directory left behind has
-// no global/pg_control, so the server refuses to start on it; and `--delta` finishes the interrupted one.
+// and a restore killed with SIGKILL half-way. Each exits non-zero naming what is wrong; a directory left behind has
+// no global/pg_control, so the server refuses to start on it; and `--delta` finishes the interrupted one. And one
+// that need not fail: a damaged file map that the restore has no need to read.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
