@@ -61,12 +61,9 @@ export function inlineExtents(map: { sizeBytes: number; extents: Extent[] }): Ex
   return map.sizeBytes <= INLINE_EXTENTS_FILE_BYTES && map.extents.length <= INLINE_EXTENTS_MAX ? map.extents : undefined
 }
 
-/** Whether two extent lists describe the same bytes the same way. */
-export function sameExtents(a: readonly Extent[], b: readonly Extent[]): boolean {
-  return (
-    a.length === b.length &&
-    a.every((x, i) => x.offset === b[i]!.offset && x.length === b[i]!.length && x.blob === b[i]!.blob && x.blobOffset === b[i]!.blobOffset)
-  )
+/** A compact text of an extent list: equal for two lists exactly when they describe the same bytes the same way. */
+export function extentsKey(extents: readonly Extent[]): string {
+  return extents.map((x) => `${x.offset},${x.length},${x.blob ?? '-'},${x.blobOffset}`).join(';')
 }
 
 /** Entries per chunk: about 0.5–1 MiB of JSON. */
