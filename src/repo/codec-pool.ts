@@ -73,9 +73,10 @@ export function workerModuleUrl(): URL | undefined {
 }
 
 /**
- * Worker threads that pay on this machine for work that runs beside `mainThreadCores` busy cores: none on two
- * cores, where the main thread and the server (or the disk) take them (bench/profile-backup.bench.ts measured a
- * worker there to cost wall time), at most `max`.
+ * Worker threads for work that runs beside `mainThreadCores` busy cores, at most `max`: the cores beyond them. A
+ * backup counts one (its calling thread takes a window itself while every worker is busy, so a worker there never
+ * leaves work waiting), a restore two (its calling thread does the I/O and the server's share is the disk's; on two
+ * cores a decoding worker cost a restore CPU and memory without saving time).
  */
 export function defaultWorkers(mainThreadCores: number, max: number, parallelism = availableParallelism()): number {
   return Math.max(0, Math.min(max, parallelism - mainThreadCores))
@@ -121,6 +122,14 @@ export class CodecPool {
   /** True once close() was called. */
   get closed(): boolean {
     return this.#closed
+  }
+
+  /**
+   * True while every turn is taken: a job given now would wait for an answer first. A caller that can do the job
+   * itself (WindowStore) does it then, so its own thread works while the workers are busy instead of waiting.
+   */
+  get saturated(): boolean {
+    return this.#inFlight >= this.maxInFlight
   }
 
   /** Threads running now (0 while idle). */

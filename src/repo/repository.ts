@@ -338,7 +338,9 @@ export class Repository {
 
   /**
    * A store for a backup's file content, window by window (window-store.ts). `workers` worker threads do the
-   * per-byte work (default: as many as pay on this machine, none on two cores; 0: the calling thread). With
+   * per-byte work beside the calling thread, which takes a window itself while they are all busy (default: the
+   * cores beyond one, at most 4: on two cores one worker made a full backup 15-25 % faster for about 10 MB more;
+   * 0: the calling thread alone). With
    * `checkPacks`, a blob counts as present only when its pack is in storage now: an incremental must not
    * reference a parent's blob whose pack is gone, and the index alone can be stale. Close it when done.
    */
@@ -352,7 +354,7 @@ export class Repository {
       putEncoded: (id: BlobId, stored: Buffer, flags: number, plainLength: number, signal?: AbortSignal) =>
         this.#blobs.putEncoded('data', id, stored, flags, plainLength, { signal }),
     }
-    return new WindowStore(target, this.#codecPool(o.workers ?? defaultWorkers(2, 4), 'encode', o.maxInFlight), o.signal)
+    return new WindowStore(target, this.#codecPool(o.workers ?? defaultWorkers(1, 4), 'encode', o.maxInFlight), o.signal)
   }
 
   /**

@@ -1,8 +1,8 @@
 // Where a backup's file content goes, window by window: each window (up to 1 MiB) is analysed (page hashes, blob
 // id, CRC-32C, the all-zero test) and, when the engine decides to keep it as a blob, encoded and added to the
 // repository. The work runs on a CodecPool's worker threads when the store has one, several windows ahead of the
-// one the engine is placing, or on the calling thread; the engine sees the same interface and gets the same bytes
-// either way. Blobs are added in the order `store` is called, so a file's blobs sit in order in its packs.
+// one the engine is placing, and on the calling thread for small windows, while every worker is busy, and without
+// a pool; the engine sees the same interface and gets the same bytes either way. Blobs are added in the order `store` is called, so a file's blobs sit in order in its packs.
 
 import type { BlobId } from './blob.js'
 import type { BlobCodec } from './blob.js'
@@ -30,8 +30,11 @@ export class WindowStore {
   readonly maxAhead: number
   /** Plain bytes of the blobs this store added to the repository. */
   storedBytes = 0
-  /** Windows analysed and blobs encoded so far (encodes should match the blobs actually stored). */
-  readonly jobCounts = { analyzed: 0, encoded: 0 }
+  /**
+   * Windows analysed and blobs encoded so far (encodes should match the blobs actually stored), and how many of each
+   * the calling thread did itself although the store has workers (a small window, or every turn taken).
+   */
+  readonly jobCounts = { analyzed: 0, encoded: 0, analyzedByCaller: 0, encodedByCaller: 0 }
   readonly #target: WindowStoreTarget
   readonly #pool: CodecPool | undefined
   readonly #signal: AbortSignal | undefined
@@ -80,7 +83,9 @@ export class WindowStore {
    */
   analyze(window: Buffer, request: AnalyzeRequest): Promise<WindowFacts> {
     this.jobCounts.analyzed++
-    if (this.#pool && window.length >= POOLED_MIN_BYTES) return this.#pool.analyze(window, request)
+    const pool = this.#poolFor(window)
+    if (pool) return pool.analyze(window, request)
+    if (this.#pool) this.jobCounts.analyzedByCaller++
     try {
       return Promise.resolve({ window, ...analyzeWindow(window, this.#target.codec, request) })
     } catch (err) {
@@ -109,7 +114,8 @@ export class WindowStore {
       if (r.stored) this.storedBytes += length
       onStored?.(r.stored)
     }
-    const pool = window.length >= POOLED_MIN_BYTES ? this.#pool : undefined
+    const pool = this.#poolFor(window)
+    if (!pool && this.#pool) this.jobCounts.encodedByCaller++
     let done: Promise<void>
     if (!pool && this.#deferredAdds === 0) {
       // Every earlier blob is added already: encode and add this one now, in call order. putEncoded copies the
@@ -159,6 +165,17 @@ export class WindowStore {
     this.#last = done
     this.#queue.push(done)
     while (this.#queue.length > this.maxAhead) await this.#queue.shift()
+  }
+
+  /**
+   * The pool to give `window`'s work to, or undefined to do it on the calling thread: a small window costs less here
+   * than its trip to a worker, and while every turn is taken, waiting for one would leave this thread idle. On two
+   * cores, one worker and the calling thread taking what the worker cannot share the work of a full backup between
+   * them (the calling thread alone was the bottleneck, and a worker alone too).
+   */
+  #poolFor(window: Buffer): CodecPool | undefined {
+    const pool = this.#pool
+    return pool && window.length >= POOLED_MIN_BYTES && !pool.saturated ? pool : undefined
   }
 
   /** Resolves once every blob stored so far is added to the repository (rejects with the first failure). */

@@ -262,6 +262,35 @@ describe.each([
     expect((await rebuild(pooled, o.extents)).equals(want)).toBe(true)
   })
 
+  it('with every turn at the workers taken, the calling thread does the work itself; blobs are added in call order', async () => {
+    const store = await pooled.openWindowStore({ workers: 1, maxInFlight: 1 })
+    try {
+      const contents = [0, 1, 2, 3].map((i) => pages(50_000 + 1000 * i, 128))
+      const windows = contents.map((c) => {
+        const w = store.takeBuffer()
+        c.copy(w)
+        return w.subarray(0, c.length)
+      })
+      // Given together: the first takes the worker's only turn, the other three find it taken.
+      const facts = await Promise.all(windows.map((w) => store.analyze(w, { id: true, pageHashes: 'xxh64' })))
+      expect(facts.map((f) => f.id)).toEqual(contents.map(idOf))
+      for (const [i, f] of facts.entries()) expect(f.pageHashes!.equals(pageHash(contents[i]!)), `window ${i}`).toBe(true)
+      expect(store.jobCounts).toMatchObject({ analyzed: 4, analyzedByCaller: 3 })
+      // Stored without waiting in between: the first is encoded on the worker, the rest here while it is busy, and
+      // each is added only after the one before it.
+      const added: string[] = []
+      const stores = facts.map((f) => store.store(f.id!, f.window, () => added.push(f.id!)))
+      await Promise.all(stores)
+      await store.drain()
+      expect(store.jobCounts).toMatchObject({ encoded: 4, encodedByCaller: 3 })
+      expect(added).toEqual(contents.map(idOf))
+      await pooled.flush()
+      for (const [i, c] of contents.entries()) expect((await pooled.readBlob(idOf(c))).equals(c), `blob ${i}`).toBe(true)
+    } finally {
+      await store.close()
+    }
+  })
+
   it('a second session reads every blob the pooled path stored, verified against its id', async () => {
     await pooled.flush()
     const again = await openRepository(await openFsStorage(join(dir, 'b')), { passphrase })
@@ -364,6 +393,8 @@ describe('CodecPool', () => {
 
   it('leaves a core to the main thread and one to the rest of the backup', () => {
     expect([1, 2, 3, 4, 6, 8, 64].map((n) => defaultWorkers(2, 4, n))).toEqual([0, 0, 1, 2, 4, 4, 4])
+    // A backup's: its calling thread takes windows itself while the workers are busy.
+    expect([1, 2, 3, 4, 6, 64].map((n) => defaultWorkers(1, 4, n))).toEqual([0, 1, 2, 3, 4, 4])
   })
 
   it('decodes and verifies blobs, and hashes pages, as the calling thread does', async () => {

@@ -35,7 +35,8 @@ options:
   --init                  create the repository if the location holds none (encrypted when a passphrase is set);
                           without it, a location without a repository is an error, as for every command but init
   --compress zstd[:LEVEL]|none   with --init: the compression of the repository it creates (default zstd:1)
-  --workers N             threads for hashing and compression (default: the cores beyond two, at most 4; 0: none)
+  --workers N             threads for hashing and compression (default: the cores beyond one for a full backup,
+                          beyond two for an incremental, at most 4; 0: none)
   --expire                after the backup, apply the retention policy stored for the cluster ('pgkeep policy
                           set'; see 'pgkeep expire --help') and list what it removed
   --progress              show progress even when stderr is not a terminal
