@@ -18,8 +18,12 @@ export interface WindowFacts extends WindowAnalysis {
   readonly window: Buffer
 }
 
-/** A window encoded as the repository stores it, and the window itself, back from the worker. */
+/** A window encoded as the repository stores it, and the window's buffer, back from the worker. */
 export interface EncodedWindow {
+  /**
+   * The window's memory, which the caller owns again, to recycle once `stored` was copied: `stored` usually lies in
+   * it, and the plain bytes are gone.
+   */
   readonly window: Buffer
   readonly stored: Buffer
   readonly flags: number
@@ -162,12 +166,16 @@ export class CodecPool {
     }
   }
 
-  /** Encodes `window` (a view over a buffer from takeBuffer, which passes to the pool) as a stored data blob. */
+  /**
+   * Encodes `window` (a view over a buffer from takeBuffer, which passes to the pool) as a stored data blob. The
+   * stored bytes come back in the window's buffer when they fit (EncodedWindow says when to recycle it).
+   */
   async encode(window: Buffer): Promise<EncodedWindow> {
     const { buffer, offset, length } = this.#detachable(window)
     const r = await this.#run({ op: 'encode', job: this.#nextJob++, buffer, offset, length }, [buffer])
     if (r.op !== 'encode') throw unexpected('encode', r)
-    return { window: Buffer.from(r.buffer, offset, length), stored: Buffer.from(r.stored), flags: r.flags }
+    const stored = Buffer.from(r.stored ?? r.buffer, r.storedOffset, r.storedLength)
+    return { window: Buffer.from(r.buffer, offset, length), stored, flags: r.flags }
   }
 
   /** Decodes and verifies stored blob bytes (copied to travel); rejects with the worker's reason. */

@@ -130,12 +130,10 @@ export class WindowStore {
       this.recycle(window)
       done = put.then(onPut)
     } else {
-      let encoded: Promise<{ stored: Buffer; flags: number }>
+      // `release` gives the window back once its stored bytes (which may lie in it) were copied into the pack.
+      let encoded: Promise<{ stored: Buffer; flags: number; release?: () => void }>
       if (pool) {
-        encoded = pool.encode(window).then((e) => {
-          pool.recycle(e.window)
-          return e
-        })
+        encoded = pool.encode(window).then((e) => ({ stored: e.stored, flags: e.flags, release: () => pool.recycle(e.window) }))
       } else {
         try {
           const e = this.#target.codec.encode(window)
@@ -154,6 +152,7 @@ export class WindowStore {
           const e = await encoded
           await previous
           put = this.#target.putEncoded(id, e.stored, e.flags, length, this.#signal)
+          e.release?.()
         } finally {
           this.#deferredAdds--
         }
