@@ -229,8 +229,9 @@ async function run(
 
     // Reusing the parent's blobs is safe only if their packs are still there: the index alone can be stale. A full
     // backup hashes and compresses every window and takes the store's workers; an incremental mostly computes page
-    // hashes (cheap, about 0.1 s per GB), where a worker on two cores only added memory (bench data, after 1%
-    // changed: peak 201 MB against 174), so it counts its thread and the server's as two busy cores.
+    // hashes (cheap, about 0.2 s per GB), where a worker on two cores cost memory and saved nothing (bench data after
+    // 1% changed, 3 alternating runs: 145-156 MB and 2.70-3.17 s without, 156-177 MB and 3.00-3.21 s with one), so
+    // it counts its thread and the server's as two busy cores.
     const workers = o.workers ?? (parent ? defaultWorkers(2, 4) : undefined)
     store = await repo.openWindowStore({ workers, checkPacks: parent !== undefined, signal })
     if (parent) parentFiles = openParentFiles(repo, parent, signal)

@@ -341,10 +341,10 @@ export class Repository {
    * per-byte work beside the calling thread, which takes a window itself while they are all busy (default: the
    * cores beyond one, at most 4; 0: the calling thread alone). `maxInFlight`: windows at the workers at once
    * (default 2 per worker and 2 more). Measured on two cores (bench data, full backup, 3 alternating runs): one
-   * worker with 2, 3, 4 windows in flight 6.7-7.8, 5.7-7.1, 5.8-6.4 s, peaks 160-167, 166-169, 173-174 MB; no worker
-   * 8.6-9.5 s, 157-166 MB; with 4 in flight the calling thread still took 3.1-3.6 user CPU-s, the worker about 3.4-4.0. With
-   * `checkPacks`, a blob counts as present only when its pack is in storage now: an incremental must not reference a
-   * parent's blob whose pack is gone, and the index alone can be stale. Close it when done.
+   * worker with 2, 3, 4 windows in flight 6.7-7.8, 5.7-7.1, 5.8-6.4 s, peaks 160-167, 166-169, 173-174 MB; no
+   * worker 8.6-9.5 s, 157-166 MB; with 4 in flight the calling thread still took 3.1-3.6 user CPU-s, the worker
+   * about 3.4-4.0. With `checkPacks`, a blob counts as present only when its pack is in storage now: an incremental
+   * must not reference a parent's blob whose pack is gone, and the index alone can be stale. Close it when done.
    */
   async openWindowStore(o: { workers?: number; maxInFlight?: number; checkPacks?: boolean; signal?: AbortSignal } = {}): Promise<WindowStore> {
     this.#assertWritable()

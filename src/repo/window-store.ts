@@ -2,7 +2,8 @@
 // id, CRC-32C, the all-zero test) and, when the engine decides to keep it as a blob, encoded and added to the
 // repository. The work runs on a CodecPool's worker threads when the store has one, several windows ahead of the
 // one the engine is placing, and on the calling thread for small windows, while every worker is busy, and without
-// a pool; the engine sees the same interface and gets the same bytes either way. Blobs are added in the order `store` is called, so a file's blobs sit in order in its packs.
+// a pool; the engine sees the same interface and gets the same bytes either way. Blobs are added in the order
+// `store` is called, so a file's blobs sit in order in its packs.
 
 import type { BlobId } from './blob.js'
 import type { BlobCodec } from './blob.js'
