@@ -459,9 +459,10 @@ describe('CodecPool', () => {
     }
   })
 
-  it('leaves a core to the main thread and one to the rest of the backup', () => {
+  it('runs workers on the cores beyond those counted busy, at most the maximum', () => {
+    // Two busy cores (an incremental backup's thread and the server; a restore's thread and the disk).
     expect([1, 2, 3, 4, 6, 8, 64].map((n) => defaultWorkers(2, 4, n))).toEqual([0, 0, 1, 2, 4, 4, 4])
-    // A backup's: its calling thread takes windows itself while the workers are busy.
+    // One (a full backup's calling thread takes windows itself while the workers are busy).
     expect([1, 2, 3, 4, 6, 64].map((n) => defaultWorkers(1, 4, n))).toEqual([0, 1, 2, 3, 4, 4])
   })
 
