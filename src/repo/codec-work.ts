@@ -6,7 +6,7 @@
 
 import { isAllZero } from '../pg/page.js'
 import type { BlobCodec, BlobId } from './blob.js'
-import { PAGE_BYTES, PAGE_HASH_BYTES, type PageHashAlgorithm } from './file-map.js'
+import { PAGE_BYTES, PAGE_HASH_BYTES, type PageHashAlgorithm, WINDOW_BYTES } from './file-map.js'
 import { hashPagesInto } from './page-hash.js'
 
 /**
@@ -108,6 +108,22 @@ export function ownArrayBuffer(b: Uint8Array): ArrayBuffer {
   return copy
 }
 
+/**
+ * Puts the stored form of an encoded window into the window's own memory, whose plain bytes are not needed any more,
+ * so that it waits for its pack without a buffer of its own: a new buffer per blob was memory held until the next
+ * full collection (peaks 15-20 MB higher per blob waiting). Returns the view over the stored bytes, or undefined when
+ * they do not fit (an encrypted window of incompressible bytes, 28 bytes longer, beyond the window's buffer). Stored
+ * bytes that are the window itself (a blob kept as it is) stay where they are. Only a window buffer (WINDOW_BYTES,
+ * its owner's alone) is written beyond the window's own bytes.
+ */
+export function storedInWindow(stored: Uint8Array, window: Buffer): Buffer | undefined {
+  if (stored.buffer === window.buffer && stored.byteOffset === window.byteOffset) return window.subarray(0, stored.length)
+  const room = window.buffer.byteLength === WINDOW_BYTES ? Buffer.from(window.buffer, window.byteOffset) : window
+  if (stored.length > room.length) return undefined
+  room.set(stored)
+  return room.subarray(0, stored.length)
+}
+
 /** Runs one job with `codec`; what a worker does, and what the calling thread does without one. */
 export function runCodecJob(m: CodecJob, codec: BlobCodec): { result: CodecJobResult; transfer: ArrayBuffer[] } {
   switch (m.op) {
@@ -124,18 +140,12 @@ export function runCodecJob(m: CodecJob, codec: BlobCodec): { result: CodecJobRe
       }
     }
     case 'encode': {
-      const e = codec.encode(Buffer.from(m.buffer, m.offset, m.length))
-      const storedLength = e.stored.length
-      const base = { op: 'encode', job: m.job, buffer: m.buffer, storedLength, flags: e.flags } as const
-      // The window's plain bytes are not needed after this, so its buffer carries the stored bytes back: a new
-      // buffer per blob, allocated here and freed by the caller's collector, was memory the caller held until its
-      // next full collection (peaks 15-20 MB higher per job in flight). Stored bytes still in the window (a blob
-      // kept as it is) stay where they are; only an encrypted window too large to fit travels in a buffer of its own.
-      if (e.stored.buffer === m.buffer) return { result: { ...base, stored: undefined, storedOffset: e.stored.byteOffset }, transfer: [m.buffer] }
-      if (storedLength <= m.buffer.byteLength) {
-        new Uint8Array(m.buffer).set(e.stored)
-        return { result: { ...base, stored: undefined, storedOffset: 0 }, transfer: [m.buffer] }
-      }
+      const window = Buffer.from(m.buffer, m.offset, m.length)
+      const e = codec.encode(window)
+      const base = { op: 'encode', job: m.job, buffer: m.buffer, storedLength: e.stored.length, flags: e.flags } as const
+      // The window's buffer carries the stored bytes back when they fit (see storedInWindow).
+      const kept = storedInWindow(e.stored, window)
+      if (kept) return { result: { ...base, stored: undefined, storedOffset: kept.byteOffset }, transfer: [m.buffer] }
       const stored = new Uint8Array(e.stored).buffer
       return { result: { ...base, stored, storedOffset: 0 }, transfer: [m.buffer, stored] }
     }

@@ -7,7 +7,7 @@
 
 import type { BlobId } from './blob.js'
 import type { BlobCodec } from './blob.js'
-import { type AnalyzeRequest, analyzeWindow } from './codec-work.js'
+import { type AnalyzeRequest, analyzeWindow, storedInWindow } from './codec-work.js'
 import { type CodecPool, POOLED_MIN_BYTES, type WindowFacts } from './codec-pool.js'
 import { WINDOW_BYTES } from './file-map.js'
 
@@ -138,12 +138,17 @@ export class WindowStore {
       } else {
         try {
           const e = this.#target.codec.encode(window)
-          // A copy: it waits for the pooled blobs before it, and the codec's scratch serves the next encode.
-          encoded = Promise.resolve({ stored: Buffer.from(e.stored), flags: e.flags })
+          // It waits for the blobs before it, and the codec's scratch serves the next encode: into the window's
+          // memory (storedInWindow), or else a copy of its own.
+          const kept = storedInWindow(e.stored, window)
+          encoded = Promise.resolve(
+            kept ? { stored: kept, flags: e.flags, release: () => this.recycle(window) } : { stored: Buffer.from(e.stored), flags: e.flags },
+          )
+          if (!kept) this.recycle(window)
         } catch (err) {
           encoded = Promise.reject(err)
+          this.recycle(window)
         }
-        this.recycle(window)
       }
       const previous = this.#last
       this.#deferredAdds++

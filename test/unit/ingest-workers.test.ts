@@ -366,7 +366,10 @@ describe('CodecPool', () => {
     }
   })
 
-  it('a window store gives a window back only after the stored bytes in it were added', async () => {
+  it.each([
+    { by: 'the worker', maxInFlight: 2 },
+    { by: 'the calling thread', maxInFlight: 1 },
+  ])('a window store gives a window back only after the stored bytes in it were added (encoded by $by)', async ({ maxInFlight }) => {
     // A target that holds the first blob's add until released: the second blob's stored bytes (in its window's
     // memory) wait meanwhile, while the backup goes on taking window buffers and filling them.
     const added = new Map<string, Buffer>()
@@ -381,7 +384,7 @@ describe('CodecPool', () => {
         return { stored: true }
       },
     }
-    const pool = new CodecPool({ keys: undefined, compressionLevel: 3, workers: 1, maxInFlight: 2, workerUrl })
+    const pool = new CodecPool({ keys: undefined, compressionLevel: 3, workers: 1, maxInFlight, workerUrl })
     const store = new WindowStore(target, pool, undefined)
     try {
       const contents = [pages(70_000, 128), pages(71_000, 128)]
@@ -390,10 +393,11 @@ describe('CodecPool', () => {
         c.copy(w)
         return store.store(createHash('sha256').update(c).digest('hex'), w.subarray(0, c.length))
       })
-      // Both encodes answered (the second on the worker too: maxInFlight 2), the first blob's add held.
-      while (added.size === 0 || pool.jobCounts.encode < 2) await new Promise((r) => setTimeout(r, 5))
+      // Both encoded (the second on the worker too with two turns, here with one), the first blob's add held.
+      while (added.size === 0 || pool.jobCounts.encode + store.jobCounts.encodedByCaller < 2) await new Promise((r) => setTimeout(r, 5))
       await new Promise((r) => setTimeout(r, 5))
       expect(added.size).toBe(1)
+      expect(store.jobCounts.encodedByCaller).toBe(maxInFlight === 1 ? 1 : 0)
       for (let i = 0; i < 8; i++) store.takeBuffer().fill(0xee)
       release()
       await Promise.all(stores)
