@@ -1,9 +1,10 @@
 // Reads blobs for a restore in runs: the blobs requested together (a worker reading ahead through a file) that lie
 // close together in one pack are fetched with one storage read, then each is decoded and verified against its id
-// with the repository's codec, on a CodecPool's workers when the reader has one (window-sized blobs: small ones
-// are decoded at once on the calling thread, cheaper than a round trip to a worker). A restore reads blobs in about the
-// order a backup wrote them, so most runs cover several blobs: far fewer requests (one object store GET per run
-// instead of per blob) and system calls. Anything unusual (a blob not in the index, a short read, a blob that does
+// with the repository's codec, on a CodecPool's workers when the reader has one and a worker has a free turn
+// (window-sized blobs: small ones are decoded at once on the calling thread, cheaper than a round trip to a worker;
+// with every turn taken, the calling thread decodes a window itself rather than wait). A restore reads blobs in
+// about the order a backup wrote them, so most runs cover several blobs: far fewer requests (one object store GET
+// per run instead of per blob) and system calls. Anything unusual (a blob not in the index, a short read, a blob that does
 // not verify) goes through the repository's readBlob, which reads it again on its own and says precisely what is
 // wrong. The reader also hashes the pages of files on disk for a delta restore, on the same workers.
 //
@@ -71,7 +72,7 @@ interface KeptRange {
   readonly bytes: Buffer
 }
 
-/** Stored bytes of one blob waiting for a worker: a view into a read chunk, or a buffer of the reader's own. */
+/** Stored bytes of one blob to decode: a view into a read chunk, or a buffer of the reader's own. */
 interface PendingDecode {
   r: Request
   stored: Uint8Array
@@ -104,9 +105,8 @@ export class BlobReader {
   /** Free blob buffers (POOL_BUFFER_BYTES: plain or stored bytes), and free hashing windows without a pool. */
   readonly #free: ArrayBuffer[] = []
   readonly #freeWindows: ArrayBuffer[] = []
-  /** Blobs waiting for a worker, and jobs posted (at most the pool's maxInFlight, so buffers are taken late). */
-  readonly #waiting: PendingDecode[] = []
-  #posted = 0
+  /** Window-sized blobs decoded on the calling thread because every turn of the pool's workers was taken. */
+  #decodedByCaller = 0
   readonly #kept: KeptRange[] = []
   #keptHits = 0
 
@@ -190,11 +190,11 @@ export class BlobReader {
   }
 
   /**
-   * Storage reads made, blobs asked of them, blobs read again through Repository.readBlob, and blobs served from
-   * ranges read ahead.
+   * Storage reads made, blobs asked of them, blobs read again through Repository.readBlob, blobs served from
+   * ranges read ahead, and window-sized blobs this thread decoded because every worker's turn was taken.
    */
-  get stats(): { runs: number; blobs: number; fallbacks: number; readAheadHits: number } {
-    return { runs: this.#runs, blobs: this.#blobs, fallbacks: this.#fallbacks, readAheadHits: this.#keptHits }
+  get stats(): { runs: number; blobs: number; fallbacks: number; readAheadHits: number; decodedByCaller: number } {
+    return { runs: this.#runs, blobs: this.#blobs, fallbacks: this.#fallbacks, readAheadHits: this.#keptHits, decodedByCaller: this.#decodedByCaller }
   }
 
   /** A buffer of the reader's for `length` plain bytes, or undefined when the blob is not window-sized. */
@@ -312,18 +312,14 @@ export class BlobReader {
 
   #decode(d: PendingDecode): void {
     this.#blobs++
-    if (this.pool && d.r.loc.plainLength >= POOLED_MIN_BYTES) {
-      this.#waiting.push(d)
-      this.#post()
-      // Still waiting for a worker: its stored bytes may be a view into the read's chunk, which the storage hands
-      // out again for the next one. Copied now (#post would have copied them anyway).
-      if (!d.own && this.#waiting[this.#waiting.length - 1] === d) {
-        d.own = this.#takeStored(d.stored.length)
-        new Uint8Array(d.own, 0, d.stored.length).set(d.stored)
-        d.stored = new Uint8Array(d.own, 0, d.stored.length)
-      }
+    // A window-sized blob goes to a worker while one has a free turn. With every turn taken, this thread decodes it
+    // itself instead of queueing it: on two cores shared with the writes, a restore waiting for its one worker was
+    // bound by that worker (bench/results/profiles.md), and a queue would only hold more windows.
+    if (this.pool && d.r.loc.plainLength >= POOLED_MIN_BYTES && !this.pool.saturated) {
+      this.#post(this.pool, d)
       return
     }
+    if (this.pool && d.r.loc.plainLength >= POOLED_MIN_BYTES) this.#decodedByCaller++
     const { r, stored, own } = d
     const plain = this.#take(r.loc.plainLength)
     try {
@@ -338,31 +334,21 @@ export class BlobReader {
     }
   }
 
-  /** Posts waiting blobs to the workers while fewer than the pool takes at once are out. */
-  #post(): void {
-    while (this.pool && this.#posted < this.pool.maxInFlight && this.#waiting.length > 0) {
-      const { r, stored, own } = this.#waiting.shift()!
-      let travel = own
-      if (!travel) {
-        travel = this.#takeStored(stored.length)
-        new Uint8Array(travel, 0, stored.length).set(stored)
-      }
-      const plain = this.#take(r.loc.plainLength)
-      this.#posted++
-      this.pool.decodeInto({ buffer: travel, length: stored.length }, plain, r.loc.flags, r.loc.plainLength, r.id).then(
-        (out) => {
-          this.#posted--
-          this.#putBack(out.stored)
-          r.resolve(out.plain)
-          this.#post()
-        },
-        () => {
-          this.#posted--
-          this.#fallback(r)
-          this.#post()
-        },
-      )
+  /** Posts one blob to the workers; stored bytes that are a view into a read's chunk travel in a copy. */
+  #post(pool: CodecPool, { r, stored, own }: PendingDecode): void {
+    let travel = own
+    if (!travel) {
+      travel = this.#takeStored(stored.length)
+      new Uint8Array(travel, 0, stored.length).set(stored)
     }
+    const plain = this.#take(r.loc.plainLength)
+    pool.decodeInto({ buffer: travel, length: stored.length }, plain, r.loc.flags, r.loc.plainLength, r.id).then(
+      (out) => {
+        this.#putBack(out.stored)
+        r.resolve(out.plain)
+      },
+      () => this.#fallback(r),
+    )
   }
 
   #fallback(r: Request): void {

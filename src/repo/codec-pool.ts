@@ -130,7 +130,8 @@ export class CodecPool {
 
   /**
    * True while every turn is taken: a job given now would wait for an answer first. A caller that can do the job
-   * itself (WindowStore) does it then, so its own thread works while the workers are busy instead of waiting.
+   * itself (WindowStore, BlobReader) does it then, so its own thread works while the workers are busy instead of
+   * waiting.
    */
   get saturated(): boolean {
     return this.#inFlight >= this.maxInFlight

@@ -106,6 +106,29 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
     }
   })
 
+  it('a window-sized blob goes to a worker while one has a free turn; with every turn taken, the calling thread decodes it', async () => {
+    r = await freshFsRepo({ passphrase })
+    const contents = Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? randomBytes(1 << 20) : Buffer.alloc(1 << 20, i + 1)))
+    const ids: string[] = []
+    for (const c of contents) ids.push((await r.repo.putBlob('data', c)).id)
+    await r.repo.flush()
+    const repo = await openRepository(await openFsStorage(r.dir), { passphrase })
+    // One worker, two turns. The first read keeps the whole pack, so the next seven are decoded as they are asked
+    // for, all in one turn of the event loop: two go to the worker, five to this thread.
+    const reader = repo.openBlobReader({ workers: 1, readAheadBytes: 16 << 20, keepRanges: 1 })
+    try {
+      expect((await reader.read(ids[0]!)).equals(contents[0]!)).toBe(true)
+      const rest = await Promise.all(ids.slice(1).map((id) => reader.read(id)))
+      for (const [i, g] of rest.entries()) expect(g.equals(contents[i + 1]!), `blob ${i + 1}`).toBe(true)
+      expect(reader.stats.readAheadHits).toBe(7)
+      expect(reader.stats.decodedByCaller).toBe(5)
+      expect(reader.stats.fallbacks).toBe(0)
+    } finally {
+      await reader.close()
+      await repo.close()
+    }
+  })
+
   it('a damaged blob fails with the repository message; its neighbours still arrive', async () => {
     const { ids, contents } = await repoWithBlobs(passphrase)
     const repo = await openRepository(await openFsStorage(r!.dir), { passphrase })
