@@ -20,7 +20,7 @@ import type { RestoredDirectory } from './restore-files.js'
 import type { RestoreProgress } from './restore-progress.js'
 import { syncDirectory } from '../storage/durable-file.js'
 import { CONTROL_FILE, removeMarker } from './target-directory.js'
-import { syncTarget, type TargetSyncMethod } from './target-sync.js'
+import { syncTarget, type TargetSyncMethod, type WritebackAhead } from './target-sync.js'
 import type { TargetTree } from './target-tree.js'
 import { writeTimelineHistory } from './timeline-history.js'
 import { writeBackupWal } from './wal-files.js'
@@ -37,6 +37,8 @@ export interface FinishPhase {
   manifest: RestoredManifest
   progress: RestoreProgress
   sync: boolean
+  /** The writeback started while the files were written, which the final sync waits for. */
+  writebackAhead?: WritebackAhead
   signal: AbortSignal
   say: (level: 'info' | 'warning', text: string) => void
   /** Called with the signal file's name once it is written, and with null once pg_control is (from then on the directory is complete). */
@@ -109,7 +111,7 @@ export async function finishDirectory(p: FinishPhase): Promise<Finished> {
 
   // Every file and directory written so far is durable before pg_control exists: a crash leaves either a
   // complete directory or one no server starts on.
-  const syncMethod = sync ? await syncTarget([pgdata, ...p.locations.values()], { signal }) : undefined
+  const syncMethod = sync ? await syncTarget([pgdata, ...p.locations.values()], { signal, ahead: p.writebackAhead }) : undefined
   const controlTemp = `${CONTROL_FILE}.pgkeep-partial`
   await writeSmallFile(tree, controlTemp, controlBytes, control.mode, control.mtime, sync)
   await rename(join(pgdata, controlTemp), join(pgdata, CONTROL_FILE))

@@ -12,6 +12,8 @@ export class RestoreProgress {
     private readonly events: OperationEvents,
     private readonly totalBytes: number,
     private readonly totalFiles: number,
+    /** Told of the bytes written as they are (WritebackAhead). */
+    private readonly onWritten?: (bytes: number) => void,
   ) {}
 
   get written(): number {
@@ -25,6 +27,7 @@ export class RestoreProgress {
   add(coveredBytes: number, writtenBytes: number): void {
     this.#covered += coveredBytes
     this.#written += writtenBytes
+    if (writtenBytes > 0) this.onWritten?.(writtenBytes)
     this.events.progress(this.#counters())
   }
 

@@ -24,6 +24,7 @@ import type { TablespaceMapping } from './tablespace-mapping.js'
 import { syncDirectory } from '../storage/durable-file.js'
 import { CONTROL_FILE, RESTORE_MARKER, writeMarker } from './target-directory.js'
 import { checkTargetReachable } from './target-reach.js'
+import { WritebackAhead } from './target-sync.js'
 import { TargetTree } from './target-tree.js'
 
 /**
@@ -141,6 +142,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   let touched = false
   let manifest: RestoredManifest | undefined
   let blobs: BlobReader | undefined
+  let writebackAhead: WritebackAhead | undefined
   let signalWritten: string | null = null
   try {
     // Prepare: which backup, whether its target can be reached, where it goes, whether every entry may be written.
@@ -186,7 +188,9 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       await syncDirectory(join(pgdata, 'global')).catch(() => {})
     }
 
-    const progress = new RestoreProgress(events, backup.files.sizeBytes, backup.files.count)
+    writebackAhead = sync ? await WritebackAhead.start([pgdata, ...locations.values()], { signal }) : undefined
+    const ahead = writebackAhead
+    const progress = new RestoreProgress(events, backup.files.sizeBytes, backup.files.count, ahead && ((bytes) => ahead.written(bytes)))
     let removed = 0
     if (delta) {
       progress.phase('cleanup')
@@ -230,6 +234,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       manifest,
       progress,
       sync,
+      writebackAhead,
       signal,
       say,
       onSignalFile: (name) => {
@@ -276,6 +281,8 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     throw err
   } finally {
     await blobs?.close().catch(() => {})
+    // No flush of the target outlives the command (it never fails: a failure only ends the flushes).
+    await writebackAhead?.settle()
     await lock?.release().catch(() => {})
   }
 }
