@@ -5,7 +5,9 @@
 //
 //   store OUT DIR...  reads every regular file under the DIRs (pg_wal left out) in 1 MiB windows, as pgkeep cuts
 //                     them; names each by its SHA-256 and compresses it with zstd level 1 (the repository's defaults;
-//                     a window that does not shrink is kept as it is); writes the windows one after another to OUT
+//                     a window that does not shrink is kept as it is; one whose first 64 KiB stay above 80% of their
+//                     size at level 1 is compressed at level -7, as pgkeep's codec does); writes the windows one
+//                     after another to OUT
 //   load OUT          reads OUT back, decompresses each window and checks its SHA-256: what restore must do for
 //                     every byte before writing it (the tar rows say what writing costs)
 //
@@ -18,6 +20,10 @@ import zstd from 'zstd-napi/binding.js'
 
 const WINDOW_BYTES = 1 << 20
 const LEVEL = 1
+/** Data that compresses little goes at zstd's fast level -7 (the rule of src/repo/blob.ts, written again here). */
+const PROBE_BYTES = 64 << 10
+const HARD_DATA_RATIO = 0.8
+const HARD_DATA_LEVEL = -7
 /** Each window in OUT: its plain length, stored length (equal when kept as it is), SHA-256, then the stored bytes. */
 const HEADER_BYTES = 4 + 4 + 32
 
@@ -25,6 +31,16 @@ const [mode, out, ...dirs] = process.argv.slice(2)
 if ((mode !== 'store' && mode !== 'load') || !out || (mode === 'store' && dirs.length === 0)) {
   process.stderr.write('usage: node bench/store-limit.mjs store OUT DIR... | load OUT\n')
   process.exit(2)
+}
+
+/** zstd's level for `window`: LEVEL, or HARD_DATA_LEVEL when a window's first PROBE_BYTES barely shrink. */
+function levelFor(cctx, window) {
+  if (window.length < 4 * PROBE_BYTES) return LEVEL
+  try {
+    return cctx.compress(stored.subarray(0, PROBE_BYTES), window.subarray(0, PROBE_BYTES), LEVEL) > PROBE_BYTES * HARD_DATA_RATIO ? HARD_DATA_LEVEL : LEVEL
+  } catch {
+    return HARD_DATA_LEVEL
+  }
 }
 
 /** Reads up to `buf.length` bytes at the file position; fewer only at the end of the file. */
@@ -63,7 +79,7 @@ if (mode === 'store') {
         let body = window
         try {
           // One byte short of the input: zstd fails on what would not shrink, as pgkeep's codec has it.
-          body = stored.subarray(0, cctx.compress(stored.subarray(0, n - 1), window, LEVEL))
+          body = stored.subarray(0, cctx.compress(stored.subarray(0, n - 1), window, levelFor(cctx, window)))
         } catch {}
         header.writeUInt32LE(n, 0)
         header.writeUInt32LE(body.length, 4)
