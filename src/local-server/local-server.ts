@@ -6,7 +6,6 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { closeSync, openSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import pg from 'pg'
 import type { OsUser } from './os-user.js'
@@ -38,19 +37,6 @@ export interface ServerExit {
 export type ConnectOutcome = { ok: true; client: pg.Client } | { ok: false; retry: boolean; code: string | undefined; message: string }
 
 const SETTING_NAME = /^[A-Za-z_][A-Za-z0-9_.]*$/
-
-/** A free TCP port on the loopback interface (the server's port number also names its socket file). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.unref()
-    srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number }
-      srv.close(() => resolve(port))
-    })
-  })
-}
 
 export class LocalServer {
   readonly #child: ChildProcess

@@ -1,7 +1,7 @@
 // The architecture's import rules (docs: README "Reading the code", design.md "Layers"), checked on the sources.
 
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { ROOT, sources } from '../harness/source-files.js'
 
@@ -71,6 +71,30 @@ describe('layering', () => {
     // local-server/ (finding server binaries, starting a server of one's own) serves the drill engine and the CLI.
     for (const f of sources('src').filter((f) => /^src\/(repo|storage|pg|local-server)\//.test(f))) {
       for (const i of imports(f)) expect(i, `${f} imports ${i}`).not.toMatch(/(^|\/)(backup|restore|wal|verify|check|expire|copy|drill|metrics|cli)\//)
+    }
+  })
+
+  it('backup, restore, verify and the WAL commands load no PostgreSQL client library (pg): its load is 0.1 s of a start', () => {
+    // Static imports only (a dynamic import() loads when used): the closure of each command's module.
+    const closure = (start: string) => {
+      const seen = new Set<string>()
+      const packages = new Set<string>()
+      const visit = (file: string) => {
+        if (seen.has(file)) return
+        seen.add(file)
+        for (const i of imports(file)) {
+          if (i.startsWith('.')) visit(join(dirname(file), i).replace(/\.js$/, '.ts'))
+          else packages.add(i)
+        }
+      }
+      visit(start)
+      return packages
+    }
+    for (const command of ['backup', 'restore', 'verify', 'wal-get', 'wal-push', 'wal-stream']) {
+      const packages = closure(`src/cli/commands/${command}.ts`)
+      expect(packages.size, command).toBeGreaterThan(3)
+      // (pg/lib/crypto/sasl.js, the SCRAM arithmetic protocol/session/scram.ts uses, loads alone in 17 ms.)
+      expect([...packages].filter((p) => p === 'pg'), command).toEqual([])
     }
   })
 
