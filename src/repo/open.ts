@@ -14,14 +14,14 @@ import { Repository } from './repository.js'
 import { isAlreadyExists, isNotFound, readObject } from './storage-io.js'
 
 /**
- * Packs sealed and not yet durable at once, by default: each holds its buffer (the pack target size, 8 MiB by
- * default). One on local storage, where a pack is written and synced well before the next one fills (16 MiB packs,
- * a backup of 700 MB, 3 alternating runs: peak RSS 188-196 MB against 218-220 MB with two, wall 3.71-3.84 s against
- * 3.67-4.20 s); two on an object store, where an upload takes longer and its latency must not hold the backup up.
+ * Packs sealed and not yet durable at once: each holds its buffer (the pack target size, 8 MiB by default). Two, on
+ * local storage too. With one, a full backup of the bench data waited for each pack's write and fsync (10-50 ms)
+ * while the table of random bytes streamed in (9 windows fill a pack there), both threads idle more than half the
+ * time; 3 alternating rounds of one, two and three: 7.30 / 7.57 / 7.96 s, 6.59 / 6.55 / 7.04 s, 6.87 / 6.56 / 6.39 s,
+ * peaks 185-187, 188-192, 202-221 MB. (Once, with 16 MiB packs and before windows went to workers, one had peaked
+ * 25 MB lower at the same speed.) On an object store an upload takes longer still.
  */
-function defaultMaxPackUploads(storage: Storage): number {
-  return storage.features.remote ? 2 : 1
-}
+const DEFAULT_MAX_PACK_UPLOADS = 2
 
 export interface InitRepositoryOptions {
   /** Encrypt the repository; the passphrase wraps its master key. */
@@ -43,7 +43,7 @@ export interface OpenRepositoryOptions {
   passphrase?: string
   signal?: AbortSignal
   /**
-   * Packs sealed and not yet durable at most (default: 1 on local storage, 2 on an object store); memory is about
+   * Packs sealed and not yet durable at most (default 2: DEFAULT_MAX_PACK_UPLOADS says why); memory is about
    * (this + 1) × pack size.
    */
   maxPackUploads?: number
@@ -129,7 +129,7 @@ export async function initRepository(storage: Storage, o: InitRepositoryOptions 
     }
     throw err
   }
-  return new Repository({ storage, config, configBytes, unlocked, maxPackUploads: defaultMaxPackUploads(storage) })
+  return new Repository({ storage, config, configBytes, unlocked, maxPackUploads: DEFAULT_MAX_PACK_UPLOADS })
 }
 
 /**
@@ -165,7 +165,7 @@ export async function openRepository(storage: Storage, o: OpenRepositoryOptions 
     config,
     configBytes,
     unlocked,
-    maxPackUploads: o.maxPackUploads ?? defaultMaxPackUploads(storage),
+    maxPackUploads: o.maxPackUploads ?? DEFAULT_MAX_PACK_UPLOADS,
     indexTypes: o.index === 'meta' ? new Set(['meta']) : undefined,
   })
   await repo.refreshIndex({ signal })
