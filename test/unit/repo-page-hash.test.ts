@@ -46,6 +46,16 @@ describe('page hashes', () => {
       const want = i % 3 === 0 ? Buffer.alloc(8) : stored(VECTORS[(i % 3) - 1]![2])
       expect(out.subarray(8 + i * 8, 16 + i * 8), `page ${i}`).toEqual(want)
     }
+    // A short last page of zeros counts too (its hash is not a whole zero page's); one with a byte set does not.
+    for (const [last, zero] of [
+      [Buffer.alloc(100), true],
+      [Buffer.from([0, 0, 7]), false],
+    ] as const) {
+      const short = Buffer.concat([ones, last])
+      const o = Buffer.alloc(16)
+      expect(hashPagesInto(short, o, 0, 'xxh64'), `short page of ${last.length} bytes`).toBe(zero ? 1 : 0)
+      expect(o.subarray(8).equals(Buffer.alloc(8)), `short page of ${last.length} bytes`).toBe(zero)
+    }
   })
 
   it('sha256-64 (file maps of version 1): the first 8 bytes of SHA-256, zeros for an all-zero page', () => {
