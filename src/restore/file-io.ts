@@ -1,5 +1,5 @@
 // Positional file I/O for restore: gathered writes that finish short writes, exact reads (zeros past the end), the
-// CRC-32C of a file on disk, a bounded queue of writes in flight, and the lane that keeps one file's writes apart.
+// CRC-32C of a file on disk, and a bounded queue of writes in flight.
 
 import type { FileHandle } from 'node:fs/promises'
 import { crc32cFinal, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
@@ -64,23 +64,5 @@ export class WriteQueue {
   async drain(): Promise<void> {
     await Promise.all(this.#inFlight)
     if (this.#failure) throw this.#failure.error
-  }
-}
-
-/**
- * Runs the writes of one file one after another (every piece of a split file shares one). A buffered write holds
- * the inode's lock on ext4 and most Linux file systems, so writes to one file at once only wait for each other,
- * spinning on the lock meanwhile: `rwsem_spin_on_owner` took 3-9% of the CPU of restores of the bench data that ran up
- * to 16 of them (4 pieces, 4 writes each); 0.04% with the lane, and 4% fewer CPU samples in all (perf record).
- * Queued writes still keep their blobs' buffers (WriteQueue bounds them).
- */
-export class WriteLane {
-  #tail: Promise<unknown> = Promise.resolve()
-
-  run<T>(write: () => Promise<T>): Promise<T> {
-    const p = this.#tail.then(write)
-    // The next write waits for this one's end, not its success: each caller sees its own failure.
-    this.#tail = p.catch(() => {})
-    return p
   }
 }

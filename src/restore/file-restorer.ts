@@ -34,7 +34,7 @@ import {
 } from '../repo/index.js'
 import type { BlobCache, BlobLease } from './blob-cache.js'
 import { readNamingFile } from './file-content.js'
-import { crcOfHandle, readFully, WriteLane, writeAll, WriteQueue } from './file-io.js'
+import { crcOfHandle, readFully, writeAll, WriteQueue } from './file-io.js'
 import type { SmallFileWriter } from './small-file-writer.js'
 import { openNoFollow, type TargetTree } from './target-tree.js'
 import type { Spawn } from './task-pool.js'
@@ -102,8 +102,6 @@ export interface SplitFile {
   changed: boolean
   /** CRC-32C of each piece, combined in order when the last one is done. */
   pieceCrcs: number[]
-  /** The pieces' writes, one at a time. */
-  lane: WriteLane
 }
 
 type CrcState = { value: number }
@@ -150,7 +148,7 @@ export class FileRestorer {
 
   /** Cuts a file into piece tasks; with `map` the pieces compare before writing (delta). */
   #split(entry: FileEntry, path: string, extents: Extent[], map: FileMap | undefined, spawn: Spawn<FileTask>, changed = false): void {
-    const file: SplitFile = { entry, path, extents, map, remaining: 0, bytesWritten: 0, changed, pieceCrcs: [], lane: new WriteLane() }
+    const file: SplitFile = { entry, path, extents, map, remaining: 0, bytesWritten: 0, changed, pieceCrcs: [] }
     const pieces: FileTask[] = []
     for (let off = 0; off < entry.sizeBytes; off += PIECE_BYTES) {
       pieces.push({ kind: 'piece', file, index: pieces.length, offset: off, lengthBytes: Math.min(PIECE_BYTES, entry.sizeBytes - off) })
@@ -167,7 +165,7 @@ export class FileRestorer {
         // Read the result before adding: `x += await y` would read x before the other pieces added theirs.
         const n = file.map
           ? await this.#deltaRange(fh, file.entry, file.map, offset, lengthBytes, crc)
-          : await this.#writeRange(fh, file.entry, file.extents, offset, lengthBytes, crc, file.lane)
+          : await this.#writeRange(fh, file.entry, file.extents, offset, lengthBytes, crc)
         file.bytesWritten += n
         file.pieceCrcs[index] = crc32cFinal(crc.value)
       } finally {
@@ -244,35 +242,23 @@ export class FileRestorer {
   }
 
   /** Writes [offset, offset + length) of the file from its extents; holes are skipped (already zeros). */
-  async #writeRange(
-    fh: FileHandle,
-    entry: FileEntry,
-    extents: Extent[],
-    offset: number,
-    lengthBytes: number,
-    crc: CrcState,
-    lane = new WriteLane(),
-  ): Promise<number> {
+  async #writeRange(fh: FileHandle, entry: FileEntry, extents: Extent[], offset: number, lengthBytes: number, crc: CrcState): Promise<number> {
     let bufs: Buffer[] = []
     let leases: BlobLease[] = []
     let at = 0
     let gathered = 0
     let written = 0
     // Writes go out without waiting for the previous one (positional, so order does not matter), at most
-    // WRITES_IN_FLIGHT at once: decoding the next blobs overlaps the disk. They reach the file one at a time
-    // (WriteLane). The blobs of a write are released only once it completed: until then the kernel may still read
-    // from their buffers.
+    // WRITES_IN_FLIGHT at once: decoding the next blobs overlaps the disk. The blobs of a write are released
+    // only once it completed: until then the kernel may still read from their buffers.
     const writes = new WriteQueue(WRITES_IN_FLIGHT)
     const flush = async () => {
       if (bufs.length === 0) return
       const n = gathered
       const held = leases
-      const [these, position] = [bufs, at]
-      const done = lane
-        .run(() => writeAll(fh, these, position))
-        .finally(() => {
-          for (const l of held) l.release()
-        })
+      const done = writeAll(fh, bufs, at).finally(() => {
+        for (const l of held) l.release()
+      })
       bufs = []
       leases = []
       gathered = 0
