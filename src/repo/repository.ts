@@ -340,14 +340,14 @@ export class Repository {
    * A store for a backup's file content, window by window (window-store.ts). `workers` worker threads do the
    * per-byte work beside the calling thread, which takes a window itself while they are all busy (default: the
    * cores beyond one, at most 4; 0: the calling thread alone). `maxInFlight`: windows at the workers at once
-   * (default 2 per worker and 6 more). Measured on two cores (bench data, full backup, 3 alternating runs): one
+   * (default 2 per worker and 2 more). Measured on two cores (bench data, full backup, 3 alternating runs): one
    * worker with 2, 3, 4 windows in flight 6.7-7.8, 5.7-7.1, 5.8-6.4 s, peaks 160-167, 166-169, 173-174 MB; no
    * worker 8.6-9.5 s, 157-166 MB; with 4 in flight the calling thread still took 3.1-3.6 user CPU-s, the worker
-   * about 3.4-4.0. Once data that compresses little went at zstd's fast level, each thread was busy only about 55-70%
-   * of the time with 4 (each waiting for the other's window that comes next in order); 6 alternating rounds of 4
-   * and 8: 6.36-8.27 s against 5.98-7.36 s (medians 7.2 and 6.6), peaks 172-179 MB against 180-186; 12 and 16 in
-   * flight gained little more for 188-208 MB. With `checkPacks`, a blob counts as present only when its pack is in storage now: an incremental
-   * must not reference a parent's blob whose pack is gone, and the index alone can be stale. Close it when done.
+   * about 3.4-4.0. More in flight (8) once gained 5-8%, but only while each pack's write held the backup up: with
+   * two packs written at once (open.ts), 4, 6 and 8 took 5.66-5.69, 5.43-5.61 and 5.76-5.86 s, peaks 182-185,
+   * 188-192 and 188-198 MB. With `checkPacks`, a blob counts as present only when its pack is in storage now: an
+   * incremental must not reference a parent's blob whose pack is gone, and the index alone can be stale. Close it
+   * when done.
    */
   async openWindowStore(o: { workers?: number; maxInFlight?: number; checkPacks?: boolean; signal?: AbortSignal } = {}): Promise<WindowStore> {
     this.#assertWritable()
@@ -360,7 +360,7 @@ export class Repository {
         this.#blobs.putEncoded('data', id, stored, flags, plainLength, { signal }),
     }
     const workers = o.workers ?? defaultWorkers(1, 4)
-    return new WindowStore(target, this.#codecPool(workers, 'encode', o.maxInFlight ?? 2 * workers + 6), o.signal)
+    return new WindowStore(target, this.#codecPool(workers, 'encode', o.maxInFlight ?? 2 * workers + 2), o.signal)
   }
 
   /**
