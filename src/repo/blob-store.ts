@@ -28,6 +28,12 @@ const INDEX_COMMIT_ENTRIES = 8192
 /** Longest time a pack collects blobs before it is sealed and uploaded, full or not. */
 const PACK_SEAL_INTERVAL_MS = 5_000
 /**
+ * Blobs in one pack, at most: each stays in memory (about 300 bytes) until its pack is indexed, and a pack of the
+ * small pages of many small tables (100-300 bytes stored) held 30,000-40,000 of them before its bytes or its time
+ * sealed it: at the end of a backup of 20,000 tables, 70,000 pending blobs.
+ */
+const MAX_PACK_ENTRIES = 8192
+/**
  * Blob references a session tracks one by one until a record it writes lists them in `blobRefs`; past this many it
  * only remembers which packs it used (a backup, whose record lists few of its blobs, gets there quickly).
  */
@@ -271,7 +277,9 @@ export class BlobStore {
     this.#stats.storedBytes += stored.length
     if (builder.startedAt === 0) builder.startedAt = Date.now()
     // Full packs are sealed; so are old ones, so that a slow writer that dies loses at most a few seconds of work.
-    if (builder.sizeBytes >= this.#packTargetBytes || Date.now() - builder.startedAt >= PACK_SEAL_INTERVAL_MS) this.#sealBuilder(type)
+    if (builder.sizeBytes >= this.#packTargetBytes || builder.count >= MAX_PACK_ENTRIES || Date.now() - builder.startedAt >= PACK_SEAL_INTERVAL_MS) {
+      this.#sealBuilder(type)
+    }
 
     await this.#uploader.waitForRoom(signal)
     // Index durable packs once INDEX_COMMIT_ENTRIES of their blobs wait, and at least every INDEX_COMMIT_INTERVAL_MS:

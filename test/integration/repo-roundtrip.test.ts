@@ -178,4 +178,22 @@ describe.each(['fs', 's3'] as const)('repository round trips on %s', (driver) =>
     await expect(initRepository(storage)).rejects.toMatchObject({ code: 'ALREADY_EXISTS' })
     await storage.close()
   })
+
+  it('seals a pack of many small blobs at 8,192 of them, long before its bytes fill it, and reads every one back', async () => {
+    const spec = factory.spec()
+    const storage = await openSpec(spec)
+    const repo = await initRepository(storage)
+    // 8,200 distinct blobs of 40 bytes: about 330 KB stored, far under the pack's 8 MiB (and within its 5 s).
+    const contents = Array.from({ length: 8200 }, (_, i) => Buffer.from(`small blob ${String(i).padStart(8, '0')} ${'-'.repeat(20)}`))
+    const ids: string[] = []
+    for (const c of contents) ids.push((await repo.putBlob('data', c)).id)
+    await repo.flush()
+    expect(repo.sessionStats.packsWritten).toBe(2)
+    expect(await listKeys(storage, 'packs/')).toHaveLength(2)
+    await repo.close()
+    const again = await openRepository(await openSpec(spec))
+    for (const i of [0, 8191, 8192, 8199]) expect((await again.readBlob(ids[i]!)).equals(contents[i]!)).toBe(true)
+    await again.close()
+    await storage.close()
+  })
 })
