@@ -70,7 +70,7 @@ export interface ArchiveScope {
 export interface RawEntry {
   /** Name in the archive, without the trailing '/' of a directory. */
   readonly name: string
-  /** tar-stream's type ('file', 'directory', 'symlink', 'link', 'fifo', 'character-device', …). */
+  /** The entry's type, as tar-entries.ts names tar's typeflags ('file', 'directory', 'symlink', 'link', 'fifo', 'character-device', …). */
   readonly type: string
   /** The mode field of the header, as sent. */
   readonly mode: number

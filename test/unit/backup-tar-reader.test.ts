@@ -1,52 +1,194 @@
 // The streaming reader of BASE_BACKUP's tar archives (src/backup/tar-entries.ts): entries arrive in order with their
-// content, and a failure of the entry callback reaches a write() that is waiting for tar-stream to drain, so the
-// engine's receive loop stops at once instead of hanging with the connection open.
+// content however the bytes are cut into writes, archives written by two other programs (tar-stream and GNU tar)
+// read back byte for byte, a failure of the entry callback reaches a write() that is waiting, and anything that is
+// not a tar archive as PostgreSQL writes it (a bad checksum, a cut archive, bytes after the end) is refused.
 
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import tar from 'tar-stream'
 import { describe, expect, it } from 'vitest'
 import { TarArchiveReader } from '../../src/backup/tar-entries.js'
 
 const scope = { name: 'base.tar', tablespaceOid: null, tablespaces: new Map<number, string>(), major: 17 }
 
-/** A tar archive of `files` (name → content), as bytes. */
-async function archive(files: [string, Buffer][]): Promise<Buffer> {
+type Spec = { name: string; content?: Buffer; type?: 'file' | 'directory' | 'symlink'; linkname?: string }
+
+/** A tar archive of `entries`, written by tar-stream (with its two end blocks). */
+async function archive(entries: (Spec | [string, Buffer])[]): Promise<Buffer> {
   const pack = tar.pack()
-  for (const [name, content] of files) pack.entry({ name, size: content.length, mode: 0o600, mtime: new Date(0) }, content)
+  for (const e of entries) {
+    const s: Spec = Array.isArray(e) ? { name: e[0], content: e[1] } : e
+    const header = {
+      name: s.name,
+      mode: s.type === 'symlink' ? 0o777 : 0o600,
+      mtime: new Date(1_700_000_000_000),
+      type: s.type ?? 'file',
+      linkname: s.linkname,
+    }
+    if (s.content) pack.entry({ ...header, size: s.content.length }, s.content)
+    else pack.entry(header)
+  }
   pack.finalize()
   const parts: Buffer[] = []
   for await (const chunk of pack as AsyncIterable<Buffer>) parts.push(chunk)
   return Buffer.concat(parts)
 }
 
-/** Feeds `bytes` in 8 KiB writes, then ends the archive. */
-async function feed(reader: TarArchiveReader, bytes: Buffer): Promise<void> {
-  for (let at = 0; at < bytes.length; at += 8192) await reader.write(bytes.subarray(at, at + 8192))
+/** Feeds `bytes` in writes of `step` bytes, then ends the archive. */
+async function feed(reader: TarArchiveReader, bytes: Buffer, step = 8192): Promise<void> {
+  for (let at = 0; at < bytes.length; at += step) await reader.write(bytes.subarray(at, at + step))
   await reader.end()
 }
 
+interface Seen {
+  path: string
+  type: string
+  mode: number
+  mtime: number
+  linkTarget?: string
+  content: Buffer
+}
+
+/** Reads `bytes` in writes of `step` bytes; resolves with every entry and its content. */
+async function readAll(bytes: Buffer, step?: number, archiveScope = scope): Promise<Seen[]> {
+  const seen: Seen[] = []
+  const reader = new TarArchiveReader(archiveScope, async (e) => {
+    const parts: Buffer[] = []
+    for await (const chunk of e.content) parts.push(Buffer.from(chunk))
+    seen.push({ path: e.path, type: e.type, mode: e.mode, mtime: e.mtime, linkTarget: e.linkTarget, content: Buffer.concat(parts) })
+  })
+  await feed(reader, bytes, step)
+  return seen
+}
+
+/** Sets the checksum of the header at `at` after it was edited. */
+function reseal(bytes: Buffer, at: number): void {
+  bytes.fill(0x20, at + 148, at + 156)
+  let sum = 0
+  for (let i = at; i < at + 512; i++) sum += bytes[i]!
+  bytes.write(`${sum.toString(8).padStart(6, '0')}\0 `, at + 148, 'latin1')
+}
+
+const FILES: [string, Buffer][] = [
+  ['PG_VERSION', Buffer.from('17\n')],
+  ['base/1/1259', Buffer.alloc(3 * 8192, 7)],
+  ['base/1/odd', Buffer.from(Array.from({ length: 1000 }, (_, i) => i % 251))],
+  ['global/pg_control', Buffer.alloc(8192, 1)],
+]
+
 describe('TarArchiveReader', () => {
-  it('hands every entry over in archive order, with its content', async () => {
-    const files: [string, Buffer][] = [
-      ['PG_VERSION', Buffer.from('17\n')],
-      ['base/1/1259', Buffer.alloc(3 * 8192, 7)],
-      ['global/pg_control', Buffer.alloc(8192, 1)],
-    ]
-    const seen: [string, number, number][] = []
-    const reader = new TarArchiveReader(scope, async (e) => {
-      let bytes = 0
-      let sum = 0
-      for await (const chunk of e.content) {
-        bytes += chunk.length
-        for (const b of chunk) sum += b
-      }
-      seen.push([e.path, bytes, sum])
-    })
-    await feed(reader, await archive(files))
-    expect(seen).toEqual(files.map(([name, c]) => [name, c.length, c.reduce((a, b) => a + b, 0)]))
+  it('hands every entry over in archive order, with its content, however the archive is cut into writes', async () => {
+    const bytes = await archive(FILES)
+    for (const step of [1, 7, 511, 512, 513, 8192, bytes.length]) {
+      const seen = await readAll(bytes, step)
+      expect(seen.map((s) => [s.path, s.content])).toEqual(FILES)
+      expect(seen.every((s) => s.mtime === 1_700_000_000 && s.mode === 0o600 && s.type === 'file')).toBe(true)
+    }
   })
 
-  it('rejects a write that waits for room once the entry callback fails, and every write after it', async () => {
-    // A slow consumer of a large file fills tar-stream's buffer, so writes wait for 'drain'; then it fails.
+  it('reads what GNU tar writes in ustar format: directories, files of every padding, a symlink in pg_tblspc', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pgkeep-tar-'))
+    try {
+      mkdirSync(join(dir, 'base', '1'), { recursive: true })
+      mkdirSync(join(dir, 'pg_tblspc'))
+      const sizes = [0, 1, 511, 512, 513, 8192, 100_000]
+      const bytesOf = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + n) % 256))
+      for (const n of sizes) writeFileSync(join(dir, 'base', '1', `f${n}`), bytesOf(n))
+      execFileSync('ln', ['-s', '/srv/ts1', join(dir, 'pg_tblspc', '16385')])
+      const names = ['base', 'base/1', ...sizes.map((n) => `base/1/f${n}`), 'pg_tblspc', 'pg_tblspc/16385']
+      const bytes = execFileSync('tar', ['--format=ustar', '--no-recursion', '-C', dir, '-cf', '-', ...names], { maxBuffer: 1 << 24 })
+      const seen = await readAll(bytes, 4096, { ...scope, tablespaces: new Map([[16385, '/srv/ts1']]) })
+      expect(seen.map((s) => s.path)).toEqual(names)
+      expect(seen.map((s) => s.type)).toEqual(['directory', 'directory', ...sizes.map(() => 'file'), 'directory', 'symlink'])
+      for (const n of sizes) expect(seen.find((s) => s.path === `base/1/f${n}`)!.content).toEqual(bytesOf(n))
+      expect(seen.at(-1)!.linkTarget).toBe('/srv/ts1')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('accepts an archive without end blocks (PostgreSQL 14 sends none) and a name split into prefix and name', async () => {
+    const long = `base/1/${'x'.repeat(100)}`
+    const bytes = await archive([[long, Buffer.from('content')], ...FILES])
+    const seen = await readAll(bytes.subarray(0, bytes.length - 1024))
+    expect(seen.map((s) => [s.path, s.content])).toEqual([[long, Buffer.from('content')], ...FILES])
+  })
+
+  it('reads a size in base-256, as PostgreSQL writes sizes from 8 GiB', async () => {
+    const bytes = await archive([['base/1/big', Buffer.from('eleven byte')]])
+    bytes.fill(0, 124, 136)
+    bytes[124] = 0x80
+    bytes[135] = 11
+    reseal(bytes, 0)
+    expect((await readAll(bytes)).map((s) => s.content.toString())).toEqual(['eleven byte'])
+  })
+
+  it('skips what a callback leaves unread, and the next entry arrives whole', async () => {
+    const bytes = await archive([
+      ['base/1/a', Buffer.alloc(100_000, 1)],
+      ['base/1/b', Buffer.from('second')],
+    ])
+    const seen: [string, string][] = []
+    const reader = new TarArchiveReader(scope, async (e) => {
+      if (e.path === 'base/1/a') {
+        for await (const _chunk of e.content) break
+        seen.push([e.path, 'left'])
+        return
+      }
+      const parts: Buffer[] = []
+      for await (const chunk of e.content) parts.push(chunk)
+      seen.push([e.path, Buffer.concat(parts).toString()])
+    })
+    await feed(reader, bytes, 3000)
+    expect(seen).toEqual([
+      ['base/1/a', 'left'],
+      ['base/1/b', 'second'],
+    ])
+  })
+
+  it.each([
+    ['a damaged header', (b: Buffer) => (b[5] ^= 1), /a header's checksum is \d+, its bytes sum to \d+/],
+    ['a header that is not ustar', (b: Buffer) => (b.write('gnutar', 257, 'latin1'), reseal(b, 0)), /not in ustar format/],
+    ['a size that is not a number', (b: Buffer) => (b.write('12x', 124, 'latin1'), reseal(b, 0)), /a header's size is not a number/],
+    ['bytes after the end blocks', (b: Buffer) => (b[b.length - 3] = 1), /it has bytes after its end/],
+    ['a directory with content', (b: Buffer) => ((b[156] = 0x35), reseal(b, 0)), /its directory 'base\/1\/a' has 6 bytes of content/],
+  ])('refuses %s, and every write after it', async (_what, damage, message) => {
+    const bytes = await archive([
+      ['base/1/a', Buffer.from('abcdef')],
+      ['base/1/b', Buffer.from('second')],
+    ])
+    damage(bytes)
+    const reader = new TarArchiveReader(scope, async (e) => {
+      for await (const _chunk of e.content);
+    })
+    const err = await feed(reader, bytes).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(err).toMatchObject({ code: 'PROTOCOL', message: expect.stringMatching(message), hint: expect.stringContaining('genuine PostgreSQL') })
+    expect((err as Error).message).toContain("archive 'base.tar' from the server is not a tar archive PostgreSQL writes")
+    await expect(reader.write(Buffer.alloc(512))).rejects.toBe(err)
+  })
+
+  it.each([
+    ['inside a file', 512 + 3, /it ends inside the content of 'base\/1\/a'/],
+    ['inside a header', 1024 + 100, /it ends inside a header/],
+  ])('refuses an archive that ends %s', async (_what, cut, message) => {
+    const bytes = await archive([
+      ['base/1/a', Buffer.from('abcdef')],
+      ['base/1/b', Buffer.from('second')],
+    ])
+    await expect(readAll(bytes.subarray(0, cut))).rejects.toThrow(message)
+  })
+
+  it('refuses the extension headers PostgreSQL never writes (a pax header for a long name) by their type', async () => {
+    const bytes = await archive([[`base/1/${'y'.repeat(120)}`, Buffer.from('x')]])
+    await expect(readAll(bytes)).rejects.toThrow(/type 'pax-header'/)
+  })
+
+  it('rejects a write that waits for the callback once it fails, and every write after it', async () => {
     let waited = 0
     const reader = new TarArchiveReader(scope, async (e) => {
       for await (const _chunk of e.content) {
@@ -64,5 +206,25 @@ describe('TarArchiveReader', () => {
     ])
     expect(outcome).toBe('ingest failed')
     await expect(reader.write(Buffer.alloc(512))).rejects.toThrow('ingest failed')
+  })
+
+  it('destroy() ends a callback waiting for content and the write waiting for it', async () => {
+    let callbackError: unknown
+    const reader = new TarArchiveReader(scope, async (e) => {
+      try {
+        for await (const _chunk of e.content) await new Promise((r) => setTimeout(r, 50))
+      } catch (err) {
+        callbackError = err
+        throw err
+      }
+    })
+    const bytes = await archive([['base/1/16384', Buffer.alloc(1 << 20, 3)]])
+    const writing = feed(reader, bytes, 4096)
+    await new Promise((r) => setTimeout(r, 20))
+    const reason = new Error('connection lost')
+    reader.destroy(reason)
+    await expect(writing).rejects.toBe(reason)
+    await new Promise((r) => setTimeout(r, 60))
+    expect(callbackError).toBe(reason)
   })
 })
