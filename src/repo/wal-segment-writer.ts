@@ -86,6 +86,12 @@ export class WalSegmentWriter {
   private readonly spare: Buffer[] = []
   private segno: bigint
   private filled = 0
+  /**
+   * Where the zeros at the end of what was received begin, when they were not copied into `buf` (its bytes from
+   * there are stale). A segment ended by a switch (every backup ends with one) is mostly zeros: copying them put 16
+   * MiB of the buffer in memory at the end of a backup, its peak.
+   */
+  private zeroFrom: number | undefined
   private crcState = crc32cInit()
   private readonly pending: Pending[] = []
   private readonly maxPending: number
@@ -140,8 +146,13 @@ export class WalSegmentWriter {
       // Up to the next 1 MiB boundary (or the segment's end), where the CRC state is kept for level-A records.
       const room = Math.min(this.segSize, (Math.floor(this.filled / WAL_PIECE_BYTES) + 1) * WAL_PIECE_BYTES) - this.filled
       const n = Math.min(room, data.length - at)
-      data.copy(this.buf, this.filled, at, at + n)
-      this.crcState = crc32cUpdate(this.crcState, data.subarray(at, at + n))
+      const piece = data.subarray(at, at + n)
+      if (isAllZero(piece)) this.zeroFrom ??= this.filled
+      else {
+        this.writeZeros()
+        piece.copy(this.buf, this.filled)
+      }
+      this.crcState = crc32cUpdate(this.crcState, piece)
       this.filled += n
       at += n
       this.receivedLsn += BigInt(n)
@@ -171,6 +182,7 @@ export class WalSegmentWriter {
   async storePartial(): Promise<void> {
     await this.drain()
     if (this.filled === 0 || this.durableLsn === this.receivedLsn) return
+    this.writeZeros()
     const pieces = await this.putPieces(this.buf, 0, this.filled)
     await this.writePartial({ validBytes: this.filled, crcState: this.crcState, pieces })
   }
@@ -187,6 +199,7 @@ export class WalSegmentWriter {
   async storeSyncPoint(): Promise<void> {
     await this.drain()
     if (this.filled === 0 || this.durableLsn === this.receivedLsn) return
+    this.writeZeros()
     this.cleanPartialsOf.add(this.segno)
     const step = this.o.syncStepBytes ?? 128 << 10
     const whole = Math.floor(this.filled / WAL_PIECE_BYTES) * WAL_PIECE_BYTES
@@ -277,12 +290,18 @@ export class WalSegmentWriter {
     const syncPiecesBytes = this.syncA?.endBytes ?? 0
     const cleanPartials = this.cleanPartialsOf.delete(segno)
     const endLsn = (segno + 1n) * this.seg
+    // Zeros not copied: up to the next piece boundary they are written now (that piece is stored from the buffer),
+    // whole pieces after it are holes without reading the buffer (putWalPieces would make the same holes).
+    const zerosAt = this.zeroFrom === undefined ? buf.length : Math.ceil(this.zeroFrom / WAL_PIECE_BYTES) * WAL_PIECE_BYTES
+    if (this.zeroFrom !== undefined) buf.fill(0, this.zeroFrom, zerosAt)
+    this.zeroFrom = undefined
     const entry: Pending = { endLsn, event: undefined, promise: Promise.resolve() }
     entry.promise = (async () => {
       const name = walFileName(this.o.timeline, segno, this.segSize)
       // Whole pieces a sync point already stored are the same blobs: reuse them, put only the rest.
       await this.retake(syncPieces, buf)
-      const pieces = [...syncPieces, ...(await this.putPieces(buf, syncPiecesBytes, buf.length))]
+      const pieces = [...syncPieces, ...(await this.putPieces(buf, syncPiecesBytes, zerosAt))]
+      for (let off = zerosAt; off < buf.length; off += WAL_PIECE_BYTES) pieces.push([null, Math.min(WAL_PIECE_BYTES, buf.length - off)])
       const record: WalSegmentRecord = {
         name,
         timeline: this.o.timeline,
@@ -347,6 +366,13 @@ export class WalSegmentWriter {
       if (blob !== null && !this.repo.hasBlob(blob)) await this.repo.putBlob('data', bytes.subarray(off, off + length), { signal: this.o.signal })
       off += length
     }
+  }
+
+  /** Writes into `buf` the zeros received since `zeroFrom`, before anything reads or follows them there. */
+  private writeZeros(): void {
+    if (this.zeroFrom === undefined) return
+    this.buf.fill(0, this.zeroFrom, this.filled)
+    this.zeroFrom = undefined
   }
 
   private putPieces(bytes: Buffer, from: number, to: number): Promise<WalPiece[]> {

@@ -95,6 +95,37 @@ describe('WalSegmentWriter', () => {
     expect((await readWalContent(r.repo, complete)).equals(stream.subarray(0, SEG))).toBe(true)
   })
 
+  it('stores zeros it does not copy as zeros: a switched segment, zeros then WAL, a reused buffer, a partial after zeros', async () => {
+    r = await freshFsRepo()
+    const MiB = 1 << 20
+    // With each segment's store done before the next segment completes, buffers go round in a known order: A, B,
+    // A, B, A. Segment 0 (A) ends in zeros from 1.5 MiB on, as a switched segment does; segment 2 (A again) is all
+    // zeros; segment 3 (B, stale WAL of segment 1 under its zeros) has WAL, then zeros from the middle of a piece;
+    // the partial segment 4 (A: segment 0's WAL still in it) has zeros, WAL, and ends in zeros.
+    const segments = [
+      Buffer.concat([randomBytes(1.5 * MiB), Buffer.alloc(SEG - 1.5 * MiB)]),
+      Buffer.concat([Buffer.alloc(0.25 * MiB), randomBytes(SEG - 0.25 * MiB)]),
+      Buffer.alloc(SEG),
+      Buffer.concat([randomBytes(1.5 * MiB), Buffer.alloc(SEG - 1.5 * MiB)]),
+      Buffer.concat([Buffer.alloc(0.25 * MiB), randomBytes(8192), Buffer.alloc(3 * 8192)]),
+    ]
+    const w = new WalSegmentWriter(r.repo, { systemId: SYS, timeline: 1, segmentSizeBytes: SEG, startLsn: 0n, maxPendingSegments: 1 })
+    // In messages of 8 KiB, as zeros and WAL come apart (a message of both is copied whole).
+    for (const [i, bytes] of segments.entries()) {
+      await feed(w, bytes, BigInt(i * SEG), 8192)
+      await w.drain()
+    }
+    await w.storePartial()
+    await w.close()
+    for (const [i, want] of segments.entries()) {
+      const rec = (await findSegmentRecord(r.repo, SYS, name(i)))!
+      expect((await readWalContent(r.repo, rec)).equals(want), name(i)).toBe(true)
+      // The same pieces as putWalPieces makes of the whole buffer: all-zero pieces are holes.
+      const holes = rec.pieces.map(([blob]) => blob === null)
+      expect(holes, name(i)).toEqual(Array.from({ length: rec.pieces.length }, (_, k) => want.subarray(k * MiB, (k + 1) * MiB).every((b) => b === 0)))
+    }
+  })
+
   it('refuses a gap and a start that is not a segment boundary', async () => {
     r = await freshFsRepo()
     expect(() => new WalSegmentWriter(r.repo, { systemId: SYS, timeline: 1, segmentSizeBytes: SEG, startLsn: 100n })).toThrow(AssertionError)
