@@ -88,8 +88,8 @@ export class WalSegmentWriter {
   private filled = 0
   /**
    * Where the zeros at the end of what was received begin, when they were not copied into `buf` (its bytes from
-   * there are stale). A segment ended by a switch (every backup ends with one) is mostly zeros: copying them put 16
-   * MiB of the buffer in memory at the end of a backup, its peak.
+   * there are stale). A segment ended by a switch (every backup ends with one) is mostly zeros: copying them touched
+   * up to 16 MiB of the buffer at the end of a backup, where its memory peaks.
    */
   private zeroFrom: number | undefined
   private crcState = crc32cInit()
@@ -292,6 +292,7 @@ export class WalSegmentWriter {
     const endLsn = (segno + 1n) * this.seg
     // Zeros not copied: up to the next piece boundary they are written now (that piece is stored from the buffer),
     // whole pieces after it are holes without reading the buffer (putWalPieces would make the same holes).
+    // (A sync point writes the zeros before it stores pieces, so zeros never begin before its pieces end.)
     const zerosAt = this.zeroFrom === undefined ? buf.length : Math.ceil(this.zeroFrom / WAL_PIECE_BYTES) * WAL_PIECE_BYTES
     if (this.zeroFrom !== undefined) buf.fill(0, this.zeroFrom, zerosAt)
     this.zeroFrom = undefined
