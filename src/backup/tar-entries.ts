@@ -1,9 +1,10 @@
 // Reads one tar archive of a BASE_BACKUP as it streams: the engine writes chunks in, and every entry (header and
 // content) is checked against what a server may send (server-input.ts: names, types, links, modes) and then handed
 // to a callback in archive order. The format is the ustar subset PostgreSQL writes (protocol.md §5.1): 512-byte
-// headers with octal (or, from 8 GiB, base-256) numbers and a checksum, content padded to 512 bytes; PostgreSQL 14
-// ends an archive without tar's two blocks of zeros, later versions with them. Anything else (a bad checksum, an
-// archive cut inside a header or a file, bytes after the end blocks) is refused, never skipped.
+// headers with octal (or, from 8 GiB, base-256) numbers and a checksum, content padded to 512 bytes, and tar's two
+// blocks of zeros at the end (PostgreSQL 14 sends them too). An archive that ends between entries without them is
+// read all the same: the server's manifest proves afterwards that every file arrived whole. Anything else (a bad
+// checksum, an archive cut inside a header or a file, bytes after the end blocks) is refused, never skipped.
 //
 // The content reaches the callback as views of the chunks written (a tablespace of small files is mostly headers,
 // and a library parsing them cost a backup of 20,000 tables a tenth of its CPU, with a stream object and several
@@ -219,7 +220,7 @@ export class TarArchiveReader {
   }
 
   /**
-   * Ends the archive, which must end between entries (PostgreSQL 14 sends no end blocks). The last entry's callback
+   * Ends the archive, which must end between entries (with or without the end blocks). The last entry's callback
    * is done: the write that completed its content waited for it.
    */
   async end(): Promise<void> {
