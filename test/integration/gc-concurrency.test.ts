@@ -59,15 +59,15 @@ describe(`gc beside a backup and a WAL streamer (PG ${MAJOR})`, () => {
     }
   }
 
-  /** True when every lock of `purpose` acknowledges every condemnation record in the repository. */
-  async function acknowledged(purposes: RegExp): Promise<boolean> {
+  /** True when at least `count` locks have a purpose matching `purposes`, and each acknowledges every condemnation record. */
+  async function acknowledged(purposes: RegExp, count = 2): Promise<boolean> {
     const storage = await openFsStorage(root)
     const keys = (await listKeys(storage, `records/${CONDEMNED_RECORD_KIND}/`)).map((k) => k.slice(k.lastIndexOf('/') + 1))
     const repo = await open()
     const locks: LockStatus[] = await repo.listLocks()
     await repo.close()
     const writers = locks.filter((l) => purposes.test(l.info?.purpose ?? ''))
-    return keys.length > 0 && writers.length >= 2 && writers.every((l) => keys.every((k) => l.info?.gcAcks?.includes(k)))
+    return keys.length > 0 && writers.length >= count && writers.every((l) => keys.every((k) => l.info?.gcAcks?.includes(k) || l.info?.gcAcks?.includes('*')))
   }
 
   async function restoreAndCompare(id: string, want: Record<string, string>, name: string) {
@@ -136,15 +136,20 @@ describe(`gc beside a backup and a WAL streamer (PG ${MAJOR})`, () => {
 
     const run1 = await gc()
     expect(run1.packsCondemned).toBeGreaterThan(0)
-    expect(run1.packsDeleted).toBe(0)
-    expect(run1.waitingFor.join('\n')).toMatch(/backup/)
-    expect(run1.waitingFor.join('\n')).toMatch(/wal stream/)
+    // gc deletes only what every writer acknowledges. A writer that never referenced the condemned packs does so at
+    // its next lock refresh (every 500 ms here), which on a busy machine can come before gc's check (seen once in a
+    // full run: the backup had acknowledged, the streamer not yet). So each writer is either waited for or had
+    // acknowledged when gc looked, and gc deletes in its first run only if both had.
+    for (const writer of [/^backup/, /^wal stream/]) {
+      if (!run1.waitingFor.some((w) => writer.test(w.replace(/^.*? for '/, '')))) expect(await acknowledged(writer, 1)).toBe(true)
+    }
+    if (run1.waitingFor.length > 0) expect(run1.packsDeleted).toBe(0)
     await pg.sql('select pg_switch_wal()')
 
     await waitUntil('both writers acknowledged the condemnation', () => acknowledged(/^(backup|wal stream)/), 60_000)
     expect(b3done).toBe(false)
     const run2 = await gc()
-    expect(run2.packsDeleted).toBeGreaterThan(0)
+    expect(run1.packsDeleted + run2.packsDeleted).toBeGreaterThan(0)
     // The point of the test: the deletion happened while the backup that started before it was still running.
     expect(b3done).toBe(false)
 
@@ -168,7 +173,7 @@ describe(`gc beside a backup and a WAL streamer (PG ${MAJOR})`, () => {
     expect(compared).toBeGreaterThanOrEqual(3)
     await check.close()
     console.log(
-      `gc beside writers: run 1 condemned ${run1.packsCondemned} packs and waited for ${run1.waitingFor.length} sessions; run 2 deleted ${run2.packsDeleted} (${run2.bytesDeleted} bytes) with the backup still running; ${compared} streamed segments equal pg_wal`,
+      `gc beside writers: run 1 condemned ${run1.packsCondemned} packs and waited for ${run1.waitingFor.length} sessions; runs 1 and 2 deleted ${run1.packsDeleted} and ${run2.packsDeleted} with the backup still running; ${compared} streamed segments equal pg_wal`,
     )
     await restoreAndCompare(b2.id, want2, 'restored-b2')
     await restoreAndCompare(b3.id, want3, 'restored-b3')
