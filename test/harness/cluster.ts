@@ -285,7 +285,9 @@ function makeCluster(major: Major, baseDir: string, dataDir: string, socketDir: 
         running = false
         live.delete(ctl)
       }
-      await rm(baseDir, { recursive: true, force: true })
+      // Retries: a process the test started beside the server (a prefetch daemon with its spool in pg_wal) may
+      // still be adding a file while the tree is removed (ENOTEMPTY, seen once in a full run).
+      await rm(baseDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 })
     },
   }
 

@@ -42,9 +42,10 @@ describe(`wal get prefetch daemon across recoveries (PostgreSQL ${MAJOR})`, () =
     b = await startCluster({ major: MAJOR, tablespaces: 0, conf: { wal_keep_size: '1GB' } })
   })
   afterAll(async () => {
-    for (const r of restored) await r.destroy()
+    // The daemons first: one may still be writing into a spool inside a restored data directory.
     if (spool) await stopPrefetchDaemons(spool)
     if (work) await stopPrefetchDaemons(join(work, 'spool-home', 'spool'))
+    for (const r of restored) await r.destroy()
     await a?.destroy()
     await b?.destroy()
     if (work) await rm(work, { recursive: true, force: true })
