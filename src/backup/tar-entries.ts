@@ -6,11 +6,11 @@
 // read all the same: the server's manifest proves afterwards that every file arrived whole. Anything else (a bad
 // checksum, an archive cut inside a header or a file, bytes after the end blocks) is refused, never skipped.
 //
-// The content reaches the callback as views of the chunks written (a tablespace of small files is mostly headers,
-// and a library parsing them cost a backup of 20,000 tables a tenth of its CPU, with a stream object and several
-// strings per entry). Backpressure: a write() resolves once the callback has taken the last piece of the chunk
-// that is content (or stopped reading: the rest of its file is skipped), and a header is read only after the
-// previous entry's callback finished.
+// The content reaches the callback as views of the chunks written, and a header costs a few objects (a tablespace of
+// small files is mostly headers: tar-stream, with a stream and several strings per entry, made a backup of 20,000
+// tables take 7.1-7.4 user CPU-s against 5.4-5.6 now). Backpressure: a write() resolves once the callback has taken
+// the last piece of the chunk that is content (or stopped reading: the rest of its file is skipped), and a header
+// is read only after the previous entry's callback finished.
 
 import { ProtocolError } from '../errors.js'
 import { ArchiveEntryCheck, type ArchiveScope } from './server-input.js'
