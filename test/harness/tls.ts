@@ -1,9 +1,9 @@
 // A throw-away self-signed certificate for TLS tests, made once per test process with the openssl CLI.
 
 import { execFileSync } from 'node:child_process'
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 
 let made: Promise<{ certFile: string; keyFile: string }> | undefined
 
@@ -36,4 +36,11 @@ export function tlsFiles(): Promise<{ certFile: string; keyFile: string }> {
     return { certFile, keyFile }
   })()
   return made
+}
+
+/** Removes the files, once the tests of this process are done with them (the next tlsFiles() makes new ones). */
+export async function removeTlsFiles(): Promise<void> {
+  const m = made
+  made = undefined
+  if (m) await rm(dirname((await m).certFile), { recursive: true, force: true })
 }

@@ -4,7 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConnectionConfigError, ConnectionError, connect, identifySystem } from '../../protocol/index.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
 import { MAJORS } from '../harness/pg-binaries.js'
-import { tlsFiles } from '../harness/tls.js'
+import { removeTlsFiles, tlsFiles } from '../harness/tls.js'
+
+afterAll(removeTlsFiles)
 
 describe.each(MAJORS)('TLS to PG %i', (major) => {
   let pg: Cluster

@@ -1,9 +1,9 @@
 // Connection options as libpq reads them: URI and key=value forms, PG* variables, precedence, .pgpass.
 
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 import { ConnectionConfigError } from '../../protocol/errors.js'
 import { lookupPgpass, parseConninfo, resolveConnectOptions } from '../../protocol/session/conninfo.js'
 
@@ -89,6 +89,7 @@ describe('resolveConnectOptions', () => {
 
 describe('lookupPgpass', () => {
   const dir = mkdtempSync(join(tmpdir(), 'pgkeep-pgpass-'))
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
   const file = join(dir, 'pgpass')
   writeFileSync(
     file,
