@@ -13,6 +13,7 @@
 // is read only after the previous entry's callback finished.
 
 import { ProtocolError } from '../errors.js'
+import { isAllZero } from '../pg/page.js'
 import { ArchiveEntryCheck, type ArchiveScope } from './server-input.js'
 
 export interface TarEntry {
@@ -239,12 +240,11 @@ export class TarArchiveReader {
   /** A complete 512-byte block where a header belongs. */
   async #block(): Promise<void> {
     const h = this.#header
-    if (this.#ended || isZeros(h)) {
-      if (!isZeros(h)) this.#fail(this.#refusal('it has bytes after its end'))
+    if (isAllZero(h)) {
       this.#ended = true
-      this.#throwIfFailed()
       return
     }
+    if (this.#ended) throw this.#fail(this.#refusal('it has bytes after its end'))
     const header = this.#parse(h)
     const name = header.name.replace(/^\.\//, '').replace(/\/+$/, '')
     const type = header.type
@@ -346,9 +346,4 @@ function text(h: Buffer, offset: number, length: number): string {
   const nul = h.indexOf(0, offset)
   const end = nul < 0 || nul > offset + length ? offset + length : nul
   return h.toString('utf8', offset, end)
-}
-
-function isZeros(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false
-  return true
 }
