@@ -10,6 +10,7 @@ import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 
 import { AccessDeniedError, AlreadyExistsError, NotFoundError, StorageError, isPgkeepError } from '../errors.js'
+import { DirectWriteRefused, DirectWriter } from './direct-write.js'
 import { syncDirectory } from './durable-file.js'
 import { isAbortReason } from './abort.js'
 import { pullBody } from './body.js'
@@ -29,9 +30,18 @@ export interface FsStorageOptions {
    * power loss (never atomicity); only benchmarks of the page cache should do that. Reflected in `features.fsync`.
    */
   fsync?: boolean
+  /**
+   * Write objects of 1 MiB and more (packs) past the page cache with O_DIRECT when fsync is on (default true; see
+   * direct-write.ts). Where the file system or device refuses, the driver falls back to ordinary writes by itself.
+   */
+  directWrites?: boolean
+  /** The direct writer to use (default: a new one). Tests pass one whose staging memory the kernel refuses. */
+  directWriter?: DirectWriter
 }
 
 const DEFAULT_READ_CHUNK_BYTES = 1 << 20
+/** Objects from this size on are written with O_DIRECT: packs (8 MiB by default) and the largest indexes. */
+const DIRECT_WRITE_MIN_BYTES = 1 << 20
 /**
  * Chunk buffers kept for reads made with `reuseChunks`, at most (one per read at once). A fresh buffer per chunk
  * costs more than its allocation: array buffers allocated since V8's last full collection count towards starting the
@@ -107,7 +117,8 @@ export async function openFsStorage(root: string, o: FsStorageOptions = {}): Pro
     // A missing root is fine: reads find nothing and the first write creates it.
     if (errnoCode(err) !== 'ENOENT') throw mapFsError(err, 'open', abs, abs)
   }
-  return new FsStorage(abs, chunkBytes, o.fsync ?? true, fsModesFor(rootMode))
+  const direct = o.directWrites === false ? undefined : (o.directWriter ?? new DirectWriter())
+  return new FsStorage(abs, chunkBytes, o.fsync ?? true, fsModesFor(rootMode), direct)
 }
 
 class FsStorage implements Storage {
@@ -123,6 +134,8 @@ class FsStorage implements Storage {
     private readonly chunkBytes: number,
     private readonly sync: boolean,
     private readonly modes: FsModes,
+    /** Undefined when direct writes are turned off. */
+    private readonly direct: DirectWriter | undefined,
   ) {
     this.name = root
     this.features = { fsync: sync, conditionalWrite: true, remote: false }
@@ -192,9 +205,23 @@ class FsStorage implements Storage {
     let fh: FileHandle | undefined
     let tmpExists = false
     try {
-      fh = await this.createTemp(tmp, dir)
-      tmpExists = true
-      await writeBody(fh, body, signal)
+      const direct = this.sync && body instanceof Uint8Array && body.byteLength >= DIRECT_WRITE_MIN_BYTES ? this.direct : undefined
+      if (direct?.enabled) {
+        fh = await this.createTemp(tmp, dir, () => direct.create(tmp, this.modes.file))
+        tmpExists = fh !== undefined
+        if (fh !== undefined && !(await writeDirect(direct, fh, body as Uint8Array))) {
+          await fh.close()
+          fh = undefined
+          await fsp.unlink(tmp)
+          tmpExists = false
+        }
+      }
+      if (fh === undefined) {
+        fh = await this.createTemp(tmp, dir, () => fsp.open(tmp, 'wx', this.modes.file))
+        if (fh === undefined) throw new Error('unreachable: a buffered open returns a handle or throws')
+        tmpExists = true
+        await writeBody(fh, body, signal)
+      }
       if (this.sync) await fh.datasync()
       await fh.close()
       fh = undefined
@@ -343,16 +370,20 @@ class FsStorage implements Storage {
     }
   }
 
-  /** Creates the temporary file exclusively; creates the missing directories only when the first try says so. */
-  private async createTemp(tmp: string, dir: string): Promise<FileHandle> {
-    let fh: FileHandle
+  /**
+   * Creates the temporary file exclusively with `open`; creates the missing directories only when the first try
+   * says so. Undefined when `open` declines (a direct open on a file system without O_DIRECT).
+   */
+  private async createTemp(tmp: string, dir: string, open: () => Promise<FileHandle | undefined>): Promise<FileHandle | undefined> {
+    let fh: FileHandle | undefined
     try {
-      fh = await fsp.open(tmp, 'wx', this.modes.file)
+      fh = await open()
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw err
       await this.makeDirs(dir)
-      fh = await fsp.open(tmp, 'wx', this.modes.file)
+      fh = await open()
     }
+    if (fh === undefined) return undefined
     try {
       // open(2) applies the umask; the mode must not depend on it.
       await fh.chmod(this.modes.file)
@@ -407,6 +438,17 @@ async function writeBody(fh: FileHandle, body: Body, signal: AbortSignal | undef
     throw err
   } finally {
     puller.release()
+  }
+}
+
+/** Writes `data` into `fh` past the page cache; false when the kernel refused (the file must be written again). */
+async function writeDirect(direct: DirectWriter, fh: FileHandle, data: Uint8Array): Promise<boolean> {
+  try {
+    await direct.write(fh, data)
+    return true
+  } catch (err) {
+    if (err instanceof DirectWriteRefused) return false
+    throw err
   }
 }
 

@@ -1,0 +1,117 @@
+// The fs driver's direct writes (src/storage/direct-write.ts): objects of 1 MiB and more written with O_DIRECT come
+// back byte for byte, have their exact length (the padded last block cut off), and left nothing in the page cache:
+// `fincore` (util-linux) counts the file's resident pages, which is how we know the write went past the cache. A
+// kernel refusal (staging memory that is not aligned, a real EINVAL from write(2)) falls back to ordinary writes
+// for the file and for good, leaving no temporary file.
+
+import { execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, readFile, readdir, rm, stat, statfs } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+
+import { AlreadyExistsError } from '../../src/errors.js'
+import { DirectWriter } from '../../src/storage/direct-write.js'
+import { openFsStorage } from '../../src/storage/fs.js'
+
+const MIB = 1 << 20
+
+/** statfs(2)'s f_type of tmpfs, whose files are all page cache: the residency checks mean nothing there. */
+const TMPFS_MAGIC = 0x01021994
+
+let tmp: string
+let onTmpfs = false
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'pgkeep-fs-direct-'))
+  onTmpfs = (await statfs(tmp)).type === TMPFS_MAGIC
+  if (onTmpfs) console.info(`skip direct write tests: ${os.tmpdir()} is a tmpfs, where every file stays in the page cache`)
+})
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true })
+})
+
+/** Bytes of `file` in the page cache, as fincore(1) counts them (whole pages). */
+function residentBytes(file: string): number {
+  return Number(execFileSync('fincore', ['--bytes', '--noheadings', '--raw', '--output', 'RES', file], { encoding: 'utf8' }).trim())
+}
+
+const pages = (bytes: number): number => Math.ceil(bytes / 4096) * 4096
+
+async function leftovers(dir: string): Promise<string[]> {
+  return (await readdir(dir, { recursive: true })).filter((n) => n.includes('.tmp-'))
+}
+
+describe('fs storage: direct writes', () => {
+  beforeEach((ctx) => {
+    if (onTmpfs) ctx.skip()
+  })
+
+  it('writes objects from 1 MiB on past the page cache, at their exact length', async () => {
+    const root = path.join(tmp, 'sizes')
+    const writer = new DirectWriter()
+    const s = await openFsStorage(root, { directWriter: writer })
+    // Exactly one staging buffer; one byte over (a last block of 1 byte); a block short of the next; several
+    // staging buffers and a tail.
+    for (const size of [MIB, MIB + 1, 2 * MIB - 1, 3 * MIB + 517]) {
+      const bytes = randomBytes(size)
+      const key = `packs/ab/${size}`
+      await s.write(key, bytes)
+      const file = path.join(root, key)
+      expect(residentBytes(file)).toBe(0) // before reading it back, which caches it
+      expect((await stat(file)).size).toBe(size)
+      expect((await readFile(file)).equals(bytes)).toBe(true)
+    }
+    expect(writer.enabled).toBe(true)
+    expect(await leftovers(root)).toEqual([])
+  })
+
+  it('keeps concurrent writes apart (one staging buffer each)', async () => {
+    const root = path.join(tmp, 'concurrent')
+    const s = await openFsStorage(root)
+    await s.write('first', randomBytes(MIB)) // leaves a spare staging buffer that the next writes could share
+    const bodies = Array.from({ length: 4 }, () => randomBytes(2 * MIB + 100))
+    await Promise.all(bodies.map((b, i) => s.write(`o${i}`, b)))
+    for (const [i, b] of bodies.entries()) expect((await readFile(path.join(root, `o${i}`))).equals(b)).toBe(true)
+  })
+
+  it('writes small objects, and every object without fsync, through the page cache', async () => {
+    const root = path.join(tmp, 'buffered')
+    const small = randomBytes(MIB - 1)
+    await (await openFsStorage(root)).write('small', small)
+    expect(residentBytes(path.join(root, 'small'))).toBe(pages(MIB - 1))
+    const big = randomBytes(2 * MIB)
+    await (await openFsStorage(root, { fsync: false })).write('nosync', big)
+    await (await openFsStorage(root, { directWrites: false })).write('off', big)
+    expect(residentBytes(path.join(root, 'nosync'))).toBe(2 * MIB)
+    expect(residentBytes(path.join(root, 'off'))).toBe(2 * MIB)
+  })
+
+  it('keeps ifAbsent: a second direct write of the key fails and leaves the first intact', async () => {
+    const root = path.join(tmp, 'absent')
+    const s = await openFsStorage(root)
+    const first = randomBytes(MIB + 3)
+    await s.write('k', first, { ifAbsent: true })
+    await expect(s.write('k', randomBytes(MIB + 3), { ifAbsent: true })).rejects.toBeInstanceOf(AlreadyExistsError)
+    expect((await readFile(path.join(root, 'k'))).equals(first)).toBe(true)
+    expect(await leftovers(root)).toEqual([])
+  })
+
+  it('falls back to ordinary writes for good when the kernel refuses a direct write', async () => {
+    const root = path.join(tmp, 'refused')
+    // Memory 16 bytes past wherever malloc put it: never page-aligned, so write(2) answers EINVAL.
+    const misaligned = new DirectWriter((bytes) => Buffer.allocUnsafeSlow(bytes + 4096).subarray(16, 16 + bytes))
+    const s = await openFsStorage(root, { directWriter: misaligned })
+    const bodies = [randomBytes(MIB + 5), randomBytes(2 * MIB)]
+    for (const [i, b] of bodies.entries()) {
+      await s.write(`o${i}`, b)
+      const file = path.join(root, `o${i}`)
+      expect(residentBytes(file)).toBe(pages(b.length))
+      expect((await readFile(file)).equals(b)).toBe(true)
+      expect((await stat(file)).size).toBe(b.length)
+    }
+    expect(misaligned.enabled).toBe(false)
+    expect(await leftovers(root)).toEqual([])
+  })
+})
