@@ -17,6 +17,7 @@
 
 import { constants, promises as fsp } from 'node:fs'
 import type { FileHandle } from 'node:fs/promises'
+import path from 'node:path'
 
 /** Alignment of offsets, lengths and memory: 4 KiB covers the logical block size of every common device. */
 const ALIGN = 4096
@@ -25,6 +26,26 @@ const STAGING_BYTES = 1 << 20
 const WASM_PAGE_BYTES = 65536
 /** Staging buffers kept for the next write (one per write at once; the fs driver runs two pack writes at a time). */
 const SPARE_STAGING = 4
+
+/**
+ * statfs(2) types of the file systems direct writes are used on: local block file systems where O_DIRECT is plain
+ * and was measured (ext4), or is their usual way for large writes (xfs, btrfs). Elsewhere (NFS, where each direct
+ * write would be a synchronous round trip; tmpfs, where the page cache is the storage; FUSE; ZFS before 2.3, which
+ * ignores the flag) files are written the ordinary way.
+ */
+const DIRECT_FILE_SYSTEMS = new Set([0xef53 /* ext2/3/4 */, 0x58465342 /* xfs */, 0x9123683e /* btrfs */])
+
+/** Whether `dir` (or, while it does not exist yet, its nearest existing parent) is on such a file system. */
+export async function suitsDirectWrites(dir: string): Promise<boolean> {
+  for (let at = path.resolve(dir); ; at = path.dirname(at)) {
+    try {
+      return DIRECT_FILE_SYSTEMS.has((await fsp.statfs(at)).type)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if ((code !== 'ENOENT' && code !== 'ENOTDIR') || path.dirname(at) === at) return false
+    }
+  }
+}
 
 /** Thrown by {@link DirectWriter.write} when the kernel refused the direct write itself; the file holds garbage. */
 export class DirectWriteRefused extends Error {}

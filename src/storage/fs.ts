@@ -10,7 +10,7 @@ import type { FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 
 import { AccessDeniedError, AlreadyExistsError, NotFoundError, StorageError, isPgkeepError } from '../errors.js'
-import { DirectWriteRefused, DirectWriter } from './direct-write.js'
+import { DirectWriteRefused, DirectWriter, suitsDirectWrites } from './direct-write.js'
 import { syncDirectory } from './durable-file.js'
 import { isAbortReason } from './abort.js'
 import { pullBody } from './body.js'
@@ -31,8 +31,9 @@ export interface FsStorageOptions {
    */
   fsync?: boolean
   /**
-   * Write objects of 1 MiB and more (packs) past the page cache with O_DIRECT when fsync is on (default true; see
-   * direct-write.ts). Where the file system or device refuses, the driver falls back to ordinary writes by itself.
+   * Write objects of 1 MiB and more (packs) past the page cache with O_DIRECT when fsync is on and the root is on
+   * ext4, xfs or btrfs (default true; see direct-write.ts). Where the file system or device refuses anyway, the
+   * driver falls back to ordinary writes by itself.
    */
   directWrites?: boolean
   /** The direct writer to use (default: a new one). Tests pass one whose staging memory the kernel refuses. */
@@ -117,7 +118,7 @@ export async function openFsStorage(root: string, o: FsStorageOptions = {}): Pro
     // A missing root is fine: reads find nothing and the first write creates it.
     if (errnoCode(err) !== 'ENOENT') throw mapFsError(err, 'open', abs, abs)
   }
-  const direct = o.directWrites === false ? undefined : (o.directWriter ?? new DirectWriter())
+  const direct = o.directWrites === false || !(await suitsDirectWrites(abs)) ? undefined : (o.directWriter ?? new DirectWriter())
   return new FsStorage(abs, chunkBytes, o.fsync ?? true, fsModesFor(rootMode), direct)
 }
 

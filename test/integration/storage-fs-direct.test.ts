@@ -2,7 +2,8 @@
 // back byte for byte, have their exact length (the padded last block cut off), and left nothing in the page cache:
 // `fincore` (util-linux) counts the file's resident pages, which is how we know the write went past the cache. A
 // kernel refusal (staging memory that is not aligned, a real EINVAL from write(2)) falls back to ordinary writes
-// for the file and for good, leaving no temporary file.
+// for the file and for good, leaving no temporary file. A tmpfs (or any file system but ext4, xfs and btrfs) is
+// written the ordinary way from the start.
 
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -13,7 +14,7 @@ import path from 'node:path'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 
 import { AlreadyExistsError } from '../../src/errors.js'
-import { DirectWriter } from '../../src/storage/direct-write.js'
+import { DirectWriter, suitsDirectWrites } from '../../src/storage/direct-write.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 
 const MIB = 1 << 20
@@ -96,6 +97,31 @@ describe('fs storage: direct writes', () => {
     await expect(s.write('k', randomBytes(MIB + 3), { ifAbsent: true })).rejects.toBeInstanceOf(AlreadyExistsError)
     expect((await readFile(path.join(root, 'k'))).equals(first)).toBe(true)
     expect(await leftovers(root)).toEqual([])
+  })
+
+  it('uses direct writes only on ext4, xfs and btrfs (not on a tmpfs), also for a root not created yet', async () => {
+    expect(await suitsDirectWrites(path.join(tmp, 'not', 'yet'))).toBe(true)
+    expect(await suitsDirectWrites('/proc')).toBe(false)
+    const shm = await mkdtemp('/dev/shm/pgkeep-fs-direct-').catch(() => undefined)
+    if (shm === undefined) return // no /dev/shm here; the /proc case above still ran
+    try {
+      expect(await suitsDirectWrites(path.join(shm, 'repo'))).toBe(false)
+      let staged = 0
+      const counting = new DirectWriter((bytes) => {
+        staged++
+        return Buffer.alloc(bytes)
+      })
+      const s = await openFsStorage(path.join(shm, 'repo'), { directWriter: counting })
+      const body = randomBytes(2 * MIB)
+      await s.write('o', body)
+      expect((await readFile(path.join(shm, 'repo', 'o'))).equals(body)).toBe(true)
+      expect(staged).toBe(0)
+      // The same writer on this test's ext4 directory is used.
+      await (await openFsStorage(path.join(tmp, 'counted'), { directWriter: counting })).write('o', body)
+      expect(staged).toBeGreaterThan(0)
+    } finally {
+      await rm(shm, { recursive: true, force: true })
+    }
   })
 
   it('falls back to ordinary writes for good when the kernel refuses a direct write', async () => {
