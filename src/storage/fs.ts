@@ -219,7 +219,6 @@ class FsStorage implements Storage {
       }
       if (fh === undefined) {
         fh = await this.createTemp(tmp, dir, () => fsp.open(tmp, 'wx', this.modes.file))
-        if (fh === undefined) throw new Error('unreachable: a buffered open returns a handle or throws')
         tmpExists = true
         await writeBody(fh, body, signal)
       }
@@ -375,8 +374,8 @@ class FsStorage implements Storage {
    * Creates the temporary file exclusively with `open`; creates the missing directories only when the first try
    * says so. Undefined when `open` declines (a direct open on a file system without O_DIRECT).
    */
-  private async createTemp(tmp: string, dir: string, open: () => Promise<FileHandle | undefined>): Promise<FileHandle | undefined> {
-    let fh: FileHandle | undefined
+  private async createTemp<H extends FileHandle | undefined>(tmp: string, dir: string, open: () => Promise<H>): Promise<H> {
+    let fh: H
     try {
       fh = await open()
     } catch (err) {
@@ -384,7 +383,7 @@ class FsStorage implements Storage {
       await this.makeDirs(dir)
       fh = await open()
     }
-    if (fh === undefined) return undefined
+    if (fh === undefined) return fh
     try {
       // open(2) applies the umask; the mode must not depend on it.
       await fh.chmod(this.modes.file)

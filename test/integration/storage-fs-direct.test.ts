@@ -38,6 +38,14 @@ function residentBytes(file: string): number {
   return Number(execFileSync('fincore', ['--bytes', '--noheadings', '--raw', '--output', 'RES', file], { encoding: 'utf8' }).trim())
 }
 
+// Typed here: tsconfig has no DOM lib.
+declare const WebAssembly: { Memory: new (size: { initial: number; maximum: number }) => { buffer: ArrayBuffer } }
+
+/** A WebAssembly memory of `bytes` (a multiple of 64 KiB): its buffer starts on a page boundary. */
+function wasmMemory(bytes: number): ArrayBuffer {
+  return new WebAssembly.Memory({ initial: bytes / 65536, maximum: bytes / 65536 }).buffer
+}
+
 const pages = (bytes: number): number => Math.ceil(bytes / 4096) * 4096
 
 async function leftovers(dir: string): Promise<string[]> {
@@ -126,8 +134,9 @@ describe('fs storage: direct writes', () => {
 
   it('falls back to ordinary writes for good when the kernel refuses a direct write', async () => {
     const root = path.join(tmp, 'refused')
-    // Memory 16 bytes past wherever malloc put it: never page-aligned, so write(2) answers EINVAL.
-    const misaligned = new DirectWriter((bytes) => Buffer.allocUnsafeSlow(bytes + 4096).subarray(16, 16 + bytes))
+    // Memory 16 bytes past a page boundary (a WebAssembly memory starts on one), so aligned to no block size and
+    // write(2) answers EINVAL. (16 bytes past wherever malloc put it was aligned to 512, ext4's block here, once in 32.)
+    const misaligned = new DirectWriter((bytes) => Buffer.from(wasmMemory(bytes + 65536), 16, bytes))
     const s = await openFsStorage(root, { directWriter: misaligned })
     const bodies = [randomBytes(MIB + 5), randomBytes(2 * MIB)]
     for (const [i, b] of bodies.entries()) {
