@@ -126,7 +126,12 @@ export class DirectWriter {
         throw new DirectWriteRefused('the kernel refused a direct write (alignment)', { cause: err })
       }
       // write(2) stops short on a regular file only at a full disk: the next call reports ENOSPC (or, had it stopped
-      // inside a block, EINVAL for the misaligned rest, and the file is written again the ordinary way).
+      // inside a block, EINVAL for the misaligned rest, and the file is written again the ordinary way). Nothing
+      // written at all would loop here for ever: taken as a refusal too.
+      if (written === 0) {
+        this.#on = false
+        throw new DirectWriteRefused('a direct write wrote nothing')
+      }
       off += written
     }
   }
