@@ -130,6 +130,19 @@ describe('fs storage: direct writes', () => {
     }
   })
 
+  it('falls back to ordinary writes when no staging memory can be had (a ulimit -v refuses WebAssembly memories)', async () => {
+    const root = path.join(tmp, 'no-staging')
+    const starved = new DirectWriter(() => {
+      throw new RangeError('WebAssembly.Memory(): could not allocate memory')
+    })
+    const s = await openFsStorage(root, { directWriter: starved })
+    const body = randomBytes(MIB + 9)
+    await s.write('o', body)
+    expect((await readFile(path.join(root, 'o'))).equals(body)).toBe(true)
+    expect(starved.enabled).toBe(false)
+    expect(await leftovers(root)).toEqual([])
+  })
+
   it('falls back to ordinary writes for good when the kernel refuses a direct write', async () => {
     const root = path.join(tmp, 'refused')
     // Memory 16 bytes past a page boundary (a WebAssembly memory starts on one), so aligned to no block size and
