@@ -86,6 +86,8 @@ const TRANSIENT_CODES = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EINTR',
  *   then fsyncs the directory: once it resolves the object survives a crash, and no reader ever sees a partial
  *   file. With `ifAbsent` it uses link(2) instead of rename(2), which fails atomically when the key exists, so
  *   `features.conditionalWrite` is true. A failed or aborted write removes its temporary file (best effort).
+ * - An object of 1 MiB or more given as bytes (a pack) goes into its temporary file with O_DIRECT when fsync is on
+ *   and the root is on ext4, xfs or btrfs (direct-write.ts): packs do not pass through the page cache.
  * - An error thrown by a factory body is rethrown unchanged (it is the caller's); the write leaves nothing.
  * - A process killed mid-write leaves a `.tmp-*` file behind: invisible to `stat`, `read` and `list`, removed only
  *   by `removeLeftovers` (regular files of that name under the root, older than asked). Keys with a `.tmp-`
