@@ -56,7 +56,8 @@ export type StagingAllocator = (bytes: number) => Buffer
 // The one piece of WebAssembly used (its memory as an aligned allocation); typed here: tsconfig has no DOM lib.
 declare const WebAssembly: { Memory: new (size: { initial: number; maximum: number }) => { buffer: ArrayBuffer } }
 
-function wasmStaging(bytes: number): Buffer {
+/** A buffer of `bytes` (a multiple of 64 KiB) whose first byte lies on a page boundary: a WebAssembly memory's. */
+export function pageAlignedBuffer(bytes: number): Buffer {
   const pages = bytes / WASM_PAGE_BYTES
   return Buffer.from(new WebAssembly.Memory({ initial: pages, maximum: pages }).buffer)
 }
@@ -68,7 +69,7 @@ export class DirectWriter {
   #on = constants.O_DIRECT !== undefined
 
   /** `allocate`: tests pass one that returns misaligned memory, to see a real refusal from the kernel. */
-  constructor(allocate: StagingAllocator = wasmStaging) {
+  constructor(allocate: StagingAllocator = pageAlignedBuffer) {
     this.#allocate = allocate
   }
 

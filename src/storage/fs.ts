@@ -208,11 +208,11 @@ class FsStorage implements Storage {
     let fh: FileHandle | undefined
     let tmpExists = false
     try {
-      const direct = this.sync && body instanceof Uint8Array && body.byteLength >= DIRECT_WRITE_MIN_BYTES ? this.direct : undefined
-      if (direct?.enabled) {
+      const direct = this.direct
+      if (direct?.enabled && this.sync && body instanceof Uint8Array && body.byteLength >= DIRECT_WRITE_MIN_BYTES) {
         fh = await this.createTemp(tmp, dir, () => direct.create(tmp, this.modes.file))
         tmpExists = fh !== undefined
-        if (fh !== undefined && !(await writeDirect(direct, fh, body as Uint8Array))) {
+        if (fh !== undefined && !(await writeDirect(direct, fh, body))) {
           await fh.close()
           fh = undefined
           await fsp.unlink(tmp)

@@ -14,7 +14,7 @@ import path from 'node:path'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 
 import { AlreadyExistsError } from '../../src/errors.js'
-import { DirectWriter, suitsDirectWrites } from '../../src/storage/direct-write.js'
+import { DirectWriter, pageAlignedBuffer, suitsDirectWrites } from '../../src/storage/direct-write.js'
 import { openFsStorage } from '../../src/storage/fs.js'
 
 const MIB = 1 << 20
@@ -34,14 +34,6 @@ afterAll(async () => {
 /** Bytes of `file` in the page cache, as fincore(1) counts them (whole pages). */
 function residentBytes(file: string): number {
   return Number(execFileSync('fincore', ['--bytes', '--noheadings', '--raw', '--output', 'RES', file], { encoding: 'utf8' }).trim())
-}
-
-// Typed here: tsconfig has no DOM lib.
-declare const WebAssembly: { Memory: new (size: { initial: number; maximum: number }) => { buffer: ArrayBuffer } }
-
-/** A WebAssembly memory of `bytes` (a multiple of 64 KiB): its buffer starts on a page boundary. */
-function wasmMemory(bytes: number): ArrayBuffer {
-  return new WebAssembly.Memory({ initial: bytes / 65536, maximum: bytes / 65536 }).buffer
 }
 
 const pages = (bytes: number): number => Math.ceil(bytes / 4096) * 4096
@@ -147,7 +139,7 @@ describe('fs storage: direct writes', () => {
     const root = path.join(tmp, 'refused')
     // Memory 16 bytes past a page boundary (a WebAssembly memory starts on one), so aligned to no block size and
     // write(2) answers EINVAL. (16 bytes past wherever malloc put it was aligned to 512, ext4's block here, once in 32.)
-    const misaligned = new DirectWriter((bytes) => Buffer.from(wasmMemory(bytes + 65536), 16, bytes))
+    const misaligned = new DirectWriter((bytes) => pageAlignedBuffer(bytes + 65536).subarray(16, 16 + bytes))
     const s = await openFsStorage(root, { directWriter: misaligned })
     const bodies = [randomBytes(MIB + 5), randomBytes(2 * MIB)]
     for (const [i, b] of bodies.entries()) {
