@@ -10,10 +10,11 @@
 //
 // Memory: a run is decoded as its bytes stream in (a blob lying in one chunk of the read is decoded from that
 // chunk, one spanning chunks is gathered first), and window-sized blobs go into buffers the reader lends and takes
-// back (`giveBack`). A restore that gives its blobs back allocates almost nothing per blob: no fresh pages to fault
-// in, no external memory for the garbage collector to chase (bench/results/profiles.md measured both). Small blobs
-// (file maps, small files) get buffers of their own size: a window-sized buffer each would cost far more memory
-// than the cache counts.
+// back (`giveBack`), and so do small data blobs of whole pages (small relation files), in buffers of exactly their
+// size. A restore that gives its blobs back allocates almost nothing per blob: no fresh pages to fault in, no
+// external memory for the garbage collector to chase (bench/results/profiles.md measured both). Other small blobs
+// (file maps, odd-sized files) get buffers of their own: a window-sized buffer each would cost far more memory than
+// the cache counts.
 
 import type { Storage } from '../storage/storage.js'
 import { BlobCodec, type BlobId } from './blob.js'
@@ -21,7 +22,7 @@ import type { BlobLocation } from './blob-index.js'
 import { pageHashesOf } from './codec-work.js'
 import { type CodecPool, POOLED_MIN_BYTES } from './codec-pool.js'
 import { type RepoKeys, SEAL_OVERHEAD_BYTES } from './crypto.js'
-import { type PageHashAlgorithm, WINDOW_BYTES } from './file-map.js'
+import { PAGE_BYTES, type PageHashAlgorithm, WINDOW_BYTES } from './file-map.js'
 import { packKey } from './layout.js'
 
 export interface BlobReaderOptions {
@@ -81,7 +82,8 @@ interface PendingDecode {
 
 /**
  * The size of the reader's blob buffers: a window's plain bytes, or its stored bytes (plus what encryption adds;
- * zstd is kept only when smaller). A size nothing else allocates: giveBack() takes only buffers of this size.
+ * zstd is kept only when smaller). A size nothing else allocates: giveBack() keeps any buffer of this size (and
+ * small ones only when this reader lent them).
  */
 const POOL_BUFFER_BYTES = WINDOW_BYTES + SEAL_OVERHEAD_BYTES
 /**
@@ -90,6 +92,18 @@ const POOL_BUFFER_BYTES = WINDOW_BYTES + SEAL_OVERHEAD_BYTES
  */
 const POOLED_PLAIN_MIN = POOL_BUFFER_BYTES / 2
 const POOLED_STORED_MIN = 64 << 10
+/**
+ * Small data blobs of whole pages, up to SMALL_POOLED_MAX, are decoded into buffers of exactly their size that the
+ * reader lends and takes back too: the content of small relation files (one to a few pages), nearly every blob a
+ * restore of many relations reads. Each got a fresh buffer before: 630 MB of 8-64 KiB buffers in a restore of
+ * 40,000 small tables, garbage between V8's collections (45 MB of it at the peak). 4 alternating pairs, restore
+ * --jobs 4: 20,000 tables 4.1-4.3 user-s and 200-210 MB against 4.4-4.6 and 211-215; 40,000 tables 7.2-8.8 against
+ * 7.8-8.7 user-s, peaks 224-240 against 218-233 MB (collections came later, and the JS heap grew instead).
+ * Data only: a metadata blob (a file map) is parsed by its reader, which is free to keep views of it.
+ */
+const SMALL_POOLED_MAX = 8 * PAGE_BYTES
+/** Bytes of small buffers given back and kept, at most: about what a restore's cache holds of small blobs. */
+const SMALL_SPARE_BYTES = 8 << 20
 
 export class BlobReader {
   readonly #codec: BlobCodec
@@ -105,6 +119,10 @@ export class BlobReader {
   /** Free blob buffers (POOL_BUFFER_BYTES: plain or stored bytes), and free hashing windows without a pool. */
   readonly #free: ArrayBuffer[] = []
   readonly #freeWindows: ArrayBuffer[] = []
+  /** Free small buffers by size (SMALL_POOLED_MAX), their bytes, and those lent out now (taken back only once). */
+  readonly #freeSmall = new Map<number, ArrayBuffer[]>()
+  #freeSmallBytes = 0
+  readonly #lentSmall = new WeakSet<ArrayBuffer>()
   /** Window-sized blobs decoded on the calling thread because every turn of the pool's workers was taken. */
   #decodedByCaller = 0
   readonly #kept: KeptRange[] = []
@@ -203,13 +221,34 @@ export class BlobReader {
     return this.#free.pop() ?? Buffer.allocUnsafeSlow(POOL_BUFFER_BYTES).buffer
   }
 
+  /** A buffer of the reader's for the plain bytes of the blob at `loc`, or undefined for a buffer of its own. */
+  #takePlain(loc: BlobLocation): ArrayBuffer | undefined {
+    const length = loc.plainLength
+    if (loc.type !== 'data' || length === 0 || length % PAGE_BYTES !== 0 || length > SMALL_POOLED_MAX) return this.#take(length)
+    let ab = this.#freeSmall.get(length)?.pop()
+    if (ab) this.#freeSmallBytes -= length
+    else ab = new ArrayBuffer(length)
+    this.#lentSmall.add(ab)
+    return ab
+  }
+
   /** A buffer of its own (transferable) for `length` stored bytes: one of the reader's unless small or large. */
   #takeStored(length: number): ArrayBuffer {
     return this.#take(length, POOLED_STORED_MIN) ?? Buffer.allocUnsafeSlow(length).buffer
   }
 
   #putBack(ab: ArrayBufferLike | undefined): void {
-    if (ab instanceof ArrayBuffer && ab.byteLength === POOL_BUFFER_BYTES && this.#free.length < this.#spare) this.#free.push(ab)
+    if (!(ab instanceof ArrayBuffer)) return
+    if (ab.byteLength === POOL_BUFFER_BYTES) {
+      if (this.#free.length < this.#spare) this.#free.push(ab)
+      return
+    }
+    // Only a small buffer this reader lent, and once: what it lent again must belong to one blob alone.
+    if (!this.#lentSmall.delete(ab) || this.#freeSmallBytes + ab.byteLength > SMALL_SPARE_BYTES) return
+    const list = this.#freeSmall.get(ab.byteLength)
+    if (list) list.push(ab)
+    else this.#freeSmall.set(ab.byteLength, [ab])
+    this.#freeSmallBytes += ab.byteLength
   }
 
   #flush(): void {
@@ -321,7 +360,7 @@ export class BlobReader {
     }
     if (this.pool && d.r.loc.plainLength >= POOLED_MIN_BYTES) this.#decodedByCaller++
     const { r, stored, own } = d
-    const plain = this.#take(r.loc.plainLength)
+    const plain = this.#takePlain(r.loc)
     try {
       const out = this.#codec.decode(stored, r.loc.flags, r.loc.plainLength, Buffer.from(r.id, 'hex'), `blob '${r.id}'`, plain && Buffer.from(plain))
       // Without a buffer of ours, an uncompressed blob is a view into the read: copied, so the read can be freed.

@@ -106,6 +106,47 @@ describe.each([undefined, 'secret'])('BlobReader (passphrase %s)', (passphrase) 
     }
   })
 
+  it('small data blobs of whole pages given back are decoded into again; metadata, odd sizes and a second give-back are not', async () => {
+    r = await freshFsRepo({ passphrase })
+    // Random pages (stored as they are) and repeated bytes (stored compressed), in sets of equal sizes.
+    const page = 8192
+    const sizes = [page, 2 * page, 8 * page, 9 * page, 5000]
+    const make = (set: number) => sizes.map((n, i) => (i % 2 === 0 ? randomBytes(n) : Buffer.alloc(n, set * 16 + i + 1)))
+    const sets = [make(0), make(1), make(2), make(3)]
+    const ids = sets.map(() => [] as string[])
+    for (const [s, contents] of sets.entries()) for (const c of contents) ids[s]!.push((await r.repo.putBlob('data', c)).id)
+    const meta = randomBytes(page)
+    const metaId = (await r.repo.putBlob('meta', meta)).id
+    await r.repo.flush()
+    const repo = await openRepository(await openFsStorage(r.dir), { passphrase })
+    const reader = repo.openBlobReader({ workers: 0 })
+    const readSet = async (s: number) => {
+      const got = await Promise.all(ids[s]!.map((id) => reader.read(id)))
+      for (const [i, g] of got.entries()) expect(g.equals(sets[s]![i]!), `set ${s}, blob ${i}`).toBe(true)
+      return got
+    }
+    try {
+      const first = await readSet(0)
+      for (const b of first) reader.giveBack(b)
+      // Given back twice: still lent to one blob only.
+      reader.giveBack(first[0]!)
+      const [second, third] = await Promise.all([readSet(1), readSet(2)])
+      // One to eight pages: the same buffers again. Nine pages and 5,000 bytes: buffers of their own.
+      expect(second.map((g, i) => g.buffer === first[i]!.buffer)).toEqual([true, true, true, false, false])
+      expect(third[0]!.buffer).not.toBe(second[0]!.buffer)
+      // A metadata blob's buffer is never lent to a data blob (its reader may keep views of it).
+      const metaBytes = await reader.read(metaId)
+      expect(metaBytes.equals(meta)).toBe(true)
+      reader.giveBack(metaBytes)
+      const fourth = await readSet(3)
+      expect(fourth[0]!.buffer).not.toBe(metaBytes.buffer)
+      expect(reader.stats.fallbacks).toBe(0)
+    } finally {
+      await reader.close()
+      await repo.close()
+    }
+  })
+
   it('a window-sized blob goes to a worker while one has a free turn; with every turn taken, the calling thread decodes it', async () => {
     r = await freshFsRepo({ passphrase })
     const contents = Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? randomBytes(1 << 20) : Buffer.alloc(1 << 20, i + 1)))
