@@ -52,6 +52,7 @@ describe('the pgkeep command', () => {
     const { GLIBC_TUNABLES: _, ...env } = process.env
     expect(viaFake(env, ['restore', '-D', '/tmp/a dir with spaces', '--label', "it's"])).toEqual([
       'arg:--max-semi-space-size=8',
+      'arg:--heap-growing-percent=50',
       `arg:${join(ROOT, 'bin', 'pgkeep.js')}`,
       'arg:restore',
       'arg:-D',
@@ -63,14 +64,17 @@ describe('the pgkeep command', () => {
     ])
   })
 
-  it("adds V8's old-generation limits for backup alone, whatever global options stand before it", () => {
+  it("adds V8's old-generation settings for backup and restore, whatever global options stand before them", () => {
     const { GLIBC_TUNABLES: _, ...env } = process.env
     const flagsOf = (args: string[]) => viaFake(env, args).filter((l) => l.startsWith('arg:--') && !args.includes(l.slice(4)))
     const backup = ['arg:--max-semi-space-size=8', 'arg:--initial-old-space-size=64', 'arg:--heap-growing-percent=50']
+    const restore = ['arg:--max-semi-space-size=8', 'arg:--heap-growing-percent=50']
     expect(flagsOf(['backup', '--type', 'full'])).toEqual(backup)
     expect(flagsOf(['--config', '/etc/pgkeep.toml', 'backup'])).toEqual(backup)
     expect(flagsOf(['--config=/etc/pgkeep.toml', '--no-config', 'backup'])).toEqual(backup)
-    for (const other of [['restore', 'backup'], ['--config', 'backup', 'restore'], ['info'], ['--config'], []]) {
+    expect(flagsOf(['restore', 'backup'])).toEqual(restore)
+    expect(flagsOf(['--config', 'backup', 'restore'])).toEqual(restore)
+    for (const other of [['drill', 'backup'], ['--config', 'restore', 'info'], ['info'], ['--config'], []]) {
       expect(flagsOf(other), other.join(' ')).toEqual(['arg:--max-semi-space-size=8'])
     }
   })
