@@ -126,6 +126,39 @@ describe('WalSegmentWriter', () => {
     }
   })
 
+  it('a partial segment ending in whole pieces of zeros (the last, switched segment of a backup) stores them as holes, over stale bytes', async () => {
+    r = await freshFsRepo()
+    const MiB = 1 << 20
+    // Buffers go round A, B, A: segment 2 is filled in A, which still holds segment 0's random bytes under the
+    // zeros. Its partial ends in zeros from the middle of piece 0 over pieces 1 and 2 to the middle of piece 3; then
+    // more WAL follows after the zeros and the segment completes.
+    const w = new WalSegmentWriter(r.repo, { systemId: SYS, timeline: 1, segmentSizeBytes: SEG, startLsn: 0n, maxPendingSegments: 1 })
+    // Each segment's store is done before the next segment completes (drain), so segment 1 completes into A again.
+    for (const segno of [0, 1]) {
+      await feed(w, randomBytes(SEG), BigInt(segno * SEG), 8192)
+      await w.drain()
+    }
+    const partial = Buffer.concat([randomBytes(0.5 * MiB), Buffer.alloc(3 * MiB)])
+    await feed(w, partial, BigInt(2 * SEG), 8192)
+    await w.storePartial()
+    const rec = (await findSegmentRecord(r.repo, SYS, name(2)))!
+    expect(rec.partial).toBe(true)
+    expect((await readWalContent(r.repo, rec)).equals(partial)).toBe(true)
+    expect(rec.pieces.map(([blob, length]) => [blob === null, length])).toEqual([
+      [false, MiB],
+      [true, MiB],
+      [true, MiB],
+      [true, 0.5 * MiB],
+    ])
+    // The writer goes on: the zeros it did not write into its buffer are still zeros in the complete segment.
+    const rest = Buffer.concat([Buffer.alloc(0.25 * MiB), randomBytes(SEG - 3.75 * MiB)])
+    await feed(w, rest, BigInt(2 * SEG) + BigInt(partial.length), 8192)
+    await w.close()
+    const complete = (await findSegmentRecord(r.repo, SYS, name(2)))!
+    expect(complete.partial).toBe(false)
+    expect((await readWalContent(r.repo, complete)).equals(Buffer.concat([partial, rest]))).toBe(true)
+  })
+
   it('refuses a gap and a start that is not a segment boundary', async () => {
     r = await freshFsRepo()
     expect(() => new WalSegmentWriter(r.repo, { systemId: SYS, timeline: 1, segmentSizeBytes: SEG, startLsn: 100n })).toThrow(AssertionError)
