@@ -109,11 +109,12 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
     target: p.tree,
     smallFiles,
     onBytes: (covered, written) => progress.add(covered, written),
-    onDone: async (d) => {
+    // Not async: most files return nothing to wait for (see RestoredManifest.add).
+    onDone: (d) => {
       progress.fileDone()
       if (d.changed) out.filesWritten++
       else out.filesUnchanged++
-      await manifest.add({
+      return manifest.add({
         path: d.entry.path,
         size: d.entry.sizeBytes,
         lastModified: new Date(d.entry.mtime * 1000),
