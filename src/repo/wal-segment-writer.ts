@@ -9,41 +9,10 @@ import { isAllZero } from '../pg/page.js'
 import { walFileName } from '../pg/wal-names.js'
 import type { Repository } from './repository.js'
 import { listWalKeys, partialKey, removeWalRecord, segmentKey, type WalPiece, type WalSegmentRecord, writeWalRecord } from './wal-catalog.js'
+import { putWalPieces, WAL_PIECE_BYTES, zeroPieces } from './wal-pieces.js'
 
 /** Superseded partial records removed together (a synchronous streamer writes one per flush report). */
 const SUPERSEDED_BATCH = 64
-
-/** WAL is stored in pieces of 1 MiB: page runs compress well, and a partial segment shares its leading pieces. */
-export const WAL_PIECE_BYTES = 1 << 20
-
-/**
- * Puts `bytes[from, to)` (offsets in the file: the whole of `bytes` by default) as data blobs cut at absolute
- * multiples of WAL_PIECE_BYTES, all-zero pieces as holes: every writer of the same WAL (streamer, `wal push`, a
- * copy from another repository) gets the same blobs. The blobs are durable after the repository's next flush.
- */
-export async function putWalPieces(repo: Repository, bytes: Buffer, o: { from?: number; to?: number; signal?: AbortSignal } = {}): Promise<WalPiece[]> {
-  const pieces: WalPiece[] = []
-  const to = o.to ?? bytes.length
-  for (let off = o.from ?? 0; off < to; ) {
-    const end = Math.min(to, (Math.floor(off / WAL_PIECE_BYTES) + 1) * WAL_PIECE_BYTES)
-    const piece = bytes.subarray(off, end)
-    if (isAllZero(piece)) pieces.push([null, piece.length])
-    else pieces.push([(await repo.putBlob('data', piece, { signal: o.signal })).id, piece.length])
-    off = end
-  }
-  return pieces
-}
-
-/** Holes for the zeros in [from, to), cut at absolute multiples of WAL_PIECE_BYTES as putWalPieces cuts them. */
-function holes(from: number, to: number): WalPiece[] {
-  const out: WalPiece[] = []
-  for (let off = from; off < to; ) {
-    const end = Math.min(to, (Math.floor(off / WAL_PIECE_BYTES) + 1) * WAL_PIECE_BYTES)
-    out.push([null, end - off])
-    off = end
-  }
-  return out
-}
 
 /** What `onStored` reports. */
 export interface StoredSegment {
@@ -194,7 +163,7 @@ export class WalSegmentWriter {
     await this.drain()
     if (this.filled === 0 || this.durableLsn === this.receivedLsn) return
     const zerosAt = this.zerosToPieceEnd()
-    const pieces = [...(await this.putPieces(this.buf, 0, zerosAt)), ...holes(zerosAt, this.filled)]
+    const pieces = [...(await this.putPieces(this.buf, 0, zerosAt)), ...zeroPieces(zerosAt, this.filled)]
     await this.writePartial({ validBytes: this.filled, crcState: this.crcState, pieces })
   }
 
@@ -310,7 +279,7 @@ export class WalSegmentWriter {
       const name = walFileName(this.o.timeline, segno, this.segSize)
       // Whole pieces a sync point already stored are the same blobs: reuse them, put only the rest.
       await this.retake(syncPieces, buf)
-      const pieces = [...syncPieces, ...(await this.putPieces(buf, syncPiecesBytes, zerosAt)), ...holes(zerosAt, buf.length)]
+      const pieces = [...syncPieces, ...(await this.putPieces(buf, syncPiecesBytes, zerosAt)), ...zeroPieces(zerosAt, buf.length)]
       const record: WalSegmentRecord = {
         name,
         timeline: this.o.timeline,
