@@ -1,14 +1,17 @@
 // Ingests an `INCREMENTAL.<relfilenode>` file of a server-side incremental backup (PostgreSQL 17+): the blocks it
 // carries are new; every other block below truncation_block_length is the parent's, and anything beyond is zeros
-// (pg_combinebackup's rules, protocol.md §7). The result is an ordinary file map, so the backup restores on its own.
+// (pg_combinebackup's rules, protocol.md §7). The result is an ordinary file map, so the backup restores on its own:
+// version 3 (page CRCs: the changed blocks' computed, the parent's for the others) unless the parent's map has no
+// page CRCs, then that map's version.
 
 import { FormatError } from '../errors.js'
-import { crc32cFinal, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
+import { crc32c, crc32cFinal, crc32cInit, crc32cUpdate } from '../pg/crc32c.js'
 import { decodeIncrementalHeader, type IncrementalHeader, incrementalHeaderBytesNeeded } from '../pg/incremental-file.js'
 import { isAllZero } from '../pg/page.js'
 import {
   type FileMap,
   PAGE_BYTES,
+  PAGE_CRC_BYTES,
   PAGE_HASH_ALGORITHM,
   PAGE_HASH_BYTES,
   type PageHashAlgorithm,
@@ -19,6 +22,7 @@ import {
   type WindowStore,
 } from '../repo/index.js'
 import { ExtentBuilder, type IngestStats } from './extent-builder.js'
+import { fillZeroPageCrcs } from './page-crcs.js'
 
 /** The parent backup lacks what an INCREMENTAL file builds on; the engine then takes a full backup instead. */
 export class ParentFileMissingError extends Error {
@@ -45,6 +49,8 @@ export class IncrementalFileIngest {
   private crc = crc32cInit()
   private receivedBytes = 0
   private pageHashes = Buffer.alloc(0)
+  /** The new map's page CRCs; undefined when the parent's map has none for the blocks it keeps. */
+  private pageCrcs: Buffer | undefined
   private lengthBlocks = 0
   private reuseLimit = 0
   private readonly touchedWindows = new Set<number>()
@@ -86,6 +92,7 @@ export class IncrementalFileIngest {
     const maxBlock = h.blockCount > 0 ? h.blockNumbers[h.blockCount - 1] + 1 : 0
     this.lengthBlocks = Math.max(h.truncationBlockLength, maxBlock)
     this.pageHashes = Buffer.alloc(this.lengthBlocks * PAGE_HASH_BYTES)
+    if (this.algorithm === 'xxh64' && (!this.parent || this.parent.pageCrcs)) this.pageCrcs = Buffer.alloc(this.lengthBlocks * PAGE_CRC_BYTES)
     const parentBlocks = this.parent ? pageCountOf(this.parent.sizeBytes) : 0
     // Without a parent every block below the truncation length must be in the file (ascending, unique numbers).
     const t = h.truncationBlockLength
@@ -106,6 +113,7 @@ export class IncrementalFileIngest {
     this.placeUpTo(block)
     const offset = block * PAGE_BYTES
     this.touchedWindows.add(Math.floor(block / WINDOW_PAGES))
+    this.pageCrcs?.writeUInt32LE(crc32c(this.page), block * PAGE_CRC_BYTES)
     if (isAllZero(this.page)) {
       this.out.hole(offset, PAGE_BYTES)
     } else {
@@ -121,9 +129,13 @@ export class IncrementalFileIngest {
     if (reuseEnd > this.cursor) {
       const from = this.cursor * PAGE_HASH_BYTES
       this.parent!.pageHashes.copy(this.pageHashes, from, from, reuseEnd * PAGE_HASH_BYTES)
+      if (this.pageCrcs) this.parent!.pageCrcs!.copy(this.pageCrcs, this.cursor * PAGE_CRC_BYTES, this.cursor * PAGE_CRC_BYTES, reuseEnd * PAGE_CRC_BYTES)
       this.out.reuse(this.parent!, this.cursor * PAGE_BYTES, (reuseEnd - this.cursor) * PAGE_BYTES)
     }
-    if (block > reuseEnd) this.out.hole(reuseEnd * PAGE_BYTES, (block - reuseEnd) * PAGE_BYTES)
+    if (block > reuseEnd) {
+      if (this.pageCrcs) fillZeroPageCrcs(this.pageCrcs, reuseEnd, block)
+      this.out.hole(reuseEnd * PAGE_BYTES, (block - reuseEnd) * PAGE_BYTES)
+    }
     this.cursor = block
   }
 
@@ -143,7 +155,9 @@ export class IncrementalFileIngest {
     const fileMap: FileMap =
       this.algorithm === 'sha256-64'
         ? { sizeBytes, pageHashAlgorithm: this.algorithm, windowHashes: this.windowHashes(), pageHashes: this.pageHashes, extents }
-        : { sizeBytes, pageHashAlgorithm: this.algorithm, pageHashes: this.pageHashes, extents }
+        : this.pageCrcs
+          ? { sizeBytes, pageHashAlgorithm: this.algorithm, pageHashes: this.pageHashes, pageCrcs: this.pageCrcs, extents }
+          : { sizeBytes, pageHashAlgorithm: this.algorithm, pageHashes: this.pageHashes, extents }
     return {
       fileMap,
       incrementalSizeBytes: this.receivedBytes,

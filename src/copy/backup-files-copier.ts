@@ -153,7 +153,14 @@ export class BackupFilesCopier {
       if (w === null || w === UNKNOWN_WINDOW) return w
       return byBlob.get(w) ?? windowHints?.get(w) ?? this.#mapper.known(w) ?? UNKNOWN_WINDOW
     })
-    return { sizeBytes: m.sizeBytes, pageHashAlgorithm: m.pageHashAlgorithm, ...(windowHashes ? { windowHashes } : {}), pageHashes: m.pageHashes, extents }
+    return {
+      sizeBytes: m.sizeBytes,
+      pageHashAlgorithm: m.pageHashAlgorithm,
+      ...(windowHashes ? { windowHashes } : {}),
+      pageHashes: m.pageHashes,
+      ...(m.pageCrcs ? { pageCrcs: m.pageCrcs } : {}),
+      extents,
+    }
   }
 
   /** Extents with every blob copied and named by its target id. */

@@ -75,6 +75,22 @@ export function crc32cCombine(crcA: number, crcB: number, lengthB: number): numb
   return (crc ^ crcB) >>> 0
 }
 
+/**
+ * `crc32cCombine` for pieces of one fixed length, a few table look-ups per call: returns `join(crcA, crcB)` =
+ * CRC-32C(A ‖ B) for any A and a B of `lengthB` bytes. The operator that moves a CRC past `lengthB` zero bytes is
+ * linear, so it is tabulated for each byte of the CRC (4 × 256 entries). A file's CRC is joined from its pages' this
+ * way, page after page, starting from 0 (the CRC-32C of nothing).
+ */
+export function crc32cJoiner(lengthB: number): (crcA: number, crcB: number) => number {
+  const tables = Array.from({ length: 4 }, (_, byte) => {
+    const t = new Uint32Array(256)
+    for (let v = 0; v < 256; v++) t[v] = crc32cCombine((v << (8 * byte)) >>> 0, 0, lengthB)
+    return t
+  })
+  const [t0, t1, t2, t3] = tables as [Uint32Array, Uint32Array, Uint32Array, Uint32Array]
+  return (crcA, crcB) => (t0[crcA & 0xff]! ^ t1[(crcA >>> 8) & 0xff]! ^ t2[(crcA >>> 16) & 0xff]! ^ t3[crcA >>> 24]! ^ crcB) >>> 0
+}
+
 /** CRC-32C of one buffer. `crc32c(utf8('123456789'))` is 0xE3069283. */
 export function crc32c(data: Uint8Array): number {
   return nativeCrc32c(data) >>> 0

@@ -164,6 +164,7 @@ export class CodecPool {
       id: r.id,
       pageHashes: r.pageHashes ? Buffer.from(r.pageHashes) : undefined,
       legacyPageHashes: r.legacyPageHashes ? Buffer.from(r.legacyPageHashes) : undefined,
+      pageCrcs: r.pageCrcs ? Buffer.from(r.pageCrcs) : undefined,
     }
   }
 

@@ -7,7 +7,7 @@
 import { isAllZero } from '../pg/page.js'
 import type { BlobCodec, BlobId } from './blob.js'
 import { PAGE_BYTES, PAGE_HASH_BYTES, type PageHashAlgorithm, WINDOW_BYTES } from './file-map.js'
-import { hashPagesInto } from './page-hash.js'
+import { hashPagesInto, pageCrcsOf } from './page-hash.js'
 
 /**
  * The page hashes of `bytes` in `algorithm` (page-hash.ts), in a buffer of their own, and whether every page was
@@ -35,6 +35,8 @@ export interface AnalyzeRequest {
    * `sha256-64` hashes too, to compare with the parent's.
    */
   readonly legacyUnlessId?: BlobId | null
+  /** Compute each page's CRC-32C (unless the window is all zeros). */
+  readonly pageCrcs?: boolean
 }
 
 /** What placing a window needs. */
@@ -46,6 +48,8 @@ export interface WindowAnalysis {
   readonly pageHashes: Buffer | undefined
   /** `sha256-64` page hashes for a version 1 parent (see AnalyzeRequest.legacyUnlessId); else undefined. */
   readonly legacyPageHashes: Buffer | undefined
+  /** PAGE_CRC_BYTES per page; undefined when not asked for, or for an all-zero window. */
+  readonly pageCrcs: Buffer | undefined
 }
 
 /** Analyses one window with the repository's codec (its id is SHA-256, or HMAC-SHA-256 when encrypted). */
@@ -60,10 +64,11 @@ export function analyzeWindow(bytes: Buffer, codec: BlobCodec, r: AnalyzeRequest
   } else {
     allZero = isAllZero(bytes)
   }
-  if (allZero) return { allZero: true, id: undefined, pageHashes: undefined, legacyPageHashes: undefined }
+  if (allZero) return { allZero: true, id: undefined, pageHashes: undefined, legacyPageHashes: undefined, pageCrcs: undefined }
   const id = r.id || r.legacyUnlessId !== undefined ? codec.idOf(bytes).toString('hex') : undefined
   const legacyPageHashes = r.legacyUnlessId !== undefined && id !== r.legacyUnlessId ? pageHashesOf(bytes, 'sha256-64') : undefined
-  return { allZero: false, id, pageHashes, legacyPageHashes }
+  const pageCrcs = r.pageCrcs ? pageCrcsOf(bytes) : undefined
+  return { allZero: false, id, pageHashes, legacyPageHashes, pageCrcs }
 }
 
 /** What a worker is started with: the codec's parameters (the keys are secret: never logged, never sent back). */
@@ -93,6 +98,7 @@ export type CodecJobResult =
       id: BlobId | undefined
       pageHashes: ArrayBuffer | undefined
       legacyPageHashes: ArrayBuffer | undefined
+      pageCrcs: ArrayBuffer | undefined
     }
   /** `stored` undefined: the stored bytes are in `buffer`, `storedLength` of them from `storedOffset`. */
   | { op: 'encode'; job: number; buffer: ArrayBuffer; stored: ArrayBuffer | undefined; storedOffset: number; storedLength: number; flags: number }
@@ -131,11 +137,11 @@ export function runCodecJob(m: CodecJob, codec: BlobCodec): { result: CodecJobRe
       const a = analyzeWindow(Buffer.from(m.buffer, m.offset, m.length), codec, m.request)
       const pageHashes = a.pageHashes ? ownArrayBuffer(a.pageHashes) : undefined
       const legacyPageHashes = a.legacyPageHashes ? ownArrayBuffer(a.legacyPageHashes) : undefined
+      const pageCrcs = a.pageCrcs ? ownArrayBuffer(a.pageCrcs) : undefined
       const transfer = [m.buffer]
-      if (pageHashes) transfer.push(pageHashes)
-      if (legacyPageHashes) transfer.push(legacyPageHashes)
+      for (const b of [pageHashes, legacyPageHashes, pageCrcs]) if (b) transfer.push(b)
       return {
-        result: { op: 'analyze', job: m.job, buffer: m.buffer, allZero: a.allZero, id: a.id, pageHashes, legacyPageHashes },
+        result: { op: 'analyze', job: m.job, buffer: m.buffer, allZero: a.allZero, id: a.id, pageHashes, legacyPageHashes, pageCrcs },
         transfer,
       }
     }

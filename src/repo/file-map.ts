@@ -1,20 +1,28 @@
 // The file map of a relation segment file: where each byte range of the file lives (extents over blobs, holes
 // for all-zero ranges), plus the hashes that let the next backup find what changed without reading old data: one
-// 64-bit hash per page (version 2: XXH64; version 1: a SHA-256 prefix, and also one hash per window of 128 pages,
-// the id of the window's bytes as a blob). Stored as a `meta` blob; layout in docs/backup-format.md §4.
+// 64-bit hash per page (versions 2 and 3: XXH64; version 1: a SHA-256 prefix, and also one hash per window of 128
+// pages, the id of the window's bytes as a blob), and in version 3 each page's CRC-32C, from which the next backup
+// makes the file's CRC-32C without reading the pages it finds unchanged. Stored as a `meta` blob; layout in
+// docs/backup-format.md §4.
 
 import { FormatError } from '../errors.js'
 import type { BlobId } from './blob.js'
 
 export const FILE_MAP_MAGIC = 0x4d464b50 // "PKFM" little-endian
-/** The version new file maps are written in (version 1 is still read, and written for a version 1 parent's pages). */
-export const FILE_MAP_VERSION = 2
+/**
+ * The version new file maps are written in: 3, or 2 when the backup has no CRC-32C for some page (a server-side
+ * incremental that keeps pages of a parent without them); version 1 is still read, and written for a version 1
+ * parent's pages.
+ */
+export const FILE_MAP_VERSION = 3
 export const PAGE_BYTES = 8192
 /** Pages per window: a window is stored as one blob of up to 1 MiB. */
 export const WINDOW_PAGES = 128
 export const WINDOW_BYTES = PAGE_BYTES * WINDOW_PAGES
 /** Bytes of a page hash, in either algorithm. */
 export const PAGE_HASH_BYTES = 8
+/** Bytes of a page's CRC-32C in a version 3 map. */
+export const PAGE_CRC_BYTES = 4
 
 /**
  * How a file map's page hashes are made. `xxh64` (version 2): XXH64 with seed 0 of the page, as a little-endian
@@ -55,6 +63,11 @@ export interface FileMap {
   windowHashes?: WindowHash[]
   /** PAGE_HASH_BYTES per page, in page order; zero bytes for an all-zero page. */
   pageHashes: Buffer
+  /**
+   * Version 3 (`xxh64` only): the CRC-32C of each page's bytes (an all-zero page's too), PAGE_CRC_BYTES each,
+   * little-endian, in page order. Absent in maps of versions 1 and 2.
+   */
+  pageCrcs?: Buffer
   /** In offset order, covering [0, sizeBytes) exactly once. */
   extents: Extent[]
 }
@@ -72,6 +85,7 @@ export const windowCountOf = (sizeBytes: number) => Math.ceil(sizeBytes / WINDOW
  * magic u32 | version u8 = 2 | algorithm u8 = 1 (xxh64) | windowPages u16 | sizeBytes u64 | blobCount u32 |
  * extentCount u32 | blobCount × 32-byte blob ids | pageCount × 8-byte page hashes |
  * extentCount × (offset u64 | length u32 | blob index u32, 0xFFFFFFFF = hole | blobOffset u32);
+ * version 3 when the map has page CRCs: version 2 with version 3 and pageCount × 4-byte CRC-32C after the hashes;
  * version 1 for `sha256-64` page hashes: the same with version 1, a 0 in place of the algorithm, and
  * windowCount × 32-byte window hashes (zeros: hole) between the blob ids and the page hashes.
  */
@@ -87,9 +101,10 @@ export function encodeFileMap(m: FileMap): Buffer {
   }
   const v1 = m.pageHashAlgorithm === 'sha256-64'
   const windows = v1 ? m.windowHashes!.length : 0
-  const out = Buffer.alloc(HEADER_BYTES + 32 * blobs.length + 32 * windows + m.pageHashes.length + EXTENT_BYTES * m.extents.length)
+  const crcBytes = m.pageCrcs?.length ?? 0
+  const out = Buffer.alloc(HEADER_BYTES + 32 * blobs.length + 32 * windows + m.pageHashes.length + crcBytes + EXTENT_BYTES * m.extents.length)
   out.writeUInt32LE(FILE_MAP_MAGIC, 0)
-  out[4] = v1 ? 1 : 2
+  out[4] = v1 ? 1 : m.pageCrcs ? 3 : 2
   out[5] = v1 ? 0 : 1
   out.writeUInt16LE(WINDOW_PAGES, 6)
   out.writeBigUInt64LE(BigInt(m.sizeBytes), 8)
@@ -104,6 +119,7 @@ export function encodeFileMap(m: FileMap): Buffer {
     }
   }
   off += m.pageHashes.copy(out, off)
+  if (m.pageCrcs) off += m.pageCrcs.copy(out, off)
   for (const e of m.extents) {
     out.writeBigUInt64LE(BigInt(e.offset), off)
     out.writeUInt32LE(e.length, off + 8)
@@ -114,13 +130,13 @@ export function encodeFileMap(m: FileMap): Buffer {
   return out
 }
 
-/** Decodes a file map of version 1 or 2; anything else, or bytes that do not add up, is a FormatError. */
+/** Decodes a file map of version 1, 2 or 3; anything else, or bytes that do not add up, is a FormatError. */
 export function decodeFileMap(buf: Buffer, what = 'file map'): FileMap {
   const bad = (why: string) => new FormatError(`${what} is malformed: ${why}`)
   if (buf.length < HEADER_BYTES) throw bad(`${buf.length} bytes is shorter than its header`)
   if (buf.readUInt32LE(0) !== FILE_MAP_MAGIC) throw bad('wrong magic')
   const version = buf[4]!
-  if (version !== 1 && version !== 2) throw bad(`unknown version ${version}`)
+  if (version !== 1 && version !== 2 && version !== 3) throw bad(`unknown version ${version}`)
   let pageHashAlgorithm: PageHashAlgorithm
   if (version === 1) {
     if (buf[5] !== 0) throw bad(`byte 5 of a version 1 map is ${buf[5]}, not 0`)
@@ -136,7 +152,8 @@ export function decodeFileMap(buf: Buffer, what = 'file map'): FileMap {
   const extentCount = buf.readUInt32LE(20)
   const windows = version === 1 ? windowCountOf(sizeBytes) : 0
   const pages = pageCountOf(sizeBytes)
-  const expected = HEADER_BYTES + 32 * blobCount + 32 * windows + PAGE_HASH_BYTES * pages + EXTENT_BYTES * extentCount
+  const crcBytes = version === 3 ? PAGE_CRC_BYTES * pages : 0
+  const expected = HEADER_BYTES + 32 * blobCount + 32 * windows + PAGE_HASH_BYTES * pages + crcBytes + EXTENT_BYTES * extentCount
   if (buf.length !== expected) throw bad(`${buf.length} bytes, expected ${expected}`)
   let off = HEADER_BYTES
   const blobs: BlobId[] = []
@@ -150,6 +167,8 @@ export function decodeFileMap(buf: Buffer, what = 'file map'): FileMap {
   }
   const pageHashes = Buffer.from(buf.subarray(off, off + PAGE_HASH_BYTES * pages))
   off += PAGE_HASH_BYTES * pages
+  const pageCrcs = version === 3 ? Buffer.from(buf.subarray(off, off + crcBytes)) : undefined
+  off += crcBytes
   const extents: Extent[] = []
   for (let i = 0; i < extentCount; i++, off += EXTENT_BYTES) {
     const index = buf.readUInt32LE(off + 12)
@@ -161,7 +180,11 @@ export function decodeFileMap(buf: Buffer, what = 'file map'): FileMap {
       blobOffset: buf.readUInt32LE(off + 16),
     })
   }
-  const m: FileMap = windowHashes ? { sizeBytes, pageHashAlgorithm, windowHashes, pageHashes, extents } : { sizeBytes, pageHashAlgorithm, pageHashes, extents }
+  const m: FileMap = windowHashes
+    ? { sizeBytes, pageHashAlgorithm, windowHashes, pageHashes, extents }
+    : pageCrcs
+      ? { sizeBytes, pageHashAlgorithm, pageHashes, pageCrcs, extents }
+      : { sizeBytes, pageHashAlgorithm, pageHashes, extents }
   checkShape(m, bad)
   return m
 }
@@ -175,6 +198,10 @@ function checkShape(m: FileMap, bad = (why: string) => new FormatError(`file map
     throw bad(`window hashes in a map of ${m.pageHashAlgorithm} page hashes`)
   }
   if (m.pageHashes.length !== PAGE_HASH_BYTES * pageCountOf(m.sizeBytes)) throw bad(`${m.pageHashes.length} page hash bytes for ${m.sizeBytes} bytes`)
+  if (m.pageCrcs !== undefined) {
+    if (m.pageHashAlgorithm !== 'xxh64') throw bad(`page CRCs in a map of ${m.pageHashAlgorithm} page hashes`)
+    if (m.pageCrcs.length !== PAGE_CRC_BYTES * pageCountOf(m.sizeBytes)) throw bad(`${m.pageCrcs.length} page CRC bytes for ${m.sizeBytes} bytes`)
+  }
   let at = 0
   for (const e of m.extents) {
     if (e.offset !== at || e.length <= 0) throw bad(`extent at ${e.offset} (length ${e.length}) does not continue at ${at}`)

@@ -11,8 +11,10 @@ import { IncrementalFileIngest } from '../../src/backup/incremental-ingest.js'
 import { PlainFileIngest } from '../../src/backup/plain-ingest.js'
 import { RelationFileIngest } from '../../src/backup/relation-ingest.js'
 import { FormatError } from '../../src/errors.js'
+import { crc32c } from '../../src/pg/crc32c.js'
 import { encodeIncrementalFile } from '../../src/pg/incremental-file.js'
 import { pageHashesOf } from '../../src/repo/codec-work.js'
+import { pageCrcsOf } from '../../src/repo/page-hash.js'
 import { encodeChunk, FileListReader, FileListWriter, type FileEntry, extentsKey, inlineExtents } from '../../src/repo/file-list.js'
 import { decodeFileMap, encodeFileMap, type Extent, type FileMap, UNKNOWN_WINDOW } from '../../src/repo/file-map.js'
 import { initRepository, type Repository } from '../../src/repo/index.js'
@@ -83,6 +85,37 @@ describe('relation file ingest', () => {
     expect(fileMap.pageHashes.subarray(130 * 8, 131 * 8)).toEqual(Buffer.alloc(8))
     // A window without a parent is one blob.
     expect(fileMap.extents[0]).toEqual({ offset: 0, length: 128 * PAGE, blob: repo.blobIdOf(bytes.subarray(0, 128 * PAGE)), blobOffset: 0 })
+    // Every page's CRC-32C, the all-zero ones' too, and the file's joined from them.
+    expect(fileMap.pageCrcs).toEqual(pageCrcsOf(bytes))
+    expect(fileMap.pageCrcs!.readUInt32LE(130 * 4)).toBe(0x90444623) // as docs/backup-format.md §4 says
+  })
+
+  it("an incremental takes an unchanged page's CRC-32C from the parent's map and computes a changed page's", async () => {
+    const pages = 300
+    const base = Buffer.concat(Array.from({ length: pages }, (_, i) => (i >= 128 && i < 256 ? Buffer.alloc(PAGE) : page(i))))
+    const full = await ingestRelation(store, base)
+    expect(full.crc32c).toBe(crc32c(base))
+    const next = Buffer.from(base)
+    page(9007).copy(next, 7 * PAGE)
+    // The parent's map says page 5 (unchanged) and page 7 (changed) have other CRCs than their bytes.
+    const parent = decodeFileMap(encodeFileMap(full.fileMap))
+    for (const p of [5, 7]) parent.pageCrcs!.writeUInt32LE((parent.pageCrcs!.readUInt32LE(p * 4) ^ 1) >>> 0, p * 4)
+    const r = await ingestRelation(store, next, parent)
+    expect((await rebuild(repo, r.fileMap.extents)).equals(next)).toBe(true)
+    const want = pageCrcsOf(next)
+    want.writeUInt32LE((want.readUInt32LE(5 * 4) ^ 1) >>> 0, 5 * 4)
+    expect(r.fileMap.pageCrcs).toEqual(want)
+    // So the file's CRC is not that of the bytes received: the server's manifest would say so (backup-files.ts).
+    expect(r.crc32c).not.toBe(crc32c(next))
+    // With the parent's map as written, the file's CRC is that of its bytes, and the map's CRCs are the pages'.
+    const honest = await ingestRelation(store, next, decodeFileMap(encodeFileMap(full.fileMap)))
+    expect(honest.crc32c).toBe(crc32c(next))
+    expect(honest.fileMap.pageCrcs).toEqual(pageCrcsOf(next))
+    // A parent without page CRCs (a version 2 map): every page's CRC is computed.
+    const { pageCrcs: _, ...v2 } = full.fileMap
+    const fromV2 = await ingestRelation(store, next, decodeFileMap(encodeFileMap(v2)))
+    expect(fromV2.crc32c).toBe(crc32c(next))
+    expect(fromV2.fileMap.pageCrcs).toEqual(pageCrcsOf(next))
   })
 
   it('after random page changes, growth and truncation, stores only changed pages and rebuilds exactly', async () => {
@@ -101,6 +134,8 @@ describe('relation file ingest', () => {
       const child = round === 3 ? next.subarray(0, (pages - 9) * PAGE) : Buffer.concat([next, ...Array.from({ length: grow }, (_, i) => page(5000 + i))])
       const r = await ingestRelation(store, child, parent)
       expect((await rebuild(repo, r.fileMap.extents)).equals(child)).toBe(true)
+      expect(r.crc32c).toBe(crc32c(child))
+      expect(r.fileMap.pageCrcs).toEqual(pageCrcsOf(child))
       const newPages = [...changed].filter((p) => p * PAGE < child.length).length + (round === 3 ? 0 : grow)
       expect(r.stats.storedBytes).toBeLessThanOrEqual(newPages * PAGE)
       expect(r.stats.reusedBytes).toBeGreaterThanOrEqual(child.length - (newPages + 128) * PAGE)
@@ -128,7 +163,16 @@ describe('relation file ingest', () => {
     for (const [n, data] of blocks) data.copy(want, n * PAGE)
     expect((await rebuild(repo, r.fileMap.extents)).equals(want)).toBe(true)
     expect(r.fileMap.pageHashes).toEqual(pageHashesOf(want, 'xxh64'))
+    expect(r.fileMap.pageCrcs).toEqual(pageCrcsOf(want))
     expect(r.incrementalSizeBytes).toBe(inc.length)
+    // Over a parent whose map has no page CRCs, the blocks not sent have none: the map is version 2.
+    const { pageCrcs: _, ...v2 } = parent
+    const over2 = new IncrementalFileIngest(store, 'base/5/16390', decodeFileMap(encodeFileMap(v2)))
+    await over2.push(Buffer.from(inc))
+    const r2 = await over2.finish()
+    expect(r2.fileMap.pageCrcs).toBeUndefined()
+    expect(encodeFileMap(r2.fileMap)[4]).toBe(2)
+    expect((await rebuild(repo, r2.fileMap.extents)).equals(want)).toBe(true)
     // A later client-side backup of the same bytes reuses everything.
     const again = await ingestRelation(store, want, r.fileMap)
     expect(again.stats.storedBytes).toBe(0)
@@ -153,7 +197,7 @@ describe('relation file ingest', () => {
     return decodeFileMap(encodeFileMap(v1)) // as read back from the repository
   }
 
-  it('a parent with a version 1 map: compared by window id and SHA-256 page hashes; the new map is version 2', async () => {
+  it('a parent with a version 1 map: compared by window id and SHA-256 page hashes; the new map is version 3', async () => {
     const pages = 400
     const base = Buffer.concat(Array.from({ length: pages }, (_, i) => (i >= 256 && i < 384 ? Buffer.alloc(PAGE) : page(i))))
     const parent = await versionOneMapOf(base)
@@ -165,7 +209,9 @@ describe('relation file ingest', () => {
     expect(r.stats.reusedBytes).toBe((pages - 128 - 3) * PAGE)
     expect(r.fileMap.pageHashAlgorithm).toBe('xxh64')
     expect(r.fileMap.pageHashes).toEqual(pageHashesOf(next, 'xxh64'))
-    // The next backup compares with the version 2 map: nothing changed, nothing stored.
+    expect(r.fileMap.pageCrcs).toEqual(pageCrcsOf(next))
+    expect(r.crc32c).toBe(crc32c(next))
+    // The next backup compares with the version 3 map: nothing changed, nothing stored.
     const again = await ingestRelation(store, next, decodeFileMap(encodeFileMap(r.fileMap)))
     expect(again.stats.storedBytes).toBe(0)
     expect((await rebuild(repo, again.fileMap.extents)).equals(next)).toBe(true)
@@ -186,10 +232,12 @@ describe('relation file ingest', () => {
     expect(r.fileMap.pageHashAlgorithm).toBe('sha256-64')
     expect(r.fileMap.pageHashes).toEqual(pageHashesOf(want, 'sha256-64'))
     expect(r.fileMap.windowHashes).toEqual([parent.windowHashes![0], UNKNOWN_WINDOW, parent.windowHashes![2]])
-    // A client-side backup after it compares in version 1 terms and writes version 2.
+    expect(r.fileMap.pageCrcs).toBeUndefined()
+    // A client-side backup after it compares in version 1 terms and writes version 3.
     const again = await ingestRelation(store, want, decodeFileMap(encodeFileMap(r.fileMap)))
     expect(again.stats.storedBytes).toBe(0)
     expect(again.fileMap.pageHashAlgorithm).toBe('xxh64')
+    expect(again.fileMap.pageCrcs).toEqual(pageCrcsOf(want))
   })
 
   it('plain files: 1 MiB blobs, all-zero pieces as holes, CRC over all bytes', async () => {
@@ -236,6 +284,26 @@ describe('file map encoding (docs/backup-format.md §4)', () => {
     unknown[5] = 9
     expect(() => decodeFileMap(unknown)).toThrow(/unknown page hash algorithm 9/)
     expect(() => encodeFileMap({ ...m2, windowHashes: [null, null] })).toThrow(FormatError)
+  })
+
+  it('version 3 (XXH64 page hashes and page CRCs): version 2 with the CRCs after the hashes', () => {
+    const pageCrcs = Buffer.concat(Array.from({ length: 130 }, (_, i) => Buffer.alloc(4, 200 - i)))
+    const m3: FileMap = { sizeBytes: m.sizeBytes, pageHashAlgorithm: 'xxh64', pageHashes: m.pageHashes, pageCrcs, extents: m.extents }
+    const b = encodeFileMap(m3)
+    expect([b[4], b[5]]).toEqual([3, 1]) // version 3, algorithm 1: XXH64
+    const hashes = 24 + 64
+    expect(b.subarray(hashes + 8 * 129, hashes + 8 * 130)).toEqual(Buffer.alloc(8, 129))
+    const crcs = hashes + 8 * 130
+    expect(b.subarray(crcs, crcs + 4)).toEqual(Buffer.alloc(4, 200))
+    expect(b.subarray(crcs + 4 * 129, crcs + 4 * 130)).toEqual(Buffer.alloc(4, 71))
+    const ext = crcs + 4 * 130
+    expect(b.readUInt32LE(ext + 20 + 12)).toBe(0xffffffff) // the hole
+    expect(b.length).toBe(ext + 60)
+    expect(decodeFileMap(b)).toEqual(m3)
+    // Page CRCs only with XXH64 hashes, one per page.
+    expect(() => encodeFileMap({ ...m, pageCrcs })).toThrow(/page CRCs in a map of sha256-64/)
+    expect(() => encodeFileMap({ ...m3, pageCrcs: pageCrcs.subarray(4) })).toThrow(/516 page CRC bytes/)
+    expect(() => decodeFileMap(b.subarray(0, b.length - 4))).toThrow(FormatError)
   })
 
   it('version 1 (SHA-256 page hashes and window hashes): lays the bytes out as the document says, and decodes them back', () => {
