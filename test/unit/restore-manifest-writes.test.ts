@@ -14,7 +14,7 @@ const file = (i: number) => ({
   size: 8192 * (i % 7),
   lastModified: new Date(Date.UTC(2026, 11, 7, 12, 0, i % 60)),
   checksumAlgorithm: 'CRC32C' as const,
-  checksum: (i * 2654435761 >>> 0).toString(16).padStart(8, '0'),
+  checksum: ((i * 2654435761) >>> 0).toString(16).padStart(8, '0'),
 })
 
 describe('RestoredManifest', () => {
