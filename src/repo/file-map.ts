@@ -25,7 +25,7 @@ export const PAGE_HASH_BYTES = 8
 export const PAGE_CRC_BYTES = 4
 
 /**
- * How a file map's page hashes are made. `xxh64` (version 2): XXH64 with seed 0 of the page, as a little-endian
+ * How a file map's page hashes are made. `xxh64` (versions 2 and 3): XXH64 with seed 0 of the page, as a little-endian
  * u64; `sha256-64` (version 1): the first 8 bytes of the page's SHA-256. In both, an all-zero page hashes to eight
  * zero bytes and no other page does (an XXH64 of 0 is stored as 1).
  */

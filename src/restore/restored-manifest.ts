@@ -58,7 +58,6 @@ export class RestoredManifest {
     const parts = this.#pending
     this.#pending = []
     this.#pendingBytes = 0
-    // Handled here too: nobody may be waiting on the chain when a write fails; the failure stays in it for later.
     this.#chain = this.#chain.then(async () => {
       const buf = Buffer.concat(parts)
       let off = 0
@@ -68,6 +67,7 @@ export class RestoredManifest {
         this.#position += bytesWritten
       }
     })
+    // Handled, as nobody may be waiting on it when a write fails; the failure stays in the chain for the next waiter.
     this.#chain.catch(() => {})
   }
 
