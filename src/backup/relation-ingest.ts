@@ -173,11 +173,12 @@ export class RelationFileIngest {
       this.reuseRun(pageNo, run)
       run = 0
       const offset = pageNo * PAGE_BYTES
-      if (crcs) this.pageCrcs.writeUInt32LE(crc32c(w.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES)), crcAt)
+      const page = w.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES)
+      if (crcs) this.pageCrcs.writeUInt32LE(crc32c(page), crcAt)
       if (this.pageHashes.compare(ZERO_HASH, 0, PAGE_HASH_BYTES, at, at + PAGE_HASH_BYTES) === 0) {
         this.out.hole(offset, PAGE_BYTES)
       } else {
-        await this.out.changedPage(w.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES), offset)
+        await this.out.changedPage(page, offset)
       }
     }
     this.reuseRun(firstPage + pages, run)

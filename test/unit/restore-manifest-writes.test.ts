@@ -2,12 +2,12 @@
 // its batched writes, add() hands back the writes only when it started one, and a failed write is never lost
 // (thrown by the next add that returns the writes and by finish(), never an unhandled rejection).
 
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { parseServerManifest } from '../../src/pg/backup-manifest.js'
 import { MANIFEST_NAME, RestoredManifest } from '../../src/restore/restored-manifest.js'
+import { tempDir } from '../harness/repo-fixtures.js'
 
 const file = (i: number) => ({
   path: `base/5/${100000 + i}`,
@@ -18,14 +18,15 @@ const file = (i: number) => ({
 })
 
 describe('RestoredManifest', () => {
-  let dir: string | undefined
-  afterEach(async () => {
-    if (dir) await rm(dir, { recursive: true, force: true })
-    dir = undefined
+  let tmp: ReturnType<typeof tempDir> | undefined
+  afterEach(() => {
+    tmp?.remove()
+    tmp = undefined
   })
 
   it('writes every file in the order added over many batches; add returns the writes only when it started one', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'pgkeep-manifest-'))
+    tmp = tempDir('manifest')
+    const dir = tmp.dir
     const m = await RestoredManifest.create(dir, { version: 1 })
     const n = 5000
     let returned = 0
@@ -46,7 +47,8 @@ describe('RestoredManifest', () => {
   })
 
   it('a failed write is thrown by the next add that returns the writes and by finish, and is never unhandled', async () => {
-    dir = await mkdtemp(join(tmpdir(), 'pgkeep-manifest-'))
+    tmp = tempDir('manifest')
+    const dir = tmp.dir
     const m = await RestoredManifest.create(dir, { version: 1 })
     const unhandled: unknown[] = []
     const onUnhandled = (e: unknown) => unhandled.push(e)
