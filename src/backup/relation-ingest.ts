@@ -8,12 +8,15 @@
 // The new map is version 3: each page's CRC-32C too, computed with the analysis for pages without a parent's CRC,
 // taken from a version 3 parent for every page whose hash is unchanged (page-crcs.ts); the file's CRC-32C is joined
 // from them.
+// Over a version 3 parent and without workers, a window is hashed as its bytes arrive (hashOnArrival): only pages
+// that differ from the parent's are copied into the window, the only ones placing it reads again.
 
 import { FormatError } from '../errors.js'
 import { crc32c } from '../pg/crc32c.js'
 import {
   type AnalyzeRequest,
   type FileMap,
+  hashPagesInto,
   PAGE_BYTES,
   PAGE_CRC_BYTES,
   PAGE_HASH_ALGORITHM,
@@ -50,6 +53,11 @@ export class RelationFileIngest {
   private readonly ahead: Promise<WindowFacts>[] = []
   /** The parent's windows: only these are compared. */
   private readonly parentWindows: number
+  /**
+   * The page hashes of the window being filled, when it is hashed on arrival (hashOnArrival; else undefined), and
+   * how many of its pages were all zeros.
+   */
+  private arrived: { hashes: Buffer; zeros: number } | undefined
 
   constructor(
     private readonly store: WindowStore,
@@ -61,12 +69,13 @@ export class RelationFileIngest {
     this.window = store.takeBuffer()
     this.out = new ExtentBuilder(store, this.stats)
     this.parentWindows = parent ? windowCountOf(parent.sizeBytes) : 0
+    this.arrived = this.hashOnArrival(0)
   }
 
   async push(chunk: Buffer): Promise<void> {
     let at = 0
     while (at < chunk.length) {
-      const n = chunk.copy(this.window, this.filled, at)
+      const n = this.arrived ? this.takeHashing(chunk, at) : chunk.copy(this.window, this.filled, at)
       this.filled += n
       at += n
       if (this.filled === WINDOW_BYTES) await this.flushWindow()
@@ -89,13 +98,83 @@ export class RelationFileIngest {
   private async flushWindow(): Promise<void> {
     const w = this.window.subarray(0, this.filled)
     const k = this.offset / WINDOW_BYTES
+    const arrived = this.arrived
+    // A last page shorter than a page (not in a relation file, but nothing here relies on that) is in the window.
+    const short = w.length % PAGE_BYTES
+    if (arrived && short > 0) this.hashArrived(this.window, w.length - short, short, w.length - short)
     this.offset += w.length
     this.filled = 0
     this.window = this.store.takeBuffer()
-    const facts = this.store.analyze(w, this.requestFor(k))
+    this.arrived = this.hashOnArrival(k + 1)
+    // On arrival, the analysis requestFor(k) asks for is done: the page hashes (the parent has the CRCs).
+    const facts = arrived ? Promise.resolve(arrivedFacts(w, arrived)) : this.store.analyze(w, this.requestFor(k))
     facts.catch(() => {}) // observed when placed; a failed ingest may never get there
     this.ahead.push(facts)
     while (this.ahead.length > this.store.maxAhead) await this.placeNext()
+  }
+
+  /**
+   * Whether window `k` is hashed as its bytes arrive instead of copied whole and analysed: over a version 3 parent
+   * that has the window, the analysis would only hash its pages (requestFor), placing it reads only the pages whose
+   * hash differs (placePages), and without workers nothing needs the whole window in one buffer. Copying every byte
+   * received into windows was 0.1-0.13 s of an incremental of 2 GB. Returns the window's empty hash state, or
+   * undefined.
+   */
+  private hashOnArrival(k: number): { hashes: Buffer; zeros: number } | undefined {
+    const p = this.parent
+    if (this.store.workers > 0 || p === undefined || k >= this.parentWindows) return undefined
+    if (p.pageCrcs === undefined || p.pageHashAlgorithm !== PAGE_HASH_ALGORITHM) return undefined
+    // A buffer per window: the window waits in `ahead` with its hashes until placed.
+    return { hashes: Buffer.alloc((WINDOW_BYTES / PAGE_BYTES) * PAGE_HASH_BYTES), zeros: 0 }
+  }
+
+  /**
+   * Takes bytes of `chunk` from `at` into the window being filled (at most up to its end), hashing each page once it
+   * is whole; returns how many. A page that lies whole in the chunk is hashed there; a page split across chunks is
+   * put together in the window first.
+   */
+  private takeHashing(chunk: Buffer, at: number): number {
+    const end = Math.min(chunk.length, at + WINDOW_BYTES - this.filled)
+    let pos = at
+    let filled = this.filled
+    const begun = filled % PAGE_BYTES
+    if (begun > 0) {
+      const n = chunk.copy(this.window, filled, pos, Math.min(end, pos + PAGE_BYTES - begun))
+      pos += n
+      filled += n
+      if (filled % PAGE_BYTES === 0) this.hashArrived(this.window, filled - PAGE_BYTES, PAGE_BYTES, filled - PAGE_BYTES)
+    }
+    const whole = Math.floor((end - pos) / PAGE_BYTES) * PAGE_BYTES
+    if (whole > 0) {
+      this.hashArrived(chunk, pos, whole, filled)
+      pos += whole
+      filled += whole
+    }
+    if (pos < end) pos += chunk.copy(this.window, filled, pos, end)
+    return pos - at
+  }
+
+  /**
+   * Hashes `length` bytes of `src` from `from`, the window's bytes at `windowAt` (whole pages, or the short last
+   * one), and copies into the window each page placePages will read: one without the parent's hash for it.
+   */
+  private hashArrived(src: Buffer, from: number, length: number, windowAt: number): void {
+    const arrived = this.arrived!
+    const bytes = src.subarray(from, from + length)
+    arrived.zeros += hashPagesInto(bytes, arrived.hashes, (windowAt / PAGE_BYTES) * PAGE_HASH_BYTES, PAGE_HASH_ALGORITHM)
+    if (src === this.window) return
+    const firstPage = (this.offset + windowAt) / PAGE_BYTES
+    for (let i = 0; i * PAGE_BYTES < length; i++) {
+      const mine = (windowAt / PAGE_BYTES + i) * PAGE_HASH_BYTES
+      if (!this.parentHas(firstPage + i, arrived.hashes, mine)) bytes.copy(this.window, windowAt + i * PAGE_BYTES, i * PAGE_BYTES, (i + 1) * PAGE_BYTES)
+    }
+  }
+
+  /** True when page `pageNo` of the parent has the hash at `mine` in `ours` (the test placePages places by). */
+  private parentHas(pageNo: number, ours: Buffer, mine: number): boolean {
+    const p = this.parent!
+    const at = pageNo * PAGE_HASH_BYTES
+    return pageNo < pageCountOf(p.sizeBytes) && ours.compare(p.pageHashes, at, at + PAGE_HASH_BYTES, mine, mine + PAGE_HASH_BYTES) === 0
   }
 
   /**
@@ -156,16 +235,14 @@ export class RelationFileIngest {
    */
   private async placePages(w: Buffer, firstPage: number, ours: Buffer, crcs: boolean): Promise<void> {
     const p = this.parent!
-    const parentPages = pageCountOf(p.sizeBytes)
     const pages = Math.ceil(w.length / PAGE_BYTES)
     /** Unchanged pages just before page i, not placed yet. */
     let run = 0
     for (let i = 0; i < pages; i++) {
       const pageNo = firstPage + i
       const at = pageNo * PAGE_HASH_BYTES
-      const mine = i * PAGE_HASH_BYTES
       const crcAt = pageNo * PAGE_CRC_BYTES
-      if (pageNo < parentPages && ours.compare(p.pageHashes, at, at + PAGE_HASH_BYTES, mine, mine + PAGE_HASH_BYTES) === 0) {
+      if (this.parentHas(pageNo, ours, i * PAGE_HASH_BYTES)) {
         if (crcs) p.pageCrcs!.copy(this.pageCrcs, crcAt, crcAt, crcAt + PAGE_CRC_BYTES)
         run++
         continue
@@ -187,5 +264,19 @@ export class RelationFileIngest {
   /** The `pages` unchanged pages that end before page `endPage` point at the parent's bytes. */
   private reuseRun(endPage: number, pages: number): void {
     if (pages > 0) this.out.reuse(this.parent!, (endPage - pages) * PAGE_BYTES, pages * PAGE_BYTES)
+  }
+}
+
+/** The analysis of a window hashed on arrival, as the store would have made it (page hashes only). */
+function arrivedFacts(window: Buffer, arrived: { hashes: Buffer; zeros: number }): WindowFacts {
+  const pages = Math.ceil(window.length / PAGE_BYTES)
+  const allZero = arrived.zeros * PAGE_BYTES === window.length
+  return {
+    window,
+    allZero,
+    id: undefined,
+    pageHashes: allZero ? undefined : arrived.hashes.subarray(0, pages * PAGE_HASH_BYTES),
+    legacyPageHashes: undefined,
+    pageCrcs: undefined,
   }
 }

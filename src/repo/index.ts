@@ -26,6 +26,7 @@ export type { AcquireLockOptions, LockHoldState, LockInfo, LockKind, LockState, 
 // The per-byte work, on worker threads or not: engines choose how many workers, never see the codec or keys.
 export { defaultWorkers } from './codec-pool.js'
 export { pageHashesOf, type AnalyzeRequest } from './codec-work.js'
+export { hashPagesInto } from './page-hash.js'
 export { WindowStore, type WindowFacts } from './window-store.js'
 export { BlobReader, type BlobReaderOptions } from './blob-reader.js'
 // What a writer must remember of every file until the end of a backup, compressed in memory.

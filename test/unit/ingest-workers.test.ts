@@ -1,6 +1,7 @@
 // Ingest on worker threads against ingest on the calling thread: the same content (relation files full,
 // deduplicated, changed, grown and shrunk against a parent; plain files; a PG 17 INCREMENTAL file) goes through a
-// window store with workers and one without, into two copies of one repository (plain and encrypted); file maps,
+// window store with workers and one without (which, over a parent with page CRCs, hashes pages as they arrive and
+// copies only changed ones), into two copies of one repository (plain and encrypted); file maps,
 // blob ids, CRCs and stats must be byte-identical, and right by independent facts (SHA-256 / HMAC computed here,
 // bytes read back and verified). Also the codec pool itself. The workers run the build's compiled module (dist/,
 // which `npm test` builds first).
