@@ -37,6 +37,12 @@ export interface BaseBackupOptions {
   wait?: boolean
   /** PG 17+: send only blocks changed since the manifest given to UPLOAD_MANIFEST on this connection. */
   incremental?: boolean
+  /**
+   * The bytes of a `data` or `manifest` event are valid only until the next event is asked for: the consumer copies
+   * what it keeps, and the connection reads into the same memory again instead of new memory for every message
+   * (ReplicationConnection.releaseReceived). Default false: the consumer owns the bytes.
+   */
+  transientData?: boolean
   signal?: AbortSignal
 }
 
@@ -53,7 +59,10 @@ export type BaseBackupEvent =
   | { type: 'start'; startLsn: Lsn; timeline: number; tablespaces: TablespaceRow[] }
   /** A tar archive begins: `base.tar` for the data directory, `<oid>.tar` for a tablespace. */
   | { type: 'archive'; name: string; tablespace: TablespaceRow }
-  /** Tar bytes of the current archive; owned by the consumer. On PG 14 the tar trailer is added by pgkeep. */
+  /**
+   * Tar bytes of the current archive; owned by the consumer (with `transientData`, until it asks for the next event).
+   * On PG 14 the tar trailer is added by pgkeep.
+   */
   | { type: 'data'; data: Buffer }
   | { type: 'archive-end'; name: string }
   /** Bytes received so far of all archives, and the server's estimate of the total when known. */
@@ -148,6 +157,8 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
     yield* drain(notices)
     yield { type: 'start', startLsn, timeline, tablespaces }
 
+    // With transientData, coming back to read the next message means every event yielded so far was consumed.
+    const settle = o.transientData ? () => c.releaseReceived() : () => {}
     let bytesDone = 0
     const archiveName = (t: TablespaceRow) => (t.oid === null ? 'base.tar' : `${t.oid}.tar`)
 
@@ -158,6 +169,7 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
       let current: string | undefined
       let inManifest = false
       for (;;) {
+        settle()
         const msg = c.readBuffered() ?? (await c.read())
         yield* drain(notices)
         if (msg.type === 'CopyDone') break
@@ -199,6 +211,7 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
         if (head.type !== 'CopyOutResponse') throw new ProtocolError(`expected CopyOutResponse for ${archiveName(t)}, got ${head.type}`)
         yield { type: 'archive', name: archiveName(t), tablespace: t }
         for (;;) {
+          settle()
           const msg = c.readBuffered() ?? (await c.read())
           yield* drain(notices)
           if (msg.type === 'CopyDone') break
@@ -217,11 +230,15 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
     // After the archives: the manifest's own CopyOut on PG 13/14, then the end position, then the final status.
     let next: BackendMessage = await c.read()
     if (next.type === 'CopyOutResponse') {
-      for (let msg = await c.read(); msg.type !== 'CopyDone'; msg = await c.read()) {
+      for (;;) {
+        settle()
+        const msg = await c.read()
+        if (msg.type === 'CopyDone') break
         if (msg.type === 'ErrorResponse') await c.failWith(msg.fields)
         if (msg.type !== 'CopyData') throw new ProtocolError(`unexpected ${msg.type} in the manifest`)
         yield { type: 'manifest', data: msg.data }
       }
+      settle()
       next = await c.read()
     }
     if (next.type === 'ErrorResponse') await c.failWith(next.fields)

@@ -43,6 +43,8 @@ export class ReplicationConnection {
   private readonly framer = new FrameReader()
   /** What the server sent: the plain socket's SocketInput, or the TLS socket's own chunks. */
   private readonly input: ByteSource
+  /** The plain socket's SocketInput (undefined with TLS), for releaseReceived. */
+  private readonly slabs: SocketInput | undefined
   private noticeSink: (n: ServerMessageFields) => void
   private busyWith: string | undefined
   private closed = false
@@ -59,6 +61,7 @@ export class ReplicationConnection {
     onNotice?: (n: ServerMessageFields) => void,
   ) {
     this.input = tls ? streamSource(socket) : input
+    this.slabs = tls ? undefined : input
     this.noticeSink = onNotice ?? (() => {})
     socket.setNoDelay(true)
     socket.on('error', (err) => {
@@ -304,6 +307,14 @@ export class ReplicationConnection {
       throw err
     }
     this.parameters.set(name, value)
+  }
+
+  /**
+   * Declares the messages read so far, and every view of their bytes, no longer used: the memory they lie in may be
+   * read into again (socket-input.ts). Only a command whose caller promised to copy what it keeps calls this.
+   */
+  releaseReceived(): void {
+    this.slabs?.release(this.framer.pendingBytes)
   }
 
   /** Next message from the server, as it came (notices included). */

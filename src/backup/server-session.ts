@@ -122,6 +122,9 @@ function startBaseBackup(c: ReplicationConnection, o: SessionOptions, incrementa
     manifest: true,
     manifestChecksums: 'CRC32C',
     incremental,
+    // The engine copies what it keeps of each message before it asks for the next (tar-entries.ts, the ingests,
+    // manifest-check.ts), so the connection reads into the same memory again.
+    transientData: true,
     signal: o.signal,
   })
 }

@@ -71,13 +71,16 @@ interface Header {
 
 /**
  * The content of the entry being read, from the reader (feed) to the callback (its async iterator): one piece at a
- * time, taken before the next is fed.
+ * time. A piece's feed resolves only once the callback is done with it (asks for the next piece, or stops), so the
+ * piece can be a view of memory the connection reads into again afterwards (BaseBackupOptions.transientData).
  */
 class EntryContent implements AsyncIterable<Buffer> {
   /** Bytes still to come from the archive. */
   remaining: number
   #piece: Buffer | undefined
-  /** Resolves the feed() waiting for #piece to be taken. */
+  /** A piece was handed to the callback and its feed waits for the callback to come back for the next. */
+  #lent = false
+  /** Resolves the feed() waiting for its piece to be done with. */
   #taken: (() => void) | undefined
   #failTaken: ((err: unknown) => void) | undefined
   /** Wakes the consumer waiting for a piece. */
@@ -91,7 +94,7 @@ class EntryContent implements AsyncIterable<Buffer> {
     this.remaining = sizeBytes
   }
 
-  /** Hands over the next piece (counted off `remaining`); resolves once the consumer took it or stopped reading. */
+  /** Hands over the next piece (counted off `remaining`); resolves once the consumer is done with it or stopped. */
   feed(piece: Buffer): Promise<void> {
     this.remaining -= piece.length
     if (this.#abandoned) return Promise.resolve()
@@ -108,6 +111,7 @@ class EntryContent implements AsyncIterable<Buffer> {
   abandon(): void {
     this.#abandoned = true
     this.#piece = undefined
+    this.#lent = false
     this.#settleTaken()
   }
 
@@ -116,6 +120,7 @@ class EntryContent implements AsyncIterable<Buffer> {
     this.#failure ??= { error }
     this.#abandoned = true
     this.#piece = undefined
+    this.#lent = false
     const reject = this.#failTaken
     this.#taken = this.#failTaken = undefined
     reject?.(error)
@@ -127,12 +132,17 @@ class EntryContent implements AsyncIterable<Buffer> {
     this.#iterated = true
     return {
       next: async (): Promise<IteratorResult<Buffer>> => {
+        // Asking again: the piece lent last is done with.
+        if (this.#lent) {
+          this.#lent = false
+          this.#settleTaken()
+        }
         for (;;) {
           if (this.#failure) throw this.#failure.error
           const piece = this.#piece
           if (piece) {
             this.#piece = undefined
-            this.#settleTaken()
+            this.#lent = true
             return { value: piece, done: false }
           }
           if (this.remaining === 0 || this.#abandoned) return { value: undefined, done: true }
@@ -188,7 +198,8 @@ export class TarArchiveReader {
 
   /**
    * Feeds archive bytes (not copied: the content handed to callbacks are views of them). Resolves once the chunk is
-   * read, its content taken. Rejects with the first failure of the archive or of an entry's callback.
+   * read and its content done with (see EntryContent), so the chunk's memory may be reused then. Rejects with the
+   * first failure of the archive or of an entry's callback.
    */
   async write(chunk: Buffer): Promise<void> {
     this.#throwIfFailed()

@@ -81,7 +81,8 @@ export async function takeTarBackup(url: string, dir: string, o: TarBackupOption
         }
         case 'data':
           bytes += e.data.length
-          if (!out!.write(e.data)) await new Promise<void>((r) => out!.once('drain', () => r()))
+          // The stream writes later: with transientData the bytes are valid only until the next event.
+          if (!out!.write(o.transientData ? Buffer.from(e.data) : e.data)) await new Promise<void>((r) => out!.once('drain', () => r()))
           break
         case 'archive-end':
           await new Promise<void>((resolve, reject) => out!.end((err?: Error | null) => (err ? reject(err) : resolve())))

@@ -12,6 +12,7 @@ import { type Major, MAJORS } from '../harness/pg-binaries.js'
 import { crc32c, crc32cHexLE } from '../../src/pg/crc32c.js'
 import { parseServerManifest } from '../../src/pg/backup-manifest.js'
 import { formatLsn } from '../../protocol/index.js'
+import { SLAB_BYTES } from '../../protocol/wire/socket-input.js'
 import { execFileP, noteSkip, verifyBackupPlan } from '../harness/reference-tools.js'
 import { takeTarBackup, type TarBackup, type TarBackupOptions } from '../harness/tar-backup.js'
 
@@ -192,6 +193,28 @@ describe('base backup through a slow consumer (PG 15)', () => {
     console.log(`slow consumer: ${consumed} bytes consumed, at most ${maxBuffered} bytes buffered ahead during a 1.5 s pause`)
     const target = join(src.baseDir, 'restored')
     await extract(b, target)
+    await verifyWithTool(15, target)
+  })
+
+  it('with transientData reads into the same memory again, and every byte is still what the server sent', async () => {
+    const slabs = new Set<ArrayBufferLike>()
+    let events = 0
+    const b = await takeTarBackup(src.url(), join(src.baseDir, 'backup-transient'), {
+      transientData: true,
+      onEvent: (e) => {
+        if (e.type !== 'data') return
+        events++
+        // A message across two slabs comes as a copy of its own; the others are views of slabs.
+        if (e.data.buffer.byteLength === SLAB_BYTES) slabs.add(e.data.buffer)
+      },
+    })
+    // Tens of MB through slabs: without reuse, a new slab for every SLAB_BYTES received.
+    expect(b.bytes).toBeGreaterThan(80 * SLAB_BYTES)
+    expect(slabs.size).toBeLessThan(40)
+    console.log(`transientData: ${events} data events, ${b.bytes} bytes, in ${slabs.size} distinct slabs`)
+    const target = join(src.baseDir, 'restored-transient')
+    await extract(b, target)
+    expect(await verifyAgainstServerManifest(b, target)).toBeGreaterThan(500)
     await verifyWithTool(15, target)
   })
 })

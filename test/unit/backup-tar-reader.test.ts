@@ -1,7 +1,8 @@
 // The streaming reader of BASE_BACKUP's tar archives (src/backup/tar-entries.ts): entries arrive in order with their
 // content however the bytes are cut into writes, archives written by two other programs (tar-stream and GNU tar)
-// read back byte for byte, a failure of the entry callback reaches a write() that is waiting, and anything that is
-// not a tar archive as PostgreSQL writes it (a bad checksum, a cut archive, bytes after the end) is refused.
+// read back byte for byte, a write resolves only once the callback is done with its bytes, a failure of the entry
+// callback reaches a write() that is waiting, and anything that is not a tar archive as PostgreSQL writes it (a bad
+// checksum, a cut archive, bytes after the end) is refused.
 
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -206,6 +207,32 @@ describe('TarArchiveReader', () => {
     ])
     expect(outcome).toBe('ingest failed')
     await expect(reader.write(Buffer.alloc(512))).rejects.toThrow('ingest failed')
+  })
+
+  it("a write resolves only once the callback is done with its content, so the write's memory can be reused", async () => {
+    const bytes = await archive([
+      ['base/1/a', Buffer.alloc(20_000, 7)],
+      ['base/1/b', Buffer.from('second')],
+    ])
+    let working: (() => void) | undefined
+    const pieces: Buffer[] = []
+    const reader = new TarArchiveReader(scope, async (e) => {
+      for await (const chunk of e.content) {
+        pieces.push(Buffer.from(chunk))
+        // The first piece is worked on asynchronously, as an ingest waiting for a worker or the disk is.
+        if (pieces.length === 1) await new Promise<void>((resolve) => (working = resolve))
+      }
+    })
+    let written = false
+    const first = reader.write(bytes.subarray(0, 512 + 3000)).then(() => (written = true))
+    await new Promise((r) => setTimeout(r, 20))
+    expect(pieces.map((p) => p.length)).toEqual([3000])
+    expect(written).toBe(false)
+    working!()
+    await first
+    for (let at = 512 + 3000; at < bytes.length; at += 5000) await reader.write(bytes.subarray(at, at + 5000))
+    await reader.end()
+    expect(Buffer.concat(pieces).equals(Buffer.concat([Buffer.alloc(20_000, 7), Buffer.from('second')]))).toBe(true)
   })
 
   it('destroy() ends a callback waiting for content and the write waiting for it', async () => {

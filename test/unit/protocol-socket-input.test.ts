@@ -1,5 +1,5 @@
-// SocketInput on real loopback sockets: every byte in order, reads side by side in slabs, reading paused while
-// nothing is taken, the end and errors of the connection.
+// SocketInput on real loopback sockets: every byte in order, reads side by side in slabs, slabs read into again
+// only once released, reading paused while nothing is taken, the end and errors of the connection.
 
 import { randomBytes } from 'node:crypto'
 import { connect, createServer, type Server, type Socket } from 'node:net'
@@ -55,6 +55,46 @@ describe('SocketInput', () => {
     const slabs = new Set(chunks.map((c) => c.view.buffer))
     expect(slabs.size).toBeLessThan(chunks.length)
     for (const b of slabs) expect(b.byteLength).toBe(SLAB_BYTES)
+  })
+
+  it('reads into a slab again once its bytes are released, never into bytes still pending', async () => {
+    const data = randomBytes(12 * SLAB_BYTES + 777)
+    const { input } = await pair((s) => {
+      let off = 0
+      const next = () => {
+        if (off >= data.length) return void s.end()
+        const n = 1 + ((off * 7919) % 100_000)
+        s.write(data.subarray(off, off + n))
+        off += n
+        setImmediate(next)
+      }
+      next()
+    })
+    // The reader keeps the views of its last chunks, over a slab's worth, and releases everything before them.
+    const held: { view: Buffer; copy: Buffer }[] = []
+    let heldBytes = 0
+    const copies: Buffer[] = []
+    const slabs = new Set<ArrayBufferLike>()
+    let last: ArrayBufferLike | undefined
+    let reused = 0
+    for (let c = await input.next(); c !== undefined; c = await input.next()) {
+      if (c.buffer !== last && slabs.has(c.buffer)) reused++
+      slabs.add(c.buffer)
+      last = c.buffer
+      copies.push(Buffer.from(c))
+      held.push({ view: c, copy: Buffer.from(c) })
+      heldBytes += c.length
+      while (heldBytes - held[0]!.view.length >= SLAB_BYTES + 50_000) {
+        const h = held.shift()!
+        expect(h.view.equals(h.copy)).toBe(true) // not read into while pending
+        heldBytes -= h.view.length
+      }
+      input.release(heldBytes)
+    }
+    for (const h of held) expect(h.view.equals(h.copy)).toBe(true)
+    expect(Buffer.concat(copies).equals(data)).toBe(true)
+    expect(reused).toBeGreaterThan(0)
+    expect(slabs.size).toBeLessThan(12)
   })
 
   it('stops reading while nothing is taken, and reads on once the bytes are', async () => {
