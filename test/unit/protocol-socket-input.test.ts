@@ -30,24 +30,26 @@ async function readAll(input: SocketInput): Promise<Buffer[]> {
   return chunks
 }
 
+/** Sends `data` in pieces of uneven sizes with pauses between some, so reads of many sizes happen; then ends. */
+function sendUneven(s: Socket, data: Buffer): void {
+  let off = 0
+  const next = () => {
+    if (off >= data.length) return void s.end()
+    const n = 1 + ((off * 7919) % 100_000)
+    s.write(data.subarray(off, off + n))
+    off += n
+    if (off % 3 === 0) setTimeout(next, 1)
+    else setImmediate(next)
+  }
+  next()
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe('SocketInput', () => {
   it('hands out every byte in order, in slabs, never writing over a chunk it handed out', async () => {
     const data = randomBytes(5 * SLAB_BYTES + 12_345)
-    const { input } = await pair((s) => {
-      // Pieces of uneven sizes with pauses between some, so reads of many sizes happen.
-      let off = 0
-      const next = () => {
-        if (off >= data.length) return void s.end()
-        const n = 1 + ((off * 7919) % 100_000)
-        s.write(data.subarray(off, off + n))
-        off += n
-        if (off % 3 === 0) setTimeout(next, 1)
-        else setImmediate(next)
-      }
-      next()
-    })
+    const { input } = await pair((s) => sendUneven(s, data))
     const chunks: { view: Buffer; copy: Buffer }[] = []
     for (let c = await input.next(); c !== undefined; c = await input.next()) chunks.push({ view: c, copy: Buffer.from(c) })
     expect(Buffer.concat(chunks.map((c) => c.view)).equals(data)).toBe(true)
@@ -59,17 +61,7 @@ describe('SocketInput', () => {
 
   it('reads into a slab again once its bytes are released, never into bytes still pending', async () => {
     const data = randomBytes(12 * SLAB_BYTES + 777)
-    const { input } = await pair((s) => {
-      let off = 0
-      const next = () => {
-        if (off >= data.length) return void s.end()
-        const n = 1 + ((off * 7919) % 100_000)
-        s.write(data.subarray(off, off + n))
-        off += n
-        setImmediate(next)
-      }
-      next()
-    })
+    const { input } = await pair((s) => sendUneven(s, data))
     // The reader keeps the views of its last chunks, over a slab's worth, and releases everything before them.
     const held: { view: Buffer; copy: Buffer }[] = []
     let heldBytes = 0
