@@ -171,7 +171,7 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
       for (;;) {
         settle()
         const msg = c.readBuffered() ?? (await c.read())
-        yield* drain(notices)
+        if (notices.length > 0) yield* drain(notices)
         if (msg.type === 'CopyDone') break
         if (msg.type === 'ErrorResponse') await c.failWith(msg.fields)
         if (msg.type !== 'CopyData') throw new ProtocolError(`unexpected ${msg.type} during BASE_BACKUP`)
@@ -213,7 +213,7 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
         for (;;) {
           settle()
           const msg = c.readBuffered() ?? (await c.read())
-          yield* drain(notices)
+          if (notices.length > 0) yield* drain(notices)
           if (msg.type === 'CopyDone') break
           if (msg.type === 'ErrorResponse') await c.failWith(msg.fields)
           if (msg.type !== 'CopyData') throw new ProtocolError(`unexpected ${msg.type} during BASE_BACKUP`)
@@ -271,6 +271,11 @@ export async function* baseBackup(c: ReplicationConnection, o: BaseBackupOptions
   }
 }
 
+/**
+ * The notices collected so far, as events. In the loops over messages it runs only when there are some: `yield*` of
+ * a generator inside an async generator costs an awaited step and its allocations even when it yields nothing, and
+ * those loops run once per CopyData message.
+ */
 function* drain(notices: ServerMessageFields[]): Generator<BaseBackupEvent> {
   while (notices.length > 0) yield { type: 'notice', notice: notices.shift()! }
 }
