@@ -10,7 +10,7 @@
 // every byte taken so far, but the last `stillPending`, no longer used by anyone, and the slabs that held only such
 // bytes are read into again. A base backup's consumer that copies what it keeps (BaseBackupOptions.transientData)
 // releases before each message; without it, each slab of 2 GB received was a fresh 256 KiB buffer for V8 to count
-// and collect (a young-generation collection every 16 MiB, and a backup's peak RSS 15-20 MB higher).
+// and collect (a young-generation collection every 16 MiB, and a backup's peak RSS 10-30 MB higher).
 // Backpressure: reading stops while more than PAUSE_AT_BYTES wait to be taken, and starts again when they are.
 
 import type { Socket } from 'node:net'
