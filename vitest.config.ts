@@ -9,6 +9,7 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          setupFiles: ['test/harness/poison-released.ts'],
           sequence: { groupOrder: 0 },
           testTimeout: 20_000,
         },
@@ -19,6 +20,7 @@ export default defineConfig({
           include: ['test/integration/**/*.test.ts'],
           // Fetches (once, then cached) Debian's PostgreSQL 19 server and the 17–19 client tools.
           globalSetup: ['test/harness/global-setup.ts'],
+          setupFiles: ['test/harness/poison-released.ts'],
           testTimeout: 300_000,
           hookTimeout: 120_000,
           // Each file starts its own servers; two cores, so two files at a time.

@@ -32,6 +32,11 @@ export interface ByteSource {
 }
 
 export class SocketInput implements ByteSource {
+  /**
+   * For tests (test/harness/poison-released.ts sets it): a released slab is filled with 0xA5 at once, so a view kept
+   * after its release shows other bytes every time, not only when the slab happens to be read into again.
+   */
+  static poisonReleased = false
   #slab: Buffer = Buffer.allocUnsafe(SLAB_BYTES)
   /** Bytes of the slab given to reads that completed. */
   #used = 0
@@ -114,6 +119,7 @@ export class SocketInput implements ByteSource {
     const releasedTo = this.#readBytes - this.#receivedBytes - stillPending
     while (this.#retired.length > 0 && this.#retired[0]!.end <= releasedTo) {
       const { slab } = this.#retired.shift()!
+      if (SocketInput.poisonReleased) slab.fill(0xa5)
       if (this.#spare.length < SPARE_SLABS) this.#spare.push(slab)
     }
   }

@@ -1,0 +1,8 @@
+// Run before every test file: the memory a base backup's stream is read into is filled with a pattern as soon as it
+// is released (protocol/wire/socket-input.ts), so a consumer that keeps a view of an event's bytes after asking for
+// the next one fails every time (its file no longer matches the server's manifest), not by the chance of reuse.
+// In-process only: the CLI that tests start runs without it, as users run it.
+
+import { SocketInput } from '../../protocol/wire/socket-input.js'
+
+SocketInput.poisonReleased = true
