@@ -51,8 +51,9 @@ export class RelationFileIngest {
   private readonly out: ExtentBuilder
   /** Windows in analysis and not placed yet, in file order. */
   private readonly ahead: Promise<WindowFacts>[] = []
-  /** The parent's windows: only these are compared. */
+  /** The parent's windows and pages: only these are compared. */
   private readonly parentWindows: number
+  private readonly parentPages: number
   /**
    * The page hashes of the window being filled, when it is hashed on arrival (hashOnArrival; else undefined), and
    * how many of its pages were all zeros.
@@ -69,6 +70,7 @@ export class RelationFileIngest {
     this.window = store.takeBuffer()
     this.out = new ExtentBuilder(store, this.stats)
     this.parentWindows = parent ? windowCountOf(parent.sizeBytes) : 0
+    this.parentPages = parent ? pageCountOf(parent.sizeBytes) : 0
     this.arrived = this.hashOnArrival(0)
   }
 
@@ -164,17 +166,25 @@ export class RelationFileIngest {
     arrived.zeros += hashPagesInto(bytes, arrived.hashes, (windowAt / PAGE_BYTES) * PAGE_HASH_BYTES, PAGE_HASH_ALGORITHM)
     if (src === this.window) return
     const firstPage = (this.offset + windowAt) / PAGE_BYTES
-    for (let i = 0; i * PAGE_BYTES < length; i++) {
-      const mine = (windowAt / PAGE_BYTES + i) * PAGE_HASH_BYTES
-      if (!this.parentHas(firstPage + i, arrived.hashes, mine)) bytes.copy(this.window, windowAt + i * PAGE_BYTES, i * PAGE_BYTES, (i + 1) * PAGE_BYTES)
+    const pages = Math.ceil(length / PAGE_BYTES)
+    const mine = (windowAt / PAGE_BYTES) * PAGE_HASH_BYTES
+    // Nearly every page is unchanged: one comparison for the run, page by page only when something differs.
+    if (this.parentHas(firstPage, arrived.hashes, mine, pages)) return
+    for (let i = 0; i < pages; i++) {
+      if (!this.parentHas(firstPage + i, arrived.hashes, mine + i * PAGE_HASH_BYTES)) {
+        bytes.copy(this.window, windowAt + i * PAGE_BYTES, i * PAGE_BYTES, (i + 1) * PAGE_BYTES)
+      }
     }
   }
 
-  /** True when page `pageNo` of the parent has the hash at `mine` in `ours` (the test placePages places by). */
-  private parentHas(pageNo: number, ours: Buffer, mine: number): boolean {
-    const p = this.parent!
+  /**
+   * True when the parent has the `pages` pages from `pageNo` on with the hashes at `mine` in `ours` (the test
+   * placePages places by).
+   */
+  private parentHas(pageNo: number, ours: Buffer, mine: number, pages = 1): boolean {
     const at = pageNo * PAGE_HASH_BYTES
-    return pageNo < pageCountOf(p.sizeBytes) && ours.compare(p.pageHashes, at, at + PAGE_HASH_BYTES, mine, mine + PAGE_HASH_BYTES) === 0
+    const n = pages * PAGE_HASH_BYTES
+    return pageNo + pages <= this.parentPages && ours.compare(this.parent!.pageHashes, at, at + n, mine, mine + n) === 0
   }
 
   /**
