@@ -27,6 +27,7 @@ const MAX_OID = 0xffff_ffff
 const DIRECTORY_MODE_MASK = 0o750
 const FILE_MODE_MASK = 0o640
 const OID_TEXT = /^[1-9][0-9]{0,9}$/
+const DOT = 0x2e
 
 /** Why `path` is not a safe relative data-directory path, or undefined when it is. */
 export function relativePathProblem(path: unknown): string | undefined {
@@ -37,11 +38,19 @@ export function relativePathProblem(path: unknown): string | undefined {
   // Bytes are counted only when they could exceed a limit: a UTF-16 code unit is at most 3 bytes of UTF-8, and a
   // restore checks each of its files' paths three times.
   if (path.length * 3 > MAX_PATH_BYTES && Buffer.byteLength(path) > MAX_PATH_BYTES) return `the path is longer than ${MAX_PATH_BYTES} bytes`
-  for (const segment of path.split('/')) {
-    if (segment === '') return 'the path has an empty segment'
-    if (segment === '.' || segment === '..') return `the path has a '${segment}' segment`
-    if (segment.length * 3 > MAX_SEGMENT_BYTES && Buffer.byteLength(segment) > MAX_SEGMENT_BYTES)
+  // Segment by segment without splitting: no array and strings per path (a restore of 40,000 tables checks 360,000).
+  for (let start = 0; start <= path.length; ) {
+    let end = path.indexOf('/', start)
+    if (end < 0) end = path.length
+    const length = end - start
+    if (length === 0) return 'the path has an empty segment'
+    if (length <= 2 && path.charCodeAt(start) === DOT && (length === 1 || path.charCodeAt(start + 1) === DOT)) {
+      return `the path has a '${path.slice(start, end)}' segment`
+    }
+    if (length * 3 > MAX_SEGMENT_BYTES && Buffer.byteLength(path.slice(start, end)) > MAX_SEGMENT_BYTES) {
       return `a path segment is longer than ${MAX_SEGMENT_BYTES} bytes`
+    }
+    start = end + 1
   }
   return undefined
 }

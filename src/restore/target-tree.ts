@@ -7,7 +7,7 @@
 
 import { constants } from 'node:fs'
 import { lstat, mkdir, open, type FileHandle } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { IntegrityError } from '../errors.js'
 import { printableName, relativePathProblem } from '../pg/data-dir-entry.js'
 
@@ -20,9 +20,19 @@ export type OpenMode = 'create' | 'update'
 export interface ResolvedPath {
   /** The data directory or a tablespace location. */
   readonly root: string
-  /** The path's segments below the root. */
-  readonly segments: readonly string[]
+  /** The path below the root ('/'-separated, checked). */
+  readonly below: string
   readonly absolute: string
+}
+
+const TABLESPACES = 'pg_tblspc/'
+
+/**
+ * `below` joined to `root`: both normalised (a root resolved, a path below it without empty, '.' or '..' segments,
+ * as relativePathProblem checks), so this is path.join without its normalising pass over every file's path.
+ */
+function under(root: string, below: string): string {
+  return root.endsWith('/') ? root + below : `${root}/${below}`
 }
 
 const DAMAGED_HINT = "the backup's file list is damaged or was altered; run 'pgkeep verify' and restore another backup with --backup"
@@ -36,13 +46,19 @@ export class TargetTree {
    * @param tablespaces tablespace oid → the location it is restored into (absolute)
    * @param owner names the backup in messages
    */
+  readonly pgdata: string
+  readonly tablespaces: ReadonlyMap<number, string>
+
   constructor(
-    readonly pgdata: string,
-    readonly tablespaces: ReadonlyMap<number, string>,
+    pgdata: string,
+    tablespaces: ReadonlyMap<number, string>,
     private readonly owner: string,
   ) {
-    this.#verified.add(pgdata)
-    for (const location of tablespaces.values()) this.#verified.add(location)
+    // Normalised once, so that a checked path below a root joins to it by concatenation (see under).
+    this.pgdata = resolve(pgdata)
+    this.tablespaces = new Map([...tablespaces].map(([oid, location]) => [oid, resolve(location)]))
+    this.#verified.add(this.pgdata)
+    for (const location of this.tablespaces.values()) this.#verified.add(location)
   }
 
   /**
@@ -53,21 +69,22 @@ export class TargetTree {
   resolve(path: string): ResolvedPath {
     const problem = relativePathProblem(path)
     if (problem) throw this.#bad(path, problem)
-    const segments = path.split('/')
-    if (segments[0] === 'pg_tblspc' && segments.length >= 2) {
-      const oid = Number(segments[1])
-      const location = /^[1-9][0-9]*$/.test(segments[1]!) ? this.tablespaces.get(oid) : undefined
-      if (location === undefined) throw this.#bad(path, `it lies in tablespace ${printableName(segments[1])}, which the backup does not list`)
-      if (segments.length === 2) throw this.#bad(path, 'it is the link of a tablespace, which restore makes itself')
-      return { root: location, segments: segments.slice(2), absolute: join(location, ...segments.slice(2)) }
+    if (path.startsWith(TABLESPACES)) {
+      const slash = path.indexOf('/', TABLESPACES.length)
+      const oidText = path.slice(TABLESPACES.length, slash < 0 ? undefined : slash)
+      const location = /^[1-9][0-9]*$/.test(oidText) ? this.tablespaces.get(Number(oidText)) : undefined
+      if (location === undefined) throw this.#bad(path, `it lies in tablespace ${printableName(oidText)}, which the backup does not list`)
+      if (slash < 0) throw this.#bad(path, 'it is the link of a tablespace, which restore makes itself')
+      const below = path.slice(slash + 1)
+      return { root: location, below, absolute: under(location, below) }
     }
-    return { root: this.pgdata, segments, absolute: join(this.pgdata, path) }
+    return { root: this.pgdata, below: path, absolute: under(this.pgdata, path) }
   }
 
   /** Creates the directory `path` (and what lies between it and its root) as real directories; returns it. */
   async mkdir(path: string): Promise<string> {
     const r = this.resolve(path)
-    await this.#ensureDirectories(r.root, r.segments)
+    await this.#ensureDirectories(r.root, r.below.split('/'))
     return r.absolute
   }
 
@@ -75,7 +92,7 @@ export class TargetTree {
   async prepare(path: string): Promise<string> {
     const r = this.resolve(path)
     // Most files lie in a directory checked already (a database's thousands of relation files): one lookup.
-    if (!this.#verified.has(dirname(r.absolute))) await this.#ensureDirectories(r.root, r.segments.slice(0, -1))
+    if (!this.#verified.has(dirname(r.absolute))) await this.#ensureDirectories(r.root, r.below.split('/').slice(0, -1))
     return r.absolute
   }
 

@@ -12,6 +12,8 @@ describe('the data-directory entry rule', () => {
   it('accepts the paths PostgreSQL sends', () => {
     for (const p of ['backup_label', 'global/pg_control', 'base/1/1259', 'pg_tblspc/16385/PG_15_202209061/5/16390.1', 'pg_wal/archive_status', 'a b\\c'])
       expect(relativePathProblem(p), p).toBeUndefined()
+    // Dots are only refused as a whole segment.
+    for (const p of ['.x', 'a/...', 'a/..b', 'a/b.', 'a/.b/c', '.../x']) expect(relativePathProblem(p), p).toBeUndefined()
   })
 
   it('refuses paths that could leave the data directory or are not paths', () => {
@@ -23,6 +25,10 @@ describe('the data-directory entry rule', () => {
       ['base/./x', /'\.' segment/],
       ['base//x', /empty segment/],
       ['base/', /empty segment/],
+      ['base/.', /'\.' segment/],
+      ['..', /'\.\.' segment/],
+      ['.', /'\.' segment/],
+      ['a/b/..', /'\.\.' segment/],
       ['a\0b', /NUL/],
       [`a/${'x'.repeat(256)}`, /segment is longer/],
       ['x/'.repeat(2100) + 'y', /longer than/],
