@@ -77,16 +77,18 @@ class ParentFileMaps {
   async #load(o: { signal?: AbortSignal }): Promise<{ byPath: Map<string, number>; ids: Buffer }> {
     const byPath = new Map<string, number>()
     let ids = Buffer.allocUnsafe(1024 * ID_BYTES)
-    for await (const e of this.list.entries(o)) {
-      if (!e.fileMap) continue
-      const n = byPath.size
-      if ((n + 1) * ID_BYTES > ids.length) {
-        const grown = Buffer.allocUnsafe(ids.length * 2)
-        ids.copy(grown)
-        ids = grown
+    for await (const chunk of this.list.chunks(o)) {
+      for (const e of chunk) {
+        if (!e.fileMap) continue
+        const n = byPath.size
+        if ((n + 1) * ID_BYTES > ids.length) {
+          const grown = Buffer.allocUnsafe(ids.length * 2)
+          ids.copy(grown)
+          ids = grown
+        }
+        ids.write(e.fileMap, n * ID_BYTES, 'hex')
+        byPath.set(e.path, n)
       }
-      ids.write(e.fileMap, n * ID_BYTES, 'hex')
-      byPath.set(e.path, n)
     }
     return { byPath, ids }
   }

@@ -94,6 +94,7 @@ function pack(e: FileEntry): Packed {
 }
 
 const BLOB_ID = /^[0-9a-f]{64}$/
+const NEWLINE = 0x0a
 const CRC_HEX = /^[0-9a-f]{8}$/
 const TYPES = { f: 'file', d: 'directory', l: 'symlink' } as const
 const isCount = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 0
@@ -281,7 +282,13 @@ function chunkOfLines(lines: readonly string[]): Buffer {
  */
 export function decodeChunk(bytes: Buffer, where: string, expected?: FileListChunk): FileEntry[] {
   const out: FileEntry[] = []
-  for (const line of bytes.toString('utf8').split('\n')) {
+  // Line by line from the bytes: the chunk as one string (0.5-1 MiB) would be a fresh large object each time, its
+  // pages faulted in, and split() would copy it again; a restore decodes every chunk twice.
+  for (let at = 0; at < bytes.length; ) {
+    let end = bytes.indexOf(NEWLINE, at)
+    if (end < 0) end = bytes.length
+    const line = bytes.toString('utf8', at, end)
+    at = end + 1
     if (line === '') continue
     let p: Packed
     try {
@@ -321,8 +328,17 @@ export class FileListReader {
     private readonly owner = 'backup',
   ) {}
 
+  /**
+   * Every entry in path order, a chunk's entries at a time: a pass over many files takes them in a plain loop, not
+   * an async step each (a restore of 20,000 tables passes over 61,000 entries twice).
+   */
+  async *chunks(o: { signal?: AbortSignal } = {}): AsyncGenerator<FileEntry[]> {
+    for (const c of this.summary.chunks) yield await this.#decode(c, o)
+  }
+
+  /** Every entry in path order. */
   async *entries(o: { signal?: AbortSignal } = {}): AsyncGenerator<FileEntry> {
-    for (const c of this.summary.chunks) yield* await this.#decode(c, o)
+    for await (const chunk of this.chunks(o)) yield* chunk
   }
 
   #decode(c: FileListChunk, o: { signal?: AbortSignal }): Promise<FileEntry[]> {

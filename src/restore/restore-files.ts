@@ -126,8 +126,10 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
   // Entries are taken up to LOOKAHEAD_ENTRIES ahead of the workers, refilled in batches, and what the coming
   // files need is asked for together so that it arrives in runs rather than one request per file: the file
   // maps of relation files without inline extents, and the blobs of small files (through their maps, for those).
-  const prefetchSmall = (e: FileEntry) => {
-    if (e.type !== 'file' || e.sizeBytes > SMALL_FILE_BYTES) return
+  const prefetch = (e: FileEntry) => {
+    if (e.type !== 'file') return
+    if (e.fileMap && !e.extents) cache.prefetch(e.fileMap)
+    if (e.sizeBytes > SMALL_FILE_BYTES) return
     const want = (extents: readonly { blob: string | null }[]) => {
       for (const x of extents) if (x.blob !== null) cache.prefetch(x.blob)
     }
@@ -147,52 +149,97 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
       )
     }
   }
-  async function* lookahead(): AsyncGenerator<FileEntry> {
-    const it = p.reader.entries({ signal })[Symbol.asyncIterator]()
-    const queue: FileEntry[] = []
-    let aheadBytes = 0
-    let done = false
-    for (;;) {
-      if (!done && queue.length <= LOOKAHEAD_ENTRIES / 2 && aheadBytes <= LOOKAHEAD_BYTES / 2) {
-        while (!done && queue.length < LOOKAHEAD_ENTRIES && aheadBytes < LOOKAHEAD_BYTES) {
-          const r = await it.next()
-          if (r.done) done = true
-          else {
-            if (r.value.fileMap && !r.value.extents) cache.prefetch(r.value.fileMap)
-            prefetchSmall(r.value)
-            queue.push(r.value)
-            aheadBytes += fetchedAhead(r.value)
-          }
-        }
-      }
-      const next = queue.shift()
-      if (next === undefined) return
-      aheadBytes -= fetchedAhead(next)
-      yield next
+  const tasks = new FileTasks(p.reader.chunks({ signal })[Symbol.asyncIterator](), prefetch, async (e) => {
+    if (SKIPPED.has(e.path)) return undefined
+    // pg_tblspc/<oid> links were made from the backup's tablespace list; no other links are backed up.
+    if (e.type === 'symlink' || isTablespaceLink(e.path, p.locations)) return undefined
+    if (e.type === 'directory') {
+      out.dirs.push({ path: await p.tree.mkdir(e.path), mode: restoredMode('directory', e.mode), mtime: e.mtime })
+      return undefined
     }
-  }
-  async function* tasks(): AsyncGenerator<FileTask> {
-    for await (const e of lookahead()) {
-      if (SKIPPED.has(e.path)) continue
-      // pg_tblspc/<oid> links were made from the backup's tablespace list; no other links are backed up.
-      if (e.type === 'symlink' || isTablespaceLink(e.path, p.locations)) continue
-      if (e.type === 'directory') {
-        out.dirs.push({ path: await p.tree.mkdir(e.path), mode: restoredMode('directory', e.mode), mtime: e.mtime })
-        continue
-      }
-      out.files++
-      if (DEFERRED.has(e.path)) out.deferred.set(e.path, e)
-      else yield { kind: 'file', entry: e }
+    out.files++
+    if (DEFERRED.has(e.path)) {
+      out.deferred.set(e.path, e)
+      return undefined
     }
-  }
+    return { kind: 'file', entry: e }
+  })
   progress.phase('files')
   try {
-    await runTaskPool(tasks(), p.jobs, (t, spawn) => restorer.run(t, spawn), signal)
+    await runTaskPool(tasks, p.jobs, (t, spawn) => restorer.run(t, spawn), signal)
     await smallFiles.flush()
   } finally {
     await smallFiles.close()
   }
   return out
+}
+
+/**
+ * The files to write, in the list's order, with up to LOOKAHEAD_ENTRIES entries (and LOOKAHEAD_BYTES of what they
+ * fetch) taken ahead of the workers and handed to `prefetch` as they are taken. One async step per task, whatever
+ * the entries in between (directories, skipped ones): a chain of async generators cost three, with their promises,
+ * for each of 61,000 files in a restore of 20,000 tables. Not for concurrent use: runTaskPool asks for the next task
+ * only once the last one came.
+ */
+class FileTasks implements AsyncIterator<FileTask> {
+  /** The entries of the chunk being taken from, and the next one's place. */
+  #chunk: readonly FileEntry[] = []
+  #inChunk = 0
+  #chunksDone = false
+  /** Entries taken ahead: queue[head..] are still to come. */
+  #queue: FileEntry[] = []
+  #head = 0
+  #aheadBytes = 0
+
+  constructor(
+    private readonly chunks: AsyncIterator<FileEntry[]>,
+    private readonly prefetch: (e: FileEntry) => void,
+    /** What an entry is for the workers: a task, or undefined when it was dealt with here (or is skipped). */
+    private readonly taskOf: (e: FileEntry) => Promise<FileTask | undefined>,
+  ) {}
+
+  async next(): Promise<IteratorResult<FileTask>> {
+    for (;;) {
+      if (!this.#chunksDone && this.#queue.length - this.#head <= LOOKAHEAD_ENTRIES / 2 && this.#aheadBytes <= LOOKAHEAD_BYTES / 2) await this.#fill()
+      if (this.#head === this.#queue.length) return { value: undefined, done: true }
+      const e = this.#queue[this.#head++]!
+      this.#aheadBytes -= fetchedAhead(e)
+      const task = await this.taskOf(e)
+      if (task) return { value: task, done: false }
+    }
+  }
+
+  /** Stops taking entries (the pool failed or was aborted): the list's reading ends with it. */
+  async return(): Promise<IteratorResult<FileTask>> {
+    this.#chunksDone = true
+    this.#queue = []
+    this.#head = 0
+    await this.chunks.return?.(undefined)
+    return { value: undefined, done: true }
+  }
+
+  /** Takes entries ahead until LOOKAHEAD_ENTRIES or LOOKAHEAD_BYTES are reached or the list ends. */
+  async #fill(): Promise<void> {
+    // What was handed out is dropped first, so the queue never holds more than LOOKAHEAD_ENTRIES.
+    this.#queue = this.#queue.slice(this.#head)
+    this.#head = 0
+    while (this.#queue.length < LOOKAHEAD_ENTRIES && this.#aheadBytes < LOOKAHEAD_BYTES) {
+      if (this.#inChunk === this.#chunk.length) {
+        const r = await this.chunks.next()
+        if (r.done) {
+          this.#chunksDone = true
+          return
+        }
+        this.#chunk = r.value
+        this.#inChunk = 0
+        continue
+      }
+      const e = this.#chunk[this.#inChunk++]!
+      this.prefetch(e)
+      this.#queue.push(e)
+      this.#aheadBytes += fetchedAhead(e)
+    }
+  }
 }
 
 /** About the bytes the look-ahead fetches for `e`: a small file's blobs, or a larger file's map (8 bytes a page). */
@@ -214,19 +261,21 @@ function isTablespaceLink(path: string, locations: ReadonlyMap<number, string>):
  */
 export async function checkEntries(reader: FileListReader, tree: TargetTree, backup: BackupRecord, signal: AbortSignal): Promise<void> {
   const original = new Map(backup.tablespaces.map((t) => [t.oid, t.location]))
-  for await (const e of reader.entries({ signal })) {
-    if (SKIPPED.has(e.path)) continue
-    const oid = tablespaceLinkOid(e.path)
-    if (oid !== undefined && original.has(oid)) {
-      if (e.type === 'symlink' && e.linkTarget !== original.get(oid)) {
-        throw new IntegrityError(
-          `backup ${backup.id} links '${e.path}' to '${printableName(e.linkTarget)}', but lists tablespace ${oid} at '${original.get(oid)}'`,
-          { hint: "the backup is damaged or was altered; run 'pgkeep verify' and restore another backup with --backup" },
-        )
+  for await (const chunk of reader.chunks({ signal })) {
+    for (const e of chunk) {
+      if (SKIPPED.has(e.path)) continue
+      const oid = tablespaceLinkOid(e.path)
+      if (oid !== undefined && original.has(oid)) {
+        if (e.type === 'symlink' && e.linkTarget !== original.get(oid)) {
+          throw new IntegrityError(
+            `backup ${backup.id} links '${e.path}' to '${printableName(e.linkTarget)}', but lists tablespace ${oid} at '${original.get(oid)}'`,
+            { hint: "the backup is damaged or was altered; run 'pgkeep verify' and restore another backup with --backup" },
+          )
+        }
+        continue
       }
-      continue
+      tree.resolve(e.path)
     }
-    tree.resolve(e.path)
   }
 }
 
