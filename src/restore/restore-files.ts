@@ -28,13 +28,13 @@ const SKIPPED = new Set([MANIFEST_NAME, MANIFEST_TEMP_NAME, RESTORE_MARKER, 'rec
  * list's), come in long runs: a restore of 20,000 small tables made 28,000 storage reads for 81,000 blobs with 64
  * entries ahead, 3,800-4,300 with 512, and used 2-4 CPU-s less (8.6-11.5 s → 6.8-8.2 s, 3 alternating runs).
  */
-const LOOKAHEAD_ENTRIES = 512
+export const LOOKAHEAD_ENTRIES = 512
 /**
  * What the entries ahead may fetch, at most (their estimated bytes: a small file's size, a larger file's map), so
  * that it fits in the small blobs' budget and the cache with room to spare: blobs fetched ahead and pushed out
  * before their use would be read twice.
  */
-const LOOKAHEAD_BYTES = 4 << 20
+export const LOOKAHEAD_BYTES = 4 << 20
 /**
  * Small blobs (below SMALL_FILE_BYTES) kept in the cache at most: what the look-ahead fetches (LOOKAHEAD_BYTES), and
  * a few thousand small files' worth of identical blobs shared between them (empty relations' pages).
@@ -149,13 +149,14 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
       )
     }
   }
-  const tasks = new FileTasks(p.reader.chunks({ signal })[Symbol.asyncIterator](), prefetch, async (e) => {
+  const tasks = new FileTasks(p.reader.chunks({ signal })[Symbol.asyncIterator](), prefetch, (e) => {
     if (SKIPPED.has(e.path)) return undefined
     // pg_tblspc/<oid> links were made from the backup's tablespace list; no other links are backed up.
     if (e.type === 'symlink' || isTablespaceLink(e.path, p.locations)) return undefined
     if (e.type === 'directory') {
-      out.dirs.push({ path: await p.tree.mkdir(e.path), mode: restoredMode('directory', e.mode), mtime: e.mtime })
-      return undefined
+      return p.tree.mkdir(e.path).then((path) => {
+        out.dirs.push({ path, mode: restoredMode('directory', e.mode), mtime: e.mtime })
+      })
     }
     out.files++
     if (DEFERRED.has(e.path)) {
@@ -181,7 +182,7 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
  * for each of 61,000 files in a restore of 20,000 tables. Not for concurrent use: runTaskPool asks for the next task
  * only once the last one came.
  */
-class FileTasks implements AsyncIterator<FileTask> {
+export class FileTasks implements AsyncIterator<FileTask> {
   /** The entries of the chunk being taken from, and the next one's place. */
   #chunk: readonly FileEntry[] = []
   #inChunk = 0
@@ -194,8 +195,11 @@ class FileTasks implements AsyncIterator<FileTask> {
   constructor(
     private readonly chunks: AsyncIterator<FileEntry[]>,
     private readonly prefetch: (e: FileEntry) => void,
-    /** What an entry is for the workers: a task, or undefined when it was dealt with here (or is skipped). */
-    private readonly taskOf: (e: FileEntry) => Promise<FileTask | undefined>,
+    /**
+     * What an entry is for the workers: a task; or work done here to wait for (a directory made) or undefined (a
+     * skipped entry), and no task. Not async: most entries are files, and a promise each would be garbage.
+     */
+    private readonly taskOf: (e: FileEntry) => FileTask | Promise<void> | undefined,
   ) {}
 
   async next(): Promise<IteratorResult<FileTask>> {
@@ -204,8 +208,9 @@ class FileTasks implements AsyncIterator<FileTask> {
       if (this.#head === this.#queue.length) return { value: undefined, done: true }
       const e = this.#queue[this.#head++]!
       this.#aheadBytes -= fetchedAhead(e)
-      const task = await this.taskOf(e)
-      if (task) return { value: task, done: false }
+      const task = this.taskOf(e)
+      if (task instanceof Promise) await task
+      else if (task) return { value: task, done: false }
     }
   }
 

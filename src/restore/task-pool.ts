@@ -20,12 +20,15 @@ export async function runTaskPool<T>(
   let pulling = false
   let active = 0
   let failure: { error: unknown } | undefined
-  let wake: (() => void) | undefined
-  let changed = new Promise<void>((r) => (wake = r))
+  // Workers waiting for a change (a task done, a pull settled, pieces spawned). A promise is made only for a worker
+  // that waits, not at every change: most changes (a small file written) find nobody waiting.
+  let waiting: (() => void)[] = []
+  const changed = () => new Promise<void>((r) => waiting.push(r))
   const notify = () => {
-    const w = wake
-    changed = new Promise<void>((r) => (wake = r))
-    w?.()
+    if (waiting.length === 0) return
+    const wake = waiting
+    waiting = []
+    for (const w of wake) w()
   }
   const spawn: Spawn<T> = (tasks) => {
     queue.push(...tasks)
@@ -57,7 +60,7 @@ export async function runTaskPool<T>(
           notify()
           return
         }
-        await changed
+        await changed()
         continue
       }
       active++
