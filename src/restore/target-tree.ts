@@ -40,15 +40,16 @@ const DAMAGED_HINT = "the backup's file list is damaged or was altered; run 'pgk
 export class TargetTree {
   /** Directories known to be real directories (created here or checked with lstat). */
   readonly #verified = new Set<string>()
+  /** The data directory, normalised. */
+  readonly pgdata: string
+  /** Tablespace oid → the location it is restored into, normalised. */
+  readonly tablespaces: ReadonlyMap<number, string>
 
   /**
    * @param pgdata the data directory (absolute)
    * @param tablespaces tablespace oid → the location it is restored into (absolute)
    * @param owner names the backup in messages
    */
-  readonly pgdata: string
-  readonly tablespaces: ReadonlyMap<number, string>
-
   constructor(
     pgdata: string,
     tablespaces: ReadonlyMap<number, string>,
