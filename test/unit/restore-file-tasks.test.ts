@@ -64,19 +64,23 @@ describe("restore's file tasks", () => {
   it('skips entries without a task and waits for the work of those done on the spot before the next', async () => {
     const { iterator } = chunksOf([6])
     const events: string[] = []
-    const tasks = new FileTasks(iterator, () => {}, (e) => {
-      const i = Number(e.path.slice(-1))
-      if (i % 3 === 1) return undefined
-      if (i % 3 === 2) {
-        return new Promise<void>((resolve) =>
-          setTimeout(() => {
-            events.push(`made ${i}`)
-            resolve()
-          }, 5),
-        )
-      }
-      return asTask(e)
-    })
+    const tasks = new FileTasks(
+      iterator,
+      () => {},
+      (e) => {
+        const i = Number(e.path.slice(-1))
+        if (i % 3 === 1) return undefined
+        if (i % 3 === 2) {
+          return new Promise<void>((resolve) =>
+            setTimeout(() => {
+              events.push(`made ${i}`)
+              resolve()
+            }, 5),
+          )
+        }
+        return asTask(e)
+      },
+    )
     for (let r = await tasks.next(); !r.done; r = await tasks.next()) if (r.value.kind === 'file') events.push(`task ${r.value.entry.path.slice(-1)}`)
     expect(events).toEqual(['task 0', 'made 2', 'task 3', 'made 5'])
   })
