@@ -13,22 +13,22 @@ import { type RepoKeys, SEAL_OVERHEAD_BYTES } from './crypto.js'
 import { encodeIndex, type IndexPack, MAX_INDEX_ENTRIES } from './index-file.js'
 import { indexKey, packKey } from './layout.js'
 import type { GuardedWrite, LoadedIndex } from './loaded-index.js'
-import type { PackEntry } from './pack-format.js'
 import { PackBuilder, PackUploader, resealWithFiller, type SealedPack } from './pack-writer.js'
+import { type PendingPack, PendingBlobs } from './pending-blobs.js'
 import { isAlreadyExists, isNotFound, readObject } from './storage-io.js'
 
 /** Longest time uploaded packs stay unindexed while a session keeps writing. */
 const INDEX_COMMIT_INTERVAL_MS = 5_000
 /**
  * Uploaded blobs waiting for an index object that make one be written at once. Every blob put stays in memory
- * (about 300 bytes of bookkeeping) until its pack is indexed: a backup of 40,000 small tables puts thousands of
- * blobs a second, so waiting out the interval held tens of thousands of them.
+ * (its pack entry, about 150 bytes of JS heap, and 60 in typed arrays) until its pack is indexed: a backup of 40,000
+ * small tables puts thousands of blobs a second, so waiting out the interval held tens of thousands of them.
  */
 const INDEX_COMMIT_ENTRIES = 8192
 /** Longest time a pack collects blobs before it is sealed and uploaded, full or not. */
 const PACK_SEAL_INTERVAL_MS = 5_000
 /**
- * Blobs in one pack, at most: each stays in memory (about 300 bytes) until its pack is indexed, and a pack of the
+ * Blobs in one pack, at most: each stays in memory (about 200 bytes) until its pack is indexed, and a pack of the
  * small pages of many small tables (100-300 bytes stored) held 30,000-40,000 of them before its bytes or its time
  * sealed it: at the end of a backup of 20,000 tables, 70,000 pending blobs.
  */
@@ -56,18 +56,6 @@ export interface SessionStats {
   indexObjectsWritten: number
 }
 
-interface PendingBlob {
-  readonly entry: PackEntry
-  /**
-   * While the pack is being built or uploaded, the buffer holding it: the blob's stored bytes lie at the entry's
-   * offset (so the blob can be read before it is durable). The buffer, not a view per blob: a view is an object of
-   * about 90 bytes, and tens of thousands of small blobs can be pending at once.
-   */
-  packBytes: Buffer | undefined
-  /** Set once the pack is durable. */
-  packId: string | undefined
-}
-
 export interface BlobStoreOptions {
   storage: Storage
   codec: BlobCodec
@@ -88,8 +76,9 @@ export class BlobStore {
   readonly #guard: GuardedWrite
   readonly #packTargetBytes: number
   readonly #uploader: PackUploader
-  readonly #pending = new Map<string, PendingBlob>()
-  readonly #builders: Record<BlobType, PackBuilder | undefined> = { data: undefined, meta: undefined }
+  readonly #pending = new PendingBlobs()
+  /** The open pack of each type, and its blobs in #pending. */
+  readonly #builders: Record<BlobType, { builder: PackBuilder; pending: PendingPack } | undefined> = { data: undefined, meta: undefined }
   /**
    * The buffer of a pack whose upload ended, for the next pack builder (memory already touched: no page faults).
    * Only on local storage: an object store's client could still be sending bytes of an abandoned attempt.
@@ -134,7 +123,8 @@ export class BlobStore {
    */
   has(id: BlobId): boolean {
     assertBlobId(id)
-    const found = this.#pending.has(id) || this.#index.getLive(Buffer.from(id, 'hex')) !== undefined
+    const idBytes = Buffer.from(id, 'hex')
+    const found = this.#pending.has(idBytes) || this.#index.getLive(idBytes) !== undefined
     if (found) this.#took(id)
     return found
   }
@@ -142,7 +132,8 @@ export class BlobStore {
   /** True when the blob is indexed (condemned packs included) or was put in this session; takes no reference. */
   isKnown(id: BlobId): boolean {
     assertBlobId(id)
-    return this.#pending.has(id) || this.#index.has(Buffer.from(id, 'hex'))
+    const idBytes = Buffer.from(id, 'hex')
+    return this.#pending.has(idBytes) || this.#index.has(idBytes)
   }
 
   /** A record listing these blobs was written: the references to them are recorded. */
@@ -163,8 +154,9 @@ export class BlobStore {
       return false
     }
     for (const id of this.#openReferences) {
-      if (this.#pending.has(id)) continue // not durable yet: its pack is unindexed (above) or still being built
-      const loc = this.#index.get(Buffer.from(id, 'hex'))
+      const idBytes = Buffer.from(id, 'hex')
+      if (this.#pending.has(idBytes)) continue // not durable yet: its pack is unindexed (above) or still being built
+      const loc = this.#index.get(idBytes)
       // Not found at all: it was found before, so the index changed under it; assume the worst.
       if (!loc || packs.has(loc.packId)) return true
     }
@@ -209,7 +201,7 @@ export class BlobStore {
     const id = idBytes.toString('hex')
     this.#took(id)
     // A copy in a condemned pack does not count: garbage collection is deleting it, so the blob is stored again.
-    if (this.#pending.has(id) || this.#index.getLive(idBytes) !== undefined) return { id, stored: false }
+    if (this.#pending.has(idBytes) || this.#index.getLive(idBytes) !== undefined) return { id, stored: false }
     // Everything from the check above to the add in #addBlob is synchronous, so concurrent puts of equal content
     // store it once.
     const { stored, flags } = this.#codec.encode(bytes, o.compress ?? true)
@@ -245,7 +237,7 @@ export class BlobStore {
     this.#stats.blobsPut++
     const idBytes = Buffer.from(id, 'hex')
     this.#took(id)
-    if (this.#pending.has(id) || this.#index.getLive(idBytes) !== undefined) return { id, stored: false }
+    if (this.#pending.has(idBytes) || this.#index.getLive(idBytes) !== undefined) return { id, stored: false }
     return this.#addBlob(type, id, idBytes, stored, flags, plainLength, o.signal)
   }
 
@@ -264,14 +256,16 @@ export class BlobStore {
     signal: AbortSignal | undefined,
   ): Promise<PutBlobResult> {
     // A blob that would overflow the open pack's buffer starts the next pack (see PackBuilder.fits).
-    if (this.#builders[type]?.fits(stored.length) === false) this.#sealBuilder(type)
-    let builder = this.#builders[type]
-    if (!builder) {
-      builder = this.#builders[type] = new PackBuilder(type, this.#packTargetBytes, this.#spareBuffer)
+    if (this.#builders[type]?.builder.fits(stored.length) === false) this.#sealBuilder(type)
+    let open = this.#builders[type]
+    if (!open) {
+      const builder = new PackBuilder(type, this.#packTargetBytes, this.#spareBuffer)
       this.#spareBuffer = undefined
+      open = this.#builders[type] = { builder, pending: this.#pending.start() }
     }
+    const { builder } = open
     const { entry, buffer } = builder.add(idBytes, flags, stored, plainLength)
-    this.#pending.set(id, { entry, packBytes: buffer, packId: undefined })
+    this.#pending.add(open.pending, entry, buffer)
     this.#stats.blobsStored++
     this.#stats.plainBytesStored += plainLength
     this.#stats.storedBytes += stored.length
@@ -303,15 +297,15 @@ export class BlobStore {
   async read(id: BlobId, o: { signal?: AbortSignal } = {}): Promise<Buffer> {
     assertBlobId(id)
     const idBytes = Buffer.from(id, 'hex')
-    const pending = this.#pending.get(id)
-    if (pending?.packBytes) {
+    const pending = this.#pending.get(idBytes)
+    if (pending?.bytes) {
       const e = pending.entry
       // A copy: the stored bytes are part of a pack still to be uploaded, and a plain, uncompressed blob would
       // otherwise come back as a view the caller could write into.
-      const stored = Buffer.from(pending.packBytes.subarray(e.offset, e.offset + e.storedLength))
+      const stored = Buffer.from(pending.bytes.subarray(e.offset, e.offset + e.storedLength))
       return this.#codec.decode(stored, e.flags, e.plainLength, idBytes, `blob '${id}' (not yet flushed)`)
     }
-    const found = pending ? { ...pending.entry, packId: pending.packId! } : this.#index.get(idBytes)
+    const found = pending ? pending.entry : this.#index.get(idBytes)
     if (!found) {
       if (this.#index.damaged.length > 0) {
         throw new IntegrityError(
@@ -382,32 +376,23 @@ export class BlobStore {
   }
 
   #sealBuilder(type: BlobType): void {
-    const builder = this.#builders[type]
-    if (!builder || builder.count === 0) return
+    const open = this.#builders[type]
+    if (!open || open.builder.count === 0) return
     this.#builders[type] = undefined
-    let pack = builder.seal(this.#keys)
+    let pack = open.builder.seal(this.#keys)
     // Byte for byte a pack garbage collection condemned (plain repositories only): write another one.
     while (this.#index.isCondemned(pack.packId)) pack = resealWithFiller(pack, type, this.#codec, this.#keys)
     this.#unindexedPacks.add(pack.packId)
-    // Point pending blobs at the sealed bytes (the builder's buffer, or another if it grew meanwhile).
-    for (const e of pack.entries) {
-      const p = this.#pending.get(e.id.toString('hex'))
-      if (p) p.packBytes = pack.bytes
-    }
+    // Pending blobs are read from the sealed bytes (the builder's buffer, or another if it grew meanwhile).
+    this.#pending.sealed(open.pending, pack.packId, pack.bytes)
     this.#uploader.submit(pack)
   }
 
   #onPackDurable(pack: SealedPack): void {
     this.#stats.packsWritten++
     this.#packsWritten.add(pack.packId)
-    for (const e of pack.entries) {
-      const p = this.#pending.get(e.id.toString('hex'))
-      if (p) {
-        p.packId = pack.packId
-        p.packBytes = undefined
-      }
-    }
-    // Nothing refers to the pack's bytes any more: the pending views into them were just dropped.
+    this.#pending.durable(pack.packId)
+    // Nothing refers to the pack's bytes any more: the pending blobs' reference to them was just dropped.
     if (!this.#storage.features.remote) this.#spareBuffer = Buffer.from(pack.bytes.buffer)
     this.#awaitingIndex.push({ packId: pack.packId, entries: pack.entries })
     this.#awaitingIndexEntries += pack.entries.length
@@ -441,7 +426,7 @@ export class BlobStore {
           for (const p of batch) {
             this.#index.markUsed(p.packId)
             this.#unindexedPacks.delete(p.packId)
-            for (const e of p.entries) this.#pending.delete(e.id.toString('hex'))
+            this.#pending.indexed(p.packId)
           }
         }
       })
