@@ -19,6 +19,13 @@ export interface StartReplicationOptions {
   statusIntervalMs?: number
   /** Report each `confirmFlushed` to the server at once (synchronous standby mode). */
   immediateFlushReports?: boolean
+  /**
+   * The bytes of an `xlogdata` event are valid only until the next event is asked for: the consumer copies what it
+   * keeps, and the connection reads into the same memory again instead of new memory for every 256 KiB
+   * (ReplicationConnection.releaseReceived; BaseBackupOptions.transientData is the same for BASE_BACKUP). Default
+   * false: the consumer owns the bytes.
+   */
+  transientData?: boolean
   signal?: AbortSignal
 }
 
@@ -30,7 +37,7 @@ export type ReplicationEvent =
       /** The server's WAL flush position when it sent this. */
       serverWalEnd: Lsn
       sentAtUs: bigint
-      /** Raw WAL bytes; may cross a segment boundary; owned by the consumer. */
+      /** Raw WAL bytes; may cross a segment boundary; owned by the consumer (see `transientData`). */
       data: Buffer
     }
   | { type: 'keepalive'; serverWalEnd: Lsn; sentAtUs: bigint }
@@ -114,8 +121,11 @@ export class ReplicationStream implements AsyncIterable<ReplicationEvent> {
     if (this.finished) return
     const onAbort = () => this.c.destroy(this.o.signal?.reason)
     this.o.signal?.addEventListener('abort', onAbort, { once: true })
+    // With transientData, coming back to read the next message means every event yielded so far was consumed.
+    const settle = this.o.transientData ? () => this.c.releaseReceived() : () => {}
     try {
       for (;;) {
+        settle()
         const msg = await this.c.read()
         if (msg.type === 'CopyData') {
           const m = decodeReplicationMessage(msg.data)

@@ -38,7 +38,10 @@ export class BackupWal {
       startLsn: segStart,
       signal: o.signal,
     })
-    const stream = await startReplication(conn, { slot: o.slot, startLsn: segStart, timeline: o.timeline, signal: o.signal })
+    // transientData: run() is done with an event's bytes when it asks for the next (the writer copies them), so the
+    // connection reads into the same memory again. Otherwise every 256 KiB of WAL was new memory, and the end of a
+    // backup brings up to a segment at once: the server's switch to the next segment sends the rest of the current one.
+    const stream = await startReplication(conn, { slot: o.slot, startLsn: segStart, timeline: o.timeline, transientData: true, signal: o.signal })
     return new BackupWal(stream, writer)
   }
 

@@ -37,6 +37,8 @@ export interface TarBackup {
 export interface TarBackupOptions extends BaseBackupOptions {
   /** Called for each event before it is written; may sleep to simulate a slow consumer. */
   onEvent?: (e: BaseBackupEvent, conn: ReplicationConnection) => Promise<void> | void
+  /** Called with the bytes of each WAL message before they are copied into their segment. */
+  onWalData?: (data: Buffer) => void
 }
 
 export async function takeTarBackup(url: string, dir: string, o: TarBackupOptions = {}): Promise<TarBackup> {
@@ -68,8 +70,11 @@ export async function takeTarBackup(url: string, dir: string, o: TarBackupOption
           timeline = e.timeline
           const slot = `pgkeep_test_${b.backendPid}`
           await createReplicationSlot(b, slot, { temporary: true, reserveWal: true })
-          stream = await startReplication(b, { slot, startLsn: startLsn - (startLsn % BigInt(segSize)), timeline, statusIntervalMs: 1000 })
-          wal = receiveWal(stream, walDir, segSize, timeline, () => endLsn)
+          // With transientData the WAL stream's bytes are transient too: receiveWal copies each message before it
+          // asks for the next.
+          const walStart = startLsn - (startLsn % BigInt(segSize))
+          stream = await startReplication(b, { slot, startLsn: walStart, timeline, statusIntervalMs: 1000, transientData: o.transientData })
+          wal = receiveWal(stream, walDir, segSize, timeline, () => endLsn, o.onWalData)
           wal.catch(() => {}) // observed below
           break
         }
@@ -128,6 +133,7 @@ async function receiveWal(
   segSize: number,
   timeline: number,
   end: () => Lsn | undefined,
+  onData?: (data: Buffer) => void,
 ): Promise<{ segments: string[]; complete: string[] }> {
   const seg = BigInt(segSize)
   const segments: string[] = []
@@ -148,6 +154,7 @@ async function receiveWal(
   }
   for await (const ev of stream) {
     if (ev.type === 'xlogdata') {
+      onData?.(ev.data)
       let pos = ev.walStart
       let data = ev.data
       while (data.length > 0) {

@@ -86,6 +86,15 @@ async function verifyAgainstServerManifest(b: TarBackup, dir: string): Promise<n
   return manifest.files.length
 }
 
+/** Every complete streamed segment equals the server's own file, byte for byte. */
+async function expectServerWal(b: TarBackup, src: Cluster): Promise<void> {
+  for (const name of b.completeSegments) {
+    const ours = await readFile(join(b.walDir, name))
+    const theirs = await readFile(join(src.dataDir, 'pg_wal', name))
+    expect(ours.equals(theirs), `segment ${name} differs from the server's`).toBe(true)
+  }
+}
+
 async function verifyWithTool(major: Major, dir: string): Promise<void> {
   const plan = verifyBackupPlan(major)
   if (!plan.tool) return noteSkip(`pg_verifybackup on PG ${major}`, plan.note!)
@@ -123,13 +132,8 @@ describe.each(MAJORS)('base backup with streamed WAL from PG %i', (major) => {
     expect(b.endLsn).toBeGreaterThan(b.startLsn)
     expect(b.walSegments.length).toBeGreaterThan(0)
 
-    // WAL: every complete streamed segment equals the server's own file, byte for byte.
     expect(b.completeSegments.length).toBeGreaterThan(0)
-    for (const name of b.completeSegments) {
-      const ours = await readFile(join(b.walDir, name))
-      const theirs = await readFile(join(src.dataDir, 'pg_wal', name))
-      expect(ours.equals(theirs), `segment ${name} differs from the server's`).toBe(true)
-    }
+    await expectServerWal(b, src)
     await src.sql(`select pg_drop_replication_slot('keep_for_comparison')`)
 
     const target = join(src.baseDir, 'restored')
@@ -197,21 +201,40 @@ describe('base backup through a slow consumer (PG 15)', () => {
   })
 
   it('with transientData reads into the same memory again, and every byte is still what the server sent', async () => {
+    // A message across two slabs comes as a copy of its own; the others are views of slabs.
+    const inSlab = (data: Buffer, slabs: Set<ArrayBufferLike>) => data.buffer.byteLength === SLAB_BYTES && slabs.add(data.buffer)
     const slabs = new Set<ArrayBufferLike>()
+    const walSlabs = new Set<ArrayBufferLike>()
+    let walBytes = 0
     let events = 0
+    let switched = false
+    // The server keeps its own copy of every segment until they are compared (as in the test above).
+    await src.sql(`select pg_create_physical_replication_slot('keep_transient', true)`)
     const b = await takeTarBackup(src.url(), join(src.baseDir, 'backup-transient'), {
       transientData: true,
-      onEvent: (e) => {
+      onEvent: async (e) => {
         if (e.type !== 'data') return
         events++
-        // A message across two slabs comes as a copy of its own; the others are views of slabs.
-        if (e.data.buffer.byteLength === SLAB_BYTES) slabs.add(e.data.buffer)
+        inSlab(e.data, slabs)
+        if (switched) return
+        // Three full segments of WAL through the stream while it runs: each switch sends the rest of a segment.
+        switched = true
+        for (let i = 0; i < 3; i++) await src.sql(`insert into t_live (v) select md5(g::text) from generate_series(1, 1000) g; select pg_switch_wal()`)
+      },
+      onWalData: (data) => {
+        walBytes += data.length
+        inSlab(data, walSlabs)
       },
     })
     // Tens of MB through slabs: without reuse, a new slab for every SLAB_BYTES received.
     expect(b.bytes).toBeGreaterThan(80 * SLAB_BYTES)
     expect(slabs.size).toBeLessThan(40)
-    console.log(`transientData: ${events} data events, ${b.bytes} bytes, in ${slabs.size} distinct slabs`)
+    expect(walBytes).toBeGreaterThan(3 * 64 * SLAB_BYTES)
+    expect(walSlabs.size).toBeLessThan(40)
+    console.log(`transientData: ${events} data events, ${b.bytes} bytes, in ${slabs.size} distinct slabs; WAL ${walBytes} bytes in ${walSlabs.size}`)
+    expect(b.completeSegments.length).toBeGreaterThanOrEqual(3)
+    await expectServerWal(b, src)
+    await src.sql(`select pg_drop_replication_slot('keep_transient')`)
     const target = join(src.baseDir, 'restored-transient')
     await extract(b, target)
     expect(await verifyAgainstServerManifest(b, target)).toBeGreaterThan(500)
