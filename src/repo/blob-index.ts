@@ -16,6 +16,7 @@ export interface BlobLocation {
   readonly plainLength: number
 }
 
+/** Entries room is first made for, by default. */
 const INITIAL_CAPACITY = 1024
 
 /**
@@ -48,6 +49,15 @@ export class BlobIndex {
   #condemnedIds: ReadonlySet<string> = new Set()
   /** Per pack number: 1 when this session took a reference to a blob located there. */
   #used = new Uint8Array(64)
+  readonly #initialCapacity: number
+
+  /**
+   * `initialCapacity`: entries room is first made for, then grown by half as needed (rounded up to a power of two:
+   * the slot table's size is one).
+   */
+  constructor(initialCapacity = INITIAL_CAPACITY) {
+    this.#initialCapacity = 2 ** Math.ceil(Math.log2(Math.max(1, initialCapacity)))
+  }
 
   /** Number of distinct blob ids. */
   get size(): number {
@@ -79,7 +89,7 @@ export class BlobIndex {
       return
     }
     if (this.#count === this.#capacity) this.#grow()
-    if ((this.#count + 1) * 2 > this.#table.length) this.#rehash(Math.max(this.#table.length * 2, INITIAL_CAPACITY * 2))
+    if ((this.#count + 1) * 2 > this.#table.length) this.#rehash(Math.max(this.#table.length * 2, this.#initialCapacity * 2))
     const n = this.#count++
     this.#ids.set(e.id.subarray(0, 32), n * 32)
     this.#write(n, packNo, e)
@@ -255,7 +265,7 @@ export class BlobIndex {
 
   #grow(): void {
     // Grow by half, not double: the arrays of a million-blob index are ~50 MB and are copied on growth.
-    const cap = Math.max(INITIAL_CAPACITY, Math.ceil(this.#capacity * 1.5))
+    const cap = Math.max(this.#initialCapacity, Math.ceil(this.#capacity * 1.5))
     const grow = <T extends Uint8Array | Uint32Array>(old: T, make: (n: number) => T, per = 1): T => {
       const next = make(cap * per)
       next.set(old)

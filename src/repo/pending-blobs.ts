@@ -28,6 +28,12 @@ export interface PendingLocation {
 
 /** The pack id a pending pack's entries carry in its BlobIndex until the real one is known (never read). */
 const UNSEALED = ''
+/**
+ * Entries a pending pack's index makes room for at first: a pack of compressed 1 MiB windows holds a few dozen, and
+ * up to 5 s of packs can await their index object, dozens of them on fast storage (BlobIndex's default, 1,024
+ * entries, is 57 KB each).
+ */
+const FIRST_ENTRIES = 64
 
 export class PendingBlobs {
   /** Few at a time: the open pack of each blob type, the packs uploading, and the uploaded ones awaiting an index. */
@@ -35,7 +41,7 @@ export class PendingBlobs {
 
   /** Starts tracking a pack being built (its blobs are added as they come). */
   start(): PendingPack {
-    const pack: PendingPack = { blobs: new BlobIndex(), bytes: undefined, packId: undefined }
+    const pack: PendingPack = { blobs: new BlobIndex(FIRST_ENTRIES), bytes: undefined, packId: undefined }
     this.#packs.push(pack)
     return pack
   }

@@ -12,6 +12,17 @@ function entry(id: Buffer, i: number): PackEntry {
 }
 
 describe('BlobIndex', () => {
+  it('grows from any initial capacity, a power of two or not, and finds every id', () => {
+    for (const initial of [1, 3, 64, 100]) {
+      const index = new BlobIndex(initial)
+      const ids = randomBytes(5000 * 32)
+      for (let i = 0; i < 5000; i++) index.add('p', entry(ids.subarray(i * 32, i * 32 + 32), i))
+      expect(index.size).toBe(5000)
+      for (let i = 0; i < 5000; i += 7) expect(index.get(ids.subarray(i * 32, i * 32 + 32))?.offset).toBe(i * 7)
+      expect(index.has(randomBytes(32))).toBe(false)
+    }
+  })
+
   // Ids come from one random buffer (a call per id made this test slow on a busy machine); the generous timeout
   // is for a machine with every core taken, the work itself takes about a second.
   it('agrees with a Map on 200k random ids', { timeout: 120_000 }, () => {
