@@ -36,7 +36,11 @@ const UNSEALED = ''
 const FIRST_ENTRIES = 64
 
 export class PendingBlobs {
-  /** Few at a time: the open pack of each blob type, the packs uploading, and the uploaded ones awaiting an index. */
+  /**
+   * The open pack of each blob type, the packs uploading (two at most, by default), and the uploaded ones awaiting
+   * an index object: a handful for small blobs (8,192 to a pack, and as many awaiting start an index object), up to
+   * 5 s of packs for large ones. A lookup asks each in turn.
+   */
   readonly #packs: PendingPack[] = []
 
   /** Starts tracking a pack being built (its blobs are added as they come). */
