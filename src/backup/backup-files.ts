@@ -27,17 +27,9 @@ import { IncrementalFileIngest } from './incremental-ingest.js'
 import { ReceivedFiles } from './manifest-check.js'
 import { PlainFileIngest } from './plain-ingest.js'
 import { RelationFileIngest } from './relation-ingest.js'
-import type { TarEntry } from './tar-entries.js'
+import type { TarEntry, TarEntryContent } from './tar-entries.js'
 
 const CONTROL_FILE = 'global/pg_control'
-
-/** Passes `content` through, keeping a copy of every chunk in `kept`. */
-async function* keeping(content: AsyncIterable<Buffer>, kept: Buffer[]): AsyncGenerator<Buffer> {
-  for await (const chunk of content) {
-    kept.push(Buffer.from(chunk))
-    yield chunk
-  }
-}
 
 export interface ParentFiles {
   backupId: string
@@ -143,7 +135,7 @@ export class BackupFiles {
       this.list.add({ path: target, type: 'file', mode, mtime, sizeBytes: r.fileMap.sizeBytes, ...(await this.relationContent(r.fileMap)) })
     } else if (rel.kind === 'relation' && e.sizeBytes % PAGE_BYTES === 0) {
       const ing = new RelationFileIngest(this.store, e.sizeBytes, await this.parentMap(path))
-      for await (const chunk of e.content) await ing.push(chunk)
+      await e.content.pipe((chunk) => ing.push(chunk))
       const r = await ing.finish()
       const crc = crc32cHexLE(r.crc32c)
       this.received.add({ path, sizeBytes: e.sizeBytes, crc32c: crc })
@@ -158,10 +150,10 @@ export class BackupFiles {
       // backup is complete, so it keeps the label pg_combinebackup would write.
       if (path === 'backup_label') text = this.backupLabel = stripIncrementalLines(text)
       else this.tablespaceMap = text
-      await this.addPlain(path, mode, mtime, [Buffer.from(text)])
+      await this.addPlain(path, mode, mtime, Buffer.from(text))
     } else {
       const control = path === CONTROL_FILE && e.sizeBytes <= PG_CONTROL_FILE_SIZE_BYTES ? ([] as Buffer[]) : undefined
-      const { sizeBytes, crc } = await this.addPlain(path, mode, mtime, control ? keeping(e.content, control) : e.content)
+      const { sizeBytes, crc } = await this.addPlain(path, mode, mtime, e.content, control)
       if (control) this.controlFile = Buffer.concat(control)
       if (sizeBytes !== e.sizeBytes) throw new FormatError(`'${path}' has ${sizeBytes} bytes, its tar header says ${e.sizeBytes}`)
       this.received.add({ path, sizeBytes, crc32c: crc })
@@ -173,9 +165,17 @@ export class BackupFiles {
     return this.list.finish(this.repo, { signal: this.signal })
   }
 
-  private async addPlain(path: string, mode: number, mtime: number, content: AsyncIterable<Buffer> | Iterable<Buffer>) {
+  /** Stores a file that is not a relation file, its content as received or whole; `keep` gets a copy of its bytes. */
+  private async addPlain(path: string, mode: number, mtime: number, content: TarEntryContent | Buffer, keep?: Buffer[]) {
     const ing = new PlainFileIngest(this.store)
-    for await (const chunk of content) await ing.push(chunk)
+    if (Buffer.isBuffer(content)) {
+      await ing.push(content)
+    } else {
+      await content.pipe((chunk) => {
+        keep?.push(Buffer.from(chunk))
+        return ing.push(chunk)
+      })
+    }
     const r = await ing.finish()
     const crc = crc32cHexLE(r.crc32c)
     this.list.add({ path, type: 'file', mode, mtime, sizeBytes: r.sizeBytes, crc32c: crc, extents: r.extents })

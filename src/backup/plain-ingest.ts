@@ -20,15 +20,24 @@ export class PlainFileIngest {
     this.piece = store.takeBuffer()
   }
 
-  async push(chunk: Buffer): Promise<void> {
+  /** Takes the next bytes of the file; a promise only when a completed piece has to wait (RelationFileIngest.push). */
+  push(chunk: Buffer): Promise<void> | undefined {
     this.crc = crc32cUpdate(this.crc, chunk)
+    return this.fill(chunk)
+  }
+
+  private fill(chunk: Buffer): Promise<void> | undefined {
     let at = 0
     while (at < chunk.length) {
       const n = chunk.copy(this.piece, this.filled, at)
       this.filled += n
       at += n
-      if (this.filled === WINDOW_BYTES) await this.flushPiece()
+      if (this.filled === WINDOW_BYTES) {
+        const rest = at
+        return this.flushPiece().then(() => (rest < chunk.length ? this.fill(chunk.subarray(rest)) : undefined))
+      }
     }
+    return undefined
   }
 
   /** Completes the file once all its blobs are stored. */

@@ -74,14 +74,22 @@ export class RelationFileIngest {
     this.arrived = this.hashOnArrival(0)
   }
 
-  async push(chunk: Buffer): Promise<void> {
+  /**
+   * Takes the next bytes of the file. Returns a promise only when a window was completed and placing it has to wait:
+   * `chunk` must stay as it is until that resolves. Most chunks fill part of a window and cost no promise.
+   */
+  push(chunk: Buffer): Promise<void> | undefined {
     let at = 0
     while (at < chunk.length) {
       const n = this.arrived ? this.takeHashing(chunk, at) : chunk.copy(this.window, this.filled, at)
       this.filled += n
       at += n
-      if (this.filled === WINDOW_BYTES) await this.flushWindow()
+      if (this.filled === WINDOW_BYTES) {
+        const rest = at
+        return this.flushWindow().then(() => (rest < chunk.length ? this.push(chunk.subarray(rest)) : undefined))
+      }
     }
+    return undefined
   }
 
   /** Completes the file; resolves with its file map and CRC-32C once all its blobs are stored. */

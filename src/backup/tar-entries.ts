@@ -6,15 +6,19 @@
 // read all the same: the server's manifest proves afterwards that every file arrived whole. Anything else (a bad
 // checksum, an archive cut inside a header or a file, bytes after the end blocks) is refused, never skipped.
 //
-// The content reaches the callback as views of the chunks written, and a header costs a few objects (a tablespace of
-// small files is mostly headers: tar-stream, with a stream and several strings per entry, made a backup of 20,000
-// tables take 7.1-7.4 user CPU-s against 5.4-5.6 now). Backpressure: a write() resolves once the callback has taken
-// the last piece of the chunk that is content (or stopped reading: the rest of its file is skipped), and a header
-// is read only after the previous entry's callback finished.
+// The content reaches the callback as views of the chunks written (iterated, or piped into a sink:
+// tar-entry-content.ts), and a header costs a few objects (a tablespace of small files is mostly headers:
+// tar-stream, with a stream and several strings per entry, made a backup of 20,000 tables take 7.1-7.4 user CPU-s
+// against 5.4-5.6 now). Backpressure: a write() resolves once the callback has taken the last piece of the chunk
+// that is content (or stopped reading: the rest of its file is skipped), and a header is read only after the
+// previous entry's callback finished.
 
 import { ProtocolError } from '../errors.js'
 import { isAllZero } from '../pg/page.js'
 import { ArchiveEntryCheck, type ArchiveScope } from './server-input.js'
+import { EntryContent, type TarEntryContent } from './tar-entry-content.js'
+
+export type { TarEntryContent }
 
 export interface TarEntry {
   /** Name as in the archive, without a leading './' and without the trailing '/' of directories and symlinks. */
@@ -29,7 +33,7 @@ export interface TarEntry {
   sizeBytes: number
   linkTarget?: string
   /** The file's bytes; must be consumed (or abandoned) before the next entry arrives. */
-  content: AsyncIterable<Buffer>
+  content: TarEntryContent
 }
 
 const BLOCK = 512
@@ -67,108 +71,6 @@ interface Header {
   mtime: number
   type: string
   linkTarget: string
-}
-
-/**
- * The content of the entry being read, from the reader (feed) to the callback (its async iterator): one piece at a
- * time. A piece's feed resolves only once the callback is done with it (asks for the next piece, or stops), so the
- * piece can be a view of memory the connection reads into again afterwards (BaseBackupOptions.transientData).
- */
-class EntryContent implements AsyncIterable<Buffer> {
-  /** Bytes still to come from the archive. */
-  remaining: number
-  #piece: Buffer | undefined
-  /** A piece was handed to the callback and its feed waits for the callback to come back for the next. */
-  #lent = false
-  /** Resolves the feed() waiting for its piece to be done with. */
-  #taken: (() => void) | undefined
-  #failTaken: ((err: unknown) => void) | undefined
-  /** Wakes the consumer waiting for a piece. */
-  #arrived: (() => void) | undefined
-  /** The consumer stopped reading: what is fed from now on is dropped. */
-  #abandoned = false
-  #failure: { error: unknown } | undefined
-  #iterated = false
-
-  constructor(sizeBytes: number) {
-    this.remaining = sizeBytes
-  }
-
-  /** Hands over the next piece (counted off `remaining`); resolves once the consumer is done with it or stopped. */
-  feed(piece: Buffer): Promise<void> {
-    this.remaining -= piece.length
-    if (this.#abandoned) return Promise.resolve()
-    this.#piece = piece
-    const taken = new Promise<void>((resolve, reject) => {
-      this.#taken = resolve
-      this.#failTaken = reject
-    })
-    this.#wake()
-    return taken
-  }
-
-  /** The consumer is gone (its callback returned or failed): later pieces are dropped, a pending feed resolves. */
-  abandon(): void {
-    this.#abandoned = true
-    this.#piece = undefined
-    this.#lent = false
-    this.#settleTaken()
-  }
-
-  /** The archive failed: a waiting consumer and a waiting feed both get `error`. */
-  fail(error: unknown): void {
-    this.#failure ??= { error }
-    this.#abandoned = true
-    this.#piece = undefined
-    this.#lent = false
-    const reject = this.#failTaken
-    this.#taken = this.#failTaken = undefined
-    reject?.(error)
-    this.#wake()
-  }
-
-  [Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    if (this.#iterated) throw new Error('the content of a tar entry can be read once')
-    this.#iterated = true
-    return {
-      next: async (): Promise<IteratorResult<Buffer>> => {
-        // Asking again: the piece lent last is done with.
-        if (this.#lent) {
-          this.#lent = false
-          this.#settleTaken()
-        }
-        for (;;) {
-          if (this.#failure) throw this.#failure.error
-          const piece = this.#piece
-          if (piece) {
-            this.#piece = undefined
-            this.#lent = true
-            return { value: piece, done: false }
-          }
-          if (this.remaining === 0 || this.#abandoned) return { value: undefined, done: true }
-          await new Promise<void>((resolve) => {
-            this.#arrived = resolve
-          })
-        }
-      },
-      return: async (): Promise<IteratorResult<Buffer>> => {
-        this.abandon()
-        return { value: undefined, done: true }
-      },
-    }
-  }
-
-  #settleTaken(): void {
-    const resolve = this.#taken
-    this.#taken = this.#failTaken = undefined
-    resolve?.()
-  }
-
-  #wake(): void {
-    const wake = this.#arrived
-    this.#arrived = undefined
-    wake?.()
-  }
 }
 
 export class TarArchiveReader {
@@ -209,7 +111,8 @@ export class TarArchiveReader {
       const entry = this.#entry
       if (entry && entry.content.remaining > 0) {
         const n = Math.min(entry.content.remaining, chunk.length - at)
-        await entry.content.feed(chunk.subarray(at, at + n))
+        const pending = entry.content.feed(chunk.subarray(at, at + n))
+        if (pending) await pending
         at += n
         if (entry.content.remaining === 0) await this.#finishEntry(entry)
         continue

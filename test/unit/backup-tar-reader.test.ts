@@ -1,7 +1,8 @@
 // The streaming reader of BASE_BACKUP's tar archives (src/backup/tar-entries.ts): entries arrive in order with their
 // content however the bytes are cut into writes, archives written by two other programs (tar-stream and GNU tar)
 // read back byte for byte, a write resolves only once the callback is done with its bytes, a failure of the entry
-// callback reaches a write() that is waiting, and anything that is not a tar archive as PostgreSQL writes it (a bad
+// callback reaches a write() that is waiting, content piped into a sink arrives the same (a sink's promise holds the
+// write, its failure fails it), and anything that is not a tar archive as PostgreSQL writes it (a bad
 // checksum, a cut archive, bytes after the end) is refused.
 
 import { execFileSync } from 'node:child_process'
@@ -253,5 +254,81 @@ describe('TarArchiveReader', () => {
     await expect(writing).rejects.toBe(reason)
     await new Promise((r) => setTimeout(r, 60))
     expect(callbackError).toBe(reason)
+  })
+})
+
+/** How the sink of readPiped takes its pieces. */
+type SinkKind = 'that returns nothing' | 'that waits on every third piece' | 'set after an await'
+
+/** Reads `bytes` as readAll does, each entry's content piped into a sink of the given kind. */
+async function readPiped(bytes: Buffer, step: number, kind: SinkKind): Promise<[string, Buffer][]> {
+  const seen: [string, Buffer][] = []
+  const reader = new TarArchiveReader(scope, async (e) => {
+    const parts: Buffer[] = []
+    // As BackupFiles awaits the parent's file map before it pipes: pieces may be fed before the sink is there.
+    if (kind === 'set after an await') await new Promise((r) => setTimeout(r, 1))
+    await e.content.pipe((chunk) => {
+      parts.push(Buffer.from(chunk))
+      return kind === 'that waits on every third piece' && parts.length % 3 === 0 ? new Promise<void>((r) => setImmediate(r)) : undefined
+    })
+    seen.push([e.path, Buffer.concat(parts)])
+  })
+  await feed(reader, bytes, step)
+  return seen
+}
+
+describe('TarArchiveReader, content piped into a sink', () => {
+  it.each<SinkKind>(['that returns nothing', 'that waits on every third piece', 'set after an await'])(
+    'a sink %s gets every piece in order, however the archive is cut',
+    async (kind) => {
+      const bytes = await archive(FILES)
+      for (const step of [1, 511, 513, 8192, bytes.length]) expect(await readPiped(bytes, step, kind)).toEqual(FILES)
+    },
+  )
+
+  it("a sink's promise holds the write that fed the piece until it resolves", async () => {
+    const bytes = await archive([['base/1/a', Buffer.alloc(20_000, 7)]])
+    let working: (() => void) | undefined
+    const reader = new TarArchiveReader(scope, async (e) => {
+      await e.content.pipe(() => (working ? undefined : new Promise<void>((resolve) => (working = resolve))))
+    })
+    let written = false
+    const first = reader.write(bytes.subarray(0, 512 + 3000)).then(() => (written = true))
+    await new Promise((r) => setTimeout(r, 20))
+    expect(working).toBeDefined()
+    expect(written).toBe(false)
+    working!()
+    await first
+    expect(written).toBe(true)
+    await feed(reader, bytes.subarray(512 + 3000))
+  })
+
+  it.each(['throws', 'rejects'])('a sink that %s fails the write and every write after it; the rest of the file is not given to it', async (how) => {
+    let pieces = 0
+    const reader = new TarArchiveReader(scope, async (e) => {
+      await e.content.pipe(() => {
+        if (++pieces < 5) return undefined
+        if (how === 'throws') throw new Error('ingest failed')
+        return Promise.reject(new Error('ingest failed'))
+      })
+    })
+    const bytes = await archive([['base/1/16384', Buffer.alloc(1 << 20, 3)]])
+    await expect(feed(reader, bytes, 4096)).rejects.toThrow('ingest failed')
+    expect(pieces).toBe(5)
+    await expect(reader.write(Buffer.alloc(512))).rejects.toThrow('ingest failed')
+  })
+
+  it('destroy() rejects a pipe waiting for content, and the content can be read only once', async () => {
+    let piped: Promise<void> | undefined
+    const reader = new TarArchiveReader(scope, async (e) => {
+      piped = e.content.pipe(() => undefined)
+      expect(() => e.content.pipe(() => undefined)).toThrow(/read once/)
+      await piped
+    })
+    const bytes = await archive([['base/1/16384', Buffer.alloc(1 << 20, 3)]])
+    await reader.write(bytes.subarray(0, 512 + 4096))
+    const reason = new Error('connection lost')
+    reader.destroy(reason)
+    await expect(piped).rejects.toBe(reason)
   })
 })

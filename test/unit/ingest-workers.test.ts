@@ -63,7 +63,7 @@ interface Outcome {
 }
 
 /** Feeds `bytes` in uneven pieces, as tar delivers them (the same split on both paths). */
-async function feed(ing: { push(b: Buffer): Promise<void> }, bytes: Uint8Array, seed: number): Promise<void> {
+async function feed(ing: { push(b: Buffer): Promise<void> | undefined }, bytes: Uint8Array, seed: number): Promise<void> {
   const r = prng(seed)
   for (let off = 0; off < bytes.length; ) {
     const n = Math.min(bytes.length - off, 1 + Math.floor(r() * 400_000))
