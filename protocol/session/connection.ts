@@ -315,6 +315,7 @@ export class ReplicationConnection {
    */
   releaseReceived(): void {
     this.slabs?.release(this.framer.pendingBytes)
+    this.framer.release()
   }
 
   /** Next message from the server, as it came (notices included). */

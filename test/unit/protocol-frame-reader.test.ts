@@ -128,6 +128,39 @@ describe('FrameReader', () => {
     expect(g.next()?.payload.equals(frame.subarray(5))).toBe(true)
   })
 
+  it('after release(), assembles payloads across chunks in one buffer used again, never one still handed out', () => {
+    const bb = fixture('base-backup-pg15.bin')
+    const want = walk(bb)
+    // Separate buffers of 4,000 bytes (as TLS reads arrive): every larger payload has to be assembled.
+    const reads: Buffer[] = []
+    for (let off = 0; off < bb.length; off += 4000) reads.push(Buffer.from(bb.subarray(off, off + 4000)))
+    const assembled = (fr: Frame) => reads.every((c) => c.buffer !== fr.payload.buffer)
+    /** Every frame, released after each ('each'), only before the first ('once') or never; the assembled ones. */
+    const read = (release: 'each' | 'once' | 'never') => {
+      const f = new FrameReader()
+      if (release === 'once') f.release()
+      const got: Frame[] = []
+      for (const r of reads) {
+        f.push(r)
+        for (let fr = f.next(); fr; fr = f.next()) {
+          got.push(fr)
+          if (release !== 'each') continue
+          expect(fr.payload.equals(want[got.length - 1]!.payload)).toBe(true)
+          f.release()
+          // Tests poison what is released: a view kept past release() sees other bytes.
+          if (assembled(fr) && fr.payload.length > 0) expect(fr.payload.every((x) => x === 0xa5)).toBe(true)
+        }
+      }
+      expect(got.length).toBe(want.length)
+      if (release !== 'each') expect(same(got, want)).toBe(true) // nothing handed out was written over
+      return got.filter(assembled).map((fr) => fr.payload.buffer)
+    }
+    const each = read('each')
+    expect(each.length).toBeGreaterThan(3)
+    expect(new Set(each).size).toBe(1)
+    for (const release of ['once', 'never'] as const) expect(new Set(read(release)).size).toBe(each.length)
+  })
+
   it('rejects an impossible length', () => {
     const f = new FrameReader()
     f.push(Buffer.from([0x64, 0, 0, 0, 2]))
