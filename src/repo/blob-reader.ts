@@ -24,6 +24,7 @@ import { type CodecPool, POOLED_MIN_BYTES } from './codec-pool.js'
 import { type RepoKeys, SEAL_OVERHEAD_BYTES } from './crypto.js'
 import { PAGE_BYTES, type PageHashAlgorithm, WINDOW_BYTES } from './file-map.js'
 import { packKey } from './layout.js'
+import { ReadAheadRanges } from './read-ahead-ranges.js'
 
 export interface BlobReaderOptions {
   /** Blobs whose stored bytes are at most this far apart in a pack are read together (default 256 KiB). */
@@ -64,13 +65,6 @@ interface Request {
   loc: BlobLocation
   resolve: (b: Buffer) => void
   reject: (err: unknown) => void
-}
-
-/** Bytes of a pack read ahead and kept. */
-interface KeptRange {
-  readonly packId: string
-  readonly start: number
-  readonly bytes: Buffer
 }
 
 /** Stored bytes of one blob to decode: a view into a read chunk, or a buffer of the reader's own. */
@@ -125,7 +119,7 @@ export class BlobReader {
   readonly #lentSmall = new WeakSet<ArrayBuffer>()
   /** Window-sized blobs decoded on the calling thread because every turn of the pool's workers was taken. */
   #decodedByCaller = 0
-  readonly #kept: KeptRange[] = []
+  readonly #kept: ReadAheadRanges
   #keptHits = 0
 
   /** @internal made by Repository.openBlobReader */
@@ -139,6 +133,7 @@ export class BlobReader {
     this.#maxGap = o.maxGapBytes ?? 256 << 10
     this.#maxRun = o.maxRunBytes ?? 8 << 20
     this.#spare = o.spareBuffers ?? 24
+    this.#kept = new ReadAheadRanges(o.keepRanges ?? 4)
   }
 
   /** Worker threads behind this reader (0: the calling thread decodes). */
@@ -188,13 +183,10 @@ export class BlobReader {
   read(id: BlobId): Promise<Buffer> {
     const loc = this.repo.locateBlob(id)
     if (!loc) return this.repo.readBlob(id, { signal: this.o.signal })
-    const kept = this.#kept.find((k) => k.packId === loc.packId && loc.offset >= k.start && loc.offset + loc.storedLength <= k.start + k.bytes.length)
+    const kept = this.#kept.find(loc.packId, loc.offset, loc.storedLength)
     if (kept) {
       this.#keptHits++
-      const at = loc.offset - kept.start
-      return new Promise<Buffer>((resolve, reject) =>
-        this.#decode({ r: { id, loc, resolve, reject }, stored: kept.bytes.subarray(at, at + loc.storedLength), own: undefined }),
-      )
+      return new Promise<Buffer>((resolve, reject) => this.#decode({ r: { id, loc, resolve, reject }, stored: kept, own: undefined }))
     }
     return new Promise<Buffer>((resolve, reject) => {
       this.#queue.push({ id, loc, resolve, reject })
@@ -338,10 +330,7 @@ export class BlobReader {
       // Missing pack, I/O error, abort: each blob's own read reports it the repository's way.
     }
     this.#putBack(gathering?.buffer)
-    if (keep && keep.length > 0) {
-      this.#kept.push({ packId, start, bytes: Buffer.concat(keep) })
-      if (this.#kept.length > (this.o.keepRanges ?? 4)) this.#kept.shift()
-    }
+    if (keep) this.#kept.add(packId, start, keep)
     // What the read did not deliver (a short read, a failure) is read again blob by blob.
     for (; next < run.length; next++) {
       this.#blobs++
