@@ -292,6 +292,28 @@ describe.each([
     }
   })
 
+  it('a window equal to one still being stored is not encoded again, nor once that one is stored', async () => {
+    const store = await pooled.openWindowStore({ workers: 1, maxInFlight: 2 })
+    try {
+      const content = pages(70_000, 128)
+      const windowOf = () => {
+        const w = store.takeBuffer()
+        content.copy(w)
+        return w.subarray(0, content.length)
+      }
+      const id = idOf(content)
+      const outcomes: boolean[] = []
+      // The second is given while the first is at the worker.
+      await Promise.all([store.store(id, windowOf(), (s) => outcomes.push(s)), store.store(id, windowOf(), (s) => outcomes.push(s))])
+      await store.drain()
+      await store.store(id, windowOf(), (s) => outcomes.push(s))
+      expect(outcomes.sort()).toEqual([false, false, true])
+      expect(store.jobCounts.encoded).toBe(1)
+    } finally {
+      await store.close()
+    }
+  })
+
   it('a second session reads every blob the pooled path stored, verified against its id', async () => {
     await pooled.flush()
     const again = await openRepository(await openFsStorage(join(dir, 'b')), { passphrase })
