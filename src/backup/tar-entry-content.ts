@@ -110,25 +110,31 @@ export class EntryContent implements TarEntryContent {
 
   /** Gives `piece` to the pipe's sink; settles the pipe after the last piece, or with the sink's failure. */
   #sinkPiece(pipe: ContentPipe, piece: Buffer): Promise<void> | undefined {
-    const failed = (err: unknown) => {
-      this.#abandoned = true
-      pipe.reject(err)
-    }
+    // Every piece of a backup passes here: nothing is allocated unless the sink makes the reader wait.
     const last = this.remaining === 0
     let pending: Promise<void> | undefined
     try {
       pending = pipe.sink(piece)
     } catch (err) {
-      failed(err)
+      this.#sinkFailed(pipe, err)
       return undefined
     }
     if (pending === undefined) {
       if (last) pipe.resolve()
       return undefined
     }
-    return pending.then(() => {
-      if (last) pipe.resolve()
-    }, failed)
+    return pending.then(
+      () => {
+        if (last) pipe.resolve()
+      },
+      (err: unknown) => this.#sinkFailed(pipe, err),
+    )
+  }
+
+  /** The sink failed: the rest of the content is dropped and the pipe rejects. */
+  #sinkFailed(pipe: ContentPipe, err: unknown): void {
+    this.#abandoned = true
+    pipe.reject(err)
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {

@@ -116,7 +116,8 @@ export class WindowStore {
     const length = window.length
     const onPut = (r: { stored: boolean }) => {
       // The target has it now: keeping every id here too was 100-150 bytes a blob for the whole backup.
-      this.#added.splice(this.#added.indexOf(id), 1)
+      const at = this.#added.indexOf(id)
+      if (at >= 0) this.#added.splice(at, 1)
       if (r.stored) this.storedBytes += length
       onStored?.(r.stored)
     }

@@ -131,9 +131,14 @@ describe('FrameReader', () => {
   it('after release(), assembles payloads across chunks in one buffer used again, never one still handed out', () => {
     const bb = fixture('base-backup-pg15.bin')
     const want = walk(bb)
-    // Separate buffers of 4,000 bytes (as TLS reads arrive): every larger payload has to be assembled.
+    // Separate buffers of 4,000 bytes (as TLS reads arrive; not Buffer.from, whose small buffers lie side by side in
+    // one pool and would be joined): every larger payload has to be assembled.
     const reads: Buffer[] = []
-    for (let off = 0; off < bb.length; off += 4000) reads.push(Buffer.from(bb.subarray(off, off + 4000)))
+    for (let off = 0; off < bb.length; off += 4000) {
+      const read = Buffer.allocUnsafeSlow(Math.min(4000, bb.length - off))
+      bb.copy(read, 0, off, off + read.length)
+      reads.push(read)
+    }
     const assembled = (fr: Frame) => reads.every((c) => c.buffer !== fr.payload.buffer)
     /** Every frame, released after each ('each'), only before the first ('once') or never; the assembled ones. */
     const read = (release: 'each' | 'once' | 'never') => {
