@@ -18,6 +18,8 @@ import {
   FileListWriter,
   type FileMap,
   inlineExtents,
+  inlineFileMap,
+  inlineFileMapOf,
   PAGE_BYTES,
   type Repository,
   type WindowStore,
@@ -33,8 +35,8 @@ const CONTROL_FILE = 'global/pg_control'
 
 export interface ParentFiles {
   backupId: string
-  /** The parent's entries by path (only `fileMap` is used). */
-  files: { get(path: string, o: { signal?: AbortSignal }): Promise<Pick<FileEntry, 'fileMap'> | undefined> }
+  /** The parent's file maps by path: a blob's id, or the map itself where its entry carries it inline. */
+  files: { get(path: string, o: { signal?: AbortSignal }): Promise<BlobId | FileMap | undefined> }
   /** Reads the parent's metadata blobs (file maps), reading ahead where they lie together. */
   readBlob(id: BlobId, o: { signal?: AbortSignal }): Promise<Buffer>
 }
@@ -45,45 +47,72 @@ export interface ParentFiles {
  * store request per few hundred relation files instead of one each).
  */
 const PARENT_READ_AHEAD_BYTES = 2 << 20
-/** Bytes of a blob id (SHA-256). */
-const ID_BYTES = 32
-
 /**
- * The parent's file map ids by path, read in one pass over its file list on first use. The server sends files in
+ * The parent's file maps by path, read in one pass over its file list on first use. The server sends files in
  * directory order, not in the list's path order: looking each up in the list's chunks (a cache of a few) decoded
- * the chunks again and again, minutes of CPU for 20,000 tables. A path and an id per relation file is small: the
- * ids are kept as bytes side by side (hex strings were 80 bytes each, 10 MB for 40,000 tables).
+ * the chunks again and again, minutes of CPU for 20,000 tables. A path and a map per relation file is small: kept
+ * as bytes side by side in one buffer (hex strings were 80 bytes each, 10 MB for 40,000 tables), entry n at
+ * ends[n - 1]..ends[n], its first byte saying whether a blob id follows or an inline map, encoded (88 bytes for a
+ * one-page file).
  */
 class ParentFileMaps {
-  #loaded: Promise<{ byPath: Map<string, number>; ids: Buffer }> | undefined
+  #loaded: Promise<{ byPath: Map<string, number>; refs: Buffer; ends: Uint32Array }> | undefined
 
-  constructor(private readonly list: FileListReader) {}
+  constructor(
+    private readonly list: FileListReader,
+    private readonly backupId: string,
+  ) {}
 
-  async get(path: string, o: { signal?: AbortSignal }): Promise<Pick<FileEntry, 'fileMap'> | undefined> {
+  async get(path: string, o: { signal?: AbortSignal }): Promise<BlobId | FileMap | undefined> {
     this.#loaded ??= this.#load(o)
-    const { byPath, ids } = await this.#loaded
+    const { byPath, refs, ends } = await this.#loaded
     const n = byPath.get(path)
-    return n === undefined ? undefined : { fileMap: ids.toString('hex', n * ID_BYTES, (n + 1) * ID_BYTES) }
+    if (n === undefined) return undefined
+    const at = n === 0 ? 0 : ends[n - 1]!
+    const ref = refs.subarray(at + 1, ends[n])
+    return refs[at] === REF_BLOB ? ref.toString('hex') : decodeFileMap(ref, `inline file map of '${path}' in backup ${this.backupId}`)
   }
 
-  async #load(o: { signal?: AbortSignal }): Promise<{ byPath: Map<string, number>; ids: Buffer }> {
+  async #load(o: { signal?: AbortSignal }): Promise<{ byPath: Map<string, number>; refs: Buffer; ends: Uint32Array }> {
     const byPath = new Map<string, number>()
-    let ids = Buffer.allocUnsafe(1024 * ID_BYTES)
+    let refs: Buffer = Buffer.allocUnsafe(64 << 10)
+    let ends = new Uint32Array(1024)
+    let used = 0
     for await (const chunk of this.list.chunks(o)) {
       for (const e of chunk) {
         if (!e.fileMap) continue
+        const inline = typeof e.fileMap === 'string' ? undefined : encodeFileMap(inlineFileMapOf(e, e.fileMap))
+        const bytes = 1 + (inline ? inline.length : ID_BYTES)
+        if (used + bytes > refs.length) refs = grown(refs, used + bytes)
+        refs[used] = inline ? REF_INLINE : REF_BLOB
+        if (inline) inline.copy(refs, used + 1)
+        else refs.write(e.fileMap as BlobId, used + 1, 'hex')
+        used += bytes
         const n = byPath.size
-        if ((n + 1) * ID_BYTES > ids.length) {
-          const grown = Buffer.allocUnsafe(ids.length * 2)
-          ids.copy(grown)
-          ids = grown
+        if (n === ends.length) {
+          const more = new Uint32Array(ends.length * 2)
+          more.set(ends)
+          ends = more
         }
-        ids.write(e.fileMap, n * ID_BYTES, 'hex')
+        ends[n] = used
         byPath.set(e.path, n)
       }
     }
-    return { byPath, ids }
+    return { byPath, refs, ends }
   }
+}
+
+/** Bytes of a blob id (SHA-256). */
+const ID_BYTES = 32
+/** The first byte of a parent's map reference: a blob id follows, or the map itself. */
+const REF_BLOB = 0
+const REF_INLINE = 1
+
+/** `b`'s bytes in a buffer of at least `need` bytes, doubled. */
+function grown(b: Buffer, need: number): Buffer {
+  const out = Buffer.allocUnsafe(Math.max(need, b.length * 2))
+  b.copy(out)
+  return out
 }
 
 /** The files of backup `parent`, its metadata read ahead through a BlobReader (close it when done). */
@@ -92,7 +121,7 @@ export function openParentFiles(repo: Repository, parent: BackupRecord, signal?:
   const readBlob = (id: BlobId) => reader.read(id)
   return {
     backupId: parent.id,
-    files: new ParentFileMaps(new FileListReader({ readBlob }, parent.files, undefined, `backup ${parent.id}`)),
+    files: new ParentFileMaps(new FileListReader({ readBlob }, parent.files, undefined, `backup ${parent.id}`), parent.id),
     readBlob,
     close: () => reader.close(),
   }
@@ -182,22 +211,26 @@ export class BackupFiles {
     return { sizeBytes: r.sizeBytes, crc }
   }
 
-  /** A relation file's content in its entry: its stored map, and the map's extents too when they are few. */
+  /**
+   * A relation file's content in its entry: its map, and the map's extents too when they are few; a map that small
+   * goes inline instead of into a blob of its own.
+   */
   private async relationContent(map: FileMap): Promise<Pick<FileEntry, 'fileMap' | 'extents'>> {
-    return { fileMap: await this.storeFileMap(map), extents: inlineExtents(map) }
+    const extents = inlineExtents(map)
+    return { fileMap: inlineFileMap(map, extents) ?? (await this.storeFileMap(map)), extents }
   }
 
   /** The parent's file map of `path`; a map that cannot be read means the parent cannot serve as a base. */
   private async parentMap(path: string): Promise<FileMap | undefined> {
     if (!this.parent) return undefined
-    const e = await this.parent.files.get(path, { signal: this.signal })
-    if (!e?.fileMap) return undefined
-    if (!this.store.hasBlob(e.fileMap)) throw new ParentBlobMissingError(e.fileMap)
+    const ref = await this.parent.files.get(path, { signal: this.signal })
+    if (ref === undefined || typeof ref !== 'string') return ref
+    if (!this.store.hasBlob(ref)) throw new ParentBlobMissingError(ref)
     try {
-      return decodeFileMap(await this.parent.readBlob(e.fileMap, { signal: this.signal }), `file map of '${path}' in backup ${this.parent.backupId}`)
+      return decodeFileMap(await this.parent.readBlob(ref, { signal: this.signal }), `file map of '${path}' in backup ${this.parent.backupId}`)
     } catch (err) {
       if (this.signal?.aborted) throw err
-      throw new ParentBlobMissingError(e.fileMap)
+      throw new ParentBlobMissingError(ref)
     }
   }
 

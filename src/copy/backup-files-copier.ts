@@ -18,6 +18,7 @@ import {
   FileListReader,
   type FileListSummary,
   type FileMap,
+  type FileMapRef,
   type Repository,
   UNKNOWN_WINDOW,
   type WindowHash,
@@ -113,13 +114,19 @@ export class BackupFilesCopier {
     return { ...out, extents: await this.#mapExtents(e.extents, hints) }
   }
 
-  /** Copies a relation file's map (and every blob it names); resolves with the map's id in the target. */
-  async #copyFileMap(e: FileEntry, entries: [FileEntry, FileEntry] | undefined): Promise<BlobId> {
+  /**
+   * Copies a relation file's map (and every blob it names); resolves with the map's reference in the target. An
+   * inline map stays as it is: its page hashes and CRCs do not depend on the repository, and its blobs are its
+   * entry's extents, copied with them.
+   */
+  async #copyFileMap(e: FileEntry, entries: [FileEntry, FileEntry] | undefined): Promise<FileMapRef> {
     const id = e.fileMap!
+    if (typeof id !== 'string') return id
     // The base's maps of the file, when it was a relation file there too.
-    const base = entries?.[0].fileMap && entries[1].fileMap ? entries : undefined
+    const [sourceBase, targetBase] = entries ?? []
+    const base = typeof sourceBase?.fileMap === 'string' && typeof targetBase?.fileMap === 'string' ? [sourceBase.fileMap, targetBase.fileMap] : undefined
     // The file did not change since the base: the base's copy of its map serves.
-    if (base && base[0].fileMap === id && this.#mapper.inTarget(base[1].fileMap!)) return base[1].fileMap!
+    if (base && base[0] === id && this.#mapper.inTarget(base[1])) return base[1]
     // A map the target holds outside a complete backup may name blobs that never got there (a copy killed
     // between its packs' uploads): it is read and its blobs are checked like any other.
     const what = `file map of '${e.path}' in backup ${this.#rec.id}`
@@ -127,7 +134,7 @@ export class BackupFilesCopier {
     let blobHints: Map<BlobId, BlobId> | undefined
     let windowHints: Map<BlobId, BlobId> | undefined
     if (base) {
-      const [s, t] = await Promise.all([this.#mapper.read(base[0].fileMap!), this.#target.readBlob(base[1].fileMap!, { signal: this.#o.signal })])
+      const [s, t] = await Promise.all([this.#mapper.read(base[0]), this.#target.readBlob(base[1], { signal: this.#o.signal })])
       const sm = decodeFileMap(s, `file map of '${e.path}' in backup ${this.#base!.id}`)
       const tm = decodeFileMap(t, `file map of '${e.path}' in the target's copy of the base backup`)
       blobHints = extentPairs(sm.extents, tm.extents)

@@ -98,7 +98,8 @@ export async function backupSpace(
     const entries = await expand(n, (bytes, id) => decodeChunk(bytes, `file list chunk '${id}'`))
     for (const e of entries ?? []) {
       for (const x of e.extents ?? []) mark(x.blob, owner[n]!)
-      mark(e.fileMap, owner[n]!, 2)
+      // An inline map's blobs are its entry's extents'.
+      if (typeof e.fileMap === 'string') mark(e.fileMap, owner[n]!, 2)
     }
     o.onProgress?.(++done, chunks)
   })

@@ -8,6 +8,7 @@ import { dataDirEntryProblem, printableName } from '../pg/data-dir-entry.js'
 import type { BlobId } from './blob.js'
 import { CompressedLines } from './compressed-lines.js'
 import type { Extent } from './file-map.js'
+import { type FileMapRef, unpackInlineFileMap } from './inline-file-map.js'
 
 export interface FileEntry {
   /** Relative to the data directory, '/'-separated; tablespace files as `pg_tblspc/<oid>/PG_…/…`. */
@@ -25,8 +26,11 @@ export interface FileEntry {
    * ({@link inlineExtents}), so that a restore need not read the map. Readers take these first when present.
    */
   extents?: Extent[]
-  /** Content of a relation file: the id of its file map blob (page hashes for the next backup, and extents). */
-  fileMap?: BlobId
+  /**
+   * Content of a relation file: its file map (page hashes for the next backup, and extents), the id of the blob
+   * that holds it or, for a small map, the map itself ({@link InlineFileMap}).
+   */
+  fileMap?: FileMapRef
   /** Target of a symlink. */
   linkTarget?: string
 }
@@ -53,9 +57,10 @@ export const INLINE_EXTENTS_FILE_BYTES = 1 << 20
 
 /**
  * The extents to list in a relation file's entry beside its map, or undefined to leave them in the map alone.
- * A restore reads one blob per file it would otherwise not need: for a cluster of many small relations, that is
- * half the blobs it reads (40,000 one-page tables: 80,000 maps). Larger files keep them in the map only: one map
- * read per MiBs of data costs nothing, and their extents would swell the list.
+ * A restore reads one blob per file it would otherwise not need: for a cluster of many small relations, that was
+ * half the blobs it read (40,000 one-page tables: 80,000 maps; their maps are inline now, InlineFileMap). Larger
+ * files keep them in the map only: one map read per MiBs of data costs nothing, and their extents would swell the
+ * list.
  */
 export function inlineExtents(map: { sizeBytes: number; extents: Extent[] }): Extent[] | undefined {
   return map.sizeBytes <= INLINE_EXTENTS_FILE_BYTES && map.extents.length <= INLINE_EXTENTS_MAX ? map.extents : undefined
@@ -77,7 +82,17 @@ export interface MetaSource {
   readBlob(id: BlobId, o?: { signal?: AbortSignal }): Promise<Buffer>
 }
 
-type Packed = [string, 'f' | 'd' | 'l', number, number, number, string | null, (string | number | null)[][] | null, string | null, string | null]
+type Packed = [
+  string,
+  'f' | 'd' | 'l',
+  number,
+  number,
+  number,
+  string | null,
+  (string | number | null)[][] | null,
+  string | { pages: string } | null,
+  string | null,
+]
 
 function pack(e: FileEntry): Packed {
   return [
@@ -88,7 +103,7 @@ function pack(e: FileEntry): Packed {
     e.sizeBytes,
     e.crc32c ?? null,
     e.extents ? e.extents.map((x) => [x.offset, x.length, x.blob, x.blobOffset]) : null,
-    e.fileMap ?? null,
+    e.fileMap === undefined ? null : typeof e.fileMap === 'string' ? e.fileMap : { pages: e.fileMap.pages },
     e.linkTarget ?? null,
   ]
 }
@@ -117,10 +132,10 @@ function unpack(p: Packed, where: string): FileEntry {
     e.crc32c = crc
   }
   if (extents !== null) e.extents = unpackExtents(extents, sizeBytes, bad)
-  if (fileMap !== null) {
-    if (typeof fileMap !== 'string' || !BLOB_ID.test(fileMap)) throw bad('has a malformed file map id')
+  if (typeof fileMap === 'string') {
+    if (!BLOB_ID.test(fileMap)) throw bad('has a malformed file map id')
     e.fileMap = fileMap
-  }
+  } else if (fileMap !== null) e.fileMap = unpackInlineFileMap(fileMap, e, bad)
   if (linkTarget !== null) {
     if (typeof linkTarget !== 'string') throw bad('has a malformed link target')
     e.linkTarget = linkTarget

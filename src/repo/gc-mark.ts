@@ -156,7 +156,8 @@ export class Marker {
       const maps: string[] = []
       for (const e of entries) {
         for (const x of e.extents ?? []) if (x.blob !== null) ref(x.blob, chunkWhere)
-        if (e.fileMap !== undefined) {
+        // An inline map's blobs are its entry's extents'.
+        if (typeof e.fileMap === 'string') {
           ref(e.fileMap, chunkWhere)
           if (!this.#walked.has(Buffer.from(e.fileMap, 'hex'))) maps.push(e.fileMap)
         }

@@ -4,7 +4,7 @@
 
 import { IntegrityError, isPgkeepError } from '../errors.js'
 import { crc32c, crc32cHexLE } from '../pg/crc32c.js'
-import { type BlobId, decodeFileMap, type FileEntry, type Repository } from '../repo/index.js'
+import { type BlobId, type FileEntry, fileMapOf, type Repository } from '../repo/index.js'
 
 /**
  * Runs a blob read; a failure other than an abort or a storage error (which says what it is itself) becomes an
@@ -27,7 +27,16 @@ export async function readWholeFile(repo: Repository, backupId: string, entry: F
   const out = Buffer.alloc(entry.sizeBytes)
   const extents =
     entry.extents ??
-    (entry.fileMap ? decodeFileMap(await readNamingFile(entry, entry.fileMap, backupId, () => repo.readBlob(entry.fileMap!, { signal }), signal)).extents : [])
+    (entry.fileMap
+      ? (
+          await fileMapOf(
+            entry,
+            entry.fileMap,
+            (id) => readNamingFile(entry, id, backupId, () => repo.readBlob(id, { signal }), signal),
+            `file map of '${entry.path}'`,
+          )
+        ).extents
+      : [])
   for (const x of extents) {
     if (x.blob === null) continue
     const blob = await readNamingFile(entry, x.blob, backupId, () => repo.readBlob(x.blob!, { signal }), signal)

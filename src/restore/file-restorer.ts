@@ -23,6 +23,7 @@ import {
   type BlobId,
   type BlobReader,
   decodeFileMap,
+  inlineFileMapOf,
   type Extent,
   extentsIn,
   type FileEntry,
@@ -415,14 +416,19 @@ export class FileRestorer {
   // Reading from the repository
 
   async #fileMap(entry: FileEntry): Promise<FileMap> {
-    // Through the cache: the task source asks for the maps of the files coming next, so they arrive in runs.
-    const lease = await this.#lease(entry, entry.fileMap!)
+    const ref = entry.fileMap!
+    const what = `file map of '${entry.path}' in backup ${this.ctx.backupId}`
     let map: FileMap
-    try {
-      // The map is decoded into objects of its own (no views into the blob), so the blob can go at once.
-      map = decodeFileMap(lease.bytes, `file map of '${entry.path}' in backup ${this.ctx.backupId}`)
-    } finally {
-      lease.release()
+    if (typeof ref !== 'string') map = inlineFileMapOf(entry, ref)
+    else {
+      // Through the cache: the task source asks for the maps of the files coming next, so they arrive in runs.
+      const lease = await this.#lease(entry, ref)
+      try {
+        // The map is decoded into objects of its own (no views into the blob), so the blob can go at once.
+        map = decodeFileMap(lease.bytes, what)
+      } finally {
+        lease.release()
+      }
     }
     if (map.sizeBytes !== entry.sizeBytes) {
       throw new IntegrityError(`file map of '${entry.path}' in backup ${this.ctx.backupId} describes ${map.sizeBytes} bytes, the file has ${entry.sizeBytes}`)

@@ -128,13 +128,13 @@ export async function restoreFiles(p: FilesPhase): Promise<FilesWritten> {
   // maps of relation files without inline extents, and the blobs of small files (through their maps, for those).
   const prefetch = (e: FileEntry) => {
     if (e.type !== 'file') return
-    if (e.fileMap && !e.extents) cache.prefetch(e.fileMap)
+    if (typeof e.fileMap === 'string' && !e.extents) cache.prefetch(e.fileMap)
     if (e.sizeBytes > SMALL_FILE_BYTES) return
     const want = (extents: readonly { blob: string | null }[]) => {
       for (const x of extents) if (x.blob !== null) cache.prefetch(x.blob)
     }
     if (e.extents) want(e.extents)
-    else if (e.fileMap) {
+    else if (typeof e.fileMap === 'string') {
       cache.get(e.fileMap).then(
         (lease) => {
           try {

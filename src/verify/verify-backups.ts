@@ -74,7 +74,8 @@ export async function verifyBackups(repo: Repository, o: { signal?: AbortSignal 
           })
         }
         for (const x of e.extents ?? []) if (x.blob !== null && !present(x.blob)) missing(e.path, 'data', x.blob)
-        if (!e.fileMap) continue
+        // An inline map is checked with its entry (file-list.ts) and names the blobs of its extents.
+        if (typeof e.fileMap !== 'string') continue
         let mapExtents = checkedMaps.get(e.fileMap)
         // A map is read once, unless an entry lists extents beside it that must be compared with the map's.
         if (!checkedMaps.has(e.fileMap) || (e.extents && mapExtents === undefined)) {

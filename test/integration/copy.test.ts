@@ -12,7 +12,6 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   type BackupRecord,
-  decodeFileMap,
   extentsIn,
   FileListReader,
   initRepository,
@@ -22,6 +21,7 @@ import {
   type Repository,
   UNKNOWN_WINDOW,
   WINDOW_BYTES,
+  fileMapOf,
 } from '../../src/repo/index.js'
 import { openStorage } from '../../src/storage/open.js'
 import { runMain } from '../harness/cli.js'
@@ -66,7 +66,7 @@ async function checkWindowHashes(repo: Repository, rec: BackupRecord): Promise<{
   let v1Maps = 0
   for await (const e of new FileListReader(repo, rec.files).entries()) {
     if (!e.fileMap) continue
-    const m = decodeFileMap(await repo.readBlob(e.fileMap))
+    const m = await fileMapOf(e, e.fileMap, (id) => repo.readBlob(id))
     let cached: [string, Buffer] | undefined
     const read = async (id: string) => (cached?.[0] === id ? cached[1] : (cached = [id, await repo.readBlob(id)])[1])
     if (!m.windowHashes) continue // version 2: no window hashes, page hashes do not depend on the repository

@@ -16,7 +16,6 @@ import {
   BACKUP_RECORD_KIND,
   type BackupRecord,
   backupKey,
-  decodeFileMap,
   FileListReader,
   listBackups,
   listWalKeys,
@@ -28,6 +27,7 @@ import {
   type WalRecord,
   writeBackupRecord,
   writeWalRecord,
+  fileMapOf,
 } from '../../src/repo/index.js'
 import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
@@ -380,8 +380,8 @@ describe.each<Major>([15, 17])('expire and forget on PG %i', (major) => {
         for await (const e of new FileListReader(r.repo, x.files).entries()) {
           for (const ext of e.extents ?? []) if (ext.blob) ids.add(ext.blob)
           if (e.fileMap) {
-            ids.add(e.fileMap)
-            for (const ext of decodeFileMap(await r.repo.readBlob(e.fileMap)).extents) if (ext.blob) ids.add(ext.blob)
+            if (typeof e.fileMap === 'string') ids.add(e.fileMap)
+            for (const ext of (await fileMapOf(e, e.fileMap, (id) => r.repo.readBlob(id))).extents) if (ext.blob) ids.add(ext.blob)
           }
         }
         refs.set(x.id, ids)

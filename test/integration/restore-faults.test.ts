@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { takeBackup, type BackupResult } from '../../src/backup/backup.js'
 import { findBackup } from '../../src/repo/backup-record.js'
 import { FileListReader } from '../../src/repo/file-list.js'
+import { fileMapOf, inlineFileMapOf } from '../../src/repo/inline-file-map.js'
 import { decodeFileMap } from '../../src/repo/file-map.js'
 import { packKey } from '../../src/repo/layout.js'
 import { openRepository } from '../../src/repo/index.js'
@@ -71,9 +72,10 @@ describe('restore faults', () => {
     try {
       const rec = await findBackup(repo, b.id)
       const entry = (await new FileListReader(repo, rec.files).get(path))!
-      const extents = entry.fileMap ? decodeFileMap(await repo.readBlob(entry.fileMap)).extents : entry.extents!
+      const extents = entry.fileMap ? (await fileMapOf(entry, entry.fileMap, (id) => repo.readBlob(id))).extents : entry.extents!
       const x = extents.find((e) => e.blob !== null && e.offset + e.length > entry.sizeBytes / 2)!
-      const loc = repo.locateBlob(of === 'map' ? entry.fileMap! : x.blob!)!
+      if (of === 'map' && typeof entry.fileMap !== 'string') throw new Error(`'${path}' has no file map blob`)
+      const loc = repo.locateBlob(of === 'map' ? (entry.fileMap as string) : x.blob!)!
       return { packId: loc.packId, offset: loc.offset, storedLength: loc.storedLength }
     } finally {
       await repo.close()
@@ -124,15 +126,21 @@ describe('restore faults', () => {
   })
 
   it("a small relation file's map is not read, its entry lists the extents; a larger file's map is", async () => {
-    const [{ small, large }] = await pg.sql<{ small: string; large: string }>(
-      `select pg_relation_filepath('pg_class') as small, pg_relation_filepath('pgbench_accounts') as large`,
+    // pg_attribute: tens of pages, a map blob of its own; pgbench_branches: one page, its map inline.
+    const [{ small, tiny, large }] = await pg.sql<{ small: string; tiny: string; large: string }>(
+      `select pg_relation_filepath('pg_attribute') as small, pg_relation_filepath('pgbench_branches') as tiny,
+        pg_relation_filepath('pgbench_accounts') as large`,
     )
     const repo = await openRepository(await openFsStorage(r.dir))
     try {
       const list = new FileListReader(repo, (await findBackup(repo, b.id)).files)
-      const [s, l] = [(await list.get(small))!, (await list.get(large))!]
+      const [s, t, l] = [(await list.get(small))!, (await list.get(tiny))!, (await list.get(large))!]
+      expect(t.sizeBytes).toBe(8192)
+      if (typeof t.fileMap !== 'object') throw new Error(`'${tiny}' has no inline file map: ${t.fileMap}`)
+      expect(inlineFileMapOf(t, t.fileMap).pageHashes.length).toBe(8)
       expect(s.sizeBytes).toBeLessThanOrEqual(1 << 20)
-      expect(s.extents).toEqual(decodeFileMap(await repo.readBlob(s.fileMap!)).extents)
+      if (typeof s.fileMap !== 'string') throw new Error(`'${small}' has no file map blob`)
+      expect(s.extents).toEqual(decodeFileMap(await repo.readBlob(s.fileMap)).extents)
       expect(l.sizeBytes).toBeGreaterThan(1 << 20)
       expect(l.fileMap).toBeDefined()
       expect(l.extents).toBeUndefined()

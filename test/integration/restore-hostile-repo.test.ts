@@ -114,12 +114,18 @@ describe('restore and verify of hostile repositories', () => {
     await variant('extents that do not tile the file', /do not tile|covering/, {
       edit: (e) => (e.path === 'PG_VERSION' ? { ...e, extents: e.extents!.map((x) => ({ ...x, offset: x.offset + 1 })) } : e),
     })
-    // A small relation file lists its map's extents in its entry, and a restore takes those: another file's extents
-    // there (of the same size) must not pass. The restore's CRC-32C check stops it; verify compares them with the map.
-    const inline = entries.filter((e) => e.fileMap && e.extents && e.sizeBytes === 8192)
-    const victim = inline[0]!
-    const other = inline.find((e) => e.crc32c !== victim.crc32c)!
-    await variant("inline extents that are not the file map's", /CRC-32C/, {
+    // A small relation file lists its map's extents in its entry, and a restore takes those: other extents there
+    // must not pass. Where the map is a blob, verify compares them with the map's; the restore reads past the blob.
+    const listed = entries.find((e) => typeof e.fileMap === 'string' && e.extents)!
+    await variant("inline extents that are not the file map's", /refers to bytes/, {
+      edit: (e) => (e.path === listed.path ? { ...e, extents: e.extents!.map((x, i) => (i === 0 ? { ...x, blobOffset: x.blobOffset + 8192 } : x)) } : e),
+    })
+    // A one-page file's map is inline, its extents the only ones: another file's there pass every structural check,
+    // and the restore's CRC-32C check stops them (verify reads blobs, not files, and does not see it).
+    const onePage = entries.filter((e) => typeof e.fileMap === 'object' && e.sizeBytes === 8192)
+    const victim = onePage[0]!
+    const other = onePage.find((e) => e.crc32c !== victim.crc32c)!
+    await variant("another file's extents beside an inline map (CRC-32C)", /CRC-32C/, {
       edit: (e) => (e.path === victim.path ? { ...e, extents: other.extents } : e),
     })
     await variant('a tablespace oid that is a path', /tablespace oid/, {
@@ -139,7 +145,7 @@ describe('restore and verify of hostile repositories', () => {
   })
 
   it('every hostile backup: restore exits 30 naming the entry, nothing outside the targets changes', async () => {
-    expect(hostile.size).toBe(17)
+    expect(hostile.size).toBe(18)
     for (const [name, h] of hostile) {
       const target = join(sentinel, `target-${h.id}`)
       const before = await listTree(outside)

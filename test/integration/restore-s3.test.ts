@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { takeBackup, type BackupResult } from '../../src/backup/backup.js'
 import { findBackup } from '../../src/repo/backup-record.js'
 import { FileListReader } from '../../src/repo/file-list.js'
-import { decodeFileMap } from '../../src/repo/file-map.js'
+import { fileMapOf } from '../../src/repo/inline-file-map.js'
 import { initRepository, type Repository } from '../../src/repo/index.js'
 import { runMain } from '../harness/cli.js'
 import { type Cluster, startCluster } from '../harness/cluster.js'
@@ -59,8 +59,8 @@ describe('restore from S3', () => {
     // extents (docs/backup-format.md §3), counted from the file list.
     const blobs = new Set<string>()
     for await (const e of new FileListReader(repo, rec.files).entries()) {
-      if (e.fileMap && !e.extents) blobs.add(e.fileMap)
-      const extents = e.extents ?? (e.fileMap ? decodeFileMap(await repo.readBlob(e.fileMap)).extents : [])
+      if (typeof e.fileMap === 'string' && !e.extents) blobs.add(e.fileMap)
+      const extents = e.extents ?? (e.fileMap ? (await fileMapOf(e, e.fileMap, (id) => repo.readBlob(id))).extents : [])
       for (const x of extents) if (x.blob) blobs.add(x.blob)
     }
     const { url, env } = specLocation(spec)
