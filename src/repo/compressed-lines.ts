@@ -8,20 +8,37 @@ import { compress, decompress } from 'zstd-napi'
 /** Uncompressed bytes of a block: one decompressed block at a time is what reading costs. */
 const BLOCK_BYTES = 64 << 10
 const ZSTD_LEVEL = 1
+const NEWLINE = 0x0a
+/** The open block's buffer: a block and room for the line that fills it (more for a longer line). */
+const OPEN_BYTES = BLOCK_BYTES + (4 << 10)
+const NO_BYTES = Buffer.alloc(0)
 
 export class CompressedLines {
   readonly #blocks: Buffer[] = []
-  #open: string[] = []
+  /**
+   * The open block's lines as UTF-8, written as they come: a line held as a string until its block is sealed
+   * outlived young-generation collections when lines come one per file (the files received, ~1,000 to a block),
+   * and was promoted to the old generation, 13 MB over a backup of 120,000 files. Allocated by the first line,
+   * freed by seal().
+   */
+  #open: Buffer = NO_BYTES
   #openBytes = 0
   #count = 0
   #heldBytes = 0
 
   /** Adds a line; it must not contain '\n'. */
   push(line: string): void {
-    this.#open.push(line)
-    this.#openBytes += line.length + 1
+    // At most 3 bytes of UTF-8 per UTF-16 code unit, and the newline.
+    const room = this.#openBytes + 3 * line.length + 1
+    if (room > this.#open.length) {
+      const grown = Buffer.allocUnsafe(Math.max(room, OPEN_BYTES, 2 * this.#open.length))
+      this.#open.copy(grown, 0, 0, this.#openBytes)
+      this.#open = grown
+    }
+    this.#openBytes += this.#open.write(line, this.#openBytes, 'utf8')
+    this.#open[this.#openBytes++] = NEWLINE
     this.#count++
-    if (this.#openBytes >= BLOCK_BYTES) this.#seal()
+    if (this.#openBytes >= BLOCK_BYTES) this.#sealBlock()
   }
 
   /** Lines added. */
@@ -36,7 +53,7 @@ export class CompressedLines {
 
   /** The lines in the order they were added; decompresses one block at a time. Adding while reading is an error. */
   *lines(): Generator<string> {
-    this.#seal()
+    this.seal()
     const blocks = this.#blocks.length
     for (const block of this.#blocks) {
       const text = decompress(block).toString('utf8')
@@ -46,16 +63,22 @@ export class CompressedLines {
         yield text.slice(at, end)
         at = end + 1
       }
-      if (this.#blocks.length !== blocks || this.#open.length > 0) throw new Error('CompressedLines: lines added while reading')
+      if (this.#blocks.length !== blocks || this.#openBytes > 0) throw new Error('CompressedLines: lines added while reading')
     }
   }
 
-  #seal(): void {
-    if (this.#open.length === 0) return
-    const block = compress(Buffer.from(this.#open.join('\n') + '\n'), { compressionLevel: ZSTD_LEVEL })
+  /** Compresses the open block now and frees its buffer (for lines that will not grow any more for a while). */
+  seal(): void {
+    this.#sealBlock()
+    this.#open = NO_BYTES
+  }
+
+  #sealBlock(): void {
+    if (this.#openBytes === 0) return
+    // compress() copies what it takes: the open block's buffer is written again.
+    const block = compress(this.#open.subarray(0, this.#openBytes), { compressionLevel: ZSTD_LEVEL })
     this.#blocks.push(block)
     this.#heldBytes += block.length
-    this.#open = []
     this.#openBytes = 0
   }
 }

@@ -400,13 +400,14 @@ describe('file lists (docs/backup-format.md §3)', () => {
 
   it('writes the chunks of entries sorted from many runs exactly as of one sorted list', async () => {
     // 20,000 entries in a scattered order: the writer sorts them in runs (8,192 entries each) and merges those. Every
-    // fifth name has characters of 2, 4 and (most) 3 bytes of UTF-8 each.
+    // fifth name has characters of 2, 4 and (most) 3 bytes of UTF-8 each (a run outgrows the writer's first buffer).
     const sink = memorySink()
     const w = new FileListWriter()
     const entries: FileEntry[] = []
     for (let i = 0; i < 20_000; i++) {
       const n = (i * 7919) % 20_000
-      const name = n % 5 === 0 ? `ü😀${'€'.repeat(100 + (n % 50))}${n}` : `${n}`
+      // Quotes and backslashes: escaped in the JSON lines, so a path's JSON is longer than the path.
+      const name = n % 5 === 0 ? `ü😀${'€'.repeat(100 + (n % 50))}${n}` : n % 11 === 0 ? `"q\\${n}` : `${n}`
       const e: FileEntry = { path: `base/${n % 7}/${name}`, type: 'file', mode: 0o600, mtime: 1_700_000_000, sizeBytes: 0, crc32c: '00000000' }
       entries.push(e)
       w.add(e)
