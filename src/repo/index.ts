@@ -34,6 +34,7 @@ export { CompressedLines } from './compressed-lines.js'
 // The repository's own structures (normative in docs/backup-format.md): records, file lists, file maps, WAL.
 export * from './backup-record.js'
 export * from './file-list.js'
+export { FileListWriter } from './file-list-writer.js'
 export * from './inline-file-map.js'
 export * from './file-map.js'
 export * from './wal-catalog.js'
