@@ -16,6 +16,7 @@ import {
   FileListReader,
   type FileListSummary,
   FileListWriter,
+  GrowingBytes,
   type FileMap,
   inlineExtents,
   inlineFileMap,
@@ -75,45 +76,35 @@ class ParentFileMaps {
 
   async #load(o: { signal?: AbortSignal }): Promise<{ byPath: Map<string, number>; refs: Buffer; ends: Uint32Array }> {
     const byPath = new Map<string, number>()
-    let refs: Buffer = Buffer.allocUnsafe(64 << 10)
+    const refs = new GrowingBytes(64 << 10)
     let ends = new Uint32Array(1024)
-    let used = 0
     for await (const chunk of this.list.chunks(o)) {
       for (const e of chunk) {
         if (!e.fileMap) continue
-        const inline = typeof e.fileMap === 'string' ? undefined : encodeFileMap(inlineFileMapOf(e, e.fileMap))
-        const bytes = 1 + (inline ? inline.length : ID_BYTES)
-        if (used + bytes > refs.length) refs = grown(refs, used + bytes)
-        refs[used] = inline ? REF_INLINE : REF_BLOB
-        if (inline) inline.copy(refs, used + 1)
-        else refs.write(e.fileMap as BlobId, used + 1, 'hex')
-        used += bytes
+        if (typeof e.fileMap === 'string') {
+          refs.appendByte(REF_BLOB)
+          refs.appendHex(e.fileMap)
+        } else {
+          refs.appendByte(REF_INLINE)
+          refs.append(encodeFileMap(inlineFileMapOf(e, e.fileMap)))
+        }
         const n = byPath.size
         if (n === ends.length) {
           const more = new Uint32Array(ends.length * 2)
           more.set(ends)
           ends = more
         }
-        ends[n] = used
+        ends[n] = refs.length
         byPath.set(e.path, n)
       }
     }
-    return { byPath, refs, ends }
+    return { byPath, refs: refs.view(), ends }
   }
 }
 
-/** Bytes of a blob id (SHA-256). */
-const ID_BYTES = 32
 /** The first byte of a parent's map reference: a blob id follows, or the map itself. */
 const REF_BLOB = 0
 const REF_INLINE = 1
-
-/** `b`'s bytes in a buffer of at least `need` bytes, doubled. */
-function grown(b: Buffer, need: number): Buffer {
-  const out = Buffer.allocUnsafe(Math.max(need, b.length * 2))
-  b.copy(out)
-  return out
-}
 
 /** The files of backup `parent`, its metadata read ahead through a BlobReader (close it when done). */
 export function openParentFiles(repo: Repository, parent: BackupRecord, signal?: AbortSignal): ParentFiles & { close(): Promise<void> } {

@@ -4,6 +4,7 @@
 // of peak RSS for a cluster of 40,000 tables; compressed, file list lines cost about 20-40 bytes each.
 
 import { compress, decompress } from 'zstd-napi'
+import { GrowingBytes } from './growing-bytes.js'
 
 /** Uncompressed bytes of a block: one decompressed block at a time is what reading costs. */
 const BLOCK_BYTES = 64 << 10
@@ -11,34 +12,24 @@ const ZSTD_LEVEL = 1
 const NEWLINE = 0x0a
 /** The open block's buffer: a block and room for the line that fills it (more for a longer line). */
 const OPEN_BYTES = BLOCK_BYTES + (4 << 10)
-const NO_BYTES = Buffer.alloc(0)
 
 export class CompressedLines {
   readonly #blocks: Buffer[] = []
   /**
    * The open block's lines as UTF-8, written as they come: a line held as a string until its block is sealed
    * outlived young-generation collections when lines come one per file (the files received, ~1,000 to a block),
-   * and was promoted to the old generation, 13 MB over a backup of 120,000 files. Allocated by the first line,
-   * freed by seal().
+   * and was promoted to the old generation, 13 MB over a backup of 120,000 files. Freed by seal().
    */
-  #open: Buffer = NO_BYTES
-  #openBytes = 0
+  readonly #open = new GrowingBytes(OPEN_BYTES)
   #count = 0
   #heldBytes = 0
 
   /** Adds a line; it must not contain '\n'. */
   push(line: string): void {
-    // At most 3 bytes of UTF-8 per UTF-16 code unit, and the newline.
-    const room = this.#openBytes + 3 * line.length + 1
-    if (room > this.#open.length) {
-      const grown = Buffer.allocUnsafe(Math.max(room, OPEN_BYTES, 2 * this.#open.length))
-      this.#open.copy(grown, 0, 0, this.#openBytes)
-      this.#open = grown
-    }
-    this.#openBytes += this.#open.write(line, this.#openBytes, 'utf8')
-    this.#open[this.#openBytes++] = NEWLINE
+    this.#open.appendUtf8(line)
+    this.#open.appendByte(NEWLINE)
     this.#count++
-    if (this.#openBytes >= BLOCK_BYTES) this.#sealBlock()
+    if (this.#open.length >= BLOCK_BYTES) this.#sealBlock()
   }
 
   /** Lines added. */
@@ -63,22 +54,22 @@ export class CompressedLines {
         yield text.slice(at, end)
         at = end + 1
       }
-      if (this.#blocks.length !== blocks || this.#openBytes > 0) throw new Error('CompressedLines: lines added while reading')
+      if (this.#blocks.length !== blocks || this.#open.length > 0) throw new Error('CompressedLines: lines added while reading')
     }
   }
 
   /** Compresses the open block now and frees its buffer (for lines that will not grow any more for a while). */
   seal(): void {
     this.#sealBlock()
-    this.#open = NO_BYTES
+    this.#open.free()
   }
 
   #sealBlock(): void {
-    if (this.#openBytes === 0) return
+    if (this.#open.length === 0) return
     // compress() copies what it takes: the open block's buffer is written again.
-    const block = compress(this.#open.subarray(0, this.#openBytes), { compressionLevel: ZSTD_LEVEL })
+    const block = compress(this.#open.view(), { compressionLevel: ZSTD_LEVEL })
     this.#blocks.push(block)
     this.#heldBytes += block.length
-    this.#openBytes = 0
+    this.#open.clear()
   }
 }

@@ -13,6 +13,7 @@ import {
   type MetaSink,
   type Packed,
 } from './file-list.js'
+import { GrowingBytes } from './growing-bytes.js'
 
 /**
  * Entries are collected into runs of this many, each sorted and kept compressed (CompressedLines). Entries come in
@@ -29,8 +30,7 @@ export class FileListWriter {
    * (its extents, ids, path) until its run was sorted outlived young-generation collections and was promoted to V8's
    * old generation, which grew with it: 50 MB promoted over a backup of 120,000 files.
    */
-  #pending: Buffer = Buffer.allocUnsafe(1 << 20)
-  #pendingBytes = 0
+  readonly #pending = new GrowingBytes(1 << 20)
   readonly #ends = new Uint32Array(RUN_ENTRIES)
   /** Per pending entry: the length of its path's JSON at the start of its line (after the '['). */
   readonly #pathChars = new Uint32Array(RUN_ENTRIES)
@@ -39,16 +39,8 @@ export class FileListWriter {
   #count = 0
 
   add(e: FileEntry): void {
-    const line = entryLine(e)
-    // At most 3 bytes of UTF-8 per UTF-16 code unit.
-    const room = this.#pendingBytes + 3 * line.length
-    if (room > this.#pending.length) {
-      const grown = Buffer.allocUnsafe(Math.max(room, 2 * this.#pending.length))
-      this.#pending.copy(grown, 0, 0, this.#pendingBytes)
-      this.#pending = grown
-    }
-    this.#pendingBytes += this.#pending.write(line, this.#pendingBytes, 'utf8')
-    this.#ends[this.#pendingCount] = this.#pendingBytes
+    this.#pending.appendUtf8(entryLine(e))
+    this.#ends[this.#pendingCount] = this.#pending.length
     this.#pathChars[this.#pendingCount] = JSON.stringify(e.path).length
     this.#pendingCount++
     this.#count++
@@ -61,7 +53,7 @@ export class FileListWriter {
 
   async finish(sink: MetaSink, o: { signal?: AbortSignal } = {}): Promise<FileListSummary> {
     this.#sortIntoRun()
-    this.#pending = Buffer.alloc(0)
+    this.#pending.free()
     const chunks: FileListChunk[] = []
     let sizeBytes = 0
     let lines: string[] = []
@@ -92,7 +84,7 @@ export class FileListWriter {
     const lines: string[] = new Array(n)
     const paths: string[] = new Array(n)
     for (let i = 0, start = 0; i < n; start = this.#ends[i++]!) {
-      const line = this.#pending.toString('utf8', start, this.#ends[i])
+      const line = this.#pending.utf8(start, this.#ends[i]!)
       lines[i] = line
       paths[i] = JSON.parse(line.slice(1, 1 + this.#pathChars[i]!)) as string
     }
@@ -102,7 +94,7 @@ export class FileListWriter {
     run.seal()
     this.#runs.push(run)
     this.#pendingCount = 0
-    this.#pendingBytes = 0
+    this.#pending.clear()
   }
 }
 
