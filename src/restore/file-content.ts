@@ -25,21 +25,11 @@ export async function readNamingFile<T>(entry: FileEntry, id: BlobId, backupId: 
 /** The whole content of a (small) file of a backup, every blob verified. */
 export async function readWholeFile(repo: Repository, backupId: string, entry: FileEntry, signal?: AbortSignal): Promise<Buffer> {
   const out = Buffer.alloc(entry.sizeBytes)
-  const extents =
-    entry.extents ??
-    (entry.fileMap
-      ? (
-          await fileMapOf(
-            entry,
-            entry.fileMap,
-            (id) => readNamingFile(entry, id, backupId, () => repo.readBlob(id, { signal }), signal),
-            `file map of '${entry.path}'`,
-          )
-        ).extents
-      : [])
+  const read = (id: BlobId) => readNamingFile(entry, id, backupId, () => repo.readBlob(id, { signal }), signal)
+  const extents = entry.extents ?? (entry.fileMap ? (await fileMapOf(entry, entry.fileMap, read, `file map of '${entry.path}'`)).extents : [])
   for (const x of extents) {
     if (x.blob === null) continue
-    const blob = await readNamingFile(entry, x.blob, backupId, () => repo.readBlob(x.blob!, { signal }), signal)
+    const blob = await read(x.blob)
     if (x.blobOffset + x.length > blob.length || x.offset + x.length > out.length) {
       throw new IntegrityError(`'${entry.path}' of backup ${backupId} refers to bytes beyond blob '${x.blob}' or beyond its own size`)
     }
